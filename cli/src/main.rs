@@ -1,1 +1,149 @@
-fn main() {}
+//! `gcr`: pull, build and run OCI containers, rootless by default, with no daemon.
+//!
+//! This binary only turns flags into calls of the library crates and formats their results.
+//! The order in `main` matters: the rootless user-namespace re-exec and any container fork
+//! happen while the process is still single-threaded, before a tokio runtime exists.
+
+mod check;
+mod format;
+mod images;
+mod pull;
+mod run;
+mod system;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+/// Exit status when gcr itself fails (as Docker and Podman use it).
+pub const EXIT_GCR_FAILED: u8 = 125;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "gcr",
+    version,
+    about = "Pull, build and run OCI containers: rootless, daemonless",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Store root (default: /var/lib/gcr as root, $XDG_DATA_HOME/gcr otherwise)
+    #[arg(long, global = true, env = "GCR_ROOT", value_name = "DIR")]
+    root: Option<PathBuf>,
+
+    /// Log level: error, warn, info, debug, trace
+    #[arg(long, global = true, default_value = "warn", value_name = "LEVEL")]
+    log_level: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Pull an image from a registry
+    Pull(pull::PullArgs),
+    /// List images
+    Images(images::ImagesArgs),
+    /// Remove images
+    Rmi(images::RmiArgs),
+    /// Give an image another name
+    Tag(images::TagArgs),
+    /// Show an image's details as JSON
+    Inspect(images::InspectArgs),
+    /// Show the history of an image
+    History(images::HistoryArgs),
+    /// Turn a root filesystem archive (tar, tar.gz, tar.zst, zip) into an image
+    Import(images::ImportArgs),
+    /// Log in to a registry
+    Login(pull::LoginArgs),
+    /// Log out of a registry
+    Logout(pull::LogoutArgs),
+    /// Run a command in a new container
+    Run(run::RunArgs),
+    /// Build an image from a Containerfile
+    Build(check::BuildArgs),
+    /// Manage the store
+    #[command(subcommand)]
+    System(system::SystemCommand),
+}
+
+impl Command {
+    /// Whether the command reads or writes the store (and so needs the rootless namespace).
+    fn uses_store(&self) -> bool {
+        !matches!(
+            self,
+            Command::Login(_) | Command::Logout(_) | Command::Build(_)
+        )
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level);
+    match real_main(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("error: {}", format::error_chain(&err));
+            ExitCode::from(EXIT_GCR_FAILED)
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("{level},gcr={level}"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<u8> {
+    let root = cli.root.clone().unwrap_or_else(gcr_storage::Store::default_root);
+    if cli.command.uses_store() && !nix::unistd::geteuid().is_root() {
+        // The re-exec'd process inherits the environment, so pass the root chosen from the
+        // real user's XDG directories down; inside the namespace it would look like root's.
+        std::env::set_var("GCR_ROOT", &root);
+        gcr_runtime::userns::enter_rootless_userns()
+            .context("cannot enter the rootless user namespace")?;
+    }
+    let ctx = Context { root };
+    match cli.command {
+        Command::Pull(args) => pull::pull(&ctx, args),
+        Command::Images(args) => images::images(&ctx, args),
+        Command::Rmi(args) => images::rmi(&ctx, args),
+        Command::Tag(args) => images::tag(&ctx, args),
+        Command::Inspect(args) => images::inspect(&ctx, args),
+        Command::History(args) => images::history(&ctx, args),
+        Command::Import(args) => images::import(&ctx, args),
+        Command::Login(args) => pull::login(args),
+        Command::Logout(args) => pull::logout(args),
+        Command::Run(args) => run::run(&ctx, args),
+        Command::Build(args) => check::build(&ctx, args),
+        Command::System(cmd) => system::system(&ctx, cmd),
+    }
+}
+
+/// What every command needs to find the store.
+pub struct Context {
+    pub root: PathBuf,
+}
+
+impl Context {
+    pub fn open_store(&self) -> anyhow::Result<gcr_storage::Store> {
+        gcr_storage::Store::open(self.root.clone())
+            .with_context(|| format!("cannot open the store at {}", self.root.display()))
+    }
+}
+
+/// A tokio runtime for the network commands; created only after any fork is done.
+pub fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}

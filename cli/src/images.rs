@@ -1,0 +1,424 @@
+//! Image commands: images, rmi, tag, inspect, history, import.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _};
+use clap::Args;
+use gcr_storage::{ImageRecord, Store};
+use serde_json::{json, Value};
+
+use crate::format::{human_age, human_size, short_id, split_name, table};
+use crate::Context;
+
+/// Largest image config gcr reads back from its own store.
+const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
+#[derive(Args, Debug)]
+pub struct ImagesArgs {
+    /// Only show image IDs
+    #[arg(short, long)]
+    quiet: bool,
+    /// Output format: table (default) or json
+    #[arg(long, default_value = "table")]
+    format: String,
+    /// Show full image IDs
+    #[arg(long)]
+    no_trunc: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RmiArgs {
+    /// Remove the image even if it has several names or containers use it
+    #[arg(short, long)]
+    force: bool,
+    #[arg(required = true, value_name = "IMAGE")]
+    images: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct TagArgs {
+    #[arg(value_name = "SOURCE_IMAGE")]
+    source: String,
+    #[arg(value_name = "TARGET_IMAGE")]
+    target: String,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    #[arg(required = true, value_name = "IMAGE")]
+    images: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct HistoryArgs {
+    #[arg(value_name = "IMAGE")]
+    image: String,
+    /// Only show image IDs
+    #[arg(short, long)]
+    quiet: bool,
+    /// Don't truncate output
+    #[arg(long)]
+    no_trunc: bool,
+    /// Output format: table (default) or json
+    #[arg(long, default_value = "table")]
+    format: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// Root filesystem archive: tar, tar.gz, tar.zst or zip
+    #[arg(value_name = "ARCHIVE")]
+    archive: PathBuf,
+    /// Name for the new image
+    #[arg(value_name = "NAME[:TAG]")]
+    name: String,
+    /// Only print the image ID
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+/// The full stored name for what a user typed ("busybox" -> "docker.io/library/busybox:latest").
+pub fn normalize_name(input: &str) -> anyhow::Result<String> {
+    let reference: gcr_registry::Reference = input
+        .parse()
+        .with_context(|| format!("invalid image name {input:?}"))?;
+    Ok(reference.to_string())
+}
+
+/// Finds a local image by ID (or unique ID prefix), manifest digest, or name as Docker
+/// normalises it.
+pub fn find_image(store: &Store, input: &str) -> anyhow::Result<ImageRecord> {
+    if let Ok(record) = store.resolve_image(input) {
+        return Ok(record);
+    }
+    if let Ok(name) = normalize_name(input) {
+        if let Ok(record) = store.resolve_image(&name) {
+            return Ok(record);
+        }
+    }
+    bail!("image not known: {input} (see `gcr images`, or `gcr pull {input}`)")
+}
+
+pub fn images(ctx: &Context, args: ImagesArgs) -> anyhow::Result<u8> {
+    let store = ctx.open_store()?;
+    let mut records = store.images()?;
+    records.sort_by(|a, b| b.created.cmp(&a.created));
+    if args.quiet {
+        let mut seen = std::collections::HashSet::new();
+        for record in &records {
+            if seen.insert(record.id.to_string()) {
+                println!("{}", display_id(&record.id.to_string(), args.no_trunc));
+            }
+        }
+        return Ok(0);
+    }
+    match args.format.as_str() {
+        "json" => {
+            let list: Vec<Value> = records
+                .iter()
+                .map(|r| {
+                    json!({
+                        "Id": r.id.to_string(),
+                        "Names": r.names,
+                        "Digest": r.manifest_digest.to_string(),
+                        "Created": r.created,
+                        "Size": r.size,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&list)?);
+        }
+        "table" => {
+            let mut rows = Vec::new();
+            for record in &records {
+                let names: Vec<String> = if record.names.is_empty() {
+                    vec![String::new()]
+                } else {
+                    record.names.clone()
+                };
+                for name in names {
+                    let (repository, tag) = if name.is_empty() {
+                        ("<none>".to_string(), "<none>".to_string())
+                    } else {
+                        split_name(&name)
+                    };
+                    rows.push(vec![
+                        repository,
+                        tag,
+                        display_id(&record.id.to_string(), args.no_trunc),
+                        human_age(record.created.as_deref()),
+                        human_size(record.size),
+                    ]);
+                }
+            }
+            print!(
+                "{}",
+                table(
+                    &["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"],
+                    &rows
+                )
+            );
+        }
+        other => bail!("unknown --format {other:?}: use table or json"),
+    }
+    Ok(0)
+}
+
+fn display_id(id: &str, no_trunc: bool) -> String {
+    if no_trunc {
+        id.to_string()
+    } else {
+        short_id(id)
+    }
+}
+
+pub fn rmi(ctx: &Context, args: RmiArgs) -> anyhow::Result<u8> {
+    let store = ctx.open_store()?;
+    let mut failed = false;
+    for input in &args.images {
+        if let Err(err) = remove_one(&store, input, args.force) {
+            eprintln!("error: {}", crate::format::error_chain(&err));
+            failed = true;
+        }
+    }
+    Ok(if failed { 1 } else { 0 })
+}
+
+fn remove_one(store: &Store, input: &str, force: bool) -> anyhow::Result<()> {
+    let record = find_image(store, input)?;
+    // A name given and the image has other names: only that name goes, like `docker rmi`.
+    let name_given = record
+        .names
+        .iter()
+        .find(|n| n.as_str() == input || normalize_name(input).ok().as_deref() == Some(n))
+        .cloned();
+    if let Some(name) = &name_given {
+        if record.names.len() > 1 {
+            store.untag(name)?;
+            println!("Untagged: {name}");
+            return Ok(());
+        }
+    } else if record.names.len() > 1 && !force {
+        bail!(
+            "image {} has several names ({}): remove them by name, or use -f",
+            short_id(&record.id.to_string()),
+            record.names.join(", ")
+        );
+    }
+    let removed = store.remove_image(&record.id, force)?;
+    for name in &record.names {
+        println!("Untagged: {name}");
+    }
+    println!("Deleted: {}", record.id);
+    let _ = removed;
+    Ok(())
+}
+
+pub fn tag(ctx: &Context, args: TagArgs) -> anyhow::Result<u8> {
+    let store = ctx.open_store()?;
+    let record = find_image(&store, &args.source)?;
+    let target = normalize_name(&args.target)?;
+    if target.contains('@') {
+        bail!("cannot tag with a digest reference {target:?}: give NAME[:TAG]");
+    }
+    store.tag(&record.id, &target)?;
+    Ok(0)
+}
+
+/// The image's config JSON, as stored.
+fn config_json(store: &Store, record: &ImageRecord) -> anyhow::Result<Value> {
+    let bytes = store.image_config_bytes(record)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        bail!("image config of {} is larger than 4 MiB", record.id);
+    }
+    serde_json::from_slice(&bytes).with_context(|| format!("image config {} is not JSON", record.id))
+}
+
+pub fn inspect(ctx: &Context, args: InspectArgs) -> anyhow::Result<u8> {
+    let store = ctx.open_store()?;
+    let mut out = Vec::new();
+    let mut failed = false;
+    for input in &args.images {
+        match inspect_one(&store, input) {
+            Ok(value) => out.push(value),
+            Err(err) => {
+                eprintln!("error: {}", crate::format::error_chain(&err));
+                failed = true;
+            }
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(if failed { 125 } else { 0 })
+}
+
+fn inspect_one(store: &Store, input: &str) -> anyhow::Result<Value> {
+    let record = find_image(store, input)?;
+    let config = config_json(store, &record)?;
+    let repo_tags: Vec<&String> = record.names.iter().filter(|n| !n.contains('@')).collect();
+    let repo_digests: Vec<String> = record
+        .names
+        .iter()
+        .map(|n| {
+            let (repo, _) = split_name(n);
+            format!("{repo}@{}", record.manifest_digest)
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    Ok(json!({
+        "Id": record.id.to_string(),
+        "Digest": record.manifest_digest.to_string(),
+        "RepoTags": repo_tags,
+        "RepoDigests": repo_digests,
+        "Created": config.get("created"),
+        "Author": config.get("author"),
+        "Architecture": config.get("architecture"),
+        "Variant": config.get("variant"),
+        "Os": config.get("os"),
+        "Config": config.get("config").cloned().unwrap_or(Value::Object(Default::default())),
+        "RootFS": {
+            "Type": "layers",
+            "Layers": record.layers.iter().map(|l| l.to_string()).collect::<Vec<_>>(),
+        },
+        "History": config.get("history"),
+        "Size": record.size,
+    }))
+}
+
+pub fn history(ctx: &Context, args: HistoryArgs) -> anyhow::Result<u8> {
+    let store = ctx.open_store()?;
+    let record = find_image(&store, &args.image)?;
+    let config = config_json(&store, &record)?;
+    let entries = config
+        .get("history")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let layer_sizes = manifest_layer_sizes(&store, &record);
+    // Docker lists newest first; non-empty entries take the layers in order.
+    let mut layer_index = 0usize;
+    let mut rows: Vec<(String, String, String, u64, String)> = Vec::new();
+    for entry in &entries {
+        let empty = entry
+            .get("empty_layer")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let size = if empty {
+            0
+        } else {
+            let s = layer_sizes.get(layer_index).copied().unwrap_or(0);
+            layer_index += 1;
+            s
+        };
+        let text = |k: &str| {
+            entry
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        rows.push((
+            "<missing>".to_string(),
+            text("created"),
+            text("created_by"),
+            size,
+            text("comment"),
+        ));
+    }
+    if let Some(top) = rows.last_mut() {
+        top.0 = record.id.to_string();
+    }
+    rows.reverse();
+    if args.quiet {
+        for row in &rows {
+            println!("{}", display_id(&row.0, args.no_trunc));
+        }
+        return Ok(0);
+    }
+    if args.format == "json" {
+        let list: Vec<Value> = rows
+            .iter()
+            .map(|(id, created, by, size, comment)| {
+                json!({"id": id, "created": created, "createdBy": by, "size": size, "comment": comment})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(0);
+    } else if args.format != "table" {
+        bail!("unknown --format {:?}: use table or json", args.format);
+    }
+    let table_rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|(id, created, by, size, comment)| {
+            let id = if id == "<missing>" {
+                id.clone()
+            } else {
+                display_id(id, args.no_trunc)
+            };
+            let by = if args.no_trunc || by.chars().count() <= 45 {
+                by.clone()
+            } else {
+                format!("{}…", by.chars().take(44).collect::<String>())
+            };
+            vec![
+                id,
+                human_age(Some(created.as_str()).filter(|c| !c.is_empty())),
+                by,
+                human_size(*size),
+                comment.clone(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"],
+            &table_rows
+        )
+    );
+    Ok(0)
+}
+
+/// Sizes of the image's layers as its manifest gives them (compressed sizes).
+fn manifest_layer_sizes(store: &Store, record: &ImageRecord) -> Vec<u64> {
+    let Ok(bytes) = store.image_manifest_bytes(record) else {
+        return Vec::new();
+    };
+    let Ok(manifest) = serde_json::from_slice::<Value>(&bytes) else {
+        return Vec::new();
+    };
+    manifest
+        .get("layers")
+        .and_then(Value::as_array)
+        .map(|layers| {
+            layers
+                .iter()
+                .map(|l| l.get("size").and_then(Value::as_u64).unwrap_or(0))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn import(ctx: &Context, args: ImportArgs) -> anyhow::Result<u8> {
+    let store = ctx.open_store()?;
+    let name = normalize_name(&args.name)?;
+    if name.contains('@') {
+        bail!("cannot import under a digest reference {name:?}: give NAME[:TAG]");
+    }
+    if !args.archive.is_file() {
+        bail!(
+            "archive {} does not exist or is not a file",
+            args.archive.display()
+        );
+    }
+    let record = store
+        .import_archive(&args.archive, &name)
+        .with_context(|| format!("cannot import {}", args.archive.display()))?;
+    if args.quiet {
+        println!("{}", record.id);
+    } else {
+        println!("Imported {} as {name}", args.archive.display());
+        println!("{}", record.id);
+    }
+    Ok(0)
+}

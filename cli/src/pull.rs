@@ -1,0 +1,205 @@
+//! `gcr pull`, `gcr login`, `gcr logout`: the registry commands and their progress display.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Read};
+
+use anyhow::{bail, Context as _};
+use clap::Args;
+use gcr_registry::{PullEvent, PullOptions, Reference};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::format::short_id;
+use crate::Context;
+
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// Platform to pull from a multi-platform image: os/arch[/variant]
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    platform: Option<String>,
+    /// Print nothing but the image name when done
+    #[arg(short, long)]
+    quiet: bool,
+    /// Require HTTPS with a verified certificate (false allows plain HTTP and any certificate)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    tls_verify: bool,
+    /// Image reference: NAME[:TAG|@DIGEST]
+    #[arg(value_name = "IMAGE")]
+    image: String,
+}
+
+#[derive(Args, Debug)]
+pub struct LoginArgs {
+    /// User name
+    #[arg(short, long)]
+    username: Option<String>,
+    /// Password (prefer --password-stdin)
+    #[arg(short, long)]
+    password: Option<String>,
+    /// Read the password from standard input
+    #[arg(long)]
+    password_stdin: bool,
+    /// Require HTTPS with a verified certificate
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    tls_verify: bool,
+    /// Registry host[:port]
+    #[arg(value_name = "REGISTRY")]
+    registry: String,
+}
+
+#[derive(Args, Debug)]
+pub struct LogoutArgs {
+    /// Registry host[:port]
+    #[arg(value_name = "REGISTRY")]
+    registry: String,
+}
+
+pub fn pull(ctx: &Context, args: PullArgs) -> anyhow::Result<u8> {
+    let reference: Reference = args
+        .image
+        .parse()
+        .with_context(|| format!("invalid image reference {:?}", args.image))?;
+    let platform = args
+        .platform
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .context("invalid --platform")?;
+    let store = ctx.open_store()?;
+    let options = PullOptions {
+        platform,
+        tls_verify: args.tls_verify,
+        ..Default::default()
+    };
+    let runtime = crate::tokio_runtime()?;
+    let quiet = args.quiet;
+    let result = runtime.block_on(async move {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let display = tokio::spawn(show_progress(receiver, quiet));
+        let result = gcr_registry::pull(&store, &reference, &options, sender).await;
+        let _ = display.await;
+        result.map(|pulled| (reference, pulled))
+    });
+    let (reference, pulled) = result.with_context(|| format!("cannot pull {}", args.image))?;
+    if quiet {
+        println!("{reference}");
+    } else {
+        println!("Digest: {}", pulled.manifest_digest);
+        println!("Status: pulled {reference}");
+        println!("{}", pulled.id);
+    }
+    Ok(0)
+}
+
+/// Draws per-layer bars on a terminal, plain lines otherwise, nothing when quiet.
+async fn show_progress(mut events: tokio::sync::mpsc::UnboundedReceiver<PullEvent>, quiet: bool) {
+    let terminal = std::io::stderr().is_terminal();
+    let multi = MultiProgress::with_draw_target(if terminal && !quiet {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    });
+    let style = ProgressStyle::with_template(
+        "{prefix:.bold} {msg:<12} [{bar:30}] {bytes:>10}/{total_bytes:<10} {bytes_per_sec}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    let mut bars: HashMap<String, ProgressBar> = HashMap::new();
+    while let Some(event) = events.recv().await {
+        if quiet {
+            continue;
+        }
+        match event {
+            PullEvent::Resolved { manifest_digest } => {
+                if !terminal {
+                    eprintln!("Resolved manifest {manifest_digest}");
+                }
+            }
+            PullEvent::LayerStarted { digest, size } => {
+                let key = digest.to_string();
+                if terminal {
+                    let bar = multi.add(ProgressBar::new(size));
+                    bar.set_style(style.clone());
+                    bar.set_prefix(short_id(&key));
+                    bar.set_message("downloading");
+                    bars.insert(key, bar);
+                } else {
+                    eprintln!("Copying blob {} ({size} bytes)", short_id(&key));
+                }
+            }
+            PullEvent::LayerProgress { digest, bytes_done } => {
+                if let Some(bar) = bars.get(&digest.to_string()) {
+                    bar.set_position(bytes_done);
+                }
+            }
+            PullEvent::LayerSkipped { digest } => {
+                if terminal {
+                    let bar = multi.add(ProgressBar::new(0));
+                    bar.set_style(style.clone());
+                    bar.set_prefix(short_id(&digest.to_string()));
+                    bar.finish_with_message("exists");
+                } else {
+                    eprintln!("Copying blob {} skipped: already exists", short_id(&digest.to_string()));
+                }
+            }
+            PullEvent::LayerDone { digest } => {
+                let key = digest.to_string();
+                if let Some(bar) = bars.get(&key) {
+                    bar.finish_with_message("done");
+                } else {
+                    eprintln!("Copying blob {} done", short_id(&key));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+pub fn login(args: LoginArgs) -> anyhow::Result<u8> {
+    let username = match args.username {
+        Some(u) => u,
+        None => {
+            if !std::io::stdin().is_terminal() {
+                bail!("no user name given: use -u USER");
+            }
+            eprint!("Username: ");
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line.trim().to_string()
+        }
+    };
+    let password = if args.password_stdin {
+        if args.password.is_some() {
+            bail!("--password and --password-stdin are mutually exclusive");
+        }
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the password from standard input")?;
+        text.trim_end_matches(['\n', '\r']).to_string()
+    } else if let Some(p) = args.password {
+        p
+    } else {
+        bail!("no password given: use --password-stdin (or -p PASSWORD)");
+    };
+    if username.is_empty() || password.is_empty() {
+        bail!("user name and password must not be empty");
+    }
+    let runtime = crate::tokio_runtime()?;
+    runtime
+        .block_on(gcr_registry::login(
+            &args.registry,
+            &username,
+            &password,
+            args.tls_verify,
+        ))
+        .with_context(|| format!("cannot log in to {}", args.registry))?;
+    println!("Login Succeeded!");
+    Ok(0)
+}
+
+pub fn logout(args: LogoutArgs) -> anyhow::Result<u8> {
+    gcr_registry::logout(&args.registry)
+        .with_context(|| format!("cannot log out of {}", args.registry))?;
+    println!("Removed login credentials for {}", args.registry);
+    Ok(0)
+}

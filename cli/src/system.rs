@@ -1,0 +1,128 @@
+//! `gcr system check|df|prune`: store maintenance.
+
+use std::io::{BufRead, IsTerminal};
+
+use anyhow::bail;
+use clap::{Args, Subcommand};
+
+use crate::format::{human_size, table};
+use crate::Context;
+
+#[derive(Subcommand, Debug)]
+pub enum SystemCommand {
+    /// Verify every blob and unpacked layer in the store
+    Check(CheckArgs),
+    /// Show how much disk space the store uses
+    Df,
+    /// Remove unused data
+    Prune(PruneArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Remove whatever is broken (and names pointing at it)
+    #[arg(long)]
+    repair: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Also remove every image no container uses, not only unnamed ones
+    #[arg(short, long)]
+    all: bool,
+    /// Do not ask for confirmation
+    #[arg(short, long)]
+    force: bool,
+}
+
+pub fn system(ctx: &Context, cmd: SystemCommand) -> anyhow::Result<u8> {
+    match cmd {
+        SystemCommand::Check(args) => check(ctx, args),
+        SystemCommand::Df => df(ctx),
+        SystemCommand::Prune(args) => prune(ctx, args),
+    }
+}
+
+fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<u8> {
+    let store = ctx.open_store()?;
+    let report = store.check(args.repair)?;
+    if report.problems.is_empty() {
+        println!("store {} is consistent", store.root().display());
+        return Ok(0);
+    }
+    for problem in &report.problems {
+        println!("{problem}");
+    }
+    if args.repair {
+        println!("repaired {} problem(s)", report.problems.len());
+        Ok(0)
+    } else {
+        eprintln!(
+            "error: {} problem(s) found; run `gcr system check --repair` to remove what is broken",
+            report.problems.len()
+        );
+        Ok(1)
+    }
+}
+
+fn df(ctx: &Context) -> anyhow::Result<u8> {
+    let store = ctx.open_store()?;
+    let usage = store.disk_usage()?;
+    let rows = vec![
+        vec![
+            "Images".to_string(),
+            usage.images.to_string(),
+            usage.active_images.to_string(),
+            human_size(usage.images_size),
+            human_size(usage.images_reclaimable),
+        ],
+        vec![
+            "Containers".to_string(),
+            usage.containers.to_string(),
+            usage.containers.to_string(),
+            human_size(usage.containers_size),
+            human_size(0),
+        ],
+        vec![
+            "Build Cache".to_string(),
+            usage.cache_entries.to_string(),
+            "0".to_string(),
+            human_size(usage.cache_size),
+            human_size(usage.cache_size),
+        ],
+    ];
+    print!(
+        "{}",
+        table(
+            &["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"],
+            &rows
+        )
+    );
+    Ok(0)
+}
+
+fn prune(ctx: &Context, args: PruneArgs) -> anyhow::Result<u8> {
+    if !args.force {
+        let what = if args.all {
+            "all images without a container, unused layers and blobs, and stale temporary files"
+        } else {
+            "unnamed images, unused layers and blobs, and stale temporary files"
+        };
+        if !std::io::stdin().is_terminal() {
+            bail!("prune removes {what}; confirm with -f when not on a terminal");
+        }
+        eprint!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Ok(0);
+        }
+    }
+    let store = ctx.open_store()?;
+    let report = store.prune(args.all)?;
+    for id in &report.removed_images {
+        println!("Deleted: {id}");
+    }
+    println!("Total reclaimed space: {}", human_size(report.reclaimed_bytes));
+    Ok(0)
+}
