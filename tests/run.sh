@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# The one test command: sudo bash tests/run.sh [extra cargo test args...]
+# Sets up the machine (tests/fixtures/setup.sh), starts the fixture registries, pushes the
+# fixture images, then runs cargo fmt --check, cargo clippy -D warnings and cargo test with
+# the fixture environment (tests/fixtures/env.sh). Fails when any step fails.
+# The registries it starts are stopped when it exits, however it exits.
+set -uo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO" || exit 1
+FIX="$REPO/tests/fixtures"
+CACHE="${GCR_FIXTURES_CACHE:-/var/cache/gcr-fixtures}"
+
+section() { printf '\n==== %s ====\n' "$*"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "tests/run.sh must run as root (it installs packages and starts registries): sudo bash tests/run.sh" >&2
+    exit 1
+fi
+
+# sudo resets PATH: find the invoking user's (or root's) rustup toolchain.
+if ! command -v cargo >/dev/null 2>&1; then
+    for dir in "${CARGO_HOME:-}/bin" "$HOME/.cargo/bin" \
+        "$(getent passwd "${SUDO_USER:-root}" | cut -d: -f6)/.cargo/bin" /root/.cargo/bin; do
+        if [ -x "$dir/cargo" ]; then
+            PATH="$dir:$PATH"
+            break
+        fi
+    done
+fi
+command -v cargo >/dev/null 2>&1 || {
+    echo "cargo not found: install Rust (rustup) or put cargo on PATH" >&2
+    exit 1
+}
+
+# One run at a time on a machine: runs share the registries on fixed ports. Children get
+# the lock descriptor closed (9>&-) so nothing they leave behind can hold it.
+mkdir -p "$CACHE"
+exec 9>"$CACHE/.run.lock"
+if ! flock -n 9; then
+    echo "another tests/run.sh is running on this machine; waiting for it (up to 1 h)" >&2
+    flock -w 3600 9 || {
+        echo "gave up waiting for the other tests/run.sh" >&2
+        exit 1
+    }
+fi
+
+RESULTS=()
+FAILED=0
+record() { # record NAME STATUS
+    if [ "$2" -eq 0 ]; then
+        RESULTS+=("ok      $1")
+    else
+        RESULTS+=("FAILED  $1 (exit $2)")
+        FAILED=1
+    fi
+}
+summary() {
+    section "summary"
+    printf '%s\n' "${RESULTS[@]}"
+    if [ "$FAILED" -ne 0 ]; then
+        echo "tests/run.sh: FAILED"
+    else
+        echo "tests/run.sh: all steps ok"
+    fi
+}
+
+section "setup (tests/fixtures/setup.sh)"
+bash "$FIX/setup.sh" 9>&-
+rc=$?
+record setup $rc
+if [ $rc -ne 0 ]; then
+    summary
+    exit 1
+fi
+
+section "registries (tests/fixtures/registry.sh start)"
+# Registries a developer started by hand before this run stay up; the ones started here
+# are stopped on exit. In CI they are always stopped.
+STOP_REGISTRIES=1
+if [ "${CI:-}" != true ] && bash "$FIX/registry.sh" status >/dev/null 2>&1; then
+    STOP_REGISTRIES=0
+    echo "registries were already running; leaving them running after the tests"
+fi
+cleanup() {
+    if [ "$STOP_REGISTRIES" = 1 ]; then
+        bash "$FIX/registry.sh" stop 9>&-
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+bash "$FIX/registry.sh" start 9>&-
+rc=$?
+record registries $rc
+if [ $rc -ne 0 ]; then
+    summary
+    exit 1
+fi
+
+section "images (tests/fixtures/images.sh)"
+bash "$FIX/images.sh" 9>&-
+rc=$?
+record images $rc
+if [ $rc -ne 0 ]; then
+    summary
+    exit 1
+fi
+
+# shellcheck source=tests/fixtures/env.sh
+source "$FIX/env.sh" || exit 1
+section "fixture environment"
+for v in GCR_TEST_REGISTRY GCR_TEST_TLS_REGISTRY GCR_TEST_TLS_USER GCR_TEST_TLS_CA \
+    GCR_TEST_USER GCR_TEST_FIXTURES; do
+    echo "$v=${!v}"
+done
+echo "GCR_TEST_TLS_PASSWORD=(set, ${#GCR_TEST_TLS_PASSWORD} characters)"
+echo "CI=${CI:-}"
+
+section "cargo fmt --all -- --check"
+cargo fmt --all -- --check 9>&-
+record "cargo fmt" $?
+
+section "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings 9>&-
+record "cargo clippy" $?
+
+section "cargo test --workspace $*"
+cargo test --workspace "$@" 9>&-
+record "cargo test" $?
+
+summary
+exit "$FAILED"
