@@ -1,1 +1,54 @@
-//! gcr-storage
+//! gcr-storage: everything under the store root.
+//!
+//! The root is an OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/<hex>`) that
+//! skopeo and umoci can read, plus gcr's own directories:
+//!
+//! ```text
+//! oci-layout, index.json   OCI image layout; one index.json descriptor per image name
+//! blobs/sha256/<hex>       manifests, configs, compressed layers
+//! layers/<diff-id hex>/    diff/ (the OverlayFS lower dir) and meta.json (written last)
+//! containers/<id>/         image (the image ID the container uses) and the runtime's files
+//! cache/                   build cache
+//! tmp/                     in-flight work; each entry is flocked by its owner, swept when stale
+//! lock                     flock serialising index.json changes and garbage collection
+//! gc.lock                  shared "lease" held by pulls/builds so GC leaves their new content alone
+//! ```
+//!
+//! The crate is synchronous and knows nothing of HTTP or processes.
+
+mod digest;
+mod error;
+mod gc;
+mod import;
+mod index;
+mod ingest;
+mod layer_writer;
+mod store;
+mod tmp;
+pub mod unpack;
+
+pub use digest::{Digest, DigestError, Hasher};
+pub use error::StoreError;
+pub use gc::{CheckReport, DiskUsage, Problem, PruneReport, UsageEntry};
+pub use index::{ImageRecord, RemovedImage};
+pub use ingest::LayerExpectation;
+pub use layer_writer::{Compression, LayerInfo, LayerWriter};
+pub use store::{Lease, Store, StoreLock};
+
+/// Media type of an OCI image manifest.
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// Media type of a Docker image manifest, schema 2.
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Media type of an OCI image config.
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+/// Media type of an OCI gzip layer.
+pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+/// Media type of an OCI zstd layer.
+pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+/// Media type of an OCI uncompressed layer.
+pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+/// The index.json annotation carrying an image's name.
+pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
+
+/// Upper bound for manifests and configs read from the store (as for the registry: 4 MiB).
+pub const MAX_DOCUMENT_SIZE: u64 = 4 * 1024 * 1024;

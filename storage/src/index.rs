@@ -1,0 +1,588 @@
+//! Image records: `index.json` (names), manifests and configs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::digest::Digest;
+use crate::error::{IoContext, StoreError};
+use crate::store::Store;
+use crate::{DOCKER_MANIFEST, MAX_DOCUMENT_SIZE, OCI_MANIFEST, REF_NAME_ANNOTATION};
+
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// One image in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageRecord {
+    /// Image ID: the digest of the config blob.
+    pub id: Digest,
+    /// Digest of the manifest blob.
+    pub manifest_digest: Digest,
+    /// Media type of the manifest (OCI or Docker schema 2).
+    pub manifest_media_type: String,
+    /// Every name pointing at this image, sorted.
+    pub names: Vec<String>,
+    /// `created` from the config, as written there (RFC 3339).
+    pub created: Option<String>,
+    /// Sum of the unpacked sizes of the layers, in bytes.
+    pub size: u64,
+    /// The layers' diff_ids (config `rootfs.diff_ids`), bottom first.
+    pub layers: Vec<Digest>,
+    /// The layers' blob digests (manifest `layers`), bottom first.
+    pub layer_blobs: Vec<Digest>,
+    /// Config `architecture`.
+    pub architecture: String,
+    /// Config `os`.
+    pub os: String,
+    /// Config `variant`, if any.
+    pub variant: Option<String>,
+}
+
+/// What `remove_image` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RemovedImage {
+    /// Names that were removed ("Untagged: ...").
+    pub untagged: Vec<String>,
+    /// Blobs and layers deleted ("Deleted: ..."): the image ID first, then layer diff_ids.
+    pub deleted: Vec<Digest>,
+}
+
+/// index.json as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Index {
+    #[serde(rename = "schemaVersion")]
+    pub schema_version: u32,
+    #[serde(rename = "mediaType", default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    #[serde(default)]
+    pub manifests: Vec<IndexEntry>,
+}
+
+/// One descriptor of index.json.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct IndexEntry {
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl IndexEntry {
+    fn name(&self) -> Option<&str> {
+        self.annotations.get(REF_NAME_ANNOTATION).map(String::as_str)
+    }
+}
+
+/// The parts of a manifest the store needs.
+#[derive(Debug, Clone)]
+pub(crate) struct ParsedManifest {
+    pub media_type: String,
+    pub config: Digest,
+    pub layers: Vec<Digest>,
+}
+
+/// The parts of a config the store needs.
+#[derive(Debug, Clone)]
+pub(crate) struct ParsedConfig {
+    pub diff_ids: Vec<Digest>,
+    pub created: Option<String>,
+    pub architecture: String,
+    pub os: String,
+    pub variant: Option<String>,
+}
+
+pub(crate) fn parse_manifest(digest: &Digest, bytes: &[u8]) -> Result<ParsedManifest, StoreError> {
+    let bad = |reason: String| StoreError::InvalidManifest {
+        digest: digest.clone(),
+        reason,
+    };
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
+    if v.get("manifests").is_some() {
+        return Err(bad("it is an index, not an image manifest".to_string()));
+    }
+    if v.get("schemaVersion").and_then(Value::as_u64) != Some(2) {
+        return Err(bad("schemaVersion is not 2".to_string()));
+    }
+    let media_type = match v.get("mediaType").and_then(Value::as_str) {
+        None => OCI_MANIFEST.to_string(),
+        Some(t) if t == OCI_MANIFEST || t == DOCKER_MANIFEST => t.to_string(),
+        Some(t) => return Err(bad(format!("unsupported mediaType {t:?}"))),
+    };
+    let config = v
+        .get("config")
+        .and_then(|c| c.get("digest"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("no config digest".to_string()))?
+        .parse::<Digest>()
+        .map_err(|e| bad(e.to_string()))?;
+    let layers = v
+        .get("layers")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("no layers array".to_string()))?
+        .iter()
+        .map(|l| {
+            l.get("digest")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("a layer has no digest".to_string()))?
+                .parse::<Digest>()
+                .map_err(|e| bad(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ParsedManifest {
+        media_type,
+        config,
+        layers,
+    })
+}
+
+pub(crate) fn parse_config(digest: &Digest, bytes: &[u8]) -> Result<ParsedConfig, StoreError> {
+    let bad = |reason: String| StoreError::InvalidConfig {
+        digest: digest.clone(),
+        reason,
+    };
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let diff_ids = v
+        .get("rootfs")
+        .and_then(|r| r.get("diff_ids"))
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("no rootfs.diff_ids".to_string()))?
+        .iter()
+        .map(|d| {
+            d.as_str()
+                .ok_or_else(|| bad("a diff_id is not a string".to_string()))?
+                .parse::<Digest>()
+                .map_err(|e| bad(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let text = |key: &str| v.get(key).and_then(Value::as_str).map(str::to_string);
+    Ok(ParsedConfig {
+        diff_ids,
+        created: text("created"),
+        architecture: text("architecture").unwrap_or_default(),
+        os: text("os").unwrap_or_default(),
+        variant: text("variant"),
+    })
+}
+
+/// Check an image name before it goes into index.json.
+pub(crate) fn validate_name(name: &str) -> Result<(), StoreError> {
+    let reason = if name.is_empty() {
+        Some("empty")
+    } else if name.len() > 4096 {
+        Some("longer than 4096 bytes")
+    } else if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        Some("contains whitespace or control characters")
+    } else {
+        None
+    };
+    match reason {
+        Some(r) => Err(StoreError::InvalidName {
+            name: name.to_string(),
+            reason: r.to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
+impl Store {
+    pub(crate) fn read_index(&self) -> Result<Index, StoreError> {
+        let path = self.index_path();
+        let bytes = fs::read(&path).ctx("reading", &path)?;
+        serde_json::from_slice(&bytes).map_err(|source| StoreError::Json { path, source })
+    }
+
+    /// Write index.json atomically. Callers hold the store lock.
+    pub(crate) fn write_index(&self, index: &Index) -> Result<(), StoreError> {
+        let path = self.index_path();
+        let mut index = index.clone();
+        index.schema_version = 2;
+        index.media_type = Some(OCI_INDEX.to_string());
+        // One unnamed entry per image at most, and none for images that also have a name.
+        let named: BTreeSet<Digest> = index
+            .manifests
+            .iter()
+            .filter(|e| e.name().is_some())
+            .map(|e| e.digest.clone())
+            .collect();
+        let mut seen_unnamed = BTreeSet::new();
+        index.manifests.retain(|e| {
+            e.name().is_some()
+                || (!named.contains(&e.digest) && seen_unnamed.insert(e.digest.clone()))
+        });
+        let bytes = serde_json::to_vec_pretty(&index).map_err(|source| StoreError::Json {
+            path: path.clone(),
+            source,
+        })?;
+        self.write_file_atomic(&path, &bytes)
+    }
+
+    /// Store an image: verifies every layer (blob and unpacked) is present, writes the config
+    /// and manifest blobs, then under the store lock points each name at it in index.json. A
+    /// name that pointed at another image moves to this one. With no names the image is stored
+    /// unnamed (dangling).
+    pub fn commit_image(
+        &self,
+        names: &[String],
+        manifest: &[u8],
+        config: &[u8],
+    ) -> Result<ImageRecord, StoreError> {
+        for name in names {
+            validate_name(name)?;
+        }
+        let manifest_digest = Digest::of(manifest);
+        let config_digest = Digest::of(config);
+        let parsed = parse_manifest(&manifest_digest, manifest)?;
+        if parsed.config != config_digest {
+            return Err(StoreError::DigestMismatch {
+                what: format!("config of manifest {manifest_digest}"),
+                expected: parsed.config,
+                actual: config_digest,
+            });
+        }
+        let cfg = parse_config(&config_digest, config)?;
+        if cfg.diff_ids.len() != parsed.layers.len() {
+            return Err(StoreError::InvalidManifest {
+                digest: manifest_digest,
+                reason: format!(
+                    "{} layers but the config lists {} diff_ids",
+                    parsed.layers.len(),
+                    cfg.diff_ids.len()
+                ),
+            });
+        }
+        self.put_blob(config)?;
+        self.put_blob(manifest)?;
+        let _lock = self.lock()?;
+        // Checked under the lock: garbage collection also runs under it.
+        self.check_image_content(&parsed, &cfg)?;
+        let mut index = self.read_index()?;
+        let previous = index.manifests.clone();
+        index
+            .manifests
+            .retain(|e| e.name().is_none_or(|n| !names.iter().any(|m| m == n)));
+        let entry = |name: Option<&String>| IndexEntry {
+            media_type: parsed.media_type.clone(),
+            digest: manifest_digest.clone(),
+            size: manifest.len() as u64,
+            annotations: name
+                .map(|n| BTreeMap::from([(REF_NAME_ANNOTATION.to_string(), n.clone())]))
+                .unwrap_or_default(),
+        };
+        if names.is_empty() {
+            index.manifests.push(entry(None));
+        }
+        for name in names {
+            index.manifests.push(entry(Some(name)));
+        }
+        // Images that just lost their last name stay, unnamed.
+        keep_orphans_unnamed(&previous, &mut index);
+        self.write_index(&index)?;
+        self.record_from_entries(&manifest_digest, &index.manifests)
+    }
+
+    fn check_image_content(
+        &self,
+        manifest: &ParsedManifest,
+        config: &ParsedConfig,
+    ) -> Result<(), StoreError> {
+        for blob in &manifest.layers {
+            if !self.has_blob(blob) {
+                return Err(StoreError::MissingBlob {
+                    digest: blob.clone(),
+                });
+            }
+        }
+        for diff_id in &config.diff_ids {
+            if !self.has_layer(diff_id) {
+                return Err(StoreError::MissingLayer {
+                    diff_id: diff_id.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Build the record of one manifest from the index entries that point at it.
+    fn record_from_entries(
+        &self,
+        manifest_digest: &Digest,
+        entries: &[IndexEntry],
+    ) -> Result<ImageRecord, StoreError> {
+        let manifest = self.read_blob(manifest_digest, MAX_DOCUMENT_SIZE)?;
+        let parsed = parse_manifest(manifest_digest, &manifest)?;
+        let config = self.read_blob(&parsed.config, MAX_DOCUMENT_SIZE)?;
+        let cfg = parse_config(&parsed.config, &config)?;
+        let mut names: Vec<String> = entries
+            .iter()
+            .filter(|e| &e.digest == manifest_digest)
+            .filter_map(|e| e.name().map(str::to_string))
+            .collect();
+        names.sort();
+        names.dedup();
+        let size = cfg.diff_ids.iter().map(|d| self.layer_size(d)).sum();
+        Ok(ImageRecord {
+            id: parsed.config,
+            manifest_digest: manifest_digest.clone(),
+            manifest_media_type: parsed.media_type,
+            names,
+            created: cfg.created,
+            size,
+            layers: cfg.diff_ids,
+            layer_blobs: parsed.layers,
+            architecture: cfg.architecture,
+            os: cfg.os,
+            variant: cfg.variant,
+        })
+    }
+
+    /// Every image in the store, newest first. Images whose manifest or config cannot be read
+    /// are skipped with a warning (`check` reports them).
+    pub fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
+        let index = self.read_index()?;
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        for entry in &index.manifests {
+            if !seen.insert(entry.digest.clone()) {
+                continue;
+            }
+            match self.record_from_entries(&entry.digest, &index.manifests) {
+                Ok(r) => out.push(r),
+                Err(e) => tracing::warn!(manifest = %entry.digest, error = %e, "skipping broken image; run `gcr system check`"),
+            }
+        }
+        out.sort_by(|a, b| b.created.cmp(&a.created).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// Find an image by full name, image ID (`sha256:...` or bare hex), manifest digest, or a
+    /// unique prefix (3 or more hex characters) of the ID.
+    pub fn resolve_image(&self, name_or_id: &str) -> Result<ImageRecord, StoreError> {
+        let images = self.images()?;
+        if let Some(r) = images.iter().find(|r| r.names.iter().any(|n| n == name_or_id)) {
+            return Ok(r.clone());
+        }
+        let hex = name_or_id.strip_prefix("sha256:").unwrap_or(name_or_id);
+        if let Ok(d) = Digest::from_hex(hex) {
+            if let Some(r) = images
+                .iter()
+                .find(|r| r.id == d)
+                .or_else(|| images.iter().find(|r| r.manifest_digest == d))
+            {
+                return Ok(r.clone());
+            }
+        }
+        let is_hex_prefix = hex.len() >= 3
+            && hex.len() < 64
+            && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if is_hex_prefix {
+            let mut ids: Vec<&ImageRecord> =
+                images.iter().filter(|r| r.id.hex().starts_with(hex)).collect();
+            ids.dedup_by(|a, b| a.id == b.id);
+            match ids.len() {
+                0 => {}
+                1 => return Ok(ids[0].clone()),
+                _ => {
+                    return Err(StoreError::AmbiguousImage {
+                        reference: name_or_id.to_string(),
+                        candidates: ids
+                            .iter()
+                            .map(|r| r.id.short().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    })
+                }
+            }
+        }
+        Err(StoreError::ImageNotFound {
+            reference: name_or_id.to_string(),
+        })
+    }
+
+    /// The config blob of an image (verified, at most 4 MiB).
+    pub fn image_config_bytes(&self, rec: &ImageRecord) -> Result<Vec<u8>, StoreError> {
+        self.read_blob(&rec.id, MAX_DOCUMENT_SIZE)
+    }
+
+    /// The manifest blob of an image (verified, at most 4 MiB).
+    pub fn image_manifest_bytes(&self, rec: &ImageRecord) -> Result<Vec<u8>, StoreError> {
+        self.read_blob(&rec.manifest_digest, MAX_DOCUMENT_SIZE)
+    }
+
+    /// Point `name` at the image with ID `id` (moving it from any other image).
+    pub fn tag(&self, id: &Digest, name: &str) -> Result<(), StoreError> {
+        validate_name(name)?;
+        let _lock = self.lock()?;
+        let mut index = self.read_index()?;
+        let target = self
+            .manifest_for_id(&index, id)?
+            .ok_or_else(|| StoreError::ImageNotFound {
+                reference: id.to_string(),
+            })?;
+        let previous = index.manifests.clone();
+        index.manifests.retain(|e| e.name() != Some(name));
+        index.manifests.push(IndexEntry {
+            annotations: BTreeMap::from([(REF_NAME_ANNOTATION.to_string(), name.to_string())]),
+            ..target
+        });
+        keep_orphans_unnamed(&previous, &mut index);
+        self.write_index(&index)
+    }
+
+    /// Remove a name; the image stays (unnamed if that was its last name).
+    pub fn untag(&self, name: &str) -> Result<(), StoreError> {
+        let _lock = self.lock()?;
+        let mut index = self.read_index()?;
+        let previous = index.manifests.clone();
+        let before = index.manifests.len();
+        index.manifests.retain(|e| e.name() != Some(name));
+        if index.manifests.len() == before {
+            return Err(StoreError::NameNotFound {
+                name: name.to_string(),
+            });
+        }
+        keep_orphans_unnamed(&previous, &mut index);
+        self.write_index(&index)
+    }
+
+    /// The index entry (any) of the manifest whose config is `id`.
+    fn manifest_for_id(
+        &self,
+        index: &Index,
+        id: &Digest,
+    ) -> Result<Option<IndexEntry>, StoreError> {
+        for entry in &index.manifests {
+            if &entry.digest == id {
+                return Ok(Some(entry.clone()));
+            }
+            let Ok(bytes) = self.read_blob(&entry.digest, MAX_DOCUMENT_SIZE) else {
+                continue;
+            };
+            if let Ok(m) = parse_manifest(&entry.digest, &bytes) {
+                if &m.config == id {
+                    return Ok(Some(entry.clone()));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The config digest of each manifest in the index (unreadable ones omitted).
+    pub(crate) fn index_images(
+        &self,
+        index: &Index,
+    ) -> BTreeMap<Digest, (Digest, ParsedManifest, Option<ParsedConfig>)> {
+        let mut out = BTreeMap::new();
+        for entry in &index.manifests {
+            if out.contains_key(&entry.digest) {
+                continue;
+            }
+            let Ok(bytes) = self.read_blob(&entry.digest, MAX_DOCUMENT_SIZE) else {
+                continue;
+            };
+            let Ok(m) = parse_manifest(&entry.digest, &bytes) else {
+                continue;
+            };
+            let cfg = self
+                .read_blob(&m.config, MAX_DOCUMENT_SIZE)
+                .ok()
+                .and_then(|c| parse_config(&m.config, &c).ok());
+            out.insert(entry.digest.clone(), (m.config.clone(), m, cfg));
+        }
+        out
+    }
+
+    /// Remove the image with ID `id`: all its names and its index entries, then every blob and
+    /// layer no other image uses. Refuses when containers use it, unless `force`.
+    pub fn remove_image(&self, id: &Digest, force: bool) -> Result<RemovedImage, StoreError> {
+        let users = self.containers_using(id)?;
+        if !users.is_empty() && !force {
+            return Err(StoreError::ImageInUse {
+                id: id.clone(),
+                containers: users.join(", "),
+            });
+        }
+        let _lock = self.lock()?;
+        let mut index = self.read_index()?;
+        let images = self.index_images(&index);
+        let doomed: BTreeSet<Digest> = images
+            .iter()
+            .filter(|(manifest, (config, _, _))| config == id || *manifest == id)
+            .map(|(manifest, _)| manifest.clone())
+            .collect();
+        if doomed.is_empty() {
+            return Err(StoreError::ImageNotFound {
+                reference: id.to_string(),
+            });
+        }
+        let mut removed = RemovedImage::default();
+        for e in &index.manifests {
+            if doomed.contains(&e.digest) {
+                if let Some(n) = e.name() {
+                    removed.untagged.push(n.to_string());
+                }
+            }
+        }
+        index.manifests.retain(|e| !doomed.contains(&e.digest));
+        self.write_index(&index)?;
+        removed.deleted.push(id.clone());
+        // Delete what only the removed image used, unless a pull or build holds a lease: it
+        // may be about to commit an image sharing those layers. Then `prune` reclaims it later.
+        let Some(_gc) = self.try_gc_lease()? else {
+            tracing::debug!(image = %id, "a pull or build is running; leaving content for prune");
+            return Ok(removed);
+        };
+        let kept = self.index_images(&index);
+        let mut keep_blobs = BTreeSet::new();
+        let mut keep_layers = BTreeSet::new();
+        for (manifest, (config, m, cfg)) in &kept {
+            keep_blobs.insert(manifest.clone());
+            keep_blobs.insert(config.clone());
+            keep_blobs.extend(m.layers.iter().cloned());
+            if let Some(cfg) = cfg {
+                keep_layers.extend(cfg.diff_ids.iter().cloned());
+            }
+        }
+        for manifest in &doomed {
+            let Some((config, m, cfg)) = images.get(manifest) else {
+                continue;
+            };
+            for blob in std::iter::once(manifest)
+                .chain(std::iter::once(config))
+                .chain(m.layers.iter())
+            {
+                if !keep_blobs.contains(blob) {
+                    self.discard_path(&self.blob_path(blob))?;
+                }
+            }
+            if let Some(cfg) = cfg {
+                for diff_id in &cfg.diff_ids {
+                    if !keep_layers.contains(diff_id) {
+                        self.discard_path(&self.layer_root(diff_id))?;
+                        removed.deleted.push(diff_id.clone());
+                    }
+                }
+            }
+        }
+        removed.untagged.sort();
+        Ok(removed)
+    }
+}
+
+/// After names were removed from `index`, images that lost every entry stay as unnamed entries.
+fn keep_orphans_unnamed(previous: &[IndexEntry], index: &mut Index) {
+    let mut orphans: Vec<IndexEntry> = Vec::new();
+    for e in previous {
+        let present = index.manifests.iter().any(|f| f.digest == e.digest)
+            || orphans.iter().any(|f| f.digest == e.digest);
+        if !present {
+            let mut e = e.clone();
+            e.annotations.clear();
+            orphans.push(e);
+        }
+    }
+    index.manifests.extend(orphans);
+}

@@ -1,0 +1,379 @@
+//! Layer ingestion: one pass over a compressed layer stream that stores the blob, verifies
+//! size, digest and diff_id, and unpacks the tar safely.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+
+use crate::digest::{Digest, Hasher};
+use crate::error::{IoContext, StoreError};
+use crate::store::{LayerMeta, Store};
+use crate::unpack::{self, UnpackOptions};
+
+/// The zstd window limit: 2^27 = 128 MiB, the largest window zstd's own CLI decodes by default
+/// without `--long`. Frames asking for more are refused instead of allocating.
+pub const ZSTD_WINDOW_LOG_MAX: u32 = 27;
+
+/// What the manifest and config say about one layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerExpectation {
+    /// Digest of the compressed blob (manifest `layers[i].digest`).
+    pub digest: Digest,
+    /// Size of the compressed blob (manifest `layers[i].size`).
+    pub size: u64,
+    /// Media type (manifest `layers[i].mediaType`); decides the decompressor.
+    pub media_type: String,
+    /// Digest of the uncompressed tar (config `rootfs.diff_ids[i]`).
+    pub diff_id: Digest,
+}
+
+/// How a layer blob is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Codec {
+    Gzip,
+    Zstd,
+    Plain,
+    /// Decide from the first bytes.
+    Sniff,
+}
+
+pub(crate) fn codec_for(media_type: &str, digest: &Digest) -> Result<Codec, StoreError> {
+    let layer_prefixes = [
+        "application/vnd.oci.image.layer.v1.tar",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar",
+        "application/vnd.docker.image.rootfs.diff.tar",
+        "application/vnd.docker.image.rootfs.foreign.diff.tar",
+    ];
+    for prefix in layer_prefixes {
+        if let Some(rest) = media_type.strip_prefix(prefix) {
+            return match rest {
+                "" => Ok(Codec::Plain),
+                "+gzip" | ".gzip" => Ok(Codec::Gzip),
+                "+zstd" | ".zstd" => Ok(Codec::Zstd),
+                _ => Err(StoreError::UnsupportedMediaType {
+                    digest: digest.clone(),
+                    media_type: media_type.to_string(),
+                }),
+            };
+        }
+    }
+    match media_type {
+        "" | "application/octet-stream" | "application/x-tar" => Ok(Codec::Sniff),
+        _ => Err(StoreError::UnsupportedMediaType {
+            digest: digest.clone(),
+            media_type: media_type.to_string(),
+        }),
+    }
+}
+
+/// Reads the compressed stream: hashes and counts it, copies it into the temporary blob file,
+/// reports progress, and refuses to read past the announced size (plus one byte, to notice a
+/// longer blob).
+struct BlobTee<'a> {
+    inner: &'a mut dyn Read,
+    out: BufWriter<File>,
+    hash: Hasher,
+    limit: u64,
+    progress: &'a mut dyn FnMut(u64),
+    write_error: Option<io::Error>,
+}
+
+impl Read for BlobTee<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let remaining = (self.limit + 1).saturating_sub(self.hash.len());
+        if remaining == 0 {
+            return Ok(0);
+        }
+        let want = buf.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.hash.update(&buf[..n]);
+        if let Err(e) = self.out.write_all(&buf[..n]) {
+            // Keep the error for the caller; the decompressor would otherwise misreport it.
+            let kind = e.kind();
+            self.write_error = Some(e);
+            return Err(io::Error::new(kind, "writing the blob file failed"));
+        }
+        if n > 0 {
+            (self.progress)(self.hash.len());
+        }
+        Ok(n)
+    }
+}
+
+/// Hashes the decompressed stream (diff_id).
+struct DiffHasher<R> {
+    inner: R,
+    hash: Hasher,
+}
+
+impl<R: Read> Read for DiffHasher<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Read the first bytes of a stream without losing them.
+fn peek_magic(r: &mut dyn Read) -> io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(4);
+    let mut buf = [0u8; 4];
+    while head.len() < 4 {
+        let n = r.read(&mut buf[..4 - head.len()])?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    Ok(head)
+}
+
+pub(crate) fn sniff(head: &[u8]) -> Codec {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Codec::Gzip
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Codec::Zstd
+    } else {
+        Codec::Plain
+    }
+}
+
+/// A decompressing reader over `r` for `codec` (never `Sniff`).
+pub(crate) fn decoder<'a>(codec: Codec, r: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
+    Ok(match codec {
+        Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
+        Codec::Zstd => {
+            let mut d = zstd::stream::read::Decoder::new(r)?;
+            d.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
+            Box::new(d)
+        }
+        Codec::Plain | Codec::Sniff => Box::new(r),
+    })
+}
+
+/// Drain a reader to its end.
+fn drain(r: &mut dyn Read) -> io::Result<u64> {
+    io::copy(r, &mut io::sink())
+}
+
+impl Store {
+    /// Stream one compressed layer blob into the store.
+    ///
+    /// In one pass it hashes the blob (digest and size), writes it to a temporary file,
+    /// decompresses it (gzip, zstd or none by media type; a generic media type such as
+    /// `application/octet-stream` is decided by the magic bytes), hashes the tar (diff_id) and
+    /// unpacks it safely into a temporary layer directory. Only when size, digest and diff_id all
+    /// match are the blob and the layer renamed into place; otherwise nothing is left behind.
+    /// Data after the end of the tar is hashed (the diff_id covers the whole decompressed
+    /// stream) but not unpacked.
+    ///
+    /// `progress` is called with the number of compressed bytes read so far.
+    ///
+    /// Idempotent, and safe when several processes ingest the same layer at once: the loser of
+    /// the final rename discards its copy and succeeds. Returns at once without reading when the
+    /// blob and the layer are already present.
+    pub fn ingest_layer(
+        &self,
+        blob: &mut dyn Read,
+        expect: &LayerExpectation,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), StoreError> {
+        if self.has_blob(&expect.digest) && self.has_layer(&expect.diff_id) {
+            return Ok(());
+        }
+        let codec = codec_for(&expect.media_type, &expect.digest)?;
+        let tmp = self.tmp_dir("layer")?;
+        let blob_path = tmp.path().join("blob");
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&blob_path)
+            .ctx("creating", &blob_path)?;
+        let mut tee = BlobTee {
+            inner: blob,
+            out: BufWriter::with_capacity(256 * 1024, file),
+            hash: Hasher::new(),
+            limit: expect.size,
+            progress,
+            write_error: None,
+        };
+        let unpacked = self.unpack_stream(&mut tee, codec, expect, tmp.path());
+        // A failed write of the blob file explains any read error that followed it.
+        if let Some(e) = tee.write_error.take() {
+            return Err(StoreError::io("writing", &blob_path, e));
+        }
+        let (diff_id, meta_size) = unpacked?;
+        // Read what the decompressor left (e.g. bytes after the compressed stream) so that the
+        // digest covers the whole blob.
+        drain(&mut tee).map_err(|source| StoreError::Read {
+            digest: expect.digest.clone(),
+            source,
+        })?;
+        let size = tee.hash.len();
+        let digest = tee.hash.clone().finish();
+        if size != expect.size {
+            return Err(StoreError::SizeMismatch {
+                digest: expect.digest.clone(),
+                expected: expect.size,
+                actual: size,
+            });
+        }
+        if digest != expect.digest {
+            return Err(StoreError::DigestMismatch {
+                what: format!("layer blob (size {size})"),
+                expected: expect.digest.clone(),
+                actual: digest,
+            });
+        }
+        if diff_id != expect.diff_id {
+            return Err(StoreError::DiffIdMismatch {
+                blob: expect.digest.clone(),
+                expected: expect.diff_id.clone(),
+                actual: diff_id,
+            });
+        }
+        let file = tee.out.into_inner().map_err(|e| {
+            StoreError::io("writing", &blob_path, io::Error::new(e.error().kind(), e.to_string()))
+        })?;
+        file.sync_all().ctx("syncing", &blob_path)?;
+        drop(file);
+        // Blob first: a layer present without its blob would make `check` complain.
+        if !self.has_blob(&expect.digest) {
+            self.place_blob(&blob_path, &expect.digest)?;
+        }
+        self.place_layer(
+            &tmp.path().join("layer"),
+            &LayerMeta {
+                diff_id: expect.diff_id.clone(),
+                size: meta_size,
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Unpack the layer from a blob already in the store (e.g. the layer directory was removed
+    /// or an earlier ingest stored only the blob). Verifies the blob digest and the diff_id.
+    pub fn ingest_layer_from_blob(&self, expect: &LayerExpectation) -> Result<(), StoreError> {
+        let path = self.blob_path(&expect.digest);
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::MissingBlob {
+                    digest: expect.digest.clone(),
+                })
+            }
+            Err(e) => return Err(StoreError::io("opening", path, e)),
+        };
+        if self.has_layer(&expect.diff_id) {
+            return Ok(());
+        }
+        self.ingest_layer_unchecked_blob(&mut file, expect)
+    }
+
+    /// Like `ingest_layer`, but the blob is already stored; its copy is verified and dropped.
+    fn ingest_layer_unchecked_blob(
+        &self,
+        blob: &mut dyn Read,
+        expect: &LayerExpectation,
+    ) -> Result<(), StoreError> {
+        let codec = codec_for(&expect.media_type, &expect.digest)?;
+        let tmp = self.tmp_dir("layer")?;
+        let sink_path = tmp.path().join("blob");
+        let file = File::create(&sink_path).ctx("creating", &sink_path)?;
+        // The copy is small overhead compared to unpacking; it keeps one code path.
+        let mut noop = |_| {};
+        let mut tee = BlobTee {
+            inner: blob,
+            out: BufWriter::new(file),
+            hash: Hasher::new(),
+            limit: expect.size,
+            progress: &mut noop,
+            write_error: None,
+        };
+        let (diff_id, size) = self.unpack_stream(&mut tee, codec, expect, tmp.path())?;
+        drain(&mut tee).map_err(|source| StoreError::Read {
+            digest: expect.digest.clone(),
+            source,
+        })?;
+        let digest = tee.hash.clone().finish();
+        if digest != expect.digest || tee.hash.len() != expect.size {
+            return Err(StoreError::DigestMismatch {
+                what: format!("stored blob {}", self.blob_path(&expect.digest).display()),
+                expected: expect.digest.clone(),
+                actual: digest,
+            });
+        }
+        if diff_id != expect.diff_id {
+            return Err(StoreError::DiffIdMismatch {
+                blob: expect.digest.clone(),
+                expected: expect.diff_id.clone(),
+                actual: diff_id,
+            });
+        }
+        self.place_layer(
+            &tmp.path().join("layer"),
+            &LayerMeta {
+                diff_id: expect.diff_id.clone(),
+                size,
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Decompress and unpack into `work/layer/diff`; returns (diff_id, unpacked bytes).
+    fn unpack_stream(
+        &self,
+        tee: &mut dyn Read,
+        codec: Codec,
+        expect: &LayerExpectation,
+        work: &Path,
+    ) -> Result<(Digest, u64), StoreError> {
+        let read_err = |source: io::Error| StoreError::Read {
+            digest: expect.digest.clone(),
+            source,
+        };
+        let head = peek_magic(tee).map_err(read_err)?;
+        let codec = match codec {
+            Codec::Sniff => sniff(&head),
+            c => c,
+        };
+        let compressed = io::Cursor::new(head).chain(tee);
+        let decoded = decoder(codec, compressed).map_err(|source| StoreError::Decompress {
+            digest: expect.digest.clone(),
+            source,
+        })?;
+        let mut diff = DiffHasher {
+            inner: decoded,
+            hash: Hasher::new(),
+        };
+        let layer = work.join("layer");
+        let diff_dir = layer.join("diff");
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&diff_dir)
+            .ctx("creating", &diff_dir)?;
+        let stats = unpack::unpack(&mut diff, &diff_dir, &UnpackOptions::detect()).map_err(
+            |source| match source {
+                unpack::UnpackError::Read { source } if codec != Codec::Plain => {
+                    StoreError::Decompress {
+                        digest: expect.digest.clone(),
+                        source,
+                    }
+                }
+                source => StoreError::Unpack {
+                    layer: expect.diff_id.clone(),
+                    source,
+                },
+            },
+        )?;
+        // Trailing data after the end of the tar: hashed, not unpacked.
+        drain(&mut diff).map_err(|source| StoreError::Decompress {
+            digest: expect.digest.clone(),
+            source,
+        })?;
+        Ok((diff.hash.finish(), stats.bytes))
+    }
+}
