@@ -1,0 +1,1082 @@
+//! The line-level Containerfile parser: BuildKit's `parser.Parse`.
+//!
+//! It turns source text into a [`SyntaxTree`]: parser directives plus one
+//! [`RawInstruction`] per logical line, with its keyword, `--flags`, argument chain, heredoc
+//! bodies and source positions. Instructions are not validated here (an unknown keyword
+//! is kept); [`crate::ast`] types them. [`SyntaxTree::dump`] prints BuildKit's test format.
+
+use pest::iterators::Pair;
+use pest::Parser;
+use pest_derive::Parser;
+
+use crate::quote::go_quote;
+use crate::shell::{NoEnv, ShellLexer};
+
+#[derive(Parser)]
+#[grammar = "containerfile.pest"]
+struct Grammar;
+
+/// A parse failure at a position in the source. Lines and columns count from 1.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct ParseError {
+    pub line: usize,
+    pub column: usize,
+    /// The last line of the instruction the error belongs to.
+    pub end_line: usize,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl ParseError {
+    pub(crate) fn new(line: usize, column: usize, message: impl Into<String>) -> ParseError {
+        ParseError {
+            line,
+            column,
+            end_line: line,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub(crate) fn with_hint(mut self, hint: impl Into<String>) -> ParseError {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+/// A parser directive (`# syntax=`, `# escape=`, `# check=`) and the line it was on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Directive {
+    pub value: String,
+    pub line: usize,
+}
+
+/// The parser directives at the top of the file.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Directives {
+    pub syntax: Option<Directive>,
+    pub escape: Option<Directive>,
+    pub check: Option<Directive>,
+}
+
+/// A heredoc attached to a RUN, COPY or ADD instruction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heredoc {
+    /// The delimiter, unquoted (`EOF` for `<<'EOF'`).
+    pub name: String,
+    /// The body: raw lines, each with its `\n`, without the delimiter line. Leading tabs
+    /// are still present when `chomp` is set; [`Heredoc::chomped_content`] removes them.
+    pub content: String,
+    /// False when any part of the delimiter was quoted: the body is not expanded.
+    pub expand: bool,
+    /// `<<-`: leading tabs are removed from the body when it is used.
+    pub chomp: bool,
+    /// The file descriptor number written before `<<` (0 when absent).
+    pub file_descriptor: u32,
+    /// The line of the first body line.
+    pub start_line: usize,
+}
+
+impl Heredoc {
+    /// The body with leading tabs removed from every line when `chomp` is set.
+    pub fn chomped_content(&self) -> String {
+        if !self.chomp {
+            return self.content.clone();
+        }
+        self.content
+            .split_inclusive('\n')
+            .map(|l| l.trim_start_matches('\t'))
+            .collect()
+    }
+}
+
+/// One node of an instruction's argument chain (BuildKit's `Node.Next`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Arg {
+    Word(String),
+    /// ONBUILD's inner instruction.
+    Instruction(Box<RawInstruction>),
+}
+
+/// A `--flag` word as written after the keyword, quotes and escapes removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawFlag {
+    /// The whole word with its leading `--` (`--mount=type=cache,target=/x`).
+    pub text: String,
+    /// Byte offset of the word in the instruction's `original` text.
+    pub offset: usize,
+}
+
+/// Maps a byte offset in a logical line to its physical line and column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Piece {
+    logical: usize,
+    line: usize,
+    column: usize,
+}
+
+/// One instruction as the line parser sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawInstruction {
+    /// The keyword exactly as written (`Run`).
+    pub keyword: String,
+    /// The keyword lowercased (`run`).
+    pub command: String,
+    /// The logical line (continuations joined, comments removed), as written.
+    pub original: String,
+    pub flags: Vec<RawFlag>,
+    pub args: Vec<Arg>,
+    /// The arguments were a JSON array (exec form).
+    pub json: bool,
+    /// Byte offset of the arguments (after keyword and flags) in `original`.
+    pub rest_offset: usize,
+    pub heredocs: Vec<Heredoc>,
+    /// First and last physical line, heredoc bodies included.
+    pub start_line: usize,
+    pub end_line: usize,
+    origin: usize,
+    pieces: Vec<Piece>,
+}
+
+impl RawInstruction {
+    /// The words of the argument chain (ONBUILD's nested instruction is skipped).
+    pub fn words(&self) -> Vec<&str> {
+        self.args
+            .iter()
+            .filter_map(|a| match a {
+                Arg::Word(w) => Some(w.as_str()),
+                Arg::Instruction(_) => None,
+            })
+            .collect()
+    }
+
+    /// The text after the keyword and flags, trimmed.
+    pub fn rest(&self) -> &str {
+        self.original.get(self.rest_offset..).unwrap_or("").trim()
+    }
+
+    /// Line and column (1-based) of a byte offset in `original`.
+    pub fn position_of(&self, offset: usize) -> (usize, usize) {
+        let logical = self.origin + offset;
+        let Some(piece) = self.pieces.iter().rev().find(|p| p.logical <= logical) else {
+            return (self.start_line, 1);
+        };
+        let full = self.full_logical_prefix(piece.logical, logical);
+        (piece.line, piece.column + full + 1)
+    }
+
+    /// Characters between two logical offsets, computed from `original` (which starts at
+    /// `origin`); offsets before `origin` count as zero.
+    fn full_logical_prefix(&self, from: usize, to: usize) -> usize {
+        let from = from.saturating_sub(self.origin);
+        let to = to.saturating_sub(self.origin);
+        self.original
+            .get(from.min(to)..to)
+            .map(|s| s.chars().count())
+            .unwrap_or(0)
+    }
+
+    fn error(&self, offset: usize, message: impl Into<String>) -> ParseError {
+        let (line, column) = self.position_of(offset);
+        ParseError {
+            line,
+            column,
+            end_line: self.end_line,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    /// A positioned error for this instruction at byte `offset` of `original`.
+    pub fn error_at(&self, offset: usize, message: impl Into<String>) -> ParseError {
+        self.error(offset, message)
+    }
+
+    /// BuildKit's dump of this instruction (without the surrounding parentheses).
+    pub fn dump(&self) -> String {
+        let mut out = self.command.clone();
+        if !self.flags.is_empty() {
+            out.push_str(" [");
+            let quoted: Vec<String> = self.flags.iter().map(|f| go_quote(&f.text)).collect();
+            out.push_str(&quoted.join(" "));
+            out.push(']');
+        }
+        for arg in &self.args {
+            out.push(' ');
+            match arg {
+                Arg::Word(w) => out.push_str(&go_quote(w)),
+                Arg::Instruction(inner) => {
+                    out.push('(');
+                    out.push_str(&inner.dump());
+                    out.push(')');
+                }
+            }
+        }
+        out.trim().to_string()
+    }
+}
+
+/// A parsed Containerfile before instructions are typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntaxTree {
+    pub directives: Directives,
+    /// The escape token in force (`\` unless `# escape=`` ` ``).
+    pub escape: char,
+    pub instructions: Vec<RawInstruction>,
+    /// Lines that were blank or whitespace inside a continuation (BuildKit warns).
+    pub empty_continuation_lines: Vec<usize>,
+}
+
+impl SyntaxTree {
+    /// BuildKit's dump format: one `(instruction)` line each, `\n`-terminated.
+    pub fn dump(&self) -> String {
+        let mut out = String::new();
+        for instruction in &self.instructions {
+            out.push('(');
+            out.push_str(&instruction.dump());
+            out.push_str(")\n");
+        }
+        out
+    }
+}
+
+/// Go's `\s` in regular expressions.
+fn is_re_space(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\u{0C}' | '\r' | ' ')
+}
+
+/// `^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$`, key lowercased.
+fn match_directive(line: &str) -> Option<(String, String)> {
+    let rest = line.strip_prefix('#')?.trim_start_matches(is_re_space);
+    let key_len = rest
+        .char_indices()
+        .find(|&(i, c)| !(c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())))
+        .map(|(i, _)| i)
+        .unwrap_or(rest.len());
+    if key_len == 0 {
+        return None;
+    }
+    let key = &rest[..key_len];
+    let rest = rest[key_len..].trim_start_matches(is_re_space);
+    let rest = rest.strip_prefix('=')?;
+    if rest.is_empty() || rest.contains('\n') {
+        return None;
+    }
+    let value = rest.trim_matches(is_re_space);
+    let value = if value.is_empty() {
+        // All white space: the lazy group still takes one character.
+        &rest[rest.len() - 1..]
+    } else {
+        value
+    };
+    Some((key.to_ascii_lowercase(), value.to_string()))
+}
+
+struct DirectiveParser {
+    done: bool,
+    directives: Directives,
+}
+
+impl DirectiveParser {
+    /// Offers a (left-trimmed) line; returns the new escape token if it set one.
+    fn offer(&mut self, line: &str, line_no: usize) -> Result<Option<char>, ParseError> {
+        if self.done {
+            return Ok(None);
+        }
+        let Some((key, value)) = match_directive(line) else {
+            self.done = true;
+            return Ok(None);
+        };
+        let slot = match key.as_str() {
+            "syntax" => &mut self.directives.syntax,
+            "escape" => &mut self.directives.escape,
+            "check" => &mut self.directives.check,
+            _ => {
+                self.done = true;
+                return Ok(None);
+            }
+        };
+        if slot.is_some() {
+            return Err(ParseError::new(
+                line_no,
+                1,
+                format!("only one {key} parser directive can be used"),
+            ));
+        }
+        *slot = Some(Directive {
+            value: value.clone(),
+            line: line_no,
+        });
+        if key == "escape" {
+            return match value.as_str() {
+                "\\" => Ok(Some('\\')),
+                "`" => Ok(Some('`')),
+                _ => Err(ParseError::new(
+                    line_no,
+                    1,
+                    format!("invalid escape token '{value}' does not match ` or \\"),
+                )
+                .with_hint("use `# escape=\\` or `# escape=``")),
+            };
+        }
+        Ok(None)
+    }
+}
+
+fn trim_newline(s: &str) -> &str {
+    s.trim_end_matches(['\r', '\n'])
+}
+
+fn is_comment(raw: &str) -> bool {
+    trim_newline(raw).trim_start().starts_with('#')
+}
+
+/// Removes a line-continuation escape token at the end of `line`. Returns the kept text
+/// and whether the logical line ends here.
+fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
+    let body = line.trim_end_matches([' ', '\t']);
+    let Some(before) = body.strip_suffix(escape) else {
+        return (line, true);
+    };
+    match before.chars().next_back() {
+        None => ("", false),
+        // An escaped escape token is literal: no continuation.
+        Some(c) if c == escape => (line, true),
+        Some(_) => (before, false),
+    }
+}
+
+/// Splits source text into physical lines (without `\n`, keeping `\r`).
+fn physical_lines(source: &str) -> Vec<&str> {
+    let mut lines: Vec<&str> = source.split('\n').collect();
+    if lines.last() == Some(&"") {
+        lines.pop();
+    }
+    lines
+}
+
+/// Parses a Containerfile into its syntax tree (BuildKit's line parser).
+pub fn parse_syntax(source: &str) -> Result<SyntaxTree, ParseError> {
+    let lines = physical_lines(source);
+    let mut escape = '\\';
+    let mut directives = DirectiveParser {
+        done: false,
+        directives: Directives::default(),
+    };
+    let mut instructions = Vec::new();
+    let mut empty_continuation_lines = Vec::new();
+    let mut index = 0;
+    while index < lines.len() {
+        let mut raw = lines[index];
+        let mut bom_chars = 0;
+        if index == 0 {
+            if let Some(stripped) = raw.strip_prefix('\u{feff}') {
+                raw = stripped;
+                bom_chars = 1;
+            }
+        }
+        index += 1;
+        let line_no = index;
+        let token = trim_newline(raw);
+        let trimmed = token.trim_start();
+        let lead_columns = token[..token.len() - trimmed.len()].chars().count() + bom_chars;
+        if let Some(new_escape) = directives.offer(trimmed, line_no)? {
+            escape = new_escape;
+        }
+        let first = if trimmed.starts_with('#') { "" } else { trimmed };
+        let (first_piece, mut ended) = trim_continuation(first, escape);
+        if ended && first_piece.is_empty() {
+            continue;
+        }
+        let start_line = line_no;
+        let mut logical = String::from(first_piece);
+        let mut pieces = vec![Piece {
+            logical: 0,
+            line: line_no,
+            column: lead_columns,
+        }];
+        let mut last_line = line_no;
+        while !ended && index < lines.len() {
+            let raw = lines[index];
+            index += 1;
+            last_line = index;
+            let token = trim_newline(raw);
+            if is_comment(raw) {
+                continue;
+            }
+            if token.trim_start().is_empty() {
+                empty_continuation_lines.push(index);
+                continue;
+            }
+            let (piece, end) = trim_continuation(token, escape);
+            ended = end;
+            pieces.push(Piece {
+                logical: logical.len(),
+                line: index,
+                column: 0,
+            });
+            logical.push_str(piece);
+        }
+        let mut instruction = parse_logical_line(&logical, escape, 0, pieces, start_line)?;
+        instruction.end_line = last_line;
+        if can_contain_heredoc(&instruction) && logical.contains("<<") {
+            let markers = heredocs_from_line(&logical).map_err(|message| {
+                let mut e = instruction.error(0, message);
+                e.line = start_line;
+                e
+            })?;
+            for marker in markers {
+                let body_start = index + 1;
+                let mut content = String::new();
+                let mut terminated = false;
+                while index < lines.len() {
+                    let raw = lines[index];
+                    index += 1;
+                    let mut candidate = trim_newline(raw);
+                    if marker.chomp {
+                        candidate = candidate.trim_start_matches('\t');
+                    }
+                    if candidate == marker.name {
+                        terminated = true;
+                        break;
+                    }
+                    content.push_str(raw);
+                    content.push('\n');
+                }
+                if !terminated {
+                    return Err(ParseError {
+                        line: start_line,
+                        column: 1,
+                        end_line: index,
+                        message: format!("unterminated heredoc {}", marker.name),
+                        hint: Some(format!(
+                            "end the heredoc with a line that is exactly `{}`",
+                            marker.name
+                        )),
+                    });
+                }
+                instruction.heredocs.push(Heredoc {
+                    name: marker.name,
+                    content,
+                    expand: marker.expand,
+                    chomp: marker.chomp,
+                    file_descriptor: marker.file_descriptor,
+                    start_line: body_start,
+                });
+            }
+            instruction.end_line = index;
+        }
+        instructions.push(instruction);
+    }
+    if instructions.is_empty() {
+        return Err(ParseError::new(1, 1, "file with no instructions")
+            .with_hint("a Containerfile needs at least a FROM instruction"));
+    }
+    Ok(SyntaxTree {
+        directives: directives.directives,
+        escape,
+        instructions,
+        empty_continuation_lines,
+    })
+}
+
+fn can_contain_heredoc(instruction: &RawInstruction) -> bool {
+    let mut node = instruction;
+    if node.command == "onbuild" {
+        if let Some(Arg::Instruction(inner)) = node.args.first() {
+            node = inner;
+        }
+    }
+    matches!(node.command.as_str(), "run" | "copy" | "add") && !node.json
+}
+
+/// A heredoc marker (`<<EOF`, `3<<-"EOF"`) found in an instruction line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeredocMarker {
+    pub name: String,
+    pub expand: bool,
+    pub chomp: bool,
+    pub file_descriptor: u32,
+}
+
+/// Heredoc markers in a logical line, in order.
+fn heredocs_from_line(line: &str) -> Result<Vec<HeredocMarker>, String> {
+    let mut lexer = ShellLexer::new('\\');
+    lexer.raw_quotes = true;
+    lexer.raw_escapes = true;
+    lexer.skip_unset = true;
+    // Like BuildKit, a line that does not lex as shell words has no heredocs.
+    let words = lexer.process_words(line, &NoEnv).unwrap_or_default();
+    let mut markers = Vec::new();
+    for word in words {
+        if let Some(marker) = parse_heredoc_marker(&word)? {
+            markers.push(marker);
+        }
+    }
+    Ok(markers)
+}
+
+/// Parses one shell word as a heredoc marker: `^(\d*)<<(-?)\s*([^<]*)$`, the tail
+/// unquoted to the delimiter. `Ok(None)` when the word is not a marker; an error for
+/// unbalanced quotes in the delimiter.
+pub fn parse_heredoc_marker(word: &str) -> Result<Option<HeredocMarker>, String> {
+    let Ok(mut pairs) = Grammar::parse(Rule::heredoc_marker, word) else {
+        return Ok(None);
+    };
+    let Some(marker) = pairs.next() else {
+        return Ok(None);
+    };
+    let mut fd = 0u32;
+    let mut chomp = false;
+    let mut tail = "";
+    for part in marker.into_inner() {
+        match part.as_rule() {
+            Rule::heredoc_fd => fd = part.as_str().parse().unwrap_or(0),
+            Rule::heredoc_chomp => chomp = true,
+            Rule::heredoc_name => tail = part.as_str(),
+            _ => {}
+        }
+    }
+    if tail.is_empty() {
+        return Ok(None);
+    }
+    let mut lexer = ShellLexer::new('\\');
+    lexer.skip_unset = true;
+    let words = lexer
+        .process_words(tail, &NoEnv)
+        .map_err(|e| format!("invalid heredoc delimiter: {e}"))?;
+    if words.len() != 1 {
+        return Ok(None);
+    }
+    lexer.raw_quotes = true;
+    let raw_words = lexer
+        .process_words(tail, &NoEnv)
+        .map_err(|e| format!("invalid heredoc delimiter: {e}"))?;
+    if raw_words.len() != 1 {
+        return Err(format!(
+            "internal lexing of heredoc produced inconsistent results: {tail}"
+        ));
+    }
+    let quotes = |s: &str| s.chars().filter(|&c| c == '\'' || c == '"').count();
+    let expand = quotes(&words[0]) == quotes(&raw_words[0]);
+    Ok(Some(HeredocMarker {
+        name: words[0].clone(),
+        expand,
+        chomp,
+        file_descriptor: fd,
+    }))
+}
+
+/// Go's `strings.ToLower`: simple per-character lowercase mapping.
+fn go_lowercase(s: &str) -> String {
+    s.chars()
+        .map(|c| c.to_lowercase().next().unwrap_or(c))
+        .collect()
+}
+
+/// BuildKit's `[\t\v\f\r ]`.
+fn is_separator(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\u{0B}' | '\u{0C}' | '\r')
+}
+
+/// The keyword, decoded flag words and the offset where the rest starts, all relative to
+/// `line`.
+struct Split {
+    keyword: (usize, usize),
+    flags: Vec<RawFlag>,
+    rest_offset: usize,
+}
+
+fn split_instruction(line: &str, escape: char) -> Result<Split, String> {
+    // The grammar reads the escape token from the first character of its input.
+    let mut input = String::with_capacity(line.len() + 1);
+    input.push(escape);
+    input.push_str(line);
+    let pairs =
+        Grammar::parse(Rule::line, &input).map_err(|e| format!("cannot parse instruction: {e}"))?;
+    let mut split = Split {
+        keyword: (0, 0),
+        flags: Vec::new(),
+        rest_offset: line.len(),
+    };
+    let shift = escape.len_utf8();
+    for instruction in pairs {
+        if instruction.as_rule() != Rule::instruction {
+            continue;
+        }
+        for part in instruction.into_inner() {
+            match part.as_rule() {
+                Rule::keyword => {
+                    split.keyword = (part.as_span().start() - shift, part.as_span().end() - shift)
+                }
+                Rule::flags => {
+                    for flag in part.into_inner() {
+                        let end = flag.as_span().end() - shift;
+                        let offset = flag.as_span().start() - shift;
+                        let text = decode_flag(flag);
+                        if text == "--" {
+                            // `--` ends the flags; what follows is the rest.
+                            split.rest_offset = end;
+                            return Ok(split);
+                        }
+                        split.flags.push(RawFlag { text, offset });
+                    }
+                }
+                Rule::rest => {
+                    split.rest_offset = part.as_span().start() - shift;
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(split)
+}
+
+fn decode_flag(flag: Pair<'_, Rule>) -> String {
+    let mut out = String::new();
+    fn walk(pair: Pair<'_, Rule>, out: &mut String) {
+        match pair.as_rule() {
+            Rule::flag_text | Rule::dq_text | Rule::sq_text | Rule::escaped_char => {
+                out.push_str(pair.as_str())
+            }
+            _ => {
+                for inner in pair.into_inner() {
+                    walk(inner, out);
+                }
+            }
+        }
+    }
+    for part in flag.into_inner() {
+        walk(part, &mut out);
+    }
+    out
+}
+
+/// Parses one logical line (already joined) into an instruction.
+fn parse_logical_line(
+    line: &str,
+    escape: char,
+    origin: usize,
+    pieces: Vec<Piece>,
+    start_line: usize,
+) -> Result<RawInstruction, ParseError> {
+    let trimmed_start = line.len() - line.trim_start().len();
+    let trimmed = line.trim();
+    let mut instruction = RawInstruction {
+        keyword: String::new(),
+        command: String::new(),
+        original: line.to_string(),
+        flags: Vec::new(),
+        args: Vec::new(),
+        json: false,
+        rest_offset: line.len(),
+        heredocs: Vec::new(),
+        start_line,
+        end_line: start_line,
+        origin,
+        pieces,
+    };
+    let split = split_instruction(trimmed, escape).map_err(|m| instruction.error(0, m))?;
+    instruction.keyword = trimmed[split.keyword.0..split.keyword.1].to_string();
+    instruction.command = go_lowercase(&instruction.keyword);
+    instruction.flags = split
+        .flags
+        .into_iter()
+        .map(|f| RawFlag {
+            text: f.text,
+            offset: f.offset + trimmed_start,
+        })
+        .collect();
+    let rest_raw = &trimmed[split.rest_offset.min(trimmed.len())..];
+    let rest = rest_raw.trim();
+    instruction.rest_offset =
+        trimmed_start + split.rest_offset + (rest_raw.len() - rest_raw.trim_start().len());
+    let rest_offset = instruction.rest_offset;
+    match instruction.command.as_str() {
+        "from" | "expose" => instruction.args = split_whitespace(rest),
+        "add" | "copy" | "volume" => match parse_json_array(rest) {
+            Json::Array(items) => {
+                instruction.args = items.into_iter().map(Arg::Word).collect();
+                instruction.json = true;
+            }
+            Json::NotStrings => {
+                return Err(instruction.error(rest_offset, NOT_STRING_ARRAY));
+            }
+            Json::NotJson => instruction.args = split_whitespace(rest),
+        },
+        "run" | "cmd" | "entrypoint" | "shell" => {
+            let (args, json) = parse_maybe_json(rest).map_err(|m| instruction.error(rest_offset, m))?;
+            instruction.args = args;
+            instruction.json = json;
+        }
+        "healthcheck" => {
+            if let Some(sep) = rest.find(char::is_whitespace) {
+                let kind = &rest[..sep];
+                let command = rest[sep..].trim_start();
+                let (args, json) =
+                    parse_maybe_json(command).map_err(|m| instruction.error(rest_offset, m))?;
+                instruction.args = std::iter::once(Arg::Word(kind.to_string()))
+                    .chain(args)
+                    .collect();
+                instruction.json = json;
+            } else if !rest.is_empty() {
+                instruction.args = vec![Arg::Word(rest.to_string())];
+            }
+        }
+        "env" | "label" => {
+            let key = instruction.command.to_uppercase();
+            instruction.args = parse_name_value(rest, &key, escape)
+                .map_err(|m| instruction.error(rest_offset, m))?;
+        }
+        "arg" => {
+            instruction.args = parse_words(rest, escape).into_iter().map(Arg::Word).collect();
+        }
+        "maintainer" | "user" | "workdir" | "stopsignal" => {
+            if !rest.is_empty() {
+                instruction.args = vec![Arg::Word(rest.to_string())];
+            }
+        }
+        "onbuild" => {
+            if !rest.is_empty() {
+                let inner = parse_logical_line(
+                    rest,
+                    escape,
+                    origin + rest_offset,
+                    instruction.pieces.clone(),
+                    start_line,
+                )?;
+                instruction.args = vec![Arg::Instruction(Box::new(inner))];
+            }
+        }
+        _ => instruction.args = vec![Arg::Word(String::new())],
+    }
+    Ok(instruction)
+}
+
+const NOT_STRING_ARRAY: &str = "dockerfile JSON array must contain only strings";
+
+fn split_whitespace(rest: &str) -> Vec<Arg> {
+    if rest.is_empty() {
+        return Vec::new();
+    }
+    rest.split(is_separator)
+        .filter(|w| !w.is_empty())
+        .map(|w| Arg::Word(w.to_string()))
+        .collect()
+}
+
+fn parse_maybe_json(rest: &str) -> Result<(Vec<Arg>, bool), &'static str> {
+    if rest.is_empty() {
+        return Ok((Vec::new(), false));
+    }
+    match parse_json_array(rest) {
+        Json::Array(items) => Ok((items.into_iter().map(Arg::Word).collect(), true)),
+        Json::NotStrings => Err(NOT_STRING_ARRAY),
+        Json::NotJson => Ok((vec![Arg::Word(rest.to_string())], false)),
+    }
+}
+
+enum Json {
+    Array(Vec<String>),
+    NotStrings,
+    NotJson,
+}
+
+/// Deepest nesting accepted before giving up (the PEG recurses per level).
+const MAX_JSON_DEPTH: usize = 256;
+
+fn json_depth_exceeds(text: &str, limit: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for b in text.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// A strict JSON array of strings, as Go's encoding/json reads it.
+fn parse_json_array(rest: &str) -> Json {
+    let text = rest.trim_start();
+    if !text.starts_with('[') {
+        return Json::NotJson;
+    }
+    if json_depth_exceeds(text, MAX_JSON_DEPTH) {
+        // Valid JSON this deep has a non-string element anyway.
+        return Json::NotStrings;
+    }
+    let Ok(mut pairs) = Grammar::parse(Rule::json_array, text) else {
+        return Json::NotJson;
+    };
+    let Some(array) = pairs.next() else {
+        return Json::NotJson;
+    };
+    let mut items = Vec::new();
+    for element in array.into_inner() {
+        if element.as_rule() != Rule::json_element {
+            continue;
+        }
+        let Some(inner) = element.into_inner().next() else {
+            return Json::NotStrings;
+        };
+        if inner.as_rule() != Rule::json_string {
+            return Json::NotStrings;
+        }
+        items.push(decode_json_string(inner));
+    }
+    Json::Array(items)
+}
+
+fn decode_json_string(pair: Pair<'_, Rule>) -> String {
+    let mut out = String::new();
+    let mut pending_high: Option<u32> = None;
+    for part in pair.into_inner() {
+        let text = part.as_str();
+        if part.as_rule() == Rule::json_plain {
+            if pending_high.take().is_some() {
+                out.push('\u{FFFD}');
+            }
+            out.push_str(text);
+            continue;
+        }
+        let code = text.strip_prefix("\\u").and_then(|h| u32::from_str_radix(h, 16).ok());
+        match code {
+            Some(unit) => {
+                if let Some(high) = pending_high.take() {
+                    if (0xDC00..0xE000).contains(&unit) {
+                        let c = 0x10000 + ((high - 0xD800) << 10) + (unit - 0xDC00);
+                        out.push(char::from_u32(c).unwrap_or('\u{FFFD}'));
+                        continue;
+                    }
+                    out.push('\u{FFFD}');
+                }
+                if (0xD800..0xDC00).contains(&unit) {
+                    pending_high = Some(unit);
+                } else {
+                    out.push(char::from_u32(unit).unwrap_or('\u{FFFD}'));
+                }
+            }
+            None => {
+                if pending_high.take().is_some() {
+                    out.push('\u{FFFD}');
+                }
+                out.push(match text {
+                    "\\b" => '\u{08}',
+                    "\\f" => '\u{0C}',
+                    "\\n" => '\n',
+                    "\\r" => '\r',
+                    "\\t" => '\t',
+                    "\\/" => '/',
+                    "\\\\" => '\\',
+                    _ => '"',
+                });
+            }
+        }
+    }
+    if pending_high.is_some() {
+        out.push('\u{FFFD}');
+    }
+    out
+}
+
+/// BuildKit's quote-aware word splitter for ENV, LABEL and ARG: quotes and escapes are
+/// kept as written, only whitespace outside quotes separates words.
+pub fn parse_words(rest: &str, escape: char) -> Vec<String> {
+    #[derive(PartialEq)]
+    enum Phase {
+        Spaces,
+        Word,
+        Quote,
+    }
+    let chars: Vec<char> = rest.chars().collect();
+    let mut words = Vec::new();
+    let mut phase = Phase::Spaces;
+    let mut word = String::new();
+    let mut quote = '\0';
+    let mut blank_ok = false;
+    let mut pos = 0;
+    while pos <= chars.len() {
+        let at_end = pos == chars.len();
+        let mut ch = chars.get(pos).copied().unwrap_or('\0');
+        if phase == Phase::Spaces {
+            if at_end {
+                break;
+            }
+            if ch.is_whitespace() {
+                pos += 1;
+                continue;
+            }
+            phase = Phase::Word;
+        }
+        if at_end {
+            if blank_ok || !word.is_empty() {
+                words.push(std::mem::take(&mut word));
+            }
+            break;
+        }
+        if phase == Phase::Word {
+            if ch.is_whitespace() {
+                phase = Phase::Spaces;
+                if blank_ok || !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+                blank_ok = false;
+                pos += 1;
+                continue;
+            }
+            if ch == '\'' || ch == '"' {
+                quote = ch;
+                blank_ok = true;
+                phase = Phase::Quote;
+            }
+            if ch == escape {
+                if pos + 1 == chars.len() {
+                    pos += 1;
+                    continue; // an escape token at the end is dropped
+                }
+                word.push(ch);
+                pos += 1;
+                ch = chars[pos];
+            }
+            word.push(ch);
+            pos += 1;
+            continue;
+        }
+        // Phase::Quote
+        if ch == quote {
+            phase = Phase::Word;
+        }
+        if ch == escape && quote != '\'' {
+            if pos + 1 == chars.len() {
+                phase = Phase::Word;
+                pos += 1;
+                continue;
+            }
+            pos += 1;
+            word.push(ch);
+            ch = chars[pos];
+        }
+        word.push(ch);
+        pos += 1;
+    }
+    words
+}
+
+/// ENV/LABEL arguments as `key value separator` triples.
+fn parse_name_value(rest: &str, key: &str, escape: char) -> Result<Vec<Arg>, String> {
+    let words = parse_words(rest, escape);
+    let Some(first) = words.first() else {
+        return Ok(Vec::new());
+    };
+    if !first.contains('=') {
+        // Legacy form: `ENV key value with spaces`.
+        let mut parts = rest.splitn(2, is_separator);
+        let name = parts.next().unwrap_or("");
+        let value = parts.next().map(|v| v.trim_start_matches(is_separator));
+        return match value {
+            Some(value) => Ok(vec![
+                Arg::Word(name.to_string()),
+                Arg::Word(value.to_string()),
+                Arg::Word(String::new()),
+            ]),
+            None => Err(format!("{key} must have two arguments")),
+        };
+    }
+    let mut args = Vec::with_capacity(words.len() * 3);
+    for word in words {
+        let Some((name, value)) = word.split_once('=') else {
+            return Err(format!(
+                "Syntax error - can't find = in {word:?}. Must be of the form: name=value"
+            ));
+        };
+        args.push(Arg::Word(name.to_string()));
+        args.push(Arg::Word(value.to_string()));
+        args.push(Arg::Word("=".to_string()));
+    }
+    Ok(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directive_regex() {
+        assert_eq!(
+            match_directive("# escape = `"),
+            Some(("escape".to_string(), "`".to_string()))
+        );
+        assert_eq!(match_directive("#escape="), None);
+        assert_eq!(match_directive("# 1x=2"), None);
+    }
+
+    #[test]
+    fn continuation_rules() {
+        assert_eq!(trim_continuation("foo \\", '\\'), ("foo ", false));
+        assert_eq!(trim_continuation("trailing\\\\", '\\'), ("trailing\\\\", true));
+        assert_eq!(trim_continuation("\\  ", '\\'), ("", false));
+        assert_eq!(trim_continuation("x", '\\'), ("x", true));
+    }
+
+    #[test]
+    fn flags_and_terminator() {
+        let tree = parse_syntax("COPY --a=\"b c\" -- --d /x\n").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(tree.dump(), "(copy [\"--a=b c\"] \"--d\" \"/x\")\n");
+    }
+
+    #[test]
+    fn heredoc_bodies_are_consumed() {
+        let src = "FROM a\nCOPY <<X <<Y /dest\nY\nX\nX\nY\nRUN <<-EOT\n\tfoo\n\tEOT\n";
+        let tree = parse_syntax(src).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(tree.instructions.len(), 3);
+        let copy = &tree.instructions[1];
+        assert_eq!(copy.heredocs[0].content, "Y\n");
+        assert_eq!(copy.heredocs[1].content, "X\n");
+        assert_eq!(copy.end_line, 6);
+        let run = &tree.instructions[2];
+        assert_eq!(run.heredocs[0].chomped_content(), "foo\n");
+        assert!(parse_syntax("FROM a\nRUN <<EOF\nnope\n").is_err());
+    }
+
+    #[test]
+    fn heredoc_markers() {
+        let m = |w: &str| parse_heredoc_marker(w);
+        let eof = m("<<EOF").ok().flatten().map(|h| (h.name, h.expand, h.chomp));
+        assert_eq!(eof, Some(("EOF".to_string(), true, false)));
+        let q = m("<<-'EOF'").ok().flatten().map(|h| (h.name, h.expand, h.chomp));
+        assert_eq!(q, Some(("EOF".to_string(), false, true)));
+        assert_eq!(m("<<eo\\'f").ok().flatten().map(|h| (h.name, h.expand)), Some(("eo'f".to_string(), true)));
+        assert_eq!(m("<<'e'o\\'f").ok().flatten().map(|h| (h.name, h.expand)), Some(("eo'f".to_string(), false)));
+        assert_eq!(m("<<'one two'").ok().flatten().map(|h| h.name), Some("one two".to_string()));
+        assert_eq!(m("<<$EOF").ok().flatten().map(|h| h.name), Some("$EOF".to_string()));
+        assert_eq!(m("3<<EMPTY2").ok().flatten().map(|h| h.file_descriptor), Some(3));
+        assert_eq!(m("<< -EOF").ok().flatten().map(|h| (h.name, h.chomp)), Some(("-EOF".to_string(), false)));
+        assert_eq!(m("<<EO\"F\"").ok().flatten().map(|h| h.expand), Some(false));
+        for not in ["<<", "<<-", "<EOF", "<<<EOF", "EOF", "", "<<EOF sh"] {
+            assert_eq!(m(not), Ok(None), "{not}");
+        }
+        for bad in ["<<'EOF", "<<\"EOF", "<<EOF'", "<<EOF\""] {
+            assert!(m(bad).is_err(), "{bad}");
+        }
+    }
+}
