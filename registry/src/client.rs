@@ -1,0 +1,922 @@
+//! The HTTP side of the distribution API: endpoint and TLS choice, the auth challenge, the
+//! bearer-token flow, capped bodies and errors classified for retries.
+//!
+//! Built on reqwest directly, not on oci-client: oci-client reads manifest and token bodies
+//! whole with no size cap, turns a failed token request into an anonymous request (so a wrong
+//! password surfaces as a confusing 401 later), and hides HTTP statuses needed to decide what
+//! to retry. Credentials never follow a redirect to another host: reqwest drops
+//! `Authorization` on any change of scheme, host or port, and the redirect policy below also
+//! refuses https -> http downgrades and stops after 10 hops.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, WWW_AUTHENTICATE};
+use reqwest::{StatusCode, Url};
+use tokio::sync::Mutex;
+
+use crate::credentials::Credential;
+use crate::reference::api_host;
+
+/// Cap on manifests, configs and token responses (c/image and containerd use 4 MiB too).
+pub const MAX_DOCUMENT_SIZE: u64 = 4 * 1024 * 1024;
+/// Cap on error bodies we read to explain a failure.
+const MAX_ERROR_BODY: u64 = 64 * 1024;
+const MAX_REDIRECTS: usize = 10;
+const USER_AGENT: &str = concat!("gcr/", env!("CARGO_PKG_VERSION"));
+
+/// Where CA certificates for a registry `HOST[:PORT]` are looked for: every `*.crt` in
+/// `<dir>/HOST[:PORT]/` for each of these.
+pub const DEFAULT_CERTS_DIRS: &[&str] = &["/etc/containers/certs.d", "/etc/docker/certs.d"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("cannot connect to {registry}: {detail}")]
+    Connect { registry: String, detail: String },
+    #[error("tls error talking to {registry}: {detail} (put the registry's CA certificate in /etc/containers/certs.d/{registry}/ca.crt, or use --tls-verify=false)")]
+    Tls { registry: String, detail: String },
+    #[error("network error reading {url}: {detail}")]
+    Body { url: String, detail: String },
+    #[error("unauthorized: {detail} (run `gcr login {registry}`)")]
+    Unauthorized { registry: String, detail: String },
+    #[error("{url}: registry answered {status}{}", describe_body(.code, .message))]
+    Status {
+        url: String,
+        status: u16,
+        code: Option<String>,
+        message: Option<String>,
+    },
+    #[error("{what} from {url} is larger than the {} MiB limit", .limit / (1024 * 1024))]
+    TooLarge {
+        what: String,
+        url: String,
+        limit: u64,
+    },
+    #[error("invalid answer from {registry}: {detail}")]
+    Protocol { registry: String, detail: String },
+    #[error("cannot read CA certificate {path}: {detail}")]
+    Certificate { path: PathBuf, detail: String },
+}
+
+fn describe_body(code: &Option<String>, message: &Option<String>) -> String {
+    match (code, message) {
+        (Some(c), Some(m)) => format!(" ({}: {m})", c.to_ascii_lowercase()),
+        (Some(c), None) => format!(" ({})", c.to_ascii_lowercase()),
+        (None, Some(m)) => format!(" ({m})"),
+        (None, None) => String::new(),
+    }
+}
+
+impl RegistryError {
+    /// Whether trying again may help: connection problems, cut-off bodies, 5xx, 429, 408.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RegistryError::Connect { .. } | RegistryError::Body { .. } => true,
+            RegistryError::Status { status, .. } => {
+                *status >= 500 || *status == 429 || *status == 408
+            }
+            _ => false,
+        }
+    }
+
+    /// The HTTP status, if the registry answered with an error status.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            RegistryError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// How to reach registries.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Verify TLS certificates and refuse plain HTTP to non-loopback registries.
+    pub tls_verify: bool,
+    /// Directories holding `HOST[:PORT]/*.crt` CA certificates.
+    pub certs_dirs: Vec<PathBuf>,
+    /// Per-request timeout for connecting.
+    pub connect_timeout: Duration,
+    /// Timeout between two reads of a body (a stalled transfer fails, a slow one does not).
+    pub read_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            tls_verify: true,
+            certs_dirs: DEFAULT_CERTS_DIRS.iter().map(PathBuf::from).collect(),
+            connect_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What the registry's `WWW-Authenticate` asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Challenge {
+    None,
+    Basic,
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
+}
+
+#[derive(Debug, Default)]
+struct AuthState {
+    challenge: Option<Challenge>,
+    /// Bearer tokens by scope.
+    tokens: Vec<(String, String)>,
+}
+
+/// A connection to one registry, shared by every request of a pull (or push).
+pub struct RegistryClient {
+    registry: String,
+    base: Url,
+    http: reqwest::Client,
+    credential: Option<Credential>,
+    auth: Mutex<AuthState>,
+}
+
+impl std::fmt::Debug for RegistryClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryClient")
+            .field("registry", &self.registry)
+            .field("base", &self.base.as_str())
+            .finish()
+    }
+}
+
+/// Whether `registry` (host[:port]) is a loopback address, where plain HTTP is allowed.
+pub fn is_loopback(registry: &str) -> bool {
+    let host = host_part(registry);
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn host_part(registry: &str) -> &str {
+    if registry.starts_with('[') {
+        match registry.find(']') {
+            Some(i) => &registry[..=i],
+            None => registry,
+        }
+    } else {
+        registry.split(':').next().unwrap_or(registry)
+    }
+}
+
+/// Reads every CA certificate configured for `registry` in the certs.d directories.
+pub fn registry_ca_certificates(
+    registry: &str,
+    certs_dirs: &[PathBuf],
+) -> Result<Vec<(PathBuf, reqwest::Certificate)>, RegistryError> {
+    let mut certs = Vec::new();
+    for dir in certs_dirs {
+        let host_dir = dir.join(registry);
+        let Ok(entries) = std::fs::read_dir(&host_dir) else {
+            continue;
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "crt"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            let pem = std::fs::read(&path).map_err(|e| RegistryError::Certificate {
+                path: path.clone(),
+                detail: e.to_string(),
+            })?;
+            let bundle = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                RegistryError::Certificate {
+                    path: path.clone(),
+                    detail: error_chain(&e),
+                }
+            })?;
+            if bundle.is_empty() {
+                return Err(RegistryError::Certificate {
+                    path,
+                    detail: "no PEM certificate in the file".to_string(),
+                });
+            }
+            certs.extend(bundle.into_iter().map(|c| (path.clone(), c)));
+        }
+    }
+    Ok(certs)
+}
+
+/// The redirect policy: at most 10 hops, never from https to http.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        if attempt.previous().len() >= MAX_REDIRECTS {
+            return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+        }
+        let downgrade = attempt.url().scheme() == "http"
+            && attempt.previous().iter().any(|u| u.scheme() == "https");
+        if downgrade {
+            return attempt.error("refusing a redirect from https to plain http");
+        }
+        attempt.follow()
+    })
+}
+
+fn build_http(
+    opts: &ClientOptions,
+    cas: Vec<reqwest::Certificate>,
+    accept_invalid: bool,
+) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .redirect(redirect_policy())
+        .connect_timeout(opts.connect_timeout)
+        .read_timeout(opts.read_timeout)
+        .tls_certs_merge(cas)
+        .danger_accept_invalid_certs(accept_invalid)
+        .build()
+        .map_err(|e| error_chain(&e))
+}
+
+impl RegistryClient {
+    /// Connects to `registry` (as written in references) and learns how it authenticates.
+    ///
+    /// Scheme: HTTPS with the system roots plus certs.d CAs; loopback registries without a
+    /// certs.d entry use plain HTTP; with `tls_verify` off, HTTPS accepting any certificate,
+    /// falling back to plain HTTP when the TLS connection cannot be made.
+    pub async fn connect(
+        registry: &str,
+        credential: Option<Credential>,
+        opts: &ClientOptions,
+    ) -> Result<RegistryClient, RegistryError> {
+        let host = api_host(registry).to_string();
+        let cas = registry_ca_certificates(registry, &opts.certs_dirs)?;
+        let has_ca = !cas.is_empty();
+        let cas: Vec<reqwest::Certificate> = cas.into_iter().map(|(_, c)| c).collect();
+        let connect_err = |detail: String| RegistryError::Connect {
+            registry: registry.to_string(),
+            detail,
+        };
+        let url = |scheme: &str| {
+            Url::parse(&format!("{scheme}://{host}/"))
+                .map_err(|e| connect_err(format!("invalid registry address: {e}")))
+        };
+
+        let mut candidates = Vec::new();
+        if is_loopback(registry) && !has_ca && opts.tls_verify {
+            candidates.push((url("http")?, build_http(opts, cas, false)));
+        } else if opts.tls_verify {
+            candidates.push((url("https")?, build_http(opts, cas, false)));
+        } else {
+            candidates.push((url("https")?, build_http(opts, cas.clone(), true)));
+            candidates.push((url("http")?, build_http(opts, cas, true)));
+        }
+
+        let mut last_err = None;
+        let count = candidates.len();
+        for (i, (base, http)) in candidates.into_iter().enumerate() {
+            let http = http.map_err(|d| connect_err(format!("cannot set up http client: {d}")))?;
+            let client = RegistryClient {
+                registry: registry.to_string(),
+                base,
+                http,
+                credential: credential.clone(),
+                auth: Mutex::new(AuthState::default()),
+            };
+            match client.ping().await {
+                Ok(()) => return Ok(client),
+                Err(e @ (RegistryError::Connect { .. } | RegistryError::Tls { .. }))
+                    if i + 1 < count =>
+                {
+                    tracing::debug!(registry, error = %e, "falling back to plain http");
+                    last_err = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| connect_err("no endpoint to try".to_string())))
+    }
+
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    /// `http` or `https`, as chosen by `connect`.
+    pub fn scheme(&self) -> &str {
+        self.base.scheme()
+    }
+
+    pub fn has_credential(&self) -> bool {
+        self.credential.is_some()
+    }
+
+    /// GET /v2/ and remember the challenge.
+    async fn ping(&self) -> Result<(), RegistryError> {
+        let url = self.url("/v2/")?;
+        let resp = self.send_raw(&url, None, None).await?;
+        let challenge = match resp.status() {
+            StatusCode::UNAUTHORIZED => {
+                parse_challenge(resp.headers()).ok_or_else(|| RegistryError::Protocol {
+                    registry: self.registry.clone(),
+                    detail: "401 without a usable WWW-Authenticate header".to_string(),
+                })?
+            }
+            s if s.is_success() => Challenge::None,
+            s if s.is_server_error() => {
+                return Err(self.status_error(resp, &url).await);
+            }
+            _ => {
+                // Some registries do not serve /v2/ itself; let later requests tell.
+                Challenge::None
+            }
+        };
+        self.auth.lock().await.challenge = Some(challenge);
+        Ok(())
+    }
+
+    /// Checks that the configured credential is accepted (for `login`).
+    pub async fn verify_credential(&self) -> Result<(), RegistryError> {
+        let challenge = self.auth.lock().await.challenge.clone();
+        match challenge {
+            Some(Challenge::Bearer { realm, service }) => {
+                // A token request with credentials and no scope is how Docker logs in.
+                self.fetch_token(&realm, service.as_deref(), None)
+                    .await
+                    .map(|_| ())
+            }
+            Some(Challenge::Basic) => {
+                let url = self.url("/v2/")?;
+                let auth = self.basic_header()?;
+                let resp = self.send_raw(&url, None, auth).await?;
+                match resp.status() {
+                    s if s.is_success() => Ok(()),
+                    StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                        Err(self.unauthorized("username or password rejected"))
+                    }
+                    _ => Err(self.status_error(resp, &url).await),
+                }
+            }
+            Some(Challenge::None) | None => Ok(()),
+        }
+    }
+
+    fn url(&self, path: &str) -> Result<Url, RegistryError> {
+        self.base
+            .join(path.trim_start_matches('/'))
+            .map_err(|e| RegistryError::Protocol {
+                registry: self.registry.clone(),
+                detail: format!("cannot build a url for {path:?}: {e}"),
+            })
+    }
+
+    fn unauthorized(&self, detail: &str) -> RegistryError {
+        RegistryError::Unauthorized {
+            registry: self.registry.clone(),
+            detail: detail.to_string(),
+        }
+    }
+
+    fn basic_header(&self) -> Result<Option<HeaderValue>, RegistryError> {
+        let Some(c) = &self.credential else {
+            return Ok(None);
+        };
+        let encoded = BASE64.encode(format!("{}:{}", c.username, c.password));
+        let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).map_err(|_| {
+            RegistryError::Protocol {
+                registry: self.registry.clone(),
+                detail: "credential contains characters not allowed in a header".to_string(),
+            }
+        })?;
+        value.set_sensitive(true);
+        Ok(Some(value))
+    }
+
+    async fn send_raw(
+        &self,
+        url: &Url,
+        accept: Option<&str>,
+        authorization: Option<HeaderValue>,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let mut req = self.http.get(url.clone());
+        if let Some(accept) = accept {
+            req = req.header(ACCEPT, accept);
+        }
+        if let Some(auth) = authorization {
+            req = req.header(AUTHORIZATION, auth);
+        }
+        req.send()
+            .await
+            .map_err(|e| classify_send_error(&self.registry, &e))
+    }
+
+    /// The Authorization header for `scope` under the current challenge (fetching a token).
+    async fn authorization(&self, scope: &str) -> Result<Option<HeaderValue>, RegistryError> {
+        let challenge = self.auth.lock().await.challenge.clone();
+        match challenge {
+            Some(Challenge::Basic) => self.basic_header(),
+            Some(Challenge::Bearer { realm, service }) => {
+                if let Some(token) = self.cached_token(scope).await {
+                    return bearer_header(&self.registry, &token).map(Some);
+                }
+                let token = self
+                    .fetch_token(&realm, service.as_deref(), Some(scope))
+                    .await?;
+                self.auth
+                    .lock()
+                    .await
+                    .tokens
+                    .push((scope.to_string(), token.clone()));
+                bearer_header(&self.registry, &token).map(Some)
+            }
+            Some(Challenge::None) | None => Ok(None),
+        }
+    }
+
+    async fn cached_token(&self, scope: &str) -> Option<String> {
+        let state = self.auth.lock().await;
+        state
+            .tokens
+            .iter()
+            .find(|(s, _)| s == scope)
+            .map(|(_, t)| t.clone())
+    }
+
+    async fn forget_token(&self, scope: &str) {
+        self.auth.lock().await.tokens.retain(|(s, _)| s != scope);
+    }
+
+    /// The bearer-token flow: GET realm?service=..&scope=.. with basic credentials if any.
+    async fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scope: Option<&str>,
+    ) -> Result<String, RegistryError> {
+        let mut url = Url::parse(realm).map_err(|e| RegistryError::Protocol {
+            registry: self.registry.clone(),
+            detail: format!("invalid token realm {realm:?}: {e}"),
+        })?;
+        if url.scheme() != "https" && url.scheme() != "http" {
+            return Err(RegistryError::Protocol {
+                registry: self.registry.clone(),
+                detail: format!("token realm {realm:?} is not an http(s) url"),
+            });
+        }
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(s) = service {
+                q.append_pair("service", s);
+            }
+            if let Some(s) = scope {
+                q.append_pair("scope", s);
+            }
+        }
+        let auth = self.basic_header()?;
+        let resp = self.send_raw(&url, None, auth).await?;
+        let status = resp.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Err(self.unauthorized(if self.credential.is_some() {
+                "username or password rejected by the token service"
+            } else {
+                "the registry requires credentials"
+            }));
+        }
+        if !status.is_success() {
+            return Err(self.status_error(resp, &url).await);
+        }
+        let body = read_capped(resp, &url, "token response", MAX_DOCUMENT_SIZE).await?;
+        #[derive(serde::Deserialize)]
+        struct TokenReply {
+            token: Option<String>,
+            access_token: Option<String>,
+        }
+        let reply: TokenReply =
+            serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
+                registry: self.registry.clone(),
+                detail: format!("token response is not valid json: {e}"),
+            })?;
+        reply
+            .token
+            .or(reply.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| RegistryError::Protocol {
+                registry: self.registry.clone(),
+                detail: "token response holds no token".to_string(),
+            })
+    }
+
+    /// GET `path` with authentication for `scope`; a 401 makes one more attempt with a fresh
+    /// challenge and token. Returns the response when its status is a success.
+    pub async fn get(
+        &self,
+        path: &str,
+        accept: Option<&str>,
+        scope: &str,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let url = self.url(path)?;
+        for attempt in 0..2 {
+            let auth = self.authorization(scope).await?;
+            let sent_auth = auth.is_some();
+            let resp = self.send_raw(&url, accept, auth).await?;
+            let status = resp.status();
+            if status.is_success() {
+                return Ok(resp);
+            }
+            if status == StatusCode::UNAUTHORIZED {
+                let fresh = parse_challenge(resp.headers());
+                let mut state = self.auth.lock().await;
+                let changed = fresh.is_some() && fresh != state.challenge;
+                if attempt == 0 && (changed || sent_auth) {
+                    if let Some(c) = fresh {
+                        state.challenge = Some(c);
+                    }
+                    drop(state);
+                    self.forget_token(scope).await;
+                    continue;
+                }
+                drop(state);
+                return Err(self.unauthorized(if self.credential.is_some() {
+                    "the registry rejected the credentials for this repository"
+                } else {
+                    "the registry requires credentials"
+                }));
+            }
+            if status == StatusCode::FORBIDDEN {
+                return Err(self.unauthorized("access to this repository is denied"));
+            }
+            return Err(self.status_error(resp, &url).await);
+        }
+        Err(self.unauthorized("the registry keeps asking for authentication"))
+    }
+
+    /// Builds a Status error from a failed response, reading its error JSON if small.
+    async fn status_error(&self, resp: reqwest::Response, url: &Url) -> RegistryError {
+        let status = resp.status().as_u16();
+        let (code, message) = match read_capped(resp, url, "error body", MAX_ERROR_BODY).await {
+            Ok(body) => parse_error_body(&body),
+            Err(_) => (None, None),
+        };
+        RegistryError::Status {
+            url: redact(url),
+            status,
+            code,
+            message,
+        }
+    }
+}
+
+fn bearer_header(registry: &str, token: &str) -> Result<HeaderValue, RegistryError> {
+    let mut value =
+        HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| RegistryError::Protocol {
+            registry: registry.to_string(),
+            detail: "token contains characters not allowed in a header".to_string(),
+        })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// The `errors[0]` of a distribution error body.
+fn parse_error_body(body: &[u8]) -> (Option<String>, Option<String>) {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        errors: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    match serde_json::from_slice::<Body>(body) {
+        Ok(b) => match b.errors.into_iter().next() {
+            Some(e) => (e.code, e.message),
+            None => (None, None),
+        },
+        Err(_) => (None, None),
+    }
+}
+
+/// Reads a whole body, refusing more than `limit` bytes (checked on Content-Length first).
+pub async fn read_capped(
+    mut resp: reqwest::Response,
+    url: &Url,
+    what: &str,
+    limit: u64,
+) -> Result<Vec<u8>, RegistryError> {
+    let too_large = || RegistryError::TooLarge {
+        what: what.to_string(),
+        url: redact(url),
+        limit,
+    };
+    if resp.content_length().is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() as u64 + chunk.len() as u64 > limit {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => {
+                return Err(RegistryError::Body {
+                    url: redact(url),
+                    detail: error_chain(&e),
+                })
+            }
+        }
+    }
+}
+
+/// Parses `WWW-Authenticate`: `Bearer realm="..",service="..",scope=".."` or `Basic ...`.
+fn parse_challenge(headers: &HeaderMap) -> Option<Challenge> {
+    let mut basic = false;
+    for value in headers.get_all(WWW_AUTHENTICATE) {
+        let Ok(text) = value.to_str() else { continue };
+        let text = text.trim();
+        let (scheme, params) = text.split_once(' ').unwrap_or((text, ""));
+        if scheme.eq_ignore_ascii_case("bearer") {
+            let params = parse_auth_params(params);
+            let get = |k: &str| {
+                params
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                    .map(|(_, v)| v.clone())
+            };
+            let realm = get("realm")?;
+            return Some(Challenge::Bearer {
+                realm,
+                service: get("service"),
+            });
+        }
+        if scheme.eq_ignore_ascii_case("basic") {
+            basic = true;
+        }
+    }
+    basic.then_some(Challenge::Basic)
+}
+
+/// `k="v", k2=v2` pairs, quoted strings may hold commas and escaped quotes.
+fn parse_auth_params(input: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = input.trim();
+    while !rest.is_empty() {
+        let Some(eq) = rest.find('=') else { break };
+        let key = rest[..eq].trim().trim_start_matches(',').trim().to_string();
+        rest = rest[eq + 1..].trim_start();
+        let value;
+        if let Some(quoted) = rest.strip_prefix('"') {
+            let mut v = String::new();
+            let mut chars = quoted.char_indices();
+            let mut end = quoted.len();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, n)) = chars.next() {
+                            v.push(n);
+                        }
+                    }
+                    '"' => {
+                        end = i + 1;
+                        break;
+                    }
+                    c => v.push(c),
+                }
+            }
+            value = v;
+            rest = quoted[end.min(quoted.len())..].trim_start();
+        } else {
+            let end = rest.find(',').unwrap_or(rest.len());
+            value = rest[..end].trim().to_string();
+            rest = &rest[end..];
+        }
+        rest = rest.trim_start_matches(',').trim_start();
+        out.push((key, value));
+    }
+    out
+}
+
+/// A URL without its query (signed CDN URLs carry tokens there) for messages and logs.
+pub fn redact(url: &Url) -> String {
+    let mut u = url.clone();
+    u.set_query(None);
+    let _ = u.set_password(None);
+    u.to_string()
+}
+
+/// An error and its sources, joined, without reqwest's "error sending request for url" noise.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        current = e.source();
+    }
+    parts.join(": ")
+}
+
+fn classify_send_error(registry: &str, err: &reqwest::Error) -> RegistryError {
+    let mut detail = error_chain(err);
+    if let Some(url) = err.url() {
+        detail = detail.replace(url.as_str(), &redact(url));
+    }
+    let lower = detail.to_ascii_lowercase();
+    let tls = lower.contains("certificate")
+        || lower.contains("tls handshake")
+        || lower.contains("invalidcontenttype")
+        || lower.contains("corrupt message");
+    if tls {
+        RegistryError::Tls {
+            registry: registry.to_string(),
+            detail,
+        }
+    } else if err.is_connect() || err.is_timeout() || err.is_request() {
+        RegistryError::Connect {
+            registry: registry.to_string(),
+            detail,
+        }
+    } else if err.is_redirect() {
+        RegistryError::Protocol {
+            registry: registry.to_string(),
+            detail,
+        }
+    } else {
+        RegistryError::Body {
+            url: err.url().map(redact).unwrap_or_default(),
+            detail,
+        }
+    }
+}
+
+/// For tests and diagnostics: the CA files that would be used for `registry`.
+pub fn ca_files(registry: &str, certs_dirs: &[PathBuf]) -> Vec<PathBuf> {
+    certs_dirs
+        .iter()
+        .map(|d| d.join(registry))
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flat_map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())))
+        .filter(|p: &PathBuf| p.extension().is_some_and(|x| x == "crt"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_detection() {
+        for yes in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.3.2.1",
+            "[::1]:5000",
+            "[::1]",
+        ] {
+            assert!(is_loopback(yes), "{yes}");
+        }
+        for no in [
+            "docker.io",
+            "10.0.0.1:5000",
+            "localhost.example.com",
+            "[::2]:1",
+            "128.0.0.1",
+        ] {
+            assert!(!is_loopback(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn challenges() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static(
+                r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull""#,
+            ),
+        );
+        assert_eq!(
+            parse_challenge(&h),
+            Some(Challenge::Bearer {
+                realm: "https://auth.docker.io/token".into(),
+                service: Some("registry.docker.io".into())
+            })
+        );
+        let mut h = HeaderMap::new();
+        h.insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static(r#"Basic realm="Registry Realm""#),
+        );
+        assert_eq!(parse_challenge(&h), Some(Challenge::Basic));
+        let mut h = HeaderMap::new();
+        h.insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static(r#"Bearer service="x""#),
+        );
+        assert_eq!(parse_challenge(&h), None);
+        assert_eq!(
+            parse_auth_params(r#"realm="a,\"b", service=c ,scope="d""#),
+            vec![
+                ("realm".to_string(), "a,\"b".to_string()),
+                ("service".to_string(), "c".to_string()),
+                ("scope".to_string(), "d".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn transient_classification() {
+        let status = |s: u16| RegistryError::Status {
+            url: "u".into(),
+            status: s,
+            code: None,
+            message: None,
+        };
+        assert!(status(500).is_transient());
+        assert!(status(503).is_transient());
+        assert!(status(429).is_transient());
+        assert!(!status(404).is_transient());
+        assert!(!status(400).is_transient());
+        assert!(RegistryError::Connect {
+            registry: "r".into(),
+            detail: "refused".into()
+        }
+        .is_transient());
+        assert!(RegistryError::Body {
+            url: "u".into(),
+            detail: "reset".into()
+        }
+        .is_transient());
+        assert!(!RegistryError::Unauthorized {
+            registry: "r".into(),
+            detail: "d".into()
+        }
+        .is_transient());
+        assert!(!RegistryError::Tls {
+            registry: "r".into(),
+            detail: "d".into()
+        }
+        .is_transient());
+        assert!(!RegistryError::TooLarge {
+            what: "m".into(),
+            url: "u".into(),
+            limit: 1
+        }
+        .is_transient());
+    }
+
+    #[test]
+    fn error_bodies_and_messages() {
+        let (c, m) = parse_error_body(
+            br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#,
+        );
+        assert_eq!(c.as_deref(), Some("MANIFEST_UNKNOWN"));
+        assert_eq!(m.as_deref(), Some("manifest unknown"));
+        assert_eq!(parse_error_body(b"<html>"), (None, None));
+        let e = RegistryError::TooLarge {
+            what: "manifest".into(),
+            url: "http://h/v2/x".into(),
+            limit: MAX_DOCUMENT_SIZE,
+        };
+        assert_eq!(
+            e.to_string(),
+            "manifest from http://h/v2/x is larger than the 4 MiB limit"
+        );
+        let u = Url::parse("https://cdn.example/blob?X-Amz-Signature=secret").unwrap();
+        assert_eq!(redact(&u), "https://cdn.example/blob");
+    }
+
+    #[test]
+    fn certs_d_lookup() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = vec![tmp.path().join("containers"), tmp.path().join("docker")];
+        assert!(registry_ca_certificates("127.0.0.1:5443", &dirs)
+            .unwrap()
+            .is_empty());
+        let host = dirs[0].join("127.0.0.1:5443");
+        std::fs::create_dir_all(&host).unwrap();
+        std::fs::write(host.join("ca.crt"), "not a certificate").unwrap();
+        let e = registry_ca_certificates("127.0.0.1:5443", &dirs)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ca.crt"), "{e}");
+        // Files not ending in .crt (client keys, certs) are not CAs.
+        std::fs::remove_file(host.join("ca.crt")).unwrap();
+        std::fs::write(host.join("client.key"), "x").unwrap();
+        assert!(registry_ca_certificates("127.0.0.1:5443", &dirs)
+            .unwrap()
+            .is_empty());
+        assert!(ca_files("127.0.0.1:5443", &dirs).is_empty());
+    }
+}

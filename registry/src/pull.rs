@@ -1,0 +1,840 @@
+//! `pull`: reference -> manifest (or index -> platform -> manifest) -> config -> every missing
+//! layer in parallel, each streamed once from the registry into `Store::ingest_layer` (which
+//! hashes, decompresses, checks the diff_id and unpacks) -> `Store::commit_image`.
+
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::{self, TryStreamExt};
+use gcr_storage::{Digest, ImageRecord, LayerExpectation, Store, StoreError};
+use reqwest::header::CONTENT_TYPE;
+use tokio::sync::mpsc::{self, UnboundedSender};
+
+use crate::client::{
+    read_capped, ClientOptions, RegistryClient, RegistryError, DEFAULT_CERTS_DIRS,
+    MAX_DOCUMENT_SIZE,
+};
+use crate::credentials::{self, Credential, CredentialsError};
+use crate::manifest::{
+    index_platforms, parse_config, parse_document, Descriptor, Document, ManifestError,
+    ACCEPT_MANIFESTS, LAYER_MEDIA_TYPES,
+};
+use crate::platform::{self, Platform};
+use crate::reference::Reference;
+
+/// Progress emitted while emitting less than every chunk: at least this many bytes apart.
+const PROGRESS_STEP: u64 = 256 * 1024;
+
+/// How to pull.
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    /// The platform to pick from an index; `None` means the host's.
+    pub platform: Option<Platform>,
+    /// Verify TLS; when false, accept any certificate and fall back to plain HTTP.
+    pub tls_verify: bool,
+    /// Directories holding `HOST[:PORT]/*.crt` CA certificates.
+    pub certs_dirs: Vec<PathBuf>,
+    /// Credentials to use instead of those in the auth files.
+    pub credential: Option<Credential>,
+    /// Layers downloaded at once.
+    pub max_concurrent_downloads: usize,
+    /// Further attempts after a transient failure (connection, 5xx, 429, cut-off body).
+    pub retries: u32,
+    /// Delay before the first retry; doubled for each further one.
+    pub retry_delay: Duration,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions {
+            platform: None,
+            tls_verify: true,
+            certs_dirs: DEFAULT_CERTS_DIRS.iter().map(PathBuf::from).collect(),
+            credential: None,
+            max_concurrent_downloads: 3,
+            retries: 4,
+            retry_delay: Duration::from_millis(250),
+        }
+    }
+}
+
+impl PullOptions {
+    pub(crate) fn client_options(&self) -> ClientOptions {
+        ClientOptions {
+            tls_verify: self.tls_verify,
+            certs_dirs: self.certs_dirs.clone(),
+            ..ClientOptions::default()
+        }
+    }
+}
+
+/// What a pull reports as it goes (for progress bars or plain lines).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PullEvent {
+    /// Fetching the manifest of `reference`.
+    Resolving { reference: String },
+    /// The image manifest to pull is known (after platform selection).
+    Resolved {
+        manifest_digest: Digest,
+        config_digest: Digest,
+        platform: Option<Platform>,
+        layers: usize,
+    },
+    /// A layer download began (`size` compressed bytes).
+    LayerStarted { digest: Digest, size: u64 },
+    /// Compressed bytes received so far for a layer.
+    LayerProgress { digest: Digest, bytes_done: u64 },
+    /// A layer already in the store.
+    LayerSkipped { digest: Digest, size: u64 },
+    /// A layer is verified, unpacked and in the store.
+    LayerDone { digest: Digest },
+    /// A transient failure; trying again after `delay`.
+    Retrying {
+        what: String,
+        attempt: u32,
+        delay: Duration,
+        reason: String,
+    },
+    /// The image is stored under `name`.
+    Committed { id: Digest, name: String },
+}
+
+/// A pulled image.
+#[derive(Debug, Clone)]
+pub struct PulledImage {
+    /// Image ID (config digest).
+    pub id: Digest,
+    /// The name it was stored under.
+    pub name: String,
+    /// Digest of the image manifest stored (the platform's, when pulled through an index).
+    pub manifest_digest: Digest,
+    /// Digest of what the reference pointed at (index or manifest).
+    pub resolved_digest: Digest,
+    pub record: ImageRecord,
+}
+
+/// A failed pull: the reference and the cause, on one line.
+#[derive(Debug, thiserror::Error)]
+#[error("pulling {reference}: {kind}")]
+pub struct PullError {
+    pub reference: String,
+    pub kind: PullErrorKind,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PullErrorKind {
+    #[error("manifest unknown: {registry} has no image {repository}:{tag}")]
+    ManifestUnknown {
+        registry: String,
+        repository: String,
+        tag: String,
+    },
+    #[error("blob {digest} is unknown to the registry")]
+    BlobUnknown { digest: Digest },
+    #[error(transparent)]
+    Registry(RegistryError),
+    #[error("{last} (gave up after {attempts} attempts)")]
+    GaveUp {
+        attempts: u32,
+        last: Box<PullErrorKind>,
+    },
+    #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
+    DigestMismatch {
+        what: String,
+        expected: String,
+        actual: Digest,
+    },
+    #[error("size mismatch for {what}: the descriptor says {expected} bytes, got {actual}")]
+    SizeMismatch {
+        what: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("{what} is larger than the {} MiB limit", .limit / (1024 * 1024))]
+    TooLarge { what: String, limit: u64 },
+    #[error("truncated blob {digest}: the connection ended after {received} of {expected} bytes")]
+    Truncated {
+        digest: Digest,
+        received: u64,
+        expected: u64,
+    },
+    #[error("blob {digest} is longer than the {expected} bytes its descriptor announces (endless or wrong size); stopped reading")]
+    TooLong { digest: Digest, expected: u64 },
+    #[error("invalid {what}: {source}")]
+    Manifest {
+        what: String,
+        #[source]
+        source: ManifestError,
+    },
+    #[error("the index has no image for platform {wanted} (available: {available})")]
+    NoMatchingPlatform { wanted: Platform, available: String },
+    #[error("the image is for {actual}, not the requested platform {wanted}")]
+    PlatformMismatch { wanted: Platform, actual: Platform },
+    #[error("an index inside an index is not supported ({digest})")]
+    NestedIndex { digest: String },
+    #[error(
+        "layer {digest} has media type {media_type:?}, which is not an image layer gcr can unpack"
+    )]
+    UnsupportedLayer { digest: String, media_type: String },
+    #[error("the manifest lists {layers} layers but the config has {diff_ids} diff_ids")]
+    LayerCountMismatch { layers: usize, diff_ids: usize },
+    #[error("layer {digest} needs foreign urls, which gcr does not download")]
+    ForeignLayer { digest: String },
+    #[error(transparent)]
+    Credentials(CredentialsError),
+    #[error("store: {0}")]
+    Store(StoreError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl PullErrorKind {
+    fn is_transient(&self) -> bool {
+        match self {
+            PullErrorKind::Registry(e) => e.is_transient(),
+            PullErrorKind::Truncated { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+impl From<RegistryError> for PullErrorKind {
+    fn from(e: RegistryError) -> Self {
+        PullErrorKind::Registry(e)
+    }
+}
+
+impl From<StoreError> for PullErrorKind {
+    fn from(e: StoreError) -> Self {
+        PullErrorKind::Store(e)
+    }
+}
+
+/// Runs `op` until it succeeds, fails for good, or `opts.retries` retries are used.
+async fn with_retries<T, F, Fut>(
+    opts: &PullOptions,
+    events: &UnboundedSender<PullEvent>,
+    what: &str,
+    mut op: F,
+) -> Result<T, PullErrorKind>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, PullErrorKind>>,
+{
+    let mut attempt = 0u32;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_transient() && attempt < opts.retries => {
+                attempt += 1;
+                let delay = backoff(opts.retry_delay, attempt);
+                tracing::warn!(what, attempt, ?delay, error = %e, "retrying");
+                let _ = events.send(PullEvent::Retrying {
+                    what: what.to_string(),
+                    attempt,
+                    delay,
+                    reason: e.to_string(),
+                });
+                tokio::time::sleep(delay).await;
+            }
+            Err(e) if attempt > 0 && e.is_transient() => {
+                return Err(PullErrorKind::GaveUp {
+                    attempts: attempt + 1,
+                    last: Box::new(e),
+                })
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Exponential backoff: `base * 2^(attempt-1)`, capped at 10 s, with up to 25% jitter so that
+/// parallel downloads do not retry in lockstep.
+pub fn backoff(base: Duration, attempt: u32) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+    let capped = exp.min(Duration::from_secs(10));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let jitter = capped.mul_f64(f64::from(nanos % 1000) / 4000.0);
+    capped + jitter
+}
+
+/// Pulls `reference` into `store`, reporting progress on `events`.
+pub async fn pull(
+    store: &Store,
+    reference: &Reference,
+    opts: &PullOptions,
+    events: UnboundedSender<PullEvent>,
+) -> Result<PulledImage, PullError> {
+    pull_inner(store, reference, opts, &events)
+        .await
+        .map_err(|kind| PullError {
+            reference: reference.to_string(),
+            kind,
+        })
+}
+
+/// A downloaded manifest or index: raw bytes, their digest, and the parsed form.
+struct Fetched {
+    bytes: Vec<u8>,
+    digest: Digest,
+    document: Document,
+}
+
+async fn pull_inner(
+    store: &Store,
+    reference: &Reference,
+    opts: &PullOptions,
+    events: &UnboundedSender<PullEvent>,
+) -> Result<PulledImage, PullErrorKind> {
+    let _ = events.send(PullEvent::Resolving {
+        reference: reference.to_string(),
+    });
+    let credential = match &opts.credential {
+        Some(c) => Some(c.clone()),
+        None => {
+            let registry = reference.registry().to_string();
+            let repository = reference.repository().to_string();
+            tokio::task::spawn_blocking(move || credentials::lookup(&registry, Some(&repository)))
+                .await
+                .map_err(|e| PullErrorKind::Internal(e.to_string()))?
+                .map_err(PullErrorKind::Credentials)?
+        }
+    };
+    let client_opts = opts.client_options();
+    let client = with_retries(opts, events, "connecting", || {
+        let credential = credential.clone();
+        let client_opts = &client_opts;
+        async move {
+            RegistryClient::connect(reference.registry(), credential, client_opts)
+                .await
+                .map_err(PullErrorKind::from)
+        }
+    })
+    .await?;
+    let client = Arc::new(client);
+    let repo = reference.repository();
+    let scope = format!("repository:{repo}:pull");
+
+    // The manifest (or index) the reference names.
+    let top = with_retries(opts, events, "fetching the manifest", || {
+        fetch_manifest(
+            &client,
+            reference,
+            &scope,
+            reference.manifest_reference(),
+            None,
+        )
+    })
+    .await?;
+    let resolved_digest = top.digest.clone();
+
+    let wanted = opts.platform.clone();
+    let (manifest, chosen_platform) = match &top.document {
+        Document::Image { .. } => (top, None),
+        Document::Index { manifests } => {
+            let want = wanted.clone().unwrap_or_else(Platform::host);
+            let candidates = index_platforms(manifests);
+            let Some(entry) = platform::select(&want, &candidates) else {
+                let mut available: Vec<String> =
+                    candidates.iter().map(|(_, p)| p.to_string()).collect();
+                available.dedup();
+                return Err(PullErrorKind::NoMatchingPlatform {
+                    wanted: want,
+                    available: if available.is_empty() {
+                        "none".to_string()
+                    } else {
+                        available.join(", ")
+                    },
+                });
+            };
+            let entry_platform = candidates
+                .iter()
+                .find(|(d, _)| d == entry)
+                .map(|(_, p)| p.clone());
+            let entry = entry.clone();
+            let child = with_retries(opts, events, "fetching the platform manifest", || {
+                fetch_manifest(&client, reference, &scope, &entry.digest, Some(&entry))
+            })
+            .await?;
+            if let Document::Index { .. } = child.document {
+                return Err(PullErrorKind::NestedIndex {
+                    digest: entry.digest.clone(),
+                });
+            }
+            (child, entry_platform)
+        }
+    };
+    let Document::Image { config, layers } = &manifest.document else {
+        return Err(PullErrorKind::Internal("expected an image manifest".into()));
+    };
+
+    let config_digest: Digest = parse_digest(&config.digest)?;
+    let _ = events.send(PullEvent::Resolved {
+        manifest_digest: manifest.digest.clone(),
+        config_digest: config_digest.clone(),
+        platform: chosen_platform.clone(),
+        layers: layers.len(),
+    });
+
+    // The config: small, capped, verified.
+    let config_bytes = with_retries(opts, events, "fetching the config", || {
+        fetch_config(&client, repo, &scope, config)
+    })
+    .await?;
+    let summary = parse_config(&config_bytes).map_err(|source| PullErrorKind::Manifest {
+        what: format!("image config {}", config.digest),
+        source,
+    })?;
+    if let (Some(want), Some(actual)) = (&wanted, &summary.platform) {
+        if chosen_platform.is_none() && !want.accepts(actual) {
+            return Err(PullErrorKind::PlatformMismatch {
+                wanted: want.clone(),
+                actual: actual.clone(),
+            });
+        }
+    }
+    if summary.diff_ids.len() != layers.len() {
+        return Err(PullErrorKind::LayerCountMismatch {
+            layers: layers.len(),
+            diff_ids: summary.diff_ids.len(),
+        });
+    }
+
+    // Layers: check every one before downloading any.
+    let mut jobs: Vec<LayerExpectation> = Vec::new();
+    for (layer, diff_id) in layers.iter().zip(&summary.diff_ids) {
+        if layer.urls.as_ref().is_some_and(|u| !u.is_empty())
+            || layer.media_type.contains(".foreign.")
+        {
+            return Err(PullErrorKind::ForeignLayer {
+                digest: layer.digest.clone(),
+            });
+        }
+        if !LAYER_MEDIA_TYPES.contains(&layer.media_type.as_str()) {
+            return Err(PullErrorKind::UnsupportedLayer {
+                digest: layer.digest.clone(),
+                media_type: layer.media_type.clone(),
+            });
+        }
+        let expect = LayerExpectation {
+            digest: parse_digest(&layer.digest)?,
+            size: layer.size(),
+            media_type: layer.media_type.clone(),
+            diff_id: parse_digest(diff_id)?,
+        };
+        if !jobs.iter().any(|j| j.digest == expect.digest) {
+            jobs.push(expect);
+        }
+    }
+
+    // Keep garbage collection away from what this pull stores until it is named.
+    let lease_store = store.clone();
+    let _lease = tokio::task::spawn_blocking(move || lease_store.lease())
+        .await
+        .map_err(|e| PullErrorKind::Internal(e.to_string()))??;
+
+    let mut missing = Vec::new();
+    for job in jobs {
+        if store.has_blob(&job.digest) && store.has_layer(&job.diff_id) {
+            let _ = events.send(PullEvent::LayerSkipped {
+                digest: job.digest.clone(),
+                size: job.size,
+            });
+        } else {
+            missing.push(job);
+        }
+    }
+    let concurrency = opts.max_concurrent_downloads.max(1);
+    stream::iter(missing.into_iter().map(Ok))
+        .try_for_each_concurrent(concurrency, |job| {
+            let client = Arc::clone(&client);
+            let scope = scope.as_str();
+            async move {
+                let what = format!("layer {}", job.digest);
+                let _ = events.send(PullEvent::LayerStarted {
+                    digest: job.digest.clone(),
+                    size: job.size,
+                });
+                with_retries(opts, events, &what, || {
+                    fetch_layer(&client, store, repo, scope, &job, events)
+                })
+                .await?;
+                let _ = events.send(PullEvent::LayerDone {
+                    digest: job.digest.clone(),
+                });
+                Ok::<(), PullErrorKind>(())
+            }
+        })
+        .await?;
+
+    let name = reference.store_name();
+    let commit_store = store.clone();
+    let names = vec![name.clone()];
+    let manifest_bytes = manifest.bytes;
+    let record = tokio::task::spawn_blocking(move || {
+        commit_store.commit_image(&names, &manifest_bytes, &config_bytes)
+    })
+    .await
+    .map_err(|e| PullErrorKind::Internal(e.to_string()))??;
+    let _ = events.send(PullEvent::Committed {
+        id: record.id.clone(),
+        name: name.clone(),
+    });
+    Ok(PulledImage {
+        id: record.id.clone(),
+        name,
+        manifest_digest: manifest.digest,
+        resolved_digest,
+        record,
+    })
+}
+
+fn parse_digest(s: &str) -> Result<Digest, PullErrorKind> {
+    s.parse()
+        .map_err(|e: gcr_storage::DigestError| PullErrorKind::Manifest {
+            what: "descriptor".to_string(),
+            source: ManifestError::Descriptor(e.to_string()),
+        })
+}
+
+/// GET a manifest by tag or digest, capped at 4 MiB, verified against `expected` (a
+/// descriptor from an index) or the digest in the reference, and the Docker-Content-Digest
+/// header.
+async fn fetch_manifest(
+    client: &RegistryClient,
+    reference: &Reference,
+    scope: &str,
+    tag_or_digest: &str,
+    expected: Option<&Descriptor>,
+) -> Result<Fetched, PullErrorKind> {
+    let path = format!("/v2/{}/manifests/{}", reference.repository(), tag_or_digest);
+    let resp = match client.get(&path, Some(ACCEPT_MANIFESTS), scope).await {
+        Ok(r) => r,
+        Err(RegistryError::Status { status: 404, .. }) => {
+            return Err(PullErrorKind::ManifestUnknown {
+                registry: reference.registry().to_string(),
+                repository: reference.repository().to_string(),
+                tag: tag_or_digest.to_string(),
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let content_type = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let header_digest = resp
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let url = resp.url().clone();
+    let what = if expected.is_some() {
+        format!("manifest {tag_or_digest}")
+    } else {
+        "manifest".to_string()
+    };
+    let bytes = read_capped(resp, &url, &what, MAX_DOCUMENT_SIZE)
+        .await
+        .map_err(|e| match e {
+            RegistryError::TooLarge { limit, .. } => PullErrorKind::TooLarge {
+                what: what.clone(),
+                limit,
+            },
+            other => other.into(),
+        })?;
+    let digest = Digest::of(&bytes);
+    let wanted_digest = expected
+        .map(|d| d.digest.as_str())
+        .or(reference.digest().filter(|d| *d == tag_or_digest));
+    if let Some(want) = wanted_digest {
+        if want != digest.as_str() {
+            return Err(PullErrorKind::DigestMismatch {
+                what: what.clone(),
+                expected: want.to_string(),
+                actual: digest,
+            });
+        }
+    }
+    if let Some(d) = expected {
+        if d.size() != bytes.len() as u64 {
+            return Err(PullErrorKind::SizeMismatch {
+                what,
+                expected: d.size(),
+                actual: bytes.len() as u64,
+            });
+        }
+    }
+    if let Some(header) = header_digest.filter(|h| h.starts_with("sha256:")) {
+        if header != digest.as_str() {
+            return Err(PullErrorKind::DigestMismatch {
+                what: format!("{what} (Docker-Content-Digest header)"),
+                expected: header,
+                actual: digest,
+            });
+        }
+    }
+    let document = parse_document(&bytes, content_type.as_deref()).map_err(|source| {
+        PullErrorKind::Manifest {
+            what: format!("{what} {digest}"),
+            source,
+        }
+    })?;
+    Ok(Fetched {
+        bytes,
+        digest,
+        document,
+    })
+}
+
+/// GET the config blob, capped at 4 MiB and at its descriptor size, digest verified.
+async fn fetch_config(
+    client: &RegistryClient,
+    repo: &str,
+    scope: &str,
+    config: &Descriptor,
+) -> Result<Vec<u8>, PullErrorKind> {
+    let what = format!("image config {}", config.digest);
+    if config.size() > MAX_DOCUMENT_SIZE {
+        return Err(PullErrorKind::TooLarge {
+            what,
+            limit: MAX_DOCUMENT_SIZE,
+        });
+    }
+    let digest = parse_digest(&config.digest)?;
+    let resp = get_blob(client, repo, scope, &digest).await?;
+    let url = resp.url().clone();
+    let bytes = read_capped(resp, &url, &what, MAX_DOCUMENT_SIZE)
+        .await
+        .map_err(|e| match e {
+            RegistryError::TooLarge { limit, .. } => PullErrorKind::TooLarge {
+                what: what.clone(),
+                limit,
+            },
+            other => other.into(),
+        })?;
+    if bytes.len() as u64 != config.size() {
+        return Err(PullErrorKind::SizeMismatch {
+            what,
+            expected: config.size(),
+            actual: bytes.len() as u64,
+        });
+    }
+    let actual = Digest::of(&bytes);
+    if actual != digest {
+        return Err(PullErrorKind::DigestMismatch {
+            what,
+            expected: config.digest.clone(),
+            actual,
+        });
+    }
+    Ok(bytes)
+}
+
+async fn get_blob(
+    client: &RegistryClient,
+    repo: &str,
+    scope: &str,
+    digest: &Digest,
+) -> Result<reqwest::Response, PullErrorKind> {
+    let path = format!("/v2/{repo}/blobs/{digest}");
+    match client.get(&path, None, scope).await {
+        Ok(r) => Ok(r),
+        Err(RegistryError::Status { status: 404, .. }) => Err(PullErrorKind::BlobUnknown {
+            digest: digest.clone(),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// One attempt at a layer: stream the blob into `Store::ingest_layer` on a blocking thread.
+async fn fetch_layer(
+    client: &RegistryClient,
+    store: &Store,
+    repo: &str,
+    scope: &str,
+    expect: &LayerExpectation,
+    events: &UnboundedSender<PullEvent>,
+) -> Result<(), PullErrorKind> {
+    if store.has_blob(&expect.digest) {
+        // The blob is here (e.g. an earlier pull was killed after storing it): unpack it.
+        let store = store.clone();
+        let expect = expect.clone();
+        return tokio::task::spawn_blocking(move || store.ingest_layer_from_blob(&expect))
+            .await
+            .map_err(|e| PullErrorKind::Internal(e.to_string()))?
+            .map_err(PullErrorKind::from);
+    }
+    let mut resp = get_blob(client, repo, scope, &expect.digest).await?;
+    let (tx, rx) = mpsc::channel::<io::Result<bytes::Bytes>>(16);
+    let ingest_store = store.clone();
+    let ingest_expect = expect.clone();
+    let ingest = tokio::task::spawn_blocking(move || {
+        let mut reader = ChannelReader {
+            rx,
+            current: bytes::Bytes::new(),
+        };
+        ingest_store.ingest_layer(&mut reader, &ingest_expect, &mut |_| {})
+    });
+
+    // Pump the body into the channel, never past the descriptor size.
+    let pumped: Result<(), PullErrorKind> = async {
+        let mut received: u64 = 0;
+        let mut reported: u64 = 0;
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    received += chunk.len() as u64;
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        // The store stopped reading; its result tells why.
+                        return Ok(());
+                    }
+                    if received > expect.size {
+                        return Err(PullErrorKind::TooLong {
+                            digest: expect.digest.clone(),
+                            expected: expect.size,
+                        });
+                    }
+                    if received - reported >= PROGRESS_STEP || received == expect.size {
+                        reported = received;
+                        let _ = events.send(PullEvent::LayerProgress {
+                            digest: expect.digest.clone(),
+                            bytes_done: received,
+                        });
+                    }
+                }
+                Ok(None) if received < expect.size => {
+                    let _ = tx
+                        .send(Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the connection ended before the whole blob arrived",
+                        )))
+                        .await;
+                    return Err(PullErrorKind::Truncated {
+                        digest: expect.digest.clone(),
+                        received,
+                        expected: expect.size,
+                    });
+                }
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    let detail = crate::client::error_chain(&e);
+                    let _ = tx
+                        .send(Err(io::Error::other(format!("network error: {detail}"))))
+                        .await;
+                    return Err(PullErrorKind::Registry(RegistryError::Body {
+                        url: crate::client::redact(resp.url()),
+                        detail,
+                    }));
+                }
+            }
+        }
+    }
+    .await;
+    drop(tx);
+    let ingested = ingest
+        .await
+        .map_err(|e| PullErrorKind::Internal(e.to_string()))?;
+    match (pumped, ingested) {
+        (_, Ok(())) => Ok(()),
+        // What went wrong on the wire explains the store's complaint about the stream.
+        (Err(wire), Err(_)) => Err(wire),
+        (Ok(()), Err(store_err)) => Err(store_err.into()),
+    }
+}
+
+/// A blocking `Read` over chunks sent from the async side.
+struct ChannelReader {
+    rx: mpsc::Receiver<io::Result<bytes::Bytes>>,
+    current: bytes::Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        let _ = self.current.split_to(n);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let base = Duration::from_millis(100);
+        let d1 = backoff(base, 1);
+        let d3 = backoff(base, 3);
+        assert!(d1 >= base && d1 <= base.mul_f64(1.25), "{d1:?}");
+        assert!(d3 >= base * 4 && d3 <= (base * 4).mul_f64(1.25), "{d3:?}");
+        assert!(backoff(base, 30) <= Duration::from_millis(12500));
+    }
+
+    #[test]
+    fn transient_kinds() {
+        assert!(PullErrorKind::Truncated {
+            digest: Digest::of(b""),
+            received: 1,
+            expected: 2
+        }
+        .is_transient());
+        assert!(!PullErrorKind::TooLong {
+            digest: Digest::of(b""),
+            expected: 2
+        }
+        .is_transient());
+        assert!(!PullErrorKind::DigestMismatch {
+            what: "x".into(),
+            expected: "y".into(),
+            actual: Digest::of(b"")
+        }
+        .is_transient());
+        assert!(!PullErrorKind::ManifestUnknown {
+            registry: "r".into(),
+            repository: "x".into(),
+            tag: "t".into()
+        }
+        .is_transient());
+        assert!(PullErrorKind::Registry(RegistryError::Status {
+            url: "u".into(),
+            status: 502,
+            code: None,
+            message: None
+        })
+        .is_transient());
+    }
+
+    #[test]
+    fn channel_reader_delivers_bytes_and_errors() {
+        let (tx, rx) = mpsc::channel(4);
+        tx.try_send(Ok(bytes::Bytes::from_static(b"hello ")))
+            .unwrap();
+        tx.try_send(Ok(bytes::Bytes::from_static(b"world")))
+            .unwrap();
+        tx.try_send(Err(io::Error::other("cut"))).unwrap();
+        drop(tx);
+        let mut r = ChannelReader {
+            rx,
+            current: bytes::Bytes::new(),
+        };
+        let mut out = Vec::new();
+        let e = r.read_to_end(&mut out).unwrap_err();
+        assert_eq!(out, b"hello world");
+        assert_eq!(e.to_string(), "cut");
+    }
+}
