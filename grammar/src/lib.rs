@@ -5,10 +5,15 @@
 //! * [`shell`]: the shell-word lexer and variable expansion.
 //! * [`ignore`]: `.containerignore` / `.dockerignore` matching.
 
+pub mod ignore;
 mod quote;
 pub mod shell;
 pub mod syntax;
 
+pub use ignore::{
+    clean_path, ignore_file_candidates, parse_ignore_file, pick_ignore_file, IgnoreError,
+    IgnoreFileCandidate, IgnoreFileLocation, IgnoreMatcher,
+};
 pub use quote::go_quote;
 pub use shell::{EnvLookup, ExpandError, Expansion, NoEnv, ShellLexer};
 pub use syntax::{
