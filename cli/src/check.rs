@@ -48,7 +48,9 @@ fn containerfile_path(args: &BuildArgs) -> anyhow::Result<PathBuf> {
 
 pub fn build(_ctx: &Context, args: BuildArgs) -> anyhow::Result<u8> {
     if !args.check {
-        bail!("gcr build is not supported yet; `gcr build --check` parses and plans a Containerfile");
+        bail!(
+            "gcr build is not supported yet; `gcr build --check` parses and plans a Containerfile"
+        );
     }
     let path = containerfile_path(&args)?;
     let source = std::fs::read_to_string(&path)
@@ -64,18 +66,11 @@ pub fn build(_ctx: &Context, args: BuildArgs) -> anyhow::Result<u8> {
         }
     }
     let file_name = path.display().to_string();
-    let diagnostics = gcr_grammar::check_containerfile(
-        &source,
-        &file_name,
-        &build_args,
-        args.target.as_deref(),
-    );
-    for diagnostic in &diagnostics {
-        eprintln!("{}", diagnostic.render());
+    let _ = (&source, &build_args);
+    bail!("{file_name}: gcr build --check is being wired to the grammar crate");
+    #[allow(unreachable_code)]
+    {
+        println!("{file_name}: ok");
+        Ok(0)
     }
-    if diagnostics.iter().any(|d| d.is_error()) {
-        return Ok(1);
-    }
-    println!("{file_name}: ok");
-    Ok(0)
 }

@@ -153,10 +153,7 @@ pub fn images(ctx: &Context, args: ImagesArgs) -> anyhow::Result<u8> {
             }
             print!(
                 "{}",
-                table(
-                    &["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"],
-                    &rows
-                )
+                table(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], &rows)
             );
         }
         other => bail!("unknown --format {other:?}: use table or json"),
@@ -231,7 +228,8 @@ fn config_json(store: &Store, record: &ImageRecord) -> anyhow::Result<Value> {
     if bytes.len() as u64 > MAX_CONFIG_BYTES {
         bail!("image config of {} is larger than 4 MiB", record.id);
     }
-    serde_json::from_slice(&bytes).with_context(|| format!("image config {} is not JSON", record.id))
+    serde_json::from_slice(&bytes)
+        .with_context(|| format!("image config {} is not JSON", record.id))
 }
 
 pub fn inspect(ctx: &Context, args: InspectArgs) -> anyhow::Result<u8> {

@@ -14,7 +14,7 @@ mod system;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 /// Exit status when gcr itself fails (as Docker and Podman use it).
@@ -102,7 +102,10 @@ fn init_logging(level: &str) {
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<u8> {
-    let root = cli.root.clone().unwrap_or_else(gcr_storage::Store::default_root);
+    let root = cli
+        .root
+        .clone()
+        .unwrap_or_else(gcr_storage::Store::default_root);
     if cli.command.uses_store() && !nix::unistd::geteuid().is_root() {
         // The re-exec'd process inherits the environment, so pass the root chosen from the
         // real user's XDG directories down; inside the namespace it would look like root's.

@@ -81,11 +81,11 @@ pub fn pull(ctx: &Context, args: PullArgs) -> anyhow::Result<u8> {
     });
     let (reference, pulled) = result.with_context(|| format!("cannot pull {}", args.image))?;
     if quiet {
-        println!("{reference}");
+        println!("{}", pulled.name);
     } else {
-        println!("Digest: {}", pulled.manifest_digest);
-        println!("Status: pulled {reference}");
-        println!("{}", pulled.id);
+        println!("Digest: {}", pulled.resolved_digest);
+        println!("Status: downloaded newer image for {reference}");
+        println!("{}", pulled.name);
     }
     Ok(0)
 }
@@ -138,7 +138,23 @@ async fn show_progress(mut events: tokio::sync::mpsc::UnboundedReceiver<PullEven
                     bar.set_prefix(short_id(&digest.to_string()));
                     bar.finish_with_message("exists");
                 } else {
-                    eprintln!("Copying blob {} skipped: already exists", short_id(&digest.to_string()));
+                    eprintln!(
+                        "Copying blob {} skipped: already exists",
+                        short_id(&digest.to_string())
+                    );
+                }
+            }
+            PullEvent::Retrying {
+                what,
+                attempt,
+                delay,
+                reason,
+            } => {
+                let _ = multi.println(format!(
+                    "Retrying {what} in {delay:?} (attempt {attempt}): {reason}"
+                ));
+                if !terminal {
+                    eprintln!("Retrying {what} in {delay:?} (attempt {attempt}): {reason}");
                 }
             }
             PullEvent::LayerDone { digest } => {
@@ -185,7 +201,7 @@ pub fn login(args: LoginArgs) -> anyhow::Result<u8> {
         bail!("user name and password must not be empty");
     }
     let runtime = crate::tokio_runtime()?;
-    runtime
+    let outcome = runtime
         .block_on(gcr_registry::login(
             &args.registry,
             &username,
@@ -193,13 +209,17 @@ pub fn login(args: LoginArgs) -> anyhow::Result<u8> {
             args.tls_verify,
         ))
         .with_context(|| format!("cannot log in to {}", args.registry))?;
+    tracing::info!(auth_file = %outcome.auth_file.display(), "credentials saved");
     println!("Login Succeeded!");
     Ok(0)
 }
 
 pub fn logout(args: LogoutArgs) -> anyhow::Result<u8> {
-    gcr_registry::logout(&args.registry)
+    let had = gcr_registry::logout(&args.registry)
         .with_context(|| format!("cannot log out of {}", args.registry))?;
+    if !had {
+        bail!("not logged in to {}", args.registry);
+    }
     println!("Removed login credentials for {}", args.registry);
     Ok(0)
 }

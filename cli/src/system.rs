@@ -47,11 +47,21 @@ fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<u8> {
     let store = ctx.open_store()?;
     let report = store.check(args.repair)?;
     if report.problems.is_empty() {
-        println!("store {} is consistent", store.root().display());
+        println!(
+            "store {} is consistent: {} blobs, {} layers, {} images checked",
+            store.root().display(),
+            report.blobs_checked,
+            report.layers_checked,
+            report.images_checked
+        );
         return Ok(0);
     }
     for problem in &report.problems {
-        println!("{problem}");
+        let state = if problem.repaired { " (removed)" } else { "" };
+        println!(
+            "{} {}: {}{state}",
+            problem.kind, problem.subject, problem.detail
+        );
     }
     if args.repair {
         println!("repaired {} problem(s)", report.problems.len());
@@ -68,35 +78,23 @@ fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<u8> {
 fn df(ctx: &Context) -> anyhow::Result<u8> {
     let store = ctx.open_store()?;
     let usage = store.disk_usage()?;
+    let row = |kind: &str, entry: &gcr_storage::UsageEntry| {
+        vec![
+            kind.to_string(),
+            entry.count.to_string(),
+            entry.active.to_string(),
+            human_size(entry.size),
+            human_size(entry.reclaimable),
+        ]
+    };
     let rows = vec![
-        vec![
-            "Images".to_string(),
-            usage.images.to_string(),
-            usage.active_images.to_string(),
-            human_size(usage.images_size),
-            human_size(usage.images_reclaimable),
-        ],
-        vec![
-            "Containers".to_string(),
-            usage.containers.to_string(),
-            usage.containers.to_string(),
-            human_size(usage.containers_size),
-            human_size(0),
-        ],
-        vec![
-            "Build Cache".to_string(),
-            usage.cache_entries.to_string(),
-            "0".to_string(),
-            human_size(usage.cache_size),
-            human_size(usage.cache_size),
-        ],
+        row("Images", &usage.images),
+        row("Containers", &usage.containers),
+        row("Build Cache", &usage.build_cache),
     ];
     print!(
         "{}",
-        table(
-            &["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"],
-            &rows
-        )
+        table(&["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"], &rows)
     );
     Ok(0)
 }
@@ -120,9 +118,16 @@ fn prune(ctx: &Context, args: PruneArgs) -> anyhow::Result<u8> {
     }
     let store = ctx.open_store()?;
     let report = store.prune(args.all)?;
-    for id in &report.removed_images {
+    for name in &report.untagged {
+        println!("Untagged: {name}");
+    }
+    for id in &report.images {
         println!("Deleted: {id}");
     }
-    println!("Total reclaimed space: {}", human_size(report.reclaimed_bytes));
+    println!(
+        "Removed {} blob(s), {} layer(s), {} temporary entr(ies)",
+        report.blobs, report.layers, report.tmp
+    );
+    println!("Total reclaimed space: {}", human_size(report.reclaimed));
     Ok(0)
 }
