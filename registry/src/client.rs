@@ -268,9 +268,14 @@ impl RegistryClient {
                 .map_err(|e| connect_err(format!("invalid registry address: {e}")))
         };
 
+        // Loopback registries are "insecure" the way Docker treats 127.0.0.0/8: plain HTTP
+        // first, then HTTPS accepting any certificate; a certs.d CA means verified HTTPS.
         let mut candidates = Vec::new();
-        if is_loopback(registry) && !has_ca && opts.tls_verify {
-            candidates.push((url("http")?, build_http(opts, cas, false)));
+        if has_ca && opts.tls_verify {
+            candidates.push((url("https")?, build_http(opts, cas, false)));
+        } else if is_loopback(registry) && opts.tls_verify {
+            candidates.push((url("http")?, build_http(opts, cas.clone(), false)));
+            candidates.push((url("https")?, build_http(opts, cas, true)));
         } else if opts.tls_verify {
             candidates.push((url("https")?, build_http(opts, cas, false)));
         } else {
@@ -289,12 +294,21 @@ impl RegistryClient {
                 credential: credential.clone(),
                 auth: Mutex::new(AuthState::default()),
             };
+            let has_next = i + 1 < count;
             match client.ping().await {
-                Ok(()) => return Ok(client),
+                Ok(true) => return Ok(client),
+                Ok(false) if has_next => {
+                    tracing::debug!(
+                        registry,
+                        scheme = client.scheme(),
+                        "not a registry answer; trying the next scheme"
+                    );
+                }
+                Ok(false) => return Ok(client),
                 Err(e @ (RegistryError::Connect { .. } | RegistryError::Tls { .. }))
-                    if i + 1 < count =>
+                    if has_next =>
                 {
-                    tracing::debug!(registry, error = %e, "falling back to plain http");
+                    tracing::debug!(registry, error = %e, "trying the next scheme");
                     last_err = Some(e);
                 }
                 Err(e) => return Err(e),
@@ -316,28 +330,32 @@ impl RegistryClient {
         self.credential.is_some()
     }
 
-    /// GET /v2/ and remember the challenge.
-    async fn ping(&self) -> Result<(), RegistryError> {
+    /// GET /v2/ and remember the challenge. Returns whether the answer looks like a registry
+    /// (200, 401 or the distribution API header), which decides falling back to another scheme.
+    async fn ping(&self) -> Result<bool, RegistryError> {
         let url = self.url("/v2/")?;
         let resp = self.send_raw(&url, None, None).await?;
-        let challenge = match resp.status() {
+        let api_header = resp
+            .headers()
+            .contains_key("docker-distribution-api-version");
+        let (challenge, registry_like) = match resp.status() {
             StatusCode::UNAUTHORIZED => {
-                parse_challenge(resp.headers()).ok_or_else(|| RegistryError::Protocol {
-                    registry: self.registry.clone(),
-                    detail: "401 without a usable WWW-Authenticate header".to_string(),
-                })?
+                let challenge =
+                    parse_challenge(resp.headers()).ok_or_else(|| RegistryError::Protocol {
+                        registry: self.registry.clone(),
+                        detail: "401 without a usable WWW-Authenticate header".to_string(),
+                    })?;
+                (challenge, true)
             }
-            s if s.is_success() => Challenge::None,
+            s if s.is_success() => (Challenge::None, true),
             s if s.is_server_error() => {
                 return Err(self.status_error(resp, &url).await);
             }
-            _ => {
-                // Some registries do not serve /v2/ itself; let later requests tell.
-                Challenge::None
-            }
+            // Some registries do not serve /v2/ itself; later requests tell more.
+            _ => (Challenge::None, api_header),
         };
         self.auth.lock().await.challenge = Some(challenge);
-        Ok(())
+        Ok(registry_like)
     }
 
     /// Checks that the configured credential is accepted (for `login`).

@@ -38,8 +38,22 @@ pub struct LoginOutcome {
 
 /// Checks `username`/`password` against `registry` (GET /v2/ with basic auth, or a token
 /// request in the bearer flow) and saves them. A rejected password is an error and nothing is
-/// written.
+/// written. `tls_verify` as for pull; CA certificates from the default certs.d directories.
 pub async fn login(
+    registry: &str,
+    username: &str,
+    password: &str,
+    tls_verify: bool,
+) -> Result<LoginOutcome, LoginError> {
+    let opts = ClientOptions {
+        tls_verify,
+        ..ClientOptions::default()
+    };
+    login_with(registry, username, password, &opts).await
+}
+
+/// `login` with explicit client options (e.g. other certs.d directories).
+pub async fn login_with(
     registry: &str,
     username: &str,
     password: &str,

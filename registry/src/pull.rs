@@ -76,18 +76,13 @@ pub enum PullEvent {
     /// Fetching the manifest of `reference`.
     Resolving { reference: String },
     /// The image manifest to pull is known (after platform selection).
-    Resolved {
-        manifest_digest: Digest,
-        config_digest: Digest,
-        platform: Option<Platform>,
-        layers: usize,
-    },
+    Resolved { manifest_digest: Digest },
     /// A layer download began (`size` compressed bytes).
     LayerStarted { digest: Digest, size: u64 },
     /// Compressed bytes received so far for a layer.
     LayerProgress { digest: Digest, bytes_done: u64 },
     /// A layer already in the store.
-    LayerSkipped { digest: Digest, size: u64 },
+    LayerSkipped { digest: Digest },
     /// A layer is verified, unpacked and in the store.
     LayerDone { digest: Digest },
     /// A transient failure; trying again after `delay`.
@@ -97,8 +92,8 @@ pub enum PullEvent {
         delay: Duration,
         reason: String,
     },
-    /// The image is stored under `name`.
-    Committed { id: Digest, name: String },
+    /// The image is stored (under `PulledImage::name`).
+    Committed { id: Digest },
 }
 
 /// A pulled image.
@@ -169,9 +164,9 @@ pub enum PullErrorKind {
         source: ManifestError,
     },
     #[error("the index has no image for platform {wanted} (available: {available})")]
-    NoMatchingPlatform { wanted: Platform, available: String },
+    NoMatchingPlatform { wanted: String, available: String },
     #[error("the image is for {actual}, not the requested platform {wanted}")]
-    PlatformMismatch { wanted: Platform, actual: Platform },
+    PlatformMismatch { wanted: String, actual: String },
     #[error("an index inside an index is not supported ({digest})")]
     NestedIndex { digest: String },
     #[error(
@@ -344,7 +339,7 @@ async fn pull_inner(
                     candidates.iter().map(|(_, p)| p.to_string()).collect();
                 available.dedup();
                 return Err(PullErrorKind::NoMatchingPlatform {
-                    wanted: want,
+                    wanted: want.to_string(),
                     available: if available.is_empty() {
                         "none".to_string()
                     } else {
@@ -373,12 +368,8 @@ async fn pull_inner(
         return Err(PullErrorKind::Internal("expected an image manifest".into()));
     };
 
-    let config_digest: Digest = parse_digest(&config.digest)?;
     let _ = events.send(PullEvent::Resolved {
         manifest_digest: manifest.digest.clone(),
-        config_digest: config_digest.clone(),
-        platform: chosen_platform.clone(),
-        layers: layers.len(),
     });
 
     // The config: small, capped, verified.
@@ -393,8 +384,8 @@ async fn pull_inner(
     if let (Some(want), Some(actual)) = (&wanted, &summary.platform) {
         if chosen_platform.is_none() && !want.accepts(actual) {
             return Err(PullErrorKind::PlatformMismatch {
-                wanted: want.clone(),
-                actual: actual.clone(),
+                wanted: want.to_string(),
+                actual: actual.to_string(),
             });
         }
     }
@@ -443,7 +434,6 @@ async fn pull_inner(
         if store.has_blob(&job.digest) && store.has_layer(&job.diff_id) {
             let _ = events.send(PullEvent::LayerSkipped {
                 digest: job.digest.clone(),
-                size: job.size,
             });
         } else {
             missing.push(job);
@@ -483,7 +473,6 @@ async fn pull_inner(
     .map_err(|e| PullErrorKind::Internal(e.to_string()))??;
     let _ = events.send(PullEvent::Committed {
         id: record.id.clone(),
-        name: name.clone(),
     });
     Ok(PulledImage {
         id: record.id.clone(),
@@ -728,10 +717,12 @@ async fn fetch_layer(
                     let _ = tx
                         .send(Err(io::Error::other(format!("network error: {detail}"))))
                         .await;
-                    return Err(PullErrorKind::Registry(RegistryError::Body {
-                        url: crate::client::redact(resp.url()),
-                        detail,
-                    }));
+                    tracing::debug!(digest = %expect.digest, received, %detail, "blob stream failed");
+                    return Err(PullErrorKind::Truncated {
+                        digest: expect.digest.clone(),
+                        received,
+                        expected: expect.size,
+                    });
                 }
             }
         }
