@@ -5,11 +5,18 @@
 //! * [`shell`]: the shell-word lexer and variable expansion.
 //! * [`ignore`]: `.containerignore` / `.dockerignore` matching.
 
+pub mod ast;
 pub mod ignore;
 mod quote;
 pub mod shell;
 pub mod syntax;
 
+pub use ast::{
+    parse, parse_go_duration, parse_mount, type_instruction, ArgDefinition, CacheSharing,
+    CommandLine, Containerfile, CopyInstruction, CopySource, FromInstruction, Healthcheck,
+    HealthcheckCommand, Instruction, InstructionKind, KeyValue, Mount, MountType, NetworkMode,
+    RunInstruction, SecurityMode, Stage,
+};
 pub use ignore::{
     clean_path, ignore_file_candidates, parse_ignore_file, pick_ignore_file, IgnoreError,
     IgnoreFileCandidate, IgnoreFileLocation, IgnoreMatcher,
