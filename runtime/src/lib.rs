@@ -1,1 +1,38 @@
-//! gcr-runtime
+//! gcr-runtime: runs one container from an OCI runtime [`Spec`] and a root filesystem.
+//!
+//! The crate is synchronous on purpose: it forks and clones, so it must never run inside a
+//! multi-threaded process (no tokio here). It knows nothing of images; the caller hands it a
+//! rootfs (a directory or the layers of an overlay) and a spec, usually built from
+//! [`docker_default_spec`] and then adjusted for the command line.
+//!
+//! Process model: the caller's process (the "parent") clones the container's first process once,
+//! with every namespace flag at once. That child sets up the mount namespace (overlay, /proc,
+//! /dev, /sys, volumes), pivots into the rootfs, drops privileges (user, capabilities, seccomp),
+//! closes every inherited fd and execs the command, which is therefore PID 1. With `init` the
+//! child stays as a small init (reaps zombies, forwards signals) and forks the command. The
+//! parent forwards signals, runs the pty when asked and returns the container's exit status.
+//! Parent and child talk over a SOCK_SEQPACKET socketpair; a child failure comes back as text.
+
+mod caps;
+mod child;
+mod container;
+mod error;
+mod fs;
+mod mounts;
+pub mod seccomp;
+mod spec;
+mod sys;
+mod tty;
+pub mod userns;
+pub mod users;
+
+pub use oci_spec::runtime::Spec;
+
+pub use caps::{capability_names, parse_capability};
+pub use container::{run_container, ExitStatusCode, RootfsSource, RunOptions};
+pub use error::RuntimeError;
+pub use spec::{
+    bind_mount, docker_default_capabilities, docker_default_spec, remove_namespace,
+    set_capabilities, set_privileged, set_seccomp_profile, set_user_namespace, tmpfs_mount,
+    SpecError,
+};

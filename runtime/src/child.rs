@@ -1,0 +1,316 @@
+//! The cloned child: finishes the namespaces' setup, becomes the container's process (or its
+//! init) and execs the command. Errors go back to the parent over the socket as one line.
+
+use std::convert::Infallible;
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::sys::signal::{SigSet, SigmaskHow};
+use nix::unistd::{Gid, Uid};
+
+use crate::container::{send, Plan, MSG_ERROR, MSG_GO, MSG_PTY};
+use crate::error::RuntimeError;
+use crate::fs::Root;
+use crate::{mounts, sys, tty, users};
+
+/// Entry point of the child; never returns.
+pub(crate) fn main(plan: &Plan, sock: OwnedFd, old_mask: &SigSet) -> ! {
+    let err = match setup_and_exec(plan, &sock, old_mask) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    let code = err.exit_code();
+    let text = match err {
+        RuntimeError::Setup(s) => s,
+        other => other.to_string(),
+    };
+    let mut msg = vec![MSG_ERROR, code as u8];
+    msg.extend(text.as_bytes().iter().take(8000));
+    let _ = send(&sock, &msg, None);
+    // SAFETY: _exit ends this process without running the parent's atexit handlers.
+    unsafe { libc::_exit(code) }
+}
+
+fn sys_err(op: &str) -> impl Fn(Errno) -> RuntimeError + '_ {
+    move |e| RuntimeError::sys(op, e)
+}
+
+fn wait_for_go(sock: &OwnedFd) -> Result<(), RuntimeError> {
+    let mut buf = [0u8; 1];
+    loop {
+        match nix::unistd::read(sock, &mut buf) {
+            Ok(1) if buf[0] == MSG_GO => return Ok(()),
+            Ok(_) => {
+                return Err(RuntimeError::Setup(
+                    "the parent gcr process went away".into(),
+                ))
+            }
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(RuntimeError::sys("wait for the parent", e)),
+        }
+    }
+}
+
+fn setup_and_exec(
+    plan: &Plan,
+    sock: &OwnedFd,
+    old_mask: &SigSet,
+) -> Result<Infallible, RuntimeError> {
+    // If gcr dies, so does the container. Non-dumpable: nothing in the container may open
+    // /proc/<this>/exe (the gcr binary) or our fds (CVE-2019-5736, CVE-2016-9962).
+    sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64, 0)
+        .map_err(sys_err("set the parent death signal"))?;
+    sys::prctl(libc::PR_SET_DUMPABLE, 0, 0).map_err(sys_err("make the process non-dumpable"))?;
+    wait_for_go(sock)?;
+    if plan.new_userns {
+        nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+            .map_err(sys_err("become root in the user namespace"))?;
+        nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+            .map_err(sys_err("become root in the user namespace"))?;
+    }
+    nix::unistd::setsid().map_err(sys_err("setsid"))?;
+    if let Some(name) = &plan.hostname {
+        if plan.clone_flags & libc::CLONE_NEWUTS as u64 != 0 {
+            nix::unistd::sethostname(name).map_err(sys_err("set the hostname"))?;
+        }
+    }
+    if plan.new_netns {
+        sys::loopback_up().map_err(sys_err("bring up the loopback interface"))?;
+    }
+
+    let rootfs = mounts::prepare_rootfs(plan)?;
+    mounts::pivot(&rootfs)?;
+    mounts::finish(plan)?;
+    let root = Root::open(Path::new("/"))?;
+
+    let mut env = plan.env.clone();
+    let (uid, gid, groups, home) = match &plan.opts.user {
+        Some(spec) => {
+            let u = users::resolve_user_in(&root, spec)?;
+            (u.uid, u.gid, u.additional_gids, u.home)
+        }
+        None => {
+            let home = if env.iter().any(|e| e.starts_with("HOME=")) {
+                String::new()
+            } else {
+                users::resolve_user_in(&root, &plan.uid.to_string())
+                    .map(|u| u.home)
+                    .unwrap_or_else(|_| "/".into())
+            };
+            (plan.uid, plan.gid, plan.additional_gids.clone(), home)
+        }
+    };
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={home}"));
+    }
+
+    // Docker creates a missing working directory (as root, before the user switch).
+    let cwd_rel = crate::fs::relative(&plan.cwd)?;
+    if !plan.readonly_root && root.resolve(&cwd_rel, false).is_err() {
+        root.mkdir_all(&cwd_rel)?;
+    }
+
+    if plan.opts.tty {
+        let (master, slave) = tty::open_pty().map_err(sys_err("allocate a pty"))?;
+        tty::attach_slave(&slave).map_err(sys_err("attach the pty"))?;
+        send(sock, &[MSG_PTY], Some(master.as_raw_fd())).map_err(sys_err("send the pty to gcr"))?;
+    } else if !plan.opts.stdin {
+        let null = nix::fcntl::open(
+            "/dev/null",
+            nix::fcntl::OFlag::O_RDONLY,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(sys_err("open /dev/null"))?;
+        // SAFETY: dup2 onto stdin, which this process owns.
+        Errno::result(unsafe { libc::dup2(null.as_raw_fd(), 0) })
+            .map_err(sys_err("redirect stdin"))?;
+    }
+
+    // Privileges. Without no_new_privs, seccomp must be loaded while CAP_SYS_ADMIN is still
+    // held; the profile allows the few calls that follow (setgroups, setres*id, capset, prctl).
+    if plan.no_new_privileges {
+        sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0).map_err(sys_err("set no_new_privs"))?;
+    }
+    if let (Some(prog), false) = (&plan.seccomp, plan.no_new_privileges) {
+        sys::seccomp_install(prog).map_err(sys_err("load the seccomp filter"))?;
+    }
+    plan.caps.drop_bounding()?;
+    let gids: Vec<Gid> = groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    match nix::unistd::setgroups(&gids) {
+        Ok(()) => {}
+        // A single-id user namespace has setgroups denied; there are no groups to set anyway.
+        Err(Errno::EPERM) if plan.in_userns => {}
+        Err(e) => return Err(RuntimeError::sys("set supplementary groups", e)),
+    }
+    let g = Gid::from_raw(gid);
+    nix::unistd::setresgid(g, g, g).map_err(|e| RuntimeError::sys(format!("set gid {gid}"), e))?;
+    sys::prctl(libc::PR_SET_KEEPCAPS, 1, 0).map_err(sys_err("keep capabilities"))?;
+    let u = Uid::from_raw(uid);
+    nix::unistd::setresuid(u, u, u).map_err(|e| RuntimeError::sys(format!("set uid {uid}"), e))?;
+    plan.caps.apply()?;
+    // The uid change cleared these.
+    sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64, 0)
+        .map_err(sys_err("set the parent death signal"))?;
+    sys::prctl(libc::PR_SET_DUMPABLE, 0, 0).map_err(sys_err("make the process non-dumpable"))?;
+    if let (Some(prog), true) = (&plan.seccomp, plan.no_new_privileges) {
+        sys::seccomp_install(prog).map_err(sys_err("load the seccomp filter"))?;
+    }
+
+    // CVE-2024-21626: no host fd may reach the container, and none may serve as a cwd.
+    drop(root);
+    let keep = sock.as_raw_fd() as u32;
+    sys::close_range(3, keep - 1);
+    sys::close_range(keep + 1, u32::MAX);
+    nix::unistd::chdir(&plan.cwd).map_err(|e| RuntimeError::Exec {
+        code: 126,
+        message: format!(
+            "cannot change to working directory {}: {}",
+            plan.cwd.display(),
+            e.desc()
+        ),
+    })?;
+    nix::unistd::getcwd()
+        .map_err(|_| RuntimeError::Setup("working directory is outside the container".into()))?;
+
+    let path_env = env.iter().find_map(|e| e.strip_prefix("PATH="));
+    let exe = find_executable(&plan.args[0], path_env)?;
+    let env: Vec<CString> = env
+        .into_iter()
+        .filter_map(|e| CString::new(e).ok())
+        .collect();
+
+    if plan.opts.init {
+        // SAFETY: this process is single-threaded.
+        match unsafe { nix::unistd::fork() }.map_err(sys_err("fork the command"))? {
+            nix::unistd::ForkResult::Child => {}
+            nix::unistd::ForkResult::Parent { child } => {
+                // SAFETY: the socket is ours; only the command's copy must stay open until exec.
+                unsafe { libc::close(keep as i32) };
+                init_loop(child);
+            }
+        }
+    }
+    reset_signals(old_mask);
+    let err = nix::unistd::execve(&exe, &plan.args, &env).unwrap_err();
+    let name = plan.args[0].to_string_lossy();
+    Err(match err {
+        Errno::ENOENT => RuntimeError::Exec {
+            code: 127,
+            message: format!("exec {name}: no such file or directory"),
+        },
+        e => RuntimeError::Exec {
+            code: 126,
+            message: format!("exec {name}: {}", e.desc()),
+        },
+    })
+}
+
+fn reset_signals(old_mask: &SigSet) {
+    for signo in 1..=64 {
+        if signo == libc::SIGKILL || signo == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: setting a default disposition installs no Rust code as a handler.
+        unsafe { libc::signal(signo, libc::SIG_DFL) };
+    }
+    let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(old_mask), None);
+}
+
+/// Looks the command up like execvp, but reports Docker's 126/127 distinction.
+fn find_executable(arg0: &CStr, path_env: Option<&str>) -> Result<CString, RuntimeError> {
+    let name = arg0.to_string_lossy().into_owned();
+    let check = |p: &Path| -> Result<bool, RuntimeError> {
+        match std::fs::metadata(p) {
+            Err(_) => Ok(false),
+            Ok(m) if m.is_dir() => Err(RuntimeError::Exec {
+                code: 126,
+                message: format!("exec {}: is a directory", p.display()),
+            }),
+            Ok(m) => {
+                let executable = m.permissions().mode() & 0o111 != 0
+                    && nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok();
+                if executable {
+                    Ok(true)
+                } else {
+                    Err(RuntimeError::Exec {
+                        code: 126,
+                        message: format!("exec {}: permission denied", p.display()),
+                    })
+                }
+            }
+        }
+    };
+    if name.contains('/') {
+        if check(Path::new(&name))? {
+            return Ok(arg0.to_owned());
+        }
+        return Err(RuntimeError::Exec {
+            code: 127,
+            message: format!("exec {name}: no such file or directory"),
+        });
+    }
+    let mut denied = None;
+    for dir in path_env
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .split(':')
+    {
+        let candidate = PathBuf::from(if dir.is_empty() { "." } else { dir }).join(&name);
+        match check(&candidate) {
+            Ok(true) => {
+                return CString::new(candidate.as_os_str().as_bytes())
+                    .map_err(|_| RuntimeError::InvalidSpec("command contains a NUL byte".into()))
+            }
+            Ok(false) => {}
+            Err(e) => {
+                denied.get_or_insert(e);
+            }
+        }
+    }
+    Err(denied.unwrap_or(RuntimeError::Exec {
+        code: 127,
+        message: format!("exec: \"{name}\": executable file not found in $PATH"),
+    }))
+}
+
+/// gcr's built-in init (`--init`): PID 1 that forwards every signal to the command, reaps
+/// every child (orphans re-parented to it included) and exits with the command's status.
+fn init_loop(command: nix::unistd::Pid) -> ! {
+    let all = SigSet::all();
+    loop {
+        // SAFETY: siginfo_t is plain old data; sigwaitinfo fills it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `all` is a valid sigset; every signal is blocked in this process.
+        let signo = unsafe { libc::sigwaitinfo(all.as_ref(), &mut info) };
+        if signo < 0 {
+            continue;
+        }
+        if signo != libc::SIGCHLD {
+            // SAFETY: forwarding a signal number the kernel gave us to our child.
+            unsafe { libc::kill(command.as_raw(), signo) };
+            continue;
+        }
+        loop {
+            let mut status = 0;
+            // SAFETY: reaping any child; status is a valid out pointer.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid <= 0 {
+                break;
+            }
+            if pid == command.as_raw() {
+                let code = if libc::WIFEXITED(status) {
+                    libc::WEXITSTATUS(status)
+                } else if libc::WIFSIGNALED(status) {
+                    128 + libc::WTERMSIG(status)
+                } else {
+                    continue;
+                };
+                // SAFETY: ends the init; the kernel then kills what is left in the namespace.
+                unsafe { libc::_exit(code) };
+            }
+        }
+    }
+}

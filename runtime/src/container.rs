@@ -1,0 +1,647 @@
+//! [`run_container`]: the parent side. Validates and precomputes everything (so the child has
+//! little to do and errors before the clone are plain 125s), clones the child with every
+//! namespace flag at once, writes its id maps when it has a user namespace, then forwards
+//! signals, runs the pty and returns the exit status.
+
+use std::ffi::CString;
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType,
+};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
+
+use crate::caps::CapMasks;
+use crate::error::RuntimeError;
+use crate::{child, seccomp, sys, tty};
+
+/// The container's exit status: its own, or 128+N when killed by signal N.
+pub type ExitStatusCode = i32;
+
+/// Where the container's root filesystem comes from.
+#[derive(Debug, Clone)]
+pub enum RootfsSource {
+    /// A plain directory used as is (`--rootfs DIR`); it is bind-mounted, never modified except
+    /// for the mount points of /etc/hosts and friends when they are missing.
+    Directory(PathBuf),
+    /// An OverlayFS of image layers, mounted inside the container's own mount namespace.
+    Overlay {
+        /// Top layer first.
+        lower: Vec<PathBuf>,
+        upper: PathBuf,
+        work: PathBuf,
+        /// Use `userxattr` (required when gcr runs in a user namespace, i.e. rootless).
+        userxattr: bool,
+    },
+}
+
+/// How to run the container, beyond what the spec says.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub rootfs: RootfsSource,
+    /// 64 hex digits; the default hostname is its first 12.
+    pub container_id: String,
+    /// A directory owned by this container (e.g. the store's containers/<id>/): the generated
+    /// hostname/hosts/resolv.conf files and the overlay mount point go here.
+    pub state_dir: PathBuf,
+    /// Allocate a pty (`-t`); the host terminal goes to raw mode while the container runs.
+    pub tty: bool,
+    /// Keep stdin attached (`-i`); otherwise the container's stdin is /dev/null.
+    pub stdin: bool,
+    /// Run gcr's small init as PID 1 (`--init`): it reaps zombies and forwards signals.
+    pub init: bool,
+    /// `-u user[:group]` resolved against the container's own /etc/passwd and /etc/group; when
+    /// set it replaces the spec's `process.user`.
+    pub user: Option<String>,
+    /// Generate and bind /etc/hostname, /etc/hosts and /etc/resolv.conf (default true).
+    pub etc_files: bool,
+}
+
+impl RunOptions {
+    pub fn new(
+        rootfs: RootfsSource,
+        container_id: impl Into<String>,
+        state_dir: impl Into<PathBuf>,
+    ) -> Self {
+        RunOptions {
+            rootfs,
+            container_id: container_id.into(),
+            state_dir: state_dir.into(),
+            tty: false,
+            stdin: false,
+            init: false,
+            user: None,
+            etc_files: true,
+        }
+    }
+}
+
+/// Everything the child needs, computed in the parent before the clone.
+pub(crate) struct Plan<'a> {
+    pub opts: &'a RunOptions,
+    pub clone_flags: u64,
+    pub new_userns: bool,
+    /// The child runs in a user namespace other than the initial one (new, or rootless gcr):
+    /// mknod is not allowed, device nodes are bind-mounted.
+    pub in_userns: bool,
+    pub new_netns: bool,
+    pub hostname: Option<String>,
+    pub mounts: Vec<Mount>,
+    pub etc_files: Vec<(PathBuf, PathBuf)>,
+    pub masked_paths: Vec<String>,
+    pub readonly_paths: Vec<String>,
+    pub readonly_root: bool,
+    pub rootfs_mountpoint: PathBuf,
+    pub args: Vec<CString>,
+    pub env: Vec<String>,
+    pub cwd: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    pub caps: CapMasks,
+    pub seccomp: Option<Vec<libc::sock_filter>>,
+    pub no_new_privileges: bool,
+    pub uid_map: String,
+    pub gid_map: String,
+}
+
+/// Messages from the child. `Error` carries the exit code (125/126/127) and one line of text.
+pub(crate) const MSG_ERROR: u8 = b'E';
+pub(crate) const MSG_PTY: u8 = b'P';
+pub(crate) const MSG_GO: u8 = b'G';
+
+fn namespace_flag(t: LinuxNamespaceType) -> Result<u64, RuntimeError> {
+    Ok(match t {
+        LinuxNamespaceType::Pid => libc::CLONE_NEWPID,
+        LinuxNamespaceType::Network => libc::CLONE_NEWNET,
+        LinuxNamespaceType::Ipc => libc::CLONE_NEWIPC,
+        LinuxNamespaceType::Uts => libc::CLONE_NEWUTS,
+        LinuxNamespaceType::Mount => libc::CLONE_NEWNS,
+        LinuxNamespaceType::Cgroup => libc::CLONE_NEWCGROUP,
+        LinuxNamespaceType::User => libc::CLONE_NEWUSER,
+        other => {
+            return Err(RuntimeError::InvalidSpec(format!(
+                "namespace {other:?} is not supported"
+            )))
+        }
+    } as u64)
+}
+
+/// True when this process is in a user namespace other than the initial one.
+fn in_non_initial_userns() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .map(|m| m.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
+        .unwrap_or(false)
+}
+
+fn write_atomic(path: &Path, content: &str) -> Result<(), RuntimeError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, content).map_err(|e| RuntimeError::io("write", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| RuntimeError::io("rename", path, e))
+}
+
+fn is_loopback(addr: &str) -> bool {
+    addr.parse::<std::net::IpAddr>()
+        .map(|ip| ip.is_loopback())
+        .unwrap_or(false)
+}
+
+/// resolv.conf for the container. With the host's network the host file is used as is. In a
+/// network namespace of its own, loopback resolvers (systemd-resolved's 127.0.0.53, a local
+/// dnsmasq) are unreachable, so they are dropped and, if none is left, Docker's fallback
+/// public resolvers (Google, 8.8.8.8 / 8.8.4.4) are used.
+pub(crate) fn resolv_conf(host: &str, own_netns: bool) -> String {
+    if !own_netns {
+        return host.to_string();
+    }
+    let mut out = String::new();
+    let mut servers = 0;
+    for line in host.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() == Some("nameserver") {
+            match words.next() {
+                Some(addr) if !is_loopback(addr) => servers += 1,
+                _ => continue,
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if servers == 0 {
+        out.push_str("nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
+    }
+    out
+}
+
+fn hosts_file(hostname: &str, own_netns: bool) -> String {
+    if !own_netns {
+        if let Ok(h) = std::fs::read_to_string("/etc/hosts") {
+            return h;
+        }
+    }
+    format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+    )
+}
+
+fn id_map(maps: Option<&Vec<oci_spec::runtime::LinuxIdMapping>>) -> String {
+    maps.map(|m| {
+        m.iter()
+            .map(|x| format!("{} {} {}\n", x.container_id(), x.host_id(), x.size()))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+impl<'a> Plan<'a> {
+    fn new(spec: &Spec, opts: &'a RunOptions) -> Result<Plan<'a>, RuntimeError> {
+        let process = spec
+            .process()
+            .as_ref()
+            .ok_or_else(|| RuntimeError::InvalidSpec("no process".into()))?;
+        let args = process.args().clone().unwrap_or_default();
+        if args.is_empty() {
+            return Err(RuntimeError::InvalidSpec(
+                "no command given and the image has no entrypoint or cmd".into(),
+            ));
+        }
+        let args = args
+            .into_iter()
+            .map(|a| {
+                CString::new(a.clone()).map_err(|_| {
+                    RuntimeError::InvalidSpec(format!("argument {a:?} contains a NUL byte"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let env = process.env().clone().unwrap_or_default();
+        if let Some(bad) = env.iter().find(|e| e.contains('\0')) {
+            return Err(RuntimeError::InvalidSpec(format!(
+                "environment entry {bad:?} contains a NUL byte"
+            )));
+        }
+        let linux = spec.linux().clone().unwrap_or_default();
+        let mut clone_flags = 0u64;
+        for ns in linux.namespaces().iter().flatten() {
+            if ns.path().is_some() {
+                return Err(RuntimeError::InvalidSpec(format!(
+                    "joining an existing {:?} namespace is not supported",
+                    ns.typ()
+                )));
+            }
+            clone_flags |= namespace_flag(ns.typ())?;
+        }
+        if clone_flags & libc::CLONE_NEWNS as u64 == 0 {
+            return Err(RuntimeError::InvalidSpec(
+                "a mount namespace is required".into(),
+            ));
+        }
+        let new_userns = clone_flags & libc::CLONE_NEWUSER as u64 != 0;
+        let new_netns = clone_flags & libc::CLONE_NEWNET as u64 != 0;
+        let in_userns = new_userns || in_non_initial_userns();
+        let uid_map = id_map(linux.uid_mappings().as_ref());
+        let gid_map = id_map(linux.gid_mappings().as_ref());
+        if new_userns && (uid_map.is_empty() || gid_map.is_empty()) {
+            return Err(RuntimeError::InvalidSpec(
+                "a user namespace needs uid and gid mappings".into(),
+            ));
+        }
+
+        match &opts.rootfs {
+            RootfsSource::Directory(dir) => {
+                if !dir.is_dir() {
+                    return Err(RuntimeError::InvalidSpec(format!(
+                        "rootfs {} is not a directory",
+                        dir.display()
+                    )));
+                }
+            }
+            RootfsSource::Overlay {
+                lower, upper, work, ..
+            } => {
+                for p in lower.iter().chain([upper, work]) {
+                    if !p.is_dir() {
+                        return Err(RuntimeError::InvalidSpec(format!(
+                            "overlay directory {} does not exist",
+                            p.display()
+                        )));
+                    }
+                }
+            }
+        }
+        std::fs::create_dir_all(&opts.state_dir)
+            .map_err(|e| RuntimeError::io("create state directory", &opts.state_dir, e))?;
+        let rootfs_mountpoint = opts.state_dir.join("rootfs");
+        if matches!(opts.rootfs, RootfsSource::Overlay { .. }) {
+            std::fs::create_dir_all(&rootfs_mountpoint)
+                .map_err(|e| RuntimeError::io("create", &rootfs_mountpoint, e))?;
+        }
+
+        let hostname = spec.hostname().clone().or_else(|| {
+            (opts.container_id.len() >= 12).then(|| opts.container_id[..12].to_string())
+        });
+        let mut etc_files = Vec::new();
+        if opts.etc_files {
+            let name = hostname.clone().unwrap_or_else(|| "localhost".into());
+            let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            for (file, content) in [
+                ("hostname", format!("{name}\n")),
+                ("hosts", hosts_file(&name, new_netns)),
+                ("resolv.conf", resolv_conf(&host_resolv, new_netns)),
+            ] {
+                let path = opts.state_dir.join(file);
+                write_atomic(&path, &content)?;
+                etc_files.push((path, PathBuf::from("/etc").join(file)));
+            }
+        }
+
+        let user = process.user();
+        let seccomp = match linux.seccomp() {
+            Some(profile) => Some(seccomp::compile(profile)?),
+            None => None,
+        };
+        Ok(Plan {
+            opts,
+            clone_flags,
+            new_userns,
+            in_userns,
+            new_netns,
+            hostname,
+            mounts: spec.mounts().clone().unwrap_or_default(),
+            etc_files,
+            masked_paths: linux.masked_paths().clone().unwrap_or_default(),
+            readonly_paths: linux.readonly_paths().clone().unwrap_or_default(),
+            readonly_root: spec
+                .root()
+                .as_ref()
+                .and_then(|r| r.readonly())
+                .unwrap_or(false),
+            rootfs_mountpoint,
+            args,
+            env,
+            cwd: process.cwd().clone(),
+            uid: user.uid(),
+            gid: user.gid(),
+            additional_gids: user.additional_gids().clone().unwrap_or_default(),
+            caps: CapMasks::from_spec(process.capabilities().as_ref()),
+            seccomp,
+            no_new_privileges: process.no_new_privileges().unwrap_or(false),
+            uid_map,
+            gid_map,
+        })
+    }
+}
+
+/// Runs the container described by `spec` on `opts.rootfs` in the foreground and returns its
+/// exit status. Must be called from a single-threaded process. Errors: [`RuntimeError`]
+/// (`exit_code()` gives 125, or 126/127 when the command cannot be executed or found).
+pub fn run_container(spec: &Spec, opts: &RunOptions) -> Result<ExitStatusCode, RuntimeError> {
+    let plan = Plan::new(spec, opts)?;
+    let (parent_sock, child_sock) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| RuntimeError::sys("socketpair", e))?;
+
+    // Block every signal before the clone: none is lost between clone and the signalfd, and
+    // the child starts with them blocked until just before exec.
+    let all = SigSet::all();
+    let mut old_mask = SigSet::empty();
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&all), Some(&mut old_mask))
+        .map_err(|e| RuntimeError::sys("block signals", e))?;
+    let restore = SigmaskGuard(old_mask);
+
+    // SAFETY: the caller is single-threaded (documented requirement); the child branch never
+    // returns from child::main.
+    let pid = match unsafe { sys::clone_fork(plan.clone_flags) } {
+        Ok(0) => {
+            drop(parent_sock);
+            child::main(&plan, child_sock, &old_mask)
+        }
+        Ok(pid) => Pid::from_raw(pid),
+        Err(e) => return Err(RuntimeError::sys("clone the container process", e)),
+    };
+    drop(child_sock);
+    let result = supervise(&plan, pid, &parent_sock);
+    if result.is_err() {
+        let _ = kill(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+    }
+    drop(restore);
+    result
+}
+
+struct SigmaskGuard(SigSet);
+
+impl Drop for SigmaskGuard {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&self.0), None);
+    }
+}
+
+fn write_id_maps(plan: &Plan, pid: Pid) -> Result<(), RuntimeError> {
+    for (file, content) in [("uid_map", &plan.uid_map), ("gid_map", &plan.gid_map)] {
+        let path = format!("/proc/{pid}/{file}");
+        std::fs::write(&path, content.as_bytes())
+            .map_err(|e| RuntimeError::io("write", &path, e))?;
+    }
+    Ok(())
+}
+
+/// A message from the child and the fd that came with it.
+type Message = (Vec<u8>, Option<OwnedFd>);
+
+/// Receives one message from the child: `None` at EOF (the command was executed).
+fn receive(sock: &OwnedFd) -> Result<Option<Message>, RuntimeError> {
+    let mut buf = vec![0u8; 8192];
+    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+    loop {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(msg) => {
+                let mut fd = None;
+                if let Ok(cmsgs) = msg.cmsgs() {
+                    for c in cmsgs {
+                        if let ControlMessageOwned::ScmRights(fds) = c {
+                            for raw in fds {
+                                // SAFETY: SCM_RIGHTS gave us a new fd that nothing else owns.
+                                fd = Some(unsafe { OwnedFd::from_raw_fd(raw) });
+                            }
+                        }
+                    }
+                }
+                let n = msg.bytes;
+                if n == 0 {
+                    return Ok(None);
+                }
+                buf.truncate(n);
+                return Ok(Some((buf, fd)));
+            }
+            Err(Errno::EINTR) => continue,
+            Err(Errno::ECONNRESET) => return Ok(None),
+            Err(e) => return Err(RuntimeError::sys("read from the container process", e)),
+        }
+    }
+}
+
+pub(crate) fn send(sock: &OwnedFd, data: &[u8], fd: Option<RawFd>) -> Result<(), Errno> {
+    let iov = [IoSlice::new(data)];
+    let fds;
+    let cmsgs: Vec<ControlMessage> = match fd {
+        Some(f) => {
+            fds = [f];
+            vec![ControlMessage::ScmRights(&fds)]
+        }
+        None => Vec::new(),
+    };
+    sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsgs, MsgFlags::empty(), None).map(drop)
+}
+
+fn supervise(plan: &Plan, pid: Pid, sock: &OwnedFd) -> Result<ExitStatusCode, RuntimeError> {
+    if plan.new_userns {
+        write_id_maps(plan, pid)?;
+    }
+    send(sock, &[MSG_GO], None)
+        .map_err(|e| RuntimeError::sys("signal the container process", e))?;
+
+    let mut master: Option<OwnedFd> = None;
+    while let Some((msg, fd)) = receive(sock)? {
+        match msg.first() {
+            Some(&MSG_PTY) => master = fd,
+            Some(&MSG_ERROR) => {
+                let code = msg.get(1).copied().unwrap_or(125) as i32;
+                let text = String::from_utf8_lossy(msg.get(2..).unwrap_or(&[])).into_owned();
+                let _ = waitpid(pid, None);
+                return Err(match code {
+                    126 | 127 => RuntimeError::Exec {
+                        code,
+                        message: text,
+                    },
+                    _ => RuntimeError::Setup(text),
+                });
+            }
+            _ => {}
+        }
+    }
+
+    let mut forwarded = SigSet::all();
+    for s in [Signal::SIGKILL, Signal::SIGSTOP] {
+        forwarded.remove(s);
+    }
+    let sfd = SignalFd::with_flags(&forwarded, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| RuntimeError::sys("signalfd", e))?;
+    let _raw = master.as_ref().map(|_| tty::RawMode::enter());
+    if let Some(m) = &master {
+        tty::copy_winsize(std::io::stdout().as_fd(), m.as_fd());
+        let _ = nix::fcntl::fcntl(
+            m,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        );
+    }
+    let mut stdin_open = master.is_some() && plan.opts.stdin;
+    let mut status: Option<ExitStatusCode> = None;
+    let mut buf = vec![0u8; 16384];
+    loop {
+        if let Some(code) = status {
+            if let Some(m) = &master {
+                drain(m, &mut buf);
+            }
+            return Ok(code);
+        }
+        let stdin = std::io::stdin();
+        let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        if let Some(m) = &master {
+            fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
+            if stdin_open {
+                fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+            }
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(RuntimeError::sys("poll", e)),
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        if ready[0] {
+            while let Ok(Some(info)) = sfd.read_signal() {
+                let signo = info.ssi_signo as i32;
+                match Signal::try_from(signo) {
+                    Ok(Signal::SIGCHLD) => {}
+                    Ok(Signal::SIGWINCH) if master.is_some() => {
+                        if let Some(m) = &master {
+                            tty::copy_winsize(std::io::stdout().as_fd(), m.as_fd());
+                        }
+                    }
+                    Ok(Signal::SIGPIPE) | Ok(Signal::SIGURG) => {}
+                    Ok(sig) => {
+                        let _ = kill(pid, sig);
+                    }
+                    Err(_) => {
+                        // Real-time signals: forward by number.
+                        // SAFETY: kill with a signal number the kernel delivered to us.
+                        unsafe { libc::kill(pid.as_raw(), signo) };
+                    }
+                }
+            }
+            status = reap(pid)?;
+        }
+        if let Some(m) = &master {
+            if ready.get(1).copied().unwrap_or(false) && !copy_once(m.as_raw_fd(), 1, &mut buf) {
+                // The container side of the pty is gone; its exit status follows.
+                status = Some(wait_exit(pid)?);
+            }
+            if stdin_open
+                && ready.get(2).copied().unwrap_or(false)
+                && !copy_once(0, m.as_raw_fd(), &mut buf)
+            {
+                stdin_open = false;
+            }
+        }
+    }
+}
+
+fn decode(ws: WaitStatus) -> Option<ExitStatusCode> {
+    match ws {
+        WaitStatus::Exited(_, code) => Some(code),
+        WaitStatus::Signaled(_, sig, _) => Some(128 + sig as i32),
+        _ => None,
+    }
+}
+
+fn reap(pid: Pid) -> Result<Option<ExitStatusCode>, RuntimeError> {
+    match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+        Ok(ws) => Ok(decode(ws)),
+        Err(Errno::EINTR) => Ok(None),
+        Err(e) => Err(RuntimeError::sys("wait for the container", e)),
+    }
+}
+
+fn wait_exit(pid: Pid) -> Result<ExitStatusCode, RuntimeError> {
+    loop {
+        match waitpid(pid, None) {
+            Ok(ws) => {
+                if let Some(code) = decode(ws) {
+                    return Ok(code);
+                }
+            }
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(RuntimeError::sys("wait for the container", e)),
+        }
+    }
+}
+
+/// Copies one chunk from `from` to `to`; false at EOF or error on `from`.
+fn copy_once(from: RawFd, to: RawFd, buf: &mut [u8]) -> bool {
+    // SAFETY: reading into a buffer we own, of the length we pass.
+    let n = unsafe { libc::read(from, buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Errno::last() == Errno::EAGAIN || Errno::last() == Errno::EINTR;
+    }
+    if n == 0 {
+        return false;
+    }
+    write_all(to, &buf[..n as usize]);
+    true
+}
+
+fn write_all(fd: RawFd, mut data: &[u8]) {
+    while !data.is_empty() {
+        // SAFETY: writing from a buffer we own, of the length we pass.
+        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        if n < 0 {
+            if Errno::last() == Errno::EINTR || Errno::last() == Errno::EAGAIN {
+                continue;
+            }
+            return;
+        }
+        data = &data[n as usize..];
+    }
+}
+
+fn drain(master: &OwnedFd, buf: &mut [u8]) {
+    while copy_once_strict(master.as_raw_fd(), buf) {}
+}
+
+fn copy_once_strict(from: RawFd, buf: &mut [u8]) -> bool {
+    // SAFETY: reading into a buffer we own.
+    let n = unsafe { libc::read(from, buf.as_mut_ptr().cast(), buf.len()) };
+    if n <= 0 {
+        return false;
+    }
+    write_all(1, &buf[..n as usize]);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf_replaces_loopback() {
+        let host = "search example.com\nnameserver 127.0.0.53\noptions edns0\n";
+        let out = resolv_conf(host, true);
+        assert!(!out.contains("127.0.0.53"));
+        assert!(out.contains("nameserver 8.8.8.8") && out.contains("search example.com"));
+        let host = "nameserver 10.0.0.2\nnameserver ::1\n";
+        assert_eq!(resolv_conf(host, true), "nameserver 10.0.0.2\n");
+        assert_eq!(resolv_conf(host, false), host);
+    }
+}

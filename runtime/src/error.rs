@@ -1,0 +1,59 @@
+//! The error of [`crate::run_container`].
+
+use std::path::PathBuf;
+
+/// Why a container could not be run. [`RuntimeError::exit_code`] gives the exit status
+/// Docker uses for it (125 gcr failed, 126 cannot execute, 127 not found).
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("invalid runtime spec: {0}")]
+    InvalidSpec(String),
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{op}: {source}")]
+    Sys {
+        op: String,
+        #[source]
+        source: nix::errno::Errno,
+    },
+    /// The container's setup failed inside its namespaces; the text came back from the child.
+    #[error("container setup failed: {0}")]
+    Setup(String),
+    /// The command could not be executed (126) or was not found (127).
+    #[error("{message}")]
+    Exec { code: i32, message: String },
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
+    #[error(transparent)]
+    User(#[from] crate::users::UserError),
+}
+
+impl RuntimeError {
+    /// The exit status `gcr run` should end with for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RuntimeError::Exec { code, .. } => *code,
+            _ => 125,
+        }
+    }
+
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        RuntimeError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn sys(op: impl Into<String>, source: nix::errno::Errno) -> Self {
+        RuntimeError::Sys {
+            op: op.into(),
+            source,
+        }
+    }
+}

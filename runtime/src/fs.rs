@@ -1,0 +1,182 @@
+//! Paths inside a root filesystem, resolved without ever leaving it.
+//!
+//! Every lookup goes through `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` relative to an
+//! fd of the root, so `..` and absolute symlinks in an image are clamped to the root and
+//! `/proc/self/...` magic links are refused. Mounts then target `/proc/self/fd/N` of the
+//! resolved fd, never a path that could be swapped between check and use.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::sys::stat::Mode;
+
+use crate::error::RuntimeError;
+use crate::sys;
+
+const IN_ROOT: u64 = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+
+/// An open root directory.
+pub struct Root {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+/// The path of `dest` relative to the root: absolute or not, `.` removed; `..` refused so that
+/// a destination means the same thing before and after pivot_root.
+pub fn relative(dest: &Path) -> Result<PathBuf, RuntimeError> {
+    let mut out = PathBuf::new();
+    for comp in dest.components() {
+        match comp {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(name) => out.push(name),
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(RuntimeError::InvalidSpec(format!(
+                    "path {} must not contain ..",
+                    dest.display()
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn cstring(path: &Path) -> Result<CString, RuntimeError> {
+    let bytes = path.as_os_str().as_bytes();
+    let bytes = if bytes.is_empty() { b"." } else { bytes };
+    CString::new(bytes).map_err(|_| {
+        RuntimeError::InvalidSpec(format!("path {} contains a NUL byte", path.display()))
+    })
+}
+
+impl Root {
+    pub fn open(path: &Path) -> Result<Root, RuntimeError> {
+        let c = cstring(path)?;
+        let fd = sys::openat2(libc::AT_FDCWD, &c, libc::O_PATH | libc::O_DIRECTORY, 0, 0)
+            .map_err(|e| RuntimeError::io("open root", path, e.into()))?;
+        Ok(Root {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Opens `rel` (relative to the root) with `flags`, resolving inside the root.
+    pub fn open_in(&self, rel: &Path, flags: i32, mode: u32) -> Result<OwnedFd, Errno> {
+        let c = CString::new(if rel.as_os_str().is_empty() {
+            b".".to_vec()
+        } else {
+            rel.as_os_str().as_bytes().to_vec()
+        })
+        .map_err(|_| Errno::EINVAL)?;
+        sys::openat2(self.fd.as_raw_fd(), &c, flags, mode, IN_ROOT)
+    }
+
+    /// Resolves `rel` to an O_PATH fd; `no_follow` refuses a symlink as the last component.
+    pub fn resolve(&self, rel: &Path, no_follow: bool) -> Result<OwnedFd, Errno> {
+        let flags = libc::O_PATH | if no_follow { libc::O_NOFOLLOW } else { 0 };
+        let fd = self.open_in(rel, flags, 0)?;
+        if no_follow {
+            let st = nix::sys::stat::fstat(&fd)?;
+            if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+                return Err(Errno::ELOOP);
+            }
+        }
+        Ok(fd)
+    }
+
+    /// Creates the directory `rel` and its missing parents inside the root; returns an O_PATH
+    /// fd of it.
+    pub fn mkdir_all(&self, rel: &Path) -> Result<OwnedFd, RuntimeError> {
+        let err = |e: Errno| RuntimeError::io("create directory", self.path.join(rel), e.into());
+        let mut prefix = PathBuf::new();
+        let mut current = self
+            .open_in(&prefix, libc::O_PATH | libc::O_DIRECTORY, 0)
+            .map_err(err)?;
+        for comp in rel.components() {
+            let Component::Normal(name) = comp else {
+                continue;
+            };
+            prefix.push(name);
+            match self.open_in(&prefix, libc::O_PATH | libc::O_DIRECTORY, 0) {
+                Ok(fd) => current = fd,
+                Err(Errno::ENOENT) => {
+                    match nix::sys::stat::mkdirat(&current, name, Mode::from_bits_truncate(0o755)) {
+                        Ok(()) | Err(Errno::EEXIST) => {}
+                        Err(e) => return Err(err(e)),
+                    }
+                    current = self
+                        .open_in(&prefix, libc::O_PATH | libc::O_DIRECTORY, 0)
+                        .map_err(err)?;
+                }
+                Err(e) => return Err(err(e)),
+            }
+        }
+        Ok(current)
+    }
+
+    /// Resolves the file `rel`, creating it empty (and its parents) when missing; returns an
+    /// O_PATH fd. Used as the target of file bind mounts.
+    pub fn ensure_file(&self, rel: &Path) -> Result<OwnedFd, RuntimeError> {
+        let err = |e: Errno| RuntimeError::io("create file", self.path.join(rel), e.into());
+        match self.resolve(rel, false) {
+            Ok(fd) => return Ok(fd),
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(err(e)),
+        }
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        let name = rel.file_name().ok_or_else(|| err(Errno::EINVAL))?;
+        let dir = self.mkdir_all(parent)?;
+        let dir_rw = sys::openat2(
+            dir.as_raw_fd(),
+            c".",
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+            0,
+        )
+        .map_err(err)?;
+        let cname = CString::new(name.as_bytes()).map_err(|_| err(Errno::EINVAL))?;
+        // O_NOFOLLOW: a dangling symlink here is refused rather than followed.
+        match nix::fcntl::openat(
+            &dir_rw,
+            cname.as_c_str(),
+            nix::fcntl::OFlag::O_CREAT
+                | nix::fcntl::OFlag::O_WRONLY
+                | nix::fcntl::OFlag::O_NOFOLLOW
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        ) {
+            Ok(_) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(err(e)),
+        }
+        self.resolve(rel, false).map_err(err)
+    }
+
+    /// Reads the regular file `rel` through the root, refusing FIFOs, devices and anything
+    /// larger than `cap` bytes. `Ok(None)` when it does not exist.
+    pub fn read_capped(&self, rel: &Path, cap: u64) -> Result<Option<Vec<u8>>, Errno> {
+        use std::io::Read;
+        let fd = match self.open_in(rel, libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY, 0) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let st = nix::sys::stat::fstat(&fd)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(Errno::EINVAL);
+        }
+        if st.st_size as u64 > cap {
+            return Err(Errno::EFBIG);
+        }
+        let mut out = Vec::new();
+        let file = std::fs::File::from(fd);
+        file.take(cap + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+        if out.len() as u64 > cap {
+            return Err(Errno::EFBIG);
+        }
+        Ok(Some(out))
+    }
+}

@@ -1,0 +1,558 @@
+//! The container's mount namespace: rootfs (bind or overlay), the spec's mounts, /dev nodes,
+//! the generated /etc files, pivot_root, masked and read-only paths, read-only root.
+//!
+//! Runs in the cloned child only, inside its own mount namespace, so nothing here is visible on
+//! the host and everything disappears with the container.
+
+use std::ffi::{CString, OsStr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::{fstat, Mode, SFlag};
+
+use crate::container::{Plan, RootfsSource};
+use crate::error::RuntimeError;
+use crate::fs::{relative, Root};
+use crate::sys;
+
+struct Options {
+    flags: MsFlags,
+    propagation: MsFlags,
+    data: Vec<String>,
+    bind: bool,
+    recursive: bool,
+}
+
+fn parse_options(opts: &[String]) -> Options {
+    let mut o = Options {
+        flags: MsFlags::empty(),
+        propagation: MsFlags::empty(),
+        data: Vec::new(),
+        bind: false,
+        recursive: false,
+    };
+    for opt in opts {
+        match opt.as_str() {
+            "ro" => o.flags |= MsFlags::MS_RDONLY,
+            "rw" => o.flags &= !MsFlags::MS_RDONLY,
+            "nosuid" => o.flags |= MsFlags::MS_NOSUID,
+            "suid" => o.flags &= !MsFlags::MS_NOSUID,
+            "nodev" => o.flags |= MsFlags::MS_NODEV,
+            "dev" => o.flags &= !MsFlags::MS_NODEV,
+            "noexec" => o.flags |= MsFlags::MS_NOEXEC,
+            "exec" => o.flags &= !MsFlags::MS_NOEXEC,
+            "sync" => o.flags |= MsFlags::MS_SYNCHRONOUS,
+            "async" => o.flags &= !MsFlags::MS_SYNCHRONOUS,
+            "dirsync" => o.flags |= MsFlags::MS_DIRSYNC,
+            "noatime" => o.flags |= MsFlags::MS_NOATIME,
+            "nodiratime" => o.flags |= MsFlags::MS_NODIRATIME,
+            "relatime" => o.flags |= MsFlags::MS_RELATIME,
+            "strictatime" => o.flags |= MsFlags::MS_STRICTATIME,
+            "atime" | "norelatime" | "defaults" => {}
+            "bind" => o.bind = true,
+            "rbind" => {
+                o.bind = true;
+                o.recursive = true
+            }
+            "private" => o.propagation = MsFlags::MS_PRIVATE,
+            "rprivate" => o.propagation = MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+            "slave" => o.propagation = MsFlags::MS_SLAVE,
+            "rslave" => o.propagation = MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            "shared" => o.propagation = MsFlags::MS_SHARED,
+            "rshared" => o.propagation = MsFlags::MS_SHARED | MsFlags::MS_REC,
+            "unbindable" => o.propagation = MsFlags::MS_UNBINDABLE,
+            "runbindable" => o.propagation = MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
+            other => o.data.push(other.to_string()),
+        }
+    }
+    o
+}
+
+fn mount_err(what: &str, dest: &Path, e: Errno) -> RuntimeError {
+    RuntimeError::sys(format!("mount {what} on {}", dest.display()), e)
+}
+
+/// Flags a bind remount must keep: in a user namespace the kernel refuses to clear the
+/// nosuid/nodev/noexec/atime flags it inherited from a more privileged mount.
+fn locked_flags(fd: &OwnedFd) -> MsFlags {
+    let mut out = MsFlags::empty();
+    if let Ok(st) = nix::sys::statvfs::fstatvfs(fd) {
+        use nix::sys::statvfs::FsFlags;
+        let f = st.flags();
+        for (from, to) in [
+            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+            (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+            (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+            (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+            (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+        ] {
+            if f.contains(from) {
+                out |= to;
+            }
+        }
+    }
+    out
+}
+
+/// Bind-remounts the mount at `rel` with `flags` added to its locked ones.
+fn remount(root: &Root, rel: &Path, flags: MsFlags, dest: &Path) -> Result<(), RuntimeError> {
+    let fd = root
+        .resolve(rel, true)
+        .map_err(|e| mount_err("remount", dest, e))?;
+    let all = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags | locked_flags(&fd);
+    mount(
+        None::<&str>,
+        sys::fd_path(&fd).as_str(),
+        None::<&str>,
+        all,
+        None::<&str>,
+    )
+    .map_err(|e| mount_err("remount", dest, e))
+}
+
+fn is_dir(fd: &OwnedFd) -> bool {
+    fstat(fd)
+        .map(|st| SFlag::from_bits_truncate(st.st_mode & libc::S_IFMT) == SFlag::S_IFDIR)
+        .unwrap_or(false)
+}
+
+/// A mount point for a kernel filesystem: must be a real directory, never a symlink
+/// (CVE-2019-16884: an image with /proc -> somewhere).
+fn fs_target(root: &Root, rel: &Path, dest: &Path) -> Result<OwnedFd, RuntimeError> {
+    match root.resolve(rel, true) {
+        Ok(fd) if is_dir(&fd) => Ok(fd),
+        Ok(_) => Err(RuntimeError::Setup(format!(
+            "cannot mount on {}: it is not a directory in the rootfs",
+            dest.display()
+        ))),
+        Err(Errno::ELOOP) => Err(RuntimeError::Setup(format!(
+            "cannot mount on {}: it is a symlink in the rootfs",
+            dest.display()
+        ))),
+        Err(Errno::ENOENT) => root.mkdir_all(rel),
+        Err(e) => Err(mount_err("filesystem", dest, e)),
+    }
+}
+
+fn mount_fs(
+    root: &Root,
+    m: &oci_spec::runtime::Mount,
+    typ: &str,
+    o: &Options,
+    plan: &Plan,
+) -> Result<(), RuntimeError> {
+    let dest = m.destination();
+    let rel = relative(dest)?;
+    let target = fs_target(root, &rel, dest)?;
+    let source = m
+        .source()
+        .as_ref()
+        .map(|s| s.as_os_str().to_owned())
+        .unwrap_or_else(|| OsStr::new(typ).to_owned());
+    let data = o.data.join(",");
+    let result = mount(
+        Some(source.as_os_str()),
+        sys::fd_path(&target).as_str(),
+        Some(typ),
+        o.flags,
+        (!data.is_empty()).then_some(data.as_str()),
+    );
+    match (result, typ) {
+        (Ok(()), _) => {}
+        // Without a network namespace of our own (host network, rootless) sysfs cannot be
+        // mounted: bind the host's, read-only, as runc does.
+        (Err(Errno::EPERM), "sysfs") => {
+            mount(
+                Some("/sys"),
+                sys::fd_path(&target).as_str(),
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(|e| mount_err("/sys", dest, e))?;
+            remount(root, &rel, o.flags | MsFlags::MS_RDONLY, dest)?;
+        }
+        // gid=5 is not mapped in a single-id user namespace.
+        (Err(Errno::EINVAL), "devpts") if o.data.iter().any(|d| d.starts_with("gid=")) => {
+            let data: Vec<&str> = o
+                .data
+                .iter()
+                .filter(|d| !d.starts_with("gid="))
+                .map(String::as_str)
+                .collect();
+            mount(
+                Some("devpts"),
+                sys::fd_path(&target).as_str(),
+                Some("devpts"),
+                o.flags,
+                Some(data.join(",").as_str()),
+            )
+            .map_err(|e| mount_err("devpts", dest, e))?;
+        }
+        (Err(e), _) => return Err(mount_err(typ, dest, e)),
+    }
+    if typ == "tmpfs" && rel == Path::new("dev") {
+        create_devices(root, plan)?;
+    }
+    Ok(())
+}
+
+fn mount_bind(root: &Root, m: &oci_spec::runtime::Mount, o: &Options) -> Result<(), RuntimeError> {
+    let dest = m.destination();
+    let rel = relative(dest)?;
+    let source = m.source().as_ref().ok_or_else(|| {
+        RuntimeError::InvalidSpec(format!("bind mount on {} has no source", dest.display()))
+    })?;
+    let src_meta =
+        std::fs::metadata(source).map_err(|e| RuntimeError::io("volume source", source, e))?;
+    let target = if src_meta.is_dir() {
+        root.mkdir_all(&rel)?
+    } else {
+        root.ensure_file(&rel)?
+    };
+    let mut flags = MsFlags::MS_BIND;
+    if o.recursive {
+        flags |= MsFlags::MS_REC;
+    }
+    mount(
+        Some(source.as_path()),
+        sys::fd_path(&target).as_str(),
+        None::<&str>,
+        flags,
+        None::<&str>,
+    )
+    .map_err(|e| mount_err(&source.display().to_string(), dest, e))?;
+    let extra = o.flags & !MsFlags::MS_BIND;
+    if !extra.is_empty() {
+        remount(root, &rel, extra, dest)?;
+    }
+    Ok(())
+}
+
+const DEVICES: &[(&str, u32, u32)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+/// The standard device nodes and symlinks in the container's fresh /dev tmpfs; where mknod is
+/// not allowed (user namespaces), the host's node is bind-mounted onto an empty file instead.
+fn create_devices(root: &Root, plan: &Plan) -> Result<(), RuntimeError> {
+    let dev = root
+        .open_in(Path::new("dev"), libc::O_RDONLY | libc::O_DIRECTORY, 0)
+        .map_err(|e| RuntimeError::sys("open the container's /dev", e))?;
+    for (name, major, minor) in DEVICES {
+        let cname = CString::new(*name).map_err(|_| RuntimeError::Setup("device name".into()))?;
+        let made = !plan.in_userns
+            && sys::mknod_char(dev.as_raw_fd(), &cname, 0o666, *major, *minor).is_ok();
+        if made {
+            // mknod honours the umask; make the mode exact.
+            let _ = nix::sys::stat::fchmodat(
+                &dev,
+                cname.as_c_str(),
+                Mode::from_bits_truncate(0o666),
+                nix::sys::stat::FchmodatFlags::NoFollowSymlink,
+            );
+            continue;
+        }
+        nix::fcntl::openat(
+            &dev,
+            cname.as_c_str(),
+            nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o666),
+        )
+        .map_err(|e| RuntimeError::sys(format!("create /dev/{name}"), e))?;
+        let target = root
+            .resolve(&Path::new("dev").join(name), true)
+            .map_err(|e| RuntimeError::sys(format!("resolve /dev/{name}"), e))?;
+        let host = format!("/dev/{name}");
+        mount(
+            Some(host.as_str()),
+            sys::fd_path(&target).as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| mount_err(&host, Path::new(&host), e))?;
+    }
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+        ("core", "/proc/kcore"),
+    ] {
+        match nix::unistd::symlinkat(target, &dev, name) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(RuntimeError::sys(format!("create /dev/{name}"), e)),
+        }
+    }
+    Ok(())
+}
+
+/// Mounts the rootfs at its mount point; returns that path.
+fn mount_rootfs(plan: &Plan) -> Result<PathBuf, RuntimeError> {
+    match &plan.opts.rootfs {
+        RootfsSource::Directory(dir) => {
+            mount(
+                Some(dir.as_path()),
+                dir.as_path(),
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(|e| mount_err("rootfs", dir, e))?;
+            Ok(dir.clone())
+        }
+        RootfsSource::Overlay {
+            lower,
+            upper,
+            work,
+            userxattr,
+        } => {
+            let target = plan.rootfs_mountpoint.clone();
+            let data = overlay_data(lower, upper, work, *userxattr)?;
+            mount(
+                Some("overlay"),
+                target.as_path(),
+                Some("overlay"),
+                MsFlags::empty(),
+                Some(data.as_str()),
+            )
+            .map_err(|e| mount_err("overlay", &target, e))?;
+            Ok(target)
+        }
+    }
+}
+
+fn overlay_data(
+    lower: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    userxattr: bool,
+) -> Result<String, RuntimeError> {
+    if lower.is_empty() {
+        return Err(RuntimeError::InvalidSpec(
+            "overlay rootfs without lower dirs".into(),
+        ));
+    }
+    let check = |p: &Path| -> Result<String, RuntimeError> {
+        let s = p.to_str().ok_or_else(|| {
+            RuntimeError::InvalidSpec(format!("overlay path {} is not UTF-8", p.display()))
+        })?;
+        if s.contains([',', ':']) {
+            return Err(RuntimeError::InvalidSpec(format!(
+                "overlay path {s} contains ',' or ':'"
+            )));
+        }
+        Ok(s.to_string())
+    };
+    let mut lowers = Vec::new();
+    for l in lower {
+        lowers.push(check(l)?);
+    }
+    let mut data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lowers.join(":"),
+        check(upper)?,
+        check(work)?
+    );
+    if userxattr {
+        data.push_str(",userxattr");
+    }
+    // The mount data is limited to one page; with many layers, shorten the lower dirs to
+    // paths relative to their common parent and mount from there.
+    if data.len() >= 4000 {
+        let parent = lower[0]
+            .parent()
+            .filter(|p| lower.iter().all(|l| l.parent() == Some(*p)));
+        let Some(parent) = parent else {
+            return Err(RuntimeError::InvalidSpec(format!(
+                "overlay options are {} bytes long (limit 4096): too many layers",
+                data.len()
+            )));
+        };
+        nix::unistd::chdir(parent).map_err(|e| RuntimeError::sys("chdir to the layers", e))?;
+        let names: Vec<String> = lower
+            .iter()
+            .filter_map(|l| l.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        data = format!(
+            "lowerdir={},upperdir={},workdir={}{}",
+            names.join(":"),
+            check(upper)?,
+            check(work)?,
+            if userxattr { ",userxattr" } else { "" }
+        );
+        if data.len() >= 4096 {
+            return Err(RuntimeError::InvalidSpec(format!(
+                "overlay options are {} bytes long (limit 4096): too many layers",
+                data.len()
+            )));
+        }
+    }
+    Ok(data)
+}
+
+/// Everything before pivot_root: rootfs, mounts, devices, /etc files. Returns the rootfs path.
+pub(crate) fn prepare_rootfs(plan: &Plan) -> Result<PathBuf, RuntimeError> {
+    // Our mount namespace is a copy of the caller's: stop propagation back to it first.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| RuntimeError::sys("make / a slave mount", e))?;
+    let rootfs = mount_rootfs(plan)?;
+    let root = Root::open(&rootfs)?;
+    for m in &plan.mounts {
+        let o = parse_options(m.options().as_deref().unwrap_or(&[]));
+        let typ = m
+            .typ()
+            .as_deref()
+            .unwrap_or(if o.bind { "bind" } else { "none" });
+        match typ {
+            "bind" => mount_bind(&root, m, &o)?,
+            // cgroup v1 hierarchies are not mounted inside yet; the spec's entry is skipped.
+            "cgroup" | "cgroup2" => {
+                tracing::debug!("skipping cgroup mount on {}", m.destination().display())
+            }
+            _ if o.bind => mount_bind(&root, m, &o)?,
+            typ => mount_fs(&root, m, typ, &o, plan)?,
+        }
+    }
+    for (host, dest) in &plan.etc_files {
+        let rel = relative(dest)?;
+        let target = match root.ensure_file(&rel) {
+            Ok(t) => t,
+            Err(e) if plan.readonly_root => {
+                tracing::warn!("not providing {}: {e}", dest.display());
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if !is_regular(&target) {
+            return Err(RuntimeError::Setup(format!(
+                "cannot provide {}: it is not a regular file in the rootfs",
+                dest.display()
+            )));
+        }
+        mount(
+            Some(host.as_path()),
+            sys::fd_path(&target).as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| mount_err(&host.display().to_string(), dest, e))?;
+    }
+    Ok(rootfs)
+}
+
+fn is_regular(fd: &OwnedFd) -> bool {
+    fstat(fd)
+        .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
+        .unwrap_or(false)
+}
+
+/// pivot_root into `rootfs` and detach the old root.
+pub(crate) fn pivot(rootfs: &Path) -> Result<(), RuntimeError> {
+    nix::unistd::chdir(rootfs).map_err(|e| RuntimeError::sys("chdir to the rootfs", e))?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| RuntimeError::sys("pivot_root", e))?;
+    // The old root is now stacked on top of "/": keep unmount events from reaching the host
+    // (rslave, as runc) and detach it.
+    mount(
+        None::<&str>,
+        ".",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| RuntimeError::sys("make the old root a slave", e))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| RuntimeError::sys("detach the old root", e))?;
+    nix::unistd::chdir("/").map_err(|e| RuntimeError::sys("chdir /", e))?;
+    Ok(())
+}
+
+/// After pivot_root: masked paths (a directory gets an empty read-only tmpfs, a file the
+/// verified /dev/null), read-only paths, read-only root.
+pub(crate) fn finish(plan: &Plan) -> Result<(), RuntimeError> {
+    let root = Root::open(Path::new("/"))?;
+    if !plan.masked_paths.is_empty() {
+        let null = root
+            .resolve(Path::new("dev/null"), true)
+            .map_err(|e| RuntimeError::sys("open /dev/null", e))?;
+        let st = fstat(&null).map_err(|e| RuntimeError::sys("stat /dev/null", e))?;
+        // CVE-2025-31133: never bind something that only claims to be /dev/null.
+        if st.st_mode & libc::S_IFMT != libc::S_IFCHR || st.st_rdev != libc::makedev(1, 3) {
+            return Err(RuntimeError::Setup(
+                "/dev/null in the container is not the null device".into(),
+            ));
+        }
+        for path in &plan.masked_paths {
+            let rel = relative(Path::new(path))?;
+            let target = match root.resolve(&rel, true) {
+                Ok(fd) => fd,
+                Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => continue,
+                Err(e) => return Err(mount_err("mask", Path::new(path), e)),
+            };
+            let result = if is_dir(&target) {
+                mount(
+                    Some("tmpfs"),
+                    sys::fd_path(&target).as_str(),
+                    Some("tmpfs"),
+                    MsFlags::MS_RDONLY
+                        | MsFlags::MS_NOSUID
+                        | MsFlags::MS_NODEV
+                        | MsFlags::MS_NOEXEC,
+                    Some("size=0k"),
+                )
+            } else {
+                mount(
+                    Some(sys::fd_path(&null).as_str()),
+                    sys::fd_path(&target).as_str(),
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+            };
+            result.map_err(|e| mount_err("mask", Path::new(path), e))?;
+        }
+    }
+    for path in &plan.readonly_paths {
+        let rel = relative(Path::new(path))?;
+        let target = match root.resolve(&rel, true) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => continue,
+            Err(e) => return Err(mount_err("read-only", Path::new(path), e)),
+        };
+        mount(
+            Some(sys::fd_path(&target).as_str()),
+            sys::fd_path(&target).as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| mount_err("read-only", Path::new(path), e))?;
+        remount(&root, &rel, MsFlags::MS_RDONLY, Path::new(path))?;
+    }
+    if plan.readonly_root {
+        let fd = root
+            .resolve(Path::new(""), false)
+            .map_err(|e| RuntimeError::sys("open /", e))?;
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked_flags(&fd);
+        mount(None::<&str>, "/", None::<&str>, flags, None::<&str>)
+            .map_err(|e| RuntimeError::sys("remount the rootfs read-only", e))?;
+    }
+    Ok(())
+}
