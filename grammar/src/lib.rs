@@ -6,6 +6,7 @@
 //! * [`ignore`]: `.containerignore` / `.dockerignore` matching.
 
 pub mod ast;
+pub mod check;
 pub mod ignore;
 mod quote;
 pub mod shell;
@@ -17,6 +18,7 @@ pub use ast::{
     HealthcheckCommand, Instruction, InstructionKind, KeyValue, Mount, MountType, NetworkMode,
     RunInstruction, SecurityMode, Stage,
 };
+pub use check::{check_containerfile, platform_args, Diagnostic, Severity};
 pub use ignore::{
     clean_path, ignore_file_candidates, parse_ignore_file, pick_ignore_file, IgnoreError,
     IgnoreFileCandidate, IgnoreFileLocation, IgnoreMatcher,
