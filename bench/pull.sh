@@ -15,8 +15,8 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 FIX="$REPO/tests/fixtures"
 CACHE="${GCR_FIXTURES_CACHE:-/var/cache/gcr-fixtures}"
 ROUNDS="${1:-5}"
-TOOLS=(${BENCH_TOOLS:-gcr podman tar})
-MEDIA=(${BENCH_MEDIA:-tmpfs disk})
+read -r -a TOOLS <<<"${BENCH_TOOLS:-gcr podman tar}"
+read -r -a MEDIA <<<"${BENCH_MEDIA:-tmpfs disk}"
 REF="${BENCH_REF:-127.0.0.1:5000/debian:bookworm}"
 
 [ "$(id -u)" -eq 0 ] || {
