@@ -326,7 +326,108 @@ fn tests() -> Vec<(&'static str, TestFn)> {
         ("readonly_and_volumes", t_readonly_and_volumes),
         ("hostile_proc_symlink", t_hostile_proc_symlink),
         ("mounts_do_not_leak", t_mounts_do_not_leak),
+        ("rootful_user_namespace", t_rootful_user_namespace),
+        ("overlay_rootfs", t_overlay_rootfs),
     ]
+}
+
+fn t_rootful_user_namespace() -> Result<(), String> {
+    if !nix::unistd::Uid::effective().is_root() || std::env::var_os(ROOTLESS_CHILD).is_some() {
+        return Ok(());
+    }
+    let f = fixture();
+    // As with podman --userns, the rootfs belongs to the mapped range.
+    let chown = Command::new("chown")
+        .arg("-hR")
+        .arg("200000:200000")
+        .arg(&f.rootfs)
+        .status();
+    check!(
+        matches!(chown, Ok(s) if s.success()),
+        "chown of the rootfs failed"
+    );
+    let mut spec = sh("cat /proc/self/uid_map; id -u; grep CapEff /proc/self/status");
+    gcr_runtime::set_user_namespace(&mut spec, &[(0, 200000, 65536)], &[(0, 200000, 65536)]);
+    let (code, out) = run_sh(&f, spec, |_| {});
+    check!(code == 0, "exit {code}: {out}");
+    check!(out.contains("200000") && out.contains("\n0\n"), "{out}");
+    Ok(())
+}
+
+fn t_overlay_rootfs() -> Result<(), String> {
+    let f = fixture();
+    let base = f.state.parent().unwrap().to_path_buf();
+    let (upper, work) = (base.join("upper"), base.join("work"));
+    std::fs::create_dir_all(&upper).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    let top = base.join("top");
+    std::fs::create_dir_all(top.join("etc")).unwrap();
+    std::fs::write(top.join("etc/motd"), "from the top layer").unwrap();
+    let userxattr = std::env::var_os(ROOTLESS_CHILD).is_some();
+    let out = f.state.join("out.txt");
+    std::fs::create_dir_all(&f.state).unwrap();
+    std::fs::set_permissions(&f.state, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut spec =
+        sh("cat /etc/motd; echo; echo new > /etc/created; rm /bin/vi; grep ' / ' /proc/mounts");
+    let mut mounts = spec.mounts().clone().unwrap();
+    mounts.push(gcr_runtime::bind_mount(&f.state, Path::new("/out"), false));
+    spec.set_mounts(Some(mounts));
+    let rootfs = RootfsSource::Overlay {
+        lower: vec![top, f.rootfs.clone()],
+        upper: upper.clone(),
+        work,
+        userxattr,
+    };
+    let opts = RunOptions::new(rootfs, ID, f.state.clone());
+    let code = run_container(&spec, &opts).map_err(|e| e.to_string())?;
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    check!(code == 0, "exit {code}: {text}");
+    check!(
+        text.contains("from the top layer") && text.contains("overlay"),
+        "{text}"
+    );
+    check!(
+        upper.join("etc/created").exists(),
+        "write did not reach the upper dir"
+    );
+    check!(
+        f.rootfs.join("bin/vi").symlink_metadata().is_ok(),
+        "lower dir was modified"
+    );
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    check!(
+        !mounted.contains(&f.state.display().to_string()),
+        "overlay mount leaked to the caller"
+    );
+    Ok(())
+}
+
+const ROOTLESS_CHILD: &str = "GCR_TEST_ROOTLESS_CHILD";
+
+/// Runs this test binary again as the unprivileged fixture user (rootless mode).
+fn run_rootless(filter: &[String]) -> bool {
+    let user = std::env::var("GCR_TEST_USER").unwrap_or_else(|_| "gcrtest".into());
+    let exists = nix::unistd::User::from_name(&user).ok().flatten().is_some();
+    if !exists || Command::new("runuser").arg("--help").output().is_err() {
+        let msg =
+            format!("rootless cases need the user {user} (tests/fixtures/setup.sh) and runuser");
+        if in_ci() {
+            println!("FAIL: {msg}");
+            return false;
+        }
+        println!("SKIP: {msg}");
+        return true;
+    }
+    let exe = std::env::current_exe().unwrap();
+    println!("\n--- rootless, as {user} ---");
+    let status = Command::new("runuser")
+        .args(["-u", &user, "--"])
+        .arg(exe)
+        .args(filter)
+        .env(ROOTLESS_CHILD, "1")
+        .current_dir("/")
+        .status();
+    matches!(status, Ok(s) if s.success())
 }
 
 fn main() {
@@ -334,13 +435,24 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
+    let rootless_child = std::env::var_os(ROOTLESS_CHILD).is_some();
     if !nix::unistd::Uid::effective().is_root() {
-        if in_ci() {
-            eprintln!("FAIL: the container tests need root");
-            std::process::exit(1);
+        if !rootless_child {
+            let verdict = if in_ci() { "FAIL" } else { "SKIP" };
+            eprintln!(
+                "{verdict}: run these tests as root (they rerun themselves as the test user)"
+            );
+            std::process::exit(if in_ci() { 1 } else { 0 });
         }
-        eprintln!("SKIP: the container tests need root");
-        return;
+        match gcr_runtime::userns::enter_rootless_userns() {
+            Ok(gcr_runtime::userns::Rootless::Entered {
+                subordinate: true, ..
+            }) => {}
+            other => {
+                eprintln!("FAIL: rootless user namespace: {other:?}");
+                std::process::exit(1);
+            }
+        }
     }
     if !Path::new("/bin/busybox").exists() {
         eprintln!(
@@ -365,6 +477,9 @@ fn main() {
         }
     }
     println!("\n{ran} tests, {failed} failed");
+    if !rootless_child && !run_rootless(&filter) {
+        failed += 1;
+    }
     if failed > 0 {
         std::process::exit(1);
     }
