@@ -72,6 +72,13 @@ fn setup_and_exec(
         nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
             .map_err(sys_err("become root in the user namespace"))?;
     }
+    if let Some(cg) = &plan.cgroup {
+        cg.join_self()?;
+        if plan.unshare_cgroupns {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+                .map_err(sys_err("create the cgroup namespace"))?;
+        }
+    }
     nix::unistd::setsid().map_err(sys_err("setsid"))?;
     if let Some(name) = &plan.hostname {
         if plan.clone_flags & libc::CLONE_NEWUTS as u64 != 0 {

@@ -21,6 +21,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
 
 use crate::caps::CapMasks;
+use crate::cgroups::Cgroup;
 use crate::error::RuntimeError;
 use crate::{child, seccomp, sys, tty};
 
@@ -112,6 +113,9 @@ pub(crate) struct Plan<'a> {
     pub no_new_privileges: bool,
     pub uid_map: String,
     pub gid_map: String,
+    /// Set when the spec limits resources; the child joins it, then unshares its cgroup ns.
+    pub cgroup: Option<Cgroup>,
+    pub unshare_cgroupns: bool,
 }
 
 /// Messages from the child. `Error` carries the exit code (125/126/127) and one line of text.
@@ -308,6 +312,12 @@ impl<'a> Plan<'a> {
             Some(profile) => Some(seccomp::compile(profile)?),
             None => None,
         };
+        let cgroup = Cgroup::create(&opts.container_id, linux.resources().as_ref(), in_userns)?;
+        let mut unshare_cgroupns = false;
+        if cgroup.is_some() && clone_flags & libc::CLONE_NEWCGROUP as u64 != 0 {
+            clone_flags &= !(libc::CLONE_NEWCGROUP as u64);
+            unshare_cgroupns = true;
+        }
         Ok(Plan {
             opts,
             clone_flags,
@@ -336,6 +346,8 @@ impl<'a> Plan<'a> {
             no_new_privileges: process.no_new_privileges().unwrap_or(false),
             uid_map,
             gid_map,
+            cgroup,
+            unshare_cgroupns,
         })
     }
 }
@@ -345,6 +357,14 @@ impl<'a> Plan<'a> {
 /// (`exit_code()` gives 125, or 126/127 when the command cannot be executed or found).
 pub fn run_container(spec: &Spec, opts: &RunOptions) -> Result<ExitStatusCode, RuntimeError> {
     let plan = Plan::new(spec, opts)?;
+    let result = run_planned(&plan);
+    if let Some(cg) = &plan.cgroup {
+        cg.remove();
+    }
+    result
+}
+
+fn run_planned(plan: &Plan) -> Result<ExitStatusCode, RuntimeError> {
     let (parent_sock, child_sock) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -366,13 +386,13 @@ pub fn run_container(spec: &Spec, opts: &RunOptions) -> Result<ExitStatusCode, R
     let pid = match unsafe { sys::clone_fork(plan.clone_flags) } {
         Ok(0) => {
             drop(parent_sock);
-            child::main(&plan, child_sock, &old_mask)
+            child::main(plan, child_sock, &old_mask)
         }
         Ok(pid) => Pid::from_raw(pid),
         Err(e) => return Err(RuntimeError::sys("clone the container process", e)),
     };
     drop(child_sock);
-    let result = supervise(&plan, pid, &parent_sock);
+    let result = supervise(plan, pid, &parent_sock);
     if result.is_err() {
         let _ = kill(pid, Signal::SIGKILL);
         let _ = waitpid(pid, None);

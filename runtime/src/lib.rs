@@ -14,6 +14,7 @@
 //! Parent and child talk over a SOCK_SEQPACKET socketpair; a child failure comes back as text.
 
 mod caps;
+mod cgroups;
 mod child;
 mod container;
 mod error;

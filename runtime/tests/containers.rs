@@ -328,6 +328,8 @@ fn tests() -> Vec<(&'static str, TestFn)> {
         ("mounts_do_not_leak", t_mounts_do_not_leak),
         ("rootful_user_namespace", t_rootful_user_namespace),
         ("overlay_rootfs", t_overlay_rootfs),
+        ("pids_and_memory_limits", t_pids_and_memory_limits),
+        ("signal_forwarding", t_signal_forwarding),
     ]
 }
 
@@ -398,6 +400,86 @@ fn t_overlay_rootfs() -> Result<(), String> {
     check!(
         !mounted.contains(&f.state.display().to_string()),
         "overlay mount leaked to the caller"
+    );
+    Ok(())
+}
+
+fn t_pids_and_memory_limits() -> Result<(), String> {
+    let f = fixture();
+    let mut spec = sh("cat /proc/self/cgroup | grep -E 'pids|memory'; for i in 1 2 3 4 5 6 7 8; do sleep 1 & done 2>&1; echo spawned");
+    let res = oci_spec::runtime::LinuxResourcesBuilder::default()
+        .pids(
+            oci_spec::runtime::LinuxPidsBuilder::default()
+                .limit(4)
+                .build()
+                .unwrap(),
+        )
+        .memory(
+            oci_spec::runtime::LinuxMemoryBuilder::default()
+                .limit(64i64 << 20)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let mut linux = spec.linux().clone().unwrap();
+    linux.set_resources(Some(res));
+    spec.set_linux(Some(linux));
+    let (code, out) = run_sh(&f, spec, |_| {});
+    if std::env::var_os(ROOTLESS_CHILD).is_some() {
+        // Rootless: no delegated cgroups here, the limits are skipped with a warning.
+        check!(code == 0, "rootless run with limits failed: {code} {out}");
+        return Ok(());
+    }
+    check!(code == 0, "exit {code}: {out}");
+    check!(
+        out.contains("pids:/\n") && out.contains("memory:/\n"),
+        "cgroup namespace root: {out}"
+    );
+    check!(
+        out.contains("can't fork") || out.contains("Resource temporarily unavailable"),
+        "pids limit not enforced: {out}"
+    );
+    check!(
+        !Path::new("/sys/fs/cgroup/pids/gcr").join(ID).exists(),
+        "cgroup left behind"
+    );
+    Ok(())
+}
+
+fn t_signal_forwarding() -> Result<(), String> {
+    let f = fixture();
+    let me = std::process::id();
+    let mut killer = Command::new("sh")
+        .arg("-c")
+        .arg(format!("sleep 0.5; kill -TERM {me}"))
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let (code, out) = run_sh(
+        &f,
+        sh("trap 'echo got TERM; exit 42' TERM; sleep 5 & wait"),
+        |_| {},
+    );
+    let _ = killer.wait();
+    check!(
+        code == 42 && out.contains("got TERM"),
+        "signal not forwarded: {code} {out}"
+    );
+    // With --init, the init forwards it to the command.
+    let mut killer = Command::new("sh")
+        .arg("-c")
+        .arg(format!("sleep 0.5; kill -TERM {me}"))
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let (code, out) = run_sh(
+        &f,
+        sh("trap 'echo got TERM; exit 43' TERM; sleep 5 & wait"),
+        |o| o.init = true,
+    );
+    let _ = killer.wait();
+    check!(
+        code == 43 && out.contains("got TERM"),
+        "init did not forward: {code} {out}"
     );
     Ok(())
 }
