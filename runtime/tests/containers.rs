@@ -431,7 +431,7 @@ fn t_pids_and_memory_limits() -> Result<(), String> {
         check!(code == 0, "rootless run with limits failed: {code} {out}");
         return Ok(());
     }
-    check!(code == 0, "exit {code}: {out}");
+    check!(code != 125, "exit {code}: {out}");
     check!(
         out.contains("pids:/\n") && out.contains("memory:/\n"),
         "cgroup namespace root: {out}"
