@@ -79,7 +79,8 @@ pub fn pull(ctx: &Context, args: PullArgs) -> anyhow::Result<u8> {
         let _ = display.await;
         result.map(|pulled| (reference, pulled))
     });
-    let (reference, pulled) = result.with_context(|| format!("cannot pull {}", args.image))?;
+    // The pull error already names the reference.
+    let (reference, pulled) = result?;
     if quiet {
         println!("{}", pulled.name);
     } else {
