@@ -27,6 +27,11 @@ mod store;
 mod tmp;
 pub mod unpack;
 
+#[cfg(test)]
+mod testutil;
+#[cfg(test)]
+mod unpack_tests;
+
 pub use digest::{Digest, DigestError, Hasher};
 pub use error::StoreError;
 pub use gc::{CheckReport, DiskUsage, Problem, PruneReport, UsageEntry};
