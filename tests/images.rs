@@ -1,3 +1,263 @@
-//! End-to-end tests: images.
+//! End-to-end tests: images, tag, rmi, inspect, history and import against the fixture registry.
 
 mod support;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use support::{fixture_env, registry, stderr, stdout, TestStore};
+
+/// The config digest the registry's manifest names (what `Id` must be).
+fn registry_config_digest(registry: &str, repo: &str, tag: &str) -> String {
+    let out = std::process::Command::new("skopeo")
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            "--raw",
+            &format!("docker://{registry}/{repo}:{tag}"),
+        ])
+        .output()
+        .expect("run skopeo (installed by tests/fixtures/setup.sh)");
+    assert!(out.status.success(), "skopeo failed: {}", stderr(&out));
+    let manifest: Value = serde_json::from_slice(&out.stdout).expect("manifest JSON");
+    manifest["config"]["digest"]
+        .as_str()
+        .expect("config digest")
+        .to_string()
+}
+
+fn inspect(store: &TestStore, image: &str) -> Value {
+    let text = store.ok(&["inspect", image]);
+    let list: Value = serde_json::from_str(&text).expect("inspect prints JSON");
+    list[0].clone()
+}
+
+#[test]
+fn images_lists_pulled_image_with_docker_columns_json_and_quiet() {
+    let Some(reg) = registry() else { return };
+    let store = TestStore::new();
+    let name = format!("{reg}/busybox:latest");
+    store.ok(&["pull", "-q", &name]);
+
+    let table = store.ok(&["images"]);
+    let mut lines = table.lines();
+    let header = lines.next().expect("header line");
+    for column in ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"] {
+        assert!(header.contains(column), "missing column {column}: {header}");
+    }
+    let row = lines.next().expect("one image row");
+    let config = registry_config_digest(&reg, "busybox", "latest");
+    let short = &config["sha256:".len().."sha256:".len() + 12];
+    assert!(row.starts_with(&format!("{reg}/busybox")), "{row}");
+    assert!(row.contains("latest") && row.contains(short), "{row}");
+
+    let json: Value = serde_json::from_str(&store.ok(&["images", "--format", "json"])).unwrap();
+    assert_eq!(json[0]["Id"], config.as_str());
+    assert_eq!(json[0]["Names"][0], name.as_str());
+
+    assert_eq!(store.ok(&["images", "-q"]).trim(), short);
+}
+
+#[test]
+fn inspect_reports_config_digest_tags_platform_and_layers() {
+    let Some(reg) = registry() else { return };
+    let store = TestStore::new();
+    let name = format!("{reg}/busybox:v2s2");
+    store.ok(&["pull", "-q", &name]);
+    let info = inspect(&store, &name);
+    assert_eq!(
+        info["Id"],
+        registry_config_digest(&reg, "busybox", "v2s2").as_str()
+    );
+    assert_eq!(info["RepoTags"][0], name.as_str());
+    assert_eq!(info["Architecture"], "amd64");
+    assert_eq!(info["Os"], "linux");
+    assert_eq!(info["Config"]["Cmd"][0], "sh");
+    assert_eq!(info["RootFS"]["Type"], "layers");
+    assert_eq!(info["RootFS"]["Layers"].as_array().unwrap().len(), 1);
+    // The ID prefix finds the same image.
+    let id = info["Id"].as_str().unwrap();
+    let by_id = inspect(&store, &id["sha256:".len().."sha256:".len() + 8]);
+    assert_eq!(by_id["Id"], info["Id"]);
+}
+
+#[test]
+fn tag_and_rmi_keep_shared_layers() {
+    let Some(reg) = registry() else { return };
+    let store = TestStore::new();
+    let busybox = format!("{reg}/busybox:latest");
+    let multi = format!("{reg}/multi:latest");
+    store.ok(&["pull", "-q", &busybox]);
+    store.ok(&["pull", "-q", "--platform", "linux/amd64", &multi]);
+    let busybox_layer = inspect(&store, &busybox)["RootFS"]["Layers"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let multi_layers = inspect(&store, &multi)["RootFS"]["Layers"].clone();
+    assert_eq!(
+        multi_layers[0],
+        busybox_layer.as_str(),
+        "fixture shares the busybox layer"
+    );
+
+    // tag: a second name for the same image.
+    store.ok(&["tag", &busybox, "localhost/mine:v1"]);
+    let info = inspect(&store, "localhost/mine:v1");
+    assert_eq!(info["Id"], inspect(&store, &busybox)["Id"]);
+    assert!(store.ok(&["images"]).contains("localhost/mine"));
+
+    // rmi of one of two names only untags.
+    let out = store.ok(&["rmi", "localhost/mine:v1"]);
+    assert!(out.contains("Untagged: localhost/mine:v1"), "{out}");
+    assert!(!store
+        .run(&["inspect", "localhost/mine:v1"])
+        .status
+        .success());
+    store.ok(&["inspect", &busybox]);
+
+    // Removing busybox keeps the layer multi still uses.
+    let out = store.ok(&["rmi", &busybox]);
+    assert!(out.contains("Deleted: sha256:"), "{out}");
+    assert!(!store.run(&["inspect", &busybox]).status.success());
+    let layer_dir = store
+        .root()
+        .join("layers")
+        .join(&busybox_layer["sha256:".len()..]);
+    assert!(layer_dir.is_dir(), "shared layer removed with busybox");
+    store.ok(&["inspect", &multi]);
+    let check = store.run(&["system", "check"]);
+    assert!(check.status.success(), "{}", stdout(&check));
+
+    // Removing the last user of the layer removes it.
+    store.ok(&["rmi", &multi]);
+    assert!(!layer_dir.exists(), "unused layer left behind");
+    assert_eq!(store.ok(&["images", "-q"]).trim(), "");
+}
+
+#[test]
+fn history_lists_config_history_newest_first() {
+    let Some(reg) = registry() else { return };
+    let store = TestStore::new();
+    let name = format!("{reg}/layered:latest");
+    store.ok(&["pull", "-q", &name]);
+    let out = store.ok(&["history", &name]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("IMAGE"), "{out}");
+    let info = inspect(&store, &name);
+    let history = info["History"].as_array().expect("history in config");
+    assert_eq!(lines.len() - 1, history.len(), "{out}");
+    let id = info["Id"].as_str().unwrap();
+    assert!(
+        lines[1].starts_with(&id["sha256:".len().."sha256:".len() + 12]),
+        "newest entry carries the image id: {out}"
+    );
+    let json: Value =
+        serde_json::from_str(&store.ok(&["history", "--format", "json", &name])).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), history.len());
+}
+
+#[test]
+fn unknown_images_give_one_clear_error() {
+    let store = TestStore::new();
+    for args in [
+        vec!["inspect", "nosuchimage:v9"],
+        vec!["rmi", "nosuchimage:v9"],
+        vec!["history", "nosuchimage:v9"],
+        vec!["tag", "nosuchimage:v9", "other:v1"],
+    ] {
+        let out = store.run(&args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = stderr(&out);
+        assert!(
+            err.contains("nosuchimage:v9") && err.starts_with("error:"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+fn busybox_tar() -> Option<PathBuf> {
+    let dir = fixture_env("GCR_TEST_FIXTURES")?;
+    Some(Path::new(&dir).join("rootfs/busybox.tar"))
+}
+
+/// A zip of a few busybox files, made here.
+fn make_zip(dir: &Path) -> PathBuf {
+    let path = dir.join("rootfs.zip");
+    let file = std::fs::File::create(&path).unwrap();
+    let mut zip = zip::ZipWriter::new(file);
+    let options = zip::write::SimpleFileOptions::default().unix_permissions(0o755);
+    zip.add_directory("bin/", options).unwrap();
+    zip.start_file("bin/hello.sh", options).unwrap();
+    zip.write_all(b"#!/bin/sh\necho hello from zip\n").unwrap();
+    zip.start_file("etc/motd", options.unix_permissions(0o644))
+        .unwrap();
+    zip.write_all(b"welcome\n").unwrap();
+    zip.finish().unwrap();
+    path
+}
+
+#[test]
+fn import_turns_archives_into_one_layer_images() {
+    let Some(tar) = busybox_tar() else { return };
+    let store = TestStore::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let zip = make_zip(scratch.path());
+    let cases = [
+        (tar.clone(), "localhost/imported:tar"),
+        (tar.with_extension("tar.gz"), "localhost/imported:gz"),
+        (tar.with_extension("tar.zst"), "localhost/imported:zst"),
+        (zip, "localhost/imported:zip"),
+    ];
+    for (archive, name) in &cases {
+        let out = store.ok(&["import", "-q", archive.to_str().unwrap(), name]);
+        assert!(out.trim().starts_with("sha256:"), "{out}");
+        let info = inspect(&store, name);
+        assert_eq!(info["RootFS"]["Layers"].as_array().unwrap().len(), 1);
+        assert_eq!(info["Os"], "linux");
+        let layer = info["RootFS"]["Layers"][0].as_str().unwrap();
+        let diff = store
+            .root()
+            .join("layers")
+            .join(&layer["sha256:".len()..])
+            .join("diff");
+        let probe = if name.ends_with("zip") {
+            "bin/hello.sh"
+        } else {
+            "bin/busybox"
+        };
+        assert!(diff.join(probe).is_file(), "{name}: {probe} missing");
+    }
+    // The same tar compressed three ways is the same layer.
+    let diff_id = |name: &str| inspect(&store, name)["RootFS"]["Layers"][0].clone();
+    assert_eq!(
+        diff_id("localhost/imported:tar"),
+        diff_id("localhost/imported:gz")
+    );
+    assert_eq!(
+        diff_id("localhost/imported:tar"),
+        diff_id("localhost/imported:zst")
+    );
+    // And the import's diff_id is the sha256 of the uncompressed tar.
+    let tar_bytes = std::fs::read(&tar).unwrap();
+    let expected = format!("sha256:{}", sha256_hex(&tar_bytes));
+    assert_eq!(diff_id("localhost/imported:tar"), expected.as_str());
+
+    let missing = store.run(&["import", "/nonexistent/rootfs.tar", "localhost/x"]);
+    assert!(!missing.status.success());
+    assert!(stderr(&missing).contains("/nonexistent/rootfs.tar"));
+    let garbage = scratch.path().join("garbage.tar");
+    std::fs::write(&garbage, b"this is not an archive at all").unwrap();
+    let bad = store.run(&["import", garbage.to_str().unwrap(), "localhost/x"]);
+    assert!(!bad.status.success());
+    assert!(!stderr(&bad).contains("panicked"), "{}", stderr(&bad));
+    assert!(store.run(&["inspect", "localhost/x"]).status.code() != Some(0));
+    store.ok(&["system", "check"]);
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -409,9 +409,8 @@ pub fn import(ctx: &Context, args: ImportArgs) -> anyhow::Result<u8> {
             args.archive.display()
         );
     }
-    let record = store
-        .import_archive(&args.archive, &name)
-        .with_context(|| format!("cannot import {}", args.archive.display()))?;
+    // The storage error names the archive.
+    let record = store.import_archive(&args.archive, &name)?;
     if args.quiet {
         println!("{}", record.id);
     } else {
