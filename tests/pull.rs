@@ -1,3 +1,1226 @@
-//! End-to-end tests: pull.
+//! End-to-end tests: `gcr pull`, `gcr login`, `gcr logout` against the fixture registries
+//! (tests/fixtures), and against small fault-injecting HTTP registries started by the tests
+//! themselves (real HTTP on loopback, serving the fixture busybox image with one thing broken).
+//!
+//! Digests are checked against skopeo, a client independent of gcr.
 
 mod support;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{stderr, stdout, TestStore};
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// A store plus an isolated HOME and auth file, so no real credentials leak into a test.
+struct Env {
+    store: TestStore,
+    home: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            store: TestStore::new(),
+            home: tempfile::Builder::new()
+                .prefix("gcr-test-home-")
+                .tempdir()
+                .expect("create temp home"),
+        }
+    }
+
+    fn auth_file(&self) -> PathBuf {
+        self.home.path().join("auth.json")
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = self.store.gcr();
+        cmd.args(args)
+            .env("HOME", self.home.path())
+            .env("REGISTRY_AUTH_FILE", self.auth_file())
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("DOCKER_CONFIG");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("spawn gcr")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "gcr {args:?} failed with {:?}\nstdout: {}\nstderr: {}",
+            out.status,
+            stdout(&out),
+            stderr(&out)
+        );
+        stdout(&out)
+    }
+
+    /// Runs `gcr ARGS`, expects failure, and returns the single `error:` line.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "gcr {args:?} should have failed\nstdout: {}\nstderr: {}",
+            stdout(&out),
+            stderr(&out)
+        );
+        let err = stderr(&out);
+        let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+        assert_eq!(lines.len(), 1, "expected one error line, got:\n{err}");
+        lines[0].to_string()
+    }
+
+    /// Names of the images in the store (from `gcr images --format json`).
+    fn image_names(&self) -> Vec<String> {
+        let json = self.ok(&["images", "--format", "json"]);
+        let list: Value = serde_json::from_str(&json).expect("images json");
+        let mut names = Vec::new();
+        for image in list.as_array().expect("images array") {
+            for n in image["Names"].as_array().into_iter().flatten() {
+                names.push(n.as_str().unwrap_or_default().to_string());
+            }
+        }
+        names.sort();
+        names
+    }
+
+    /// `Digest` (manifest digest) of the image named `name`.
+    fn image_digest(&self, name: &str) -> Option<String> {
+        let json = self.ok(&["images", "--format", "json"]);
+        let list: Value = serde_json::from_str(&json).expect("images json");
+        list.as_array()?
+            .iter()
+            .find(|i| {
+                i["Names"]
+                    .as_array()
+                    .is_some_and(|ns| ns.iter().any(|n| n == name))
+            })
+            .and_then(|i| i["Digest"].as_str().map(str::to_string))
+    }
+
+    /// Asserts `gcr system check` finds the store consistent.
+    fn check_clean(&self) {
+        let out = self.run(&["system", "check"]);
+        assert!(
+            out.status.success(),
+            "system check not clean\nstdout: {}\nstderr: {}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
+
+    /// Entries under the store's tmp/ and blobs/ (to assert nothing was left half-written).
+    fn blob_count(&self) -> usize {
+        std::fs::read_dir(self.store.root().join("blobs/sha256"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+fn registry_or_skip() -> Option<String> {
+    support::registry()
+}
+
+fn tls_registry_or_skip() -> Option<(String, String, String)> {
+    let reg = support::fixture_env("GCR_TEST_TLS_REGISTRY")?;
+    let user = support::fixture_env("GCR_TEST_TLS_USER")?;
+    let pass = support::fixture_env("GCR_TEST_TLS_PASSWORD")?;
+    Some((reg, user, pass))
+}
+
+fn fixtures_or_skip() -> Option<PathBuf> {
+    support::fixture_env("GCR_TEST_FIXTURES").map(PathBuf::from)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run sha256sum");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(bytes)
+        .expect("write to sha256sum");
+    let out = child.wait_with_output().expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("sha256sum output")
+        .to_string()
+}
+
+/// The raw manifest (or index) of `reference` as skopeo sees it.
+fn skopeo_raw(reference: &str) -> Vec<u8> {
+    let out = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--raw"])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .expect("run skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo inspect {reference}: {}",
+        stderr(&out)
+    );
+    out.stdout
+}
+
+fn skopeo_digest(reference: &str) -> String {
+    format!("sha256:{}", sha256_hex(&skopeo_raw(reference)))
+}
+
+/// The digest of the index entry for `platform` ("os/arch[/variant]") in `index`.
+fn index_entry(index: &[u8], platform: &str) -> String {
+    let v: Value = serde_json::from_slice(index).expect("index json");
+    for m in v["manifests"].as_array().expect("manifests") {
+        let p = &m["platform"];
+        let mut s = format!(
+            "{}/{}",
+            p["os"].as_str().unwrap_or(""),
+            p["architecture"].as_str().unwrap_or("")
+        );
+        if let Some(var) = p["variant"].as_str() {
+            s.push('/');
+            s.push_str(var);
+        }
+        if s == platform {
+            return m["digest"].as_str().expect("digest").to_string();
+        }
+    }
+    panic!("no {platform} in index");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fixture registries
+
+#[test]
+fn pulls_every_format_and_lists_it() {
+    let Some(reg) = registry_or_skip() else {
+        return;
+    };
+    let env = Env::new();
+    let refs = [
+        "busybox:latest",
+        "busybox:v2s2",
+        "busybox:zstd",
+        "busybox:uncompressed",
+        "layered:latest",
+        "debian:bookworm",
+        "debian:bookworm-oci",
+    ];
+    for r in refs {
+        let full = format!("{reg}/{r}");
+        let out = env.ok(&["pull", &full]);
+        let expected = skopeo_digest(&full);
+        assert!(
+            out.contains(&expected),
+            "pull {full}: output does not name the manifest digest {expected}:\n{out}"
+        );
+        assert_eq!(env.image_digest(&full).as_deref(), Some(expected.as_str()));
+    }
+    let names = env.image_names();
+    for r in refs {
+        assert!(
+            names.contains(&format!("{reg}/{r}")),
+            "{r} not in {names:?}"
+        );
+    }
+    // The table lists repository and tag.
+    let table = env.ok(&["images"]);
+    assert!(
+        table.contains(&format!("{reg}/busybox")) && table.contains("zstd"),
+        "{table}"
+    );
+    env.check_clean();
+
+    // Pulling again reuses everything: no new blob, still consistent.
+    let blobs = env.blob_count();
+    env.ok(&["pull", &format!("{reg}/busybox:latest")]);
+    env.ok(&["pull", "-q", &format!("{reg}/debian:bookworm")]);
+    assert_eq!(env.blob_count(), blobs);
+    env.check_clean();
+}
+
+#[test]
+fn quiet_pull_prints_only_the_name() {
+    let Some(reg) = registry_or_skip() else {
+        return;
+    };
+    let env = Env::new();
+    let out = env.run(&["pull", "-q", &format!("{reg}/busybox")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), format!("{reg}/busybox:latest"));
+    assert!(stderr(&out).trim().is_empty(), "{}", stderr(&out));
+}
+
+#[test]
+fn picks_the_platform_from_an_index() {
+    let Some(reg) = registry_or_skip() else {
+        return;
+    };
+    for tag in ["latest", "v2s2"] {
+        let full = format!("{reg}/multi:{tag}");
+        let index = skopeo_raw(&full);
+        let cases = [
+            (None, "linux/amd64"),
+            (Some("linux/amd64"), "linux/amd64"),
+            (Some("linux/arm64"), "linux/arm64/v8"),
+            (Some("linux/arm64/v8"), "linux/arm64/v8"),
+            (Some("linux/aarch64"), "linux/arm64/v8"),
+            (Some("linux/arm"), "linux/arm/v7"),
+            (Some("linux/arm/v7"), "linux/arm/v7"),
+            (Some("linux/arm/v6"), "linux/arm/v6"),
+        ];
+        for (flag, entry) in cases {
+            let env = Env::new();
+            let mut args = vec!["pull"];
+            if let Some(p) = flag {
+                args.extend(["--platform", p]);
+            }
+            args.push(&full);
+            env.ok(&args);
+            assert_eq!(
+                env.image_digest(&full),
+                Some(index_entry(&index, entry)),
+                "--platform {flag:?} on {full} should pick {entry}"
+            );
+            let inspect = env.ok(&["inspect", &full]);
+            let arch = entry.split('/').nth(1).unwrap_or_default();
+            assert!(inspect.contains(&format!("\"{arch}\"")), "{inspect}");
+            env.check_clean();
+        }
+
+        let env = Env::new();
+        let err = env.fails(&["pull", "--platform", "linux/s390x", &full]);
+        for p in [
+            "linux/amd64",
+            "linux/arm64/v8",
+            "linux/arm/v7",
+            "linux/arm/v6",
+            "linux/s390x",
+        ] {
+            assert!(err.contains(p), "{err}");
+        }
+        assert!(err.contains(&full), "{err}");
+        assert!(env.image_names().is_empty());
+        let err = env.fails(&["pull", "--platform", "linux/arm/v5", &full]);
+        assert!(err.contains("linux/arm/v6"), "{err}");
+    }
+    let env = Env::new();
+    let err = env.fails(&["pull", "--platform", "linux", &format!("{reg}/multi")]);
+    assert!(err.contains("linux"), "{err}");
+    // A single-platform image asked for another platform is refused.
+    let err = env.fails(&[
+        "pull",
+        "--platform",
+        "linux/arm64",
+        &format!("{reg}/busybox"),
+    ]);
+    assert!(
+        err.contains("linux/amd64") && err.contains("arm64"),
+        "{err}"
+    );
+}
+
+#[test]
+fn pulls_by_digest() {
+    let Some(reg) = registry_or_skip() else {
+        return;
+    };
+    let env = Env::new();
+    let digest = skopeo_digest(&format!("{reg}/busybox:v2s2"));
+    let by_digest = format!("{reg}/busybox@{digest}");
+    env.ok(&["pull", &by_digest]);
+    assert_eq!(env.image_names(), vec![by_digest.clone()]);
+    assert_eq!(env.image_digest(&by_digest), Some(digest.clone()));
+
+    // name:tag@digest: the digest decides, and names the image.
+    let env = Env::new();
+    env.ok(&["pull", &format!("{reg}/busybox:nonexistent-tag@{digest}")]);
+    assert_eq!(env.image_names(), vec![by_digest.clone()]);
+
+    // An index by digest: the platform's manifest is stored under the index digest.
+    let env = Env::new();
+    let index = skopeo_raw(&format!("{reg}/multi:latest"));
+    let index_digest = format!("sha256:{}", sha256_hex(&index));
+    let name = format!("{reg}/multi@{index_digest}");
+    env.ok(&["pull", "--platform", "linux/arm64", &name]);
+    assert_eq!(
+        env.image_digest(&name),
+        Some(index_entry(&index, "linux/arm64/v8"))
+    );
+
+    // A digest the registry does not have.
+    let env = Env::new();
+    let missing = format!("{reg}/busybox@sha256:{}", "0".repeat(64));
+    let err = env.fails(&["pull", &missing]);
+    assert!(
+        err.contains("manifest unknown") && err.contains(&missing),
+        "{err}"
+    );
+    env.check_clean();
+}
+
+#[test]
+fn unknown_images_and_bad_references_fail_clearly() {
+    let Some(reg) = registry_or_skip() else {
+        return;
+    };
+    let env = Env::new();
+    let err = env.fails(&["pull", &format!("{reg}/busybox:no-such-tag")]);
+    assert!(err.contains(&format!("{reg}/busybox:no-such-tag")), "{err}");
+    assert!(err.contains("manifest unknown"), "{err}");
+    let err = env.fails(&["pull", &format!("{reg}/no/such/image")]);
+    assert!(
+        err.contains("manifest unknown") && err.contains("no/such/image"),
+        "{err}"
+    );
+    for bad in ["Busybox", "busybox:", "busybox@sha256:abc", "a//b", ""] {
+        let err = env.fails(&["pull", bad]);
+        assert!(err.contains("invalid"), "{bad:?}: {err}");
+    }
+    let err = env.fails(&["pull", "Busybox"]);
+    assert!(err.contains("lowercase"), "{err}");
+    // Nothing is listed, nothing is left half-written.
+    assert!(env.image_names().is_empty());
+    env.check_clean();
+}
+
+#[test]
+fn login_logout_and_auth_failures() {
+    let Some((tls, user, pass)) = tls_registry_or_skip() else {
+        return;
+    };
+    let env = Env::new();
+    let private = format!("{tls}/private/busybox:latest");
+
+    // Anonymous: unauthorized, with the hint.
+    let err = env.fails(&["pull", &private]);
+    assert!(err.contains(&private), "{err}");
+    assert!(err.contains("unauthorized"), "{err}");
+    assert!(err.contains(&format!("gcr login {tls}")), "{err}");
+
+    // A wrong password is refused and nothing is written.
+    let err = env.fails(&["login", "-u", &user, "-p", "wrong-password", &tls]);
+    assert!(err.contains("wrong username or password"), "{err}");
+    assert!(
+        !env.auth_file().exists(),
+        "a failed login wrote the auth file"
+    );
+
+    // The right password (from stdin): saved 0600 in REGISTRY_AUTH_FILE, keeping other keys.
+    std::fs::write(env.auth_file(), r#"{"auths": {}, "other": "kept"}"#).unwrap();
+    let mut child = env
+        .cmd(&["login", "-u", &user, "--password-stdin", &tls])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn gcr login");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{pass}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "login failed: {}", stderr(&out));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(env.auth_file())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let saved: Value = serde_json::from_slice(&std::fs::read(env.auth_file()).unwrap()).unwrap();
+    assert_eq!(saved["other"], "kept");
+    assert!(saved["auths"][&tls]["auth"].is_string(), "{saved}");
+
+    // Now the pull works, over verified TLS with the certs.d CA.
+    env.ok(&["pull", &private]);
+    assert_eq!(env.image_names(), vec![private.clone()]);
+
+    // A stale password in the auth file is reported as such.
+    let bad =
+        serde_json::json!({"auths": {tls.clone(): {"auth": base64(&format!("{user}:nope"))}}});
+    std::fs::write(env.auth_file(), bad.to_string()).unwrap();
+    let err = env.fails(&["pull", &private]);
+    assert!(
+        err.contains("unauthorized") && err.contains("gcr login"),
+        "{err}"
+    );
+
+    // Credentials from a Docker config.json (in HOME) when no auth file has them.
+    let docker_env = Env::new();
+    let docker_dir = docker_env.home.path().join(".docker");
+    std::fs::create_dir_all(&docker_dir).unwrap();
+    let cfg =
+        serde_json::json!({"auths": {tls.clone(): {"auth": base64(&format!("{user}:{pass}"))}}});
+    std::fs::write(docker_dir.join("config.json"), cfg.to_string()).unwrap();
+    docker_env.ok(&["pull", &private]);
+    assert_eq!(docker_env.image_names(), vec![private.clone()]);
+
+    // Logout removes them; the pull is unauthorized again.
+    env.ok(&["login", "-u", &user, "-p", &pass, &tls]);
+    env.ok(&["logout", &tls]);
+    let saved: Value = serde_json::from_slice(&std::fs::read(env.auth_file()).unwrap()).unwrap();
+    assert!(saved["auths"].get(&tls).is_none(), "{saved}");
+    let fresh = Env::new();
+    std::fs::copy(env.auth_file(), fresh.auth_file()).unwrap();
+    let err = fresh.fails(&["pull", &private]);
+    assert!(err.contains("unauthorized"), "{err}");
+    env.check_clean();
+}
+
+fn base64(s: &str) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = s.as_bytes();
+    let mut out = String::new();
+    for chunk in b.chunks(3) {
+        let n = match chunk.len() {
+            3 => (u32::from(chunk[0]) << 16) | (u32::from(chunk[1]) << 8) | u32::from(chunk[2]),
+            2 => (u32::from(chunk[0]) << 16) | (u32::from(chunk[1]) << 8),
+            _ => u32::from(chunk[0]) << 16,
+        };
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Forwards connections from `listen` to `target` (to reach the TLS registry under a name
+/// that is not in certs.d).
+fn forward(listen: SocketAddr, target: SocketAddr) -> SocketAddr {
+    let listener = TcpListener::bind(listen).expect("bind forwarder");
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(client) = conn else { continue };
+            let Ok(server) = TcpStream::connect(target) else {
+                continue;
+            };
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (mut c1, mut s1) = (client, server);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c1, &mut s1);
+                let _ = s1.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s2, &mut c2);
+                let _ = c2.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn tls_failures_name_certs_d_and_tls_verify_false_gets_past_them() {
+    let Some((tls, _, _)) = tls_registry_or_skip() else {
+        return;
+    };
+    let target: SocketAddr = tls.parse().expect("GCR_TEST_TLS_REGISTRY is ip:port");
+    // The machine's host name reaches the registry by a name with no certs.d entry and not
+    // loopback by name, so gcr must use verified HTTPS and fail on the self-signed CA.
+    let host = String::from_utf8_lossy(&Command::new("hostname").output().unwrap().stdout)
+        .trim()
+        .to_string();
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), 0))
+        .ok()
+        .and_then(|mut a| a.find(|a| a.is_ipv4()))
+        .unwrap_or_else(|| panic!("host name {host:?} does not resolve"));
+    let listen = SocketAddr::new(addr.ip(), 0);
+    let port = forward(listen, target).port();
+    let image = format!("{host}:{port}/private/busybox:latest");
+    let env = Env::new();
+    let err = env.fails(&["pull", &image]);
+    assert!(err.contains(&image), "{err}");
+    assert!(err.contains("tls"), "{err}");
+    assert!(
+        err.contains(&format!("/etc/containers/certs.d/{host}:{port}")),
+        "{err}"
+    );
+    assert!(err.contains("--tls-verify=false"), "{err}");
+    // Without verification the connection is made and the registry's auth is what stops us.
+    let err = env.fails(&["pull", "--tls-verify=false", &image]);
+    assert!(err.contains("unauthorized"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A fault-injecting registry: real HTTP on loopback, the fixture busybox image, one fault per
+// repository name.
+
+#[derive(Clone)]
+struct Blobs {
+    manifest: Vec<u8>,
+    manifest_digest: String,
+    config: Vec<u8>,
+    config_digest: String,
+    layer: Vec<u8>,
+    layer_digest: String,
+}
+
+/// The busybox image (tag latest) from the fixture OCI layout.
+fn busybox_blobs(fixtures: &Path) -> Blobs {
+    let layout = fixtures.join("oci/busybox");
+    let read = |d: &str| {
+        std::fs::read(
+            layout
+                .join("blobs/sha256")
+                .join(d.trim_start_matches("sha256:")),
+        )
+        .expect("read layout blob")
+    };
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let entry = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == "latest")
+        .expect("latest in busybox layout")
+        .clone();
+    let manifest_digest = entry["digest"].as_str().unwrap().to_string();
+    let manifest = read(&manifest_digest);
+    let m: Value = serde_json::from_slice(&manifest).unwrap();
+    let config_digest = m["config"]["digest"].as_str().unwrap().to_string();
+    let layer_digest = m["layers"][0]["digest"].as_str().unwrap().to_string();
+    Blobs {
+        config: read(&config_digest),
+        layer: read(&layer_digest),
+        manifest,
+        manifest_digest,
+        config_digest,
+        layer_digest,
+    }
+}
+
+impl Blobs {
+    /// The same image with a config whose diff_id is wrong (manifest rewritten to match).
+    fn with_wrong_diff_id(&self) -> Blobs {
+        let mut cfg: Value = serde_json::from_slice(&self.config).unwrap();
+        cfg["rootfs"]["diff_ids"][0] = Value::String(format!("sha256:{}", "e".repeat(64)));
+        let config = serde_json::to_vec(&cfg).unwrap();
+        let config_digest = format!("sha256:{}", sha256_hex(&config));
+        let mut m: Value = serde_json::from_slice(&self.manifest).unwrap();
+        m["config"]["digest"] = Value::String(config_digest.clone());
+        m["config"]["size"] = Value::from(config.len());
+        let manifest = serde_json::to_vec(&m).unwrap();
+        Blobs {
+            manifest_digest: format!("sha256:{}", sha256_hex(&manifest)),
+            manifest,
+            config,
+            config_digest,
+            ..self.clone()
+        }
+    }
+}
+
+#[derive(Default)]
+struct Seen {
+    /// Requests per path.
+    hits: HashMap<String, usize>,
+    /// For each request: (path, had an Authorization header).
+    auth: Vec<(String, bool)>,
+    /// Bytes of the slow layer sent so far.
+    slow_sent: usize,
+}
+
+#[derive(Clone, Default)]
+struct FaultConfig {
+    /// Basic auth required on every /v2/ request.
+    basic_auth: Option<String>,
+    /// Blob requests are redirected (307) to this server.
+    redirect_blobs_to: Option<SocketAddr>,
+}
+
+struct FaultServer {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Seen>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for FaultServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+impl FaultServer {
+    fn start(blobs: Blobs, config: FaultConfig) -> FaultServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind fault server");
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let bad = blobs.with_wrong_diff_id();
+        {
+            let seen = Arc::clone(&seen);
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(conn) = conn else { continue };
+                    let (blobs, bad, seen, config) = (
+                        blobs.clone(),
+                        bad.clone(),
+                        Arc::clone(&seen),
+                        config.clone(),
+                    );
+                    std::thread::spawn(move || {
+                        let _ = serve(conn, &blobs, &bad, &seen, &config);
+                    });
+                }
+            });
+        }
+        FaultServer { addr, seen, stop }
+    }
+
+    fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    fn hits(&self, path_part: &str) -> usize {
+        let seen = self.seen.lock().unwrap();
+        seen.hits
+            .iter()
+            .filter(|(p, _)| p.contains(path_part))
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+struct Request {
+    path: String,
+    authorization: Option<String>,
+}
+
+fn read_request(conn: &mut BufReader<TcpStream>) -> std::io::Result<Request> {
+    let mut line = String::new();
+    conn.read_line(&mut line)?;
+    let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let mut authorization = None;
+    loop {
+        let mut h = String::new();
+        if conn.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("authorization") {
+                authorization = Some(v.trim().to_string());
+            }
+        }
+    }
+    Ok(Request {
+        path,
+        authorization,
+    })
+}
+
+fn respond(
+    conn: &mut TcpStream,
+    status: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> std::io::Result<()> {
+    let mut head = format!("HTTP/1.1 {status}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    conn.write_all(head.as_bytes())?;
+    conn.write_all(body)?;
+    conn.flush()
+}
+
+fn serve(
+    conn: TcpStream,
+    good: &Blobs,
+    bad: &Blobs,
+    seen: &Mutex<Seen>,
+    config: &FaultConfig,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let req = read_request(&mut reader)?;
+    let mut conn = conn;
+    let first_time = {
+        let mut s = seen.lock().unwrap();
+        s.auth.push((req.path.clone(), req.authorization.is_some()));
+        let n = s.hits.entry(req.path.clone()).or_default();
+        *n += 1;
+        *n == 1
+    };
+    if let Some(expected) = &config.basic_auth {
+        let ok = req.authorization.as_deref() == Some(&format!("Basic {}", base64(expected)));
+        if !ok && req.path.starts_with("/v2/") {
+            return respond(
+                &mut conn,
+                "401 Unauthorized",
+                &[("WWW-Authenticate", r#"Basic realm="fault""#.to_string())],
+                br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+            );
+        }
+    }
+    // The redirect target ("a CDN"): /cdn/<digest>.
+    if let Some(rest) = req.path.strip_prefix("/cdn/") {
+        let digest = rest.split('?').next().unwrap_or(rest);
+        let body = if digest == good.layer_digest {
+            &good.layer
+        } else if digest == good.config_digest {
+            &good.config
+        } else {
+            return respond(&mut conn, "404 Not Found", &[], b"");
+        };
+        return respond(&mut conn, "200 OK", &[], body);
+    }
+    if req.path == "/v2/" || req.path == "/v2" {
+        return respond(&mut conn, "200 OK", &[], b"{}");
+    }
+    let Some(rest) = req.path.strip_prefix("/v2/") else {
+        return respond(&mut conn, "404 Not Found", &[], b"");
+    };
+    let (repo, kind, reference) = if let Some((repo, r)) = rest.split_once("/manifests/") {
+        (repo, "manifest", r)
+    } else if let Some((repo, r)) = rest.split_once("/blobs/") {
+        (repo, "blob", r)
+    } else {
+        return respond(&mut conn, "404 Not Found", &[], b"");
+    };
+    let blobs = if repo == "baddiffid" { bad } else { good };
+    let manifest_headers = |digest: &str| {
+        vec![
+            (
+                "Content-Type",
+                "application/vnd.oci.image.manifest.v1+json".to_string(),
+            ),
+            ("Docker-Content-Digest", digest.to_string()),
+        ]
+    };
+
+    match (repo, kind) {
+        ("broken", _) => respond(&mut conn, "500 Internal Server Error", &[], b"oops"),
+        ("flaky", _) if first_time => respond(&mut conn, "503 Service Unavailable", &[], b""),
+        ("wrongdigest", "manifest") => {
+            // By tag: the header lies. By digest: a different manifest than asked for.
+            let header = format!("sha256:{}", "1".repeat(64));
+            respond(
+                &mut conn,
+                "200 OK",
+                &manifest_headers(&header),
+                &blobs.manifest,
+            )
+        }
+        ("bigmanifest", "manifest") => {
+            let mut big = b"{\"schemaVersion\":2,\"pad\":\"".to_vec();
+            big.resize(6 * 1024 * 1024, b'a');
+            big.extend_from_slice(b"\"}");
+            respond(&mut conn, "200 OK", &manifest_headers(""), &big)
+        }
+        ("endlessmanifest", "manifest") => {
+            conn.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nConnection: close\r\n\r\n{\"schemaVersion\":2,\"pad\":\"",
+            )?;
+            let chunk = vec![b'a'; 64 * 1024];
+            loop {
+                conn.write_all(&chunk)?;
+            }
+        }
+        (_, "manifest") => {
+            if reference != "latest" && reference != blobs.manifest_digest {
+                return respond(
+                    &mut conn,
+                    "404 Not Found",
+                    &[],
+                    br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#,
+                );
+            }
+            respond(
+                &mut conn,
+                "200 OK",
+                &manifest_headers(&blobs.manifest_digest),
+                &blobs.manifest,
+            )
+        }
+        (_, "blob") => {
+            if let Some(cdn) = config.redirect_blobs_to {
+                return respond(
+                    &mut conn,
+                    "307 Temporary Redirect",
+                    &[(
+                        "Location",
+                        format!("http://{cdn}/cdn/{reference}?sig=secret"),
+                    )],
+                    b"",
+                );
+            }
+            if reference == blobs.config_digest {
+                return respond(&mut conn, "200 OK", &[], &blobs.config);
+            }
+            if reference != blobs.layer_digest {
+                return respond(&mut conn, "404 Not Found", &[], b"");
+            }
+            let layer = &blobs.layer;
+            match repo {
+                "truncated" => {
+                    conn.write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+                            layer.len()
+                        )
+                        .as_bytes(),
+                    )?;
+                    conn.write_all(&layer[..layer.len() / 2])?;
+                    conn.flush()
+                }
+                "endless" => {
+                    conn.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")?;
+                    conn.write_all(layer)?;
+                    let junk = vec![0u8; 64 * 1024];
+                    loop {
+                        conn.write_all(&junk)?;
+                    }
+                }
+                "slow" => {
+                    conn.write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+                            layer.len()
+                        )
+                        .as_bytes(),
+                    )?;
+                    for piece in layer.chunks(32 * 1024) {
+                        conn.write_all(piece)?;
+                        conn.flush()?;
+                        seen.lock().unwrap().slow_sent += piece.len();
+                        std::thread::sleep(Duration::from_millis(60));
+                    }
+                    Ok(())
+                }
+                _ => respond(&mut conn, "200 OK", &[], layer),
+            }
+        }
+        _ => respond(&mut conn, "404 Not Found", &[], b""),
+    }
+}
+
+fn fault_server_or_skip() -> Option<(FaultServer, Blobs)> {
+    let fixtures = fixtures_or_skip()?;
+    let blobs = busybox_blobs(&fixtures);
+    Some((
+        FaultServer::start(blobs.clone(), FaultConfig::default()),
+        blobs,
+    ))
+}
+
+/// After a failed pull: nothing listed, and the store is consistent.
+fn assert_nothing_half_written(env: &Env) {
+    assert!(env.image_names().is_empty(), "{:?}", env.image_names());
+    env.check_clean();
+    let tmp = env.store.root().join("tmp");
+    let leftovers: Vec<_> = std::fs::read_dir(&tmp)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "left in tmp/: {leftovers:?}");
+}
+
+#[test]
+fn the_fault_server_serves_a_good_image() {
+    let Some((server, blobs)) = fault_server_or_skip() else {
+        return;
+    };
+    let env = Env::new();
+    let image = format!("{}/good:latest", server.host());
+    let out = env.ok(&["pull", &image]);
+    assert!(out.contains(&blobs.manifest_digest), "{out}");
+    assert_eq!(env.image_names(), vec![image]);
+    env.check_clean();
+}
+
+#[test]
+fn digest_mismatches_are_refused() {
+    let Some((server, blobs)) = fault_server_or_skip() else {
+        return;
+    };
+    let env = Env::new();
+    // By tag, with a Docker-Content-Digest header that does not match the body.
+    let image = format!("{}/wrongdigest:latest", server.host());
+    let err = env.fails(&["pull", &image]);
+    assert!(
+        err.contains(&image) && err.contains("digest mismatch"),
+        "{err}"
+    );
+    // By digest, when the registry returns other content.
+    let want = format!("sha256:{}", "2".repeat(64));
+    let image = format!("{}/wrongdigest@{want}", server.host());
+    let err = env.fails(&["pull", &image]);
+    assert!(
+        err.contains("digest mismatch") && err.contains(&want),
+        "{err}"
+    );
+    assert!(err.contains(&blobs.manifest_digest), "{err}");
+    // A config whose diff_id does not match the layer content.
+    let image = format!("{}/baddiffid:latest", server.host());
+    let err = env.fails(&["pull", &image]);
+    assert!(err.contains(&image) && err.contains("diff_id"), "{err}");
+    assert_nothing_half_written(&env);
+}
+
+#[test]
+fn oversized_manifests_are_capped() {
+    let Some((server, _)) = fault_server_or_skip() else {
+        return;
+    };
+    let env = Env::new();
+    for repo in ["bigmanifest", "endlessmanifest"] {
+        let image = format!("{}/{repo}:latest", server.host());
+        let err = env.fails(&["pull", &image]);
+        assert!(err.contains(&image), "{err}");
+        assert!(err.contains("larger than the 4 MiB limit"), "{err}");
+    }
+    assert_nothing_half_written(&env);
+}
+
+#[test]
+fn truncated_and_endless_blobs_fail_and_leave_nothing() {
+    let Some((server, blobs)) = fault_server_or_skip() else {
+        return;
+    };
+    let env = Env::new();
+    let image = format!("{}/truncated:latest", server.host());
+    let err = env.fails(&["pull", &image]);
+    assert!(err.contains(&image) && err.contains("truncated"), "{err}");
+    assert!(err.contains(&blobs.layer_digest), "{err}");
+    // Truncation is transient: it was retried before giving up.
+    assert!(err.contains("gave up after 5 attempts"), "{err}");
+    assert_eq!(
+        server.hits(&format!("truncated/blobs/{}", blobs.layer_digest)),
+        5
+    );
+
+    let image = format!("{}/endless:latest", server.host());
+    let err = env.fails(&["pull", &image]);
+    assert!(err.contains(&image) && err.contains("longer than"), "{err}");
+    // Not retried: the registry is wrong, not the network.
+    assert_eq!(
+        server.hits(&format!("endless/blobs/{}", blobs.layer_digest)),
+        1
+    );
+    assert_nothing_half_written(&env);
+
+    // A retry against a sane registry completes into the same store.
+    env.ok(&["pull", &format!("{}/good:latest", server.host())]);
+    env.check_clean();
+}
+
+#[test]
+fn server_errors_are_retried() {
+    let Some((server, blobs)) = fault_server_or_skip() else {
+        return;
+    };
+    let env = Env::new();
+    // Every path answers 503 once, then works.
+    let image = format!("{}/flaky:latest", server.host());
+    env.ok(&["pull", &image]);
+    assert_eq!(env.image_names(), vec![image]);
+    assert_eq!(server.hits("flaky/manifests/latest"), 2);
+    assert_eq!(
+        server.hits(&format!("flaky/blobs/{}", blobs.layer_digest)),
+        2
+    );
+    env.check_clean();
+
+    // Always 500: gives up with the status.
+    let env = Env::new();
+    let image = format!("{}/broken:latest", server.host());
+    let err = env.fails(&["pull", &image]);
+    assert!(err.contains(&image) && err.contains("500"), "{err}");
+    assert!(err.contains("gave up after 5 attempts"), "{err}");
+    assert_nothing_half_written(&env);
+}
+
+#[test]
+fn credentials_do_not_follow_redirects_to_other_hosts() {
+    let Some(fixtures) = fixtures_or_skip() else {
+        return;
+    };
+    let blobs = busybox_blobs(&fixtures);
+    let cdn = FaultServer::start(blobs.clone(), FaultConfig::default());
+    let registry = FaultServer::start(
+        blobs.clone(),
+        FaultConfig {
+            basic_auth: Some("alice:s3cret".to_string()),
+            redirect_blobs_to: Some(cdn.addr),
+        },
+    );
+    let env = Env::new();
+    let image = format!("{}/private:latest", registry.host());
+    // Anonymous: refused by the registry.
+    let err = env.fails(&["pull", &image]);
+    assert!(err.contains("unauthorized"), "{err}");
+    // With credentials in the auth file: the registry sees them, the CDN never does.
+    let auth = serde_json::json!({"auths": {registry.host(): {"auth": base64("alice:s3cret")}}});
+    std::fs::write(env.auth_file(), auth.to_string()).unwrap();
+    env.ok(&["pull", &image]);
+    let reg_seen = registry.seen.lock().unwrap();
+    assert!(
+        reg_seen
+            .auth
+            .iter()
+            .any(|(p, had)| p.contains("/manifests/") && *had),
+        "the registry never got credentials: {:?}",
+        reg_seen.auth
+    );
+    let cdn_seen = cdn.seen.lock().unwrap();
+    assert!(
+        cdn_seen.auth.iter().any(|(p, _)| p.starts_with("/cdn/")),
+        "the blobs were not fetched through the redirect: {:?}",
+        cdn_seen.auth
+    );
+    assert!(
+        cdn_seen.auth.iter().all(|(_, had)| !had),
+        "credentials were sent to the redirect target: {:?}",
+        cdn_seen.auth
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Crashes and concurrency
+
+#[test]
+fn sigkill_mid_download_leaves_a_clean_store_and_the_next_pull_completes() {
+    let Some((server, blobs)) = fault_server_or_skip() else {
+        return;
+    };
+    let env = Env::new();
+    let slow = format!("{}/slow:latest", server.host());
+    let mut child = env
+        .cmd(&["pull", &slow])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn gcr pull");
+    // Wait until part of the layer has been sent, then kill.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.seen.lock().unwrap().slow_sent < blobs.layer.len() / 4 {
+        assert!(
+            Instant::now() < deadline,
+            "the slow layer download never started"
+        );
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("gcr pull ended before it was killed: {status:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().expect("SIGKILL gcr pull");
+    let _ = child.wait();
+    assert!(env.image_names().is_empty());
+    env.check_clean();
+    env.ok(&["pull", &format!("{}/good:latest", server.host())]);
+    env.check_clean();
+    assert_eq!(env.image_names().len(), 1);
+}
+
+#[test]
+fn sigkill_at_various_moments_of_a_real_pull() {
+    let Some(reg) = registry_or_skip() else {
+        return;
+    };
+    let image = format!("{reg}/debian:bookworm");
+    let env = Env::new();
+    for delay_ms in [150u64, 600, 1500, 3000] {
+        let mut child = env
+            .cmd(&["pull", &image])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn gcr pull");
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        env.check_clean();
+        // A pull that finished before the kill is fine; start over for the next moment.
+        if !env.image_names().is_empty() {
+            env.ok(&["rmi", &image]);
+            env.ok(&["system", "prune", "-a", "-f"]);
+        }
+    }
+    env.ok(&["pull", &image]);
+    env.check_clean();
+    assert_eq!(env.image_names(), vec![image]);
+}
+
+#[test]
+fn concurrent_pulls_of_one_image_both_succeed() {
+    let Some(reg) = registry_or_skip() else {
+        return;
+    };
+    let env = Env::new();
+    let image = format!("{reg}/debian:bookworm");
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            env.cmd(&["pull", &image])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn gcr pull")
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "a concurrent pull failed: {}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(env.image_names(), vec![image]);
+    env.check_clean();
+    // Stored once: one image, one layer blob + config + manifest.
+    let ids = env.ok(&["images", "-q"]);
+    assert_eq!(ids.lines().count(), 1, "{ids}");
+    assert_eq!(env.blob_count(), 3);
+}
+
+#[test]
+fn the_busybox_layer_is_read_once_per_pull() {
+    // Layers are streamed once: one GET per missing blob, none for blobs already present.
+    let Some((server, blobs)) = fault_server_or_skip() else {
+        return;
+    };
+    let env = Env::new();
+    env.ok(&["pull", &format!("{}/good:latest", server.host())]);
+    assert_eq!(
+        server.hits(&format!("good/blobs/{}", blobs.layer_digest)),
+        1
+    );
+    env.ok(&["pull", &format!("{}/good:latest", server.host())]);
+    assert_eq!(
+        server.hits(&format!("good/blobs/{}", blobs.layer_digest)),
+        1
+    );
+}

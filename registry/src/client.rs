@@ -283,7 +283,7 @@ impl RegistryClient {
             candidates.push((url("http")?, build_http(opts, cas, true)));
         }
 
-        let mut last_err = None;
+        let mut first_err = None;
         let count = candidates.len();
         for (i, (base, http)) in candidates.into_iter().enumerate() {
             let http = http.map_err(|d| connect_err(format!("cannot set up http client: {d}")))?;
@@ -309,12 +309,16 @@ impl RegistryClient {
                     if has_next =>
                 {
                     tracing::debug!(registry, error = %e, "trying the next scheme");
-                    last_err = Some(e);
+                    // The first scheme is the expected one; its error explains best.
+                    first_err.get_or_insert(e);
+                }
+                Err(e @ (RegistryError::Connect { .. } | RegistryError::Tls { .. })) => {
+                    return Err(first_err.unwrap_or(e))
                 }
                 Err(e) => return Err(e),
             }
         }
-        Err(last_err.unwrap_or_else(|| connect_err("no endpoint to try".to_string())))
+        Err(first_err.unwrap_or_else(|| connect_err("no endpoint to try".to_string())))
     }
 
     pub fn registry(&self) -> &str {
