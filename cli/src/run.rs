@@ -10,7 +10,11 @@ use serde_json::Value;
 use crate::Context;
 
 #[derive(Args, Debug)]
+#[command(disable_help_flag = true)]
 pub struct RunArgs {
+    /// Print help (`-h` is --hostname, as in Docker)
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
     /// Keep standard input open
     #[arg(short, long)]
     interactive: bool,
@@ -231,12 +235,300 @@ pub fn parse_volume(spec: &str) -> anyhow::Result<Volume> {
     })
 }
 
-pub fn run(_ctx: &Context, args: RunArgs) -> anyhow::Result<u8> {
-    if args.detach {
-        bail!("gcr run -d is not supported yet: run in the foreground");
+pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<u8> {
+    match run_inner(ctx, args) {
+        Ok(code) => Ok(code),
+        Err(RunFailure::Runtime(err)) => {
+            eprintln!("error: {err}");
+            Ok(u8::try_from(err.exit_code()).unwrap_or(crate::EXIT_GCR_FAILED))
+        }
+        Err(RunFailure::Other(err)) => Err(err),
     }
-    let _env = command_line_env(&args)?;
-    bail!("gcr run is not supported yet")
+}
+
+/// A runtime error keeps its own exit status (126, 127); everything else is 125.
+enum RunFailure {
+    Runtime(gcr_runtime::RuntimeError),
+    Other(anyhow::Error),
+}
+
+impl From<anyhow::Error> for RunFailure {
+    fn from(err: anyhow::Error) -> Self {
+        RunFailure::Other(err)
+    }
+}
+
+impl From<gcr_storage::StoreError> for RunFailure {
+    fn from(err: gcr_storage::StoreError) -> Self {
+        RunFailure::Other(err.into())
+    }
+}
+
+fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
+    if args.detach {
+        return Err(
+            anyhow::anyhow!("gcr run -d is not supported yet: run in the foreground").into(),
+        );
+    }
+    let env_overrides = command_line_env(&args)?;
+    let volumes = args
+        .volume
+        .iter()
+        .map(|v| parse_volume(v))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let store = ctx.open_store()?;
+    let container_id = new_container_id()?;
+    let state_dir = store.container_dir(&container_id)?;
+
+    // What to run: an image's layers, or a plain directory.
+    let (rootfs, image, command, image_id) = match &args.rootfs {
+        Some(dir) => {
+            let meta = std::fs::metadata(dir)
+                .with_context(|| format!("rootfs {} does not exist", dir.display()))?;
+            if !meta.is_dir() {
+                return Err(anyhow::anyhow!(
+                    "rootfs {} is not a directory: give a directory holding a root filesystem",
+                    dir.display()
+                )
+                .into());
+            }
+            let dir = std::fs::canonicalize(dir)
+                .with_context(|| format!("cannot resolve rootfs {}", dir.display()))?;
+            (
+                gcr_runtime::RootfsSource::Directory(dir),
+                ImageProcess::default(),
+                args.args.clone(),
+                None,
+            )
+        }
+        None => {
+            let (name, command) = args
+                .args
+                .split_first()
+                .ok_or_else(|| anyhow::anyhow!("no image given: gcr run IMAGE [COMMAND]"))?;
+            let record = match crate::images::find_image(&store, name) {
+                Ok(record) => record,
+                Err(_) => {
+                    pull_missing(ctx, name, args.platform.as_deref())?;
+                    crate::images::find_image(&store, name)?
+                }
+            };
+            let config_bytes = store.image_config_bytes(&record)?;
+            let config: Value = serde_json::from_slice(&config_bytes)
+                .with_context(|| format!("image config of {name} is not JSON"))?;
+            let upper = state_dir.join("upper");
+            let work = state_dir.join("work");
+            let lower = record
+                .layers
+                .iter()
+                .rev()
+                .map(|diff_id| store.layer_dir(diff_id))
+                .collect();
+            (
+                gcr_runtime::RootfsSource::Overlay {
+                    lower,
+                    upper,
+                    work,
+                    userxattr: gcr_runtime::userns::rootless_ids().is_some(),
+                },
+                ImageProcess::from_config(&config),
+                command.to_vec(),
+                Some(record.id.clone()),
+            )
+        }
+    };
+
+    let argv = process_args(&image, args.entrypoint.as_deref(), &command);
+    if argv.is_empty() {
+        return Err(anyhow::anyhow!(
+            "no command to run: the image has no ENTRYPOINT or CMD; give one after the image"
+        )
+        .into());
+    }
+    let hostname = args
+        .hostname
+        .clone()
+        .unwrap_or_else(|| container_id[..12].to_string());
+    let mut base_env = vec![format!("HOSTNAME={hostname}")];
+    if !image.env.iter().any(|e| e.starts_with("PATH=")) {
+        base_env
+            .push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string());
+    }
+    let env = merge_env(&merge_env(&base_env, &image.env), &env_overrides);
+
+    let mut spec = gcr_runtime::docker_default_spec();
+    spec.set_hostname(Some(hostname));
+    if let Some(mut process) = spec.process().clone() {
+        process.set_args(Some(argv));
+        process.set_env(Some(env));
+        let cwd = args
+            .workdir
+            .clone()
+            .filter(|w| !w.is_empty())
+            .or_else(|| Some(image.working_dir.clone()).filter(|w| !w.is_empty()))
+            .unwrap_or_else(|| "/".to_string());
+        if !cwd.starts_with('/') {
+            return Err(
+                anyhow::anyhow!("working directory {cwd:?} must be an absolute path").into(),
+            );
+        }
+        process.set_cwd(PathBuf::from(cwd));
+        process.set_terminal(Some(args.tty));
+        spec.set_process(Some(process));
+    }
+    apply_security(&mut spec, &args)?;
+    match args.network.as_str() {
+        "none" => {}
+        "host" => gcr_runtime::remove_namespace(
+            &mut spec,
+            oci_spec::runtime::LinuxNamespaceType::Network,
+        ),
+        other => {
+            return Err(anyhow::anyhow!(
+                "unknown --network {other:?}: use none or host (private networks are not supported yet)"
+            )
+            .into())
+        }
+    }
+    match args.userns.as_deref() {
+        None | Some("") | Some("host") => {}
+        Some(other) => {
+            return Err(anyhow::anyhow!(
+                "--userns={other} is not supported yet: rootless gcr always runs in its own user namespace; as root use --userns=host"
+            )
+            .into())
+        }
+    }
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for volume in &volumes {
+        mounts.push(gcr_runtime::bind_mount(
+            &volume.source,
+            Path::new(&volume.destination),
+            volume.read_only,
+        ));
+    }
+    for tmpfs in &args.tmpfs {
+        let (destination, options) = tmpfs.split_once(':').unwrap_or((tmpfs.as_str(), ""));
+        if !destination.starts_with('/') {
+            return Err(anyhow::anyhow!(
+                "invalid --tmpfs {tmpfs:?}: the destination must be an absolute path"
+            )
+            .into());
+        }
+        mounts.push(gcr_runtime::tmpfs_mount(Path::new(destination), options));
+    }
+    spec.set_mounts(Some(mounts));
+    if args.read_only {
+        if let Some(mut root) = spec.root().clone() {
+            root.set_readonly(Some(true));
+            spec.set_root(Some(root));
+        }
+    }
+
+    // Record the container before anything is created for it, so `gcr system check` and
+    // `rmi` know the image is in use.
+    match &image_id {
+        Some(id) => store.register_container(&container_id, id)?,
+        None => std::fs::create_dir_all(&state_dir)
+            .with_context(|| format!("cannot create {}", state_dir.display()))?,
+    }
+    if let Some(name) = &args.name {
+        std::fs::write(state_dir.join("name"), name)
+            .with_context(|| format!("cannot record the name in {}", state_dir.display()))?;
+    }
+    if let gcr_runtime::RootfsSource::Overlay { upper, work, .. } = &rootfs {
+        for dir in [upper, work] {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+    }
+    let mut options = gcr_runtime::RunOptions::new(rootfs, container_id.clone(), &state_dir);
+    options.tty = args.tty;
+    options.stdin = args.interactive;
+    options.init = args.init;
+    options.user = args
+        .user
+        .clone()
+        .or_else(|| Some(image.user.clone()))
+        .filter(|u| !u.is_empty());
+
+    let result = gcr_runtime::run_container(&spec, &options);
+    // A container that never started leaves nothing behind; --rm removes it after it ran.
+    let started =
+        matches!(&result, Ok(_)) || matches!(&result, Err(gcr_runtime::RuntimeError::Exec { .. }));
+    if args.rm || !started || image_id.is_none() {
+        if let Err(err) = store.unregister_container(&container_id) {
+            tracing::warn!(%err, "cannot remove the container's files");
+        }
+    }
+    match result {
+        Ok(code) => Ok((code & 0xff) as u8),
+        Err(err) => Err(RunFailure::Runtime(err)),
+    }
+}
+
+/// `--privileged`, `--cap-add/--cap-drop` and `--security-opt`, in the order Docker applies them.
+fn apply_security(spec: &mut gcr_runtime::Spec, args: &RunArgs) -> anyhow::Result<()> {
+    if args.privileged {
+        gcr_runtime::set_privileged(spec);
+    }
+    if !args.cap_add.is_empty() || !args.cap_drop.is_empty() {
+        gcr_runtime::set_capabilities(spec, &args.cap_add, &args.cap_drop)?;
+    }
+    for option in &args.security_opt {
+        let (key, value) = option
+            .split_once(['=', ':'])
+            .unwrap_or((option.as_str(), ""));
+        match (key, value) {
+            ("seccomp", "unconfined") => gcr_runtime::set_seccomp_profile(spec, None)?,
+            ("seccomp", file) if !file.is_empty() => {
+                if !args.privileged {
+                    gcr_runtime::set_seccomp_profile(spec, Some(Path::new(file)))?;
+                }
+            }
+            ("no-new-privileges", "" | "true") => {
+                if let Some(mut process) = spec.process().clone() {
+                    process.set_no_new_privileges(Some(true));
+                    spec.set_process(Some(process));
+                }
+            }
+            ("no-new-privileges", "false") => {}
+            ("apparmor" | "label", _) => {
+                tracing::warn!(option, "ignored: gcr has no AppArmor or SELinux support");
+            }
+            _ => bail!(
+                "unknown --security-opt {option:?}: use seccomp=unconfined, seccomp=FILE or no-new-privileges"
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// 64 hex digits: sha256 of fresh random bytes, like Docker's container IDs.
+fn new_container_id() -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("cannot read /dev/urandom for a container id")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Pulls a missing image in a child `gcr pull`, so this process never starts the threads of
+/// an async runtime before it forks the container.
+fn pull_missing(ctx: &Context, name: &str, platform: Option<&str>) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("cannot find the gcr binary to pull with")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--root").arg(&ctx.root).arg("pull").arg("-q");
+    if let Some(platform) = platform {
+        cmd.arg("--platform").arg(platform);
+    }
+    cmd.arg(name).stdout(std::process::Stdio::null());
+    let status = cmd.status().context("cannot start gcr pull")?;
+    if !status.success() {
+        bail!("image {name} is not in the store and could not be pulled");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
