@@ -66,11 +66,14 @@ pub fn build(_ctx: &Context, args: BuildArgs) -> anyhow::Result<u8> {
         }
     }
     let file_name = path.display().to_string();
-    let _ = (&source, &build_args);
-    bail!("{file_name}: gcr build --check is being wired to the grammar crate");
-    #[allow(unreachable_code)]
-    {
-        println!("{file_name}: ok");
-        Ok(0)
+    let diagnostics =
+        gcr_grammar::check_containerfile(&source, &file_name, &build_args, args.target.as_deref());
+    for diagnostic in &diagnostics {
+        eprintln!("{}", diagnostic.render());
     }
+    if diagnostics.iter().any(|d| d.is_error()) {
+        return Ok(1);
+    }
+    println!("{file_name}: ok");
+    Ok(0)
 }
