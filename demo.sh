@@ -31,3 +31,5 @@ show "$GCR" --root "$STORE" history 127.0.0.1:5000/debian:bookworm
 show "$GCR" --root "$STORE" system check
 show "$GCR" --root "$STORE" system df
 show skopeo inspect --format '{{.Digest}} {{.Architecture}}' "oci:$STORE:127.0.0.1:5000/busybox:latest"
+show "$GCR" --root "$STORE" run --rm 127.0.0.1:5000/busybox:latest sh -c 'echo "hello from $(hostname)"; id; ps'
+show "$GCR" --root "$STORE" run --rm --network none 127.0.0.1:5000/debian:bookworm cat /etc/os-release
