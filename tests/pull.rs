@@ -537,14 +537,9 @@ fn forward(listen: SocketAddr, target: SocketAddr) -> SocketAddr {
     addr
 }
 
-#[test]
-fn tls_failures_name_certs_d_and_tls_verify_false_gets_past_them() {
-    let Some((tls, _, _)) = tls_registry_or_skip() else {
-        return;
-    };
-    let target: SocketAddr = tls.parse().expect("GCR_TEST_TLS_REGISTRY is ip:port");
-    // The machine's host name reaches the registry by a name with no certs.d entry and not
-    // loopback by name, so gcr must use verified HTTPS and fail on the self-signed CA.
+/// The machine's host name and an address it resolves to: a name for a local server that is
+/// neither in certs.d nor loopback by name, so gcr must treat it as a remote registry.
+fn host_name_address() -> (String, std::net::IpAddr) {
     let host = String::from_utf8_lossy(&Command::new("hostname").output().unwrap().stdout)
         .trim()
         .to_string();
@@ -552,8 +547,18 @@ fn tls_failures_name_certs_d_and_tls_verify_false_gets_past_them() {
         .ok()
         .and_then(|mut a| a.find(|a| a.is_ipv4()))
         .unwrap_or_else(|| panic!("host name {host:?} does not resolve"));
-    let listen = SocketAddr::new(addr.ip(), 0);
-    let port = forward(listen, target).port();
+    (host, addr.ip())
+}
+
+#[test]
+fn tls_failures_name_certs_d_and_tls_verify_false_gets_past_them() {
+    let Some((tls, _, _)) = tls_registry_or_skip() else {
+        return;
+    };
+    let target: SocketAddr = tls.parse().expect("GCR_TEST_TLS_REGISTRY is ip:port");
+    // Verified HTTPS fails on the self-signed CA (no certs.d entry for this name).
+    let (host, ip) = host_name_address();
+    let port = forward(SocketAddr::new(ip, 0), target).port();
     let image = format!("{host}:{port}/private/busybox:latest");
     let env = Env::new();
     let err = env.fails(&["pull", &image]);
@@ -567,6 +572,27 @@ fn tls_failures_name_certs_d_and_tls_verify_false_gets_past_them() {
     // Without verification the connection is made and the registry's auth is what stops us.
     let err = env.fails(&["pull", "--tls-verify=false", &image]);
     assert!(err.contains("unauthorized"), "{err}");
+}
+
+#[test]
+fn plain_http_is_only_for_loopback_or_tls_verify_false() {
+    let Some((server, _)) = fault_server_or_skip() else {
+        return;
+    };
+    // The same plain-HTTP registry under a non-loopback name: HTTPS is required...
+    let (host, ip) = host_name_address();
+    let port = forward(SocketAddr::new(ip, 0), server.addr).port();
+    let image = format!("{host}:{port}/good:latest");
+    let env = Env::new();
+    let err = env.fails(&["pull", &image]);
+    assert!(err.contains(&image) && err.contains("tls"), "{err}");
+    assert!(env.image_names().is_empty());
+    // ...unless verification is off, which falls back to HTTP.
+    env.ok(&["pull", "--tls-verify=false", &image]);
+    assert_eq!(env.image_names(), vec![image]);
+    // Under its loopback address it is plain HTTP without asking.
+    env.ok(&["pull", &format!("{}/good:latest", server.host())]);
+    env.check_clean();
 }
 
 // ---------------------------------------------------------------------------------------------

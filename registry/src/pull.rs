@@ -225,7 +225,7 @@ where
             Err(e) if e.is_transient() && attempt < opts.retries => {
                 attempt += 1;
                 let delay = backoff(opts.retry_delay, attempt);
-                tracing::warn!(what, attempt, ?delay, error = %e, "retrying");
+                tracing::info!(what, attempt, ?delay, error = %e, "retrying");
                 let _ = events.send(PullEvent::Retrying {
                     what: what.to_string(),
                     attempt,
