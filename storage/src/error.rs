@@ -46,7 +46,9 @@ pub enum StoreError {
     #[error("{what} is larger than the limit of {limit} bytes")]
     TooLarge { what: String, limit: u64 },
     /// A layer media type gcr cannot unpack.
-    #[error("layer {digest} has media type {media_type:?}, which is not a tar layer gcr can unpack")]
+    #[error(
+        "layer {digest} has media type {media_type:?}, which is not a tar layer gcr can unpack"
+    )]
     UnsupportedMediaType { digest: Digest, media_type: String },
     /// The compressed stream is corrupt or uses settings refused for safety.
     #[error("decompressing layer {digest}: {source}")]
@@ -98,7 +100,9 @@ pub enum StoreError {
         candidates: String,
     },
     /// An image is used by containers and `force` was not given.
-    #[error("image {id} is used by container(s) {containers}; remove them first or force the removal")]
+    #[error(
+        "image {id} is used by container(s) {containers}; remove them first or force the removal"
+    )]
     ImageInUse { id: Digest, containers: String },
     /// An image name or container ID that cannot be stored.
     #[error("invalid name {name:?}: {reason}")]

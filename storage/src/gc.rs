@@ -1,15 +1,23 @@
 //! Consistency checks, disk usage and garbage collection.
 
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
 use serde::Serialize;
 
-use crate::digest::Digest;
-use crate::error::StoreError;
+use crate::digest::{Digest, Hasher};
+use crate::error::{IoContext, StoreError};
+use crate::index::{parse_config, parse_manifest, Index};
 use crate::store::Store;
+use crate::{tmp, MAX_DOCUMENT_SIZE};
 
 /// One problem `check` found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
-    /// What kind of object: "blob", "layer", "image", "tmp", "container".
+    /// What kind of object: "blob", "layer", "image" or "index".
     pub kind: &'static str,
     /// The digest, name or path concerned.
     pub subject: String,
@@ -80,22 +88,420 @@ pub struct PruneReport {
     pub reclaimed: u64,
 }
 
+/// Everything the images in the index reference.
+#[derive(Default)]
+struct References {
+    blobs: BTreeSet<Digest>,
+    layers: BTreeSet<Digest>,
+}
+
 impl Store {
-    /// Verify the store: every blob's digest, every image's manifest, config, layer blobs and
-    /// unpacked layers, every layer directory's completeness, stale temporary entries. With
-    /// `repair`, broken objects and the names pointing at them are removed.
-    pub fn check(&self, _repair: bool) -> Result<CheckReport, StoreError> {
-        Ok(CheckReport::default())
+    /// Verify the store: every blob's digest, every layer directory's completeness, every
+    /// image's manifest, config, layer blobs and unpacked layers. With `repair`, broken blobs,
+    /// layers and the images (names) that need them are removed. Stale temporary entries are
+    /// swept by `open` and not reported.
+    pub fn check(&self, repair: bool) -> Result<CheckReport, StoreError> {
+        let _lock = self.lock()?;
+        let mut report = CheckReport::default();
+        let mut bad_blobs = BTreeSet::new();
+        let mut bad_layers = BTreeSet::new();
+
+        for (name, path) in list_dir(&self.blobs_dir())? {
+            report.blobs_checked += 1;
+            let detail = match Digest::from_hex(&name) {
+                Err(_) => Some("not named by a sha256 digest".to_string()),
+                Ok(d) => match hash_file(&path) {
+                    Ok(actual) if actual == d => None,
+                    Ok(actual) => {
+                        bad_blobs.insert(d);
+                        Some(format!("content hashes to {actual}"))
+                    }
+                    Err(e) => {
+                        bad_blobs.insert(d);
+                        Some(format!("cannot be read: {e}"))
+                    }
+                },
+            };
+            if let Some(detail) = detail {
+                let repaired = repair && self.discard_path(&path).is_ok();
+                report.problems.push(Problem {
+                    kind: "blob",
+                    subject: name,
+                    detail,
+                    repaired,
+                });
+            }
+        }
+
+        for (name, path) in list_dir(&self.layers_root())? {
+            report.layers_checked += 1;
+            let detail = match Digest::from_hex(&name) {
+                Err(_) => Some("not named by a sha256 digest".to_string()),
+                Ok(d) => {
+                    let problem = match self.layer_meta(&d) {
+                        Err(_) => Some("incomplete: no readable meta.json".to_string()),
+                        Ok(meta) if meta.diff_id != d => {
+                            Some(format!("meta.json names {}", meta.diff_id))
+                        }
+                        Ok(_) if !self.layer_dir(&d).is_dir() => {
+                            Some("incomplete: no diff directory".to_string())
+                        }
+                        Ok(_) => None,
+                    };
+                    if problem.is_some() {
+                        bad_layers.insert(d);
+                    }
+                    problem
+                }
+            };
+            if let Some(detail) = detail {
+                let repaired = repair && self.discard_path(&path).is_ok();
+                report.problems.push(Problem {
+                    kind: "layer",
+                    subject: name,
+                    detail,
+                    repaired,
+                });
+            }
+        }
+
+        let mut index = match self.read_index() {
+            Ok(index) => index,
+            Err(e) => {
+                let mut repaired = false;
+                if repair {
+                    let backup = self.root().join(format!(
+                        "index.json.corrupt-{}",
+                        chrono::Utc::now().format("%Y%m%dT%H%M%S")
+                    ));
+                    repaired = fs::rename(self.index_path(), &backup).is_ok()
+                        && self
+                            .write_index(&Index {
+                                schema_version: 2,
+                                media_type: None,
+                                manifests: Vec::new(),
+                            })
+                            .is_ok();
+                }
+                report.problems.push(Problem {
+                    kind: "index",
+                    subject: self.index_path().display().to_string(),
+                    detail: format!("{e}; images cannot be listed"),
+                    repaired,
+                });
+                return Ok(report);
+            }
+        };
+        let mut broken_manifests: BTreeMap<Digest, String> = BTreeMap::new();
+        let mut seen = BTreeSet::new();
+        for entry in &index.manifests {
+            if !seen.insert(entry.digest.clone()) {
+                continue;
+            }
+            report.images_checked += 1;
+            if let Some(why) = self.image_problem(&entry.digest, &bad_blobs, &bad_layers) {
+                broken_manifests.insert(entry.digest.clone(), why);
+            }
+        }
+        if !broken_manifests.is_empty() {
+            let names_of = |d: &Digest| -> Vec<String> {
+                index
+                    .manifests
+                    .iter()
+                    .filter(|e| &e.digest == d)
+                    .filter_map(|e| e.annotations.get(crate::REF_NAME_ANNOTATION).cloned())
+                    .collect()
+            };
+            let subjects: Vec<(Digest, String, String)> = broken_manifests
+                .iter()
+                .map(|(d, why)| {
+                    let names = names_of(d);
+                    let subject = if names.is_empty() {
+                        d.to_string()
+                    } else {
+                        format!("{} ({})", names.join(", "), d)
+                    };
+                    (d.clone(), subject, why.clone())
+                })
+                .collect();
+            let mut repaired = false;
+            if repair {
+                index
+                    .manifests
+                    .retain(|e| !broken_manifests.contains_key(&e.digest));
+                repaired = self.write_index(&index).is_ok();
+            }
+            for (_, subject, detail) in subjects {
+                report.problems.push(Problem {
+                    kind: "image",
+                    subject,
+                    detail,
+                    repaired,
+                });
+            }
+        }
+        Ok(report)
+    }
+
+    /// Why the image with this manifest is broken, if it is.
+    fn image_problem(
+        &self,
+        manifest: &Digest,
+        bad_blobs: &BTreeSet<Digest>,
+        bad_layers: &BTreeSet<Digest>,
+    ) -> Option<String> {
+        let usable_blob = |d: &Digest| self.has_blob(d) && !bad_blobs.contains(d);
+        if !usable_blob(manifest) {
+            return Some(format!("manifest blob {manifest} is missing or corrupt"));
+        }
+        let bytes = match self.read_blob(manifest, MAX_DOCUMENT_SIZE) {
+            Ok(b) => b,
+            Err(e) => return Some(e.to_string()),
+        };
+        let m = match parse_manifest(manifest, &bytes) {
+            Ok(m) => m,
+            Err(e) => return Some(e.to_string()),
+        };
+        if !usable_blob(&m.config) {
+            return Some(format!("config blob {} is missing or corrupt", m.config));
+        }
+        let config = match self.read_blob(&m.config, MAX_DOCUMENT_SIZE) {
+            Ok(b) => b,
+            Err(e) => return Some(e.to_string()),
+        };
+        let cfg = match parse_config(&m.config, &config) {
+            Ok(c) => c,
+            Err(e) => return Some(e.to_string()),
+        };
+        for blob in &m.layers {
+            if !usable_blob(blob) {
+                return Some(format!("layer blob {blob} is missing or corrupt"));
+            }
+        }
+        for diff_id in &cfg.diff_ids {
+            if !self.has_layer(diff_id) || bad_layers.contains(diff_id) {
+                return Some(format!("unpacked layer {diff_id} is missing or incomplete"));
+            }
+        }
+        None
+    }
+
+    /// Everything referenced by the images of `index`.
+    fn references(&self, index: &Index) -> References {
+        let mut refs = References::default();
+        for (manifest, (config, m, cfg)) in self.index_images(index) {
+            refs.blobs.insert(manifest);
+            refs.blobs.insert(config);
+            refs.blobs.extend(m.layers);
+            if let Some(cfg) = cfg {
+                refs.layers.extend(cfg.diff_ids);
+            }
+        }
+        // Manifests that could not be parsed still keep their own blob.
+        for e in &index.manifests {
+            refs.blobs.insert(e.digest.clone());
+        }
+        refs
     }
 
     /// Sizes for `gcr system df`.
     pub fn disk_usage(&self) -> Result<DiskUsage, StoreError> {
-        Ok(DiskUsage::default())
+        let index = self.read_index()?;
+        let images = self.index_images(&index);
+        let containers = self.containers()?;
+        let used_ids: BTreeSet<Digest> = containers.iter().filter_map(|(_, i)| i.clone()).collect();
+
+        let blob_size = |d: &Digest| {
+            fs::metadata(self.blob_path(d))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        };
+        let mut all = References::default();
+        let mut active = References::default();
+        let mut active_count = 0;
+        let mut ids = BTreeSet::new();
+        for (manifest, (config, m, cfg)) in &images {
+            ids.insert(config.clone());
+            let in_use = used_ids.contains(config);
+            if in_use {
+                active_count += 1;
+            }
+            let targets: Vec<&mut References> = if in_use {
+                vec![&mut all, &mut active]
+            } else {
+                vec![&mut all]
+            };
+            for refs in targets {
+                refs.blobs.insert(manifest.clone());
+                refs.blobs.insert(config.clone());
+                refs.blobs.extend(m.layers.iter().cloned());
+                if let Some(cfg) = cfg {
+                    refs.layers.extend(cfg.diff_ids.iter().cloned());
+                }
+            }
+        }
+        let size_of = |r: &References| -> u64 {
+            r.blobs.iter().map(blob_size).sum::<u64>()
+                + r.layers.iter().map(|d| self.layer_size(d)).sum::<u64>()
+        };
+        let total = size_of(&all);
+        let images_usage = UsageEntry {
+            count: ids.len() as u64,
+            active: active_count.min(ids.len() as u64),
+            size: total,
+            reclaimable: total.saturating_sub(size_of(&active)),
+        };
+        let containers_size = du(&self.containers_root());
+        let cache_entries = list_dir(&self.cache_dir())?.len() as u64;
+        let cache_size = du(&self.cache_dir());
+        Ok(DiskUsage {
+            images: images_usage,
+            containers: UsageEntry {
+                count: containers.len() as u64,
+                active: 0,
+                size: containers_size,
+                reclaimable: containers_size,
+            },
+            build_cache: UsageEntry {
+                count: cache_entries,
+                active: 0,
+                size: cache_size,
+                reclaimable: cache_size,
+            },
+        })
     }
 
-    /// Remove dangling (unnamed) images, unreferenced blobs and layers, stale temporary
-    /// entries; with `all`, also every image no container uses.
-    pub fn prune(&self, _all: bool) -> Result<PruneReport, StoreError> {
-        Ok(PruneReport::default())
+    /// Remove dangling (unnamed) images, then blobs and layers no image references, and stale
+    /// temporary entries; with `all`, also every image no container uses. Images used by
+    /// containers are never removed. Unreferenced content is kept while a pull or build holds a
+    /// [`crate::Lease`].
+    pub fn prune(&self, all: bool) -> Result<PruneReport, StoreError> {
+        let mut report = PruneReport::default();
+        let _lock = self.lock()?;
+        let mut index = self.read_index()?;
+        let images = self.index_images(&index);
+        let used: BTreeSet<Digest> = self
+            .containers()?
+            .into_iter()
+            .filter_map(|(_, i)| i)
+            .collect();
+        let named: BTreeSet<Digest> = index
+            .manifests
+            .iter()
+            .filter(|e| e.annotations.contains_key(crate::REF_NAME_ANNOTATION))
+            .map(|e| e.digest.clone())
+            .collect();
+        let doomed: BTreeSet<Digest> = images
+            .iter()
+            .filter(|(manifest, (config, _, _))| {
+                !used.contains(config) && (all || !named.contains(*manifest))
+            })
+            .map(|(manifest, _)| manifest.clone())
+            .collect();
+        if !doomed.is_empty() {
+            for e in &index.manifests {
+                if doomed.contains(&e.digest) {
+                    if let Some(n) = e.annotations.get(crate::REF_NAME_ANNOTATION) {
+                        report.untagged.push(n.clone());
+                    }
+                }
+            }
+            let mut ids: BTreeSet<Digest> = BTreeSet::new();
+            for d in &doomed {
+                if let Some((config, _, _)) = images.get(d) {
+                    ids.insert(config.clone());
+                }
+            }
+            report.images = ids.into_iter().collect();
+            index.manifests.retain(|e| !doomed.contains(&e.digest));
+            self.write_index(&index)?;
+        }
+        if let Some(_gc) = self.try_gc_lease()? {
+            let refs = self.references(&index);
+            for (name, path) in list_dir(&self.blobs_dir())? {
+                let keep = Digest::from_hex(&name).is_ok_and(|d| refs.blobs.contains(&d));
+                if !keep {
+                    let size = fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
+                    self.discard_path(&path)?;
+                    report.blobs += 1;
+                    report.reclaimed += size;
+                }
+            }
+            for (name, path) in list_dir(&self.layers_root())? {
+                let digest = Digest::from_hex(&name).ok();
+                let keep = digest.as_ref().is_some_and(|d| refs.layers.contains(d));
+                if !keep {
+                    let size = digest.map(|d| self.layer_size(&d)).unwrap_or(0);
+                    self.discard_path(&path)?;
+                    report.layers += 1;
+                    report.reclaimed += size;
+                }
+            }
+        } else {
+            tracing::info!("a pull or build is running: unreferenced blobs and layers are kept");
+        }
+        report.tmp = tmp::sweep(&self.tmp_root())?.len() as u64;
+        report.untagged.sort();
+        Ok(report)
     }
+}
+
+/// (name, path) of every entry of a directory; a missing directory is empty.
+fn list_dir(dir: &Path) -> Result<Vec<(String, std::path::PathBuf)>, StoreError> {
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(StoreError::io("reading", dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.ctx("reading", dir)?;
+        out.push((
+            entry.file_name().to_string_lossy().into_owned(),
+            entry.path(),
+        ));
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn hash_file(path: &Path) -> io::Result<Digest> {
+    let mut file = File::open(path)?;
+    let mut hasher = HashWriter(Hasher::new());
+    io::copy(&mut file, &mut hasher)?;
+    Ok(hasher.0.finish())
+}
+
+struct HashWriter(Hasher);
+
+impl io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Apparent size of the regular files under `root` (hardlinks once), never following
+/// symlinks; unreadable parts are skipped.
+fn du(root: &Path) -> u64 {
+    let mut total = 0;
+    let mut seen = HashSet::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(m) = entry.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(entry.path());
+            } else if m.is_file() && (m.nlink() == 1 || seen.insert((m.dev(), m.ino()))) {
+                total += m.len();
+            }
+        }
+    }
+    total
 }

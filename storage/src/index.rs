@@ -73,7 +73,9 @@ pub(crate) struct IndexEntry {
 
 impl IndexEntry {
     fn name(&self) -> Option<&str> {
-        self.annotations.get(REF_NAME_ANNOTATION).map(String::as_str)
+        self.annotations
+            .get(REF_NAME_ANNOTATION)
+            .map(String::as_str)
     }
 }
 
@@ -351,7 +353,9 @@ impl Store {
             }
             match self.record_from_entries(&entry.digest, &index.manifests) {
                 Ok(r) => out.push(r),
-                Err(e) => tracing::warn!(manifest = %entry.digest, error = %e, "skipping broken image; run `gcr system check`"),
+                Err(e) => {
+                    tracing::warn!(manifest = %entry.digest, error = %e, "skipping broken image; run `gcr system check`")
+                }
             }
         }
         out.sort_by(|a, b| b.created.cmp(&a.created).then(a.id.cmp(&b.id)));
@@ -362,7 +366,10 @@ impl Store {
     /// unique prefix (3 or more hex characters) of the ID.
     pub fn resolve_image(&self, name_or_id: &str) -> Result<ImageRecord, StoreError> {
         let images = self.images()?;
-        if let Some(r) = images.iter().find(|r| r.names.iter().any(|n| n == name_or_id)) {
+        if let Some(r) = images
+            .iter()
+            .find(|r| r.names.iter().any(|n| n == name_or_id))
+        {
             return Ok(r.clone());
         }
         let hex = name_or_id.strip_prefix("sha256:").unwrap_or(name_or_id);
@@ -377,10 +384,14 @@ impl Store {
         }
         let is_hex_prefix = hex.len() >= 3
             && hex.len() < 64
-            && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if is_hex_prefix {
-            let mut ids: Vec<&ImageRecord> =
-                images.iter().filter(|r| r.id.hex().starts_with(hex)).collect();
+            let mut ids: Vec<&ImageRecord> = images
+                .iter()
+                .filter(|r| r.id.hex().starts_with(hex))
+                .collect();
             ids.dedup_by(|a, b| a.id == b.id);
             match ids.len() {
                 0 => {}
@@ -417,11 +428,11 @@ impl Store {
         validate_name(name)?;
         let _lock = self.lock()?;
         let mut index = self.read_index()?;
-        let target = self
-            .manifest_for_id(&index, id)?
-            .ok_or_else(|| StoreError::ImageNotFound {
-                reference: id.to_string(),
-            })?;
+        let target =
+            self.manifest_for_id(&index, id)?
+                .ok_or_else(|| StoreError::ImageNotFound {
+                    reference: id.to_string(),
+                })?;
         let previous = index.manifests.clone();
         index.manifests.retain(|e| e.name() != Some(name));
         index.manifests.push(IndexEntry {

@@ -72,11 +72,14 @@ pub(crate) fn codec_for(media_type: &str, digest: &Digest) -> Result<Codec, Stor
 /// longer blob).
 struct BlobTee<'a> {
     inner: &'a mut dyn Read,
-    out: BufWriter<File>,
+    /// The temporary blob file; None when the blob is already stored.
+    out: Option<BufWriter<File>>,
     hash: Hasher,
     limit: u64,
     progress: &'a mut dyn FnMut(u64),
     write_error: Option<io::Error>,
+    /// The source ended.
+    eof: bool,
 }
 
 impl Read for BlobTee<'_> {
@@ -85,10 +88,19 @@ impl Read for BlobTee<'_> {
         if remaining == 0 {
             return Ok(0);
         }
-        let want = buf.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(remaining).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 && want > 0 {
+            self.eof = true;
+        }
         self.hash.update(&buf[..n]);
-        if let Err(e) = self.out.write_all(&buf[..n]) {
+        let written = match self.out.as_mut() {
+            Some(out) => out.write_all(&buf[..n]),
+            None => Ok(()),
+        };
+        if let Err(e) = written {
             // Keep the error for the caller; the decompressor would otherwise misreport it.
             let kind = e.kind();
             self.write_error = Some(e);
@@ -105,11 +117,13 @@ impl Read for BlobTee<'_> {
 struct DiffHasher<R> {
     inner: R,
     hash: Hasher,
+    /// The decompressor (or the source below it) failed, as opposed to the tar parser.
+    failed: bool,
 }
 
 impl<R: Read> Read for DiffHasher<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        let n = self.inner.read(buf).inspect_err(|_| self.failed = true)?;
         self.hash.update(&buf[..n]);
         Ok(n)
     }
@@ -193,16 +207,29 @@ impl Store {
             .ctx("creating", &blob_path)?;
         let mut tee = BlobTee {
             inner: blob,
-            out: BufWriter::with_capacity(256 * 1024, file),
+            out: Some(BufWriter::with_capacity(256 * 1024, file)),
             hash: Hasher::new(),
             limit: expect.size,
             progress,
             write_error: None,
+            eof: false,
         };
         let unpacked = self.unpack_stream(&mut tee, codec, expect, tmp.path());
         // A failed write of the blob file explains any read error that followed it.
         if let Some(e) = tee.write_error.take() {
             return Err(StoreError::io("writing", &blob_path, e));
+        }
+        // A blob of the wrong length explains a decompression or tar error better than the
+        // error itself ("unexpected end of file").
+        if unpacked.is_err()
+            && (tee.hash.len() > expect.size || tee.eof)
+            && tee.hash.len() != expect.size
+        {
+            return Err(StoreError::SizeMismatch {
+                digest: expect.digest.clone(),
+                expected: expect.size,
+                actual: tee.hash.len(),
+            });
         }
         let (diff_id, meta_size) = unpacked?;
         // Read what the decompressor left (e.g. bytes after the compressed stream) so that the
@@ -234,8 +261,15 @@ impl Store {
                 actual: diff_id,
             });
         }
-        let file = tee.out.into_inner().map_err(|e| {
-            StoreError::io("writing", &blob_path, io::Error::new(e.error().kind(), e.to_string()))
+        let out = tee.out.take().ok_or_else(|| {
+            StoreError::io("writing", &blob_path, io::Error::other("blob file missing"))
+        })?;
+        let file = out.into_inner().map_err(|e| {
+            StoreError::io(
+                "writing",
+                &blob_path,
+                io::Error::new(e.error().kind(), e.to_string()),
+            )
         })?;
         file.sync_all().ctx("syncing", &blob_path)?;
         drop(file);
@@ -280,17 +314,15 @@ impl Store {
     ) -> Result<(), StoreError> {
         let codec = codec_for(&expect.media_type, &expect.digest)?;
         let tmp = self.tmp_dir("layer")?;
-        let sink_path = tmp.path().join("blob");
-        let file = File::create(&sink_path).ctx("creating", &sink_path)?;
-        // The copy is small overhead compared to unpacking; it keeps one code path.
         let mut noop = |_| {};
         let mut tee = BlobTee {
             inner: blob,
-            out: BufWriter::new(file),
+            out: None,
             hash: Hasher::new(),
             limit: expect.size,
             progress: &mut noop,
             write_error: None,
+            eof: false,
         };
         let (diff_id, size) = self.unpack_stream(&mut tee, codec, expect, tmp.path())?;
         drain(&mut tee).map_err(|source| StoreError::Read {
@@ -347,6 +379,7 @@ impl Store {
         let mut diff = DiffHasher {
             inner: decoded,
             hash: Hasher::new(),
+            failed: false,
         };
         let layer = work.join("layer");
         let diff_dir = layer.join("diff");
@@ -355,20 +388,21 @@ impl Store {
             .mode(0o755)
             .create(&diff_dir)
             .ctx("creating", &diff_dir)?;
-        let stats = unpack::unpack(&mut diff, &diff_dir, &UnpackOptions::detect()).map_err(
-            |source| match source {
-                unpack::UnpackError::Read { source } if codec != Codec::Plain => {
-                    StoreError::Decompress {
-                        digest: expect.digest.clone(),
-                        source,
-                    }
-                }
-                source => StoreError::Unpack {
+        let stats = match unpack::unpack(&mut diff, &diff_dir, &UnpackOptions::detect()) {
+            Ok(stats) => stats,
+            Err(unpack::UnpackError::Read { source }) if diff.failed => {
+                return Err(StoreError::Decompress {
+                    digest: expect.digest.clone(),
+                    source,
+                })
+            }
+            Err(source) => {
+                return Err(StoreError::Unpack {
                     layer: expect.diff_id.clone(),
                     source,
-                },
-            },
-        )?;
+                })
+            }
+        };
         // Trailing data after the end of the tar: hashed, not unpacked.
         drain(&mut diff).map_err(|source| StoreError::Decompress {
             digest: expect.digest.clone(),

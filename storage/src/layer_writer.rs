@@ -149,10 +149,9 @@ impl LayerWriter {
 
     /// Finish compression, sync the file and move the blob into the store.
     pub fn finish(mut self) -> Result<LayerInfo, StoreError> {
-        let encoder = self
-            .encoder
-            .take()
-            .ok_or_else(|| StoreError::io("finishing", &self.path, io::Error::other("finished twice")))?;
+        let encoder = self.encoder.take().ok_or_else(|| {
+            StoreError::io("finishing", &self.path, io::Error::other("finished twice"))
+        })?;
         let out = match encoder {
             Encoder::Gzip(e) => e.finish().ctx("compressing", &self.path)?,
             Encoder::Zstd(e) => e.finish().ctx("compressing", &self.path)?,
@@ -160,10 +159,13 @@ impl LayerWriter {
         };
         let digest = out.hash.clone().finish();
         let size = out.hash.len();
-        let file = out
-            .inner
-            .into_inner()
-            .map_err(|e| StoreError::io("writing", &self.path, io::Error::new(e.error().kind(), e.to_string())))?;
+        let file = out.inner.into_inner().map_err(|e| {
+            StoreError::io(
+                "writing",
+                &self.path,
+                io::Error::new(e.error().kind(), e.to_string()),
+            )
+        })?;
         file.sync_all().ctx("syncing", &self.path)?;
         drop(file);
         if !self.store.has_blob(&digest) {

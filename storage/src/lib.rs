@@ -28,6 +28,8 @@ mod tmp;
 pub mod unpack;
 
 #[cfg(test)]
+mod store_tests;
+#[cfg(test)]
 mod testutil;
 #[cfg(test)]
 mod unpack_tests;

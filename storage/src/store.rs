@@ -318,7 +318,11 @@ impl Store {
                 fs::rename(tmp_layer, &dest).ctx("renaming layer into", &dest)?;
                 Ok(true)
             }
-            Err(e) => Err(StoreError::io("renaming layer into", dest, io::Error::from(e))),
+            Err(e) => Err(StoreError::io(
+                "renaming layer into",
+                dest,
+                io::Error::from(e),
+            )),
         }
     }
 

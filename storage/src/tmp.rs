@@ -224,27 +224,3 @@ pub(crate) fn sweep(tmp_root: &Path) -> Result<Vec<PathBuf>, StoreError> {
     }
     Ok(removed)
 }
-
-/// List the tmp entries that a sweep would remove, without removing them.
-pub(crate) fn stale_entries(tmp_root: &Path) -> Result<Vec<PathBuf>, StoreError> {
-    let mut stale = Vec::new();
-    let entries = match fs::read_dir(tmp_root) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(stale),
-        Err(e) => return Err(StoreError::io("reading", tmp_root, e)),
-    };
-    for entry in entries {
-        let entry = entry.ctx("reading", tmp_root)?;
-        let name = entry.file_name();
-        let name_str = name.to_string_lossy();
-        if name_str.ends_with(".lock") {
-            continue;
-        }
-        let lock_path = tmp_root.join(format!("{name_str}.lock"));
-        let dead = !lock_path.exists() || try_lock_file(&lock_path, true)?.is_some();
-        if dead {
-            stale.push(entry.path());
-        }
-    }
-    Ok(stale)
-}

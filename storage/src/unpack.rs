@@ -44,11 +44,13 @@ use std::rc::Rc;
 use nix::errno::Errno;
 use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{
-    fchmod, fchmodat, fstatat, futimens, makedev, mkdirat, mknodat, FchmodatFlags, FileStat,
-    Mode, SFlag, UtimensatFlags,
+    fchmod, fchmodat, fstatat, futimens, makedev, mkdirat, mknodat, FchmodatFlags, FileStat, Mode,
+    SFlag, UtimensatFlags,
 };
 use nix::sys::time::TimeSpec;
-use nix::unistd::{fchown, fchownat, linkat, mkfifoat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
+use nix::unistd::{
+    fchown, fchownat, linkat, mkfifoat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags,
+};
 use xattr::FileExt;
 
 /// Most bytes the tar reader may consume between two entries (headers, GNU long names, PAX
@@ -310,7 +312,13 @@ impl Unpacker<'_> {
         let Some((parent, last)) = split_last(&path) else {
             // The layer root itself ("./" or "/").
             if kind == T::Directory {
-                let fd = self.reopen_dir(&self.root.try_clone().map_err(|e| io_err_io("dup", &name, e))?, &name)?;
+                let fd = self.reopen_dir(
+                    &self
+                        .root
+                        .try_clone()
+                        .map_err(|e| io_err_io("dup", &name, e))?,
+                    &name,
+                )?;
                 self.set_metadata(&fd, &meta, &name)?;
                 self.dir_times.push((Vec::new(), meta.mtime));
                 return Ok(());
@@ -370,7 +378,11 @@ impl Unpacker<'_> {
         }
     }
 
-    fn meta<R: Read>(&self, entry: &mut tar::Entry<'_, R>, name: &[u8]) -> Result<Meta, UnpackError> {
+    fn meta<R: Read>(
+        &self,
+        entry: &mut tar::Entry<'_, R>,
+        name: &[u8],
+    ) -> Result<Meta, UnpackError> {
         let header = entry.header();
         let bad = |what: &str, e: io::Error| UnpackError::Entry {
             entry: lossy(name),
@@ -384,7 +396,10 @@ impl Unpacker<'_> {
             0,
         );
         let mut xattrs = Vec::new();
-        if let Some(pax) = entry.pax_extensions().map_err(|source| UnpackError::Read { source })? {
+        if let Some(pax) = entry
+            .pax_extensions()
+            .map_err(|source| UnpackError::Read { source })?
+        {
             for ext in pax {
                 let ext = ext.map_err(|source| UnpackError::Read { source })?;
                 let key = ext.key_bytes();
@@ -417,7 +432,12 @@ impl Unpacker<'_> {
         self.resolve_cached(parent, true, name)
     }
 
-    fn resolve_cached(&mut self, comps: &[u8], create: bool, name: &[u8]) -> Result<OwnedFd, UnpackError> {
+    fn resolve_cached(
+        &mut self,
+        comps: &[u8],
+        create: bool,
+        name: &[u8],
+    ) -> Result<OwnedFd, UnpackError> {
         let key = comps.to_vec();
         if let Some((_, fd)) = self.cache.iter().find(|(k, _)| *k == key) {
             return fd.try_clone().map_err(|e| io_err_io("dup", name, e));
@@ -446,7 +466,9 @@ impl Unpacker<'_> {
             match openat2(&self.root, arg(comps), how) {
                 Ok(fd) => return Ok(fd),
                 // Missing parts, or no openat2 (old kernel, seccomp): walk by hand.
-                Err(Errno::ENOENT | Errno::ENOSYS | Errno::EPERM | Errno::EAGAIN | Errno::EXDEV) => {}
+                Err(
+                    Errno::ENOENT | Errno::ENOSYS | Errno::EPERM | Errno::EAGAIN | Errno::EXDEV,
+                ) => {}
                 Err(e) => return Err(resolve_err(name, comps, e)),
             }
         }
@@ -466,10 +488,8 @@ impl Unpacker<'_> {
         };
         let root = path_fd(&self.root, b".").map_err(|e| io_err("opening layer root", name, e))?;
         let mut stack: Vec<OwnedFd> = vec![root];
-        let mut queue: std::collections::VecDeque<Vec<u8>> = comps
-            .split(|&b| b == b'/')
-            .map(<[u8]>::to_vec)
-            .collect();
+        let mut queue: std::collections::VecDeque<Vec<u8>> =
+            comps.split(|&b| b == b'/').map(<[u8]>::to_vec).collect();
         let mut links = 0u32;
         while let Some(c) = queue.pop_front() {
             match c.as_slice() {
@@ -554,7 +574,13 @@ impl Unpacker<'_> {
 
     /// Remove whatever is at `dir/last` (keeping a directory when `keep_dir`). Returns whether a
     /// directory is there afterwards.
-    fn make_room(&mut self, dir: &OwnedFd, last: &[u8], name: &[u8], keep_dir: bool) -> Result<bool, UnpackError> {
+    fn make_room(
+        &mut self,
+        dir: &OwnedFd,
+        last: &[u8],
+        name: &[u8],
+        keep_dir: bool,
+    ) -> Result<bool, UnpackError> {
         let st = match fstatat(dir, os(last), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             Err(Errno::ENOENT) => return Ok(false),
@@ -598,11 +624,18 @@ impl Unpacker<'_> {
         })?;
         self.stats.bytes += written;
         self.set_metadata(&file, meta, name)?;
-        futimens(&file, &meta.mtime, &meta.mtime).map_err(|e| io_err("setting times of", name, e))?;
+        futimens(&file, &meta.mtime, &meta.mtime)
+            .map_err(|e| io_err("setting times of", name, e))?;
         Ok(())
     }
 
-    fn directory(&mut self, dir: &OwnedFd, comps: &[u8], meta: &Meta, name: &[u8]) -> Result<(), UnpackError> {
+    fn directory(
+        &mut self,
+        dir: &OwnedFd,
+        comps: &[u8],
+        meta: &Meta,
+        name: &[u8],
+    ) -> Result<(), UnpackError> {
         let Some((_, last)) = split_last(comps) else {
             return Ok(());
         };
@@ -632,27 +665,43 @@ impl Unpacker<'_> {
         self.remember(comps.to_vec(), &path_fd, name)
     }
 
-    fn hardlink(&mut self, parent: &[u8], last: &[u8], target: &[u8], name: &[u8]) -> Result<(), UnpackError> {
+    fn hardlink(
+        &mut self,
+        parent: &[u8],
+        last: &[u8],
+        target: &[u8],
+        name: &[u8],
+    ) -> Result<(), UnpackError> {
         let bad = |reason: String| UnpackError::Entry {
             entry: lossy(name),
             reason,
         };
-        let tpath = normalize(target).map_err(|r| bad(format!("hardlink target {:?}: {r}", lossy(target))))?;
+        let tpath = normalize(target)
+            .map_err(|r| bad(format!("hardlink target {:?}: {r}", lossy(target))))?;
         let Some((tparent, tlast)) = split_last(&tpath) else {
             return Err(bad("hardlink with an empty target".to_string()));
         };
-        let tdir = self
-            .resolve_dir(tparent, false, name)
-            .map_err(|_| bad(format!("hardlink target {:?} is not in this layer", lossy(target))))?;
+        let tdir = self.resolve_dir(tparent, false, name).map_err(|_| {
+            bad(format!(
+                "hardlink target {:?} is not in this layer",
+                lossy(target)
+            ))
+        })?;
         let tst = match fstatat(&tdir, os(tlast), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             Err(Errno::ENOENT) => {
-                return Err(bad(format!("hardlink target {:?} is not in this layer", lossy(target))))
+                return Err(bad(format!(
+                    "hardlink target {:?} is not in this layer",
+                    lossy(target)
+                )))
             }
             Err(e) => return Err(io_err("stat hardlink target of", name, e)),
         };
         if file_type(tst) == SFlag::S_IFDIR {
-            return Err(bad(format!("hardlink target {:?} is a directory", lossy(target))));
+            return Err(bad(format!(
+                "hardlink target {:?} is a directory",
+                lossy(target)
+            )));
         }
         let dir = self.resolve_parent(parent, name)?;
         if let Ok(st) = fstatat(&dir, os(last), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
@@ -661,8 +710,14 @@ impl Unpacker<'_> {
             }
         }
         self.make_room(&dir, last, name, false)?;
-        linkat(&tdir, os(tlast), &dir, os(last), nix::fcntl::AtFlags::empty())
-            .map_err(|e| io_err("hardlinking", name, e))
+        linkat(
+            &tdir,
+            os(tlast),
+            &dir,
+            os(last),
+            nix::fcntl::AtFlags::empty(),
+        )
+        .map_err(|e| io_err("hardlinking", name, e))
     }
 
     fn special<R: Read>(
@@ -692,17 +747,34 @@ impl Unpacker<'_> {
             } else {
                 SFlag::S_IFBLK
             };
-            mknodat(&dir, os(last), sflag, perm, makedev(major.into(), minor.into()))
-                .map_err(|e| io_err("creating device", name, e))?;
+            mknodat(
+                &dir,
+                os(last),
+                sflag,
+                perm,
+                makedev(major.into(), minor.into()),
+            )
+            .map_err(|e| io_err("creating device", name, e))?;
         } else {
             mkfifoat(&dir, os(last), perm).map_err(|e| io_err("creating fifo", name, e))?;
         }
         self.lchown(&dir, last, meta, name)?;
         // Just created in our private directory and checked not to be a symlink by O_EXCL-like
         // mknod semantics, so following is safe here (fchmodat cannot skip symlinks portably).
-        fchmodat(&dir, os(last), Mode::from_bits_truncate(meta.mode), FchmodatFlags::FollowSymlink)
-            .map_err(|e| io_err("chmod", name, e))?;
-        let _ = nix::sys::stat::utimensat(&dir, os(last), &meta.mtime, &meta.mtime, UtimensatFlags::NoFollowSymlink);
+        fchmodat(
+            &dir,
+            os(last),
+            Mode::from_bits_truncate(meta.mode),
+            FchmodatFlags::FollowSymlink,
+        )
+        .map_err(|e| io_err("chmod", name, e))?;
+        let _ = nix::sys::stat::utimensat(
+            &dir,
+            os(last),
+            &meta.mtime,
+            &meta.mtime,
+            UtimensatFlags::NoFollowSymlink,
+        );
         Ok(())
     }
 
@@ -744,15 +816,25 @@ impl Unpacker<'_> {
             Err(Errno::ENOENT) => {}
             Err(e) => return Err(io_err("stat", name, e)),
         }
-        mknodat(&dir, os(hidden), SFlag::S_IFCHR, Mode::empty(), makedev(0, 0))
-            .map_err(|e| io_err("creating whiteout", name, e))
+        mknodat(
+            &dir,
+            os(hidden),
+            SFlag::S_IFCHR,
+            Mode::empty(),
+            makedev(0, 0),
+        )
+        .map_err(|e| io_err("creating whiteout", name, e))
     }
 
     // ---- metadata ----
 
     /// chown (or record the owner), then chmod (chown clears setuid bits), then xattrs.
     fn set_metadata(&self, file: &File, meta: &Meta, name: &[u8]) -> Result<(), UnpackError> {
-        match fchown(file, Some(Uid::from_raw(id32(meta.uid))), Some(Gid::from_raw(id32(meta.gid)))) {
+        match fchown(
+            file,
+            Some(Uid::from_raw(id32(meta.uid))),
+            Some(Gid::from_raw(id32(meta.gid))),
+        ) {
             Ok(()) => {}
             Err(e) if chown_refused(e) => {
                 let owner = format!("{}:{}", meta.uid, meta.gid);
@@ -775,7 +857,13 @@ impl Unpacker<'_> {
         Ok(())
     }
 
-    fn lchown(&self, dir: &OwnedFd, last: &[u8], meta: &Meta, name: &[u8]) -> Result<(), UnpackError> {
+    fn lchown(
+        &self,
+        dir: &OwnedFd,
+        last: &[u8],
+        meta: &Meta,
+        name: &[u8],
+    ) -> Result<(), UnpackError> {
         match fchownat(
             dir,
             os(last),
@@ -813,7 +901,13 @@ impl Unpacker<'_> {
                     ) {
                         let _ = self.remember(path.clone(), &fd, b"");
                     }
-                    nix::sys::stat::utimensat(&dir, os(last), mtime, mtime, UtimensatFlags::NoFollowSymlink)
+                    nix::sys::stat::utimensat(
+                        &dir,
+                        os(last),
+                        mtime,
+                        mtime,
+                        UtimensatFlags::NoFollowSymlink,
+                    )
                 }
             };
             if let Err(e) = result {
@@ -868,7 +962,10 @@ fn io_err_io(op: &'static str, name: &[u8], e: io::Error) -> UnpackError {
 fn resolve_err(name: &[u8], path: &[u8], e: Errno) -> UnpackError {
     UnpackError::Entry {
         entry: lossy(name),
-        reason: format!("cannot resolve parent {:?} inside the layer: {e}", lossy(path)),
+        reason: format!(
+            "cannot resolve parent {:?} inside the layer: {e}",
+            lossy(path)
+        ),
     }
 }
 
@@ -898,7 +995,8 @@ fn copy_sparse(src: &mut dyn Read, dst: &mut File) -> Result<u64, CopyError> {
         }
         let chunk = &buf[..filled];
         if filled == CHUNK && chunk.iter().all(|&b| b == 0) {
-            dst.seek(SeekFrom::Current(CHUNK as i64)).map_err(CopyError::Write)?;
+            dst.seek(SeekFrom::Current(CHUNK as i64))
+                .map_err(CopyError::Write)?;
             pending_hole = true;
         } else {
             dst.write_all(chunk).map_err(CopyError::Write)?;

@@ -85,7 +85,11 @@ fn run(f: &Fixture, tar: &[u8]) -> Result<UnpackStats, UnpackError> {
 fn run_guarded(f: &Fixture, tar: &[u8]) -> Result<UnpackStats, UnpackError> {
     let before = snapshot(&f.outside);
     let result = run(f, tar);
-    assert_eq!(before, snapshot(&f.outside), "something outside the layer changed");
+    assert_eq!(
+        before,
+        snapshot(&f.outside),
+        "something outside the layer changed"
+    );
     result
 }
 
@@ -167,7 +171,14 @@ fn e1_root_and_empty_names() {
         let f = fixture();
         // umoci CVE-2021-29136: a symlink for "/." must not redirect the layer root.
         let tar = TarBuilder::new()
-            .raw(name, EntryType::Symlink, 0o777, abs(&f.outside).as_bytes(), b"", &[])
+            .raw(
+                name,
+                EntryType::Symlink,
+                0o777,
+                abs(&f.outside).as_bytes(),
+                b"",
+                &[],
+            )
             .file("victim/pwned", b"x")
             .finish();
         assert!(run_guarded(&f, &tar).is_err(), "{name:?} as a symlink");
@@ -203,8 +214,14 @@ fn e2_write_through_relative_symlink_up_and_out() {
         .file("multi/file", b"pwned")
         .finish();
     run_guarded(&f, &tar).unwrap();
-    assert_eq!(fs::read(f.layer.join("outside/secret")).unwrap(), b"overwritten");
-    assert_eq!(fs::read(f.layer.join("outside/victim/file")).unwrap(), b"pwned");
+    assert_eq!(
+        fs::read(f.layer.join("outside/secret")).unwrap(),
+        b"overwritten"
+    );
+    assert_eq!(
+        fs::read(f.layer.join("outside/victim/file")).unwrap(),
+        b"pwned"
+    );
 }
 
 #[test]
@@ -267,7 +284,10 @@ fn e2_absolute_symlink_parent_is_resolved_in_the_layer() {
         .finish();
     run_guarded(&f, &tar).unwrap();
     assert_eq!(fs::read(f.layer.join("run/act/x")).unwrap(), b"x");
-    assert_eq!(fs::read_link(f.layer.join("var/run")).unwrap(), Path::new("/run"));
+    assert_eq!(
+        fs::read_link(f.layer.join("var/run")).unwrap(),
+        Path::new("/run")
+    );
 }
 
 #[test]
@@ -360,7 +380,11 @@ fn e4_directory_over_symlink_does_not_touch_target() {
             0o777,
             b"",
             b"",
-            &[("SCHILY.xattr.user.pwned", b"1"), ("uid", b"1234"), ("gid", b"1234")],
+            &[
+                ("SCHILY.xattr.user.pwned", b"1"),
+                ("uid", b"1234"),
+                ("gid", b"1234"),
+            ],
         )
         .finish();
     run_guarded(&f, &tar).unwrap();
@@ -535,14 +559,28 @@ fn e10_non_utf8_long_and_deep_names() {
     let mut b = TarBuilder::new();
     b.raw(b"caf\xe9", EntryType::Regular, 0o644, b"", b"latin1", &[])
         .raw(b"new\nline", EntryType::Regular, 0o644, b"", b"nl", &[])
-        .raw(long_path.as_bytes(), EntryType::Regular, 0o644, b"", b"long", &[]);
+        .raw(
+            long_path.as_bytes(),
+            EntryType::Regular,
+            0o644,
+            b"",
+            b"long",
+            &[],
+        );
     let mut deep = String::new();
     for _ in 0..5000 {
         deep.push_str("d/");
         b.raw(deep.as_bytes(), EntryType::Directory, 0o755, b"", b"", &[]);
     }
     deep.push_str("leaf");
-    b.raw(deep.as_bytes(), EntryType::Regular, 0o644, b"", b"deep", &[]);
+    b.raw(
+        deep.as_bytes(),
+        EntryType::Regular,
+        0o644,
+        b"",
+        b"deep",
+        &[],
+    );
     let tar = b.finish();
     let stats = run_guarded(&f, &tar).unwrap();
     assert_eq!(stats.entries, 5004);
@@ -563,7 +601,13 @@ fn e10_non_utf8_long_and_deep_names() {
         .unwrap();
         dir = fs::File::from(fd);
     }
-    let fd = nix::fcntl::openat(&dir, "f", nix::fcntl::OFlag::O_RDONLY, nix::sys::stat::Mode::empty()).unwrap();
+    let fd = nix::fcntl::openat(
+        &dir,
+        "f",
+        nix::fcntl::OFlag::O_RDONLY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .unwrap();
     let mut content = String::new();
     std::io::Read::read_to_string(&mut fs::File::from(fd), &mut content).unwrap();
     assert_eq!(content, "long");
@@ -633,9 +677,20 @@ fn content_modes_owners_times_xattrs_devices() {
             0o600,
             b"",
             b"mine",
-            &[("uid", b"1000"), ("gid", b"1001"), ("SCHILY.xattr.user.note", b"hi")],
+            &[
+                ("uid", b"1000"),
+                ("gid", b"1001"),
+                ("SCHILY.xattr.user.note", b"hi"),
+            ],
         )
-        .raw(b"home/user/link", EntryType::Symlink, 0o777, b"file", b"", &[("uid", b"1000")])
+        .raw(
+            b"home/user/link",
+            EntryType::Symlink,
+            0o777,
+            b"file",
+            b"",
+            &[("uid", b"1000")],
+        )
         .device("dev/null", EntryType::Char, 1, 3)
         .raw(b"dev/fifo", EntryType::Fifo, 0o644, b"", b"", &[])
         .finish();
@@ -644,16 +699,23 @@ fn content_modes_owners_times_xattrs_devices() {
     assert_eq!(su.mode() & 0o7777, 0o4755);
     assert_eq!(su.mtime(), 1234567890);
     assert_eq!(su.mtime_nsec(), 500_000_000);
-    assert_eq!(fs::metadata(f.layer.join("tmp")).unwrap().mode() & 0o7777, 0o1777);
+    assert_eq!(
+        fs::metadata(f.layer.join("tmp")).unwrap().mode() & 0o7777,
+        0o1777
+    );
     let file = fs::metadata(f.layer.join("home/user/file")).unwrap();
     assert_eq!((file.uid(), file.gid()), (1000, 1001));
     assert_eq!(file.mode() & 0o7777, 0o600);
     assert_eq!(
-        xattr::get(f.layer.join("home/user/file"), "user.note").unwrap().as_deref(),
+        xattr::get(f.layer.join("home/user/file"), "user.note")
+            .unwrap()
+            .as_deref(),
         Some(&b"hi"[..])
     );
     assert_eq!(
-        fs::symlink_metadata(f.layer.join("home/user/link")).unwrap().uid(),
+        fs::symlink_metadata(f.layer.join("home/user/link"))
+            .unwrap()
+            .uid(),
         1000
     );
     assert!(fs::symlink_metadata(f.layer.join("dev/fifo"))
@@ -671,7 +733,10 @@ fn content_modes_owners_times_xattrs_devices() {
         assert_eq!(stats.skipped_devices, 1);
     }
     // Directory mtimes survive the entries created inside them.
-    assert_eq!(fs::metadata(f.layer.join("tmp")).unwrap().mtime(), 1_600_000_000);
+    assert_eq!(
+        fs::metadata(f.layer.join("tmp")).unwrap().mtime(),
+        1_600_000_000
+    );
 }
 
 #[test]
@@ -725,5 +790,8 @@ fn sparse_zero_runs_become_holes() {
     let m = fs::metadata(f.layer.join("sparse")).unwrap();
     assert_eq!(m.len(), data.len() as u64);
     assert_eq!(fs::read(f.layer.join("sparse")).unwrap(), data);
-    assert!(m.blocks() * 512 < data.len() as u64, "zeros should be holes");
+    assert!(
+        m.blocks() * 512 < data.len() as u64,
+        "zeros should be holes"
+    );
 }
