@@ -681,7 +681,21 @@ struct FaultConfig {
     basic_auth: Option<String>,
     /// Blob requests are redirected (307) to this server.
     redirect_blobs_to: Option<SocketAddr>,
+    /// The bearer-token flow: /v2/ requests need `Bearer <TOKEN>`, issued by /token.
+    bearer: Option<BearerConfig>,
+    /// This server's own address (set by `start`), for the token realm.
+    own_addr: Option<SocketAddr>,
 }
+
+#[derive(Clone, Default)]
+struct BearerConfig {
+    /// `user:password` the token service requires (anonymous tokens when None).
+    credentials: Option<String>,
+    /// The token service answers with a 5 MiB body.
+    huge_token: bool,
+}
+
+const TOKEN: &str = "gcr-test-token";
 
 struct FaultServer {
     addr: SocketAddr,
@@ -697,9 +711,10 @@ impl Drop for FaultServer {
 }
 
 impl FaultServer {
-    fn start(blobs: Blobs, config: FaultConfig) -> FaultServer {
+    fn start(blobs: Blobs, mut config: FaultConfig) -> FaultServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind fault server");
         let addr = listener.local_addr().unwrap();
+        config.own_addr = Some(addr);
         let seen = Arc::new(Mutex::new(Seen::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let bad = blobs.with_wrong_diff_id();
@@ -801,6 +816,41 @@ fn serve(
         *n += 1;
         *n == 1
     };
+    if let Some(bearer) = &config.bearer {
+        if req.path.starts_with("/token") {
+            if let Some(creds) = &bearer.credentials {
+                if req.authorization.as_deref() != Some(&format!("Basic {}", base64(creds))) {
+                    return respond(&mut conn, "401 Unauthorized", &[], b"{\"details\":\"bad\"}");
+                }
+            }
+            if bearer.huge_token {
+                let mut body = b"{\"token\":\"".to_vec();
+                body.resize(5 * 1024 * 1024, b'x');
+                body.extend_from_slice(b"\"}");
+                return respond(&mut conn, "200 OK", &[], &body);
+            }
+            return respond(
+                &mut conn,
+                "200 OK",
+                &[],
+                format!("{{\"token\":\"{TOKEN}\"}}").as_bytes(),
+            );
+        }
+        if req.path.starts_with("/v2/")
+            && req.authorization.as_deref() != Some(&format!("Bearer {TOKEN}"))
+        {
+            let realm = format!(
+                r#"Bearer realm="http://{}/token",service="fault-registry""#,
+                config.own_addr.expect("own address")
+            );
+            return respond(
+                &mut conn,
+                "401 Unauthorized",
+                &[("WWW-Authenticate", realm)],
+                b"",
+            );
+        }
+    }
     if let Some(expected) = &config.basic_auth {
         let ok = req.authorization.as_deref() == Some(&format!("Basic {}", base64(expected)));
         if !ok && req.path.starts_with("/v2/") {
@@ -1101,6 +1151,7 @@ fn credentials_do_not_follow_redirects_to_other_hosts() {
         FaultConfig {
             basic_auth: Some("alice:s3cret".to_string()),
             redirect_blobs_to: Some(cdn.addr),
+            ..FaultConfig::default()
         },
     );
     let env = Env::new();
@@ -1249,4 +1300,95 @@ fn the_busybox_layer_is_read_once_per_pull() {
         server.hits(&format!("good/blobs/{}", blobs.layer_digest)),
         1
     );
+}
+
+#[test]
+fn bearer_token_flow_anonymous_and_with_credentials() {
+    let Some(fixtures) = fixtures_or_skip() else {
+        return;
+    };
+    let blobs = busybox_blobs(&fixtures);
+
+    // Anonymous tokens (like Docker Hub's public images).
+    let open = FaultServer::start(
+        blobs.clone(),
+        FaultConfig {
+            bearer: Some(BearerConfig::default()),
+            ..FaultConfig::default()
+        },
+    );
+    let env = Env::new();
+    let image = format!("{}/library/thing:latest", open.host());
+    env.ok(&["pull", &image]);
+    assert_eq!(env.image_names(), vec![image]);
+    {
+        let seen = open.seen.lock().unwrap();
+        let token_requests: Vec<&String> = seen
+            .hits
+            .keys()
+            .filter(|p| p.starts_with("/token"))
+            .collect();
+        assert!(
+            token_requests
+                .iter()
+                .any(|p| p.contains("scope=repository%3Alibrary%2Fthing%3Apull")
+                    && p.contains("service=fault-registry")),
+            "{token_requests:?}"
+        );
+    }
+
+    // A token service that wants credentials.
+    let closed = FaultServer::start(
+        blobs.clone(),
+        FaultConfig {
+            bearer: Some(BearerConfig {
+                credentials: Some("bob:hunter2".to_string()),
+                huge_token: false,
+            }),
+            ..FaultConfig::default()
+        },
+    );
+    let env = Env::new();
+    let image = format!("{}/team/app:latest", closed.host());
+    let err = env.fails(&["pull", &image]);
+    assert!(
+        err.contains(&image) && err.contains("unauthorized"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("gcr login {}", closed.host())),
+        "{err}"
+    );
+    let err = env.fails(&["login", "-u", "bob", "-p", "wrong", &closed.host()]);
+    assert!(err.contains("wrong username or password"), "{err}");
+    assert!(!env.auth_file().exists());
+    env.ok(&["login", "-u", "bob", "-p", "hunter2", &closed.host()]);
+    env.ok(&["pull", &image]);
+    assert_eq!(env.image_names(), vec![image.clone()]);
+    env.ok(&["logout", &closed.host()]);
+    let fresh = Env::new();
+    std::fs::copy(env.auth_file(), fresh.auth_file()).unwrap();
+    let err = fresh.fails(&["pull", &image]);
+    assert!(err.contains("unauthorized"), "{err}");
+
+    // A token response over the cap.
+    let huge = FaultServer::start(
+        blobs,
+        FaultConfig {
+            bearer: Some(BearerConfig {
+                credentials: None,
+                huge_token: true,
+            }),
+            ..FaultConfig::default()
+        },
+    );
+    let env = Env::new();
+    let image = format!("{}/x:latest", huge.host());
+    let err = env.fails(&["pull", &image]);
+    assert!(err.contains(&image), "{err}");
+    assert!(
+        err.contains("token response") && err.contains("4 MiB"),
+        "{err}"
+    );
+    assert_nothing_half_written(&env);
 }
