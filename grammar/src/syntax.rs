@@ -364,7 +364,7 @@ pub fn parse_syntax(source: &str) -> Result<SyntaxTree, ParseError> {
         done: false,
         directives: Directives::default(),
     };
-    let mut instructions = Vec::new();
+    let mut instructions = Vec::with_capacity(lines.len() / 2 + 1);
     let mut empty_continuation_lines = Vec::new();
     let mut index = 0;
     while index < lines.len() {
@@ -418,10 +418,10 @@ pub fn parse_syntax(source: &str) -> Result<SyntaxTree, ParseError> {
             });
             logical.push_str(piece);
         }
-        let mut instruction = parse_logical_line(&logical, escape, 0, pieces, start_line)?;
+        let mut instruction = parse_logical_line(logical, escape, 0, pieces, start_line)?;
         instruction.end_line = last_line;
-        if can_contain_heredoc(&instruction) && logical.contains("<<") {
-            let markers = heredocs_from_line(&logical).map_err(|message| {
+        if can_contain_heredoc(&instruction) && instruction.original.contains("<<") {
+            let markers = heredocs_from_line(&instruction.original).map_err(|message| {
                 let mut e = instruction.error(0, message);
                 e.line = start_line;
                 e
@@ -521,6 +521,9 @@ fn heredocs_from_line(line: &str) -> Result<Vec<HeredocMarker>, String> {
 /// unquoted to the delimiter. `Ok(None)` when the word is not a marker; an error for
 /// unbalanced quotes in the delimiter.
 pub fn parse_heredoc_marker(word: &str) -> Result<Option<HeredocMarker>, String> {
+    if !word.contains("<<") {
+        return Ok(None);
+    }
     let Ok(mut pairs) = Grammar::parse(Rule::heredoc_marker, word) else {
         return Ok(None);
     };
@@ -588,7 +591,30 @@ struct Split {
     rest_offset: usize,
 }
 
+/// Splits keyword, flags and rest. Lines whose arguments do not start with `--` have no
+/// flags, and their split is plain (keyword up to the first separator); only lines with
+/// flags go through the grammar. `split_with_grammar` gives the same result for every
+/// line (a test checks that), it is just slower per line.
 fn split_instruction(line: &str, escape: char) -> Result<Split, String> {
+    let keyword_end = line.find(is_separator).unwrap_or(line.len());
+    let after = &line[keyword_end..];
+    let args = after.trim_start();
+    if args.starts_with("--") {
+        return split_with_grammar(line, escape);
+    }
+    let rest_offset = if after.starts_with(is_separator) {
+        line.len() - after.trim_start_matches(is_separator).len()
+    } else {
+        line.len()
+    };
+    Ok(Split {
+        keyword: (0, keyword_end),
+        flags: Vec::new(),
+        rest_offset,
+    })
+}
+
+fn split_with_grammar(line: &str, escape: char) -> Result<Split, String> {
     // The grammar reads the escape token from the first character of its input.
     let mut input = String::with_capacity(line.len() + 1);
     input.push(escape);
@@ -605,6 +631,8 @@ fn split_instruction(line: &str, escape: char) -> Result<Split, String> {
         if instruction.as_rule() != Rule::instruction {
             continue;
         }
+        // The grammar matches keyword and flags; the arguments follow.
+        split.rest_offset = instruction.as_span().end() - shift;
         for part in instruction.into_inner() {
             match part.as_rule() {
                 Rule::keyword => {
@@ -622,9 +650,6 @@ fn split_instruction(line: &str, escape: char) -> Result<Split, String> {
                         }
                         split.flags.push(RawFlag { text, offset });
                     }
-                }
-                Rule::rest => {
-                    split.rest_offset = part.as_span().start() - shift;
                 }
                 _ => {}
             }
@@ -655,29 +680,56 @@ fn decode_flag(flag: Pair<'_, Rule>) -> String {
 
 /// Parses one logical line (already joined) into an instruction.
 fn parse_logical_line(
-    line: &str,
+    line: String,
     escape: char,
     origin: usize,
     pieces: Vec<Piece>,
     start_line: usize,
 ) -> Result<RawInstruction, ParseError> {
     let trimmed_start = line.len() - line.trim_start().len();
-    let trimmed = line.trim();
+    let trimmed_end = line.trim_end().len().max(trimmed_start);
+    let line_len = line.len();
     let mut instruction = RawInstruction {
         keyword: String::new(),
         command: String::new(),
-        original: line.to_string(),
+        original: line,
         flags: Vec::new(),
         args: Vec::new(),
         json: false,
-        rest_offset: line.len(),
+        rest_offset: line_len,
         heredocs: Vec::new(),
         start_line,
         end_line: start_line,
         origin,
         pieces,
     };
-    let split = split_instruction(trimmed, escape).map_err(|m| instruction.error(0, m))?;
+    let original = std::mem::take(&mut instruction.original);
+    let result = fill_instruction(&mut instruction, &original, trimmed_start, trimmed_end, escape);
+    instruction.original = original;
+    match result {
+        Ok(()) => Ok(instruction),
+        Err(FillError::At(offset, message)) => Err(instruction.error(offset, message)),
+        Err(FillError::Ready(e)) => Err(e),
+    }
+}
+
+/// An error found while `original` is lent out; positioned once it is back.
+enum FillError {
+    At(usize, String),
+    Ready(ParseError),
+}
+
+fn fill_instruction(
+    instruction: &mut RawInstruction,
+    line: &str,
+    trimmed_start: usize,
+    trimmed_end: usize,
+    escape: char,
+) -> Result<(), FillError> {
+    let trimmed = &line[trimmed_start..trimmed_end];
+    let origin = instruction.origin;
+    let start_line = instruction.start_line;
+    let split = split_instruction(trimmed, escape).map_err(|m| FillError::At(0, m))?;
     instruction.keyword = trimmed[split.keyword.0..split.keyword.1].to_string();
     instruction.command = go_lowercase(&instruction.keyword);
     instruction.flags = split
@@ -701,12 +753,12 @@ fn parse_logical_line(
                 instruction.json = true;
             }
             Json::NotStrings => {
-                return Err(instruction.error(rest_offset, NOT_STRING_ARRAY));
+                return Err(FillError::At(rest_offset, NOT_STRING_ARRAY.to_string()));
             }
             Json::NotJson => instruction.args = split_whitespace(rest),
         },
         "run" | "cmd" | "entrypoint" | "shell" => {
-            let (args, json) = parse_maybe_json(rest).map_err(|m| instruction.error(rest_offset, m))?;
+            let (args, json) = parse_maybe_json(rest).map_err(|m| FillError::At(rest_offset, m.to_string()))?;
             instruction.args = args;
             instruction.json = json;
         }
@@ -715,7 +767,7 @@ fn parse_logical_line(
                 let kind = &rest[..sep];
                 let command = rest[sep..].trim_start();
                 let (args, json) =
-                    parse_maybe_json(command).map_err(|m| instruction.error(rest_offset, m))?;
+                    parse_maybe_json(command).map_err(|m| FillError::At(rest_offset, m.to_string()))?;
                 instruction.args = std::iter::once(Arg::Word(kind.to_string()))
                     .chain(args)
                     .collect();
@@ -727,7 +779,7 @@ fn parse_logical_line(
         "env" | "label" => {
             let key = instruction.command.to_uppercase();
             instruction.args = parse_name_value(rest, &key, escape)
-                .map_err(|m| instruction.error(rest_offset, m))?;
+                .map_err(|m| FillError::At(rest_offset, m.to_string()))?;
         }
         "arg" => {
             instruction.args = parse_words(rest, escape).into_iter().map(Arg::Word).collect();
@@ -740,18 +792,19 @@ fn parse_logical_line(
         "onbuild" => {
             if !rest.is_empty() {
                 let inner = parse_logical_line(
-                    rest,
+                    rest.to_string(),
                     escape,
                     origin + rest_offset,
                     instruction.pieces.clone(),
                     start_line,
-                )?;
+                )
+                .map_err(FillError::Ready)?;
                 instruction.args = vec![Arg::Instruction(Box::new(inner))];
             }
         }
         _ => instruction.args = vec![Arg::Word(String::new())],
     }
-    Ok(instruction)
+    Ok(())
 }
 
 const NOT_STRING_ARRAY: &str = "dockerfile JSON array must contain only strings";
@@ -902,82 +955,68 @@ fn decode_json_string(pair: Pair<'_, Rule>) -> String {
 /// BuildKit's quote-aware word splitter for ENV, LABEL and ARG: quotes and escapes are
 /// kept as written, only whitespace outside quotes separates words.
 pub fn parse_words(rest: &str, escape: char) -> Vec<String> {
-    #[derive(PartialEq)]
-    enum Phase {
-        Spaces,
-        Word,
-        Quote,
-    }
-    let chars: Vec<char> = rest.chars().collect();
     let mut words = Vec::new();
-    let mut phase = Phase::Spaces;
     let mut word = String::new();
-    let mut quote = '\0';
+    let mut in_word = false;
+    let mut quote: Option<char> = None;
     let mut blank_ok = false;
-    let mut pos = 0;
-    while pos <= chars.len() {
-        let at_end = pos == chars.len();
-        let mut ch = chars.get(pos).copied().unwrap_or('\0');
-        if phase == Phase::Spaces {
-            if at_end {
-                break;
+    let mut chars = rest.chars().peekable();
+    while let Some(ch) = chars.next() {
+        if let Some(q) = quote {
+            if ch == q {
+                quote = None;
             }
+            if ch == escape && q != '\'' {
+                match chars.next() {
+                    // An escape token at the very end is dropped.
+                    None => {
+                        quote = None;
+                        continue;
+                    }
+                    Some(next) => {
+                        word.push(ch);
+                        word.push(next);
+                        continue;
+                    }
+                }
+            }
+            word.push(ch);
+            continue;
+        }
+        if !in_word {
             if ch.is_whitespace() {
-                pos += 1;
                 continue;
             }
-            phase = Phase::Word;
+            in_word = true;
         }
-        if at_end {
+        if ch.is_whitespace() {
             if blank_ok || !word.is_empty() {
                 words.push(std::mem::take(&mut word));
             }
-            break;
-        }
-        if phase == Phase::Word {
-            if ch.is_whitespace() {
-                phase = Phase::Spaces;
-                if blank_ok || !word.is_empty() {
-                    words.push(std::mem::take(&mut word));
-                }
-                blank_ok = false;
-                pos += 1;
-                continue;
-            }
-            if ch == '\'' || ch == '"' {
-                quote = ch;
-                blank_ok = true;
-                phase = Phase::Quote;
-            }
-            if ch == escape {
-                if pos + 1 == chars.len() {
-                    pos += 1;
-                    continue; // an escape token at the end is dropped
-                }
-                word.push(ch);
-                pos += 1;
-                ch = chars[pos];
-            }
-            word.push(ch);
-            pos += 1;
+            in_word = false;
+            blank_ok = false;
             continue;
         }
-        // Phase::Quote
-        if ch == quote {
-            phase = Phase::Word;
+        if ch == '\'' || ch == '"' {
+            quote = Some(ch);
+            blank_ok = true;
         }
-        if ch == escape && quote != '\'' {
-            if pos + 1 == chars.len() {
-                phase = Phase::Word;
-                pos += 1;
-                continue;
+        if ch == escape {
+            // Outside quotes the escape token is kept together with the next character,
+            // which never opens a quote.
+            match chars.next() {
+                None => continue,
+                Some(next) => {
+                    word.push(ch);
+                    word.push(next);
+                    continue;
+                }
             }
-            pos += 1;
-            word.push(ch);
-            ch = chars[pos];
         }
         word.push(ch);
-        pos += 1;
+    }
+    if in_word && (blank_ok || !word.is_empty()) {
+        words.push(word);
     }
     words
 }
@@ -1042,6 +1081,32 @@ mod tests {
     fn flags_and_terminator() {
         let tree = parse_syntax("COPY --a=\"b c\" -- --d /x\n").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(tree.dump(), "(copy [\"--a=b c\"] \"--d\" \"/x\")\n");
+    }
+
+    #[test]
+    fn plain_split_matches_the_grammar() {
+        let lines = [
+            "RUN echo hi",
+            "RUN",
+            "CMD [\"a\"]",
+            "ENV \u{a0}A=b",
+            "RUN \t  \u{2003}x  y",
+            "COPY --from=a --chown=\"x y\" a b",
+            "COPY -- a b",
+            "RUN --mount=type=cache,target=/x\\ y make",
+            "HEALTHCHECK --interval=5s CMD x",
+            "X\u{a0}Y z",
+            "",
+        ];
+        for escape in ['\\', '`'] {
+            for line in lines {
+                let fast = split_instruction(line, escape).unwrap_or_else(|e| panic!("{e}"));
+                let slow = split_with_grammar(line, escape).unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(fast.keyword, slow.keyword, "{line:?}");
+                assert_eq!(fast.flags, slow.flags, "{line:?}");
+                assert_eq!(fast.rest_offset, slow.rest_offset, "{line:?}");
+            }
+        }
     }
 
     #[test]
