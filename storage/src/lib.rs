@@ -16,6 +16,7 @@
 //!
 //! The crate is synchronous and knows nothing of HTTP or processes.
 
+mod builder_support;
 mod digest;
 mod error;
 mod gc;
@@ -34,6 +35,7 @@ mod testutil;
 #[cfg(test)]
 mod unpack_tests;
 
+pub use builder_support::BuildDir;
 pub use digest::{Digest, DigestError, Hasher};
 pub use error::StoreError;
 pub use gc::{CheckReport, DiskUsage, Problem, PruneReport, UsageEntry};

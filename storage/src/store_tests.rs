@@ -813,3 +813,66 @@ fn skopeo_and_umoci_read_the_store() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("gcr import"));
     }
 }
+
+// ---- crashes ----
+
+const CRASH_CHILD_ENV: &str = "GCR_STORAGE_CRASH_CHILD_ROOT";
+
+/// The layer the crash child writes over and over: enough files that kills land mid-unpack.
+fn crash_layer() -> (Vec<u8>, LayerExpectation) {
+    let mut b = TarBuilder::new();
+    for i in 0..400 {
+        b.file(&format!("usr/share/f{:03}/{i}", i % 20), &vec![(i % 256) as u8; 3000]);
+    }
+    layer(b.finish(), OCI_LAYER_GZIP)
+}
+
+/// In the child: ingest, commit, remove, forever (until killed).
+fn crash_child(root: &str) {
+    let store = Store::open(root).unwrap();
+    let (blob, expect) = crash_layer();
+    let (m, c) = documents(&[&expect], "2024-01-01T00:00:00Z", true);
+    loop {
+        ingest(&store, &blob, &expect).unwrap();
+        let rec = store.commit_image(&["crash:1".to_string()], &m, &c).unwrap();
+        store.remove_image(&rec.id, false).unwrap();
+    }
+}
+
+#[test]
+fn sigkill_at_any_moment_leaves_a_clean_store() {
+    if let Ok(root) = std::env::var(CRASH_CHILD_ENV) {
+        crash_child(&root);
+        return;
+    }
+    use rand::Rng;
+    let (_t, store) = store();
+    let exe = std::env::current_exe().unwrap();
+    let mut rng = rand::rng();
+    for round in 0..25 {
+        let mut child = Command::new(&exe)
+            .args(["--exact", "store_tests::sigkill_at_any_moment_leaves_a_clean_store", "--nocapture"])
+            .env(CRASH_CHILD_ENV, store.root())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(rng.random_range(20..400)));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "round {round}: the child died on its own"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let reopened = Store::open(store.root()).unwrap();
+        let report = reopened.check(false).unwrap();
+        assert!(report.is_clean(), "round {round}: {:?}", report.problems);
+        assert!(tmp_is_empty(&reopened), "round {round}: tmp not swept");
+    }
+    // The next writer completes.
+    let (blob, expect) = crash_layer();
+    ingest(&store, &blob, &expect).unwrap();
+    let (m, c) = documents(&[&expect], "2024-01-01T00:00:00Z", true);
+    store.commit_image(&["crash:1".to_string()], &m, &c).unwrap();
+    assert!(store.check(false).unwrap().is_clean());
+}
