@@ -1392,3 +1392,55 @@ fn bearer_token_flow_anonymous_and_with_credentials() {
     );
     assert_nothing_half_written(&env);
 }
+
+#[test]
+fn rootless_pull_as_an_unprivileged_user() {
+    let Some(reg) = registry_or_skip() else {
+        return;
+    };
+    let Some(user) = support::fixture_env("GCR_TEST_USER") else {
+        return;
+    };
+    let env = Env::new();
+    let chown = Command::new("chown")
+        .arg("-R")
+        .arg(&user)
+        .arg(env.store.root())
+        .arg(env.home.path())
+        .status()
+        .expect("run chown");
+    assert!(chown.success(), "chown to {user} failed");
+    let run_as_user = |args: &[&str]| -> Output {
+        Command::new("runuser")
+            .args(["-u", &user, "--", "env"])
+            .arg(format!("HOME={}", env.home.path().display()))
+            .arg(format!("REGISTRY_AUTH_FILE={}", env.auth_file().display()))
+            .arg(support::gcr_bin())
+            .arg("--root")
+            .arg(env.store.root())
+            .args(args)
+            .output()
+            .expect("run gcr as the test user")
+    };
+    for image in [
+        format!("{reg}/busybox:latest"),
+        format!("{reg}/layered:latest"),
+    ] {
+        let out = run_as_user(&["pull", &image]);
+        assert!(
+            out.status.success(),
+            "rootless pull of {image} failed:\n{}",
+            stderr(&out)
+        );
+        assert!(
+            stdout(&out).contains(&skopeo_digest(&image)),
+            "{}",
+            stdout(&out)
+        );
+    }
+    let out = run_as_user(&["system", "check"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let out = run_as_user(&["images", "--format", "json"]);
+    let list: Value = serde_json::from_slice(&out.stdout).expect("images json");
+    assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
+}
