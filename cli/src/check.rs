@@ -77,3 +77,10 @@ pub fn build(_ctx: &Context, args: BuildArgs) -> anyhow::Result<u8> {
     println!("{file_name}: ok");
     Ok(0)
 }
+
+impl BuildArgs {
+    /// `--check` reads only the Containerfile; a real build needs the store.
+    pub fn needs_store(&self) -> bool {
+        !self.check
+    }
+}

@@ -72,10 +72,11 @@ enum Command {
 impl Command {
     /// Whether the command reads or writes the store (and so needs the rootless namespace).
     fn uses_store(&self) -> bool {
-        !matches!(
-            self,
-            Command::Login(_) | Command::Logout(_) | Command::Build(_)
-        )
+        match self {
+            Command::Login(_) | Command::Logout(_) => false,
+            Command::Build(args) => args.needs_store(),
+            _ => true,
+        }
     }
 }
 
