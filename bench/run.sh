@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Run benchmark (not a test): how long one short-lived container takes, end to end.
+#   gcr:    gcr run --rm --network none IMAGE true            (image already in gcr's store)
+#   crun:   crun run of a prepared bundle (busybox rootfs, /bin/true, pid/net/ipc/uts/mount/
+#           cgroup namespaces): the floor, no image handling at all
+#   podman: podman run --rm --network=none IMAGE true          (image already pulled)
+# Interleaved (gcr crun podman gcr crun podman ...), wall time of each invocation, medians and
+# ratios. Targets (issue 4): gcr <= 2x crun, gcr <= 0.1x podman.
+#
+# Usage: sudo bash bench/run.sh [ROUNDS]                    (default 30 rounds)
+# Env:   GCR=/path/to/gcr (default: $CARGO_TARGET_DIR or target, release build, built if missing)
+#        BENCH_TOOLS="gcr crun podman"   BENCH_REF=127.0.0.1:5000/busybox:latest
+#
+# crun refuses this machine's hybrid cgroup layout until hugetlb has a v1 hierarchy of its own;
+# the script makes that change (as tests/fixtures/setup.sh does with GCR_FIXTURES_CRUN_HUGETLB=1)
+# when crun is benchmarked and says so.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+FIX="$REPO/tests/fixtures"
+ROUNDS="${1:-30}"
+read -r -a TOOLS <<<"${BENCH_TOOLS:-gcr crun podman}"
+REF="${BENCH_REF:-127.0.0.1:5000/busybox:latest}"
+
+[ "$(id -u)" -eq 0 ] || {
+    echo "bench/run.sh must run as root: sudo bash bench/run.sh" >&2
+    exit 1
+}
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || {
+    echo "ROUNDS must be a positive number, not '$ROUNDS'" >&2
+    exit 2
+}
+has_tool() { [[ " ${TOOLS[*]} " == *" $1 "* ]]; }
+
+if has_tool gcr; then
+    if [ -z "${GCR:-}" ]; then
+        GCR="${CARGO_TARGET_DIR:-$REPO/target}/release/gcr"
+        if [ ! -x "$GCR" ]; then
+            echo "== building gcr (release)" >&2
+            (cd "$REPO" && cargo build --release -q --bin gcr)
+        fi
+    fi
+    [ -x "$GCR" ] || {
+        echo "no gcr binary at $GCR (set GCR=/path/to/gcr)" >&2
+        exit 1
+    }
+fi
+
+WORK=$(mktemp -d /var/tmp/gcr-bench-run.XXXXXX)
+STARTED_REGISTRY=0
+cleanup() {
+    set +e
+    rm -rf "$WORK"
+    [ "$STARTED_REGISTRY" = 1 ] && bash "$FIX/registry.sh" stop
+}
+trap cleanup EXIT
+
+# The fixture registry holds busybox (pushed by tests/fixtures/images.sh).
+if ! curl -fsS "http://${REF%%/*}/v2/" >/dev/null 2>&1; then
+    echo "== starting the fixture registry" >&2
+    bash "$FIX/registry.sh" start >&2
+    STARTED_REGISTRY=1
+    bash "$FIX/images.sh" >&2
+fi
+
+# A busybox rootfs for the crun bundle, the same bytes as the image's layer.
+make_rootfs() {
+    local root=$1 applet
+    mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc,proc,sys,dev,tmp}
+    cp /bin/busybox "$root/bin/busybox"
+    for applet in $(/bin/busybox --list-full); do
+        [ "$applet" = bin/busybox ] || ln -sf /bin/busybox "$root/$applet"
+    done
+}
+
+if has_tool gcr; then
+    GCR_ROOT="$WORK/gcr-store"
+    "$GCR" --root "$GCR_ROOT" pull -q "$REF" >/dev/null
+    "$GCR" --root "$GCR_ROOT" run --rm --network none "$REF" true
+fi
+if has_tool crun; then
+    if crun --version >/dev/null 2>&1 && ! mountpoint -q /sys/fs/cgroup/hugetlb &&
+        grep -qw hugetlb /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null; then
+        echo "== moving hugetlb to its own v1 hierarchy so crun accepts the hybrid layout" >&2
+        mkdir -p /sys/fs/cgroup/hugetlb
+        mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb
+    fi
+    BUNDLE="$WORK/bundle"
+    make_rootfs "$BUNDLE/rootfs"
+    (cd "$BUNDLE" && crun spec)
+    python3 - "$BUNDLE/config.json" <<'EOF'
+import json, sys
+path = sys.argv[1]
+c = json.load(open(path))
+c["process"]["args"] = ["/bin/true"]
+c["process"]["terminal"] = False
+ns = c["linux"]["namespaces"]
+if not any(n["type"] == "cgroup" for n in ns):
+    ns.append({"type": "cgroup"})
+json.dump(c, open(path, "w"))
+EOF
+    crun run --bundle "$BUNDLE" gcr-bench-warmup
+fi
+if has_tool podman; then
+    podman pull -q "$REF" >/dev/null
+    podman run --rm --network=none "$REF" true
+fi
+
+now_ns() { date +%s%N; }
+declare -A SAMPLES
+for tool in "${TOOLS[@]}"; do SAMPLES[$tool]=""; done
+
+for ((i = 1; i <= ROUNDS; i++)); do
+    for tool in "${TOOLS[@]}"; do
+        start=$(now_ns)
+        case $tool in
+        gcr) "$GCR" --root "$GCR_ROOT" run --rm --network none "$REF" true ;;
+        crun) crun run --bundle "$BUNDLE" "gcr-bench-$i" ;;
+        podman) podman run --rm --network=none "$REF" true ;;
+        *)
+            echo "unknown tool $tool" >&2
+            exit 2
+            ;;
+        esac
+        end=$(now_ns)
+        SAMPLES[$tool]+="$(((end - start) / 1000)) "
+    done
+done
+
+median_us() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : int((a[NR/2]+a[NR/2+1])/2)}'; }
+
+echo
+echo "run benchmark: $ROUNDS rounds, interleaved, median wall time per container"
+declare -A MED
+for tool in "${TOOLS[@]}"; do
+    MED[$tool]=$(median_us "${SAMPLES[$tool]}")
+    printf '  %-7s %8.2f ms\n' "$tool" "$(awk -v u="${MED[$tool]}" 'BEGIN{print u/1000}')"
+done
+if has_tool gcr; then
+    for other in crun podman; do
+        has_tool "$other" || continue
+        ratio=$(awk -v a="${MED[gcr]}" -v b="${MED[$other]}" 'BEGIN{printf "%.2f", a/b}')
+        target=$([ "$other" = crun ] && echo "<= 2.0" || echo "<= 0.1")
+        echo "  gcr/$other = ${ratio}x   (target $target)"
+    done
+fi
