@@ -649,7 +649,17 @@ impl Blobs {
     fn with_wrong_diff_id(&self) -> Blobs {
         let mut cfg: Value = serde_json::from_slice(&self.config).unwrap();
         cfg["rootfs"]["diff_ids"][0] = Value::String(format!("sha256:{}", "e".repeat(64)));
-        let config = serde_json::to_vec(&cfg).unwrap();
+        self.with_config(serde_json::to_vec(&cfg).unwrap())
+    }
+
+    /// The same image with a 5 MiB config.
+    fn with_huge_config(&self) -> Blobs {
+        let mut config = self.config.clone();
+        config.resize(5 * 1024 * 1024, b' ');
+        self.with_config(config)
+    }
+
+    fn with_config(&self, config: Vec<u8>) -> Blobs {
         let config_digest = format!("sha256:{}", sha256_hex(&config));
         let mut m: Value = serde_json::from_slice(&self.manifest).unwrap();
         m["config"]["digest"] = Value::String(config_digest.clone());
@@ -718,6 +728,7 @@ impl FaultServer {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let bad = blobs.with_wrong_diff_id();
+        let huge = blobs.with_huge_config();
         {
             let seen = Arc::clone(&seen);
             let stop = Arc::clone(&stop);
@@ -727,14 +738,15 @@ impl FaultServer {
                         break;
                     }
                     let Ok(conn) = conn else { continue };
-                    let (blobs, bad, seen, config) = (
+                    let (blobs, bad, huge, seen, config) = (
                         blobs.clone(),
                         bad.clone(),
+                        huge.clone(),
                         Arc::clone(&seen),
                         config.clone(),
                     );
                     std::thread::spawn(move || {
-                        let _ = serve(conn, &blobs, &bad, &seen, &config);
+                        let _ = serve(conn, [&blobs, &bad, &huge], &seen, &config);
                     });
                 }
             });
@@ -801,8 +813,7 @@ fn respond(
 
 fn serve(
     conn: TcpStream,
-    good: &Blobs,
-    bad: &Blobs,
+    [good, bad, huge]: [&Blobs; 3],
     seen: &Mutex<Seen>,
     config: &FaultConfig,
 ) -> std::io::Result<()> {
@@ -887,7 +898,11 @@ fn serve(
     } else {
         return respond(&mut conn, "404 Not Found", &[], b"");
     };
-    let blobs = if repo == "baddiffid" { bad } else { good };
+    let blobs = match repo {
+        "baddiffid" => bad,
+        "hugeconfig" => huge,
+        _ => good,
+    };
     let manifest_headers = |digest: &str| {
         vec![
             (
@@ -1072,12 +1087,15 @@ fn oversized_manifests_are_capped() {
         return;
     };
     let env = Env::new();
-    for repo in ["bigmanifest", "endlessmanifest"] {
+    for repo in ["bigmanifest", "endlessmanifest", "hugeconfig"] {
         let image = format!("{}/{repo}:latest", server.host());
         let err = env.fails(&["pull", &image]);
         assert!(err.contains(&image), "{err}");
         assert!(err.contains("larger than the 4 MiB limit"), "{err}");
     }
+    assert!(env
+        .fails(&["pull", &format!("{}/hugeconfig", server.host())])
+        .contains("config"));
     assert_nothing_half_written(&env);
 }
 

@@ -461,6 +461,36 @@ mod tests {
     }
 
     #[test]
+    fn odd_input_is_an_error_not_a_panic() {
+        for odd in [
+            "ü",
+            "a:ü",
+            "@",
+            "a@",
+            "ü/ü:ü@ü",
+            ":",
+            "/",
+            "//",
+            "a:",
+            "a/:b",
+            "[",
+            "[::1",
+            "[::1]x/a",
+            "[zz]:1/a",
+            "a@sha256:",
+            "x/y@@sha256:00",
+            "host:/x",
+            "host:1:2/x",
+            "é.com/x",
+            "a\0b",
+            "a\nb",
+            "a:b:c",
+        ] {
+            assert!(Reference::parse(odd).is_err(), "{odd:?} should be invalid");
+        }
+    }
+
+    #[test]
     fn separators() {
         assert!(component_ok("a.b_c__d---e"));
         assert!(!component_ok("a___b"));
