@@ -151,7 +151,7 @@ impl std::fmt::Debug for RegistryClient {
     }
 }
 
-/// Whether `registry` (host[:port]) is a loopback address, where plain HTTP is allowed.
+/// Whether `registry` (`host[:port]`) is a loopback address, where plain HTTP is allowed.
 pub fn is_loopback(registry: &str) -> bool {
     let host = host_part(registry);
     if host.eq_ignore_ascii_case("localhost") {

@@ -275,7 +275,7 @@ fn validate_tag(tag: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// host[:port], host being DNS labels, an IPv4 address or a bracketed IPv6 address.
+/// `host[:port]`, host being DNS labels, an IPv4 address or a bracketed IPv6 address.
 fn validate_registry(registry: &str) -> Result<(), String> {
     let bad = || format!("registry {registry:?} is not a valid host[:port]");
     let (host, port) = if let Some(rest) = registry.strip_prefix('[') {
