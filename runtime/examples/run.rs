@@ -53,7 +53,10 @@ fn main() {
         };
     }
     if repeat > 1 {
-        eprintln!("{repeat} runs, {:.2} ms each", start.elapsed().as_secs_f64() * 1000.0 / repeat as f64);
+        eprintln!(
+            "{repeat} runs, {:.2} ms each",
+            start.elapsed().as_secs_f64() * 1000.0 / repeat as f64
+        );
     }
     let _ = std::fs::remove_dir_all(&state);
     std::process::exit(code);

@@ -114,6 +114,9 @@ fn setup_and_exec(
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={home}"));
     }
+    if plan.opts.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".to_string());
+    }
 
     // Docker creates a missing working directory (as root, before the user switch).
     let cwd_rel = crate::fs::relative(&plan.cwd)?;

@@ -564,7 +564,10 @@ fn supervise(plan: &Plan, pid: Pid, sock: &OwnedFd) -> Result<ExitStatusCode, Ru
             status = reap(pid)?;
         }
         if let Some(m) = &master {
-            if ready.get(1).copied().unwrap_or(false) && !copy_once(m.as_raw_fd(), 1, &mut buf) {
+            if ready.get(1).copied().unwrap_or(false)
+                && !copy_once(m.as_raw_fd(), 1, &mut buf)
+                && status.is_none()
+            {
                 // The container side of the pty is gone; its exit status follows.
                 status = Some(wait_exit(pid)?);
             }
