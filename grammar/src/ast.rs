@@ -171,7 +171,8 @@ pub enum CacheSharing {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mount {
     pub kind: MountType,
-    /// Where it appears in the container (defaulted for secret and ssh).
+    /// Where it appears in the container; relative paths (and a missing target, for bind
+    /// mounts) are relative to the working directory. Defaulted for secret and ssh.
     pub target: Option<String>,
     pub source: Option<String>,
     /// Stage name, stage index or image to take the source from.
@@ -1006,7 +1007,9 @@ pub fn parse_mount(value: &str) -> Result<Mount, String> {
         MountType::Cache | MountType::Tmpfs => false,
     });
     match mount.kind {
-        MountType::Bind | MountType::Cache | MountType::Tmpfs => {
+        // A bind mount without a target lands on the working directory.
+        MountType::Bind => {}
+        MountType::Cache | MountType::Tmpfs => {
             if mount.target.is_none() {
                 return Err("mount target is required (target=/path)".to_string());
             }

@@ -389,10 +389,16 @@ pub fn check_containerfile(
                 check_copy(&mut reporter, &lexer, raw, copy, &env, &stage_names, stage_index.unwrap_or(0));
             }
             InstructionKind::Run(run) => {
-                for mount in &run.mounts {
+                let mount_offsets = raw
+                    .flags
+                    .iter()
+                    .filter(|f| f.text.starts_with("--mount="))
+                    .map(|f| f.offset);
+                for (mount, offset) in run.mounts.iter().zip(mount_offsets) {
                     if let Some(from) = &mount.from {
                         if let Some(from) = expand(&mut reporter, &env, from) {
-                            check_stage_reference(&mut reporter, raw, "RUN --mount from", &from, &stage_names, stage_index.unwrap_or(0));
+                            let site = Site { raw, offset, what: "RUN --mount from" };
+                            check_stage_reference(&mut reporter, &site, &from, &stage_names, stage_index.unwrap_or(0));
                         }
                     }
                 }
@@ -455,29 +461,39 @@ fn check_copy(
         }
     }
     if let Some(from) = &copy.from {
+        let offset = raw
+            .flags
+            .iter()
+            .find(|f| f.text.starts_with("--from="))
+            .map_or(0, |f| f.offset);
         match lexer.process_word(from, env) {
-            Ok(from) => check_stage_reference(reporter, raw, "COPY --from", &from, stage_names, current),
+            Ok(from) => {
+                let site = Site { raw, offset, what: "COPY --from" };
+                check_stage_reference(reporter, &site, &from, stage_names, current)
+            }
             Err(e) => reporter.error(expand_error(raw, from, &e)),
         }
     }
+}
+
+/// Where a stage reference was written: the instruction, the flag's offset, and how to
+/// name it in messages.
+struct Site<'a> {
+    raw: &'a RawInstruction,
+    offset: usize,
+    what: &'static str,
 }
 
 /// `COPY --from` / `RUN --mount from=`: a stage index or name must refer to an earlier
 /// stage; anything else is an image.
 fn check_stage_reference(
     reporter: &mut Reporter,
-    raw: &RawInstruction,
-    what: &str,
+    site: &Site,
     reference: &str,
     stage_names: &HashMap<String, (usize, usize)>,
     current: usize,
 ) {
-    let offset = raw
-        .flags
-        .iter()
-        .find(|f| f.text.contains(reference))
-        .map(|f| f.offset)
-        .unwrap_or(0);
+    let Site { raw, offset, what } = *site;
     if let Ok(index) = reference.parse::<usize>() {
         if index >= current {
             reporter.error(
