@@ -356,6 +356,16 @@ impl<'a> Plan<'a> {
 /// exit status. Must be called from a single-threaded process. Errors: [`RuntimeError`]
 /// (`exit_code()` gives 125, or 126/127 when the command cannot be executed or found).
 pub fn run_container(spec: &Spec, opts: &RunOptions) -> Result<ExitStatusCode, RuntimeError> {
+    // A clone of a multi-threaded process may copy a lock another thread holds (malloc, stdio)
+    // and deadlock in the child: refuse instead of hanging.
+    let threads = std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(1);
+    if threads > 1 {
+        return Err(RuntimeError::InvalidSpec(format!(
+            "run_container needs a single-threaded process, this one has {threads} threads (shut the async runtime down first)"
+        )));
+    }
     let plan = Plan::new(spec, opts)?;
     let result = run_planned(&plan);
     if let Some(cg) = &plan.cgroup {
