@@ -417,6 +417,142 @@ mod tests {
         assert!(prog.len() > 300 && prog.len() < 4096, "{}", prog.len());
     }
 
+    /// A classic-BPF interpreter for the few opcodes the compiler emits.
+    fn eval(prog: &[libc::sock_filter], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
+        let mut data = vec![0u8; 64];
+        data[0..4].copy_from_slice(&nr.to_le_bytes());
+        data[4..8].copy_from_slice(&arch.to_le_bytes());
+        for (i, a) in args.iter().enumerate() {
+            data[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_le_bytes());
+        }
+        let (mut pc, mut acc) = (0usize, 0u32);
+        loop {
+            let ins = prog[pc];
+            match ins.code {
+                LD_W_ABS => {
+                    let k = ins.k as usize;
+                    acc = u32::from_le_bytes(data[k..k + 4].try_into().unwrap());
+                }
+                AND_K => acc &= ins.k,
+                RET_K => return ins.k,
+                JEQ_K | JGT_K | JGE_K => {
+                    let taken = match ins.code {
+                        JEQ_K => acc == ins.k,
+                        JGT_K => acc > ins.k,
+                        _ => acc >= ins.k,
+                    };
+                    pc += if taken { ins.jt } else { ins.jf } as usize;
+                }
+                other => panic!("unexpected opcode {other:#x}"),
+            }
+            pc += 1;
+        }
+    }
+
+    #[test]
+    fn default_filter_decisions() {
+        let prog = compile(&docker_default_profile(&docker_default_capabilities())).unwrap();
+        let x86 = AUDIT_ARCH_X86_64;
+        let nr = |n: &str| syscall_number(n).unwrap();
+        let run = |name: &str, args: [u64; 6]| eval(&prog, x86, nr(name), args);
+        let eperm = RET_ERRNO | libc::EPERM as u32;
+        assert_eq!(run("read", [0; 6]), RET_ALLOW);
+        assert_eq!(run("mount", [0; 6]), eperm);
+        assert_eq!(
+            run("unshare", [libc::CLONE_NEWUSER as u64, 0, 0, 0, 0, 0]),
+            eperm
+        );
+        assert_eq!(
+            run("clone", [libc::SIGCHLD as u64, 0, 0, 0, 0, 0]),
+            RET_ALLOW
+        );
+        assert_eq!(run("clone", [0x0120_0011, 0, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(
+            run("clone", [libc::CLONE_NEWUSER as u64 | 17, 0, 0, 0, 0, 0]),
+            eperm
+        );
+        assert_eq!(run("clone3", [0; 6]), RET_ERRNO | libc::ENOSYS as u32);
+        assert_eq!(
+            run("socket", [libc::AF_INET as u64, 0, 0, 0, 0, 0]),
+            RET_ALLOW
+        );
+        assert_eq!(run("socket", [40, 0, 0, 0, 0, 0]), eperm);
+        assert_eq!(run("socket", [38, 0, 0, 0, 0, 0]), eperm);
+        assert_eq!(run("socket", [40 | (1 << 32), 0, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(run("personality", [8, 0, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(run("personality", [0xffff_ffff, 0, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(run("personality", [1, 0, 0, 0, 0, 0]), eperm);
+        assert_eq!(run("chroot", [0; 6]), RET_ALLOW);
+        assert_eq!(
+            eval(&prog, x86, 999, [0; 6]),
+            RET_ERRNO | libc::ENOSYS as u32
+        );
+        assert_eq!(eval(&prog, x86, X32_SYSCALL_BIT | 1, [0; 6]), eperm);
+        assert_eq!(eval(&prog, 0x4000_0003, 0, [0; 6]), eperm);
+    }
+
+    #[test]
+    fn comparison_operators() {
+        use oci_spec::runtime::LinuxSeccompArgBuilder;
+        for (op, value, yes, no) in [
+            (
+                LinuxSeccompOperator::ScmpCmpGt,
+                5u64,
+                [6u64, 1 << 33],
+                [5u64, 0],
+            ),
+            (LinuxSeccompOperator::ScmpCmpGe, 5, [5, 1 << 40], [4, 0]),
+            (
+                LinuxSeccompOperator::ScmpCmpLt,
+                1 << 33,
+                [5, (1 << 33) - 1],
+                [1 << 33, u64::MAX],
+            ),
+            (
+                LinuxSeccompOperator::ScmpCmpLe,
+                1 << 33,
+                [1 << 33, 0],
+                [(1 << 33) + 1, u64::MAX],
+            ),
+            (
+                LinuxSeccompOperator::ScmpCmpEq,
+                1 << 35 | 7,
+                [1 << 35 | 7, 1 << 35 | 7],
+                [7, 1 << 35],
+            ),
+            (LinuxSeccompOperator::ScmpCmpNe, 7, [8, 7 | 1 << 32], [7, 7]),
+        ] {
+            let arg = LinuxSeccompArgBuilder::default()
+                .index(2usize)
+                .value(value)
+                .op(op)
+                .build()
+                .unwrap();
+            let mut rule = LinuxSyscall::default();
+            rule.set_names(vec!["read".into()]);
+            rule.set_action(LinuxSeccompAction::ScmpActAllow);
+            rule.set_args(Some(vec![arg]));
+            let mut p = LinuxSeccomp::default();
+            p.set_default_action(LinuxSeccompAction::ScmpActErrno);
+            p.set_syscalls(Some(vec![rule]));
+            let prog = compile(&p).unwrap();
+            for v in yes {
+                assert_eq!(
+                    eval(&prog, AUDIT_ARCH_X86_64, 0, [0, 0, v, 0, 0, 0]),
+                    RET_ALLOW,
+                    "{op:?} {value} {v}"
+                );
+            }
+            for v in no {
+                assert_ne!(
+                    eval(&prog, AUDIT_ARCH_X86_64, 0, [0, 0, v, 0, 0, 0]),
+                    RET_ALLOW,
+                    "{op:?} {value} {v}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn parses_docker_and_oci_files() {
         let docker = br#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir"],"action":"SCMP_ACT_ERRNO","errnoRet":13,"excludes":{"caps":["CAP_SYS_ADMIN"]}}]}"#;
