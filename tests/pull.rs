@@ -1318,6 +1318,22 @@ fn the_busybox_layer_is_read_once_per_pull() {
         server.hits(&format!("good/blobs/{}", blobs.layer_digest)),
         1
     );
+    // A blob stored without its unpacked layer (a pull killed between the two renames) is
+    // unpacked from the store, not downloaded again.
+    let layers = env.store.root().join("layers");
+    let unpacked: Vec<PathBuf> = std::fs::read_dir(&layers)
+        .expect("layers dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    assert_eq!(unpacked.len(), 1, "{unpacked:?}");
+    std::fs::remove_dir_all(&unpacked[0]).unwrap();
+    env.ok(&["pull", &format!("{}/good:latest", server.host())]);
+    assert_eq!(
+        server.hits(&format!("good/blobs/{}", blobs.layer_digest)),
+        1
+    );
+    assert!(unpacked[0].join("diff/bin/busybox").exists());
+    env.check_clean();
 }
 
 #[test]
