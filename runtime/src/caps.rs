@@ -88,6 +88,18 @@ fn last_cap() -> u32 {
         .unwrap_or(40)
 }
 
+/// This process's bounding set (all ones when it cannot be read).
+fn own_bounding() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX)
+}
+
 /// Capability masks computed in the parent, before the clone.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct CapMasks {
@@ -102,7 +114,7 @@ pub(crate) struct CapMasks {
 impl CapMasks {
     pub fn from_spec(caps: Option<&LinuxCapabilities>) -> CapMasks {
         let last_cap = last_cap();
-        match caps {
+        let masks = match caps {
             None => CapMasks {
                 last_cap,
                 ..CapMasks::default()
@@ -115,6 +127,20 @@ impl CapMasks {
                 ambient: mask(c.ambient().as_ref()),
                 last_cap,
             },
+        };
+        masks.within(own_bounding())
+    }
+
+    /// Nothing can be granted beyond our own bounding set (e.g. `--privileged` on a machine
+    /// whose root lacks CAP_SYS_RESOURCE): keep what is available.
+    fn within(self, available: u64) -> CapMasks {
+        CapMasks {
+            bounding: self.bounding & available,
+            effective: self.effective & available,
+            permitted: self.permitted & available,
+            inheritable: self.inheritable & available,
+            ambient: self.ambient & available,
+            last_cap: self.last_cap,
         }
     }
 
