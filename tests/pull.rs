@@ -988,6 +988,12 @@ fn serve(
                     conn.write_all(&layer[..layer.len() / 2])?;
                     conn.flush()
                 }
+                "flipped" => {
+                    // A byte of the gzip header's mtime: still valid gzip, different digest.
+                    let mut copy = layer.clone();
+                    copy[4] ^= 0x01;
+                    respond(&mut conn, "200 OK", &[], &copy)
+                }
                 "endless" => {
                     conn.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")?;
                     conn.write_all(layer)?;
@@ -1074,6 +1080,18 @@ fn digest_mismatches_are_refused() {
         "{err}"
     );
     assert!(err.contains(&blobs.manifest_digest), "{err}");
+    // A layer blob with one flipped byte: refused, not retried.
+    let image = format!("{}/flipped:latest", server.host());
+    let err = env.fails(&["pull", &image]);
+    assert!(
+        err.contains(&image) && err.contains("digest mismatch"),
+        "{err}"
+    );
+    assert!(err.contains(&blobs.layer_digest), "{err}");
+    assert_eq!(
+        server.hits(&format!("flipped/blobs/{}", blobs.layer_digest)),
+        1
+    );
     // A config whose diff_id does not match the layer content.
     let image = format!("{}/baddiffid:latest", server.host());
     let err = env.fails(&["pull", &image]);

@@ -179,7 +179,7 @@ pub enum PullErrorKind {
     ForeignLayer { digest: String },
     #[error(transparent)]
     Credentials(CredentialsError),
-    #[error("store: {0}")]
+    #[error(transparent)]
     Store(StoreError),
     #[error("internal error: {0}")]
     Internal(String),
