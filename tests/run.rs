@@ -399,7 +399,7 @@ fn docker_default_hardening() {
             echo x 2>/dev/null > /proc/sysrq-trigger && echo SYSRQ_WRITABLE; \
             touch /sys/kernel/x 2>/dev/null && echo SYS_WRITABLE; \
             echo keys=$(wc -c < /proc/keys) acpi=$(ls /proc/acpi | wc -l); \
-            ls /proc/1/fd > /tmp/fds; echo fds=$(tr '\\n' ' ' < /tmp/fds); \
+            (ls /proc/1/fd > /tmp/fds); echo fds=$(tr '\\n' ' ' < /tmp/fds); \
             grep -E ' /(proc|dev|dev/shm|dev/mqueue|dev/pts|sys) ' /proc/mounts";
         let out = expect(&s.sh(&[], script), 0);
         assert!(out.contains(&format!("CapEff:\t{DOCKER_CAPS}")), "{out}");
