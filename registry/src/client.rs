@@ -563,10 +563,12 @@ impl RegistryClient {
                     continue;
                 }
                 drop(state);
-                return Err(self.unauthorized(if self.credential.is_some() {
-                    "the registry rejected the credentials for this repository"
-                } else {
-                    "the registry requires credentials"
+                // Docker Hub answers 401 to an anonymous token for a repository that does
+                // not exist, so say both.
+                return Err(self.unauthorized(match (self.credential.is_some(), sent_auth) {
+                    (true, _) => "the registry rejected the credentials for this repository (or it does not exist)",
+                    (false, true) => "access denied: the repository does not exist or requires credentials",
+                    (false, false) => "the registry requires credentials",
                 }));
             }
             if status == StatusCode::FORBIDDEN {
