@@ -5,6 +5,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 
 use crate::digest::{Digest, Hasher};
 use crate::error::{IoContext, StoreError};
@@ -117,13 +119,11 @@ impl Read for BlobTee<'_> {
 struct DiffHasher<R> {
     inner: R,
     hash: Hasher,
-    /// The decompressor (or the source below it) failed, as opposed to the tar parser.
-    failed: bool,
 }
 
 impl<R: Read> Read for DiffHasher<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf).inspect_err(|_| self.failed = true)?;
+        let n = self.inner.read(buf)?;
         self.hash.update(&buf[..n]);
         Ok(n)
     }
@@ -379,7 +379,6 @@ impl Store {
         let mut diff = DiffHasher {
             inner: decoded,
             hash: Hasher::new(),
-            failed: false,
         };
         let layer = work.join("layer");
         let diff_dir = layer.join("diff");
@@ -388,14 +387,15 @@ impl Store {
             .mode(0o755)
             .create(&diff_dir)
             .ctx("creating", &diff_dir)?;
-        let stats = match unpack::unpack(&mut diff, &diff_dir, &UnpackOptions::detect()) {
+        let (read_result, unpacked) = pipeline(&mut diff, &diff_dir);
+        if let Err(source) = read_result {
+            return Err(StoreError::Decompress {
+                digest: expect.digest.clone(),
+                source,
+            });
+        }
+        let stats = match unpacked {
             Ok(stats) => stats,
-            Err(unpack::UnpackError::Read { source }) if diff.failed => {
-                return Err(StoreError::Decompress {
-                    digest: expect.digest.clone(),
-                    source,
-                })
-            }
             Err(source) => {
                 return Err(StoreError::Unpack {
                     layer: expect.diff_id.clone(),
@@ -403,11 +403,91 @@ impl Store {
                 })
             }
         };
-        // Trailing data after the end of the tar: hashed, not unpacked.
-        drain(&mut diff).map_err(|source| StoreError::Decompress {
-            digest: expect.digest.clone(),
-            source,
-        })?;
         Ok((diff.hash.finish(), stats.bytes))
+    }
+}
+
+/// Size of the chunks handed from the decompressing thread to the unpacking thread.
+const CHUNK: usize = 256 * 1024;
+
+/// Decompress and hash in this thread while another thread unpacks, so that on two cores
+/// inflating and hashing overlap with the filesystem work. `decoded` is read to its end (the
+/// diff_id covers data after the tar) unless unpacking fails, which stops reading at once.
+/// Returns (reading result, unpacking result).
+fn pipeline(
+    decoded: &mut dyn Read,
+    diff_dir: &Path,
+) -> (
+    io::Result<()>,
+    Result<unpack::UnpackStats, unpack::UnpackError>,
+) {
+    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(4);
+    let unpack_failed = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let failed = &unpack_failed;
+        let worker = scope.spawn(move || {
+            let mut reader = ChannelReader {
+                rx,
+                chunk: Vec::new(),
+                pos: 0,
+            };
+            let result = unpack::unpack(&mut reader, diff_dir, &UnpackOptions::detect());
+            if result.is_err() {
+                failed.store(true, Ordering::SeqCst);
+            }
+            result
+        });
+        let mut sending = true;
+        let read_result = loop {
+            let mut buf = vec![0u8; CHUNK];
+            match decoded.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    buf.truncate(n);
+                    if sending && tx.send(buf).is_err() {
+                        // The unpacker is done: at the tar's end (keep hashing what follows)
+                        // or failed (stop now).
+                        sending = false;
+                        if unpack_failed.load(Ordering::SeqCst) {
+                            break Ok(());
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        drop(tx);
+        let unpacked = worker.join().unwrap_or_else(|_| {
+            Err(unpack::UnpackError::Read {
+                source: io::Error::other("the unpacking thread panicked"),
+            })
+        });
+        (read_result, unpacked)
+    })
+}
+
+/// The receiving end of [`pipeline`] as a reader; the sender closing is the end of the stream.
+struct ChannelReader {
+    rx: mpsc::Receiver<Vec<u8>>,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos >= self.chunk.len() {
+            match self.rx.recv() {
+                Ok(chunk) => {
+                    self.chunk = chunk;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
     }
 }

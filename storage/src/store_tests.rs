@@ -822,7 +822,10 @@ const CRASH_CHILD_ENV: &str = "GCR_STORAGE_CRASH_CHILD_ROOT";
 fn crash_layer() -> (Vec<u8>, LayerExpectation) {
     let mut b = TarBuilder::new();
     for i in 0..400 {
-        b.file(&format!("usr/share/f{:03}/{i}", i % 20), &vec![(i % 256) as u8; 3000]);
+        b.file(
+            &format!("usr/share/f{:03}/{i}", i % 20),
+            &vec![(i % 256) as u8; 3000],
+        );
     }
     layer(b.finish(), OCI_LAYER_GZIP)
 }
@@ -834,7 +837,9 @@ fn crash_child(root: &str) {
     let (m, c) = documents(&[&expect], "2024-01-01T00:00:00Z", true);
     loop {
         ingest(&store, &blob, &expect).unwrap();
-        let rec = store.commit_image(&["crash:1".to_string()], &m, &c).unwrap();
+        let rec = store
+            .commit_image(&["crash:1".to_string()], &m, &c)
+            .unwrap();
         store.remove_image(&rec.id, false).unwrap();
     }
 }
@@ -851,7 +856,11 @@ fn sigkill_at_any_moment_leaves_a_clean_store() {
     let mut rng = rand::rng();
     for round in 0..25 {
         let mut child = Command::new(&exe)
-            .args(["--exact", "store_tests::sigkill_at_any_moment_leaves_a_clean_store", "--nocapture"])
+            .args([
+                "--exact",
+                "store_tests::sigkill_at_any_moment_leaves_a_clean_store",
+                "--nocapture",
+            ])
             .env(CRASH_CHILD_ENV, store.root())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -873,6 +882,8 @@ fn sigkill_at_any_moment_leaves_a_clean_store() {
     let (blob, expect) = crash_layer();
     ingest(&store, &blob, &expect).unwrap();
     let (m, c) = documents(&[&expect], "2024-01-01T00:00:00Z", true);
-    store.commit_image(&["crash:1".to_string()], &m, &c).unwrap();
+    store
+        .commit_image(&["crash:1".to_string()], &m, &c)
+        .unwrap();
     assert!(store.check(false).unwrap().is_clean());
 }
