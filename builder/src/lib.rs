@@ -1,1 +1,104 @@
-//! gcr-builder
+//! gcr-builder: builds an OCI image from a Containerfile, synchronously.
+//!
+//! parse -> plan (stages needed for the target, global ARGs) -> for each stage: its base (an
+//! image the caller resolves, an earlier stage, or scratch) -> for each instruction: metadata
+//! instructions change the image config; RUN, COPY, ADD and WORKDIR get a cache key (parent
+//! key + instruction + ARG/ENV in scope + for COPY/ADD a hash of the sources) and either reuse
+//! the cached layer or execute on an OverlayFS with a fresh upper dir that is then committed
+//! as the next layer (see [`commit`]). The result is an OCI config + manifest in the store.
+//!
+//! The crate never starts threads: RUN steps fork containers through gcr-runtime, so the
+//! caller must be single-threaded and must pull missing base images before (the `resolve`
+//! callback of [`build`] can do that in a child process).
+
+mod cache;
+mod commit;
+mod config;
+mod engine;
+mod error;
+mod fsutil;
+mod run;
+mod source;
+
+use std::path::PathBuf;
+
+pub use error::BuildError;
+pub use gcr_storage::Compression;
+
+/// What to build and how.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// The Containerfile.
+    pub containerfile: PathBuf,
+    /// The build context directory.
+    pub context: PathBuf,
+    /// Fully normalised names for the result.
+    pub tags: Vec<String>,
+    /// `--build-arg` values, in order.
+    pub build_args: Vec<(String, String)>,
+    /// `--target`: the stage to build (default: the last).
+    pub target: Option<String>,
+    /// Ignore the build cache (results are still recorded in it).
+    pub no_cache: bool,
+    /// `--label` values, set on the result.
+    pub labels: Vec<(String, String)>,
+    /// Cut RUN steps off the network (default: the host's network, as BuildKit).
+    pub network_none: bool,
+    pub compression: Compression,
+    /// Fixed timestamp (SOURCE_DATE_EPOCH / --timestamp): created times and clamped mtimes.
+    pub timestamp: Option<i64>,
+    /// Print nothing but warnings.
+    pub quiet: bool,
+    /// `--secret id=ID,src=PATH` values for `RUN --mount=type=secret`.
+    pub secrets: Vec<(String, PathBuf)>,
+}
+
+impl BuildOptions {
+    pub fn new(containerfile: PathBuf, context: PathBuf) -> BuildOptions {
+        BuildOptions {
+            containerfile,
+            context,
+            tags: Vec::new(),
+            build_args: Vec::new(),
+            target: None,
+            no_cache: false,
+            labels: Vec::new(),
+            network_none: false,
+            compression: Compression::Gzip,
+            timestamp: None,
+            quiet: false,
+            secrets: Vec::new(),
+        }
+    }
+}
+
+/// A finished build.
+#[derive(Debug, Clone)]
+pub struct BuildOutput {
+    pub image: gcr_storage::ImageRecord,
+    /// Warnings already printed (e.g. unused build arguments).
+    pub warnings: Vec<String>,
+}
+
+/// Finds a base image by reference (pulling it if the caller wants to) and returns its record.
+pub type ResolveImage<'a> = &'a dyn Fn(&str) -> Result<gcr_storage::ImageRecord, String>;
+
+/// Build the image `opts` describes into `store`. Must be called from a single-threaded
+/// process (RUN forks containers). Nothing is named unless the whole build succeeds.
+pub fn build(
+    store: &gcr_storage::Store,
+    opts: &BuildOptions,
+    resolve: ResolveImage<'_>,
+) -> Result<BuildOutput, BuildError> {
+    engine::Engine::new(store, opts, resolve)?.run()
+}
+
+/// The host platform as `os/arch[/variant]`.
+pub fn host_platform_string() -> String {
+    let (os, arch, variant) = config::host_platform();
+    if variant.is_empty() {
+        format!("{os}/{arch}")
+    } else {
+        format!("{os}/{arch}/{variant}")
+    }
+}

@@ -1,4 +1,4 @@
-//! `gcr build`: for now only `--check`, which parses and plans a Containerfile.
+//! `gcr build`: builds an image with gcr-builder; `--check` only parses and plans.
 
 use std::path::PathBuf;
 
@@ -15,7 +15,7 @@ pub struct BuildArgs {
     /// Name for the image: NAME[:TAG] (repeatable)
     #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
     tags: Vec<String>,
-    /// Build-time variable: KEY=VALUE (repeatable)
+    /// Build-time variable: KEY=VALUE, or KEY to take gcr's own value (repeatable)
     #[arg(long = "build-arg", value_name = "KEY=VALUE")]
     build_args: Vec<String>,
     /// Build up to this stage
@@ -24,6 +24,36 @@ pub struct BuildArgs {
     /// Only parse and plan the build; read no context files and pull nothing
     #[arg(long)]
     check: bool,
+    /// Do not use the build cache (results are still cached)
+    #[arg(long)]
+    no_cache: bool,
+    /// Pull base images even when they are in the store
+    #[arg(long)]
+    pull: bool,
+    /// Set a label on the image: KEY=VALUE (repeatable)
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// Network for RUN steps: host (default) or none
+    #[arg(long, default_value = "host", value_name = "MODE")]
+    network: String,
+    /// Write the image ID to this file
+    #[arg(long, value_name = "FILE")]
+    iidfile: Option<PathBuf>,
+    /// Print only the image ID
+    #[arg(short, long)]
+    quiet: bool,
+    /// Target platform (only the host's is supported)
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    platform: Option<String>,
+    /// Layer compression: gzip (default) or zstd
+    #[arg(long, default_value = "gzip", value_name = "gzip|zstd")]
+    compression: String,
+    /// Fixed creation time (seconds since the epoch) for reproducible images
+    #[arg(long, value_name = "SECONDS")]
+    timestamp: Option<i64>,
+    /// Secret for RUN --mount=type=secret: id=ID,src=PATH (repeatable)
+    #[arg(long = "secret", value_name = "id=ID,src=PATH")]
+    secrets: Vec<String>,
     /// Build context directory
     #[arg(value_name = "CONTEXT", default_value = ".")]
     context: PathBuf,
@@ -46,25 +76,155 @@ fn containerfile_path(args: &BuildArgs) -> anyhow::Result<PathBuf> {
     )
 }
 
-pub fn build(_ctx: &Context, args: BuildArgs) -> anyhow::Result<u8> {
-    if !args.check {
-        bail!(
-            "gcr build is not supported yet; `gcr build --check` parses and plans a Containerfile"
-        );
-    }
-    let path = containerfile_path(&args)?;
-    let source = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let mut build_args = Vec::new();
+/// `--build-arg` values; a bare KEY takes gcr's own environment value or is dropped.
+fn build_arg_pairs(args: &BuildArgs) -> Vec<(String, String)> {
+    let mut out = Vec::new();
     for pair in &args.build_args {
         match pair.split_once('=') {
-            Some((k, v)) => build_args.push((k.to_string(), v.to_string())),
-            None => match std::env::var(pair) {
-                Ok(v) => build_args.push((pair.clone(), v)),
-                Err(_) => continue,
-            },
+            Some((k, v)) => out.push((k.to_string(), v.to_string())),
+            None => {
+                if let Ok(v) = std::env::var(pair) {
+                    out.push((pair.clone(), v));
+                }
+            }
         }
     }
+    out
+}
+
+pub fn build(ctx: &Context, args: BuildArgs) -> anyhow::Result<u8> {
+    if args.check {
+        return check(&args);
+    }
+    let path = containerfile_path(&args)?;
+    let options = build_options(&args, &path)?;
+    let store = ctx.open_store()?;
+    let pulled = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    let resolve = |name: &str| -> Result<gcr_storage::ImageRecord, String> {
+        let fresh_pull = args.pull && pulled.borrow_mut().insert(name.to_string());
+        if !fresh_pull {
+            if let Ok(record) = crate::images::find_image(&store, name) {
+                return Ok(record);
+            }
+        }
+        pull_image(ctx, name).map_err(|e| format!("{e:#}"))?;
+        crate::images::find_image(&store, name).map_err(|e| format!("{e:#}"))
+    };
+    match gcr_builder::build(&store, &options, &resolve) {
+        Ok(output) => {
+            let id = output.image.id.as_str().to_string();
+            if let Some(file) = &args.iidfile {
+                std::fs::write(file, &id)
+                    .with_context(|| format!("cannot write --iidfile {}", file.display()))?;
+            }
+            if !args.quiet {
+                for name in &output.image.names {
+                    eprintln!("Successfully tagged {name}");
+                }
+            }
+            println!("{id}");
+            Ok(0)
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            match err.run_exit_code() {
+                Some(code) => Ok(u8::try_from(code & 0xff).unwrap_or(1).max(1)),
+                None => Ok(crate::EXIT_GCR_FAILED),
+            }
+        }
+    }
+}
+
+fn build_options(
+    args: &BuildArgs,
+    path: &std::path::Path,
+) -> anyhow::Result<gcr_builder::BuildOptions> {
+    if let Some(platform) = &args.platform {
+        let host = gcr_builder::host_platform_string();
+        if platform != &host && !host.starts_with(&format!("{platform}/")) {
+            bail!("--platform {platform} is not supported yet: gcr builds for the host platform ({host}) only");
+        }
+    }
+    let mut options = gcr_builder::BuildOptions::new(path.to_path_buf(), args.context.clone());
+    for tag in &args.tags {
+        options.tags.push(crate::images::normalize_name(tag)?);
+    }
+    options.build_args = build_arg_pairs(args);
+    options.target = args.target.clone();
+    options.no_cache = args.no_cache;
+    for label in &args.labels {
+        let (k, v) = label.split_once('=').unwrap_or((label.as_str(), ""));
+        if k.is_empty() {
+            bail!("invalid --label {label:?}: use KEY=VALUE");
+        }
+        options.labels.push((k.to_string(), v.to_string()));
+    }
+    options.network_none = match args.network.as_str() {
+        "none" => true,
+        "host" | "default" => false,
+        other => bail!("unknown --network {other:?}: use host or none"),
+    };
+    options.compression = match args.compression.as_str() {
+        "gzip" => gcr_builder::Compression::Gzip,
+        "zstd" => gcr_builder::Compression::Zstd,
+        other => bail!("unknown --compression {other:?}: use gzip or zstd"),
+    };
+    options.timestamp =
+        match args.timestamp {
+            Some(t) => Some(t),
+            None => match std::env::var("SOURCE_DATE_EPOCH") {
+                Ok(v) if !v.is_empty() => Some(v.trim().parse().with_context(|| {
+                    format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds")
+                })?),
+                _ => None,
+            },
+        };
+    options.quiet = args.quiet;
+    for secret in &args.secrets {
+        let mut id = None;
+        let mut src = None;
+        for part in secret.split(',') {
+            match part.split_once('=') {
+                Some(("id", v)) => id = Some(v.to_string()),
+                Some(("src" | "source", v)) => src = Some(PathBuf::from(v)),
+                Some(("type", "file")) => {}
+                _ => bail!("invalid --secret {secret:?}: use id=ID,src=PATH"),
+            }
+        }
+        let (Some(id), Some(src)) = (id, src) else {
+            bail!("invalid --secret {secret:?}: use id=ID,src=PATH");
+        };
+        let src = std::fs::canonicalize(&src)
+            .with_context(|| format!("secret file {} does not exist", src.display()))?;
+        options.secrets.push((id, src));
+    }
+    Ok(options)
+}
+
+/// Pulls a base image in a child `gcr pull`, so this process never starts the threads of an
+/// async runtime before it forks RUN containers.
+fn pull_image(ctx: &Context, name: &str) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("cannot find the gcr binary to pull with")?;
+    let status = std::process::Command::new(exe)
+        .arg("--root")
+        .arg(&ctx.root)
+        .arg("pull")
+        .arg("-q")
+        .arg(name)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("cannot start gcr pull")?;
+    if !status.success() {
+        bail!("base image {name} is not in the store and could not be pulled");
+    }
+    Ok(())
+}
+
+fn check(args: &BuildArgs) -> anyhow::Result<u8> {
+    let path = containerfile_path(args)?;
+    let source = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let build_args = build_arg_pairs(args);
     let file_name = path.display().to_string();
     let diagnostics =
         gcr_grammar::check_containerfile(&source, &file_name, &build_args, args.target.as_deref());
@@ -79,7 +239,8 @@ pub fn build(_ctx: &Context, args: BuildArgs) -> anyhow::Result<u8> {
 }
 
 impl BuildArgs {
-    /// `--check` reads only the Containerfile; a real build needs the store.
+    /// `--check` reads only the Containerfile; a real build needs the store (and so the
+    /// rootless namespace, which `main` enters).
     pub fn needs_store(&self) -> bool {
         !self.check
     }

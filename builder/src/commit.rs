@@ -1,0 +1,226 @@
+//! Committing an upper dir as a layer: one walk in name order writes the tar (overlay
+//! whiteouts and opaque markers turned into `.wh.` entries) through the store's
+//! [`gcr_storage::LayerWriter`], which compresses and hashes blob and diff_id in the same pass.
+//! The upper dir itself then becomes the unpacked layer.
+
+use std::collections::HashMap;
+use std::fs::{self, File, Metadata};
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+use gcr_storage::{Compression, LayerInfo, Store};
+
+use crate::error::{io_fail, StepFailure, StepResult};
+
+/// Xattrs that describe the overlay or gcr's bookkeeping, never image content.
+fn internal_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"trusted.overlay.")
+        || name.starts_with(b"user.overlay.")
+        || name.starts_with(b"user.gcr.")
+        || name == b"security.selinux"
+}
+
+fn is_opaque(path: &Path) -> bool {
+    ["trusted.overlay.opaque", "user.overlay.opaque"]
+        .iter()
+        .any(|name| matches!(xattr::get(path, name), Ok(Some(v)) if v == b"y"))
+}
+
+/// The owner to record: the `user.gcr.owner` xattr (an owner the store could not set) or the
+/// file's own.
+pub(crate) fn owner_of(path: &Path, meta: &Metadata) -> (u64, u64) {
+    if let Ok(Some(v)) = xattr::get(path, gcr_storage::unpack::OWNER_XATTR) {
+        if let Some((u, g)) = std::str::from_utf8(&v).ok().and_then(|s| s.split_once(':')) {
+            if let (Ok(u), Ok(g)) = (u.parse(), g.parse()) {
+                return (u, g);
+            }
+        }
+    }
+    (u64::from(meta.uid()), u64::from(meta.gid()))
+}
+
+/// True when the upper dir holds no change at all.
+pub(crate) fn is_empty_dir(dir: &Path) -> bool {
+    fs::read_dir(dir)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true)
+}
+
+struct Walk<'a, W: Write> {
+    tar: tar::Builder<W>,
+    clamp: Option<i64>,
+    links: HashMap<(u64, u64), String>,
+    size: u64,
+    root: &'a Path,
+}
+
+impl<W: Write> Walk<'_, W> {
+    fn mtime(&self, meta: &Metadata) -> u64 {
+        let t = meta.mtime();
+        let t = match self.clamp {
+            Some(c) if t > c => c,
+            _ => t,
+        };
+        t.max(0) as u64
+    }
+
+    fn header(&self, path: &Path, meta: &Metadata, kind: tar::EntryType) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(meta.mode() & 0o7777);
+        let (uid, gid) = owner_of(path, meta);
+        h.set_uid(uid);
+        h.set_gid(gid);
+        h.set_mtime(self.mtime(meta));
+        h.set_size(0);
+        h
+    }
+
+    fn xattrs(&mut self, path: &Path) -> io::Result<()> {
+        let Ok(names) = xattr::list(path) else {
+            return Ok(());
+        };
+        let mut records: Vec<(String, Vec<u8>)> = Vec::new();
+        for name in names {
+            let bytes = name.as_bytes();
+            if internal_xattr(bytes) {
+                continue;
+            }
+            if let Ok(Some(value)) = xattr::get(path, &name) {
+                records.push((
+                    format!("SCHILY.xattr.{}", String::from_utf8_lossy(bytes)),
+                    value,
+                ));
+            }
+        }
+        if records.is_empty() {
+            return Ok(());
+        }
+        records.sort();
+        self.tar
+            .append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+    }
+
+    fn entry(&mut self, path: &Path, name: &str) -> io::Result<()> {
+        let meta = fs::symlink_metadata(path)?;
+        let ft = meta.file_type();
+        if ft.is_char_device() && meta.rdev() == 0 {
+            // An overlay whiteout: `.wh.NAME` in the tar, kept as is on disk.
+            let (dir, base) = match name.rsplit_once('/') {
+                Some((d, b)) => (format!("{d}/"), b),
+                None => (String::new(), name),
+            };
+            let mut h = self.header(path, &meta, tar::EntryType::Regular);
+            h.set_mode(0);
+            return self
+                .tar
+                .append_data(&mut h, format!("{dir}.wh.{base}"), io::empty());
+        }
+        if ft.is_dir() {
+            self.xattrs(path)?;
+            let mut h = self.header(path, &meta, tar::EntryType::Directory);
+            self.tar
+                .append_data(&mut h, format!("{name}/"), io::empty())?;
+            if is_opaque(path) {
+                let mut w = self.header(path, &meta, tar::EntryType::Regular);
+                w.set_mode(0);
+                self.tar
+                    .append_data(&mut w, format!("{name}/.wh..wh..opq"), io::empty())?;
+            }
+            let mut children: Vec<_> = fs::read_dir(path)?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<io::Result<_>>()?;
+            children.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+            for child in children {
+                let child_name = format!("{name}/{}", child.to_string_lossy());
+                self.entry(&path.join(&child), &child_name)?;
+            }
+            return Ok(());
+        }
+        if ft.is_file() && meta.nlink() > 1 {
+            let key = (meta.dev(), meta.ino());
+            if let Some(first) = self.links.get(&key) {
+                let mut h = self.header(path, &meta, tar::EntryType::Link);
+                let first = first.clone();
+                return self.tar.append_link(&mut h, name, first);
+            }
+            self.links.insert(key, name.to_string());
+        }
+        self.xattrs(path)?;
+        if ft.is_file() {
+            let mut h = self.header(path, &meta, tar::EntryType::Regular);
+            h.set_size(meta.len());
+            self.size += meta.len();
+            let file = File::open(path)?;
+            self.tar.append_data(&mut h, name, file)
+        } else if ft.is_symlink() {
+            let target = fs::read_link(path)?;
+            let mut h = self.header(path, &meta, tar::EntryType::Symlink);
+            self.tar.append_link(&mut h, name, target)
+        } else if ft.is_fifo() {
+            let mut h = self.header(path, &meta, tar::EntryType::Fifo);
+            self.tar.append_data(&mut h, name, io::empty())
+        } else if ft.is_char_device() || ft.is_block_device() {
+            let kind = if ft.is_char_device() {
+                tar::EntryType::Char
+            } else {
+                tar::EntryType::Block
+            };
+            let mut h = self.header(path, &meta, kind);
+            let rdev = meta.rdev();
+            h.set_device_major(nix::sys::stat::major(rdev) as u32)?;
+            h.set_device_minor(nix::sys::stat::minor(rdev) as u32)?;
+            self.tar.append_data(&mut h, name, io::empty())
+        } else {
+            // Sockets do not belong in layers.
+            tracing::debug!(path = %self.root.join(name).display(), "skipping socket");
+            Ok(())
+        }
+    }
+}
+
+/// What committing an upper dir produced.
+pub(crate) struct Committed {
+    pub info: LayerInfo,
+}
+
+/// Tar `upper` into a new layer blob and move `upper` into place as the unpacked layer.
+pub(crate) fn commit_upper(
+    store: &Store,
+    upper: &Path,
+    compression: Compression,
+    clamp: Option<i64>,
+) -> StepResult<Committed> {
+    let writer = store.layer_writer(compression)?;
+    let mut walk = Walk {
+        tar: tar::Builder::new(writer),
+        clamp,
+        links: HashMap::new(),
+        size: 0,
+        root: upper,
+    };
+    walk.tar.mode(tar::HeaderMode::Complete);
+    let mut children: Vec<_> = fs::read_dir(upper)
+        .map_err(|e| io_fail("reading", upper, e))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<io::Result<_>>()
+        .map_err(|e| io_fail("reading", upper, e))?;
+    children.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    for child in children {
+        let name = child.to_string_lossy().into_owned();
+        walk.entry(&upper.join(&child), &name)
+            .map_err(|e| io_fail("adding to the layer", &upper.join(&child), e))?;
+    }
+    let size = walk.size;
+    let writer = walk
+        .tar
+        .into_inner()
+        .map_err(|e| io_fail("finishing the layer tar of", upper, e))?;
+    let info = writer.finish()?;
+    store
+        .place_layer_dir(upper, &info.diff_id, size)
+        .map_err(StepFailure::from)?;
+    Ok(Committed { info })
+}

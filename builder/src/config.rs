@@ -1,0 +1,207 @@
+//! The OCI image config the builder reads from base images and writes for the result.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The `config` section (Docker's container config keys).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct RunConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exposed_ports: Option<BTreeMap<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<BTreeMap<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_build: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shell: Option<Vec<String>>,
+}
+
+impl RunConfig {
+    pub fn env_list(&self) -> Vec<String> {
+        self.env.clone().unwrap_or_default()
+    }
+
+    /// Set `key=value` in Env, replacing an earlier value of the key in place.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        let env = self.env.get_or_insert_with(Vec::new);
+        let entry = format!("{key}={value}");
+        match env
+            .iter_mut()
+            .find(|e| e.split_once('=').map(|(k, _)| k).unwrap_or(e) == key)
+        {
+            Some(slot) => *slot = entry,
+            None => env.push(entry),
+        }
+    }
+
+    /// Env as (key, value) pairs.
+    pub fn env_pairs(&self) -> Vec<(String, String)> {
+        self.env_list()
+            .iter()
+            .map(|e| match e.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (e.clone(), String::new()),
+            })
+            .collect()
+    }
+}
+
+/// One history entry.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct History {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub empty_layer: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct RootFs<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    diff_ids: &'a [String],
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct ImageConfigOut<'a> {
+    created: &'a str,
+    architecture: &'a str,
+    os: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    variant: Option<&'a str>,
+    config: &'a RunConfig,
+    rootfs: RootFs<'a>,
+    history: &'a [History],
+}
+
+/// The platform an image is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Platform {
+    pub architecture: String,
+    pub os: String,
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    pub fn host() -> Platform {
+        let (os, arch, variant) = host_platform();
+        Platform {
+            architecture: arch.to_string(),
+            os: os.to_string(),
+            variant: (!variant.is_empty()).then(|| variant.to_string()),
+        }
+    }
+}
+
+/// The host platform in OCI terms.
+pub fn host_platform() -> (&'static str, &'static str, &'static str) {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        "arm" => "arm",
+        "s390x" => "s390x",
+        "riscv64" => "riscv64",
+        other => other,
+    };
+    ("linux", arch, if arch == "arm" { "v7" } else { "" })
+}
+
+/// Serialise an image config.
+pub(crate) fn render_config(
+    created: &str,
+    platform: &Platform,
+    config: &RunConfig,
+    diff_ids: &[String],
+    history: &[History],
+) -> Vec<u8> {
+    let out = ImageConfigOut {
+        created,
+        architecture: &platform.architecture,
+        os: &platform.os,
+        variant: platform.variant.as_deref(),
+        config,
+        rootfs: RootFs {
+            kind: "layers",
+            diff_ids,
+        },
+        history,
+    };
+    serde_json::to_vec(&out).unwrap_or_default()
+}
+
+/// One descriptor of a manifest.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Descriptor {
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct ManifestOut<'a> {
+    #[serde(rename = "schemaVersion")]
+    schema_version: u32,
+    #[serde(rename = "mediaType")]
+    media_type: &'static str,
+    config: Descriptor,
+    layers: &'a [Descriptor],
+}
+
+/// Serialise an OCI image manifest.
+pub(crate) fn render_manifest(config: Descriptor, layers: &[Descriptor]) -> Vec<u8> {
+    let out = ManifestOut {
+        schema_version: 2,
+        media_type: gcr_storage::OCI_MANIFEST,
+        config,
+        layers,
+    };
+    serde_json::to_vec(&out).unwrap_or_default()
+}
+
+/// The OCI media type for a base image's layer (Docker's types hold the same bytes).
+pub(crate) fn oci_layer_type(media_type: &str) -> String {
+    match media_type {
+        "application/vnd.docker.image.rootfs.diff.tar.gzip" => gcr_storage::OCI_LAYER_GZIP.into(),
+        "application/vnd.docker.image.rootfs.diff.tar" => gcr_storage::OCI_LAYER_TAR.into(),
+        "application/vnd.docker.image.rootfs.diff.tar.zstd" => gcr_storage::OCI_LAYER_ZSTD.into(),
+        other => other.to_string(),
+    }
+}
+
+/// RFC 3339 UTC time for a Unix timestamp (seconds).
+pub(crate) fn rfc3339(seconds: i64) -> String {
+    chrono::DateTime::from_timestamp(seconds, 0)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Now, RFC 3339 with nanoseconds as Docker writes it.
+pub(crate) fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}

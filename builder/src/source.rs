@@ -1,0 +1,511 @@
+//! COPY and ADD: finding the sources (build context through its ignore file, or another
+//! stage's root), hashing them for the cache, and writing them into an image root.
+
+use std::fs::{self, File, Metadata, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use gcr_grammar::IgnoreMatcher;
+use sha2::{Digest as _, Sha256};
+
+use crate::fsutil::{self, Confine, ResolveError};
+
+/// Where COPY sources are read from.
+pub(crate) struct SourceTree {
+    pub root: PathBuf,
+    pub confine: Confine,
+    pub ignore: Option<IgnoreMatcher>,
+    /// "build context" or "stage NAME", for messages.
+    pub label: String,
+    /// Keep the sources' owners (another stage) or use 0:0 (the context).
+    pub preserve_owner: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Dir,
+    File,
+    Symlink(PathBuf),
+    Fifo,
+}
+
+/// One thing to write, relative to the destination.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    /// Host path to read from (None for inline content).
+    pub src: Option<PathBuf>,
+    pub data: Option<Vec<u8>>,
+    /// Path below the destination; empty means the destination itself.
+    pub rel: PathBuf,
+    pub kind: Kind,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+    pub size: u64,
+}
+
+/// The sources of one COPY, resolved.
+#[derive(Debug, Default)]
+pub(crate) struct Collected {
+    pub entries: Vec<Entry>,
+    /// Number of top-level sources (a match of a file or a directory).
+    pub tops: usize,
+    /// Some source was a glob or there were several.
+    pub multiple: bool,
+}
+
+fn entry_from_meta(
+    src: &Path,
+    rel: PathBuf,
+    meta: &Metadata,
+    preserve_owner: bool,
+) -> Option<Entry> {
+    let ft = meta.file_type();
+    let kind = if ft.is_dir() {
+        Kind::Dir
+    } else if ft.is_file() {
+        Kind::File
+    } else if ft.is_symlink() {
+        Kind::Symlink(fs::read_link(src).ok()?)
+    } else if ft.is_fifo() {
+        Kind::Fifo
+    } else {
+        // Devices, sockets and overlay whiteouts are not copied.
+        return None;
+    };
+    let (uid, gid) = if preserve_owner {
+        let (u, g) = crate::commit::owner_of(src, meta);
+        (u as u32, g as u32)
+    } else {
+        (0, 0)
+    };
+    Some(Entry {
+        src: Some(src.to_path_buf()),
+        data: None,
+        rel,
+        size: if kind == Kind::File { meta.len() } else { 0 },
+        kind,
+        mode: meta.mode() & 0o7777,
+        uid,
+        gid,
+        mtime: meta.mtime(),
+    })
+}
+
+impl SourceTree {
+    fn ignored(&self, rel: &Path) -> bool {
+        match &self.ignore {
+            Some(m) => m.matches(&rel.to_string_lossy()),
+            None => false,
+        }
+    }
+
+    /// Resolve one source as written (may hold globs) to (relative path, host path) pairs.
+    fn expand(&self, source: &str) -> Result<Vec<(PathBuf, PathBuf)>, String> {
+        let rel = fsutil::clean_relative(source)
+            .ok_or_else(|| format!("source {source:?} is outside the {}", self.label))?;
+        let mut current: Vec<(PathBuf, PathBuf)> = vec![(PathBuf::new(), self.root.clone())];
+        let parts: Vec<String> = rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        for part in &parts {
+            let mut next = Vec::new();
+            for (rel_so_far, _) in &current {
+                if fsutil::has_glob(part) {
+                    let dir = self.resolve_rel(rel_so_far, source)?;
+                    let Ok(list) = fs::read_dir(&dir) else {
+                        continue;
+                    };
+                    let mut names: Vec<String> = list
+                        .filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| fsutil::glob_match(part, n))
+                        .collect();
+                    names.sort();
+                    for n in names {
+                        let r = rel_so_far.join(&n);
+                        if self.ignored(&r) {
+                            continue;
+                        }
+                        let host = self.resolve_rel(&r, source)?;
+                        next.push((r, host));
+                    }
+                } else {
+                    let r = rel_so_far.join(part);
+                    match fsutil::resolve(&self.root, &r, self.confine) {
+                        Ok(host) => next.push((r, host)),
+                        Err(ResolveError::NotFound) => {}
+                        Err(ResolveError::Escapes) => {
+                            return Err(format!(
+                                "source {source:?} leads outside the {} through a symlink",
+                                self.label
+                            ))
+                        }
+                        Err(e) => return Err(format!("cannot resolve {source:?}: {e}")),
+                    }
+                }
+            }
+            current = next;
+        }
+        current.retain(|(r, _)| r.as_os_str().is_empty() || !self.ignored(r));
+        Ok(current)
+    }
+
+    fn resolve_rel(&self, rel: &Path, source: &str) -> Result<PathBuf, String> {
+        fsutil::resolve(&self.root, rel, self.confine).map_err(|e| match e {
+            ResolveError::Escapes => format!(
+                "source {source:?} leads outside the {} through a symlink",
+                self.label
+            ),
+            e => format!("cannot resolve {source:?}: {e}"),
+        })
+    }
+
+    /// Everything below the directory `host` (context-relative `rel`), in walk order, with
+    /// paths relative to `host`. Ignored entries are left out.
+    fn walk(&self, host: &Path, rel: &Path, below: &Path, out: &mut Vec<Entry>) -> io::Result<()> {
+        let mut names: Vec<_> = fs::read_dir(host)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<io::Result<_>>()?;
+        names.sort();
+        for name in names {
+            let child_rel = rel.join(&name);
+            let child_host = host.join(&name);
+            let child_below = below.join(&name);
+            let meta = fs::symlink_metadata(&child_host)?;
+            if self.ignored(&child_rel) {
+                let reinclude = self.ignore.as_ref().is_some_and(|m| m.has_exclusions());
+                if meta.is_dir() && reinclude {
+                    let mut inner = Vec::new();
+                    self.walk(&child_host, &child_rel, &child_below, &mut inner)?;
+                    if !inner.is_empty() {
+                        if let Some(e) = entry_from_meta(
+                            &child_host,
+                            child_below.clone(),
+                            &meta,
+                            self.preserve_owner,
+                        ) {
+                            out.push(e);
+                        }
+                        out.extend(inner);
+                    }
+                }
+                continue;
+            }
+            let Some(entry) =
+                entry_from_meta(&child_host, child_below.clone(), &meta, self.preserve_owner)
+            else {
+                continue;
+            };
+            let is_dir = entry.kind == Kind::Dir;
+            out.push(entry);
+            if is_dir {
+                self.walk(&child_host, &child_rel, &child_below, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Collect the entries of all `sources`. A directory contributes its contents; a file
+    /// itself (named by its base name).
+    pub(crate) fn collect(&self, sources: &[String]) -> Result<Collected, String> {
+        let mut out = Collected {
+            multiple: sources.len() > 1 || sources.iter().any(|s| fsutil::has_glob(s)),
+            ..Default::default()
+        };
+        for source in sources {
+            let matches = self.expand(source)?;
+            if matches.is_empty() {
+                return Err(if fsutil::has_glob(source) {
+                    format!("no files in the {} match {source:?}", self.label)
+                } else {
+                    format!("{source:?} not found in the {}", self.label)
+                });
+            }
+            for (rel, host) in matches {
+                let meta =
+                    fs::metadata(&host).map_err(|e| format!("cannot read {source:?}: {e}"))?;
+                out.tops += 1;
+                if meta.is_dir() {
+                    self.walk(&host, &rel, Path::new(""), &mut out.entries)
+                        .map_err(|e| format!("cannot read {source:?}: {e}"))?;
+                } else {
+                    let base = rel.file_name().map(PathBuf::from).unwrap_or_default();
+                    if let Some(mut e) = entry_from_meta(&host, base, &meta, self.preserve_owner) {
+                        // `fs::metadata` followed a top-level link: record the file itself.
+                        e.src = Some(host.clone());
+                        out.entries.push(e);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A hash of what would be written: names, types, modes, owners, sizes, link targets and
+/// contents (not mtimes).
+pub(crate) fn content_hash(entries: &[Entry]) -> Result<String, String> {
+    let mut h = Sha256::new();
+    for e in entries {
+        h.update(e.rel.as_os_str().as_encoded_bytes());
+        h.update([0]);
+        let kind = match &e.kind {
+            Kind::Dir => "d".to_string(),
+            Kind::File => "f".to_string(),
+            Kind::Fifo => "p".to_string(),
+            Kind::Symlink(t) => format!("l{}", t.display()),
+        };
+        h.update(format!("{kind}\0{:o}\0{}:{}\0{}\0", e.mode, e.uid, e.gid, e.size).as_bytes());
+        if e.kind == Kind::File {
+            if let Some(data) = &e.data {
+                h.update(Sha256::digest(data));
+            } else if let Some(src) = &e.src {
+                let mut file = File::open(src)
+                    .map_err(|err| format!("cannot read {}: {err}", src.display()))?;
+                let mut fh = Sha256::new();
+                let mut buf = vec![0u8; 256 * 1024];
+                loop {
+                    let n = file
+                        .read(&mut buf)
+                        .map_err(|err| format!("cannot read {}: {err}", src.display()))?;
+                    if n == 0 {
+                        break;
+                    }
+                    fh.update(&buf[..n]);
+                }
+                h.update(fh.finalize());
+            }
+        }
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// How the entries are written.
+pub(crate) struct WriteOptions {
+    pub chown: Option<(u32, u32)>,
+    pub chmod: Option<u32>,
+}
+
+/// Write `entries` into the image root `root` at `dest` (absolute in the image). `dest_is_dir`
+/// says whether the destination is a directory receiving entries by name.
+pub(crate) fn write_entries(
+    root: &Path,
+    dest: &Path,
+    dest_is_dir: bool,
+    entries: &[Entry],
+    opts: &WriteOptions,
+) -> Result<(), String> {
+    let dest_rel = fsutil::clean_relative(&dest.to_string_lossy()).unwrap_or_default();
+    let dir_owner = opts.chown.unwrap_or((0, 0));
+    let mut created = Vec::new();
+    let base_dir_rel = if dest_is_dir {
+        dest_rel.clone()
+    } else {
+        dest_rel.parent().map(Path::to_path_buf).unwrap_or_default()
+    };
+    fsutil::mkdir_in_root(root, &base_dir_rel, dir_owner, &mut created)
+        .map_err(|e| format!("cannot create /{}: {e}", base_dir_rel.display()))?;
+    for e in entries {
+        // Without a directory destination there is exactly one file: it becomes `dest`.
+        let target_rel = if dest_is_dir {
+            dest_rel.join(&e.rel)
+        } else {
+            dest_rel.clone()
+        };
+        write_one(root, &target_rel, e, opts)
+            .map_err(|err| format!("cannot write /{}: {err}", target_rel.display()))?;
+    }
+    Ok(())
+}
+
+fn write_one(root: &Path, target_rel: &Path, e: &Entry, opts: &WriteOptions) -> io::Result<()> {
+    let host = match fsutil::resolve_parent(root, target_rel, Confine::InRoot) {
+        Ok(p) => p,
+        Err(ResolveError::NotFound) => {
+            let parent = target_rel.parent().unwrap_or(Path::new(""));
+            let mut created = Vec::new();
+            let dir =
+                fsutil::mkdir_in_root(root, parent, opts.chown.unwrap_or((0, 0)), &mut created)?;
+            dir.join(target_rel.file_name().unwrap_or_default())
+        }
+        Err(err) => return Err(io::Error::other(err.to_string())),
+    };
+    let (uid, gid) = opts.chown.unwrap_or((e.uid, e.gid));
+    let mode = opts.chmod.unwrap_or(e.mode);
+    let existing = fs::symlink_metadata(&host).ok();
+    match &e.kind {
+        Kind::Dir => {
+            let host = match existing {
+                Some(m) if m.is_dir() => host,
+                Some(m) if m.file_type().is_symlink() => {
+                    // A link to a directory in the image: write through it, inside the root.
+                    match fsutil::resolve(root, target_rel, Confine::InRoot) {
+                        Ok(p) if p.is_dir() => p,
+                        _ => {
+                            fs::remove_file(&host)?;
+                            fs::create_dir(&host)?;
+                            host
+                        }
+                    }
+                }
+                Some(_) => {
+                    fs::remove_file(&host)?;
+                    fs::create_dir(&host)?;
+                    host
+                }
+                None => {
+                    fs::create_dir(&host)?;
+                    host
+                }
+            };
+            std::os::unix::fs::lchown(&host, Some(uid), Some(gid))?;
+            fs::set_permissions(&host, fs::Permissions::from_mode(mode))?;
+            set_mtime(&host, e.mtime)?;
+        }
+        Kind::File => {
+            remove_non_dir(&host, existing.as_ref())?;
+            let mut out = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .mode(0o600)
+                .open(&host)?;
+            if let Some(data) = &e.data {
+                io::Write::write_all(&mut out, data)?;
+            } else if let Some(src) = &e.src {
+                let mut input = File::open(src)?;
+                io::copy(&mut input, &mut out)?;
+            }
+            std::os::unix::fs::fchown(&out, Some(uid), Some(gid))?;
+            out.set_permissions(fs::Permissions::from_mode(mode))?;
+            out.set_modified(system_time(e.mtime))?;
+        }
+        Kind::Symlink(target) => {
+            remove_non_dir(&host, existing.as_ref())?;
+            std::os::unix::fs::symlink(target, &host)?;
+            std::os::unix::fs::lchown(&host, Some(uid), Some(gid))?;
+            set_mtime(&host, e.mtime)?;
+        }
+        Kind::Fifo => {
+            remove_non_dir(&host, existing.as_ref())?;
+            nix::unistd::mkfifo(&host, nix::sys::stat::Mode::from_bits_truncate(mode))?;
+            std::os::unix::fs::lchown(&host, Some(uid), Some(gid))?;
+        }
+    }
+    Ok(())
+}
+
+fn remove_non_dir(host: &Path, existing: Option<&Metadata>) -> io::Result<()> {
+    match existing {
+        Some(m) if m.is_dir() => Err(io::Error::other(
+            "a directory is in the way; cannot replace it with a file",
+        )),
+        Some(_) => fs::remove_file(host),
+        None => Ok(()),
+    }
+}
+
+fn system_time(secs: i64) -> std::time::SystemTime {
+    if secs >= 0 {
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64)
+    } else {
+        std::time::UNIX_EPOCH
+    }
+}
+
+fn set_mtime(path: &Path, secs: i64) -> io::Result<()> {
+    let t = nix::sys::time::TimeSpec::new(secs, 0);
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &t,
+        &t,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(io::Error::from)
+}
+
+/// Whether `bytes` start like an archive ADD unpacks: tar (possibly gzip/zstd/bzip2/xz
+/// compressed). Only gzip, zstd and plain tar are unpacked; others are reported.
+pub(crate) fn archive_kind(head: &[u8]) -> Option<&'static str> {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Some("gzip")
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Some("zstd")
+    } else if head.starts_with(b"BZh") {
+        Some("bzip2")
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Some("xz")
+    } else if head.len() >= 262 && &head[257..262] == b"ustar" {
+        Some("tar")
+    } else {
+        None
+    }
+}
+
+/// The first 512 bytes of a file.
+pub(crate) fn file_head(path: &Path) -> io::Result<Vec<u8>> {
+    let mut f = File::open(path)?;
+    let mut buf = vec![0u8; 512];
+    let mut n = 0;
+    while n < buf.len() {
+        let r = f.read(&mut buf[n..])?;
+        if r == 0 {
+            break;
+        }
+        n += r;
+    }
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// For gzip/zstd, check that the decompressed stream is a tar before unpacking it (ADD copies
+/// a compressed non-tar file as is).
+pub(crate) fn decompressed_is_tar(path: &Path, kind: &str) -> bool {
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    let mut reader: Box<dyn Read> = match kind {
+        "gzip" => Box::new(flate2::read::GzDecoder::new(file)),
+        "zstd" => match zstd::stream::read::Decoder::new(file) {
+            Ok(d) => Box::new(d),
+            Err(_) => return false,
+        },
+        "tar" => return true,
+        _ => return false,
+    };
+    let mut head = vec![0u8; 512];
+    let mut n = 0;
+    while n < head.len() {
+        match reader.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(r) => n += r,
+            Err(_) => return false,
+        }
+    }
+    n >= 262 && &head[257..262] == b"ustar"
+}
+
+/// Unpack a (possibly compressed) tar safely into the empty directory `into`.
+pub(crate) fn unpack_archive(path: &Path, kind: &str, into: &Path) -> Result<(), String> {
+    let file = File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut reader: Box<dyn Read> = match kind {
+        "gzip" => Box::new(flate2::read::MultiGzDecoder::new(file)),
+        "zstd" => Box::new(
+            zstd::stream::read::Decoder::new(file)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        ),
+        _ => Box::new(file),
+    };
+    gcr_storage::unpack::unpack(
+        &mut reader,
+        into,
+        &gcr_storage::unpack::UnpackOptions::detect(),
+    )
+    .map(|_| ())
+    .map_err(|e| format!("cannot unpack {}: {e}", path.display()))
+}
