@@ -273,7 +273,7 @@ impl Store {
             Ok(c) => c,
             Err(e) => return Some(e.to_string()),
         };
-        for blob in &m.layers {
+        for blob in &m.blobs() {
             if !usable_blob(blob) {
                 return Some(format!("layer blob {blob} is missing or corrupt"));
             }
@@ -292,7 +292,7 @@ impl Store {
         for (manifest, (config, m, cfg)) in self.index_images(index) {
             refs.blobs.insert(manifest);
             refs.blobs.insert(config);
-            refs.blobs.extend(m.layers);
+            refs.blobs.extend(m.blobs());
             if let Some(cfg) = cfg {
                 refs.layers.extend(cfg.diff_ids);
             }
@@ -334,7 +334,7 @@ impl Store {
             for refs in targets {
                 refs.blobs.insert(manifest.clone());
                 refs.blobs.insert(config.clone());
-                refs.blobs.extend(m.layers.iter().cloned());
+                refs.blobs.extend(m.blobs());
                 if let Some(cfg) = cfg {
                     refs.layers.extend(cfg.diff_ids.iter().cloned());
                 }

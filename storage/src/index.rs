@@ -79,12 +79,29 @@ impl IndexEntry {
     }
 }
 
+/// Annotation of a manifest gcr converted from Docker schema 2 to OCI: the digest of the
+/// original manifest (kept as a blob; it is the digest registries know).
+pub(crate) const SOURCE_MANIFEST_ANNOTATION: &str = "dev.gcr.source-manifest";
+
 /// The parts of a manifest the store needs.
 #[derive(Debug, Clone)]
 pub(crate) struct ParsedManifest {
     pub media_type: String,
     pub config: Digest,
     pub layers: Vec<Digest>,
+    /// For a manifest converted from Docker schema 2: the original manifest.
+    pub source: Option<Digest>,
+}
+
+impl ParsedManifest {
+    /// Blobs this manifest needs besides itself and its config.
+    pub(crate) fn blobs(&self) -> Vec<Digest> {
+        self.layers
+            .iter()
+            .chain(self.source.iter())
+            .cloned()
+            .collect()
+    }
 }
 
 /// The parts of a config the store needs.
@@ -134,11 +151,82 @@ pub(crate) fn parse_manifest(digest: &Digest, bytes: &[u8]) -> Result<ParsedMani
                 .map_err(|e| bad(e.to_string()))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let source = match v
+        .get("annotations")
+        .and_then(|a| a.get(SOURCE_MANIFEST_ANNOTATION))
+    {
+        None => None,
+        Some(d) => Some(
+            d.as_str()
+                .ok_or_else(|| bad(format!("{SOURCE_MANIFEST_ANNOTATION} is not a string")))?
+                .parse::<Digest>()
+                .map_err(|e| bad(e.to_string()))?,
+        ),
+    };
     Ok(ParsedManifest {
         media_type,
         config,
         layers,
+        source,
     })
+}
+
+/// The OCI equivalent of a Docker schema 2 manifest (same config and layer blobs), so that
+/// OCI-layout readers (skopeo, umoci) see the image. The original digest goes into an
+/// annotation.
+fn oci_from_docker(digest: &Digest, manifest: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let bad = |reason: String| StoreError::InvalidManifest {
+        digest: digest.clone(),
+        reason,
+    };
+    let v: Value = serde_json::from_slice(manifest).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let descriptor = |d: &Value, media_type: String| -> Result<Value, StoreError> {
+        let mut out = serde_json::Map::new();
+        out.insert("mediaType".to_string(), Value::String(media_type));
+        for key in ["digest", "size", "urls", "annotations"] {
+            if let Some(x) = d.get(key) {
+                out.insert(key.to_string(), x.clone());
+            }
+        }
+        if out.get("size").and_then(Value::as_u64).is_none() {
+            return Err(bad("a descriptor has no size".to_string()));
+        }
+        Ok(Value::Object(out))
+    };
+    let config = descriptor(
+        v.get("config")
+            .ok_or_else(|| bad("no config".to_string()))?,
+        crate::OCI_CONFIG.to_string(),
+    )?;
+    let layers = v
+        .get("layers")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("no layers array".to_string()))?
+        .iter()
+        .map(|l| {
+            let media_type = l
+                .get("mediaType")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let oci = match media_type {
+                "application/vnd.docker.image.rootfs.diff.tar.gzip" => crate::OCI_LAYER_GZIP,
+                "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => {
+                    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+                }
+                "application/vnd.docker.image.rootfs.diff.tar" => crate::OCI_LAYER_TAR,
+                other => other,
+            };
+            descriptor(l, oci.to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let oci = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": config,
+        "layers": layers,
+        "annotations": { SOURCE_MANIFEST_ANNOTATION: digest.as_str() },
+    });
+    Ok(oci.to_string().into_bytes())
 }
 
 pub(crate) fn parse_config(digest: &Digest, bytes: &[u8]) -> Result<ParsedConfig, StoreError> {
@@ -258,6 +346,19 @@ impl Store {
         }
         self.put_blob(config)?;
         self.put_blob(manifest)?;
+        // Docker manifests are listed through an OCI equivalent; the original stays a blob.
+        let (manifest_digest, manifest, parsed) = if parsed.media_type == DOCKER_MANIFEST {
+            let oci = oci_from_docker(&manifest_digest, manifest)?;
+            let digest = self.put_blob(&oci)?;
+            let parsed = parse_manifest(&digest, &oci)?;
+            (digest, std::borrow::Cow::Owned(oci), parsed)
+        } else {
+            (
+                manifest_digest,
+                std::borrow::Cow::Borrowed(manifest),
+                parsed,
+            )
+        };
         let _lock = self.lock()?;
         // Checked under the lock: garbage collection also runs under it.
         self.check_image_content(&parsed, &cfg)?;
@@ -326,10 +427,14 @@ impl Store {
         names.sort();
         names.dedup();
         let size = cfg.diff_ids.iter().map(|d| self.layer_size(d)).sum();
+        let (manifest_digest, manifest_media_type) = match &parsed.source {
+            Some(source) => (source.clone(), DOCKER_MANIFEST.to_string()),
+            None => (manifest_digest.clone(), parsed.media_type.clone()),
+        };
         Ok(ImageRecord {
             id: parsed.config,
-            manifest_digest: manifest_digest.clone(),
-            manifest_media_type: parsed.media_type,
+            manifest_digest,
+            manifest_media_type,
             names,
             created: cfg.created,
             size,
@@ -552,7 +657,7 @@ impl Store {
         for (manifest, (config, m, cfg)) in &kept {
             keep_blobs.insert(manifest.clone());
             keep_blobs.insert(config.clone());
-            keep_blobs.extend(m.layers.iter().cloned());
+            keep_blobs.extend(m.blobs());
             if let Some(cfg) = cfg {
                 keep_layers.extend(cfg.diff_ids.iter().cloned());
             }
@@ -561,12 +666,12 @@ impl Store {
             let Some((config, m, cfg)) = images.get(manifest) else {
                 continue;
             };
-            for blob in std::iter::once(manifest)
-                .chain(std::iter::once(config))
-                .chain(m.layers.iter())
-            {
-                if !keep_blobs.contains(blob) {
-                    self.discard_path(&self.blob_path(blob))?;
+            let blobs = [manifest.clone(), config.clone()]
+                .into_iter()
+                .chain(m.blobs());
+            for blob in blobs {
+                if !keep_blobs.contains(&blob) {
+                    self.discard_path(&self.blob_path(&blob))?;
                 }
             }
             if let Some(cfg) = cfg {

@@ -887,3 +887,80 @@ fn sigkill_at_any_moment_leaves_a_clean_store() {
         .unwrap();
     assert!(store.check(false).unwrap().is_clean());
 }
+
+#[test]
+fn docker_schema2_images_are_stored_and_skopeo_reads_them() {
+    let (_t, store) = store();
+    let (blob, expect) = layer(
+        TarBuilder::new().file("etc/docker", b"v2s2").finish(),
+        "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    );
+    ingest(&store, &blob, &expect).unwrap();
+    let config = json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [expect.diff_id.as_str()]},
+    })
+    .to_string()
+    .into_bytes();
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": crate::DOCKER_MANIFEST,
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": Digest::of(&config).as_str(), "size": config.len()},
+        "layers": [{"mediaType": expect.media_type, "digest": expect.digest.as_str(), "size": expect.size}],
+    })
+    .to_string()
+    .into_bytes();
+    let rec = store
+        .commit_image(&["localhost/docker:1".to_string()], &manifest, &config)
+        .unwrap();
+    // The record shows the registry's manifest; the layout lists an OCI equivalent.
+    assert_eq!(rec.manifest_media_type, crate::DOCKER_MANIFEST);
+    assert_eq!(rec.manifest_digest, Digest::of(&manifest));
+    assert_eq!(store.image_manifest_bytes(&rec).unwrap(), manifest);
+    assert_eq!(
+        store
+            .resolve_image(rec.manifest_digest.as_str())
+            .unwrap()
+            .id,
+        rec.id
+    );
+    let index: Value =
+        serde_json::from_slice(&fs::read(store.root().join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"][0]["mediaType"], crate::OCI_MANIFEST);
+    assert!(store.check(false).unwrap().is_clean());
+    if require_tool("skopeo") {
+        let out = Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("oci:{}:localhost/docker:1", store.root().display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["Layers"][0], expect.digest.as_str());
+    }
+    if require_tool("umoci") {
+        let out = Command::new("umoci")
+            .args(["stat", "--json", "--image"])
+            .arg(format!("{}:localhost/docker:1", store.root().display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Removing it removes both manifests.
+    store.remove_image(&rec.id, false).unwrap();
+    assert!(!store.has_blob(&rec.manifest_digest));
+    assert_eq!(
+        fs::read_dir(store.root().join("blobs/sha256"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
