@@ -795,3 +795,97 @@ fn sparse_zero_runs_become_holes() {
         "zeros should be holes"
     );
 }
+
+// ---- rootless: a user namespace with a single mapping ----
+
+const USERNS_CHILD_ENV: &str = "GCR_STORAGE_USERNS_CHILD_DIR";
+
+#[test]
+fn single_id_user_namespace_records_owners_and_skips_devices() {
+    if let Ok(dir) = std::env::var(USERNS_CHILD_ENV) {
+        // In the child, inside `unshare --user --map-root-user`: only our own ID is mapped.
+        let opts = UnpackOptions::detect();
+        assert!(
+            !opts.create_devices,
+            "devices must not be created in a user namespace"
+        );
+        let tar = TarBuilder::new()
+            .raw(
+                b"owned",
+                EntryType::Regular,
+                0o4750,
+                b"",
+                b"x",
+                &[("uid", b"1000"), ("gid", b"1001")],
+            )
+            .raw(b"root-owned", EntryType::Regular, 0o644, b"", b"y", &[])
+            .raw(
+                b"link",
+                EntryType::Symlink,
+                0o777,
+                b"owned",
+                b"",
+                &[("uid", b"1000")],
+            )
+            .device("dev/null", EntryType::Char, 1, 3)
+            .file("opaque/.wh..wh..opq", b"")
+            .file(".wh.gone", b"")
+            .finish();
+        let stats = unpack(&mut &tar[..], Path::new(&dir), &opts).unwrap();
+        assert_eq!(stats.skipped_devices, 1);
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let layer = tmp.path().join("layer");
+    fs::create_dir(&layer).unwrap();
+    let status = std::process::Command::new("unshare")
+        .args(["--user", "--map-root-user"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "unpack_tests::single_id_user_namespace_records_owners_and_skips_devices",
+            "--nocapture",
+        ])
+        .env(USERNS_CHILD_ENV, &layer)
+        .status()
+        .expect("run unshare (util-linux)");
+    assert!(
+        status.success(),
+        "the unpack inside the user namespace failed"
+    );
+    let me = nix::unistd::geteuid().as_raw();
+    let owned = fs::metadata(layer.join("owned")).unwrap();
+    assert_eq!(owned.uid(), me, "an unmapped owner cannot be set");
+    assert_eq!(owned.mode() & 0o7777, 0o4750, "mode bits are kept");
+    assert_eq!(
+        xattr::get(layer.join("owned"), crate::unpack::OWNER_XATTR)
+            .unwrap()
+            .as_deref(),
+        Some(&b"1000:1001"[..])
+    );
+    assert_eq!(
+        xattr::get(layer.join("root-owned"), crate::unpack::OWNER_XATTR).unwrap(),
+        None,
+        "a mapped owner is set, not recorded"
+    );
+    assert!(fs::symlink_metadata(layer.join("link"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(!layer.join("dev/null").exists());
+    assert!(
+        is_whiteout(&layer.join("gone")),
+        "unprivileged whiteouts (Linux >= 5.8)"
+    );
+    assert_eq!(
+        xattr::get(layer.join("opaque"), "user.overlay.opaque")
+            .unwrap()
+            .as_deref(),
+        Some(&b"y"[..])
+    );
+    assert_eq!(
+        xattr::get(layer.join("opaque"), "trusted.overlay.opaque").unwrap(),
+        None,
+        "trusted.* cannot be set inside a user namespace"
+    );
+}
