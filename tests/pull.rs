@@ -267,6 +267,13 @@ fn quiet_pull_prints_only_the_name() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out).trim(), format!("{reg}/busybox:latest"));
     assert!(stderr(&out).trim().is_empty(), "{}", stderr(&out));
+
+    // The same registry by the name localhost: loopback, so plain HTTP too.
+    let port = reg.rsplit(':').next().unwrap_or_default();
+    let by_name = format!("localhost:{port}/busybox:latest");
+    let out = env.run(&["pull", "-q", &by_name]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), by_name);
 }
 
 #[test]

@@ -606,6 +606,26 @@ mod tests {
         // Falls back to the Docker config once the auth file has no entry.
         assert_eq!(lookup("docker.io", None).unwrap(), Some(cred("a", "b")));
 
+        // $XDG_RUNTIME_DIR/containers/auth.json (podman's) is read before the Docker config.
+        std::env::remove_var("REGISTRY_AUTH_FILE");
+        let run = tmp.path().join("run");
+        std::fs::create_dir_all(run.join("containers")).unwrap();
+        std::fs::write(
+            run.join("containers/auth.json"),
+            format!(
+                r#"{{"auths": {{"docker.io": {{"auth": "{}"}}}}}}"#,
+                BASE64.encode("podman:pw")
+            ),
+        )
+        .unwrap();
+        std::env::set_var("XDG_RUNTIME_DIR", &run);
+        assert_eq!(
+            lookup("docker.io", None).unwrap(),
+            Some(cred("podman", "pw"))
+        );
+        std::env::remove_var("XDG_RUNTIME_DIR");
+        std::env::set_var("REGISTRY_AUTH_FILE", &authfile);
+
         // A credential helper (a real program on PATH) for credHelpers and credsStore.
         let bin = tmp.path().join("bin");
         std::fs::create_dir_all(&bin).unwrap();
