@@ -933,6 +933,22 @@ fn serve(
                 &blobs.manifest,
             )
         }
+        ("endlesserror", "manifest") => {
+            conn.write_all(b"HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n{\"errors\":[")?;
+            let chunk = vec![b' '; 64 * 1024];
+            loop {
+                conn.write_all(&chunk)?;
+            }
+        }
+        ("redirectloop", "blob") => {
+            let own = config.own_addr.expect("own address");
+            respond(
+                &mut conn,
+                "307 Temporary Redirect",
+                &[("Location", format!("http://{own}{}", req.path))],
+                b"",
+            )
+        }
         ("bigmanifest", "manifest") => {
             let mut big = b"{\"schemaVersion\":2,\"pad\":\"".to_vec();
             big.resize(6 * 1024 * 1024, b'a');
@@ -1112,6 +1128,17 @@ fn oversized_manifests_are_capped() {
         return;
     };
     let env = Env::new();
+    // An endless error body is not read to its end.
+    let image = format!("{}/endlesserror:latest", server.host());
+    let err = env.fails(&["pull", &image]);
+    assert!(
+        err.contains(&image) && err.contains("manifest unknown"),
+        "{err}"
+    );
+    // A redirect loop stops.
+    let image = format!("{}/redirectloop:latest", server.host());
+    let err = env.fails(&["pull", &image]);
+    assert!(err.contains(&image) && err.contains("redirects"), "{err}");
     for repo in ["bigmanifest", "endlessmanifest", "hugeconfig"] {
         let image = format!("{}/{repo}:latest", server.host());
         let err = env.fails(&["pull", &image]);
