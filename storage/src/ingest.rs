@@ -86,7 +86,7 @@ struct BlobTee<'a> {
 
 impl Read for BlobTee<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let remaining = (self.limit + 1).saturating_sub(self.hash.len());
+        let remaining = self.limit.saturating_add(1).saturating_sub(self.hash.len());
         if remaining == 0 {
             return Ok(0);
         }

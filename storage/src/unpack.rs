@@ -622,7 +622,7 @@ impl Unpacker<'_> {
             CopyError::Read(source) => UnpackError::Read { source },
             CopyError::Write(e) => io_err_io("writing", name, e),
         })?;
-        self.stats.bytes += written;
+        self.stats.bytes = self.stats.bytes.saturating_add(written);
         self.set_metadata(&file, meta, name)?;
         futimens(&file, &meta.mtime, &meta.mtime)
             .map_err(|e| io_err("setting times of", name, e))?;
@@ -937,7 +937,7 @@ fn parse_pax_time(v: &[u8]) -> Option<TimeSpec> {
         let padded = format!("{digits:0<9}");
         nanos = padded.parse().ok()?;
         if secs < 0 && nanos > 0 {
-            return Some(TimeSpec::new(secs - 1, 1_000_000_000 - nanos));
+            return Some(TimeSpec::new(secs.checked_sub(1)?, 1_000_000_000 - nanos));
         }
     }
     Some(TimeSpec::new(secs, nanos))

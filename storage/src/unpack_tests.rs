@@ -889,3 +889,40 @@ fn single_id_user_namespace_records_owners_and_skips_devices() {
         "trusted.* cannot be set inside a user namespace"
     );
 }
+
+#[test]
+fn mutated_archives_never_panic_or_escape() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x6763_7221);
+    let f0 = fixture();
+    let base = TarBuilder::new()
+        .dir("etc")
+        .file("etc/passwd", b"root:x:0:0")
+        .symlink("lnk", &abs(&f0.outside))
+        .hardlink("etc/hard", "etc/passwd")
+        .raw(
+            &[b'n'; 150],
+            EntryType::Regular,
+            0o644,
+            b"",
+            b"long",
+            &[("SCHILY.xattr.user.a", b"1")],
+        )
+        .file("d/.wh..wh..opq", b"")
+        .file("d/.wh.x", b"")
+        .finish();
+    let target_before = snapshot(&f0.outside);
+    for _ in 0..400 {
+        let f = fixture();
+        let mut tar = base.clone();
+        for _ in 0..rng.random_range(1..8) {
+            let i = rng.random_range(0..tar.len());
+            tar[i] = rng.random();
+        }
+        if rng.random_bool(0.2) {
+            tar.truncate(rng.random_range(0..tar.len()));
+        }
+        let _ = run_guarded(&f, &tar);
+    }
+    assert_eq!(target_before, snapshot(&f0.outside));
+}
