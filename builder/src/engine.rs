@@ -563,10 +563,14 @@ impl<'a> Engine<'a> {
             }
         }
         self.step += 1;
+        let base_text = match &bases[index] {
+            Base::Scratch => "scratch".to_string(),
+            Base::Stage(j) => self.stage_label(*j),
+            Base::Image(name) => name.clone(),
+        };
         self.say(&format!(
-            "#{} [{label} 1/{total}] {}",
-            self.step,
-            short(&stage.from.raw.original)
+            "#{} [{label} 1/{total}] FROM {base_text}",
+            self.step
         ));
         let mut state = match &bases[index] {
             Base::Scratch => self.scratch_state(),
@@ -1165,15 +1169,10 @@ impl<'a> Engine<'a> {
         }
         let hash = source::content_hash(&all).map_err(StepFailure::Message)?;
         let unpack = is_add && c.unpack != Some(false);
-        let single_dir_source = collected.len() == 1
-            && inline.is_empty()
-            && paths.len() == 1
-            && !fsutil::has_glob(&paths[0])
-            && collected[0].1.entries.first().is_some_and(|e| {
-                e.rel.components().count() > 1
-                    || e.kind == Kind::Dir
-                    || collected[0].1.entries.len() != 1
-            });
+        let single_dir_source = inline.is_empty()
+            && collected.len() == 1
+            && collected[0].1.tops == 1
+            && collected[0].1.top_dirs == 1;
         let multiple = paths.len() + inline.len() > 1
             || collected.iter().any(|(_, c)| c.multiple || c.tops > 1);
         let key_text = format!(

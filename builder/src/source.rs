@@ -54,6 +54,8 @@ pub(crate) struct Collected {
     pub tops: usize,
     /// Some source was a glob or there were several.
     pub multiple: bool,
+    /// Top-level sources that are directories.
+    pub top_dirs: usize,
 }
 
 fn entry_from_meta(
@@ -230,6 +232,7 @@ impl SourceTree {
                     fs::metadata(&host).map_err(|e| format!("cannot read {source:?}: {e}"))?;
                 out.tops += 1;
                 if meta.is_dir() {
+                    out.top_dirs += 1;
                     self.walk(&host, &rel, Path::new(""), &mut out.entries)
                         .map_err(|e| format!("cannot read {source:?}: {e}"))?;
                 } else {

@@ -1,0 +1,464 @@
+//! End-to-end tests of `gcr build` against the fixture registry's busybox: stages, ARG
+//! scoping, whiteouts, the cache, failures and reproducibility. Every built image is checked
+//! by running it with `gcr run` or by reading its config.
+
+mod support;
+
+use std::path::Path;
+use std::process::Output;
+
+use support::{stderr, stdout, TestStore};
+
+/// A build context in a temporary directory.
+struct Ctx {
+    dir: tempfile::TempDir,
+}
+
+impl Ctx {
+    fn new(containerfile: &str) -> Ctx {
+        let dir = tempfile::Builder::new()
+            .prefix("gcr-build-ctx-")
+            .tempdir()
+            .expect("temp dir");
+        std::fs::write(dir.path().join("Containerfile"), containerfile).unwrap();
+        Ctx { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn write(&self, rel: &str, content: &str) -> &Self {
+        let p = self.dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+        self
+    }
+
+    fn containerfile(&self, text: &str) {
+        std::fs::write(self.dir.path().join("Containerfile"), text).unwrap();
+    }
+}
+
+/// The fixture busybox reference, or None (skip outside CI).
+fn busybox() -> Option<String> {
+    support::registry().map(|r| format!("{r}/busybox:latest"))
+}
+
+fn build(store: &TestStore, ctx: &Ctx, extra: &[&str]) -> Output {
+    let mut cmd = store.gcr();
+    cmd.arg("build").args(extra).arg(ctx.path());
+    cmd.env_remove("SOURCE_DATE_EPOCH");
+    cmd.output().expect("spawn gcr build")
+}
+
+fn build_ok(store: &TestStore, ctx: &Ctx, extra: &[&str]) -> (String, String) {
+    let out = build(store, ctx, extra);
+    assert!(
+        out.status.success(),
+        "gcr build {extra:?} failed: {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        stdout(&out),
+        stderr(&out)
+    );
+    let id = stdout(&out).trim().to_string();
+    assert!(
+        id.starts_with("sha256:") && id.len() == 71,
+        "stdout is not an image ID: {id:?}"
+    );
+    (id, stderr(&out))
+}
+
+fn run_in(store: &TestStore, image: &str, script: &str) -> String {
+    store.ok(&["run", "--rm", image, "sh", "-c", script])
+}
+
+fn inspect_config(store: &TestStore, image: &str) -> serde_json::Value {
+    let text = store.ok(&["inspect", image]);
+    let v: serde_json::Value = serde_json::from_str(&text).expect("inspect prints JSON");
+    v[0].clone()
+}
+
+#[test]
+fn multi_stage_build_runs_and_copies_between_stages() {
+    let Some(base) = busybox() else { return };
+    let store = TestStore::new();
+    let ctx = Ctx::new(&format!(
+        r#"FROM {base} AS builder
+WORKDIR /src
+COPY hello.txt ./
+COPY tree/ /src/tree/
+RUN echo "built from $(cat hello.txt)" > /artifact && mkdir -p /outdir/deep && echo deep > /outdir/deep/f
+
+FROM {base}
+COPY --from=builder /artifact /app/
+COPY --from=builder /outdir /app/out
+COPY --from=0 /src/tree /app/tree
+WORKDIR /app
+ENV GREETING=hello
+LABEL org.example.test="yes"
+EXPOSE 8080
+ENTRYPOINT ["/bin/sh", "-c"]
+CMD ["cat /app/artifact"]
+"#
+    ));
+    ctx.write("hello.txt", "world\n")
+        .write("tree/a.txt", "a\n")
+        .write("tree/sub/b.txt", "b\n");
+    let (id, log) = build_ok(&store, &ctx, &["-t", "multi:1"]);
+    assert!(log.contains("[builder 3/5] COPY hello.txt ./"), "{log}");
+    assert!(
+        log.contains("[stage-1 2/5] COPY --from=builder /artifact /app/"),
+        "{log}"
+    );
+    // The default command of the image.
+    let out = store.ok(&["run", "--rm", "multi:1"]);
+    assert_eq!(out, "built from world\n");
+    // Directory-content semantics: /outdir's contents land in /app/out; WORKDIR is the cwd.
+    let out = store.ok(&[
+        "run",
+        "--rm",
+        "multi:1",
+        "pwd; cat out/deep/f tree/a.txt tree/sub/b.txt; echo $GREETING",
+    ]);
+    assert_eq!(out, "/app\ndeep\na\nb\nhello\n");
+    let cfg = inspect_config(&store, &id);
+    assert_eq!(cfg["Config"]["Labels"]["org.example.test"], "yes");
+    assert!(
+        cfg["Config"]["ExposedPorts"]["8080/tcp"].is_object(),
+        "{cfg}"
+    );
+    assert_eq!(cfg["Config"]["WorkingDir"], "/app");
+}
+
+#[test]
+fn entrypoint_resets_an_inherited_cmd() {
+    let Some(base) = busybox() else { return };
+    let store = TestStore::new();
+    let ctx = Ctx::new(&format!(
+        "FROM {base} AS one\nCMD [\"echo\", \"inherited\"]\nFROM one\nENTRYPOINT [\"echo\", \"entry\"]\n"
+    ));
+    let (id, _) = build_ok(&store, &ctx, &[]);
+    let cfg = inspect_config(&store, &id);
+    assert!(cfg["Config"]["Cmd"].is_null(), "{cfg}");
+    assert_eq!(store.ok(&["run", "--rm", &id]), "entry\n");
+}
+
+#[test]
+fn arg_scoping_follows_buildkit() {
+    let Some(base) = busybox() else { return };
+    let store = TestStore::new();
+    let ctx = Ctx::new(&format!(
+        r#"ARG IMAGE={base}
+ARG GLOBAL=global-default
+FROM $IMAGE
+ARG LOCAL=local-default
+ARG GLOBAL
+ARG TARGETARCH
+ARG OVERRIDDEN=from-arg
+ENV OVERRIDDEN=from-env
+RUN echo "local=$LOCAL global=$GLOBAL arch=$TARGETARCH over=$OVERRIDDEN" > /args
+ENV COPIED=$LOCAL
+"#
+    ));
+    let (id, log) = build_ok(
+        &store,
+        &ctx,
+        &[
+            "--build-arg",
+            "LOCAL=cli",
+            "--build-arg",
+            "NEVER_DECLARED=1",
+        ],
+    );
+    assert!(
+        log.contains("[Warning] one or more build-args [NEVER_DECLARED] were not consumed"),
+        "{log}"
+    );
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let out = run_in(
+        &store,
+        &id,
+        "cat /args; echo \"env-local=${LOCAL:-unset} copied=$COPIED\"",
+    );
+    assert_eq!(
+        out,
+        format!("local=cli global=global-default arch={arch} over=from-env\nenv-local=unset copied=cli\n")
+    );
+
+    // A global ARG is not visible inside a stage unless redeclared.
+    let ctx = Ctx::new(&format!(
+        "ARG HIDDEN=secret\nFROM {base}\nRUN echo \"hidden=${{HIDDEN:-unset}}\" > /out\n"
+    ));
+    let (id, _) = build_ok(&store, &ctx, &[]);
+    assert_eq!(run_in(&store, &id, "cat /out"), "hidden=unset\n");
+}
+
+#[test]
+fn deletions_over_lower_layers_are_whiteouts() {
+    let Some(base) = busybox() else { return };
+    let store = TestStore::new();
+    let ctx = Ctx::new(&format!(
+        r#"FROM {base}
+RUN mkdir -p /data/keep /data/opaque && echo 1 > /data/keep/a && echo 2 > /data/opaque/old && echo 3 > /data/gone
+RUN rm -rf /data/gone /etc/group /data/opaque && mkdir /data/opaque && echo new > /data/opaque/new
+"#
+    ));
+    let (id, _) = build_ok(&store, &ctx, &["-t", "wh"]);
+    let out = run_in(
+        &store,
+        "wh",
+        "ls /data/opaque; cat /data/keep/a; test -e /data/gone || echo gone; test -e /etc/group || echo nogroup",
+    );
+    assert_eq!(out, "new\n1\ngone\nnogroup\n");
+    // The layer blob carries the whiteouts in .wh. form.
+    let history = store.ok(&["history", &id]);
+    assert!(history.contains("RUN rm -rf"), "{history}");
+    let blobs = std::fs::read_dir(store.root().join("blobs/sha256")).unwrap();
+    let mut found_opaque = false;
+    let mut found_whiteout = false;
+    for blob in blobs {
+        let path = blob.unwrap().path();
+        let Ok(file) = std::fs::File::open(&path) else {
+            continue;
+        };
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+        let Ok(entries) = archive.entries() else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.path().unwrap().to_string_lossy().into_owned();
+            found_opaque |= name == "data/opaque/.wh..wh..opq";
+            found_whiteout |= name == "data/.wh.gone" || name == "etc/.wh.group";
+        }
+    }
+    assert!(found_opaque, "no opaque marker in any layer");
+    assert!(found_whiteout, "no whiteout in any layer");
+}
+
+#[test]
+fn unchanged_rebuild_is_cached_and_a_changed_copy_reruns_from_there() {
+    let Some(base) = busybox() else { return };
+    let store = TestStore::new();
+    let ctx = Ctx::new(&format!(
+        r#"FROM {base}
+RUN echo first > /first
+COPY input.txt /input.txt
+RUN cat /input.txt > /derived
+"#
+    ));
+    ctx.write("input.txt", "one\n");
+    let (id1, _) = build_ok(&store, &ctx, &["-t", "cached"]);
+    let (id2, log) = build_ok(&store, &ctx, &["-t", "cached"]);
+    assert_eq!(id1, id2, "an unchanged rebuild must give the same image");
+    assert_eq!(log.matches("CACHED").count(), 3, "{log}");
+    assert!(!log.contains("DONE"), "{log}");
+
+    // Only the mtime changes: still cached.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    ctx.write("input.txt", "one\n");
+    let (id3, log) = build_ok(&store, &ctx, &[]);
+    assert_eq!(id1, id3, "{log}");
+
+    ctx.write("input.txt", "two\n");
+    let (id4, log) = build_ok(&store, &ctx, &["-t", "cached"]);
+    assert_ne!(id1, id4);
+    assert_eq!(log.matches("CACHED").count(), 1, "{log}");
+    assert_eq!(log.matches("DONE").count(), 2, "{log}");
+    assert_eq!(run_in(&store, "cached", "cat /derived"), "two\n");
+
+    // --no-cache executes everything again.
+    let (_, log) = build_ok(&store, &ctx, &["--no-cache"]);
+    assert_eq!(log.matches("CACHED").count(), 0, "{log}");
+}
+
+#[test]
+fn failing_run_reports_line_and_status_and_tags_nothing() {
+    let Some(base) = busybox() else { return };
+    let store = TestStore::new();
+    let ctx = Ctx::new(&format!(
+        "FROM {base}\nRUN echo ok\n\nRUN echo about to fail && exit 3\nRUN echo never\n"
+    ));
+    let out = build(&store, &ctx, &["-t", "broken"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("Containerfile:4"), "{err}");
+    assert!(err.contains("exited with status 3"), "{err}");
+    assert!(!err.contains("never"), "{err}");
+    assert!(!store.run(&["inspect", "broken"]).status.success());
+    // The cache stays valid: the first RUN is reused next time.
+    let out = build(&store, &ctx, &["-t", "broken"]);
+    assert!(stderr(&out).contains("CACHED"), "{}", stderr(&out));
+}
+
+#[test]
+fn missing_context_file_names_the_line() {
+    let Some(base) = busybox() else { return };
+    let store = TestStore::new();
+    let ctx = Ctx::new(&format!("FROM {base}\nCOPY missing.txt /x\n"));
+    let out = build(&store, &ctx, &["-t", "missing"]);
+    assert_eq!(out.status.code(), Some(125));
+    let err = stderr(&out);
+    assert!(err.contains("Containerfile:2"), "{err}");
+    assert!(
+        err.contains("\"missing.txt\" not found in the build context"),
+        "{err}"
+    );
+    assert!(!store.run(&["inspect", "missing"]).status.success());
+}
+
+#[test]
+fn context_escapes_are_refused() {
+    let Some(base) = busybox() else { return };
+    let store = TestStore::new();
+    let ctx = Ctx::new(&format!("FROM {base}\nCOPY ../outside /x\n"));
+    let out = build(&store, &ctx, &[]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("outside the build context"),
+        "{}",
+        stderr(&out)
+    );
+
+    ctx.containerfile(&format!("FROM {base}\nCOPY link/passwd /x\n"));
+    std::os::unix::fs::symlink("/etc", ctx.path().join("link")).unwrap();
+    let out = build(&store, &ctx, &[]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("outside the build context"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A symlink inside a copied directory is copied as a symlink, not followed.
+    std::fs::create_dir(ctx.path().join("d")).unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", ctx.path().join("d/l")).unwrap();
+    ctx.containerfile(&format!("FROM {base}\nCOPY d /d\n"));
+    let (id, _) = build_ok(&store, &ctx, &[]);
+    assert_eq!(run_in(&store, &id, "readlink /d/l"), "/etc/shadow\n");
+}
+
+#[test]
+fn ignore_file_is_applied_with_exceptions() {
+    let Some(base) = busybox() else { return };
+    let store = TestStore::new();
+    let ctx = Ctx::new(&format!("FROM {base}\nCOPY . /ctx/\n"));
+    ctx.write(".dockerignore", "*.log\nsecret\n!keep.log\n")
+        .write("a.log", "x")
+        .write("keep.log", "k")
+        .write("secret/key", "s")
+        .write("ok.txt", "o");
+    let (id, _) = build_ok(&store, &ctx, &[]);
+    let out = run_in(&store, &id, "cd /ctx && ls -A | sort");
+    assert_eq!(out, ".dockerignore\nContainerfile\nkeep.log\nok.txt\n");
+    // Naming an ignored file is an error, as in BuildKit.
+    ctx.containerfile(&format!("FROM {base}\nCOPY a.log /\n"));
+    let out = build(&store, &ctx, &[]);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+}
+
+#[test]
+fn reproducible_with_source_date_epoch() {
+    let Some(base) = busybox() else { return };
+    let ctx = Ctx::new(&format!(
+        "FROM {base}\nCOPY f /f\nRUN echo data > /g && touch /h\nENV X=1\n"
+    ));
+    ctx.write("f", "content\n");
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let store = TestStore::new();
+        let out = store
+            .gcr()
+            .args(["build", "--no-cache"])
+            .arg(ctx.path())
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        ids.push(stdout(&out).trim().to_string());
+        let cfg = inspect_config(&store, ids.last().unwrap());
+        assert_eq!(cfg["Created"], "2023-11-14T22:13:20Z");
+    }
+    assert_eq!(ids[0], ids[1]);
+}
+
+#[test]
+fn target_builds_only_the_needed_stages() {
+    let Some(base) = busybox() else { return };
+    let store = TestStore::new();
+    let ctx = Ctx::new(&format!(
+        "FROM {base} AS one\nRUN echo one > /one\nFROM {base} AS broken\nRUN exit 1\nFROM one AS two\nRUN cat /one > /two\n"
+    ));
+    let (id, log) = build_ok(&store, &ctx, &["--target", "two", "--iidfile", "/dev/null"]);
+    assert!(!log.contains("[broken"), "{log}");
+    assert_eq!(run_in(&store, &id, "cat /two"), "one\n");
+    let out = build(&store, &ctx, &["--target", "nope"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("target stage \"nope\" could not be found"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn add_unpacks_local_archives_and_heredocs_work() {
+    let Some(base) = busybox() else { return };
+    let store = TestStore::new();
+    let ctx = Ctx::new(&format!(
+        r#"FROM {base}
+ADD files.tar.gz /unpacked/
+ADD plain.txt /plain.txt
+COPY --chmod=0750 --chown=1000:1000 plain.txt /owned
+COPY <<EOF /heredoc.txt
+line $((1+1))
+EOF
+RUN <<EOT
+echo from heredoc > /ran
+EOT
+"#
+    ));
+    ctx.write("plain.txt", "plain\n");
+    // A small gzip tarball.
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::default(),
+    ));
+    let mut header = tar::Header::new_gnu();
+    header.set_size(3);
+    header.set_mode(0o640);
+    header.set_uid(7);
+    header.set_gid(8);
+    header.set_cksum();
+    tar.append_data(&mut header, "dir/inner.txt", &b"in\n"[..])
+        .unwrap();
+    let bytes = tar.into_inner().unwrap().finish().unwrap();
+    std::fs::write(ctx.path().join("files.tar.gz"), bytes).unwrap();
+    let (id, _) = build_ok(&store, &ctx, &[]);
+    let out = run_in(
+        &store,
+        &id,
+        "cat /unpacked/dir/inner.txt /plain.txt /heredoc.txt /ran; stat -c '%a %u:%g' /unpacked/dir/inner.txt /owned",
+    );
+    assert_eq!(
+        out,
+        "in\nplain\nline $((1+1))\nfrom heredoc\n640 7:8\n750 1000:1000\n"
+    );
+}
+
+#[test]
+fn unsupported_platform_is_refused() {
+    let store = TestStore::new();
+    let ctx = Ctx::new("FROM scratch\n");
+    let out = build(&store, &ctx, &["--platform", "linux/s390x-nope"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("not supported yet"),
+        "{}",
+        stderr(&out)
+    );
+}
