@@ -964,3 +964,32 @@ fn docker_schema2_images_are_stored_and_skopeo_reads_them() {
         0
     );
 }
+
+#[test]
+fn build_dirs_and_placed_layer_dirs() {
+    let (_t, store) = store();
+    let work = store.build_dir("build-step").unwrap();
+    let upper = work.path().join("upper");
+    fs::create_dir_all(upper.join("etc")).unwrap();
+    fs::write(upper.join("etc/built"), b"built").unwrap();
+    let tar = TarBuilder::new()
+        .dir("etc")
+        .file("etc/built", b"built")
+        .finish();
+    let diff_id = Digest::of(&tar);
+    assert!(store.place_layer_dir(&upper, &diff_id, 5).unwrap());
+    assert!(store.has_layer(&diff_id));
+    assert_eq!(
+        fs::read(store.layer_dir(&diff_id).join("etc/built")).unwrap(),
+        b"built"
+    );
+    assert_eq!(store.layer_size(&diff_id), 5);
+    // Already present: the second directory stays where it is.
+    fs::create_dir_all(upper.join("etc")).unwrap();
+    assert!(!store.place_layer_dir(&upper, &diff_id, 5).unwrap());
+    assert!(upper.exists());
+    let path = work.path().to_path_buf();
+    drop(work);
+    assert!(!path.exists());
+    assert!(tmp_is_empty(&store));
+}
