@@ -993,3 +993,37 @@ fn build_dirs_and_placed_layer_dirs() {
     assert!(!path.exists());
     assert!(tmp_is_empty(&store));
 }
+
+#[test]
+fn e2_symlinks_of_a_lower_layer_cannot_redirect_an_upper_layer() {
+    let (t, store) = store();
+    let outside = t.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("passwd"), b"host").unwrap();
+    let target = outside.to_str().unwrap().to_string();
+    let (b1, l1) = layer(
+        TarBuilder::new()
+            .symlink("etc", &target)
+            .symlink("rel", "../../../../../../../../outside")
+            .finish(),
+        OCI_LAYER_GZIP,
+    );
+    let (b2, l2) = layer(
+        TarBuilder::new()
+            .file("etc/passwd", b"pwned")
+            .file("rel/passwd", b"pwned")
+            .finish(),
+        OCI_LAYER_GZIP,
+    );
+    ingest(&store, &b1, &l1).unwrap();
+    ingest(&store, &b2, &l2).unwrap();
+    assert_eq!(fs::read(outside.join("passwd")).unwrap(), b"host");
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 1);
+    let upper = store.layer_dir(&l2.diff_id);
+    assert!(fs::symlink_metadata(upper.join("etc")).unwrap().is_dir());
+    assert_eq!(fs::read(upper.join("etc/passwd")).unwrap(), b"pwned");
+    assert_eq!(
+        fs::read_link(store.layer_dir(&l1.diff_id).join("etc")).unwrap(),
+        outside
+    );
+}
