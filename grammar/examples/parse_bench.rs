@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 /// A realistic mix: stages, RUN with continuations, ENV/LABEL, COPY with flags, heredocs.
 fn mixed(lines: usize) -> String {
-    let mut out =
-        String::from("# syntax=docker/dockerfile:1\nARG BASE=debian:bookworm\nFROM $BASE AS stage0\n");
+    let mut out = String::from(
+        "# syntax=docker/dockerfile:1\nARG BASE=debian:bookworm\nFROM $BASE AS stage0\n",
+    );
     let mut n = 3;
     let mut stage = 1;
     while n < lines {
@@ -56,7 +57,9 @@ fn long_continuation(lines: usize) -> String {
 fn many_heredocs(lines: usize) -> String {
     let mut out = String::from("FROM scratch\n");
     for i in 0..lines / 5 {
-        out.push_str(&format!("RUN <<EOF{i}\necho {i}\necho again\nEOF{i}\nCOPY <<-X /x{i}\n\tX\n"));
+        out.push_str(&format!(
+            "RUN <<EOF{i}\necho {i}\necho again\nEOF{i}\nCOPY <<-X /x{i}\n\tX\n"
+        ));
     }
     out
 }

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::fmt;
 
 use crate::ast::{
-    before_from_error, no_from_error, type_instruction, CopyInstruction, CopySource,
-    Instruction, InstructionKind,
+    before_from_error, no_from_error, type_instruction, CopyInstruction, CopySource, Instruction,
+    InstructionKind,
 };
 use crate::shell::{ExpandError, ShellLexer};
 use crate::syntax::{parse_syntax, ParseError, RawInstruction};
@@ -146,9 +146,9 @@ pub fn platform_args() -> Vec<(String, String)> {
 }
 
 const SIGNALS: &[&str] = &[
-    "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT",
-    "KILL", "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM",
-    "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ",
+    "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL",
+    "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP", "TSTP",
+    "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ",
 ];
 
 fn is_valid_signal(signal: &str) -> bool {
@@ -244,7 +244,9 @@ pub fn check_containerfile(
                         instruction
                             .raw
                             .error_at(offset, format!("duplicate stage name {name:?}"))
-                            .with_hint(format!("stage {name:?} is already defined on line {first_line}")),
+                            .with_hint(format!(
+                                "stage {name:?} is already defined on line {first_line}"
+                            )),
                     );
                 } else {
                     stage_names.insert(name.clone(), (stage_count, instruction.start_line()));
@@ -273,15 +275,16 @@ pub fn check_containerfile(
     let mut env: Vec<(String, String)> = Vec::new();
     for instruction in &typed {
         let raw = &instruction.raw;
-        let expand = |reporter: &mut Reporter, env: &Vec<(String, String)>, word: &str| -> Option<String> {
-            match lexer.process_word(word, env) {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    reporter.error(expand_error(raw, word, &e));
-                    None
+        let expand =
+            |reporter: &mut Reporter, env: &Vec<(String, String)>, word: &str| -> Option<String> {
+                match lexer.process_word(word, env) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        reporter.error(expand_error(raw, word, &e));
+                        None
+                    }
                 }
-            }
-        };
+            };
         match &instruction.kind {
             InstructionKind::From(from) => {
                 let index = stage_index.map_or(0, |i| i + 1);
@@ -294,14 +297,16 @@ pub fn check_containerfile(
                     let offset = raw.rest_offset;
                     if base.trim().is_empty() {
                         reporter.error(
-                            raw.error_at(offset, format!("base name ({}) should not be blank", from.image))
-                                .with_hint("give the ARG a default or pass --build-arg"),
+                            raw.error_at(
+                                offset,
+                                format!("base name ({}) should not be blank", from.image),
+                            )
+                            .with_hint("give the ARG a default or pass --build-arg"),
                         );
                     } else if base.chars().any(char::is_whitespace) {
-                        reporter.error(raw.error_at(
-                            offset,
-                            format!("invalid base image reference {base:?}"),
-                        ));
+                        reporter.error(
+                            raw.error_at(offset, format!("invalid base image reference {base:?}")),
+                        );
                     } else if from.stage_name.as_deref() == Some(base.to_lowercase().as_str()) {
                         reporter.error(raw.error_at(
                             offset,
@@ -321,7 +326,11 @@ pub fn check_containerfile(
                         None => None,
                     };
                     let inherited = if in_stage {
-                        meta_env.iter().rev().find(|(k, _)| *k == def.name).map(|(_, v)| v.clone())
+                        meta_env
+                            .iter()
+                            .rev()
+                            .find(|(k, _)| *k == def.name)
+                            .map(|(_, v)| v.clone())
                     } else {
                         None
                     };
@@ -371,10 +380,14 @@ pub fn check_containerfile(
                     };
                     for spec in value.split_whitespace() {
                         if !is_valid_port(spec) {
-                            let offset = raw.original.find(port.as_str()).unwrap_or(raw.rest_offset);
+                            let offset =
+                                raw.original.find(port.as_str()).unwrap_or(raw.rest_offset);
                             reporter.error(
-                                raw.error_at(offset, format!("invalid port specification: {spec:?}"))
-                                    .with_hint("use PORT, PORT/tcp, PORT/udp or a range START-END"),
+                                raw.error_at(
+                                    offset,
+                                    format!("invalid port specification: {spec:?}"),
+                                )
+                                .with_hint("use PORT, PORT/tcp, PORT/udp or a range START-END"),
                             );
                         }
                     }
@@ -386,7 +399,15 @@ pub fn check_containerfile(
                 }
             }
             InstructionKind::Copy(copy) | InstructionKind::Add(copy) => {
-                check_copy(&mut reporter, &lexer, raw, copy, &env, &stage_names, stage_index.unwrap_or(0));
+                check_copy(
+                    &mut reporter,
+                    &lexer,
+                    raw,
+                    copy,
+                    &env,
+                    &stage_names,
+                    stage_index.unwrap_or(0),
+                );
             }
             InstructionKind::Run(run) => {
                 let mount_offsets = raw
@@ -397,8 +418,18 @@ pub fn check_containerfile(
                 for (mount, offset) in run.mounts.iter().zip(mount_offsets) {
                     if let Some(from) = &mount.from {
                         if let Some(from) = expand(&mut reporter, &env, from) {
-                            let site = Site { raw, offset, what: "RUN --mount from" };
-                            check_stage_reference(&mut reporter, &site, &from, &stage_names, stage_index.unwrap_or(0));
+                            let site = Site {
+                                raw,
+                                offset,
+                                what: "RUN --mount from",
+                            };
+                            check_stage_reference(
+                                &mut reporter,
+                                &site,
+                                &from,
+                                &stage_names,
+                                stage_index.unwrap_or(0),
+                            );
                         }
                     }
                 }
@@ -416,7 +447,11 @@ pub fn check_containerfile(
             } else {
                 format!(
                     "named stages: {}",
-                    names.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                    names
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             };
             reporter.error(
@@ -439,7 +474,7 @@ fn check_copy(
     lexer: &ShellLexer,
     raw: &RawInstruction,
     copy: &CopyInstruction,
-    env: &Vec<(String, String)>,
+    env: &[(String, String)],
     stage_names: &HashMap<String, (usize, usize)>,
     current: usize,
 ) {
@@ -468,7 +503,11 @@ fn check_copy(
             .map_or(0, |f| f.offset);
         match lexer.process_word(from, env) {
             Ok(from) => {
-                let site = Site { raw, offset, what: "COPY --from" };
+                let site = Site {
+                    raw,
+                    offset,
+                    what: "COPY --from",
+                };
                 check_stage_reference(reporter, &site, &from, stage_names, current)
             }
             Err(e) => reporter.error(expand_error(raw, from, &e)),
@@ -509,8 +548,11 @@ fn check_stage_reference(
     if let Some(&(index, line)) = stage_names.get(&reference.to_lowercase()) {
         if index == current {
             reporter.error(
-                raw.error_at(offset, format!("{what}={reference} refers to the current stage"))
-                    .with_hint("a stage cannot copy from itself"),
+                raw.error_at(
+                    offset,
+                    format!("{what}={reference} refers to the current stage"),
+                )
+                .with_hint("a stage cannot copy from itself"),
             );
         } else if index > current {
             reporter.error(

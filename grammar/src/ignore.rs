@@ -141,7 +141,10 @@ enum Token {
     /// `?`: one character other than `/`.
     One,
     /// `[...]`.
-    Class { negated: bool, ranges: Vec<(char, char)> },
+    Class {
+        negated: bool,
+        ranges: Vec<(char, char)>,
+    },
     /// `**` followed by more pattern: any number of whole directories, maybe none.
     Dirs,
     /// `**` at the end: anything.
@@ -254,8 +257,7 @@ impl Pattern {
             MatchType::Prefix => path.starts_with(&self.cleaned[..self.cleaned.len() - 2]),
             MatchType::Suffix => {
                 let suffix = &self.cleaned[2..];
-                path.ends_with(suffix)
-                    || (suffix.starts_with('/') && path == &suffix[1..])
+                path.ends_with(suffix) || (suffix.starts_with('/') && path == &suffix[1..])
             }
             MatchType::Pattern => run_nfa(&self.tokens, path),
         }

@@ -144,33 +144,37 @@ impl ShellLexer {
 
     /// Expands `word` into one string: quotes removed, escapes processed, variables
     /// expanded, whitespace kept.
-    pub fn process_word(&self, word: &str, env: &dyn EnvLookup) -> Result<String, ExpandError> {
+    pub fn process_word<E: EnvLookup + ?Sized>(
+        &self,
+        word: &str,
+        env: &E,
+    ) -> Result<String, ExpandError> {
         self.run(word, env).map(|(value, _, _)| value.value)
     }
 
     /// Like [`ShellLexer::process_word`], also reporting which variables were used.
-    pub fn process_word_with_matches(
+    pub fn process_word_with_matches<E: EnvLookup + ?Sized>(
         &self,
         word: &str,
-        env: &dyn EnvLookup,
+        env: &E,
     ) -> Result<Expansion, ExpandError> {
         self.run(word, env).map(|(value, _, _)| value)
     }
 
     /// Expands `word` and splits it into words on unquoted whitespace (also whitespace
     /// produced by unquoted expansions). Empty words are dropped.
-    pub fn process_words(
+    pub fn process_words<E: EnvLookup + ?Sized>(
         &self,
         word: &str,
-        env: &dyn EnvLookup,
+        env: &E,
     ) -> Result<Vec<String>, ExpandError> {
         self.run(word, env).map(|(_, words, _)| words)
     }
 
-    fn run(
+    fn run<E: EnvLookup + ?Sized>(
         &self,
         word: &str,
-        env: &dyn EnvLookup,
+        env: &E,
     ) -> Result<(Expansion, Vec<String>, ()), ExpandError> {
         let mut state = Lexing {
             chars: word.chars().collect(),
@@ -197,10 +201,10 @@ impl ShellLexer {
     }
 }
 
-struct Lexing<'a> {
+struct Lexing<'a, E: EnvLookup + ?Sized> {
     chars: Vec<char>,
     pos: usize,
-    env: &'a dyn EnvLookup,
+    env: &'a E,
     lexer: ShellLexer,
     raw_escapes: bool,
     matched: BTreeSet<String>,
@@ -268,7 +272,7 @@ fn is_special_param(c: char) -> bool {
     matches!(c, '@' | '*' | '#' | '?' | '-' | '$' | '!' | '0')
 }
 
-impl Lexing<'_> {
+impl<E: EnvLookup + ?Sized> Lexing<'_, E> {
     fn peek(&self) -> Option<char> {
         self.chars.get(self.pos).copied()
     }
@@ -470,13 +474,11 @@ impl Lexing<'_> {
         };
         let mut modifier = ch.to_string();
         match ch {
-            '}' => {
-                return Ok(match self.get_env(&name) {
-                    Some(v) => v,
-                    None if self.lexer.skip_unset => format!("${{{name}}}"),
-                    None => String::new(),
-                });
-            }
+            '}' => Ok(match self.get_env(&name) {
+                Some(v) => v,
+                None if self.lexer.skip_unset => format!("${{{name}}}"),
+                None => String::new(),
+            }),
             ':' | '+' | '-' | '?' | '#' | '%' => {
                 let null_is_unset = ch == ':';
                 if null_is_unset {
@@ -541,7 +543,8 @@ impl Lexing<'_> {
                             Some(p) => (true, p.to_string()),
                             None => (false, word),
                         };
-                        let tokens = compile_glob(&pattern).map_err(|d| Fail::Pattern(pattern.clone(), d))?;
+                        let tokens = compile_glob(&pattern)
+                            .map_err(|d| Fail::Pattern(pattern.clone(), d))?;
                         Ok(if ch == '#' {
                             trim_prefix(&tokens, &value, greedy)
                         } else {
@@ -748,6 +751,9 @@ mod tests {
     fn replace_empty_pattern() {
         let lexer = ShellLexer::new('\\');
         let e = env(&[("FOO", "xxyy"), ("BAR", "")]);
-        assert_eq!(lexer.process_word("${FOO/$BAR/ww}", &e).ok().as_deref(), Some("wwxxyy"));
+        assert_eq!(
+            lexer.process_word("${FOO/$BAR/ww}", &e).ok().as_deref(),
+            Some("wwxxyy")
+        );
     }
 }

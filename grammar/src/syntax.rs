@@ -384,7 +384,11 @@ pub fn parse_syntax(source: &str) -> Result<SyntaxTree, ParseError> {
         if let Some(new_escape) = directives.offer(trimmed, line_no)? {
             escape = new_escape;
         }
-        let first = if trimmed.starts_with('#') { "" } else { trimmed };
+        let first = if trimmed.starts_with('#') {
+            ""
+        } else {
+            trimmed
+        };
         let (first_piece, mut ended) = trim_continuation(first, escape);
         if ended && first_piece.is_empty() {
             continue;
@@ -704,7 +708,13 @@ fn parse_logical_line(
         pieces,
     };
     let original = std::mem::take(&mut instruction.original);
-    let result = fill_instruction(&mut instruction, &original, trimmed_start, trimmed_end, escape);
+    let result = fill_instruction(
+        &mut instruction,
+        &original,
+        trimmed_start,
+        trimmed_end,
+        escape,
+    );
     instruction.original = original;
     match result {
         Ok(()) => Ok(instruction),
@@ -755,10 +765,11 @@ fn fill_instruction(
             Json::NotStrings => {
                 return Err(FillError::At(rest_offset, NOT_STRING_ARRAY.to_string()));
             }
-            Json::NotJson => instruction.args = split_whitespace(rest),
+            Json::Other => instruction.args = split_whitespace(rest),
         },
         "run" | "cmd" | "entrypoint" | "shell" => {
-            let (args, json) = parse_maybe_json(rest).map_err(|m| FillError::At(rest_offset, m.to_string()))?;
+            let (args, json) =
+                parse_maybe_json(rest).map_err(|m| FillError::At(rest_offset, m.to_string()))?;
             instruction.args = args;
             instruction.json = json;
         }
@@ -766,8 +777,8 @@ fn fill_instruction(
             if let Some(sep) = rest.find(char::is_whitespace) {
                 let kind = &rest[..sep];
                 let command = rest[sep..].trim_start();
-                let (args, json) =
-                    parse_maybe_json(command).map_err(|m| FillError::At(rest_offset, m.to_string()))?;
+                let (args, json) = parse_maybe_json(command)
+                    .map_err(|m| FillError::At(rest_offset, m.to_string()))?;
                 instruction.args = std::iter::once(Arg::Word(kind.to_string()))
                     .chain(args)
                     .collect();
@@ -782,7 +793,10 @@ fn fill_instruction(
                 .map_err(|m| FillError::At(rest_offset, m.to_string()))?;
         }
         "arg" => {
-            instruction.args = parse_words(rest, escape).into_iter().map(Arg::Word).collect();
+            instruction.args = parse_words(rest, escape)
+                .into_iter()
+                .map(Arg::Word)
+                .collect();
         }
         "maintainer" | "user" | "workdir" | "stopsignal" => {
             if !rest.is_empty() {
@@ -826,14 +840,14 @@ fn parse_maybe_json(rest: &str) -> Result<(Vec<Arg>, bool), &'static str> {
     match parse_json_array(rest) {
         Json::Array(items) => Ok((items.into_iter().map(Arg::Word).collect(), true)),
         Json::NotStrings => Err(NOT_STRING_ARRAY),
-        Json::NotJson => Ok((vec![Arg::Word(rest.to_string())], false)),
+        Json::Other => Ok((vec![Arg::Word(rest.to_string())], false)),
     }
 }
 
 enum Json {
     Array(Vec<String>),
     NotStrings,
-    NotJson,
+    Other,
 }
 
 /// Deepest nesting accepted before giving up (the PEG recurses per level).
@@ -872,17 +886,17 @@ fn json_depth_exceeds(text: &str, limit: usize) -> bool {
 fn parse_json_array(rest: &str) -> Json {
     let text = rest.trim_start();
     if !text.starts_with('[') {
-        return Json::NotJson;
+        return Json::Other;
     }
     if json_depth_exceeds(text, MAX_JSON_DEPTH) {
         // Valid JSON this deep has a non-string element anyway.
         return Json::NotStrings;
     }
     let Ok(mut pairs) = Grammar::parse(Rule::json_array, text) else {
-        return Json::NotJson;
+        return Json::Other;
     };
     let Some(array) = pairs.next() else {
-        return Json::NotJson;
+        return Json::Other;
     };
     let mut items = Vec::new();
     for element in array.into_inner() {
@@ -912,7 +926,9 @@ fn decode_json_string(pair: Pair<'_, Rule>) -> String {
             out.push_str(text);
             continue;
         }
-        let code = text.strip_prefix("\\u").and_then(|h| u32::from_str_radix(h, 16).ok());
+        let code = text
+            .strip_prefix("\\u")
+            .and_then(|h| u32::from_str_radix(h, 16).ok());
         match code {
             Some(unit) => {
                 if let Some(high) = pending_high.take() {
@@ -1072,7 +1088,10 @@ mod tests {
     #[test]
     fn continuation_rules() {
         assert_eq!(trim_continuation("foo \\", '\\'), ("foo ", false));
-        assert_eq!(trim_continuation("trailing\\\\", '\\'), ("trailing\\\\", true));
+        assert_eq!(
+            trim_continuation("trailing\\\\", '\\'),
+            ("trailing\\\\", true)
+        );
         assert_eq!(trim_continuation("\\  ", '\\'), ("", false));
         assert_eq!(trim_continuation("x", '\\'), ("x", true));
     }
@@ -1126,16 +1145,40 @@ mod tests {
     #[test]
     fn heredoc_markers() {
         let m = |w: &str| parse_heredoc_marker(w);
-        let eof = m("<<EOF").ok().flatten().map(|h| (h.name, h.expand, h.chomp));
+        let eof = m("<<EOF")
+            .ok()
+            .flatten()
+            .map(|h| (h.name, h.expand, h.chomp));
         assert_eq!(eof, Some(("EOF".to_string(), true, false)));
-        let q = m("<<-'EOF'").ok().flatten().map(|h| (h.name, h.expand, h.chomp));
+        let q = m("<<-'EOF'")
+            .ok()
+            .flatten()
+            .map(|h| (h.name, h.expand, h.chomp));
         assert_eq!(q, Some(("EOF".to_string(), false, true)));
-        assert_eq!(m("<<eo\\'f").ok().flatten().map(|h| (h.name, h.expand)), Some(("eo'f".to_string(), true)));
-        assert_eq!(m("<<'e'o\\'f").ok().flatten().map(|h| (h.name, h.expand)), Some(("eo'f".to_string(), false)));
-        assert_eq!(m("<<'one two'").ok().flatten().map(|h| h.name), Some("one two".to_string()));
-        assert_eq!(m("<<$EOF").ok().flatten().map(|h| h.name), Some("$EOF".to_string()));
-        assert_eq!(m("3<<EMPTY2").ok().flatten().map(|h| h.file_descriptor), Some(3));
-        assert_eq!(m("<< -EOF").ok().flatten().map(|h| (h.name, h.chomp)), Some(("-EOF".to_string(), false)));
+        assert_eq!(
+            m("<<eo\\'f").ok().flatten().map(|h| (h.name, h.expand)),
+            Some(("eo'f".to_string(), true))
+        );
+        assert_eq!(
+            m("<<'e'o\\'f").ok().flatten().map(|h| (h.name, h.expand)),
+            Some(("eo'f".to_string(), false))
+        );
+        assert_eq!(
+            m("<<'one two'").ok().flatten().map(|h| h.name),
+            Some("one two".to_string())
+        );
+        assert_eq!(
+            m("<<$EOF").ok().flatten().map(|h| h.name),
+            Some("$EOF".to_string())
+        );
+        assert_eq!(
+            m("3<<EMPTY2").ok().flatten().map(|h| h.file_descriptor),
+            Some(3)
+        );
+        assert_eq!(
+            m("<< -EOF").ok().flatten().map(|h| (h.name, h.chomp)),
+            Some(("-EOF".to_string(), false))
+        );
         assert_eq!(m("<<EO\"F\"").ok().flatten().map(|h| h.expand), Some(false));
         for not in ["<<", "<<-", "<EOF", "<<<EOF", "EOF", "", "<<EOF sh"] {
             assert_eq!(m(not), Ok(None), "{not}");

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use gcr_grammar::{
-    check_containerfile, parse, CommandLine, CopySource, Diagnostic, Healthcheck,
-    InstructionKind, MountType,
+    check_containerfile, parse, CommandLine, CopySource, Diagnostic, Healthcheck, InstructionKind,
+    MountType,
 };
 
 fn fixtures_dir() -> PathBuf {
@@ -76,7 +76,9 @@ fn buildkit_file_structure() {
     assert_eq!(run.mounts[0].from.as_deref(), Some("runc-src"));
     assert_eq!(run.mounts[1].kind, MountType::Cache);
     assert_eq!(run.heredocs.len(), 1);
-    assert!(run.heredocs[0].content.contains("xx-verify --static /usr/bin/runc"));
+    assert!(run.heredocs[0]
+        .content
+        .contains("xx-verify --static /usr/bin/runc"));
     assert_eq!(run.command, CommandLine::Shell("<<EOT".to_string()));
 
     let version = file
@@ -98,7 +100,11 @@ fn buildkit_file_structure() {
         .instructions
         .iter()
         .find_map(|i| match &i.kind {
-            InstructionKind::Copy(c) if matches!(c.sources.first(), Some(CopySource::Heredoc(_))) => Some(c),
+            InstructionKind::Copy(c)
+                if matches!(c.sources.first(), Some(CopySource::Heredoc(_))) =>
+            {
+                Some(c)
+            }
             _ => None,
         })
         .unwrap_or_else(|| panic!("no COPY heredoc"));
@@ -179,7 +185,10 @@ fn errors_with(source: &str, args: &[(&str, &str)], target: Option<&str>) -> Str
 }
 
 fn assert_contains(haystack: &str, needle: &str) {
-    assert!(haystack.contains(needle), "expected {needle:?} in:\n{haystack}");
+    assert!(
+        haystack.contains(needle),
+        "expected {needle:?} in:\n{haystack}"
+    );
 }
 
 #[test]
@@ -212,19 +221,35 @@ fn stage_names() {
     assert_contains(&out, "already defined on line 1");
     let out = errors("FROM alpine AS 1st\n");
     assert_contains(&out, "invalid name for build stage: \"1st\"");
-    assert_contains(&errors("FROM alpine AS\n"), "FROM requires either one or three arguments");
-    assert_contains(&errors("FROM alpine XX foo\n"), "FROM requires either one or three arguments");
+    assert_contains(
+        &errors("FROM alpine AS\n"),
+        "FROM requires either one or three arguments",
+    );
+    assert_contains(
+        &errors("FROM alpine XX foo\n"),
+        "FROM requires either one or three arguments",
+    );
 }
 
 #[test]
 fn copy_from_own_or_later_stage() {
     let out = errors("FROM alpine AS a\nCOPY --from=a /x /y\n");
-    assert_contains(&out, "Containerfile:2:6: COPY --from=a refers to the current stage");
-    let out = errors("FROM alpine AS a\nCOPY --from=b /x /y\nFROM alpine AS b\nCOPY --from=a /x /y\n");
-    assert_contains(&out, "COPY --from=b refers to a later stage (defined on line 3)");
+    assert_contains(
+        &out,
+        "Containerfile:2:6: COPY --from=a refers to the current stage",
+    );
+    let out =
+        errors("FROM alpine AS a\nCOPY --from=b /x /y\nFROM alpine AS b\nCOPY --from=a /x /y\n");
+    assert_contains(
+        &out,
+        "COPY --from=b refers to a later stage (defined on line 3)",
+    );
     assert!(!out.contains("--from=a"), "{out}");
     let out = errors("FROM alpine\nCOPY --from=1 /x /y\nFROM alpine\n");
-    assert_contains(&out, "COPY --from=1 refers to stage 1, which does not come before this stage");
+    assert_contains(
+        &out,
+        "COPY --from=1 refers to stage 1, which does not come before this stage",
+    );
     let out = errors("FROM alpine AS a\nRUN --mount=from=a,target=/m true\n");
     assert_contains(&out, "RUN --mount from=a refers to the current stage");
     // An earlier stage (by name or index) and an image are fine.
@@ -236,8 +261,12 @@ fn copy_from_own_or_later_stage() {
     );
     assert!(ok.is_empty(), "{}", render_all(&ok));
     // A stage name given through an ARG is resolved before the check.
-    let out = errors("ARG SRC=b\nFROM alpine AS a\nARG SRC\nCOPY --from=$SRC /x /y\nFROM alpine AS b\n");
-    assert_contains(&out, "Containerfile:4:6: COPY --from=b refers to a later stage");
+    let out =
+        errors("ARG SRC=b\nFROM alpine AS a\nARG SRC\nCOPY --from=$SRC /x /y\nFROM alpine AS b\n");
+    assert_contains(
+        &out,
+        "Containerfile:4:6: COPY --from=b refers to a later stage",
+    );
 }
 
 #[test]
@@ -245,26 +274,68 @@ fn unknown_and_bad_flags() {
     let out = errors("FROM alpine\nCOPY --form=a /x /y\n");
     assert_contains(&out, "Containerfile:2:6: unknown flag: --form");
     assert_contains(&out, "hint: COPY accepts --from, --chown");
-    assert_contains(&errors("FROM alpine\nRUN --mount=type=cache echo\n"), "mount target is required");
-    assert_contains(&errors("FROM alpine\nRUN --network=bridge true\n"), "unsupported network mode \"bridge\"");
-    assert_contains(&errors("FROM alpine\nCOPY --link=maybe a b\n"), "expecting boolean value for flag link, not: maybe");
-    assert_contains(&errors("FROM alpine\nCOPY --from a b\n"), "missing a value on flag: --from");
-    assert_contains(&errors("FROM alpine\nADD --from=x a b\n"), "unknown flag: --from");
-    assert_contains(&errors("FROM alpine\nCMD --doit [\"a\"]\n"), "hint: CMD takes no flags");
-    assert_contains(&errors("FROM alpine\nCOPY --chmod=999 a b\n"), "invalid chmod parameter \"999\"");
+    assert_contains(
+        &errors("FROM alpine\nRUN --mount=type=cache echo\n"),
+        "mount target is required",
+    );
+    assert_contains(
+        &errors("FROM alpine\nRUN --network=bridge true\n"),
+        "unsupported network mode \"bridge\"",
+    );
+    assert_contains(
+        &errors("FROM alpine\nCOPY --link=maybe a b\n"),
+        "expecting boolean value for flag link, not: maybe",
+    );
+    assert_contains(
+        &errors("FROM alpine\nCOPY --from a b\n"),
+        "missing a value on flag: --from",
+    );
+    assert_contains(
+        &errors("FROM alpine\nADD --from=x a b\n"),
+        "unknown flag: --from",
+    );
+    assert_contains(
+        &errors("FROM alpine\nCMD --doit [\"a\"]\n"),
+        "hint: CMD takes no flags",
+    );
+    assert_contains(
+        &errors("FROM alpine\nCOPY --chmod=999 a b\n"),
+        "invalid chmod parameter \"999\"",
+    );
 }
 
 #[test]
 fn bad_healthcheck_values() {
     let out = errors("FROM alpine\nHEALTHCHECK --interval=5 CMD true\n");
-    assert_contains(&out, "Containerfile:2:13: invalid --interval \"5\": missing unit");
+    assert_contains(
+        &out,
+        "Containerfile:2:13: invalid --interval \"5\": missing unit",
+    );
     assert_contains(&out, "hint: durations look like 30s");
-    assert_contains(&errors("FROM alpine\nHEALTHCHECK --timeout=10q CMD true\n"), "unknown unit \"q\"");
-    assert_contains(&errors("FROM alpine\nHEALTHCHECK --interval=1us CMD true\n"), "cannot be less than 1ms");
-    assert_contains(&errors("FROM alpine\nHEALTHCHECK --retries=-1 CMD true\n"), "invalid --retries");
-    assert_contains(&errors("FROM alpine\nHEALTHCHECK CMD\n"), "Missing command after HEALTHCHECK CMD");
-    assert_contains(&errors("FROM alpine\nHEALTHCHECK --interval=5s NONE\n"), "HEALTHCHECK NONE takes no arguments");
-    assert_contains(&errors("FROM alpine\nHEALTHCHECK CONNECT x\n"), "Unknown type \"CONNECT\"");
+    assert_contains(
+        &errors("FROM alpine\nHEALTHCHECK --timeout=10q CMD true\n"),
+        "unknown unit \"q\"",
+    );
+    assert_contains(
+        &errors("FROM alpine\nHEALTHCHECK --interval=1us CMD true\n"),
+        "cannot be less than 1ms",
+    );
+    assert_contains(
+        &errors("FROM alpine\nHEALTHCHECK --retries=-1 CMD true\n"),
+        "invalid --retries",
+    );
+    assert_contains(
+        &errors("FROM alpine\nHEALTHCHECK CMD\n"),
+        "Missing command after HEALTHCHECK CMD",
+    );
+    assert_contains(
+        &errors("FROM alpine\nHEALTHCHECK --interval=5s NONE\n"),
+        "HEALTHCHECK NONE takes no arguments",
+    );
+    assert_contains(
+        &errors("FROM alpine\nHEALTHCHECK CONNECT x\n"),
+        "Unknown type \"CONNECT\"",
+    );
 }
 
 #[test]
@@ -273,8 +344,12 @@ fn chained_and_forbidden_onbuild() {
         &errors("FROM alpine\nONBUILD ONBUILD RUN true\n"),
         "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed",
     );
-    assert_contains(&errors("FROM alpine\nONBUILD FROM alpine\n"), "FROM isn't allowed as an ONBUILD trigger");
-    let file = parse("FROM alpine\nONBUILD COPY --chown=1:1 . /app\n").unwrap_or_else(|e| panic!("{e}"));
+    assert_contains(
+        &errors("FROM alpine\nONBUILD FROM alpine\n"),
+        "FROM isn't allowed as an ONBUILD trigger",
+    );
+    let file =
+        parse("FROM alpine\nONBUILD COPY --chown=1:1 . /app\n").unwrap_or_else(|e| panic!("{e}"));
     let InstructionKind::Onbuild(trigger) = &file.stages[0].instructions[0].kind else {
         panic!("expected ONBUILD");
     };
@@ -288,11 +363,22 @@ fn expansion_errors_and_blank_base() {
     assert_contains(&out, "B: must be set");
     assert_contains(&errors("FROM alpine\nWORKDIR ${X\n"), "missing '}'");
     let out = errors("ARG IMAGE\nFROM $IMAGE\n");
-    assert_contains(&out, "Containerfile:2:6: base name ($IMAGE) should not be blank");
+    assert_contains(
+        &out,
+        "Containerfile:2:6: base name ($IMAGE) should not be blank",
+    );
     // A build argument fills it in.
-    let ok = check_containerfile("ARG IMAGE\nFROM $IMAGE\n", "Containerfile", &[("IMAGE".to_string(), "alpine".to_string())], None);
+    let ok = check_containerfile(
+        "ARG IMAGE\nFROM $IMAGE\n",
+        "Containerfile",
+        &[("IMAGE".to_string(), "alpine".to_string())],
+        None,
+    );
     assert!(ok.is_empty(), "{}", render_all(&ok));
-    assert_contains(&errors("FROM alpine AS x\nFROM x AS y\nFROM y AS y2\nFROM z AS z\n"), "circular dependency");
+    assert_contains(
+        &errors("FROM alpine AS x\nFROM x AS y\nFROM y AS y2\nFROM z AS z\n"),
+        "circular dependency",
+    );
 }
 
 #[test]
@@ -300,36 +386,75 @@ fn syntax_errors_are_positioned() {
     let out = errors("FROM alpine\nRUN <<EOF\necho never ends\n");
     assert_contains(&out, "Containerfile:2:1: unterminated heredoc EOF");
     let out = errors("# escape=x\nFROM alpine\n");
-    assert_contains(&out, "Containerfile:1:1: invalid escape token 'x' does not match ` or \\");
-    assert_contains(&errors("FROM alpine\nENV PATH\n"), "Containerfile:2:5: ENV must have two arguments");
-    assert_contains(&errors("FROM alpine\nCMD [\"a\", [\"b\"]]\n"), "dockerfile JSON array must contain only strings");
-    assert_contains(&errors("FROM alpine\nSHELL /bin/sh -c\n"), "SHELL requires the arguments to be in JSON form");
-    assert_contains(&errors("FROM alpine\nSTOPSIGNAL SIGFOO\n"), "invalid signal: SIGFOO");
-    assert_contains(&errors("FROM alpine\nEXPOSE 80/xyz\n"), "invalid port specification: \"80/xyz\"");
+    assert_contains(
+        &out,
+        "Containerfile:1:1: invalid escape token 'x' does not match ` or \\",
+    );
+    assert_contains(
+        &errors("FROM alpine\nENV PATH\n"),
+        "Containerfile:2:5: ENV must have two arguments",
+    );
+    assert_contains(
+        &errors("FROM alpine\nCMD [\"a\", [\"b\"]]\n"),
+        "dockerfile JSON array must contain only strings",
+    );
+    assert_contains(
+        &errors("FROM alpine\nSHELL /bin/sh -c\n"),
+        "SHELL requires the arguments to be in JSON form",
+    );
+    assert_contains(
+        &errors("FROM alpine\nSTOPSIGNAL SIGFOO\n"),
+        "invalid signal: SIGFOO",
+    );
+    assert_contains(
+        &errors("FROM alpine\nEXPOSE 80/xyz\n"),
+        "invalid port specification: \"80/xyz\"",
+    );
 }
 
 #[test]
 fn errors_inside_continuations_point_at_their_physical_line() {
-    let out = errors("FROM alpine\nRUN --mount=type=cache,target=/x \\\n    --network=bridge \\\n    true\n");
-    assert_contains(&out, "Containerfile:3:5: unsupported network mode \"bridge\"");
+    let out = errors(
+        "FROM alpine\nRUN --mount=type=cache,target=/x \\\n    --network=bridge \\\n    true\n",
+    );
+    assert_contains(
+        &out,
+        "Containerfile:3:5: unsupported network mode \"bridge\"",
+    );
     assert_contains(&out, " 3 |     --network=bridge \\\n   |     ^");
 }
 
 #[test]
 fn target_must_exist() {
-    let out = errors_with("FROM alpine AS build\nFROM alpine AS final\n", &[], Some("tests"));
+    let out = errors_with(
+        "FROM alpine AS build\nFROM alpine AS final\n",
+        &[],
+        Some("tests"),
+    );
     assert_eq!(
         out,
         "Containerfile: target stage \"tests\" could not be found\n  hint: named stages: build, final"
     );
-    let ok = check_containerfile("FROM alpine AS build\n", "Containerfile", &[], Some("BUILD"));
+    let ok = check_containerfile(
+        "FROM alpine AS build\n",
+        "Containerfile",
+        &[],
+        Some("BUILD"),
+    );
     assert!(ok.is_empty());
 }
 
 #[test]
 fn warnings_do_not_fail() {
-    let diagnostics = check_containerfile("FROM alpine\nRUN echo a \\\n\n  b\n", "Containerfile", &[], None);
+    let diagnostics = check_containerfile(
+        "FROM alpine\nRUN echo a \\\n\n  b\n",
+        "Containerfile",
+        &[],
+        None,
+    );
     assert_eq!(diagnostics.len(), 1);
     assert!(!diagnostics[0].is_error());
-    assert!(diagnostics[0].render().starts_with("Containerfile:3:1: warning: empty continuation line"));
+    assert!(diagnostics[0]
+        .render()
+        .starts_with("Containerfile:3:1: warning: empty continuation line"));
 }

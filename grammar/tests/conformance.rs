@@ -190,7 +190,9 @@ fn shell_lexer_words_test() {
         if line.trim().is_empty() {
             continue;
         }
-        let (input, expected) = line.split_once('|').unwrap_or_else(|| panic!("line {}", n + 1));
+        let (input, expected) = line
+            .split_once('|')
+            .unwrap_or_else(|| panic!("line {}", n + 1));
         let input = input.trim();
         let expected = expected.trim_start_matches(' ');
         ran += 1;

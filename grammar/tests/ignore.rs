@@ -95,7 +95,10 @@ fn bad_patterns_are_errors() {
     for bad in [
         "[]a]", "[-]", "[x-]", "[-x]", "\\", "[a-b-c]", "[", "[^", "[^bc", "a[", "!",
     ] {
-        assert!(IgnoreMatcher::new(&[bad]).is_err(), "{bad:?} should be rejected");
+        assert!(
+            IgnoreMatcher::new(&[bad]).is_err(),
+            "{bad:?} should be rejected"
+        );
     }
 }
 

@@ -16,11 +16,18 @@ fn word(input: &str, pairs: &[(&str, &str)]) -> Result<String, String> {
 }
 
 fn ok(input: &str, pairs: &[(&str, &str)], expected: &str) {
-    assert_eq!(word(input, pairs), Ok(expected.to_string()), "{input:?} {pairs:?}");
+    assert_eq!(
+        word(input, pairs),
+        Ok(expected.to_string()),
+        "{input:?} {pairs:?}"
+    );
 }
 
 fn err(input: &str, pairs: &[(&str, &str)]) {
-    assert!(word(input, pairs).is_err(), "{input:?} {pairs:?} should fail");
+    assert!(
+        word(input, pairs).is_err(),
+        "{input:?} {pairs:?} should fail"
+    );
 }
 
 #[test]
@@ -40,7 +47,11 @@ fn default_and_alternative_values() {
 
 #[test]
 fn prefix_and_suffix_removal() {
-    ok("${FOO#()[]{\\}^$.\\*\\?|\\\\}", &[("FOO", "()[]{}^$.*?|\\x")], "x");
+    ok(
+        "${FOO#()[]{\\}^$.\\*\\?|\\\\}",
+        &[("FOO", "()[]{}^$.*?|\\x")],
+        "x",
+    );
     ok("${FOO%%\\**}", &[("FOO", "xx**")], "xx");
     ok("${FOO#*x*y}", &[("FOO", "xxyy")], "y");
     for same in ["${FOO#*}", "${FOO#}", "${FOO##}", "${FOO%}"] {
@@ -77,7 +88,11 @@ fn replacement() {
         ],
         "https://google.de",
     );
-    ok("${FOO//\\//\\/}", &[("FOO", "/tmp/foo.txt")], "\\/tmp\\/foo.txt");
+    ok(
+        "${FOO//\\//\\/}",
+        &[("FOO", "/tmp/foo.txt")],
+        "\\/tmp\\/foo.txt",
+    );
     ok("${FOO/$BAR/ww}", &[("FOO", "xxyy"), ("BAR", "")], "wwxxyy");
     err("${FOO//ww}", &[("FOO", "xxyy")]);
     err("${FOO//}", &[("FOO", "xxyy")]);
@@ -87,7 +102,8 @@ fn replacement() {
 
 #[test]
 fn platform_archive_name() {
-    let input = "something-${VERSION}.${TARGETOS}-${TARGETARCH}${TARGETVARIANT:+-${TARGETVARIANT}}.tar.gz";
+    let input =
+        "something-${VERSION}.${TARGETOS}-${TARGETARCH}${TARGETVARIANT:+-${TARGETVARIANT}}.tar.gz";
     let base = [
         ("VERSION", "v1.2.3"),
         ("TARGETOS", "linux"),
