@@ -1027,3 +1027,92 @@ fn e2_symlinks_of_a_lower_layer_cannot_redirect_an_upper_layer() {
         outside
     );
 }
+
+/// Two layers whose upper one deletes `f` and makes `d` opaque, mounted with real OverlayFS.
+fn whiteout_layers(store: &Store) -> (LayerExpectation, LayerExpectation) {
+    let (b1, lower) = layer(
+        TarBuilder::new()
+            .dir("d")
+            .file("d/a", b"a")
+            .file("d/b", b"b")
+            .file("f", b"f")
+            .file("kept", b"kept")
+            .finish(),
+        OCI_LAYER_GZIP,
+    );
+    let (b2, upper) = layer(
+        TarBuilder::new()
+            .dir("d")
+            .file("d/.wh..wh..opq", b"")
+            .file("d/c", b"c")
+            .file(".wh.f", b"")
+            .finish(),
+        OCI_LAYER_GZIP,
+    );
+    ingest(store, &b1, &lower).unwrap();
+    ingest(store, &b2, &upper).unwrap();
+    (lower, upper)
+}
+
+fn merged_listing(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for top in ["", "d"] {
+        let mut names: Vec<String> = fs::read_dir(dir.join(top))
+            .unwrap()
+            .map(|e| format!("{top}/{}", e.unwrap().file_name().to_string_lossy()))
+            .collect();
+        names.sort();
+        out.extend(names);
+    }
+    out
+}
+
+#[test]
+fn whiteouts_and_opaque_dirs_work_in_a_real_overlay_mount() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root to mount OverlayFS"
+    );
+    let (t, store) = store();
+    let (lower, upper) = whiteout_layers(&store);
+    let mnt = t.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let opts = format!(
+        "lowerdir={}:{}",
+        store.layer_dir(&upper.diff_id).display(),
+        store.layer_dir(&lower.diff_id).display()
+    );
+    nix::mount::mount(
+        Some("overlay"),
+        &mnt,
+        Some("overlay"),
+        nix::mount::MsFlags::MS_RDONLY,
+        Some(opts.as_str()),
+    )
+    .unwrap();
+    let listing = merged_listing(&mnt);
+    nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    assert_eq!(listing, vec!["/d", "/kept", "d/c"]);
+
+    // Rootless: the same layers in a user namespace with `userxattr`.
+    let script = format!(
+        "mount -t overlay overlay -o {opts},userxattr {m} && ls -A {m} {m}/d",
+        m = mnt.display()
+    );
+    let out = Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount", "sh", "-c", &script])
+        .output()
+        .expect("run unshare (util-linux)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let names: Vec<&str> = text.split_whitespace().collect();
+    assert!(names.contains(&"kept") && names.contains(&"c"), "{text}");
+    assert!(
+        !names.contains(&"f") && !names.contains(&"a") && !names.contains(&"b"),
+        "{text}"
+    );
+}
