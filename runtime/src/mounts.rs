@@ -319,7 +319,10 @@ fn mount_rootfs(plan: &Plan) -> Result<PathBuf, RuntimeError> {
             userxattr,
         } => {
             let target = plan.rootfs_mountpoint.clone();
-            let data = overlay_data(lower, upper, work, *userxattr)?;
+            let mut data = overlay_data(lower, upper, work, *userxattr)?;
+            if plan.opts.overlay_volatile {
+                data.push_str(",volatile");
+            }
             mount(
                 Some("overlay"),
                 target.as_path(),
