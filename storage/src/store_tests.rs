@@ -181,6 +181,30 @@ fn stale_tmp_entries_are_swept_live_ones_kept() {
     assert!(tmp_is_empty(&reopened));
 }
 
+#[test]
+fn an_undeletable_stale_entry_does_not_break_open() {
+    let (_t, store) = store();
+    let stuck = store.root().join("tmp/layer-1-stuck");
+    fs::create_dir(&stuck).unwrap();
+    fs::write(stuck.join("f"), b"x").unwrap();
+    // The immutable flag stands in for files owned by IDs this process cannot touch.
+    let chattr = |flag: &str| {
+        Command::new("chattr")
+            .arg(flag)
+            .arg(stuck.join("f"))
+            .status()
+            .expect("run chattr (e2fsprogs)")
+            .success()
+    };
+    assert!(chattr("+i"), "chattr +i needs root and ext4/tmpfs");
+    let reopened = Store::open(store.root());
+    assert!(chattr("-i"));
+    reopened.unwrap();
+    assert!(stuck.exists());
+    Store::open(store.root()).unwrap();
+    assert!(!stuck.exists());
+}
+
 // ---- ingestion ----
 
 #[test]

@@ -192,17 +192,31 @@ pub(crate) fn sweep(tmp_root: &Path) -> Result<Vec<PathBuf>, StoreError> {
         }
         let path = tmp_root.join(name);
         let lock_path = tmp_root.join(format!("{name_str}.lock"));
-        if !lock_path.exists() {
-            // No lock file: the owner never got past creating it, or a sweep was interrupted.
-            // The owner creates the lock before the directory, so this entry is dead.
-            remove_any(&path).ctx("removing stale", &path)?;
-            removed.push(path);
-            continue;
-        }
-        if let Some(_held) = try_lock_file(&lock_path, true)? {
-            remove_any(&path).ctx("removing stale", &path)?;
-            let _ = fs::remove_file(&lock_path);
-            removed.push(path);
+        // A directory without a lock file is dead: the owner creates the lock before the
+        // directory. Otherwise it is dead when we can take its lock.
+        let held = if lock_path.exists() {
+            match try_lock_file(&lock_path, true) {
+                Ok(Some(lock)) => Some(Some(lock)),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot check temporary entry");
+                    None
+                }
+            }
+        } else {
+            Some(None)
+        };
+        let Some(_held) = held else { continue };
+        // Failing to delete (e.g. files owned by IDs this process cannot touch) must not make
+        // the store unusable: warn and leave it for a later sweep.
+        match remove_any(&path) {
+            Ok(()) => {
+                let _ = fs::remove_file(&lock_path);
+                removed.push(path);
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove stale temporary entry")
+            }
         }
     }
     // Lock files whose directory is gone and whose owner is gone.
@@ -216,7 +230,7 @@ pub(crate) fn sweep(tmp_root: &Path) -> Result<Vec<PathBuf>, StoreError> {
         if dir.exists() || !lock_path.exists() {
             continue;
         }
-        if let Some(_held) = try_lock_file(&lock_path, true)? {
+        if let Ok(Some(_held)) = try_lock_file(&lock_path, true) {
             if !dir.exists() {
                 let _ = fs::remove_file(&lock_path);
             }
