@@ -67,7 +67,7 @@ pub struct DiskUsage {
     pub images: UsageEntry,
     /// Container directories.
     pub containers: UsageEntry,
-    /// The build cache.
+    /// The build cache: `ROOT/cache` plus layers and blobs no image references.
     pub build_cache: UsageEntry,
 }
 
@@ -352,8 +352,24 @@ impl Store {
             reclaimable: total.saturating_sub(size_of(&active)),
         };
         let containers_size = du(&self.containers_root());
-        let cache_entries = list_dir(&self.cache_dir())?.len() as u64;
-        let cache_size = du(&self.cache_dir());
+        // Layers and blobs no image references (build steps, interrupted pulls) count as build
+        // cache, as Docker counts them: `prune` frees them.
+        let mut cache_entries = list_dir(&self.cache_dir())?.len() as u64;
+        let mut cache_size = du(&self.cache_dir());
+        let referenced = self.references(&index);
+        for (name, path) in list_dir(&self.blobs_dir())? {
+            if !Digest::from_hex(&name).is_ok_and(|d| referenced.blobs.contains(&d)) {
+                cache_size += fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
+            }
+        }
+        for (name, _) in list_dir(&self.layers_root())? {
+            if let Ok(d) = Digest::from_hex(&name) {
+                if !referenced.layers.contains(&d) {
+                    cache_entries += 1;
+                    cache_size += self.layer_size(&d);
+                }
+            }
+        }
         Ok(DiskUsage {
             images: images_usage,
             containers: UsageEntry {

@@ -681,6 +681,11 @@ fn prune_removes_dangling_and_unreferenced_and_respects_leases() {
     drop(lease);
 
     let usage = store.disk_usage().unwrap();
+    assert_eq!(
+        usage.build_cache.count, 2,
+        "the orphan and the pruned image's layer"
+    );
+    assert!(usage.build_cache.size >= store.layer_size(&orphan.diff_id));
     assert_eq!(usage.images.count, 2);
     assert_eq!(usage.images.active, 1);
     assert!(usage.images.size > usage.images.reclaimable && usage.images.reclaimable > 0);
@@ -689,6 +694,7 @@ fn prune_removes_dangling_and_unreferenced_and_respects_leases() {
     let report = store.prune(false).unwrap();
     assert!(report.images.is_empty());
     assert_eq!(report.layers, 2, "{report:?}");
+    assert_eq!(store.disk_usage().unwrap().build_cache.count, 0);
     assert!(!store.has_layer(&orphan.diff_id));
     assert!(!store.has_blob(&orphan.digest));
     assert!(!store.has_layer(&dangling_layer.diff_id));
