@@ -984,7 +984,7 @@ impl<'a> Engine<'a> {
     }
 
     /// The state named by `--from` (a stage name or index, else an image).
-    fn from_state(&self, stage: usize, state: &State, from: &str) -> StepResult<(State, String)> {
+    fn source_state(&self, stage: usize, state: &State, from: &str) -> StepResult<(State, String)> {
         let from = self.expand(state, from)?;
         if let Some(j) = self.find_stage(&from, stage) {
             return match &self.built[j] {
@@ -1139,7 +1139,7 @@ impl<'a> Engine<'a> {
                 )
             }
             Some(from) => {
-                let (from_state, label) = self.from_state(stage, state, from)?;
+                let (from_state, label) = self.source_state(stage, state, from)?;
                 from_dir = self.store.build_dir("build-from")?;
                 let at = from_dir.path().join("root");
                 _from_mount = self.mount_view(&from_state, &at)?;
@@ -1367,7 +1367,7 @@ impl<'a> Engine<'a> {
                                 .map(|c| (c.root.clone(), Confine::Beneath))
                                 .ok_or_else(|| "the build context is not open".to_string())?,
                             Some(from) => {
-                                let (from_state, _) = eng.from_state(stage, st, from)?;
+                                let (from_state, _) = eng.source_state(stage, st, from)?;
                                 let at = dirs.base.join(format!("bind-{}", views.len()));
                                 views.push(eng.mount_view(&from_state, &at)?);
                                 (at, Confine::InRoot)

@@ -116,11 +116,7 @@ pub(crate) fn clean_relative(path: &str) -> Option<PathBuf> {
     for c in Path::new(path).components() {
         match c {
             Component::Normal(n) => out.push(n),
-            Component::ParentDir => {
-                if !out.pop() {
-                    return None;
-                }
-            }
+            Component::ParentDir if !out.pop() => return None,
             _ => {}
         }
     }
