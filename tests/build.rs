@@ -462,3 +462,90 @@ fn unsupported_platform_is_refused() {
         stderr(&out)
     );
 }
+
+/// Builds as the unprivileged fixture user: the store is written inside gcr's rootless user
+/// namespace, overlay whiteouts and opaque dirs use user xattrs, and owners map to subuids.
+#[test]
+fn rootless_build_as_the_fixture_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(base) = busybox() else { return };
+    let Some(user) = support::fixture_env("GCR_TEST_USER") else {
+        return;
+    };
+    if !nix::unistd::geteuid().is_root() {
+        assert!(
+            !support::in_ci(),
+            "rootless tests run as root to switch to {user}"
+        );
+        eprintln!("SKIP: not root, cannot switch to {user}");
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("gcr-rootless-build-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("gcr");
+    std::fs::copy(support::gcr_bin(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(ctx.join("f.txt"), "file\n").unwrap();
+    std::fs::write(
+        ctx.join("Containerfile"),
+        format!(
+            r#"FROM {base}
+RUN mkdir -p /d/sub && echo old > /d/sub/old && echo x > /gone
+COPY --chown=1000:1000 f.txt /home/f.txt
+RUN rm -rf /d/sub /gone && mkdir /d/sub && echo new > /d/sub/new && chown 1000:1000 /d/sub/new
+USER 1000
+RUN id -u > /tmp/uid
+"#
+        ),
+    )
+    .unwrap();
+    let store = dir.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    assert!(std::process::Command::new("chown")
+        .arg(format!("{user}:"))
+        .arg(&store)
+        .status()
+        .unwrap()
+        .success());
+    let gcr = |args: &[&str]| {
+        std::process::Command::new("runuser")
+            .args(["-u", &user, "--"])
+            .arg(&bin)
+            .arg("--root")
+            .arg(&store)
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("runuser gcr")
+    };
+    let ctx_arg = ctx.to_string_lossy().into_owned();
+    let out = gcr(&["build", "-t", "rl", &ctx_arg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).trim().to_string();
+    let out = gcr(&[
+        "run",
+        "--rm",
+        "rl",
+        "sh",
+        "-c",
+        "ls /d/sub; test -e /gone || echo gone; stat -c '%u:%g' /home/f.txt /d/sub/new; cat /tmp/uid",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "new\ngone\n1000:1000\n1000:1000\n1000\n");
+    let out = gcr(&["build", "-t", "rl", &ctx_arg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), id);
+    assert_eq!(
+        stderr(&out).matches("CACHED").count(),
+        4,
+        "{}",
+        stderr(&out)
+    );
+    let out = gcr(&["system", "check"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+}
