@@ -549,3 +549,290 @@ RUN id -u > /tmp/uid
     let out = gcr(&["system", "check"]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Differential tests against Buildah: the same Containerfile built by both, both images
+// unpacked by umoci, file trees (path, type, mode, owner, size, content, link target) and
+// image configs compared.
+
+/// A tool the differential tests need, or None (skip outside CI).
+fn tool(name: &str) -> Option<()> {
+    let found = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if found {
+        return Some(());
+    }
+    assert!(
+        !support::in_ci(),
+        "{name} is missing: run tests/fixtures/setup.sh"
+    );
+    eprintln!("SKIP: {name} is missing (tests/fixtures/setup.sh installs it)");
+    None
+}
+
+/// path -> "type mode uid:gid size sha256 | link target" for every entry below `root`.
+fn file_tree(root: &Path) -> std::collections::BTreeMap<String, String> {
+    use sha2::Digest as _;
+    use std::os::unix::fs::MetadataExt;
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let ft = meta.file_type();
+            let detail = if ft.is_file() {
+                let bytes = std::fs::read(&path).unwrap();
+                format!(
+                    "size={} {}",
+                    bytes.len(),
+                    hex_digest(&sha2::Sha256::digest(&bytes))
+                )
+            } else if ft.is_symlink() {
+                format!("-> {}", std::fs::read_link(&path).unwrap().display())
+            } else {
+                String::new()
+            };
+            if ft.is_dir() {
+                todo.push(path.clone());
+            }
+            out.insert(
+                rel,
+                format!(
+                    "{:o} {:o} {}:{} {detail}",
+                    meta.mode() & 0o170000,
+                    meta.mode() & 0o7777,
+                    meta.uid(),
+                    meta.gid()
+                ),
+            );
+        }
+    }
+    out
+}
+
+fn hex_digest(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The `config` section of the image named `name` in the OCI layout at `layout`.
+fn layout_config(layout: &Path, name: &str) -> serde_json::Value {
+    let read = |digest: &str| -> serde_json::Value {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap())
+            .unwrap()
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let entry = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in {}", layout.display()))
+        .clone();
+    let manifest = read(entry["digest"].as_str().unwrap());
+    let config = read(manifest["config"]["digest"].as_str().unwrap());
+    let mut section = config["config"].clone();
+    if let Some(labels) = section.get_mut("Labels").and_then(|l| l.as_object_mut()) {
+        labels.remove("io.buildah.version");
+        if labels.is_empty() {
+            section.as_object_mut().unwrap().remove("Labels");
+        }
+    }
+    section
+}
+
+fn differential(name: &str, containerfile: &str, setup: impl Fn(&Path)) {
+    let Some(_) = busybox() else { return };
+    for t in ["buildah", "umoci"] {
+        if tool(t).is_none() {
+            return;
+        }
+    }
+    let work = tempfile::Builder::new()
+        .prefix("gcr-diff-")
+        .tempdir()
+        .unwrap();
+    let ctx = work.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(ctx.join("Containerfile"), containerfile).unwrap();
+    setup(&ctx);
+
+    // Buildah, with its own throw-away storage, then to an OCI layout.
+    let bah = work.path().join("buildah");
+    let buildah = |args: &[&str]| {
+        let out = std::process::Command::new("buildah")
+            .arg("--root")
+            .arg(bah.join("root"))
+            .arg("--runroot")
+            .arg(bah.join("run"))
+            .args(args)
+            .output()
+            .expect("run buildah");
+        assert!(out.status.success(), "buildah {args:?}: {}", stderr(&out));
+    };
+    let ctx_s = ctx.to_string_lossy().into_owned();
+    buildah(&["build", "--layers", "-q", "-t", "localhost/diff", &ctx_s]);
+    let bah_layout = work.path().join("buildah-oci");
+    buildah(&[
+        "push",
+        "localhost/diff",
+        &format!("oci:{}:diff", bah_layout.display()),
+    ]);
+    let _ = std::process::Command::new("buildah")
+        .arg("--root")
+        .arg(bah.join("root"))
+        .arg("--runroot")
+        .arg(bah.join("run"))
+        .args(["rmi", "-a", "-f"])
+        .output();
+
+    // gcr: its store is an OCI layout umoci reads as is.
+    let store = TestStore::new();
+    let out = store
+        .gcr()
+        .args(["build", "-q", "-t", "diff"])
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "gcr build: {}", stderr(&out));
+
+    let unpack = |image: String, dest: &Path| {
+        let out = std::process::Command::new("umoci")
+            .args(["unpack", "--image", &image])
+            .arg(dest)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "umoci unpack {image}: {}",
+            stderr(&out)
+        );
+    };
+    let bah_bundle = work.path().join("bah-bundle");
+    let gcr_bundle = work.path().join("gcr-bundle");
+    unpack(format!("{}:diff", bah_layout.display()), &bah_bundle);
+    unpack(
+        format!("{}:docker.io/library/diff:latest", store.root().display()),
+        &gcr_bundle,
+    );
+    let mut bah_tree = file_tree(&bah_bundle.join("rootfs"));
+    let gcr_tree = file_tree(&gcr_bundle.join("rootfs"));
+    // Buildah 1.28 leaves the empty mount points of its RUN steps behind; BuildKit and gcr
+    // do not.
+    for stub in ["etc/hostname", "etc/hosts", "etc/resolv.conf", "run"] {
+        if !gcr_tree.contains_key(stub) {
+            if let Some(v) = bah_tree.get(stub) {
+                if v.contains("size=0 ") || v.starts_with("40000 ") {
+                    bah_tree.remove(stub);
+                }
+            }
+        }
+    }
+    assert!(
+        gcr_tree.len() > 50 && gcr_tree.contains_key("bin/busybox"),
+        "{name}: unpacked tree looks empty: {gcr_tree:?}"
+    );
+    let mut differences = Vec::new();
+    for key in bah_tree.keys().chain(gcr_tree.keys()) {
+        if bah_tree.get(key) != gcr_tree.get(key) {
+            differences.push(format!(
+                "{key}: buildah {:?} gcr {:?}",
+                bah_tree.get(key),
+                gcr_tree.get(key)
+            ));
+        }
+    }
+    differences.dedup();
+    assert!(
+        differences.is_empty(),
+        "{name}: trees differ:\n{}",
+        differences.join("\n")
+    );
+    assert_eq!(
+        layout_config(&bah_layout, "diff"),
+        layout_config(store.root(), "docker.io/library/diff:latest"),
+        "{name}: configs differ"
+    );
+}
+
+#[test]
+fn differential_multi_stage_whiteouts_links_modes() {
+    let Some(base) = busybox() else { return };
+    differential(
+        "multi-stage",
+        &format!(
+            r#"FROM {base} AS builder
+ARG V=1
+RUN mkdir -p /out/d && echo "v=$V" > /out/d/f && ln -s f /out/d/l && ln /out/d/f /out/d/hard && chmod 4755 /out/d/f
+FROM {base}
+COPY --from=builder /out /out
+COPY . /ctx/
+COPY --chown=1000:100 hello.txt /owned/
+WORKDIR /w
+RUN mkdir -p /data/keep /data/op /data/sticky && echo 1 > /data/op/a && echo 2 > /data/gone && chmod 700 /data/keep && chmod 1777 /data/sticky
+RUN rm -rf /data/gone /data/op /etc/group && mkdir /data/op && echo n > /data/op/b
+ENV A=b
+LABEL l=v
+EXPOSE 80 53/udp
+VOLUME /vol
+USER 1000:100
+ENTRYPOINT ["/bin/sh", "-c"]
+CMD ["echo hi"]
+"#
+        ),
+        |ctx| {
+            std::fs::write(ctx.join("hello.txt"), "hello\n").unwrap();
+            std::fs::create_dir_all(ctx.join("tree/sub")).unwrap();
+            std::fs::write(ctx.join("tree/a"), "a\n").unwrap();
+            std::fs::write(ctx.join("tree/sub/b"), "b\n").unwrap();
+            std::os::unix::fs::symlink("a", ctx.join("tree/link")).unwrap();
+            std::fs::write(ctx.join(".dockerignore"), "*.log\n!keep.log\n").unwrap();
+            std::fs::write(ctx.join("x.log"), "x\n").unwrap();
+            std::fs::write(ctx.join("keep.log"), "k\n").unwrap();
+        },
+    );
+}
+
+#[test]
+fn differential_add_tarball_and_entrypoint_reset() {
+    let Some(base) = busybox() else { return };
+    differential(
+        "add",
+        &format!(
+            r#"FROM {base} AS first
+CMD ["inherited"]
+FROM first
+ADD archive.tar /x/
+ADD plain.txt /p/
+COPY --chmod=0600 plain.txt /modes/
+ENTRYPOINT ["echo"]
+"#
+        ),
+        |ctx| {
+            std::fs::write(ctx.join("plain.txt"), "plain\n").unwrap();
+            let mut tar = tar::Builder::new(Vec::new());
+            for (name, mode, uid) in [("top.txt", 0o644, 0), ("d/inner", 0o600, 42)] {
+                let mut h = tar::Header::new_gnu();
+                h.set_size(3);
+                h.set_mode(mode);
+                h.set_uid(uid);
+                h.set_gid(uid);
+                h.set_mtime(1_600_000_000);
+                h.set_cksum();
+                tar.append_data(&mut h, name, &b"abc"[..]).unwrap();
+            }
+            std::fs::write(ctx.join("archive.tar"), tar.into_inner().unwrap()).unwrap();
+        },
+    );
+}
