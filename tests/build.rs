@@ -836,3 +836,89 @@ ENTRYPOINT ["echo"]
         },
     );
 }
+
+#[test]
+fn run_mounts_network_user_onbuild_and_heredocs() {
+    let Some(base) = busybox() else { return };
+    let store = TestStore::new();
+    let ctx = Ctx::new(&format!(
+        r#"FROM {base} AS base
+ONBUILD RUN echo triggered > /onbuild
+FROM base
+RUN --mount=type=cache,target=/cache sh -c 'echo run >> /cache/count; wc -l < /cache/count > /count'
+RUN --mount=type=tmpfs,target=/scratch sh -c 'echo x > /scratch/y && grep -c " /scratch " /proc/mounts > /tmpfs'
+RUN --mount=type=bind,source=bound.txt,target=/mnt/b.txt cat /mnt/b.txt > /bound
+RUN --mount=type=secret,id=tok cat /run/secrets/tok > /secret-copy
+RUN --mount=type=bind,from=base,source=/etc,target=/baseetc ls /baseetc > /baseetc-list
+RUN --network=none sh -c 'grep -c : /proc/net/dev > /netlines'
+USER nobody
+RUN id -u > /tmp/uid && echo $HOME > /tmp/home
+RUN cat > /tmp/hd <<EOF
+heredoc $HOME
+EOF
+"#
+    ));
+    ctx.write("bound.txt", "bound\n");
+    let secret = ctx.path().join("secret.txt");
+    std::fs::write(&secret, "topsecret\n").unwrap();
+    let secret_arg = format!("id=tok,src={}", secret.display());
+    let (id, log) = build_ok(&store, &ctx, &["--secret", &secret_arg]);
+    assert!(log.contains("[stage-1 2/10] RUN echo triggered"), "{log}");
+    let out = run_in(
+        &store,
+        &id,
+        "cat /onbuild /count /tmpfs /bound /secret-copy /netlines /tmp/uid /tmp/home /tmp/hd /baseetc-list; \
+         for p in /mnt /run /cache /scratch /baseetc; do test -e $p && echo left $p; done; true",
+    );
+    assert_eq!(
+        out,
+        "triggered\n1\n1\nbound\ntopsecret\n1\n65534\n/nonexistent\nheredoc /nonexistent\ngroup\npasswd\n"
+    );
+    // The secret is not in any layer, and the cache mount persists across builds.
+    let (_, _) = build_ok(&store, &ctx, &["--no-cache", "--secret", &secret_arg]);
+    let count = std::fs::read_dir(store.root().join("cache/mounts"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("count");
+    assert_eq!(std::fs::read_to_string(count).unwrap(), "run\nrun\n");
+    // Without --secret the (optional, as in BuildKit) secret is absent: the RUN fails there.
+    let out = build(&store, &ctx, &["--no-cache"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("Containerfile:7"), "{}", stderr(&out));
+}
+
+#[test]
+fn quiet_iidfile_and_labels() {
+    let Some(base) = busybox() else { return };
+    let store = TestStore::new();
+    let ctx = Ctx::new(&format!("FROM {base}\nRUN echo output-of-run\nLABEL a=1\n"));
+    let iid = ctx.path().join("iid");
+    let iid_arg = iid.to_string_lossy().into_owned();
+    let out = build(
+        &store,
+        &ctx,
+        &[
+            "-q",
+            "--iidfile",
+            &iid_arg,
+            "--label",
+            "b=2",
+            "-t",
+            "one",
+            "-t",
+            "two:x",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).trim().to_string();
+    assert_eq!(stderr(&out), "", "-q prints nothing else");
+    assert_eq!(std::fs::read_to_string(&iid).unwrap(), id);
+    let cfg = inspect_config(&store, "two:x");
+    assert_eq!(cfg["Id"], id);
+    assert_eq!(cfg["Config"]["Labels"]["a"], "1");
+    assert_eq!(cfg["Config"]["Labels"]["b"], "2");
+    assert_eq!(inspect_config(&store, "one")["Id"], id);
+}

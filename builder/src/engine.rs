@@ -544,7 +544,6 @@ impl<'a> Engine<'a> {
     fn build_stage(&mut self, index: usize, bases: &[Base]) -> Result<State, BuildError> {
         let stage = self.cf.stages[index].clone();
         let label = self.stage_label(index);
-        let total = Self::vertices(&stage.instructions);
         if let InstructionKind::From(f) = &stage.from.kind {
             if let Some(p) = &f.platform {
                 let p = self
@@ -562,16 +561,6 @@ impl<'a> Engine<'a> {
                 }
             }
         }
-        self.step += 1;
-        let base_text = match &bases[index] {
-            Base::Scratch => "scratch".to_string(),
-            Base::Stage(j) => self.stage_label(*j),
-            Base::Image(name) => name.clone(),
-        };
-        self.say(&format!(
-            "#{} [{label} 1/{total}] FROM {base_text}",
-            self.step
-        ));
         let mut state = match &bases[index] {
             Base::Scratch => self.scratch_state(),
             Base::Stage(j) => match &self.built[*j] {
@@ -617,6 +606,17 @@ impl<'a> Engine<'a> {
             }
         }
         instructions.extend(stage.instructions.iter().cloned());
+        let total = Self::vertices(&instructions);
+        self.step += 1;
+        let base_text = match &bases[index] {
+            Base::Scratch => "scratch".to_string(),
+            Base::Stage(j) => self.stage_label(*j),
+            Base::Image(name) => name.clone(),
+        };
+        self.say(&format!(
+            "#{} [{label} 1/{total}] FROM {base_text}",
+            self.step
+        ));
         let mut vertex = 1;
         for instr in &instructions {
             if matches!(
