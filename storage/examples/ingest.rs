@@ -1,4 +1,5 @@
-//! Ingest one layer blob into a store, for timing: `ingest ROOT BLOB MEDIA_TYPE DIFF_ID`.
+//! Ingest one layer blob into a store, for timing and peak memory:
+//! `ingest ROOT BLOB MEDIA_TYPE DIFF_ID DIGEST`.
 
 use std::fs::File;
 use std::time::Instant;
@@ -7,11 +8,11 @@ use gcr_storage::{Digest, LayerExpectation, Store};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, root, blob, media_type, diff_id] = args.as_slice() else {
-        return Err("usage: ingest ROOT BLOB MEDIA_TYPE DIFF_ID".into());
+    let [_, root, blob, media_type, diff_id, digest] = args.as_slice() else {
+        return Err("usage: ingest ROOT BLOB MEDIA_TYPE DIFF_ID DIGEST".into());
     };
     let bytes = std::fs::metadata(blob)?.len();
-    let digest = Digest::of(&std::fs::read(blob)?);
+    let digest: Digest = digest.parse()?;
     let store = Store::open(root)?;
     let start = Instant::now();
     let expect = LayerExpectation {
