@@ -1345,12 +1345,15 @@ fn concurrent_pulls_of_one_image_both_succeed() {
             stderr(&out)
         );
     }
-    assert_eq!(env.image_names(), vec![image]);
+    assert_eq!(env.image_names(), vec![image.clone()]);
     env.check_clean();
-    // Stored once: one image, one layer blob + config + manifest.
+    // Stored once: one image, one unpacked layer, no copy left behind in tmp/.
     let ids = env.ok(&["images", "-q"]);
     assert_eq!(ids.lines().count(), 1, "{ids}");
-    assert_eq!(env.blob_count(), 3);
+    let layers = std::fs::read_dir(env.store.root().join("layers")).map(|d| d.count());
+    assert_eq!(layers.ok(), Some(1));
+    let leftovers = std::fs::read_dir(env.store.root().join("tmp")).map(|d| d.count());
+    assert_eq!(leftovers.unwrap_or(0), 0);
 }
 
 #[test]
