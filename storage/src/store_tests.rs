@@ -1146,3 +1146,36 @@ fn whiteouts_and_opaque_dirs_work_in_a_real_overlay_mount() {
         "{text}"
     );
 }
+
+#[test]
+fn concurrent_commits_lose_no_name() {
+    let (_t, store) = store();
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let file = format!("etc/f{i}");
+                for round in 0..5 {
+                    image(
+                        &store,
+                        &[&format!("localhost/n{i}:{round}")],
+                        &file,
+                        "2024-01-01T00:00:00Z",
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let mut names: Vec<String> = store
+        .images()
+        .unwrap()
+        .into_iter()
+        .flat_map(|r| r.names)
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 40, "{names:?}");
+    assert!(store.check(false).unwrap().is_clean());
+}
