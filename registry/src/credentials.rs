@@ -437,8 +437,20 @@ fn auths_key(path: &Path, registry: &str) -> String {
 }
 
 /// Writes `doc` to `path` atomically: a 0600 temp file in the same directory, fsync, rename.
+/// A symlinked auth file (dotfile managers) is updated at its target, as Docker does.
 fn write_auth_file(path: &Path, doc: &Map<String, Value>) -> Result<(), CredentialsError> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let resolved;
+    let path = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            resolved = std::fs::canonicalize(path).map_err(|source| CredentialsError::Write {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            resolved.as_path()
+        }
+        _ => path,
+    };
     let write_err = |source| CredentialsError::Write {
         path: path.to_path_buf(),
         source,
@@ -592,6 +604,20 @@ mod tests {
         assert!(!erase("127.0.0.1:5443").unwrap());
         assert_eq!(lookup("127.0.0.1:5443", None).unwrap(), None);
         assert_eq!(lookup("docker.io", None).unwrap(), Some(cred("a", "b")));
+
+        // A symlinked config is written through to its target.
+        let target = home.join("dotfiles-config.json");
+        std::fs::rename(&cfg, &target).unwrap();
+        std::os::unix::fs::symlink(&target, &cfg).unwrap();
+        store("quay.io", &cred("q", "r")).unwrap();
+        assert!(std::fs::symlink_metadata(&cfg)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(lookup("quay.io", None).unwrap(), Some(cred("q", "r")));
+        assert!(std::fs::read_to_string(&target)
+            .unwrap()
+            .contains("quay.io"));
 
         // REGISTRY_AUTH_FILE wins for writes and reads; a fresh file is created with 0600.
         let authfile = tmp.path().join("sub/dir/auth.json");
