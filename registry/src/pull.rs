@@ -713,7 +713,11 @@ async fn fetch_layer(
                 }
                 Ok(None) => return Ok(()),
                 Err(e) => {
-                    let detail = crate::client::error_chain(&e);
+                    // Signed CDN URLs carry tokens in their query: keep them out of messages.
+                    let mut detail = crate::client::error_chain(&e);
+                    if let Some(url) = e.url() {
+                        detail = detail.replace(url.as_str(), &crate::client::redact(url));
+                    }
                     let _ = tx
                         .send(Err(io::Error::other(format!("network error: {detail}"))))
                         .await;
