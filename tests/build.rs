@@ -922,3 +922,21 @@ fn quiet_iidfile_and_labels() {
     assert_eq!(cfg["Config"]["Labels"]["b"], "2");
     assert_eq!(inspect_config(&store, "one")["Id"], id);
 }
+
+#[test]
+fn heredoc_script_with_shebang_runs_its_interpreter() {
+    let Some(base) = busybox() else { return };
+    let store = TestStore::new();
+    let ctx = Ctx::new(&format!(
+        "FROM {base}\nRUN <<EOF\n#!/usr/bin/awk -f\nBEGIN {{ print \"awk ran\" > \"/awk.txt\" }}\nEOF\n"
+    ));
+    let (id, _) = build_ok(&store, &ctx, &[]);
+    assert_eq!(
+        run_in(
+            &store,
+            &id,
+            "cat /awk.txt; ls -a /dev | grep -c gcr-heredoc; true"
+        ),
+        "awk ran\n0\n"
+    );
+}

@@ -21,6 +21,9 @@ use crate::{BuildOptions, BuildOutput, ResolveImage};
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
+/// Where a `RUN <<EOF` script with a `#!` line is mounted (inside the container's /dev tmpfs,
+/// so nothing of it reaches the layer).
+const HEREDOC_SCRIPT: &str = "/dev/.gcr-heredoc-script";
 
 /// A stage's image as it is built.
 #[derive(Debug, Clone)]
@@ -1252,6 +1255,8 @@ impl<'a> Engine<'a> {
         r: &gcr_grammar::RunInstruction,
         progress: &str,
     ) -> StepResult<()> {
+        // `RUN <<EOF` with a `#!` line: the body is a script run by its own interpreter.
+        let mut shebang_script: Option<String> = None;
         let argv = match &r.command {
             CommandLine::Exec(v) => {
                 if v.is_empty() {
@@ -1274,6 +1279,9 @@ impl<'a> Engine<'a> {
                     } else {
                         h.content.clone()
                     };
+                    if script.starts_with("#!") {
+                        shebang_script = Some(script.clone());
+                    }
                 } else {
                     for h in &r.heredocs {
                         script.push('\n');
@@ -1281,9 +1289,13 @@ impl<'a> Engine<'a> {
                         script.push_str(&h.name);
                     }
                 }
-                let mut v = state.shell();
-                v.push(script);
-                v
+                if shebang_script.is_some() {
+                    vec![HEREDOC_SCRIPT.to_string()]
+                } else {
+                    let mut v = state.shell();
+                    v.push(script);
+                    v
+                }
             }
         };
         let network_none = match r.network {
@@ -1324,6 +1336,22 @@ impl<'a> Engine<'a> {
         self.layer_step(state, instr, progress, &key_text, |eng, st, dirs| {
             let mut mounts = Vec::new();
             let mut views = Vec::new();
+            if let Some(script) = &shebang_script {
+                let path = dirs.base.join("heredoc-script");
+                std::fs::write(&path, script)
+                    .and_then(|_| {
+                        std::fs::set_permissions(
+                            &path,
+                            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+                        )
+                    })
+                    .map_err(|e| crate::error::io_fail("writing", &path, e))?;
+                mounts.push(RunMount::Bind {
+                    source: path,
+                    target: HEREDOC_SCRIPT.to_string(),
+                    read_only: true,
+                });
+            }
             for (m, target) in &mount_specs {
                 match m.kind {
                     MountType::Tmpfs => mounts.push(RunMount::Tmpfs {
