@@ -389,6 +389,16 @@ impl Store {
             .ctx("creating", &diff_dir)?;
         let (read_result, unpacked) = pipeline(&mut diff, &diff_dir);
         if let Err(source) = read_result {
+            let source = if codec == Codec::Zstd && source.to_string().contains("too much memory") {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "the zstd frame needs a window larger than 2^{ZSTD_WINDOW_LOG_MAX} bytes, refused to bound memory ({source})"
+                    ),
+                )
+            } else {
+                source
+            };
             return Err(StoreError::Decompress {
                 digest: expect.digest.clone(),
                 source,

@@ -350,6 +350,7 @@ fn e8_bad_compressed_streams_fail_cleanly() {
     };
     let err = ingest(&store, &big_window, &expect).unwrap_err();
     assert!(matches!(err, StoreError::Decompress { .. }), "{err}");
+    assert!(err.to_string().contains("window"), "{err}");
     assert!(nothing_stored(&store, &expect));
     // Media types that are not tar layers are never unpacked.
     let mut helm = expect.clone();
