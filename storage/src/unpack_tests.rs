@@ -926,3 +926,44 @@ fn mutated_archives_never_panic_or_escape() {
     }
     assert_eq!(target_before, snapshot(&f0.outside));
 }
+
+// ---- E9: the parser agrees with GNU tar ----
+
+#[test]
+fn e9_pax_size_overrides_agree_with_gnu_tar() {
+    // A PAX size of 0 with a ustar size of 1024 whose "data" is another entry: parsers that
+    // follow different sizes see different entries (CVE-2025-62518 class).
+    let inner = TarBuilder::new().file("smuggled", b"s").finish();
+    let mut b = TarBuilder::new();
+    b.raw(
+        b"a",
+        EntryType::Regular,
+        0o644,
+        b"",
+        &inner[..1024],
+        &[("size", b"0")],
+    );
+    b.file("z", b"z");
+    let tar = b.finish();
+    let f = fixture();
+    run_guarded(&f, &tar).unwrap();
+    let mut ours: Vec<String> = fs::read_dir(&f.layer)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    ours.sort();
+    let archive = f.outside.parent().unwrap().join("e9.tar");
+    fs::write(&archive, &tar).unwrap();
+    let out = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(&archive)
+        .output()
+        .expect("run GNU tar");
+    let mut theirs: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    theirs.sort();
+    assert_eq!(ours, theirs, "gcr and GNU tar must see the same entries");
+    assert_eq!(fs::read(f.layer.join("a")).unwrap(), b"");
+}
