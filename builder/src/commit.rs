@@ -224,3 +224,91 @@ pub(crate) fn commit_upper(
         .map_err(StepFailure::from)?;
     Ok(Committed { info })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn entries(store: &Store, info: &LayerInfo) -> Vec<(String, tar::EntryType, u64, u64)> {
+        let file = File::open(store.blob_path(&info.digest)).unwrap();
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+        archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let h = e.header();
+                (
+                    e.path().unwrap().to_string_lossy().into_owned(),
+                    h.entry_type(),
+                    h.mtime().unwrap(),
+                    h.uid().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn upper_dir_becomes_a_layer_with_whiteouts_in_tar_form() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path().join("store")).unwrap();
+        let work = store.build_dir("test").unwrap();
+        let upper = work.path().join("upper");
+        fs::create_dir_all(upper.join("dir/opaque")).unwrap();
+        fs::write(upper.join("dir/file"), b"data").unwrap();
+        fs::hard_link(upper.join("dir/file"), upper.join("dir/hard")).unwrap();
+        std::os::unix::fs::symlink("file", upper.join("dir/link")).unwrap();
+        fs::set_permissions(upper.join("dir/file"), fs::Permissions::from_mode(0o4755)).unwrap();
+        xattr::set(upper.join("dir/opaque"), "user.overlay.opaque", b"y").unwrap();
+        xattr::set(upper.join("dir/file"), "user.gcr.owner", b"1234:5678").unwrap();
+        let is_root = nix::unistd::geteuid().is_root();
+        if is_root {
+            nix::sys::stat::mknod(
+                &upper.join("dir/gone"),
+                nix::sys::stat::SFlag::S_IFCHR,
+                nix::sys::stat::Mode::empty(),
+                0,
+            )
+            .unwrap();
+        }
+        let committed = commit_upper(&store, &upper, Compression::Gzip, Some(1000)).unwrap();
+        let info = committed.info;
+        assert!(store.has_layer(&info.diff_id));
+        assert!(!upper.exists(), "the upper dir moved into the store");
+        let layer = store.layer_dir(&info.diff_id);
+        assert_eq!(fs::read(layer.join("dir/file")).unwrap(), b"data");
+        let list = entries(&store, &info);
+        let names: Vec<&str> = list.iter().map(|(n, ..)| n.as_str()).collect();
+        let mut expected = vec!["dir/", "dir/file"];
+        if is_root {
+            expected.push("dir/.wh.gone");
+        }
+        expected.extend([
+            "dir/hard",
+            "dir/link",
+            "dir/opaque/",
+            "dir/opaque/.wh..wh..opq",
+        ]);
+        assert_eq!(names, expected);
+        for (name, kind, mtime, uid) in &list {
+            assert!(*mtime <= 1000, "{name} mtime not clamped");
+            match name.as_str() {
+                "dir/hard" => assert_eq!(*kind, tar::EntryType::Link),
+                "dir/link" => assert_eq!(*kind, tar::EntryType::Symlink),
+                "dir/file" => assert_eq!(*uid, 1234, "recorded owner used"),
+                _ => {}
+            }
+        }
+        // Same input, same digests.
+        let upper2 = work.path().join("upper2");
+        fs::create_dir_all(upper2.join("a")).unwrap();
+        fs::write(upper2.join("a/f"), b"x").unwrap();
+        let one = commit_upper(&store, &upper2, Compression::Zstd, Some(5)).unwrap();
+        fs::create_dir_all(upper2.join("a")).unwrap();
+        fs::write(upper2.join("a/f"), b"x").unwrap();
+        let two = commit_upper(&store, &upper2, Compression::Zstd, Some(5)).unwrap();
+        assert_eq!(one.info.digest, two.info.digest);
+        assert_eq!(one.info.media_type, gcr_storage::OCI_LAYER_ZSTD);
+    }
+}

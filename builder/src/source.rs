@@ -512,3 +512,75 @@ pub(crate) fn unpack_archive(path: &Path, kind: &str, into: &Path) -> Result<(),
     .map(|_| ())
     .map_err(|e| format!("cannot unpack {}: {e}", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(dir: &Path, ignore: &str) -> SourceTree {
+        SourceTree {
+            root: dir.to_path_buf(),
+            confine: Confine::Beneath,
+            ignore: Some(IgnoreMatcher::from_file_contents(ignore).unwrap()),
+            label: "build context".into(),
+            preserve_owner: false,
+        }
+    }
+
+    #[test]
+    fn sources_glob_ignore_and_refuse_escapes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        fs::create_dir_all(d.join("src/sub")).unwrap();
+        fs::write(d.join("src/a.txt"), "a").unwrap();
+        fs::write(d.join("src/b.log"), "b").unwrap();
+        fs::write(d.join("src/sub/c.txt"), "c").unwrap();
+        std::os::unix::fs::symlink("/etc", d.join("out")).unwrap();
+        let tree = context(d, "*/b.log\n");
+        let c = tree.collect(&["src".into()]).unwrap();
+        let rels: Vec<String> = c
+            .entries
+            .iter()
+            .map(|e| e.rel.display().to_string())
+            .collect();
+        assert_eq!(rels, ["a.txt", "sub", "sub/c.txt"]);
+        assert_eq!(c.top_dirs, 1);
+        let c = tree.collect(&["src/*.txt".into()]).unwrap();
+        assert_eq!(c.entries.len(), 1);
+        assert!(c.multiple);
+        assert!(tree
+            .collect(&["src/b.log".into()])
+            .unwrap_err()
+            .contains("not found"));
+        assert!(tree
+            .collect(&["../x".into()])
+            .unwrap_err()
+            .contains("outside"));
+        assert!(tree
+            .collect(&["out/passwd".into()])
+            .unwrap_err()
+            .contains("outside"));
+        assert!(tree
+            .collect(&["nomatch*".into()])
+            .unwrap_err()
+            .contains("no files"));
+    }
+
+    #[test]
+    fn content_hash_ignores_mtime_but_not_content_or_mode() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("f");
+        fs::write(&f, "one").unwrap();
+        let tree = context(tmp.path(), "");
+        let hash =
+            |t: &SourceTree| content_hash(&t.collect(&["f".into()]).unwrap().entries).unwrap();
+        let h1 = hash(&tree);
+        set_mtime(&f, 12345).unwrap();
+        assert_eq!(h1, hash(&tree));
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o600)).unwrap();
+        let h2 = hash(&tree);
+        assert_ne!(h1, h2);
+        fs::write(&f, "two").unwrap();
+        assert_ne!(h2, hash(&tree));
+    }
+}
