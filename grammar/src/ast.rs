@@ -117,14 +117,9 @@ pub enum CommandLine {
 impl CommandLine {
     fn from_raw(raw: &RawInstruction) -> CommandLine {
         if raw.json {
-            CommandLine::Exec(raw.words().iter().map(|s| s.to_string()).collect())
+            CommandLine::Exec(raw.word_iter().map(str::to_string).collect())
         } else {
-            CommandLine::Shell(
-                raw.words()
-                    .first()
-                    .map(|s| s.to_string())
-                    .unwrap_or_default(),
-            )
+            CommandLine::Shell(raw.word_iter().next().unwrap_or_default().to_string())
         }
     }
 }
@@ -263,15 +258,25 @@ pub struct HealthcheckCommand {
 /// instruction or flag, bad value, instruction before FROM).
 pub fn parse(source: &str) -> Result<Containerfile, ParseError> {
     let tree = parse_syntax(source)?;
+    // Size every stage's list up front: instructions are large, regrowing copies them.
+    let mut stage_sizes = Vec::new();
+    for raw in &tree.instructions {
+        if raw.command == "from" {
+            stage_sizes.push(0usize);
+        } else if let Some(size) = stage_sizes.last_mut() {
+            *size += 1;
+        }
+    }
+    let mut stage_sizes = stage_sizes.into_iter();
     let mut meta_args = Vec::new();
-    let mut stages: Vec<Stage> = Vec::new();
+    let mut stages: Vec<Stage> = Vec::with_capacity(stage_sizes.len());
     for raw in tree.instructions {
         let instruction = type_instruction(raw)?;
         match (&instruction.kind, stages.last_mut()) {
             (InstructionKind::From(_), _) => stages.push(Stage {
                 index: stages.len(),
                 from: instruction,
-                instructions: Vec::new(),
+                instructions: Vec::with_capacity(stage_sizes.next().unwrap_or(0)),
             }),
             (_, Some(stage)) => stage.instructions.push(instruction),
             (InstructionKind::Arg(_), None) => meta_args.push(instruction),
@@ -680,11 +685,18 @@ fn type_kind(raw: &RawInstruction) -> Result<InstructionKind, ParseError> {
         "env" | "label" => {
             no_flags(raw)?;
             require_args(raw, 1, "at least one argument")?;
-            let pairs: Vec<KeyValue> = words
+            let pairs: Vec<KeyValue> = raw
+                .args
                 .chunks(3)
-                .map(|c| KeyValue {
-                    key: c.first().map(|s| s.to_string()).unwrap_or_default(),
-                    value: c.get(1).map(|s| s.to_string()).unwrap_or_default(),
+                .map(|c| {
+                    let text = |i: usize| match c.get(i) {
+                        Some(Arg::Word(w)) => w.clone(),
+                        _ => String::new(),
+                    };
+                    KeyValue {
+                        key: text(0),
+                        value: text(1),
+                    }
                 })
                 .collect();
             if raw.command == "env" && pairs.iter().any(|p| p.key.is_empty()) {

@@ -136,7 +136,9 @@ pub struct RawInstruction {
     pub start_line: usize,
     pub end_line: usize,
     origin: usize,
-    pieces: Vec<Piece>,
+    /// Where the logical line starts, and where each continuation line's text begins.
+    first_piece: Piece,
+    more_pieces: Vec<Piece>,
 }
 
 impl RawInstruction {
@@ -151,6 +153,14 @@ impl RawInstruction {
             .collect()
     }
 
+    /// Like [`RawInstruction::words`], without collecting.
+    pub fn word_iter(&self) -> impl Iterator<Item = &str> {
+        self.args.iter().filter_map(|a| match a {
+            Arg::Word(w) => Some(w.as_str()),
+            Arg::Instruction(_) => None,
+        })
+    }
+
     /// The text after the keyword and flags, trimmed.
     pub fn rest(&self) -> &str {
         self.original.get(self.rest_offset..).unwrap_or("").trim()
@@ -159,9 +169,12 @@ impl RawInstruction {
     /// Line and column (1-based) of a byte offset in `original`.
     pub fn position_of(&self, offset: usize) -> (usize, usize) {
         let logical = self.origin + offset;
-        let Some(piece) = self.pieces.iter().rev().find(|p| p.logical <= logical) else {
-            return (self.start_line, 1);
-        };
+        let piece = self
+            .more_pieces
+            .iter()
+            .rev()
+            .find(|p| p.logical <= logical)
+            .unwrap_or(&self.first_piece);
         let full = self.full_logical_prefix(piece.logical, logical);
         (piece.line, piece.column + full + 1)
     }
@@ -347,36 +360,59 @@ fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
     }
 }
 
-/// Splits source text into physical lines (without `\n`, keeping `\r`).
-fn physical_lines(source: &str) -> Vec<&str> {
-    let mut lines: Vec<&str> = source.split('\n').collect();
-    if lines.last() == Some(&"") {
-        lines.pop();
+/// Physical lines (without `\n`, keeping `\r`), read forward one at a time. `index` is
+/// the number of lines read so far, i.e. the 1-based number of the last line returned.
+struct PhysicalLines<'a> {
+    rest: Option<&'a str>,
+    index: usize,
+}
+
+impl<'a> PhysicalLines<'a> {
+    fn new(source: &'a str) -> PhysicalLines<'a> {
+        PhysicalLines {
+            rest: (!source.is_empty()).then_some(source),
+            index: 0,
+        }
     }
-    lines
+
+    fn next_line(&mut self) -> Option<&'a str> {
+        let rest = self.rest?;
+        let line = match rest.find('\n') {
+            Some(end) => {
+                let next = &rest[end + 1..];
+                // A final `\n` does not start another line.
+                self.rest = (!next.is_empty()).then_some(next);
+                &rest[..end]
+            }
+            None => {
+                self.rest = None;
+                rest
+            }
+        };
+        self.index += 1;
+        Some(line)
+    }
 }
 
 /// Parses a Containerfile into its syntax tree (BuildKit's line parser).
 pub fn parse_syntax(source: &str) -> Result<SyntaxTree, ParseError> {
-    let lines = physical_lines(source);
+    let mut lines = PhysicalLines::new(source);
     let mut escape = '\\';
     let mut directives = DirectiveParser {
         done: false,
         directives: Directives::default(),
     };
-    let mut instructions = Vec::with_capacity(lines.len() / 2 + 1);
+    let mut instructions = Vec::new();
     let mut empty_continuation_lines = Vec::new();
-    let mut index = 0;
-    while index < lines.len() {
-        let mut raw = lines[index];
+    while let Some(mut raw) = lines.next_line() {
+        let index = lines.index;
         let mut bom_chars = 0;
-        if index == 0 {
+        if index == 1 {
             if let Some(stripped) = raw.strip_prefix('\u{feff}') {
                 raw = stripped;
                 bom_chars = 1;
             }
         }
-        index += 1;
         let line_no = index;
         let token = trim_newline(raw);
         let trimmed = token.trim_start();
@@ -395,15 +431,18 @@ pub fn parse_syntax(source: &str) -> Result<SyntaxTree, ParseError> {
         }
         let start_line = line_no;
         let mut logical = String::from(first_piece);
-        let mut pieces = vec![Piece {
+        let first_piece = Piece {
             logical: 0,
             line: line_no,
             column: lead_columns,
-        }];
+        };
+        let mut pieces = Vec::new();
         let mut last_line = line_no;
-        while !ended && index < lines.len() {
-            let raw = lines[index];
-            index += 1;
+        while !ended {
+            let Some(raw) = lines.next_line() else {
+                break;
+            };
+            let index = lines.index;
             last_line = index;
             let token = trim_newline(raw);
             if is_comment(raw) {
@@ -422,7 +461,8 @@ pub fn parse_syntax(source: &str) -> Result<SyntaxTree, ParseError> {
             });
             logical.push_str(piece);
         }
-        let mut instruction = parse_logical_line(logical, escape, 0, pieces, start_line)?;
+        let mut instruction =
+            parse_logical_line(logical, escape, 0, (first_piece, pieces), start_line)?;
         instruction.end_line = last_line;
         if can_contain_heredoc(&instruction) && instruction.original.contains("<<") {
             let markers = heredocs_from_line(&instruction.original).map_err(|message| {
@@ -431,12 +471,10 @@ pub fn parse_syntax(source: &str) -> Result<SyntaxTree, ParseError> {
                 e
             })?;
             for marker in markers {
-                let body_start = index + 1;
+                let body_start = lines.index + 1;
                 let mut content = String::new();
                 let mut terminated = false;
-                while index < lines.len() {
-                    let raw = lines[index];
-                    index += 1;
+                while let Some(raw) = lines.next_line() {
                     let mut candidate = trim_newline(raw);
                     if marker.chomp {
                         candidate = candidate.trim_start_matches('\t');
@@ -452,7 +490,7 @@ pub fn parse_syntax(source: &str) -> Result<SyntaxTree, ParseError> {
                     return Err(ParseError {
                         line: start_line,
                         column: 1,
-                        end_line: index,
+                        end_line: lines.index,
                         message: format!("unterminated heredoc {}", marker.name),
                         hint: Some(format!(
                             "end the heredoc with a line that is exactly `{}`",
@@ -469,7 +507,7 @@ pub fn parse_syntax(source: &str) -> Result<SyntaxTree, ParseError> {
                     start_line: body_start,
                 });
             }
-            instruction.end_line = index;
+            instruction.end_line = lines.index;
         }
         instructions.push(instruction);
     }
@@ -547,6 +585,15 @@ pub fn parse_heredoc_marker(word: &str) -> Result<Option<HeredocMarker>, String>
     }
     if tail.is_empty() {
         return Ok(None);
+    }
+    if !tail.contains(['\'', '"', '\\', '$']) && !tail.contains(char::is_whitespace) {
+        // Nothing to unquote: the tail is the delimiter.
+        return Ok(Some(HeredocMarker {
+            name: tail.to_string(),
+            expand: true,
+            chomp,
+            file_descriptor: fd,
+        }));
     }
     let mut lexer = ShellLexer::new('\\');
     lexer.skip_unset = true;
@@ -687,7 +734,7 @@ fn parse_logical_line(
     line: String,
     escape: char,
     origin: usize,
-    pieces: Vec<Piece>,
+    (first_piece, more_pieces): (Piece, Vec<Piece>),
     start_line: usize,
 ) -> Result<RawInstruction, ParseError> {
     let trimmed_start = line.len() - line.trim_start().len();
@@ -705,7 +752,8 @@ fn parse_logical_line(
         start_line,
         end_line: start_line,
         origin,
-        pieces,
+        first_piece,
+        more_pieces,
     };
     let original = std::mem::take(&mut instruction.original);
     let result = fill_instruction(
@@ -793,9 +841,9 @@ fn fill_instruction(
                 .map_err(|m| FillError::At(rest_offset, m.to_string()))?;
         }
         "arg" => {
-            instruction.args = parse_words(rest, escape)
+            instruction.args = word_slices(rest, escape)
                 .into_iter()
-                .map(Arg::Word)
+                .map(|w| Arg::Word(w.to_string()))
                 .collect();
         }
         "maintainer" | "user" | "workdir" | "stopsignal" => {
@@ -809,7 +857,10 @@ fn fill_instruction(
                     rest.to_string(),
                     escape,
                     origin + rest_offset,
-                    instruction.pieces.clone(),
+                    (
+                        instruction.first_piece.clone(),
+                        instruction.more_pieces.clone(),
+                    ),
                     start_line,
                 )
                 .map_err(FillError::Ready)?;
@@ -971,75 +1022,65 @@ fn decode_json_string(pair: Pair<'_, Rule>) -> String {
 /// BuildKit's quote-aware word splitter for ENV, LABEL and ARG: quotes and escapes are
 /// kept as written, only whitespace outside quotes separates words.
 pub fn parse_words(rest: &str, escape: char) -> Vec<String> {
+    word_slices(rest, escape)
+        .into_iter()
+        .map(str::to_string)
+        .collect()
+}
+
+/// [`parse_words`] without copying: every word is a slice of `rest`, because the splitter
+/// keeps all characters of a word except an escape token at the very end of the input.
+fn word_slices(rest: &str, escape: char) -> Vec<&str> {
     let mut words = Vec::new();
-    let mut word = String::new();
-    let mut in_word = false;
+    let mut start: Option<usize> = None;
     let mut quote: Option<char> = None;
-    let mut blank_ok = false;
-    let mut chars = rest.chars().peekable();
-    while let Some(ch) = chars.next() {
-        if let Some(q) = quote {
-            if ch == q {
-                quote = None;
-            }
-            if ch == escape && q != '\'' {
-                match chars.next() {
-                    // An escape token at the very end is dropped.
-                    None => {
-                        quote = None;
-                        continue;
-                    }
-                    Some(next) => {
-                        word.push(ch);
-                        word.push(next);
-                        continue;
-                    }
-                }
-            }
-            word.push(ch);
-            continue;
-        }
-        if !in_word {
+    let mut chars = rest.char_indices();
+    while let Some((i, ch)) = chars.next() {
+        let Some(word_start) = start else {
             if ch.is_whitespace() {
                 continue;
             }
-            in_word = true;
+            start = Some(i);
+            if ch == '\'' || ch == '"' {
+                quote = Some(ch);
+            } else if ch == escape {
+                // Kept together with the next character; dropped at the very end.
+                if chars.next().is_none() {
+                    start = None;
+                }
+            }
+            continue;
+        };
+        if let Some(q) = quote {
+            if ch == q {
+                quote = None;
+            } else if ch == escape && q != '\'' && chars.next().is_none() {
+                words.push(&rest[word_start..i]);
+                return words;
+            }
+            continue;
         }
         if ch.is_whitespace() {
-            if blank_ok || !word.is_empty() {
-                words.push(std::mem::take(&mut word));
-            }
-            in_word = false;
-            blank_ok = false;
+            words.push(&rest[word_start..i]);
+            start = None;
             continue;
         }
         if ch == '\'' || ch == '"' {
             quote = Some(ch);
-            blank_ok = true;
+        } else if ch == escape && chars.next().is_none() {
+            words.push(&rest[word_start..i]);
+            return words;
         }
-        if ch == escape {
-            // Outside quotes the escape token is kept together with the next character,
-            // which never opens a quote.
-            match chars.next() {
-                None => continue,
-                Some(next) => {
-                    word.push(ch);
-                    word.push(next);
-                    continue;
-                }
-            }
-        }
-        word.push(ch);
     }
-    if in_word && (blank_ok || !word.is_empty()) {
-        words.push(word);
+    if let Some(word_start) = start {
+        words.push(&rest[word_start..]);
     }
     words
 }
 
 /// ENV/LABEL arguments as `key value separator` triples.
 fn parse_name_value(rest: &str, key: &str, escape: char) -> Result<Vec<Arg>, String> {
-    let words = parse_words(rest, escape);
+    let words = word_slices(rest, escape);
     let Some(first) = words.first() else {
         return Ok(Vec::new());
     };
