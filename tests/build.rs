@@ -940,3 +940,72 @@ fn heredoc_script_with_shebang_runs_its_interpreter() {
         "awk ran\n0\n"
     );
 }
+
+#[test]
+fn names_relative_workdirs_and_copy_from_an_image() {
+    let Some(base) = busybox() else { return };
+    let store = TestStore::new();
+    let ctx = Ctx::new(&format!(
+        r#"FROM {base}
+WORKDIR /a
+WORKDIR b
+COPY --chown=nobody:nogroup f.txt ./
+COPY --chown=nobody f.txt /g.txt
+COPY --from={base} /bin/busybox /copied/busybox
+COPY f.txt rel-dest
+RUN pwd > /pwd
+"#
+    ));
+    ctx.write("f.txt", "f\n");
+    let (id, _) = build_ok(&store, &ctx, &[]);
+    let out = run_in(
+        &store,
+        &id,
+        "cat /pwd /a/b/rel-dest; stat -c '%U:%G' /a/b/f.txt; stat -c '%u:%g' /g.txt; cmp /bin/busybox /copied/busybox && echo same",
+    );
+    assert_eq!(out, "/a/b\nf\nnobody:nogroup\n65534:65534\nsame\n");
+    // An unknown user name names the line.
+    ctx.containerfile(&format!("FROM {base}\nCOPY --chown=nosuchuser f.txt /\n"));
+    let out = build(&store, &ctx, &[]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("Containerfile:2"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("nosuchuser"), "{}", stderr(&out));
+}
+
+/// A build killed with SIGKILL in the middle of a RUN leaves no name and a store that
+/// `gcr system check` finds clean; the next build works.
+#[test]
+fn killed_build_leaves_a_clean_store() {
+    let Some(base) = busybox() else { return };
+    let store = TestStore::new();
+    let ctx = Ctx::new(&format!(
+        "FROM {base}\nRUN echo one > /one\nRUN touch /started && sleep 30\n"
+    ));
+    let mut child = store
+        .gcr()
+        .args(["build", "-t", "killed"])
+        .arg(ctx.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the second RUN is executing.
+    let mut stderr_pipe = child.stderr.take().unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("sleep 30") {
+        let n = std::io::Read::read(&mut stderr_pipe, &mut buf).unwrap();
+        assert!(n > 0, "build ended early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!store.run(&["inspect", "killed"]).status.success());
+    let out = store.ok(&["system", "check"]);
+    assert!(out.contains("consistent"), "{out}");
+    ctx.containerfile(&format!(
+        "FROM {base}\nRUN echo one > /one\nRUN echo two > /two\n"
+    ));
+    let (_, log) = build_ok(&store, &ctx, &["-t", "killed"]);
+    assert!(log.contains("CACHED"), "the first RUN stayed cached: {log}");
+}
