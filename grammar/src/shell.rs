@@ -177,7 +177,7 @@ impl ShellLexer {
         env: &E,
     ) -> Result<(Expansion, Vec<String>, ()), ExpandError> {
         let mut state = Lexing {
-            chars: word.chars().collect(),
+            source: word,
             pos: 0,
             env,
             lexer: *self,
@@ -202,7 +202,8 @@ impl ShellLexer {
 }
 
 struct Lexing<'a, E: EnvLookup + ?Sized> {
-    chars: Vec<char>,
+    source: &'a str,
+    /// Byte offset of the next character in `source`.
     pos: usize,
     env: &'a E,
     lexer: ShellLexer,
@@ -274,14 +275,19 @@ fn is_special_param(c: char) -> bool {
 
 impl<E: EnvLookup + ?Sized> Lexing<'_, E> {
     fn peek(&self) -> Option<char> {
-        self.chars.get(self.pos).copied()
+        self.source.get(self.pos..).and_then(|s| s.chars().next())
+    }
+
+    /// Moves past the current character.
+    fn bump(&mut self) {
+        if let Some(c) = self.peek() {
+            self.pos += c.len_utf8();
+        }
     }
 
     fn next(&mut self) -> Option<char> {
-        let c = self.chars.get(self.pos).copied();
-        if c.is_some() {
-            self.pos += 1;
-        }
+        let c = self.peek();
+        self.bump();
         c
     }
 
@@ -316,7 +322,7 @@ impl<E: EnvLookup + ?Sized> Lexing<'_, E> {
         let escape = self.lexer.escape;
         while let Some(ch) = self.peek() {
             if Some(ch) == stop {
-                self.pos += 1;
+                self.bump();
                 return Ok((result, words.finish()));
             }
             if ch == '$' {
@@ -332,7 +338,7 @@ impl<E: EnvLookup + ?Sized> Lexing<'_, E> {
                 result.push_str(&tmp);
                 words.add_raw_string(&tmp);
             } else {
-                self.pos += 1;
+                self.bump();
                 if ch == escape {
                     if self.raw_escapes {
                         words.add_raw_char(ch);
@@ -388,7 +394,7 @@ impl<E: EnvLookup + ?Sized> Lexing<'_, E> {
             match self.peek() {
                 None => return Err(Fail::Unterminated("double-quote".to_string())),
                 Some('"') => {
-                    self.pos += 1;
+                    self.bump();
                     if self.lexer.raw_quotes {
                         result.push('"');
                     }
@@ -399,7 +405,7 @@ impl<E: EnvLookup + ?Sized> Lexing<'_, E> {
                     result.push_str(&value);
                 }
                 Some(ch) => {
-                    self.pos += 1;
+                    self.bump();
                     if ch == escape {
                         if self.raw_escapes {
                             result.push(ch);
@@ -408,7 +414,7 @@ impl<E: EnvLookup + ?Sized> Lexing<'_, E> {
                             // Ignored at the end; the loop then reports the missing quote.
                             None => continue,
                             Some(next) if next == '"' || next == '$' || next == escape => {
-                                self.pos += 1;
+                                self.bump();
                                 result.push(next);
                             }
                             // Before any other character the escape token stays.
@@ -431,26 +437,26 @@ impl<E: EnvLookup + ?Sized> Lexing<'_, E> {
         while let Some(ch) = self.peek() {
             if name.is_empty() && ch.is_ascii_digit() {
                 while let Some(d) = self.peek().filter(char::is_ascii_digit) {
-                    self.pos += 1;
+                    self.bump();
                     name.push(d);
                 }
                 return name;
             }
             if name.is_empty() && is_special_param(ch) {
-                self.pos += 1;
+                self.bump();
                 return ch.to_string();
             }
             if !ch.is_alphanumeric() && ch != '_' {
                 break;
             }
-            self.pos += 1;
+            self.bump();
             name.push(ch);
         }
         name
     }
 
     fn process_dollar(&mut self) -> Result<String, Fail> {
-        self.pos += 1; // the `$`
+        self.bump(); // the `$`
         if self.peek() != Some('{') {
             let name = self.process_name();
             if name.is_empty() {
@@ -462,7 +468,7 @@ impl<E: EnvLookup + ?Sized> Lexing<'_, E> {
                 None => String::new(),
             });
         }
-        self.pos += 1; // the `{`
+        self.bump(); // the `{`
         match self.peek() {
             None => return Err(Fail::Syntax("missing '}'")),
             Some('{') | Some('}') | Some(':') => return Err(Fail::Syntax("bad substitution")),
@@ -557,7 +563,7 @@ impl<E: EnvLookup + ?Sized> Lexing<'_, E> {
             '/' => {
                 let replace_all = self.peek() == Some('/');
                 if replace_all {
-                    self.pos += 1;
+                    self.bump();
                 }
                 let pattern = match self.process_stop_on(Some('/'), true) {
                     Ok((p, _)) => p,
