@@ -1009,3 +1009,19 @@ fn killed_build_leaves_a_clean_store() {
     let (_, log) = build_ok(&store, &ctx, &["-t", "killed"]);
     assert!(log.contains("CACHED"), "the first RUN stayed cached: {log}");
 }
+
+/// More layers than fit in one page of overlay options when named by their store paths.
+#[test]
+fn many_layers_still_mount_for_copy() {
+    let Some(base) = busybox() else { return };
+    let store = TestStore::new();
+    let mut text = format!("FROM {base}\n");
+    for i in 0..70 {
+        text.push_str(&format!("COPY f /f{i}\n"));
+    }
+    let ctx = Ctx::new(&text);
+    ctx.write("f", "x\n");
+    let (id, _) = build_ok(&store, &ctx, &["-q"]);
+    let cfg = inspect_config(&store, &id);
+    assert_eq!(cfg["RootFS"]["Layers"].as_array().unwrap().len(), 71);
+}

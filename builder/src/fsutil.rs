@@ -64,7 +64,25 @@ impl OverlayMount {
                 "an overlay needs at least one lower directory",
             ));
         }
-        let lowers: Vec<String> = lower.iter().map(|p| escape_option(p)).collect();
+        // The options must fit in one page; with many layers, name the lower dirs through
+        // short symlinks in a scratch directory and mount from there.
+        let long = lower.iter().map(|p| p.as_os_str().len() + 1).sum::<usize>() > 3000;
+        let links_dir = target.with_extension("lowers");
+        let relative_to = if long {
+            let _ = std::fs::remove_dir_all(&links_dir);
+            std::fs::create_dir_all(&links_dir)?;
+            for (i, p) in lower.iter().enumerate() {
+                std::os::unix::fs::symlink(p, links_dir.join(i.to_string()))?;
+            }
+            Some(links_dir.clone())
+        } else {
+            None
+        };
+        let lowers: Vec<String> = if long {
+            (0..lower.len()).map(|i| i.to_string()).collect()
+        } else {
+            lower.iter().map(|p| escape_option(p)).collect()
+        };
         let mut options = format!("lowerdir={}", lowers.join(":"));
         if let Some((upper, work)) = upper_work {
             options.push_str(&format!(
@@ -76,14 +94,28 @@ impl OverlayMount {
         if userxattr {
             options.push_str(",userxattr");
         }
-        mount(
+        let previous_dir = match &relative_to {
+            Some(base) => {
+                let previous = std::env::current_dir()?;
+                std::env::set_current_dir(base)?;
+                Some(previous)
+            }
+            None => None,
+        };
+        let target_abs = std::fs::canonicalize(target)?;
+        let result = mount(
             Some("overlay"),
-            target,
+            &target_abs,
             Some("overlay"),
             MsFlags::empty(),
             Some(options.as_str()),
-        )
-        .map_err(|e| io::Error::other(format!("mounting overlay ({options}): {e}")))?;
+        );
+        if let Some(previous) = previous_dir {
+            std::env::set_current_dir(previous)?;
+            // The kernel resolved the links at mount time.
+            let _ = std::fs::remove_dir_all(&links_dir);
+        }
+        result.map_err(|e| io::Error::other(format!("mounting overlay ({options}): {e}")))?;
         Ok(OverlayMount {
             target: target.to_path_buf(),
         })
