@@ -82,7 +82,7 @@ pub fn normalize_name(input: &str) -> anyhow::Result<String> {
     let reference: gcr_registry::Reference = input
         .parse()
         .with_context(|| format!("invalid image name {input:?}"))?;
-    Ok(reference.to_string())
+    Ok(reference.store_name())
 }
 
 /// Finds a local image by ID (or unique ID prefix), manifest digest, or name as Docker

@@ -202,25 +202,24 @@ pub fn login(args: LoginArgs) -> anyhow::Result<u8> {
         bail!("user name and password must not be empty");
     }
     let runtime = crate::tokio_runtime()?;
-    let outcome = runtime
-        .block_on(gcr_registry::login(
-            &args.registry,
-            &username,
-            &password,
-            args.tls_verify,
-        ))
-        .with_context(|| format!("cannot log in to {}", args.registry))?;
+    // The login error names the registry.
+    let outcome = runtime.block_on(gcr_registry::login(
+        &args.registry,
+        &username,
+        &password,
+        args.tls_verify,
+    ))?;
     tracing::info!(auth_file = %outcome.auth_file.display(), "credentials saved");
     println!("Login Succeeded!");
     Ok(0)
 }
 
 pub fn logout(args: LogoutArgs) -> anyhow::Result<u8> {
-    let had = gcr_registry::logout(&args.registry)
-        .with_context(|| format!("cannot log out of {}", args.registry))?;
-    if !had {
-        bail!("not logged in to {}", args.registry);
+    // As Docker: logging out of a registry one is not logged in to is not an error.
+    if gcr_registry::logout(&args.registry)? {
+        println!("Removed login credentials for {}", args.registry);
+    } else {
+        println!("Not logged in to {}", args.registry);
     }
-    println!("Removed login credentials for {}", args.registry);
     Ok(0)
 }
