@@ -4,12 +4,14 @@
 #   crun:   crun run of a prepared bundle (busybox rootfs, /bin/true, pid/net/ipc/uts/mount/
 #           cgroup namespaces): the floor, no image handling at all
 #   podman: podman run --rm --network=none IMAGE true          (image already pulled)
+#   gcr-tmpfs: gcr as above with its store on a tmpfs: shows what the store's disk work
+#           (fsync, creating and deleting the container's directories on ext4) costs
 # Interleaved (gcr crun podman gcr crun podman ...), wall time of each invocation, medians and
 # ratios. Targets (issue 4): gcr <= 2x crun, gcr <= 0.1x podman.
 #
 # Usage: sudo bash bench/run.sh [ROUNDS]                    (default 30 rounds)
 # Env:   GCR=/path/to/gcr (default: $CARGO_TARGET_DIR or target, release build, built if missing)
-#        BENCH_TOOLS="gcr crun podman"   BENCH_REF=127.0.0.1:5000/busybox:latest
+#        BENCH_TOOLS="gcr crun podman gcr-tmpfs"   BENCH_REF=127.0.0.1:5000/busybox:latest
 #
 # crun refuses this machine's hybrid cgroup layout until hugetlb has a v1 hierarchy of its own;
 # the script makes that change (as tests/fixtures/setup.sh does with GCR_FIXTURES_CRUN_HUGETLB=1)
@@ -19,7 +21,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 FIX="$REPO/tests/fixtures"
 ROUNDS="${1:-30}"
-read -r -a TOOLS <<<"${BENCH_TOOLS:-gcr crun podman}"
+read -r -a TOOLS <<<"${BENCH_TOOLS:-gcr crun podman gcr-tmpfs}"
 REF="${BENCH_REF:-127.0.0.1:5000/busybox:latest}"
 
 [ "$(id -u)" -eq 0 ] || {
@@ -32,7 +34,7 @@ REF="${BENCH_REF:-127.0.0.1:5000/busybox:latest}"
 }
 has_tool() { [[ " ${TOOLS[*]} " == *" $1 "* ]]; }
 
-if has_tool gcr; then
+if has_tool gcr || has_tool gcr-tmpfs; then
     if [ -z "${GCR:-}" ]; then
         GCR="${CARGO_TARGET_DIR:-$REPO/target}/release/gcr"
         if [ ! -x "$GCR" ]; then
@@ -50,6 +52,7 @@ WORK=$(mktemp -d /var/tmp/gcr-bench-run.XXXXXX)
 STARTED_REGISTRY=0
 cleanup() {
     set +e
+    mountpoint -q "$WORK/tmpfs" && umount "$WORK/tmpfs"
     rm -rf "$WORK"
     [ "$STARTED_REGISTRY" = 1 ] && bash "$FIX/registry.sh" stop
 }
@@ -73,6 +76,13 @@ make_rootfs() {
     done
 }
 
+if has_tool gcr-tmpfs; then
+    mkdir -p "$WORK/tmpfs"
+    mount -t tmpfs tmpfs "$WORK/tmpfs"
+    GCR_TMPFS_ROOT="$WORK/tmpfs/gcr-store"
+    "$GCR" --root "$GCR_TMPFS_ROOT" pull -q "$REF" >/dev/null
+    "$GCR" --root "$GCR_TMPFS_ROOT" run --rm --network none "$REF" true
+fi
 if has_tool gcr; then
     GCR_ROOT="$WORK/gcr-store"
     "$GCR" --root "$GCR_ROOT" pull -q "$REF" >/dev/null
@@ -115,6 +125,7 @@ for ((i = 1; i <= ROUNDS; i++)); do
         start=$(now_ns)
         case $tool in
         gcr) "$GCR" --root "$GCR_ROOT" run --rm --network none "$REF" true ;;
+        gcr-tmpfs) "$GCR" --root "$GCR_TMPFS_ROOT" run --rm --network none "$REF" true ;;
         crun) crun run --bundle "$BUNDLE" "gcr-bench-$i" ;;
         podman) podman run --rm --network=none "$REF" true ;;
         *)
@@ -134,7 +145,7 @@ echo "run benchmark: $ROUNDS rounds, interleaved, median wall time per container
 declare -A MED
 for tool in "${TOOLS[@]}"; do
     MED[$tool]=$(median_us "${SAMPLES[$tool]}")
-    printf '  %-7s %8.2f ms\n' "$tool" "$(awk -v u="${MED[$tool]}" 'BEGIN{print u/1000}')"
+    printf '  %-10s %8.2f ms\n' "$tool" "$(awk -v u="${MED[$tool]}" 'BEGIN{print u/1000}')"
 done
 if has_tool gcr; then
     for other in crun podman; do
@@ -143,4 +154,8 @@ if has_tool gcr; then
         target=$([ "$other" = crun ] && echo "<= 2.0" || echo "<= 0.1")
         echo "  gcr/$other = ${ratio}x   (target $target)"
     done
+fi
+if has_tool gcr-tmpfs && has_tool crun; then
+    ratio=$(awk -v a="${MED[gcr-tmpfs]}" -v b="${MED[crun]}" 'BEGIN{printf "%.2f", a/b}')
+    echo "  gcr-tmpfs/crun = ${ratio}x   (the store on tmpfs)"
 fi

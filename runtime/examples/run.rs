@@ -1,5 +1,5 @@
 //! A minimal front end for trying the runtime by hand and timing it:
-//! `run ROOTFS [--init] [--tty] [--repeat N] -- COMMAND...` (as root, or rootless).
+//! `run ROOTFS [--overlay] [--init] [--tty] [--repeat N] -- COMMAND...` (as root, or rootless).
 
 use std::path::PathBuf;
 
@@ -8,7 +8,7 @@ use gcr_runtime::{docker_default_spec, run_container, RootfsSource, RunOptions};
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(split) = args.iter().position(|a| a == "--") else {
-        eprintln!("usage: run ROOTFS [--init] [--tty] [--interactive] [--repeat N] -- COMMAND...");
+        eprintln!("usage: run ROOTFS [--overlay] [--init] [--tty] [--interactive] [--repeat N] -- COMMAND...");
         std::process::exit(2);
     };
     let (flags, command) = (&args[..split], &args[split + 1..]);
@@ -33,8 +33,23 @@ fn main() {
     process.set_args(Some(command.to_vec()));
     spec.set_process(Some(process));
     let state = std::env::temp_dir().join(format!("gcr-run-example-{}", std::process::id()));
+    // --overlay: the rootfs becomes the lower dir of an overlay with a fresh upper dir.
+    let source = if flags.iter().any(|f| f == "--overlay") {
+        let (upper, work) = (state.join("upper"), state.join("work"));
+        for d in [&upper, &work] {
+            let _ = std::fs::create_dir_all(d);
+        }
+        RootfsSource::Overlay {
+            lower: vec![PathBuf::from(rootfs)],
+            upper,
+            work,
+            userxattr: gcr_runtime::userns::rootless_ids().is_some(),
+        }
+    } else {
+        RootfsSource::Directory(PathBuf::from(rootfs))
+    };
     let mut opts = RunOptions::new(
-        RootfsSource::Directory(PathBuf::from(rootfs)),
+        source,
         "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
         &state,
     );
