@@ -516,6 +516,28 @@ fn no_new_privileges_blocks_setuid() {
     });
 }
 
+#[test]
+fn gcr_binary_cannot_be_reached_from_inside() {
+    // CVE-2019-5736: with --init, PID 1 is a gcr process; its /proc/1/exe must not open.
+    both(|s| {
+        let before = std::fs::read(support::gcr_bin()).unwrap();
+        let out = expect(
+            &s.sh(
+                &["--init"],
+                "head -c 1 /proc/1/exe >/dev/null 2>&1 && echo EXE_READABLE; \
+                 echo x 2>/dev/null >> /proc/1/exe && echo EXE_WRITABLE; \
+                 ls /proc/1/fd >/dev/null 2>&1 && echo FDS_READABLE; echo done",
+            ),
+            0,
+        );
+        assert_eq!(out, "done\n");
+        assert!(
+            std::fs::read(support::gcr_bin()).unwrap() == before,
+            "gcr binary changed"
+        );
+    });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Filesystem: volumes, tmpfs, read-only, hostile rootfs
 
