@@ -658,6 +658,16 @@ fn type_kind(raw: &RawInstruction) -> Result<InstructionKind, ParseError> {
                         ));
                 }
             }
+            if let Some(checksum) = flags.text("checksum") {
+                if !checksum.contains('$') && !is_valid_digest(&checksum) {
+                    return Err(raw
+                        .error_at(
+                            flags.offset("checksum").unwrap_or(0),
+                            format!("invalid checksum digest {checksum:?}"),
+                        )
+                        .with_hint("use --checksum=sha256:<64 lowercase hex digits>"));
+                }
+            }
             let copy = CopyInstruction {
                 sources,
                 destination: dest.to_string(),
@@ -818,6 +828,20 @@ fn is_valid_stage_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some('a'..='z'))
         && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-' | '_' | '.'))
+}
+
+/// `sha256:<64 hex>`, `sha384:<96 hex>` or `sha512:<128 hex>`, lowercase.
+fn is_valid_digest(digest: &str) -> bool {
+    let Some((algorithm, hex)) = digest.split_once(':') else {
+        return false;
+    };
+    let length = match algorithm {
+        "sha256" => 64,
+        "sha384" => 96,
+        "sha512" => 128,
+        _ => return false,
+    };
+    hex.len() == length && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 fn is_valid_chmod(mode: &str) -> bool {

@@ -445,6 +445,22 @@ fn target_must_exist() {
 }
 
 #[test]
+fn crlf_and_bom_files() {
+    let source = "\u{feff}FROM alpine\r\nRUN echo \\\r\n  hi\r\nFORM x\r\n";
+    let out = errors(source);
+    assert_eq!(
+        out,
+        "Containerfile:4:1: unknown instruction: FORM\n 4 | FORM x\n   | ^\n  hint: did you mean FROM?"
+    );
+    let file =
+        parse("\u{feff}FROM alpine\r\nRUN echo \\\r\n  hi\r\n").unwrap_or_else(|e| panic!("{e}"));
+    let InstructionKind::Run(run) = &file.stages[0].instructions[0].kind else {
+        panic!("expected RUN");
+    };
+    assert_eq!(run.command, CommandLine::Shell("echo   hi".to_string()));
+}
+
+#[test]
 fn warnings_do_not_fail() {
     let diagnostics = check_containerfile(
         "FROM alpine\nRUN echo a \\\n\n  b\n",
