@@ -526,7 +526,8 @@ fn gcr_binary_cannot_be_reached_from_inside() {
                 &["--init"],
                 "head -c 1 /proc/1/exe >/dev/null 2>&1 && echo EXE_READABLE; \
                  echo x 2>/dev/null >> /proc/1/exe && echo EXE_WRITABLE; \
-                 ls /proc/1/fd >/dev/null 2>&1 && echo FDS_READABLE; echo done",
+                 readlink /proc/1/fd/0 >/dev/null 2>&1 && echo FD_LINKS_READABLE; \
+                 readlink /proc/1/exe >/dev/null 2>&1 && echo EXE_LINK_READABLE; echo done",
             ),
             0,
         );
