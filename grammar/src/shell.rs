@@ -417,12 +417,9 @@ impl<E: EnvLookup + ?Sized> Lexing<'_, E> {
                                 self.bump();
                                 result.push(next);
                             }
-                            // Before any other character the escape token stays.
-                            Some(_) => {
-                                if !self.raw_escapes {
-                                    result.push(ch);
-                                }
-                            }
+                            // Before any other character the escape token stays (twice
+                            // with raw escapes, as BuildKit writes it).
+                            Some(_) => result.push(ch),
                         }
                     } else {
                         result.push(ch);
