@@ -687,6 +687,7 @@ fn tty_gets_a_pty_in_the_container() {
         }
         let out = Command::new("script")
             .args(["-qec", &format!("stty cols 77 rows 11; {gcr}"), "/dev/null"])
+            .stdin(std::process::Stdio::null())
             .output()
             .unwrap();
         let text = stdout(&out);
