@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::ffi::{CStr, CString};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -126,6 +126,8 @@ fn setup_and_exec(
 
     if plan.opts.tty {
         let (master, slave) = tty::open_pty().map_err(sys_err("allocate a pty"))?;
+        // Size the pty from the host terminal (still our stdout) before the command can ask.
+        tty::copy_winsize(std::io::stdout().as_fd(), master.as_fd());
         tty::attach_slave(&slave).map_err(sys_err("attach the pty"))?;
         send(sock, &[MSG_PTY], Some(master.as_raw_fd())).map_err(sys_err("send the pty to gcr"))?;
     } else if !plan.opts.stdin {
