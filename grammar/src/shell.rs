@@ -182,6 +182,7 @@ impl ShellLexer {
             env,
             lexer: *self,
             raw_escapes: self.raw_escapes,
+            depth: 0,
             matched: BTreeSet::new(),
             unmatched: BTreeSet::new(),
         };
@@ -208,9 +209,14 @@ struct Lexing<'a, E: EnvLookup + ?Sized> {
     env: &'a E,
     lexer: ShellLexer,
     raw_escapes: bool,
+    /// Current nesting of `${...}` words.
+    depth: usize,
     matched: BTreeSet<String>,
     unmatched: BTreeSet<String>,
 }
+
+/// Deepest `${...}` nesting accepted.
+const MAX_NESTING: usize = 128;
 
 /// Accumulates words for word mode.
 #[derive(Default)]
@@ -309,10 +315,17 @@ impl<E: EnvLookup + ?Sized> Lexing<'_, E> {
         stop: Option<char>,
         raw_escapes: bool,
     ) -> Result<(String, Vec<String>), Fail> {
+        // `${a:-${b:-...}}` recurses once per level; bound it so no input can exhaust the
+        // stack.
+        if self.depth >= MAX_NESTING {
+            return Err(Fail::Syntax("substitutions nested too deeply"));
+        }
+        self.depth += 1;
         let saved = self.raw_escapes;
         self.raw_escapes = raw_escapes;
         let result = self.process_stop_on_inner(stop);
         self.raw_escapes = saved;
+        self.depth -= 1;
         result
     }
 
@@ -748,6 +761,15 @@ mod tests {
             .process_words("RUN <<  EOF  > foo", &NoEnv)
             .unwrap_or_default();
         assert_eq!(words, vec!["RUN", "<<  EOF", ">", "foo"]);
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let lexer = ShellLexer::new('\\');
+        let deep = "${a:-".repeat(100_000) + &"}".repeat(100_000);
+        assert!(lexer.process_word(&deep, &NoEnv).is_err());
+        let ok = "${a:-".repeat(50) + "x" + &"}".repeat(50);
+        assert_eq!(lexer.process_word(&ok, &NoEnv).ok().as_deref(), Some("x"));
     }
 
     #[test]

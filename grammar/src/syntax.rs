@@ -462,7 +462,7 @@ pub fn parse_syntax(source: &str) -> Result<SyntaxTree, ParseError> {
             logical.push_str(piece);
         }
         let mut instruction =
-            parse_logical_line(logical, escape, 0, (first_piece, pieces), start_line)?;
+            parse_logical_line(logical, escape, 0, (first_piece, pieces), start_line, 0)?;
         instruction.end_line = last_line;
         if can_contain_heredoc(&instruction) && instruction.original.contains("<<") {
             let markers = heredocs_from_line(&instruction.original).map_err(|message| {
@@ -729,6 +729,7 @@ fn parse_logical_line(
     origin: usize,
     (first_piece, more_pieces): (Piece, Vec<Piece>),
     start_line: usize,
+    depth: usize,
 ) -> Result<RawInstruction, ParseError> {
     let trimmed_start = line.len() - line.trim_start().len();
     let trimmed_end = line.trim_end().len().max(trimmed_start);
@@ -752,9 +753,9 @@ fn parse_logical_line(
     let result = fill_instruction(
         &mut instruction,
         &original,
-        trimmed_start,
-        trimmed_end,
+        (trimmed_start, trimmed_end),
         escape,
+        depth,
     );
     instruction.original = original;
     match result {
@@ -773,9 +774,9 @@ enum FillError {
 fn fill_instruction(
     instruction: &mut RawInstruction,
     line: &str,
-    trimmed_start: usize,
-    trimmed_end: usize,
+    (trimmed_start, trimmed_end): (usize, usize),
     escape: char,
+    depth: usize,
 ) -> Result<(), FillError> {
     let trimmed = &line[trimmed_start..trimmed_end];
     let origin = instruction.origin;
@@ -845,6 +846,13 @@ fn fill_instruction(
             }
         }
         "onbuild" => {
+            if depth >= MAX_ONBUILD_NESTING {
+                // BuildKit rejects any chaining later; stop before the recursion gets deep.
+                return Err(FillError::At(
+                    rest_offset,
+                    "ONBUILD instructions nested too deeply".to_string(),
+                ));
+            }
             if !rest.is_empty() {
                 let inner = parse_logical_line(
                     rest.to_string(),
@@ -855,6 +863,7 @@ fn fill_instruction(
                         instruction.more_pieces.clone(),
                     ),
                     start_line,
+                    depth + 1,
                 )
                 .map_err(FillError::Ready)?;
                 instruction.args = vec![Arg::Instruction(Box::new(inner))];
@@ -864,6 +873,9 @@ fn fill_instruction(
     }
     Ok(())
 }
+
+/// How many ONBUILDs may nest in one line (`ONBUILD ONBUILD ...`) before parsing stops.
+const MAX_ONBUILD_NESTING: usize = 16;
 
 const NOT_STRING_ARRAY: &str = "dockerfile JSON array must contain only strings";
 
@@ -897,8 +909,10 @@ enum Json {
 /// Deepest nesting accepted before giving up (the PEG recurses per level).
 const MAX_JSON_DEPTH: usize = 256;
 
-fn json_depth_exceeds(text: &str, limit: usize) -> bool {
+/// How deep `[`/`{` nest outside strings, and whether they all close.
+fn json_nesting(text: &str) -> (usize, bool) {
     let mut depth = 0usize;
+    let mut deepest = 0usize;
     let mut in_string = false;
     let mut escaped = false;
     for b in text.bytes() {
@@ -915,15 +929,13 @@ fn json_depth_exceeds(text: &str, limit: usize) -> bool {
             b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
-                if depth > limit {
-                    return true;
-                }
+                deepest = deepest.max(depth);
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
     }
-    false
+    (deepest, depth == 0 && !in_string)
 }
 
 /// A strict JSON array of strings, as Go's encoding/json reads it.
@@ -932,9 +944,15 @@ fn parse_json_array(rest: &str) -> Json {
     if !text.starts_with('[') {
         return Json::Other;
     }
-    if json_depth_exceeds(text, MAX_JSON_DEPTH) {
-        // Valid JSON this deep has a non-string element anyway.
-        return Json::NotStrings;
+    let (deepest, balanced) = json_nesting(text);
+    if deepest > MAX_JSON_DEPTH {
+        // Too deep to hand to the recursive grammar. Balanced, it is an array with a
+        // non-string element (an error); unbalanced, it is not JSON (shell form).
+        return if balanced {
+            Json::NotStrings
+        } else {
+            Json::Other
+        };
     }
     let Ok(mut pairs) = Grammar::parse(Rule::json_array, text) else {
         return Json::Other;
@@ -1179,6 +1197,24 @@ mod tests {
         let run = &tree.instructions[2];
         assert_eq!(run.heredocs[0].chomped_content(), "foo\n");
         assert!(parse_syntax("FROM a\nRUN <<EOF\nnope\n").is_err());
+    }
+
+    #[test]
+    fn deep_onbuild_chains_are_an_error_not_a_crash() {
+        let deep = format!("FROM x\n{}RUN y\n", "ONBUILD ".repeat(100_000));
+        assert!(parse_syntax(&deep).is_err());
+        let tree =
+            parse_syntax("FROM x\nONBUILD ONBUILD RUN y\n").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(tree.instructions[1].dump(), "onbuild (onbuild (run \"y\"))");
+    }
+
+    #[test]
+    fn deep_json_is_handled_without_recursion() {
+        let open = "[".repeat(100_000);
+        let tree = parse_syntax(&format!("CMD {open}\n")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!tree.instructions[0].json);
+        let closed = format!("CMD {open}{}\n", "]".repeat(100_000));
+        assert!(parse_syntax(&closed).is_err());
     }
 
     #[test]
