@@ -99,6 +99,11 @@ fn main() {
         ("long-continuation", long_continuation(lines)),
         ("many-heredocs", many_heredocs(lines)),
     ] {
+        if let Ok(only) = std::env::var("PARSE_BENCH_ONLY") {
+            if only != name {
+                continue;
+            }
+        }
         let physical = source.lines().count();
         let (full, full_median) = timings(&source, iterations);
         let half_source = match name {

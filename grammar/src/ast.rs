@@ -508,7 +508,11 @@ fn usage(command: &str) -> String {
 
 fn type_kind(raw: &RawInstruction) -> Result<InstructionKind, ParseError> {
     use FlagKind::*;
-    let words = raw.words();
+    // Collected only for the instructions that use the words as a list.
+    let words: Vec<&str> = match raw.command.as_str() {
+        "env" | "label" | "run" | "cmd" | "entrypoint" | "healthcheck" | "onbuild" => Vec::new(),
+        _ => raw.words(),
+    };
     let no_flags = |raw: &RawInstruction| Flags::parse(raw, &[]).map(|_| ());
     Ok(match raw.command.as_str() {
         "from" => {
