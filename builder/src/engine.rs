@@ -21,6 +21,8 @@ use crate::{BuildOptions, BuildOutput, ResolveImage};
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
+/// Part of every cache key: bump it when a step's result for the same input changes.
+const CACHE_VERSION: &str = "gcr-build-cache-2";
 /// Where a `RUN <<EOF` script with a `#!` line is mounted (inside the container's /dev tmpfs,
 /// so nothing of it reaches the layer).
 const HEREDOC_SCRIPT: &str = "/dev/.gcr-heredoc-script";
@@ -852,8 +854,17 @@ impl<'a> Engine<'a> {
                 let key_text = format!("WORKDIR\n{abs}");
                 self.layer_step(state, instr, progress, &key_text, |eng, st, dirs| {
                     let mount = eng.mount_rw(st, dirs)?;
+                    // As BuildKit: missing directories belong to the current USER.
+                    let owner = match st.config.user.as_deref().filter(|u| !u.is_empty()) {
+                        Some(user) => {
+                            let ids = gcr_runtime::users::resolve_user(mount.path(), user)
+                                .map_err(|e| format!("USER {user}: {e}"))?;
+                            (ids.uid, ids.gid)
+                        }
+                        None => (0, 0),
+                    };
                     let mut created = Vec::new();
-                    fsutil::mkdir_in_root(mount.path(), &clean, (0, 0), &mut created)
+                    fsutil::mkdir_in_root(mount.path(), &clean, owner, &mut created)
                         .map_err(|e| format!("cannot create {abs}: {e}"))?;
                     Ok(())
                 })
@@ -892,6 +903,7 @@ impl<'a> Engine<'a> {
         let env_text = state.run_env().join("\n");
         let compression = format!("{:?}", self.opts.compression);
         let key = cache::key(&[
+            CACHE_VERSION,
             &state.key,
             "layer",
             key_text,
