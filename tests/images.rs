@@ -261,3 +261,45 @@ fn sha256_hex(bytes: &[u8]) -> String {
     let digest = sha2::Sha256::digest(bytes);
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[test]
+fn pull_progress_bars_on_a_terminal_plain_lines_otherwise_nothing_when_quiet() {
+    let Some(reg) = registry() else { return };
+    let name = format!("{reg}/busybox:latest");
+
+    // A terminal (made by script(1)): indicatif bars, one per layer.
+    let store = TestStore::new();
+    let log = store.root().join("typescript");
+    let command = format!(
+        "{} --root {} pull {name}",
+        support::gcr_bin().display(),
+        store.root().display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qc", &command])
+        .arg(&log)
+        .output()
+        .expect("run script(1)");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let screen = std::fs::read_to_string(&log).unwrap();
+    assert!(screen.contains("[=="), "no progress bar drawn: {screen}");
+    assert!(screen.contains("done"), "{screen}");
+
+    // Not a terminal: plain lines on stderr.
+    let store = TestStore::new();
+    let out = store.run(&["pull", &name]);
+    assert!(out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("Copying blob") && !err.contains("[=="),
+        "{err}"
+    );
+    assert!(stdout(&out).contains(&name));
+
+    // Quiet: only the name, nothing on stderr.
+    let store = TestStore::new();
+    let out = store.run(&["pull", "-q", &name]);
+    assert!(out.status.success());
+    assert_eq!(stdout(&out).trim(), name);
+    assert_eq!(stderr(&out), "");
+}

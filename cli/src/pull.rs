@@ -169,6 +169,10 @@ async fn show_progress(mut events: tokio::sync::mpsc::UnboundedReceiver<PullEven
             _ => {}
         }
     }
+    // indicatif leaves the cursor at the end of the last bar; the summary goes below it.
+    if terminal && !quiet && !bars.is_empty() {
+        eprintln!();
+    }
 }
 
 pub fn login(args: LoginArgs) -> anyhow::Result<u8> {
