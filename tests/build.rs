@@ -1052,3 +1052,52 @@ ENV PATH=/home/app/bin:$PATH
         },
     );
 }
+
+#[test]
+fn config_instructions_land_in_the_image_config() {
+    let Some(base) = busybox() else { return };
+    let store = TestStore::new();
+    let ctx = Ctx::new(&format!(
+        r#"FROM {base}
+ENV A=1
+ENV A=2 B=$A
+SHELL ["/bin/sh", "-e", "-c"]
+RUN echo "$B" > /b
+HEALTHCHECK --interval=5s --retries=2 CMD wget -q localhost || exit 1
+STOPSIGNAL SIGQUIT
+VOLUME ["/data", "/logs"]
+EXPOSE 53/udp 80
+USER nobody:nogroup
+MAINTAINER someone
+"#
+    ));
+    let (id, _) = build_ok(&store, &ctx, &[]);
+    let cfg = inspect_config(&store, &id);
+    let c = &cfg["Config"];
+    assert_eq!(c["Env"][1], "A=2", "{c}");
+    assert_eq!(c["Env"][2], "B=1", "{c}");
+    assert_eq!(c["Shell"], serde_json::json!(["/bin/sh", "-e", "-c"]));
+    assert_eq!(
+        c["Healthcheck"]["Test"],
+        serde_json::json!(["CMD-SHELL", "wget -q localhost || exit 1"])
+    );
+    assert_eq!(c["Healthcheck"]["Interval"], 5_000_000_000u64);
+    assert_eq!(c["Healthcheck"]["Retries"], 2);
+    assert_eq!(c["StopSignal"], "SIGQUIT");
+    assert!(c["Volumes"]["/data"].is_object() && c["Volumes"]["/logs"].is_object());
+    assert!(c["ExposedPorts"]["53/udp"].is_object() && c["ExposedPorts"]["80/tcp"].is_object());
+    assert_eq!(c["User"], "nobody:nogroup");
+    assert_eq!(run_in(&store, &id, "cat /b; id -u"), "1\n65534\n");
+    // Metadata steps are empty layers in the history.
+    let history = cfg["History"].as_array().unwrap();
+    let ours: Vec<_> = history.iter().skip(history.len() - 10).collect();
+    assert_eq!(ours.len(), 10);
+    for h in ours {
+        let by = h["created_by"].as_str().unwrap();
+        assert_eq!(
+            h["empty_layer"].as_bool().unwrap_or(false),
+            !by.starts_with("RUN"),
+            "{h}"
+        );
+    }
+}
