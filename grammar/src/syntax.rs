@@ -1218,6 +1218,34 @@ mod tests {
     }
 
     #[test]
+    fn which_lines_take_heredocs() {
+        let count = |src: &str| -> Vec<usize> {
+            parse_syntax(src)
+                .unwrap_or_else(|e| panic!("{src:?}: {e}"))
+                .instructions
+                .iter()
+                .map(|i| i.heredocs.len())
+                .collect()
+        };
+        assert_eq!(count("RUN <<  EOF  > foo\nx\nEOF\n"), vec![1]);
+        assert_eq!(count("RUN \"<<NOHEREDOC\"\nRUN '<<EOF'\n"), vec![0, 0]);
+        assert_eq!(count("RUN [\"<<EOF\"]\nUSER <<X\n"), vec![0, 0]);
+        assert_eq!(count("ONBUILD RUN <<EOF\nbody\nEOF\n"), vec![1]);
+        assert_eq!(count("ADD <<a <<b /d\n1\na\n2\nb\n"), vec![2]);
+        assert_eq!(count("RUN 3<<EMPTY2\nEMPTY2\n"), vec![1]);
+        // A body is raw: comments, continuations and instruction words stay in it.
+        let tree = parse_syntax("RUN <<EOF\n# internal comment\nFROM x \\\nEOF\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(tree.instructions.len(), 1);
+        assert_eq!(
+            tree.instructions[0].heredocs[0].content,
+            "# internal comment\nFROM x \\\n"
+        );
+        assert_eq!(tree.instructions[0].heredocs[0].start_line, 2);
+        assert_eq!(tree.instructions[0].end_line, 4);
+    }
+
+    #[test]
     fn heredoc_markers() {
         let m = |w: &str| parse_heredoc_marker(w);
         let eof = m("<<EOF")
