@@ -365,7 +365,9 @@ pub fn check_containerfile(
             }
             InstructionKind::StopSignal(v) => {
                 if let Some(signal) = expand(&mut reporter, &env, v) {
-                    if !is_valid_signal(&signal) {
+                    // An unset ARG gets its value at build time; nothing to check now.
+                    let unknown_yet = signal.is_empty() && v.contains('$');
+                    if !unknown_yet && !is_valid_signal(&signal) {
                         reporter.error(
                             raw.error_at(raw.rest_offset, format!("invalid signal: {signal}"))
                                 .with_hint("use a name such as SIGTERM or a number"),
