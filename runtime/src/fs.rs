@@ -43,6 +43,23 @@ pub fn relative(dest: &Path) -> Result<PathBuf, RuntimeError> {
     Ok(out)
 }
 
+/// `path` (relative to the root, possibly with `..` and absolute parts from a symlink target)
+/// folded lexically, clamped at the root, as RESOLVE_IN_ROOT treats it.
+fn lexical_in_root(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for comp in path.components() {
+        match comp {
+            Component::RootDir | Component::Prefix(_) => out.clear(),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(name) => out.push(name),
+        }
+    }
+    out
+}
+
 fn cstring(path: &Path) -> Result<CString, RuntimeError> {
     let bytes = path.as_os_str().as_bytes();
     let bytes = if bytes.is_empty() { b"." } else { bytes };
@@ -117,14 +134,38 @@ impl Root {
     }
 
     /// Resolves the file `rel`, creating it empty (and its parents) when missing; returns an
-    /// O_PATH fd. Used as the target of file bind mounts.
+    /// O_PATH fd. Used as the target of file bind mounts. A dangling symlink as the last
+    /// component (e.g. /etc/resolv.conf -> ../run/systemd/resolve/stub-resolv.conf) gets its
+    /// target created, inside the root.
     pub fn ensure_file(&self, rel: &Path) -> Result<OwnedFd, RuntimeError> {
-        let err = |e: Errno| RuntimeError::io("create file", self.path.join(rel), e.into());
-        match self.resolve(rel, false) {
-            Ok(fd) => return Ok(fd),
-            Err(Errno::ENOENT) => {}
-            Err(e) => return Err(err(e)),
+        let mut rel = rel.to_path_buf();
+        for _ in 0..8 {
+            let err = |e: Errno| RuntimeError::io("create file", self.path.join(&rel), e.into());
+            match self.resolve(&rel, false) {
+                Ok(fd) => return Ok(fd),
+                Err(Errno::ENOENT) => {}
+                Err(e) => return Err(err(e)),
+            }
+            if let Ok(link) = self.open_in(&rel, libc::O_PATH | libc::O_NOFOLLOW, 0) {
+                let st = nix::sys::stat::fstat(&link).map_err(err)?;
+                if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+                    let target = nix::fcntl::readlinkat(&link, "").map_err(err)?;
+                    let parent = rel.parent().unwrap_or(Path::new("")).to_path_buf();
+                    rel = lexical_in_root(&parent.join(Path::new(&target)));
+                    continue;
+                }
+            }
+            return self.create_file(&rel);
         }
+        Err(RuntimeError::io(
+            "create file",
+            self.path.join(&rel),
+            Errno::ELOOP.into(),
+        ))
+    }
+
+    fn create_file(&self, rel: &Path) -> Result<OwnedFd, RuntimeError> {
+        let err = |e: Errno| RuntimeError::io("create file", self.path.join(rel), e.into());
         let parent = rel.parent().unwrap_or(Path::new(""));
         let name = rel.file_name().ok_or_else(|| err(Errno::EINVAL))?;
         let dir = self.mkdir_all(parent)?;
@@ -137,7 +178,7 @@ impl Root {
         )
         .map_err(err)?;
         let cname = CString::new(name.as_bytes()).map_err(|_| err(Errno::EINVAL))?;
-        // O_NOFOLLOW: a dangling symlink here is refused rather than followed.
+        // O_NOFOLLOW: a symlink that appeared here meanwhile is refused rather than followed.
         match nix::fcntl::openat(
             &dir_rw,
             cname.as_c_str(),
@@ -178,5 +219,45 @@ impl Root {
             return Err(Errno::EFBIG);
         }
         Ok(Some(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dangling_symlinks_get_their_target_created_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let root_path = dir.path().join("root");
+        std::fs::create_dir_all(root_path.join("etc")).unwrap();
+        std::os::unix::fs::symlink(
+            "../run/systemd/resolve/stub-resolv.conf",
+            root_path.join("etc/resolv.conf"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(outside.path().join("hosts"), root_path.join("etc/hosts"))
+            .unwrap();
+        std::os::unix::fs::symlink("../../../../../../x", root_path.join("etc/hostname")).unwrap();
+        let root = Root::open(&root_path).unwrap();
+        for f in ["etc/resolv.conf", "etc/hosts", "etc/hostname"] {
+            root.ensure_file(Path::new(f)).unwrap();
+        }
+        assert!(root_path
+            .join("run/systemd/resolve/stub-resolv.conf")
+            .is_file());
+        assert!(root_path
+            .join(outside.path().strip_prefix("/").unwrap())
+            .join("hosts")
+            .is_file());
+        assert!(root_path.join("x").is_file());
+        assert_eq!(
+            std::fs::read_dir(outside.path()).unwrap().count(),
+            0,
+            "wrote outside the root"
+        );
+        std::os::unix::fs::symlink("loop", root_path.join("loop")).unwrap();
+        assert!(root.ensure_file(Path::new("loop")).is_err());
     }
 }
