@@ -1101,3 +1101,21 @@ MAINTAINER someone
         );
     }
 }
+
+#[test]
+fn bind_mount_content_is_part_of_the_run_cache_key() {
+    let Some(base) = busybox() else { return };
+    let store = TestStore::new();
+    let ctx = Ctx::new(&format!(
+        "FROM {base}\nRUN --mount=type=bind,source=src,target=/src cat /src/in > /out\n"
+    ));
+    ctx.write("src/in", "one\n");
+    let (id1, _) = build_ok(&store, &ctx, &[]);
+    let (id2, log) = build_ok(&store, &ctx, &[]);
+    assert_eq!(id1, id2);
+    assert!(log.contains("CACHED"), "{log}");
+    ctx.write("src/in", "two\n");
+    let (id3, log) = build_ok(&store, &ctx, &[]);
+    assert!(!log.contains("CACHED"), "{log}");
+    assert_eq!(run_in(&store, &id3, "cat /out"), "two\n");
+}

@@ -1334,8 +1334,35 @@ impl<'a> Engine<'a> {
             };
             mount_specs.push((m.clone(), target));
         }
+        // What bind mounts show the command is part of its cache key, as in BuildKit.
+        let mut bind_sources = Vec::new();
+        for (m, _) in &mount_specs {
+            if m.kind != MountType::Bind {
+                continue;
+            }
+            let src = self.expand(state, m.source.as_deref().unwrap_or(""))?;
+            match &m.from {
+                None => {
+                    let ctx = self
+                        .context
+                        .as_ref()
+                        .ok_or_else(|| "the build context is not open".to_string())?;
+                    let src = if src.is_empty() { ".".to_string() } else { src };
+                    let collected = ctx
+                        .collect(std::slice::from_ref(&src))
+                        .map_err(|e| format!("mount source: {e}"))?;
+                    bind_sources.push(
+                        source::content_hash(&collected.entries).map_err(StepFailure::Message)?,
+                    );
+                }
+                Some(from) => {
+                    let (from_state, _) = self.source_state(stage, state, from)?;
+                    bind_sources.push(format!("{}:{src}", from_state.key));
+                }
+            }
+        }
         let key_text = format!(
-            "RUN\n{}\nnetwork_none={network_none}\nargv={argv:?}\nmounts={:?}",
+            "RUN\n{}\nnetwork_none={network_none}\nargv={argv:?}\nbinds={bind_sources:?}\nmounts={:?}",
             instr.raw.original.trim(),
             mount_specs
                 .iter()

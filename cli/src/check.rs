@@ -42,6 +42,9 @@ pub struct BuildArgs {
     /// Print only the image ID
     #[arg(short, long)]
     quiet: bool,
+    /// Progress output: auto, plain or tty (all print BuildKit's plain form)
+    #[arg(long, default_value = "auto", value_name = "TYPE")]
+    progress: String,
     /// Target platform (only the host's is supported)
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     platform: Option<String>,
@@ -145,6 +148,12 @@ fn build_options(
             bail!("--platform {platform} is not supported yet: gcr builds for the host platform ({host}) only");
         }
     }
+    if !matches!(args.progress.as_str(), "auto" | "plain" | "tty" | "quiet") {
+        bail!(
+            "unknown --progress {:?}: use auto, plain, tty or quiet",
+            args.progress
+        );
+    }
     let mut options = gcr_builder::BuildOptions::new(path.to_path_buf(), args.context.clone());
     for tag in &args.tags {
         options.tags.push(crate::images::normalize_name(tag)?);
@@ -179,7 +188,7 @@ fn build_options(
                 _ => None,
             },
         };
-    options.quiet = args.quiet;
+    options.quiet = args.quiet || args.progress == "quiet";
     for secret in &args.secrets {
         let mut id = None;
         let mut src = None;
