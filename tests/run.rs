@@ -517,6 +517,22 @@ fn no_new_privileges_blocks_setuid() {
 }
 
 #[test]
+fn subordinate_ids_work_inside() {
+    // Rootless: the whole subuid/subgid range is mapped, so chown to other ids works.
+    both(|s| {
+        let out = expect(
+            &s.sh(
+                &[],
+                "touch /tmp/f && chown 100:100 /tmp/f && stat -c %u:%g /tmp/f; \
+                 chown 65000:65000 /tmp/f && stat -c %u:%g /tmp/f; cat /proc/self/setgroups",
+            ),
+            0,
+        );
+        assert_eq!(out, "100:100\n65000:65000\nallow\n");
+    });
+}
+
+#[test]
 fn gcr_binary_cannot_be_reached_from_inside() {
     // CVE-2019-5736: with --init, PID 1 is a gcr process; its /proc/1/exe must not open.
     both(|s| {
