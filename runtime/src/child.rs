@@ -207,7 +207,10 @@ fn setup_and_exec(
         }
     }
     reset_signals(old_mask);
-    let err = nix::unistd::execve(&exe, &plan.args, &env).unwrap_err();
+    let err = match nix::unistd::execve(&exe, &plan.args, &env) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
     let name = plan.args[0].to_string_lossy();
     Err(match err {
         Errno::ENOENT => RuntimeError::Exec {
