@@ -19,9 +19,15 @@ use crate::{mounts, sys, tty, users};
 
 /// Entry point of the child; never returns.
 pub(crate) fn main(plan: &Plan, sock: OwnedFd, old_mask: &SigSet) -> ! {
-    let err = match setup_and_exec(plan, &sock, old_mask) {
-        Ok(never) => match never {},
-        Err(e) => e,
+    // A panic must never unwind out of the child into the caller's code (which would then
+    // run twice, e.g. its cleanup): report it and end here.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        setup_and_exec(plan, &sock, old_mask)
+    }));
+    let err = match result {
+        Ok(Ok(never)) => match never {},
+        Ok(Err(e)) => e,
+        Err(_) => RuntimeError::Setup("internal error: the container process panicked".into()),
     };
     let code = err.exit_code();
     let text = match err {
