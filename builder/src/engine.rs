@@ -1055,6 +1055,12 @@ impl<'a> Engine<'a> {
         if c.parents {
             return Err(format!("{what} --parents is not supported yet").into());
         }
+        if c.checksum.is_some() {
+            return Err(format!(
+                "{what} --checksum is only for URL sources, which are not supported yet"
+            )
+            .into());
+        }
         if !c.exclude.is_empty() {
             return Err(format!("{what} --exclude is not supported yet").into());
         }

@@ -267,7 +267,7 @@ pub(crate) fn content_hash(entries: &[Entry]) -> Result<String, String> {
             if let Some(data) = &e.data {
                 h.update(Sha256::digest(data));
             } else if let Some(src) = &e.src {
-                let mut file = File::open(src)
+                let mut file = open_nofollow(src)
                     .map_err(|err| format!("cannot read {}: {err}", src.display()))?;
                 let mut fh = Sha256::new();
                 let mut buf = vec![0u8; 256 * 1024];
@@ -380,7 +380,7 @@ fn write_one(root: &Path, target_rel: &Path, e: &Entry, opts: &WriteOptions) -> 
             if let Some(data) = &e.data {
                 io::Write::write_all(&mut out, data)?;
             } else if let Some(src) = &e.src {
-                let mut input = File::open(src)?;
+                let mut input = open_nofollow(src)?;
                 io::copy(&mut input, &mut out)?;
             }
             std::os::unix::fs::fchown(&out, Some(uid), Some(gid))?;
@@ -400,6 +400,15 @@ fn write_one(root: &Path, target_rel: &Path, e: &Entry, opts: &WriteOptions) -> 
         }
     }
     Ok(())
+}
+
+/// Open a source file without following a symlink in its last component (the walk saw a
+/// regular file there; a swapped-in link must not redirect the read).
+fn open_nofollow(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
 }
 
 fn remove_non_dir(host: &Path, existing: Option<&Metadata>) -> io::Result<()> {
