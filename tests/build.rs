@@ -497,6 +497,7 @@ fn rootless_build_as_the_fixture_user() {
             r#"FROM {base}
 RUN mkdir -p /d/sub && echo old > /d/sub/old && echo x > /gone
 COPY --chown=1000:1000 f.txt /home/f.txt
+COPY --chown=3000000:3000000 f.txt /unmapped.txt
 RUN rm -rf /d/sub /gone && mkdir /d/sub && echo new > /d/sub/new && chown 1000:1000 /d/sub/new
 USER 1000
 RUN id -u > /tmp/uid
@@ -542,10 +543,27 @@ RUN id -u > /tmp/uid
     assert_eq!(stdout(&out).trim(), id);
     assert_eq!(
         stderr(&out).matches("CACHED").count(),
-        4,
+        5,
         "{}",
         stderr(&out)
     );
+    // An owner outside the subordinate range still reaches the layer tar.
+    let mut unmapped_owner = None;
+    for blob in std::fs::read_dir(store.join("blobs/sha256")).unwrap() {
+        let Ok(file) = std::fs::File::open(blob.unwrap().path()) else {
+            continue;
+        };
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+        let Ok(entries) = archive.entries() else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.path().unwrap().to_string_lossy() == "unmapped.txt" {
+                unmapped_owner = Some(entry.header().uid().unwrap());
+            }
+        }
+    }
+    assert_eq!(unmapped_owner, Some(3_000_000));
     let out = gcr(&["system", "check"]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
 }

@@ -276,7 +276,7 @@ pub(crate) fn mkdir_in_root(
             Err(Errno::ENOENT) => {
                 let path = current.join(name);
                 std::fs::create_dir(&path)?;
-                std::os::unix::fs::lchown(&path, Some(owner.0), Some(owner.1))?;
+                crate::source::set_owner(&path, owner.0, owner.1)?;
                 std::fs::set_permissions(
                     &path,
                     std::os::unix::fs::PermissionsExt::from_mode(0o755),

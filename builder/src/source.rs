@@ -365,7 +365,7 @@ fn write_one(root: &Path, target_rel: &Path, e: &Entry, opts: &WriteOptions) -> 
                     host
                 }
             };
-            std::os::unix::fs::lchown(&host, Some(uid), Some(gid))?;
+            set_owner(&host, uid, gid)?;
             fs::set_permissions(&host, fs::Permissions::from_mode(mode))?;
             set_mtime(&host, e.mtime)?;
         }
@@ -383,23 +383,43 @@ fn write_one(root: &Path, target_rel: &Path, e: &Entry, opts: &WriteOptions) -> 
                 let mut input = open_nofollow(src)?;
                 io::copy(&mut input, &mut out)?;
             }
-            std::os::unix::fs::fchown(&out, Some(uid), Some(gid))?;
+            set_owner(&host, uid, gid)?;
             out.set_permissions(fs::Permissions::from_mode(mode))?;
             out.set_modified(system_time(e.mtime))?;
         }
         Kind::Symlink(target) => {
             remove_non_dir(&host, existing.as_ref())?;
             std::os::unix::fs::symlink(target, &host)?;
-            std::os::unix::fs::lchown(&host, Some(uid), Some(gid))?;
+            set_owner(&host, uid, gid)?;
             set_mtime(&host, e.mtime)?;
         }
         Kind::Fifo => {
             remove_non_dir(&host, existing.as_ref())?;
             nix::unistd::mkfifo(&host, nix::sys::stat::Mode::from_bits_truncate(mode))?;
-            std::os::unix::fs::lchown(&host, Some(uid), Some(gid))?;
+            set_owner(&host, uid, gid)?;
         }
     }
     Ok(())
+}
+
+/// Give `path` (not followed) the owner `uid:gid`. An owner outside the rootless namespace's
+/// mapping is recorded in the store's owner xattr instead, which the layer commit writes
+/// into the tar (symlinks cannot carry it and keep the mapped owner).
+pub(crate) fn set_owner(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    match std::os::unix::fs::lchown(path, Some(uid), Some(gid)) {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::EPERM)) => {
+            if fs::symlink_metadata(path)?.file_type().is_symlink() {
+                return Ok(());
+            }
+            xattr::set(
+                path,
+                gcr_storage::unpack::OWNER_XATTR,
+                format!("{uid}:{gid}").as_bytes(),
+            )
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Open a source file without following a symlink in its last component (the walk saw a
