@@ -29,6 +29,15 @@ fn main() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(1);
     let mut spec = docker_default_spec();
+    if flags.iter().any(|f| f == "--no-cgroupfs") {
+        let mounts = spec.mounts().clone().unwrap_or_default();
+        spec.set_mounts(Some(
+            mounts
+                .into_iter()
+                .filter(|m| m.typ().as_deref() != Some("cgroup"))
+                .collect(),
+        ));
+    }
     let mut process = spec.process().clone().unwrap_or_default();
     process.set_args(Some(command.to_vec()));
     spec.set_process(Some(process));

@@ -233,6 +233,97 @@ fn mount_bind(root: &Root, m: &oci_spec::runtime::Mount, o: &Options) -> Result<
     Ok(())
 }
 
+/// The host's cgroup hierarchies under /sys/fs/cgroup: (name, fstype, super options).
+fn host_cgroup_hierarchies() -> Vec<(String, String, String)> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    info.lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let mount_point = left.split_whitespace().nth(4)?;
+            let name = mount_point.strip_prefix("/sys/fs/cgroup/")?;
+            let mut right = right.split_whitespace();
+            let fstype = right.next()?;
+            if fstype != "cgroup" && fstype != "cgroup2" || name.is_empty() || name.contains('/') {
+                return None;
+            }
+            let options: Vec<&str> = right
+                .nth(1)
+                .unwrap_or("")
+                .split(',')
+                .filter(|o| *o != "rw" && *o != "ro")
+                .collect();
+            Some((name.to_string(), fstype.to_string(), options.join(",")))
+        })
+        .collect()
+}
+
+/// /sys/fs/cgroup inside the container (Docker mounts it read-only): cgroup2 on a unified
+/// host; on v1 and hybrid hosts a small tmpfs holding each hierarchy. The container's cgroup
+/// namespace makes its own group the root. v1 cannot be mounted from a user namespace
+/// (rootless): there /sys/fs/cgroup stays empty. A hierarchy that fails is skipped with a
+/// warning rather than failing the container.
+fn mount_cgroups(
+    root: &Root,
+    m: &oci_spec::runtime::Mount,
+    o: &Options,
+    plan: &Plan,
+) -> Result<(), RuntimeError> {
+    let dest = m.destination();
+    let rel = relative(dest)?;
+    let target = fs_target(root, &rel, dest)?;
+    let flags = o.flags | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let unified = nix::sys::statfs::statfs("/sys/fs/cgroup")
+        .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        .unwrap_or(false);
+    if unified {
+        if let Err(e) = mount(
+            Some("cgroup2"),
+            sys::fd_path(&target).as_str(),
+            Some("cgroup2"),
+            flags,
+            None::<&str>,
+        ) {
+            tracing::warn!("cgroup2 not mounted on {}: {e}", dest.display());
+        }
+        return Ok(());
+    }
+    if plan.in_userns {
+        tracing::debug!(
+            "cgroup v1 cannot be mounted in a user namespace; {} left empty",
+            dest.display()
+        );
+        return Ok(());
+    }
+    mount(
+        Some("tmpfs"),
+        sys::fd_path(&target).as_str(),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=755,size=64k"),
+    )
+    .map_err(|e| mount_err("tmpfs", dest, e))?;
+    for (name, fstype, options) in host_cgroup_hierarchies() {
+        let sub = rel.join(&name);
+        let fd = root.mkdir_all(&sub)?;
+        let data = (!options.is_empty()).then_some(options.as_str());
+        if let Err(e) = mount(
+            Some("cgroup"),
+            sys::fd_path(&fd).as_str(),
+            Some(fstype.as_str()),
+            flags,
+            data,
+        ) {
+            tracing::warn!("cgroup hierarchy {name} not mounted in the container: {e}");
+        }
+    }
+    if o.flags.contains(MsFlags::MS_RDONLY) {
+        remount(root, &rel, MsFlags::MS_RDONLY, dest)?;
+    }
+    Ok(())
+}
+
 const DEVICES: &[(&str, u32, u32)] = &[
     ("null", 1, 3),
     ("zero", 1, 5),
@@ -426,10 +517,7 @@ pub(crate) fn prepare_rootfs(plan: &Plan) -> Result<PathBuf, RuntimeError> {
             .unwrap_or(if o.bind { "bind" } else { "none" });
         match typ {
             "bind" => mount_bind(&root, m, &o)?,
-            // cgroup v1 hierarchies are not mounted inside yet; the spec's entry is skipped.
-            "cgroup" | "cgroup2" => {
-                tracing::debug!("skipping cgroup mount on {}", m.destination().display())
-            }
+            "cgroup" | "cgroup2" => mount_cgroups(&root, m, &o, plan)?,
             _ if o.bind => mount_bind(&root, m, &o)?,
             typ => mount_fs(&root, m, typ, &o, plan)?,
         }

@@ -169,6 +169,12 @@ pub fn docker_default_spec() -> Spec {
             &["nosuid", "noexec", "nodev", "ro"],
         ),
         mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["ro", "nosuid", "noexec", "nodev"],
+        ),
+        mount(
             "/dev/mqueue",
             "mqueue",
             "mqueue",
@@ -278,7 +284,7 @@ pub fn set_privileged(spec: &mut Spec) {
     }
     if let Some(mut mounts) = spec.mounts().clone() {
         for m in mounts.iter_mut() {
-            if m.typ().as_deref() == Some("sysfs") {
+            if matches!(m.typ().as_deref(), Some("sysfs") | Some("cgroup")) {
                 let opts = m
                     .options()
                     .clone()
