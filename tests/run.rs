@@ -398,6 +398,8 @@ fn docker_default_hardening() {
             echo x 2>/dev/null > /proc/sys/kernel/domainname && echo PROCSYS_WRITABLE; \
             echo x 2>/dev/null > /proc/sysrq-trigger && echo SYSRQ_WRITABLE; \
             touch /sys/kernel/x 2>/dev/null && echo SYS_WRITABLE; \
+            grep -E ' (cgroup|cgroup2) ' /proc/mounts | grep -v ' ro,' && echo CGROUP_RW; \
+            touch /sys/fs/cgroup/x 2>/dev/null && echo CGROUPFS_WRITABLE; \
             echo keys=$(wc -c < /proc/keys) acpi=$(ls /proc/acpi | wc -l); \
             (ls /proc/1/fd > /tmp/fds); echo fds=$(tr '\\n' ' ' < /tmp/fds); \
             grep -E ' /(proc|dev|dev/shm|dev/mqueue|dev/pts|sys) ' /proc/mounts";
@@ -418,6 +420,8 @@ fn docker_default_hardening() {
             "PROCSYS_WRITABLE",
             "SYSRQ_WRITABLE",
             "SYS_WRITABLE",
+            "CGROUP_RW",
+            "CGROUPFS_WRITABLE",
         ] {
             assert!(!out.contains(bad), "{bad}: {out}");
         }
