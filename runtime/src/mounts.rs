@@ -114,6 +114,43 @@ fn remount(root: &Root, rel: &Path, flags: MsFlags, dest: &Path) -> Result<(), R
     .map_err(|e| mount_err("remount", dest, e))
 }
 
+/// Remounts every mount strictly below `top` read-only (keeping their locked flags).
+fn remount_submounts_readonly(top: &Path) -> Result<(), RuntimeError> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| RuntimeError::io("read", "/proc/self/mountinfo", e))?;
+    for line in info.lines() {
+        let Some(point) = line.split_whitespace().nth(4) else {
+            continue;
+        };
+        // mountinfo escapes spaces and the like as \ooo; such paths are not ours to touch.
+        let point = Path::new(point);
+        if point == top || !point.starts_with(top) {
+            continue;
+        }
+        let Ok(fd) = crate::sys::openat2(
+            libc::AT_FDCWD,
+            &std::ffi::CString::new(point.as_os_str().as_encoded_bytes()).unwrap_or_default(),
+            libc::O_PATH | libc::O_NOFOLLOW,
+            0,
+            0,
+        ) else {
+            continue;
+        };
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked_flags(&fd);
+        // A mount we may not change stays as it is: the host's own permissions still apply.
+        if let Err(e) = mount(
+            None::<&str>,
+            sys::fd_path(&fd).as_str(),
+            None::<&str>,
+            flags,
+            None::<&str>,
+        ) {
+            tracing::debug!("cannot make {} read-only: {e}", point.display());
+        }
+    }
+    Ok(())
+}
+
 fn is_dir(fd: &OwnedFd) -> bool {
     fstat(fd)
         .map(|st| SFlag::from_bits_truncate(st.st_mode & libc::S_IFMT) == SFlag::S_IFDIR)
@@ -175,6 +212,11 @@ fn mount_fs(
             )
             .map_err(|e| mount_err("/sys", dest, e))?;
             remount(root, &rel, o.flags | MsFlags::MS_RDONLY, dest)?;
+            // The rbind brought the host's submounts (cgroup hierarchies among them,
+            // CVE-2023-25809): read-only too.
+            let inside = std::fs::read_link(sys::fd_path(&target))
+                .map_err(|e| RuntimeError::io("resolve", dest, e))?;
+            remount_submounts_readonly(&inside)?;
         }
         // gid=5 is not mapped in a single-id user namespace.
         (Err(Errno::EINVAL), "devpts") if o.data.iter().any(|d| d.starts_with("gid=")) => {
