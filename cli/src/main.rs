@@ -8,6 +8,7 @@ mod check;
 mod format;
 mod images;
 mod pull;
+mod push;
 mod run;
 mod system;
 
@@ -44,6 +45,8 @@ pub struct Cli {
 enum Command {
     /// Pull an image from a registry
     Pull(pull::PullArgs),
+    /// Push an image to a registry
+    Push(push::PushArgs),
     /// List images
     Images(images::ImagesArgs),
     /// Remove images
@@ -117,6 +120,7 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
     let ctx = Context { root };
     match cli.command {
         Command::Pull(args) => pull::pull(&ctx, args),
+        Command::Push(args) => push::push(&ctx, args),
         Command::Images(args) => images::images(&ctx, args),
         Command::Rmi(args) => images::rmi(&ctx, args),
         Command::Tag(args) => images::tag(&ctx, args),

@@ -495,7 +495,8 @@ impl RegistryClient {
             if let Some(s) = service {
                 q.append_pair("service", s);
             }
-            if let Some(s) = scope {
+            // Several scopes (a push that mounts from another repository) are several params.
+            for s in scope.into_iter().flat_map(str::split_whitespace) {
                 q.append_pair("scope", s);
             }
         }
@@ -592,6 +593,85 @@ impl RegistryClient {
             code,
             message,
         }
+    }
+}
+
+/// Requests other than GET (push): any method, a body made afresh for each attempt.
+impl RegistryClient {
+    /// Sends `method` to `target` (a path on the registry, or an absolute URL such as an upload
+    /// `Location`) with authentication for `scope` (space-separated scopes allowed); a 401 makes
+    /// one more attempt with a fresh challenge and token. Credentials are only sent to the
+    /// registry's own scheme, host and port. Returns the response when its status is a success
+    /// (redirects are followed for bodiless requests).
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        target: &str,
+        headers: HeaderMap,
+        body: &(dyn Fn() -> Option<reqwest::Body> + Send + Sync),
+        scope: &str,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let url = if target.starts_with("http://") || target.starts_with("https://") {
+            Url::parse(target).map_err(|e| RegistryError::Protocol {
+                registry: self.registry.clone(),
+                detail: format!("invalid url {target:?} from the registry: {e}"),
+            })?
+        } else {
+            self.url(target)?
+        };
+        let same_origin = url.scheme() == self.base.scheme()
+            && url.host_str() == self.base.host_str()
+            && url.port_or_known_default() == self.base.port_or_known_default();
+        for attempt in 0..2 {
+            let auth = if same_origin {
+                self.authorization(scope).await?
+            } else {
+                None
+            };
+            let sent_auth = auth.is_some();
+            let mut req = self
+                .http
+                .request(method.clone(), url.clone())
+                .headers(headers.clone());
+            if let Some(auth) = auth {
+                req = req.header(AUTHORIZATION, auth);
+            }
+            if let Some(body) = body() {
+                req = req.body(body);
+            }
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| classify_send_error(&self.registry, &e))?;
+            let status = resp.status();
+            if status.is_success() {
+                return Ok(resp);
+            }
+            if status == StatusCode::UNAUTHORIZED {
+                let fresh = parse_challenge(resp.headers());
+                let mut state = self.auth.lock().await;
+                let changed = fresh.is_some() && fresh != state.challenge;
+                if attempt == 0 && (changed || sent_auth) {
+                    if let Some(c) = fresh {
+                        state.challenge = Some(c);
+                    }
+                    drop(state);
+                    self.forget_token(scope).await;
+                    continue;
+                }
+                drop(state);
+                return Err(self.unauthorized(if self.credential.is_some() {
+                    "the registry rejected the credentials for this repository"
+                } else {
+                    "the registry requires credentials"
+                }));
+            }
+            if status == StatusCode::FORBIDDEN {
+                return Err(self.unauthorized("access to this repository is denied"));
+            }
+            return Err(self.status_error(resp, &url).await);
+        }
+        Err(self.unauthorized("the registry keeps asking for authentication"))
     }
 }
 

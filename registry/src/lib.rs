@@ -11,6 +11,8 @@
 //!   (see [`credentials`] for where they are read from).
 //! - [`RegistryClient`]: one registry connection (scheme and TLS choice, certs.d CAs, basic
 //!   and bearer-token auth, capped bodies); the base for push.
+//! - [`push()`]: blobs the registry lacks (HEAD, cross-repository mount, streamed upload),
+//!   the config, then the manifest byte for byte.
 
 pub mod client;
 pub mod credentials;
@@ -18,6 +20,7 @@ pub mod login;
 pub mod manifest;
 pub mod platform;
 pub mod pull;
+pub mod push;
 pub mod reference;
 
 pub use client::{ClientOptions, RegistryClient, RegistryError};
@@ -25,4 +28,5 @@ pub use credentials::{Credential, CredentialsError};
 pub use login::{login, login_with, logout, LoginError, LoginOutcome};
 pub use platform::{Platform, PlatformError};
 pub use pull::{pull, PullError, PullErrorKind, PullEvent, PullOptions, PulledImage};
+pub use push::{push, PushError, PushErrorKind, PushEvent, PushOptions, PushedImage};
 pub use reference::{Reference, ReferenceError};
