@@ -160,7 +160,7 @@ impl Setup {
             As::Root => Command::new(support::gcr_bin()),
             As::Rootless => {
                 let mut c = Command::new("runuser");
-                c.args(["-u", &self.user, "--"]).arg(support::gcr_bin());
+                c.args(["-u", &self.user, "--"]).arg(gcr_for(&self.user));
                 c
             }
         };
@@ -183,6 +183,31 @@ impl Setup {
     fn sh(&self, opts: &[&str], script: &str) -> Output {
         self.run(opts, &["/bin/sh", "-c", script])
     }
+}
+
+/// The gcr binary as `user` can run it: cargo's, or a copy when the target dir is out of the
+/// user's reach (e.g. under a 0700 home).
+fn gcr_for(user: &str) -> std::path::PathBuf {
+    static COPY: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let bin = support::gcr_bin();
+    let reachable = Command::new("runuser")
+        .args(["-u", user, "--", "test", "-x"])
+        .arg(&bin)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if reachable {
+        return bin;
+    }
+    COPY.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("gcr-e2e-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let copy = dir.join("gcr");
+        std::fs::copy(&bin, &copy).unwrap();
+        copy
+    })
+    .clone()
 }
 
 fn mounts_mentioning(needle: &str) -> Vec<String> {
@@ -703,7 +728,11 @@ fn tty_gets_a_pty_in_the_container() {
             s.rootfs.arg()
         );
         if s.who == As::Rootless {
-            gcr = format!("runuser -u {} -- {gcr}", s.user);
+            gcr = gcr.replacen(
+                &support::gcr_bin().display().to_string(),
+                &format!("runuser -u {} -- {}", s.user, gcr_for(&s.user).display()),
+                1,
+            );
         }
         let out = Command::new("script")
             .args(["-qec", &format!("stty cols 77 rows 11; {gcr}"), "/dev/null"])

@@ -500,7 +500,24 @@ fn run_rootless(filter: &[String]) -> bool {
         println!("SKIP: {msg}");
         return true;
     }
-    let exe = std::env::current_exe().unwrap();
+    let mut exe = std::env::current_exe().unwrap();
+    // The target dir may sit where the test user cannot reach it (a 0700 home): use a copy.
+    let reachable = Command::new("runuser")
+        .args(["-u", &user, "--", "test", "-x"])
+        .arg(&exe)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    let copy_dir = tempfile::Builder::new()
+        .prefix("gcr-rt-bin-")
+        .tempdir()
+        .unwrap();
+    if !reachable {
+        std::fs::set_permissions(copy_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let copy = copy_dir.path().join("containers");
+        std::fs::copy(&exe, &copy).unwrap();
+        exe = copy;
+    }
     println!("\n--- rootless, as {user} ---");
     let status = Command::new("runuser")
         .args(["-u", &user, "--"])
