@@ -611,8 +611,9 @@ fn file_tree(root: &Path) -> std::collections::BTreeMap<String, String> {
             let detail = if ft.is_file() {
                 let bytes = std::fs::read(&path).unwrap();
                 format!(
-                    "size={} {}",
+                    "size={} links={} {}",
                     bytes.len(),
+                    meta.nlink(),
                     hex_digest(&sha2::Sha256::digest(&bytes))
                 )
             } else if ft.is_symlink() {
@@ -751,7 +752,7 @@ fn differential(name: &str, containerfile: &str, setup: impl Fn(&Path)) {
     for stub in ["etc/hostname", "etc/hosts", "etc/resolv.conf", "run"] {
         if !gcr_tree.contains_key(stub) {
             if let Some(v) = bah_tree.get(stub) {
-                if v.contains("size=0 ") || v.starts_with("40000 ") {
+                if v.contains("size=0 links=1 ") || v.starts_with("40000 ") {
                     bah_tree.remove(stub);
                 }
             }

@@ -1135,6 +1135,7 @@ impl<'a> Engine<'a> {
                         uid: 0,
                         gid: 0,
                         mtime: now_secs,
+                        link_key: None,
                     });
                 }
             }

@@ -44,6 +44,8 @@ pub(crate) struct Entry {
     pub gid: u32,
     pub mtime: i64,
     pub size: u64,
+    /// (device, inode) of a source file with several links: copies keep them linked.
+    pub link_key: Option<(u64, u64)>,
 }
 
 /// The sources of one COPY, resolved.
@@ -93,6 +95,7 @@ fn entry_from_meta(
         uid,
         gid,
         mtime: meta.mtime(),
+        link_key: (ft.is_file() && meta.nlink() > 1).then(|| (meta.dev(), meta.ino())),
     })
 }
 
@@ -312,6 +315,7 @@ pub(crate) fn write_entries(
     };
     fsutil::mkdir_in_root(root, &base_dir_rel, dir_owner, &mut created)
         .map_err(|e| format!("cannot create /{}: {e}", base_dir_rel.display()))?;
+    let mut linked: std::collections::HashMap<(u64, u64), PathBuf> = Default::default();
     for e in entries {
         // Without a directory destination there is exactly one file: it becomes `dest`.
         let target_rel = if dest_is_dir {
@@ -319,13 +323,25 @@ pub(crate) fn write_entries(
         } else {
             dest_rel.clone()
         };
-        write_one(root, &target_rel, e, opts)
+        let first = e.link_key.and_then(|k| linked.get(&k)).cloned();
+        let written = write_one(root, &target_rel, e, opts, first.as_deref())
             .map_err(|err| format!("cannot write /{}: {err}", target_rel.display()))?;
+        if let Some(k) = e.link_key {
+            linked.entry(k).or_insert(written);
+        }
     }
     Ok(())
 }
 
-fn write_one(root: &Path, target_rel: &Path, e: &Entry, opts: &WriteOptions) -> io::Result<()> {
+/// Write one entry at `target_rel`; a file whose source is linked to one already written
+/// (`link_to`) becomes a hard link to it. Returns the host path written.
+fn write_one(
+    root: &Path,
+    target_rel: &Path,
+    e: &Entry,
+    opts: &WriteOptions,
+    link_to: Option<&Path>,
+) -> io::Result<PathBuf> {
     let host = match fsutil::resolve_parent(root, target_rel, Confine::InRoot) {
         Ok(p) => p,
         Err(ResolveError::NotFound) => {
@@ -342,8 +358,8 @@ fn write_one(root: &Path, target_rel: &Path, e: &Entry, opts: &WriteOptions) -> 
     let existing = fs::symlink_metadata(&host).ok();
     match &e.kind {
         Kind::Dir => {
-            let host = match existing {
-                Some(m) if m.is_dir() => host,
+            let dir = match existing {
+                Some(m) if m.is_dir() => host.clone(),
                 Some(m) if m.file_type().is_symlink() => {
                     // A link to a directory in the image: write through it, inside the root.
                     match fsutil::resolve(root, target_rel, Confine::InRoot) {
@@ -351,23 +367,29 @@ fn write_one(root: &Path, target_rel: &Path, e: &Entry, opts: &WriteOptions) -> 
                         _ => {
                             fs::remove_file(&host)?;
                             fs::create_dir(&host)?;
-                            host
+                            host.clone()
                         }
                     }
                 }
                 Some(_) => {
                     fs::remove_file(&host)?;
                     fs::create_dir(&host)?;
-                    host
+                    host.clone()
                 }
                 None => {
                     fs::create_dir(&host)?;
-                    host
+                    host.clone()
                 }
             };
-            set_owner(&host, uid, gid)?;
-            fs::set_permissions(&host, fs::Permissions::from_mode(mode))?;
-            set_mtime(&host, e.mtime)?;
+            set_owner(&dir, uid, gid)?;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(mode))?;
+            set_mtime(&dir, e.mtime)?;
+        }
+        Kind::File if link_to.is_some() => {
+            remove_non_dir(&host, existing.as_ref())?;
+            if let Some(first) = link_to {
+                fs::hard_link(first, &host)?;
+            }
         }
         Kind::File => {
             remove_non_dir(&host, existing.as_ref())?;
@@ -399,7 +421,7 @@ fn write_one(root: &Path, target_rel: &Path, e: &Entry, opts: &WriteOptions) -> 
             set_owner(&host, uid, gid)?;
         }
     }
-    Ok(())
+    Ok(host)
 }
 
 /// Give `path` (not followed) the owner `uid:gid`. An owner outside the rootless namespace's
