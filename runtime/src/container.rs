@@ -194,7 +194,18 @@ pub(crate) fn resolv_conf(host: &str, own_netns: bool) -> String {
 
 fn hosts_file(hostname: &str, own_netns: bool) -> String {
     if !own_netns {
-        if let Ok(h) = std::fs::read_to_string("/etc/hosts") {
+        if let Ok(mut h) = std::fs::read_to_string("/etc/hosts") {
+            // The container has its own hostname: make it resolvable (sudo and friends ask).
+            let known = h
+                .lines()
+                .filter(|l| !l.trim_start().starts_with('#'))
+                .any(|l| l.split_whitespace().skip(1).any(|n| n == hostname));
+            if !known {
+                if !h.is_empty() && !h.ends_with('\n') {
+                    h.push('\n');
+                }
+                h.push_str(&format!("127.0.1.1\t{hostname}\n"));
+            }
             return h;
         }
     }
@@ -682,5 +693,13 @@ mod tests {
         let host = "nameserver 10.0.0.2\nnameserver ::1\n";
         assert_eq!(resolv_conf(host, true), "nameserver 10.0.0.2\n");
         assert_eq!(resolv_conf(host, false), host);
+    }
+
+    #[test]
+    fn own_hostname_resolves() {
+        let h = hosts_file("box1", true);
+        assert!(h.contains("127.0.1.1\tbox1\n") && h.contains("localhost"));
+        let h = hosts_file("box1", false);
+        assert!(h.lines().any(|l| l.split_whitespace().skip(1).any(|n| n == "box1")));
     }
 }

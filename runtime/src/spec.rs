@@ -127,7 +127,17 @@ pub fn docker_default_spec() -> Spec {
         })
         .collect(),
     ));
-    linux.set_masked_paths(Some(MASKED_PATHS.iter().map(|s| s.to_string()).collect()));
+    let mut masked: Vec<String> = MASKED_PATHS.iter().map(|s| s.to_string()).collect();
+    // Docker also masks every CPU's thermal_throttle directory.
+    if let Ok(cpus) = std::fs::read_dir("/sys/devices/system/cpu") {
+        for cpu in cpus.flatten() {
+            let throttle = cpu.path().join("thermal_throttle");
+            if cpu.file_name().to_string_lossy().starts_with("cpu") && throttle.is_dir() {
+                masked.push(throttle.display().to_string());
+            }
+        }
+    }
+    linux.set_masked_paths(Some(masked));
     linux.set_readonly_paths(Some(READONLY_PATHS.iter().map(|s| s.to_string()).collect()));
     linux.set_seccomp(Some(seccomp::docker_default_profile(&caps)));
 
