@@ -1138,3 +1138,45 @@ fn bind_mount_content_is_part_of_the_run_cache_key() {
     assert!(!log.contains("CACHED"), "{log}");
     assert_eq!(run_in(&store, &id3, "cat /out"), "two\n");
 }
+
+#[test]
+fn zstd_layers_and_timestamp_flag() {
+    let Some(base) = busybox() else { return };
+    let store = TestStore::new();
+    let ctx = Ctx::new(&format!("FROM {base}\nRUN echo z > /z\n"));
+    let (id, _) = build_ok(
+        &store,
+        &ctx,
+        &["--compression", "zstd", "--timestamp", "86400", "-t", "zst"],
+    );
+    let cfg = inspect_config(&store, &id);
+    assert_eq!(cfg["Created"], "1970-01-02T00:00:00Z");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(store.root().join("index.json")).unwrap()).unwrap();
+    let entry = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"] == "docker.io/library/zst:latest"
+        })
+        .unwrap()
+        .clone();
+    let hex = entry["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(store.root().join("blobs/sha256").join(hex)).unwrap(),
+    )
+    .unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(
+        layers.last().unwrap()["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+    assert_eq!(run_in(&store, "zst", "cat /z"), "z\n");
+    let out = build(&store, &ctx, &["--compression", "lz4"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("--compression"), "{}", stderr(&out));
+}
