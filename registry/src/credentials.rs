@@ -154,8 +154,10 @@ fn lookup_in(
                 }
             }
         }
+        // Registry-wide entries only: a repository-scoped key ("host/org/repo") must not
+        // answer for other repositories, whatever order the file lists them in.
         for (key, entry) in auths {
-            if key_registry(key) == registry {
+            if key_registry(key) == registry && is_registry_wide(key) {
                 if let Some(c) = decode_entry(path, registry, entry)? {
                     return Ok(Some(c));
                 }
@@ -199,6 +201,16 @@ fn key_registry(key: &str) -> &str {
         "index.docker.io" | "registry-1.docker.io" => DEFAULT_REGISTRY,
         h => h,
     }
+}
+
+/// True for keys naming a whole registry: `host`, `https://host/`, `https://host/v1/`.
+fn is_registry_wide(key: &str) -> bool {
+    let no_scheme = key
+        .strip_prefix("https://")
+        .or_else(|| key.strip_prefix("http://"))
+        .unwrap_or(key);
+    let path = no_scheme.split_once('/').map(|(_, p)| p).unwrap_or("");
+    matches!(path.trim_matches('/'), "" | "v1" | "v2")
 }
 
 fn decode_entry(
