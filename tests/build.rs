@@ -1180,3 +1180,21 @@ fn zstd_layers_and_timestamp_flag() {
     assert_eq!(out.status.code(), Some(125));
     assert!(stderr(&out).contains("--compression"), "{}", stderr(&out));
 }
+
+#[test]
+fn copy_parents_and_exclude() {
+    let Some(base) = busybox() else { return };
+    let store = TestStore::new();
+    let ctx = Ctx::new(&format!(
+        "FROM {base}\nCOPY --parents x/y/a.txt z /p/\nCOPY --exclude=*.md x/y /e/\nCOPY --exclude=*.md top.md x/y/a.txt /e2/\n"
+    ));
+    ctx.write("x/y/a.txt", "1\n")
+        .write("x/y/b.md", "2\n")
+        .write("z/c.txt", "3\n")
+        .write("top.md", "4\n");
+    let (id, _) = build_ok(&store, &ctx, &[]);
+    assert_eq!(
+        run_in(&store, &id, "find /p /e /e2 | sort"),
+        "/e\n/e/a.txt\n/e2\n/e2/a.txt\n/p\n/p/x\n/p/x/y\n/p/x/y/a.txt\n/p/z\n/p/z/c.txt\n"
+    );
+}

@@ -329,6 +329,8 @@ impl<'a> Engine<'a> {
             ignore,
             label: "build context".into(),
             preserve_owner: false,
+            exclude: None,
+            parents: false,
         })
     }
 
@@ -1052,18 +1054,24 @@ impl<'a> Engine<'a> {
         progress: &str,
     ) -> StepResult<()> {
         let what = if is_add { "ADD" } else { "COPY" };
-        if c.parents {
-            return Err(format!("{what} --parents is not supported yet").into());
-        }
         if c.checksum.is_some() {
             return Err(format!(
                 "{what} --checksum is only for URL sources, which are not supported yet"
             )
             .into());
         }
-        if !c.exclude.is_empty() {
-            return Err(format!("{what} --exclude is not supported yet").into());
-        }
+        let exclude = if c.exclude.is_empty() {
+            None
+        } else {
+            let mut patterns = Vec::new();
+            for p in &c.exclude {
+                patterns.push(self.expand(state, p)?);
+            }
+            Some(
+                gcr_grammar::IgnoreMatcher::new(&patterns)
+                    .map_err(|e| format!("--exclude: {e}"))?,
+            )
+        };
         let dest_raw = self.expand(state, &c.destination)?;
         let dest_abs = if dest_raw.starts_with('/') {
             dest_raw.clone()
@@ -1156,6 +1164,8 @@ impl<'a> Engine<'a> {
                         ignore: ctx.ignore.clone(),
                         label: ctx.label.clone(),
                         preserve_owner: false,
+                        exclude: exclude.clone(),
+                        parents: c.parents,
                     },
                     String::new(),
                 )
@@ -1172,6 +1182,8 @@ impl<'a> Engine<'a> {
                         ignore: None,
                         label,
                         preserve_owner: true,
+                        exclude: exclude.clone(),
+                        parents: c.parents,
                     },
                     from_state.key.clone(),
                 )
@@ -1213,7 +1225,8 @@ impl<'a> Engine<'a> {
             let dest_exists_dir = fsutil::resolve(&root, &dest_rel, Confine::InRoot)
                 .map(|p| p.is_dir())
                 .unwrap_or(false);
-            let dest_is_dir = dest_slash || multiple || dest_exists_dir || single_dir_source;
+            let dest_is_dir =
+                dest_slash || multiple || dest_exists_dir || single_dir_source || c.parents;
             if multiple && !dest_slash && !dest_exists_dir {
                 return Err(format!(
                     "when using {what} with more than one source file, the destination must be a directory and end with a /"
@@ -1249,6 +1262,8 @@ impl<'a> Engine<'a> {
                                     ignore: None,
                                     label: format!("archive {p}"),
                                     preserve_owner: true,
+                                    exclude: None,
+                                    parents: false,
                                 };
                                 let inner = t.collect(&[".".to_string()]).map_err(StepFailure::Message)?;
                                 source::write_entries(&root, &dest_path, true, &inner.entries, &wopts)

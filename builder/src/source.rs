@@ -20,6 +20,10 @@ pub(crate) struct SourceTree {
     pub label: String,
     /// Keep the sources' owners (another stage) or use 0:0 (the context).
     pub preserve_owner: bool,
+    /// `COPY --exclude` patterns, matched against paths relative to each source.
+    pub exclude: Option<IgnoreMatcher>,
+    /// `COPY --parents`: keep each source's path below the destination.
+    pub parents: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +104,13 @@ fn entry_from_meta(
 }
 
 impl SourceTree {
+    fn excluded(&self, below: &Path) -> bool {
+        match &self.exclude {
+            Some(m) => m.matches(&below.to_string_lossy()),
+            None => false,
+        }
+    }
+
     fn ignored(&self, rel: &Path) -> bool {
         match &self.ignore {
             Some(m) => m.matches(&rel.to_string_lossy()),
@@ -181,6 +192,9 @@ impl SourceTree {
             let child_host = host.join(&name);
             let child_below = below.join(&name);
             let meta = fs::symlink_metadata(&child_host)?;
+            if self.excluded(&child_below) {
+                continue;
+            }
             if self.ignored(&child_rel) {
                 let reinclude = self.ignore.as_ref().is_some_and(|m| m.has_exclusions());
                 if meta.is_dir() && reinclude {
@@ -236,10 +250,27 @@ impl SourceTree {
                 out.tops += 1;
                 if meta.is_dir() {
                     out.top_dirs += 1;
-                    self.walk(&host, &rel, Path::new(""), &mut out.entries)
+                    let below = if self.parents {
+                        if let Some(e) =
+                            entry_from_meta(&host, rel.clone(), &meta, self.preserve_owner)
+                        {
+                            out.entries.push(e);
+                        }
+                        rel.clone()
+                    } else {
+                        PathBuf::new()
+                    };
+                    self.walk(&host, &rel, &below, &mut out.entries)
                         .map_err(|e| format!("cannot read {source:?}: {e}"))?;
                 } else {
-                    let base = rel.file_name().map(PathBuf::from).unwrap_or_default();
+                    let base = if self.parents {
+                        rel.clone()
+                    } else {
+                        rel.file_name().map(PathBuf::from).unwrap_or_default()
+                    };
+                    if self.excluded(Path::new(rel.file_name().unwrap_or_default())) {
+                        continue;
+                    }
                     if let Some(mut e) = entry_from_meta(&host, base, &meta, self.preserve_owner) {
                         // `fs::metadata` followed a top-level link: record the file itself.
                         e.src = Some(host.clone());
@@ -575,6 +606,8 @@ mod tests {
             ignore: Some(IgnoreMatcher::from_file_contents(ignore).unwrap()),
             label: "build context".into(),
             preserve_owner: false,
+            exclude: None,
+            parents: false,
         }
     }
 
