@@ -1332,6 +1332,11 @@ impl<'a> Engine<'a> {
                 }
             }
         };
+        if r.security == gcr_grammar::SecurityMode::Insecure {
+            return Err("RUN --security=insecure is not supported yet"
+                .to_string()
+                .into());
+        }
         let network_none = match r.network {
             NetworkMode::None => true,
             NetworkMode::Host => false,
