@@ -293,6 +293,13 @@ fn failing_run_reports_line_and_status_and_tags_nothing() {
     // The cache stays valid: the first RUN is reused next time.
     let out = build(&store, &ctx, &["-t", "broken"]);
     assert!(stderr(&out).contains("CACHED"), "{}", stderr(&out));
+    // With -q the output is held back, and its last lines are shown on failure.
+    let out = build(&store, &ctx, &["-q", "-t", "broken"]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = stderr(&out);
+    assert!(err.contains("about to fail"), "{err}");
+    assert!(!err.contains("CACHED"), "{err}");
+    assert_eq!(stdout(&out), "");
 }
 
 #[test]
