@@ -4,6 +4,7 @@
 //! The order in `main` matters: the rootless user-namespace re-exec and any container fork
 //! happen while the process is still single-threaded, before a tokio runtime exists.
 
+mod archive;
 mod check;
 mod format;
 mod images;
@@ -47,6 +48,10 @@ enum Command {
     Pull(pull::PullArgs),
     /// Push an image to a registry
     Push(push::PushArgs),
+    /// Save images to a docker-archive or oci-archive
+    Save(archive::SaveArgs),
+    /// Load images from a docker-archive or oci-archive
+    Load(archive::LoadArgs),
     /// List images
     Images(images::ImagesArgs),
     /// Remove images
@@ -121,6 +126,8 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Pull(args) => pull::pull(&ctx, args),
         Command::Push(args) => push::push(&ctx, args),
+        Command::Save(args) => archive::save(&ctx, args),
+        Command::Load(args) => archive::load(&ctx, args),
         Command::Images(args) => images::images(&ctx, args),
         Command::Rmi(args) => images::rmi(&ctx, args),
         Command::Tag(args) => images::tag(&ctx, args),

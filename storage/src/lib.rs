@@ -16,8 +16,10 @@
 //!
 //! The crate is synchronous and knows nothing of HTTP or processes.
 
+mod archive;
 mod builder_support;
 mod digest;
+mod ephemeral;
 mod error;
 mod gc;
 mod import;
@@ -35,8 +37,10 @@ mod testutil;
 #[cfg(test)]
 mod unpack_tests;
 
+pub use archive::{ArchiveError, ArchiveFormat, LoadedImage, SaveRequest};
 pub use builder_support::BuildDir;
 pub use digest::{Digest, DigestError, Hasher};
+pub use ephemeral::SetAside;
 pub use error::StoreError;
 pub use gc::{CheckReport, DiskUsage, Problem, PruneReport, UsageEntry};
 pub use index::{ImageRecord, RemovedImage};
