@@ -90,6 +90,12 @@ impl OverlayMount {
                 escape_option(upper),
                 escape_option(work)
             ));
+            // The upper dir becomes a layer, so it must hold real copies: no redirected
+            // directories and no metadata-only copy-ups (kernels can default to either).
+            // `userxattr` already rules both out and refuses them as explicit options.
+            if !userxattr {
+                options.push_str(",redirect_dir=off,metacopy=off");
+            }
         }
         if userxattr {
             options.push_str(",userxattr");
