@@ -608,12 +608,20 @@ impl ArchiveIndex {
             path: path.to_path_buf(),
             source,
         };
+        // The tar crate's messages ("failed to read entire block") do not say what is wrong.
+        let tar_err = |source: io::Error| ArchiveError::Read {
+            path: path.to_path_buf(),
+            source: io::Error::new(
+                source.kind(),
+                format!("not a tar archive, or a truncated one ({source})"),
+            ),
+        };
         let file = File::open(path).map_err(read_err)?;
         let mut members = HashMap::new();
         {
             let mut archive = tar::Archive::new(&file);
-            for entry in archive.entries_with_seek().map_err(read_err)? {
-                let entry = entry.map_err(read_err)?;
+            for entry in archive.entries_with_seek().map_err(tar_err)? {
+                let entry = entry.map_err(tar_err)?;
                 let raw = entry.path_bytes().into_owned();
                 let unsafe_member = |reason: &'static str| ArchiveError::UnsafeMember {
                     path: path.to_path_buf(),
@@ -876,6 +884,16 @@ impl Store {
             .map_err(|e| archive.invalid("manifest.json", e.to_string()))?;
         if entries.is_empty() {
             return Err(archive.invalid("manifest.json", "it lists no image"));
+        }
+        // Every name manifest.json gives is checked before anything is read or stored.
+        for entry in &entries {
+            for name in std::iter::once(&entry.config).chain(&entry.layers) {
+                normalize_member(name.as_bytes()).map_err(|reason| ArchiveError::UnsafeMember {
+                    path: archive.path.clone(),
+                    name: name.clone(),
+                    reason,
+                })?;
+            }
         }
         let mut out = Vec::new();
         for entry in entries {

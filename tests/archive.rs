@@ -1,0 +1,435 @@
+//! End-to-end tests: `gcr save` and `gcr load` (docker-archive and oci-archive): round trips,
+//! standard input and output, interoperability with podman both ways, and hostile archives.
+
+mod support;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::{json, Value};
+use support::{stderr, stdout, TestStore};
+
+/// A tool the test needs, or None (skip outside CI).
+fn tool(name: &str) -> Option<()> {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if found {
+        return Some(());
+    }
+    assert!(
+        !support::in_ci(),
+        "{name} is missing: run tests/fixtures/setup.sh"
+    );
+    eprintln!("SKIP: {name} is missing (tests/fixtures/setup.sh installs it)");
+    None
+}
+
+fn inspect(store: &TestStore, image: &str) -> Value {
+    let out = store.ok(&["inspect", image]);
+    let v: Value = serde_json::from_str(&out).expect("inspect json");
+    v[0].clone()
+}
+
+fn fails(out: &Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(125),
+        "expected failure\nstdout: {}\nstderr: {}",
+        stdout(out),
+        stderr(out)
+    );
+    stderr(out)
+}
+
+/// The store holds no image and `gcr system check` finds it consistent.
+fn assert_empty_and_clean(store: &TestStore) {
+    assert_eq!(store.ok(&["images", "-q"]).trim(), "", "an image was left");
+    let out = store.run(&["system", "check"]);
+    assert!(
+        out.status.success(),
+        "system check: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+fn podman(args: &[&str]) -> Output {
+    Command::new("podman")
+        .args(args)
+        .output()
+        .expect("spawn podman")
+}
+
+fn podman_ok(args: &[&str]) -> String {
+    let out = podman(args);
+    assert!(
+        out.status.success(),
+        "podman {args:?} failed: {}",
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+fn unique_name(what: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "localhost/gcr-test-archive/{what}:{}-{nanos}",
+        std::process::id()
+    )
+}
+
+#[test]
+fn round_trips_keep_image_ids_names_and_content() {
+    let Some(registry) = support::registry() else {
+        return;
+    };
+    let source = TestStore::new();
+    let oci = format!("{registry}/busybox:latest");
+    let docker = format!("{registry}/busybox:v2s2");
+    source.ok(&["pull", "-q", &oci]);
+    source.ok(&["pull", "-q", &docker]);
+    let id = inspect(&source, &oci)["Id"].as_str().unwrap().to_string();
+    let docker_digest = inspect(&source, &docker)["Digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    for format in ["docker-archive", "oci-archive"] {
+        for image in [&oci, &docker] {
+            let file = dir.path().join(format!("{format}.tar"));
+            source.ok(&[
+                "save",
+                "--format",
+                format,
+                "-o",
+                file.to_str().unwrap(),
+                image,
+            ]);
+            let target = TestStore::new();
+            let out = target.ok(&["load", "-i", file.to_str().unwrap()]);
+            assert_eq!(out.trim(), format!("Loaded image: {image}"), "{format}");
+            let loaded = inspect(&target, image);
+            assert_eq!(loaded["Id"], id, "{format} {image}");
+            if format == "oci-archive" && image == &docker {
+                // The original Docker manifest travels with its OCI equivalent.
+                assert_eq!(loaded["Digest"], docker_digest);
+            }
+            let ran = target.ok(&["run", "--rm", image, "cat", "/etc/passwd"]);
+            assert!(ran.contains("root:"), "{ran}");
+            let check = target.ok(&["system", "check"]);
+            assert!(check.contains("consistent"), "{check}");
+        }
+    }
+    // No temporary file is left beside the output.
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("gcr-tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn save_to_stdout_and_load_from_stdin() {
+    let Some(registry) = support::registry() else {
+        return;
+    };
+    let source = TestStore::new();
+    let image = format!("{registry}/busybox:latest");
+    source.ok(&["pull", "-q", &image]);
+    for format in ["docker-archive", "oci-archive"] {
+        let saved = source
+            .gcr()
+            .args(["save", "--format", format, &image])
+            .output()
+            .unwrap();
+        assert!(saved.status.success(), "{}", stderr(&saved));
+        let target = TestStore::new();
+        let mut child = target
+            .gcr()
+            .args(["load", "-q"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(&saved.stdout)
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(stdout(&out).trim(), image);
+    }
+}
+
+#[test]
+fn podman_loads_and_runs_what_gcr_saves() {
+    let Some(registry) = support::registry() else {
+        return;
+    };
+    if tool("podman").is_none() {
+        return;
+    }
+    let store = TestStore::new();
+    let image = format!("{registry}/busybox:latest");
+    store.ok(&["pull", "-q", &image]);
+    let id = inspect(&store, &image)["Id"].as_str().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    for format in ["docker-archive", "oci-archive"] {
+        let name = unique_name(&format.replace('-', ""));
+        store.ok(&["tag", &image, &name]);
+        let file = dir.path().join("out.tar");
+        store.ok(&[
+            "save",
+            "--format",
+            format,
+            "-o",
+            file.to_str().unwrap(),
+            &name,
+        ]);
+        let loaded = podman(&["load", "-i", file.to_str().unwrap()]);
+        let podman_id = podman(&["image", "inspect", "--format", "{{.Id}}", &name]);
+        let ran = podman(&["run", "--rm", &name, "echo", "from-gcr"]);
+        let _ = podman(&["rmi", "-f", &name]);
+        assert!(loaded.status.success(), "{format}: {}", stderr(&loaded));
+        assert_eq!(
+            format!("sha256:{}", stdout(&podman_id).trim()),
+            id,
+            "{format}"
+        );
+        assert!(ran.status.success(), "{format}: {}", stderr(&ran));
+        assert_eq!(stdout(&ran).trim(), "from-gcr");
+    }
+}
+
+#[test]
+fn gcr_loads_and_runs_what_podman_saves() {
+    let Some(registry) = support::registry() else {
+        return;
+    };
+    if tool("podman").is_none() {
+        return;
+    }
+    let image = format!("{registry}/busybox:latest");
+    podman_ok(&["pull", "-q", "--tls-verify=false", &image]);
+    let dir = tempfile::tempdir().unwrap();
+    for format in ["docker-archive", "oci-archive"] {
+        let file = dir.path().join(format!("{format}.tar"));
+        podman_ok(&[
+            "save",
+            "--format",
+            format,
+            "-o",
+            file.to_str().unwrap(),
+            &image,
+        ]);
+        let store = TestStore::new();
+        let out = store.ok(&["load", "-i", file.to_str().unwrap()]);
+        assert_eq!(out.trim(), format!("Loaded image: {image}"), "{format}");
+        // The image ID is the config digest the archive holds (podman converts the config
+        // when it writes an OCI archive of an image it keeps with a Docker manifest).
+        assert_eq!(
+            inspect(&store, &image)["Id"],
+            archive_config_digest(&file),
+            "{format}"
+        );
+        let ran = store.ok(&["run", "--rm", &image, "echo", "from-podman"]);
+        assert_eq!(ran.trim(), "from-podman");
+        let check = store.ok(&["system", "check"]);
+        assert!(check.contains("consistent"), "{check}");
+    }
+}
+
+/// The config digest of the (only) image in a docker-archive or oci-archive file.
+fn archive_config_digest(path: &Path) -> String {
+    let member = |name: &str| -> Option<Vec<u8>> {
+        let mut archive = tar::Archive::new(std::fs::File::open(path).unwrap());
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let entry_name = entry.path().unwrap().to_string_lossy().into_owned();
+            if entry_name.trim_start_matches("./") == name {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+                return Some(bytes);
+            }
+        }
+        None
+    };
+    if let Some(manifest) = member("manifest.json") {
+        let v: Value = serde_json::from_slice(&manifest).unwrap();
+        return sha256(&member(v[0]["Config"].as_str().unwrap()).unwrap());
+    }
+    let index: Value = serde_json::from_slice(&member("index.json").unwrap()).unwrap();
+    let digest = index["manifests"][0]["digest"].as_str().unwrap();
+    let manifest: Value =
+        serde_json::from_slice(&member(&format!("blobs/sha256/{}", &digest[7..])).unwrap())
+            .unwrap();
+    manifest["config"]["digest"].as_str().unwrap().to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile archives
+
+/// A tar with members written by raw header (the tar crate refuses `..` through set_path).
+fn raw_tar(members: &[(&str, tar::EntryType, &str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, kind, link, data) in members {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(*kind);
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        if !link.is_empty() {
+            h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+        }
+        h.set_cksum();
+        b.append(&h, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{:x}", sha2::Sha256::digest(bytes))
+}
+
+/// A docker-archive whose one layer is `layer` (an uncompressed tar), named `evil:1`.
+fn docker_archive_with_layer(layer: &[u8], diff_id: &str) -> Vec<u8> {
+    let config = json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    })
+    .to_string();
+    let config_name = format!("{}.json", &sha256(config.as_bytes())[7..]);
+    let manifest = json!([{
+        "Config": config_name,
+        "RepoTags": ["localhost/evil:1"],
+        "Layers": ["layer.tar"],
+    }])
+    .to_string();
+    raw_tar(&[
+        ("layer.tar", tar::EntryType::Regular, "", layer),
+        (&config_name, tar::EntryType::Regular, "", config.as_bytes()),
+        (
+            "manifest.json",
+            tar::EntryType::Regular,
+            "",
+            manifest.as_bytes(),
+        ),
+    ])
+}
+
+fn load_file(store: &TestStore, dir: &Path, name: &str, bytes: &[u8]) -> Output {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    store.run(&["load", "-i", path.to_str().unwrap()])
+}
+
+#[test]
+fn hostile_archives_are_refused_and_leave_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("a/b");
+    std::fs::create_dir_all(&work).unwrap();
+    let store = TestStore::new();
+
+    // A member named with `..`.
+    let manifest =
+        br#"[{"Config":"c.json","RepoTags":["localhost/evil:1"],"Layers":["../../escape.tar"]}]"#;
+    let evil = raw_tar(&[
+        ("manifest.json", tar::EntryType::Regular, "", manifest),
+        ("../../escape.tar", tar::EntryType::Regular, "", b"x"),
+    ]);
+    let err = fails(&load_file(&store, &work, "dotdot.tar", &evil));
+    assert!(
+        err.contains("\"../../escape.tar\"") && err.contains("refusing the archive"),
+        "{err}"
+    );
+    assert!(!dir.path().join("escape.tar").exists());
+
+    // manifest.json naming a path outside the archive (no such member).
+    let evil = raw_tar(&[("manifest.json", tar::EntryType::Regular, "", manifest)]);
+    let err = fails(&load_file(&store, &work, "ref.tar", &evil));
+    assert!(err.contains("climbs out of the archive"), "{err}");
+
+    // An absolute member name, and a symlink leaving the archive.
+    let evil = raw_tar(&[
+        ("manifest.json", tar::EntryType::Regular, "", b"[]"),
+        ("/etc/evil", tar::EntryType::Regular, "", b"x"),
+    ]);
+    let err = fails(&load_file(&store, &work, "abs.tar", &evil));
+    assert!(err.contains("absolute path"), "{err}");
+    let evil = raw_tar(&[
+        ("manifest.json", tar::EntryType::Regular, "", b"[]"),
+        (
+            "layer.tar",
+            tar::EntryType::Symlink,
+            "../../../etc/shadow",
+            b"",
+        ),
+    ]);
+    let err = fails(&load_file(&store, &work, "link.tar", &evil));
+    assert!(err.contains("pointing out of the archive"), "{err}");
+
+    // A layer whose own entries climb out: the store's unpacking refuses it.
+    let layer = raw_tar(&[("../escaped-by-layer", tar::EntryType::Regular, "", b"pwned")]);
+    let archive = docker_archive_with_layer(&layer, &sha256(&layer));
+    let err = fails(&load_file(&store, &work, "layer.tar", &archive));
+    assert!(err.contains("escaped-by-layer"), "{err}");
+    assert!(!work.join("escaped-by-layer").exists());
+    assert!(!store.root().join("escaped-by-layer").exists());
+
+    // A layer that does not match the config's diff_id.
+    let layer = raw_tar(&[("ok.txt", tar::EntryType::Regular, "", b"fine")]);
+    let archive = docker_archive_with_layer(&layer, &sha256(b"something else"));
+    let err = fails(&load_file(&store, &work, "diffid.tar", &archive));
+    assert!(err.contains("sha256:"), "{err}");
+
+    // Not an archive at all, and an archive of something else.
+    let err = fails(&load_file(&store, &work, "text.tar", b"hello"));
+    assert!(err.contains("text.tar"), "{err}");
+    let other = raw_tar(&[("README", tar::EntryType::Regular, "", b"x")]);
+    let err = fails(&load_file(&store, &work, "other.tar", &other));
+    assert!(err.contains("neither a docker-archive"), "{err}");
+
+    assert_empty_and_clean(&store);
+    // A good archive of the same shape loads: the refusals above were about the hostility.
+    let layer = raw_tar(&[("ok.txt", tar::EntryType::Regular, "", b"fine")]);
+    let archive = docker_archive_with_layer(&layer, &sha256(&layer));
+    let out = load_file(&store, &work, "good.tar", &archive);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "Loaded image: localhost/evil:1");
+}
+
+#[test]
+fn bad_save_requests_say_what_to_do() {
+    let store = TestStore::new();
+    let out = store.run(&["save", "-o", "/nonexistent-dir/x.tar", "busybox"]);
+    assert!(fails(&out).contains("image not known"), "{}", stderr(&out));
+    let out = store.run(&["save", "--format", "zip", "-o", "x.tar", "busybox"]);
+    assert!(
+        fails(&out).contains("unknown archive format"),
+        "{}",
+        stderr(&out)
+    );
+    let out = store.run(&["load", "-i", "/nonexistent/archive.tar"]);
+    assert!(
+        fails(&out).contains("/nonexistent/archive.tar"),
+        "{}",
+        stderr(&out)
+    );
+}
