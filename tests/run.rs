@@ -870,3 +870,60 @@ fn missing_image_is_125() {
     assert!(stderr(&out).contains("no-such-image"), "{}", stderr(&out));
     assert_no_leftovers(&s);
 }
+
+/// Waits up to 10 s for `dir` to be empty (or missing); returns what is left.
+fn wait_empty(dir: &Path) -> Vec<std::ffi::OsString> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let left: Vec<_> = std::fs::read_dir(dir)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        if left.is_empty() || std::time::Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn rm_deletes_the_upper_dir_after_exit_and_without_rm_the_container_stays() {
+    let Some(image) = image() else { return };
+    for who in [As::Root, As::Rootless] {
+        let Some(s) = Setup::new(who) else { continue };
+        // The container writes; its output is read to EOF, so nothing may hold the pipe.
+        let out = s
+            .cmd()
+            .args([
+                "run",
+                "--rm",
+                &image,
+                "sh",
+                "-c",
+                "dd if=/dev/zero of=/big bs=1M count=8 2>/dev/null; echo wrote",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(expect(&out, 0), "wrote\n", "{who:?}");
+        assert_no_leftovers(&s);
+        let tmp = s.store.root().join("tmp");
+        assert!(
+            wait_empty(&tmp).is_empty(),
+            "{who:?}: files of the --rm container left in tmp/"
+        );
+        let check = s.cmd().args(["system", "check"]).output().unwrap();
+        assert!(check.status.success(), "{who:?}: {}", stdout(&check));
+
+        // Without --rm the container is kept, as Docker keeps it, and keeps its image in use.
+        let out = s.cmd().args(["run", &image, "true"]).output().unwrap();
+        expect(&out, 0);
+        let kept = std::fs::read_dir(s.store.root().join("containers"))
+            .unwrap()
+            .count();
+        assert_eq!(kept, 1, "{who:?}");
+        let rmi = s.cmd().args(["rmi", &image]).output().unwrap();
+        assert!(
+            !rmi.status.success(),
+            "{who:?}: rmi of an image in use succeeded"
+        );
+    }
+}

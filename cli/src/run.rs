@@ -428,6 +428,8 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
     // Record the container before anything is created for it, so `gcr system check` and
     // `rmi` know the image is in use.
     match &image_id {
+        // A --rm container's record need not survive a crash: skip the fsyncs.
+        Some(id) if args.rm => store.register_ephemeral_container(&container_id, id)?,
         Some(id) => store.register_container(&container_id, id)?,
         None => std::fs::create_dir_all(&state_dir)
             .with_context(|| format!("cannot create {}", state_dir.display()))?,
@@ -457,13 +459,44 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
     let started =
         matches!(&result, Ok(_)) || matches!(&result, Err(gcr_runtime::RuntimeError::Exec { .. }));
     if args.rm || !started || image_id.is_none() {
-        if let Err(err) = store.unregister_container(&container_id) {
-            tracing::warn!(%err, "cannot remove the container's files");
-        }
+        remove_container(&store, &container_id, started);
     }
     match result {
         Ok(code) => Ok((code & 0xff) as u8),
         Err(err) => Err(RunFailure::Runtime(err)),
+    }
+}
+
+/// Removes a finished container: its directory leaves `containers/` at once (so the image is
+/// free again), and the files are deleted by a detached child so gcr exits without waiting for
+/// the filesystem. A container that never started has little to delete: done in place.
+fn remove_container(store: &gcr_storage::Store, container_id: &str, started: bool) {
+    let aside = match store.set_aside_container(container_id) {
+        Ok(Some(aside)) => aside,
+        Ok(None) => return,
+        Err(err) => {
+            tracing::warn!(%err, "cannot remove the container's files");
+            return;
+        }
+    };
+    if !started {
+        aside.remove();
+        return;
+    }
+    let mut pending = Some(aside);
+    let detached = gcr_runtime::run_detached(|| {
+        if let Some(aside) = pending.take() {
+            aside.remove();
+        }
+    });
+    match (detached, pending) {
+        // The child deletes; this process must neither delete nor unlock the entry.
+        (Ok(()), Some(aside)) => std::mem::forget(aside),
+        (Err(err), Some(aside)) => {
+            tracing::debug!(%err, "cannot fork a remover; removing in place");
+            aside.remove();
+        }
+        (_, None) => {}
     }
 }
 

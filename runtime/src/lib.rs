@@ -17,6 +17,7 @@ mod caps;
 mod cgroups;
 mod child;
 mod container;
+mod detach;
 mod error;
 mod fs;
 mod mounts;
@@ -31,6 +32,7 @@ pub use oci_spec::runtime::Spec;
 
 pub use caps::{capability_names, parse_capability};
 pub use container::{run_container, ExitStatusCode, RootfsSource, RunOptions};
+pub use detach::run_detached;
 pub use error::RuntimeError;
 pub use spec::{
     bind_mount, docker_default_capabilities, docker_default_spec, remove_namespace,

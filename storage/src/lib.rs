@@ -19,6 +19,7 @@
 mod archive;
 mod builder_support;
 mod digest;
+mod ephemeral;
 mod error;
 mod gc;
 mod import;
@@ -39,6 +40,7 @@ mod unpack_tests;
 pub use archive::{ArchiveError, ArchiveFormat, LoadedImage, SaveRequest};
 pub use builder_support::BuildDir;
 pub use digest::{Digest, DigestError, Hasher};
+pub use ephemeral::SetAside;
 pub use error::StoreError;
 pub use gc::{CheckReport, DiskUsage, Problem, PruneReport, UsageEntry};
 pub use index::{ImageRecord, RemovedImage};
