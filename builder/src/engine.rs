@@ -550,7 +550,13 @@ impl<'a> Engine<'a> {
 
     fn build_stage(&mut self, index: usize, bases: &[Base]) -> Result<State, BuildError> {
         let stage = self.cf.stages[index].clone();
-        let label = self.stage_label(index);
+        // BuildKit names the stage in progress lines only when there are several or it has
+        // a name: `[builder 2/5]`, `[stage-1 2/5]`, else `[2/5]`.
+        let label = if self.cf.stages.len() == 1 && self.cf.stages[index].name().is_none() {
+            String::new()
+        } else {
+            format!("{} ", self.stage_label(index))
+        };
         if let InstructionKind::From(f) = &stage.from.kind {
             if let Some(p) = &f.platform {
                 let p = self
@@ -621,7 +627,7 @@ impl<'a> Engine<'a> {
             Base::Image(name) => name.clone(),
         };
         self.say(&format!(
-            "#{} [{label} 1/{total}] FROM {base_text}",
+            "#{} [{label}1/{total}] FROM {base_text}",
             self.step
         ));
         let mut vertex = 1;
@@ -635,7 +641,7 @@ impl<'a> Engine<'a> {
             ) {
                 vertex += 1;
             }
-            let progress = format!("[{label} {vertex}/{total}]");
+            let progress = format!("[{label}{vertex}/{total}]");
             self.apply(index, &mut state, instr, &progress)
                 .map_err(|f| self.fail(instr, f))?;
         }
