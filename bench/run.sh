@@ -13,13 +13,11 @@
 # Env:   GCR=/path/to/gcr (default: $CARGO_TARGET_DIR or target, release build, built if missing)
 #        BENCH_TOOLS="gcr crun podman gcr-tmpfs"   BENCH_REF=127.0.0.1:5000/busybox:latest
 #
-# Measured 2026-11-24 on the 2-core Debian 12 VM (noisy: other builds running), release gcr,
-# medians of 30 interleaved rounds: gcr 53.1 ms, crun 37.9 ms, podman 452 ms, gcr with its
-# store on tmpfs 12.6 ms -> gcr/crun 1.40x (target <= 2), gcr/podman 0.12x (target <= 0.1).
-# Earlier runs: 1.53x/0.12x, 1.62x/0.16x. The runtime itself is faster than crun here (the
-# tmpfs figure); what is left on disk is the store's work on ext4 (fsync of the container
-# record, creating and deleting upper/work and the record): a transient store for --rm
-# containers on tmpfs would remove it.
+# Measured 2026-11-24 on the 2-core Debian 12 VM (other builds running), release gcr, medians
+# of 20 interleaved rounds: gcr 12.1 ms, crun 21.2 ms, podman 325 ms, gcr with its store on
+# tmpfs 10.2 ms -> gcr/crun 0.57x (target <= 2), gcr/podman 0.04x (target <= 0.1). Before
+# `--rm` containers skipped the record's fsync and left the deletion of their upper dir to a
+# detached child, the store's ext4 work made gcr 53 ms (1.40x crun, 0.12x podman).
 #
 # crun refuses this machine's hybrid cgroup layout until hugetlb has a v1 hierarchy of its own;
 # the script makes that change (as tests/fixtures/setup.sh does with GCR_FIXTURES_CRUN_HUGETLB=1)
