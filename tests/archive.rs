@@ -433,3 +433,79 @@ fn bad_save_requests_say_what_to_do() {
         stderr(&out)
     );
 }
+
+#[test]
+fn rootless_save_and_load_round_trip() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(registry) = support::registry() else {
+        return;
+    };
+    let Some(user) = support::fixture_env("GCR_TEST_USER") else {
+        return;
+    };
+    if !nix::unistd::geteuid().is_root() {
+        assert!(
+            !support::in_ci(),
+            "rootless tests run as root to switch to {user}"
+        );
+        eprintln!("SKIP: not root, cannot switch to {user}");
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("gcr-rootless-archive-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The build directory may sit under a path the user cannot traverse: copy the binary.
+    let bin = dir.path().join("gcr");
+    std::fs::copy(support::gcr_bin(), &bin).unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let status = Command::new("chown")
+        .arg(format!("{user}:"))
+        .arg(&work)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let gcr = |store: &str, args: &[&str]| -> String {
+        let out = Command::new("runuser")
+            .args(["-u", &user, "--"])
+            .arg(&bin)
+            .arg("--root")
+            .arg(work.join(store))
+            .args(args)
+            .current_dir(&work)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "gcr {args:?} as {user}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        stdout(&out)
+    };
+    let image = format!("{registry}/layered:latest");
+    gcr("a", &["pull", "-q", &image]);
+    for format in ["docker-archive", "oci-archive"] {
+        gcr("a", &["save", "--format", format, "-o", "x.tar", &image]);
+        let meta = std::fs::metadata(work.join("x.tar")).unwrap();
+        assert_ne!(
+            std::os::unix::fs::MetadataExt::uid(&meta),
+            0,
+            "owned by the user"
+        );
+        let store = format!("b-{format}");
+        let out = gcr(&store, &["load", "-i", "x.tar"]);
+        assert_eq!(out.trim(), format!("Loaded image: {image}"));
+        // Same image (config, diff_ids) as the one saved; layers with owners, whiteouts and
+        // opaque directories were unpacked through the user namespace.
+        let id = |store: &str| -> (Value, Value) {
+            let v: Value = serde_json::from_str(&gcr(store, &["inspect", &image])).unwrap();
+            (v[0]["Id"].clone(), v[0]["RootFS"].clone())
+        };
+        assert_eq!(id(&store), id("a"), "{format}");
+        let check = gcr(&store, &["system", "check"]);
+        assert!(check.contains("consistent"), "{check}");
+    }
+}
