@@ -509,3 +509,58 @@ fn rootless_save_and_load_round_trip() {
         assert!(check.contains("consistent"), "{check}");
     }
 }
+
+#[test]
+fn several_images_in_one_archive_and_images_saved_by_id() {
+    let Some(registry) = support::registry() else {
+        return;
+    };
+    let source = TestStore::new();
+    let zstd = format!("{registry}/busybox:zstd");
+    let layered = format!("{registry}/layered:latest");
+    source.ok(&["pull", "-q", &zstd]);
+    source.ok(&["pull", "-q", &layered]);
+    let layered_id = inspect(&source, &layered)["Id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    for format in ["docker-archive", "oci-archive"] {
+        let file = dir.path().join(format!("{format}.tar"));
+        let file = file.to_str().unwrap();
+        source.ok(&["save", "--format", format, "-o", file, &zstd, &layered]);
+        let target = TestStore::new();
+        let out = target.ok(&["load", "-i", file]);
+        let mut lines: Vec<&str> = out.lines().collect();
+        lines.sort();
+        assert_eq!(
+            lines,
+            [
+                format!("Loaded image: {zstd}"),
+                format!("Loaded image: {layered}")
+            ],
+            "{format}"
+        );
+        for image in [&zstd, &layered] {
+            assert_eq!(
+                inspect(&target, image)["RootFS"],
+                inspect(&source, image)["RootFS"],
+                "{format} {image}"
+            );
+        }
+        let ran = target.ok(&["run", "--rm", &zstd, "echo", "zstd-ok"]);
+        assert_eq!(ran.trim(), "zstd-ok");
+
+        // Saved by ID: the archive names nothing, the image arrives unnamed.
+        source.ok(&["save", "--format", format, "-o", file, &layered_id]);
+        let target = TestStore::new();
+        let out = target.ok(&["load", "-i", file]);
+        assert_eq!(
+            out.trim(),
+            format!("Loaded image ID: {layered_id}"),
+            "{format}"
+        );
+        let check = target.ok(&["system", "check"]);
+        assert!(check.contains("consistent"), "{check}");
+    }
+}
