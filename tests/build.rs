@@ -1238,3 +1238,29 @@ CMD echo shell form
         |_| {},
     );
 }
+
+#[test]
+fn containerfile_from_stdin() {
+    use std::io::Write;
+    let Some(base) = busybox() else { return };
+    let store = TestStore::new();
+    let ctx = Ctx::new("FROM scratch\n");
+    ctx.write("in.txt", "from context\n");
+    let mut child = store
+        .gcr()
+        .args(["build", "-q", "-t", "stdin", "-f", "-"])
+        .arg(ctx.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    write!(
+        child.stdin.take().unwrap(),
+        "FROM {base}\nCOPY in.txt /in.txt\n"
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(run_in(&store, "stdin", "cat /in.txt"), "from context\n");
+}

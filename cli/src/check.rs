@@ -9,7 +9,7 @@ use crate::Context;
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {
-    /// Containerfile to build (default: Containerfile, then Dockerfile, in the context)
+    /// Containerfile to build, `-` for stdin (default: Containerfile, then Dockerfile, in the context)
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     file: Option<PathBuf>,
     /// Name for the image: NAME[:TAG] (repeatable)
@@ -99,9 +99,21 @@ pub fn build(ctx: &Context, args: BuildArgs) -> anyhow::Result<u8> {
     if args.check {
         return check(&args);
     }
-    let path = containerfile_path(&args)?;
-    let options = build_options(&args, &path)?;
     let store = ctx.open_store()?;
+    // `-f -` reads the Containerfile from stdin into a work directory of the store.
+    let stdin_dir;
+    let path = if args.file.as_deref() == Some(std::path::Path::new("-")) {
+        stdin_dir = store.build_dir("build-stdin")?;
+        let path = stdin_dir.path().join("Containerfile");
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut text)
+            .context("cannot read the Containerfile from stdin")?;
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        path
+    } else {
+        containerfile_path(&args)?
+    };
+    let options = build_options(&args, &path)?;
     let pulled = std::cell::RefCell::new(std::collections::BTreeSet::new());
     let resolve = |name: &str| -> Result<gcr_storage::ImageRecord, String> {
         let fresh_pull = args.pull && pulled.borrow_mut().insert(name.to_string());
