@@ -69,3 +69,39 @@ pub(crate) fn record(store: &Store, key: &str, entry: &CacheEntry) {
         tracing::warn!(path = %path.display(), "cannot record a cache entry");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_separate_their_parts() {
+        assert_ne!(key(&["ab", "c"]), key(&["a", "bc"]));
+        assert_eq!(key(&["x", "y"]), key(&["x", "y"]));
+        assert_eq!(key(&[]).len(), 64);
+    }
+
+    #[test]
+    fn entries_whose_layer_is_gone_are_misses() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let empty = CacheEntry {
+            layer: None,
+            created: "2024-01-01T00:00:00Z".into(),
+        };
+        record(&store, "k1", &empty);
+        assert_eq!(lookup(&store, "k1").unwrap().created, empty.created);
+        let missing = CacheEntry {
+            layer: Some(LayerRef {
+                diff_id: Digest::of(b"no such layer"),
+                blob: Digest::of(b"no such blob"),
+                size: 1,
+                media_type: gcr_storage::OCI_LAYER_GZIP.into(),
+            }),
+            created: empty.created.clone(),
+        };
+        record(&store, "k2", &missing);
+        assert!(lookup(&store, "k2").is_none());
+        assert!(lookup(&store, "never-recorded").is_none());
+    }
+}
