@@ -927,3 +927,43 @@ fn rm_deletes_the_upper_dir_after_exit_and_without_rm_the_container_stays() {
         );
     }
 }
+
+#[test]
+fn memory_pids_and_cpu_limits_reach_the_cgroup() {
+    let Some(image) = image() else { return };
+    let Some(s) = Setup::new(As::Root) else {
+        return;
+    };
+    // Works on v1 (this machine), v2 and hybrid: read whichever file the container sees.
+    let script = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max; \
+                  cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max;";
+    let out = s
+        .cmd()
+        .args([
+            "run",
+            "--rm",
+            "-m",
+            "16m",
+            "--pids-limit",
+            "12",
+            "--cpus",
+            "0.5",
+            &image,
+            "sh",
+            "-c",
+            script,
+        ])
+        .output()
+        .unwrap();
+    let text = expect(&out, 0);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], (16u64 << 20).to_string(), "{text}");
+    assert_eq!(lines[1], "12", "{text}");
+    let bad = s
+        .cmd()
+        .args(["run", "--rm", "-m", "lots", &image, "true"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(125));
+    assert!(stderr(&bad).contains("--memory"), "{}", stderr(&bad));
+}

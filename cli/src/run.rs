@@ -72,6 +72,18 @@ pub struct RunArgs {
     /// Security options: seccomp=unconfined|FILE, no-new-privileges
     #[arg(long = "security-opt", value_name = "OPT")]
     security_opt: Vec<String>,
+    /// Memory limit: N[b|k|m|g]
+    #[arg(short, long, value_name = "SIZE")]
+    memory: Option<String>,
+    /// Largest number of processes (-1: unlimited)
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+    /// CPUs the container may use, e.g. 0.5 or 2
+    #[arg(long, value_name = "N")]
+    cpus: Option<f64>,
+    /// Relative CPU weight (cgroup v1 shares)
+    #[arg(short = 'c', long, value_name = "N")]
+    cpu_shares: Option<u64>,
     /// Run a small init as PID 1 that reaps zombies and forwards signals
     #[arg(long)]
     init: bool,
@@ -418,6 +430,12 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
         mounts.push(gcr_runtime::tmpfs_mount(Path::new(destination), options));
     }
     spec.set_mounts(Some(mounts));
+    if let Some(resources) = resource_limits(&args)? {
+        if let Some(mut linux) = spec.linux().clone() {
+            linux.set_resources(Some(resources));
+            spec.set_linux(Some(linux));
+        }
+    }
     if args.read_only {
         if let Some(mut root) = spec.root().clone() {
             root.set_readonly(Some(true));
@@ -537,6 +555,74 @@ fn apply_security(spec: &mut gcr_runtime::Spec, args: &RunArgs) -> anyhow::Resul
     Ok(())
 }
 
+/// `--memory 64m` -> bytes; Docker's units (b, k, m, g; case-insensitive; default bytes).
+pub fn parse_memory(text: &str) -> anyhow::Result<i64> {
+    let lower = text.trim().to_ascii_lowercase();
+    let lower = lower
+        .strip_suffix('b')
+        .filter(|s| !s.is_empty())
+        .unwrap_or(&lower);
+    let (digits, factor) = match lower.chars().last() {
+        Some('k') => (&lower[..lower.len() - 1], 1i64 << 10),
+        Some('m') => (&lower[..lower.len() - 1], 1 << 20),
+        Some('g') => (&lower[..lower.len() - 1], 1 << 30),
+        _ => (lower, 1),
+    };
+    let value: f64 = digits
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.is_finite() && *v > 0.0)
+        .ok_or_else(|| {
+            anyhow::anyhow!("invalid --memory {text:?}: use a size such as 64m or 1g")
+        })?;
+    let bytes = value * factor as f64;
+    if bytes < 6.0 * 1024.0 * 1024.0 || bytes > i64::MAX as f64 {
+        bail!("invalid --memory {text:?}: the minimum is 6m, as in Docker");
+    }
+    Ok(bytes as i64)
+}
+
+/// The cgroup limits the flags ask for, or None.
+fn resource_limits(args: &RunArgs) -> anyhow::Result<Option<oci_spec::runtime::LinuxResources>> {
+    use oci_spec::runtime::{
+        LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder,
+    };
+    if args.memory.is_none()
+        && args.pids_limit.is_none()
+        && args.cpus.is_none()
+        && args.cpu_shares.is_none()
+    {
+        return Ok(None);
+    }
+    let mut resources = LinuxResourcesBuilder::default();
+    if let Some(memory) = &args.memory {
+        let limit = parse_memory(memory)?;
+        resources = resources.memory(LinuxMemoryBuilder::default().limit(limit).build()?);
+    }
+    if let Some(pids) = args.pids_limit {
+        if pids == 0 || pids < -1 {
+            bail!("invalid --pids-limit {pids}: give a positive number, or -1 for no limit");
+        }
+        resources = resources.pids(LinuxPidsBuilder::default().limit(pids).build()?);
+    }
+    if args.cpus.is_some() || args.cpu_shares.is_some() {
+        let mut cpu = LinuxCpuBuilder::default();
+        if let Some(cpus) = args.cpus {
+            let online = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+            if !(cpus > 0.0 && cpus <= online) {
+                bail!("invalid --cpus {cpus}: give a number above 0 and at most {online}");
+            }
+            let period: u64 = 100_000;
+            cpu = cpu.period(period).quota((cpus * period as f64) as i64);
+        }
+        if let Some(shares) = args.cpu_shares {
+            cpu = cpu.shares(shares);
+        }
+        resources = resources.cpu(cpu.build()?);
+    }
+    Ok(Some(resources.build()?))
+}
+
 /// 64 hex digits: sha256 of fresh random bytes, like Docker's container IDs.
 fn new_container_id() -> anyhow::Result<String> {
     use std::io::Read;
@@ -594,6 +680,17 @@ mod tests {
             &["A=2".into(), "B=3".into()],
         );
         assert_eq!(merged, vec!["PATH=/bin", "A=2", "B=3"]);
+    }
+
+    #[test]
+    fn memory_sizes_follow_docker_units() {
+        assert_eq!(parse_memory("64m").unwrap(), 64 << 20);
+        assert_eq!(parse_memory("1G").unwrap(), 1 << 30);
+        assert_eq!(parse_memory("8192k").unwrap(), 8 << 20);
+        assert_eq!(parse_memory("10mb").unwrap(), 10 << 20);
+        assert!(parse_memory("1k").is_err());
+        assert!(parse_memory("lots").is_err());
+        assert!(parse_memory("-5m").is_err());
     }
 
     #[test]
