@@ -564,3 +564,50 @@ fn several_images_in_one_archive_and_images_saved_by_id() {
         assert!(check.contains("consistent"), "{check}");
     }
 }
+
+#[test]
+fn a_name_with_a_digest_that_lies_is_refused() {
+    let Some(registry) = support::registry() else {
+        return;
+    };
+    let source = TestStore::new();
+    let image = format!("{registry}/busybox:latest");
+    source.ok(&["pull", "-q", &image]);
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("saved.tar");
+    source.ok(&[
+        "save",
+        "--format",
+        "oci-archive",
+        "-o",
+        saved.to_str().unwrap(),
+        &image,
+    ]);
+    // Same archive, index.json naming the image by a digest it does not have.
+    let lie = format!("{registry}/busybox@{}", sha256(b"another manifest"));
+    let mut out = tar::Builder::new(Vec::new());
+    let mut archive = tar::Archive::new(std::fs::File::open(&saved).unwrap());
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+        if name == "index.json" {
+            let mut index: Value = serde_json::from_slice(&data).unwrap();
+            index["manifests"][0]["annotations"] = json!({
+                "org.opencontainers.image.ref.name": lie,
+            });
+            data = index.to_string().into_bytes();
+        }
+        let mut header = entry.header().clone();
+        header.set_size(data.len() as u64);
+        header.set_cksum();
+        out.append(&header, data.as_slice()).unwrap();
+    }
+    let target = TestStore::new();
+    let path = dir.path().join("lie.tar");
+    std::fs::write(&path, out.into_inner().unwrap()).unwrap();
+    let err = fails(&target.run(&["load", "-i", path.to_str().unwrap()]));
+    assert!(err.contains(&lie) && err.contains("has manifest"), "{err}");
+    assert_empty_and_clean(&target);
+}

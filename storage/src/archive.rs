@@ -323,18 +323,25 @@ impl Store {
                     }
                 }
             }
+            // `docker load` takes only `name:tag` in RepoTags; a `name@digest` cannot be one.
+            let tagged: Vec<String> = request
+                .names
+                .iter()
+                .filter(|n| !n.contains('@'))
+                .cloned()
+                .collect();
             match entries.iter_mut().find(|e| e.config == config_name) {
                 Some(entry) => {
                     let tags = entry.repo_tags.get_or_insert_with(Vec::new);
-                    for n in &request.names {
-                        if !tags.contains(n) {
-                            tags.push(n.clone());
+                    for n in tagged {
+                        if !tags.contains(&n) {
+                            tags.push(n);
                         }
                     }
                 }
                 None => entries.push(DockerEntry {
                     config: config_name,
-                    repo_tags: (!request.names.is_empty()).then(|| request.names.clone()),
+                    repo_tags: (!tagged.is_empty()).then_some(tagged),
                     layers,
                 }),
             }
@@ -861,6 +868,24 @@ impl Store {
                 path: path.to_path_buf(),
             });
         };
+        // A name with a digest must be the digest of what it names (as after a pull).
+        for image in &prepared {
+            let digest = Digest::of(&image.manifest);
+            let source = parse_manifest(&digest, &image.manifest)?.source;
+            for name in &image.names {
+                if let Some((_, named)) = name.split_once('@') {
+                    if named != digest.as_str()
+                        && Some(named) != source.as_ref().map(|d| d.as_str())
+                    {
+                        return Err(ArchiveError::BadName {
+                            path: path.to_path_buf(),
+                            name: name.clone(),
+                            reason: format!("the image it names has manifest {digest}"),
+                        });
+                    }
+                }
+            }
+        }
         // Names last: every image's content is stored before any name points at it.
         let mut loaded = Vec::new();
         for image in prepared {
