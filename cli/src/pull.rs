@@ -110,10 +110,8 @@ async fn show_progress(mut events: tokio::sync::mpsc::UnboundedReceiver<PullEven
             continue;
         }
         match event {
-            PullEvent::Resolved { manifest_digest } => {
-                if !terminal {
-                    eprintln!("Resolved manifest {manifest_digest}");
-                }
+            PullEvent::Resolved { manifest_digest } if !terminal => {
+                eprintln!("Resolved manifest {manifest_digest}");
             }
             PullEvent::LayerStarted { digest, size } => {
                 let key = digest.to_string();

@@ -474,8 +474,7 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
 
     let result = gcr_runtime::run_container(&spec, &options);
     // A container that never started leaves nothing behind; --rm removes it after it ran.
-    let started =
-        matches!(&result, Ok(_)) || matches!(&result, Err(gcr_runtime::RuntimeError::Exec { .. }));
+    let started = result.is_ok() || matches!(&result, Err(gcr_runtime::RuntimeError::Exec { .. }));
     if args.rm || !started || image_id.is_none() {
         remove_container(&store, &container_id, started);
     }
