@@ -700,6 +700,8 @@ mod tests {
         let h = hosts_file("box1", true);
         assert!(h.contains("127.0.1.1\tbox1\n") && h.contains("localhost"));
         let h = hosts_file("box1", false);
-        assert!(h.lines().any(|l| l.split_whitespace().skip(1).any(|n| n == "box1")));
+        assert!(h
+            .lines()
+            .any(|l| l.split_whitespace().skip(1).any(|n| n == "box1")));
     }
 }
