@@ -408,3 +408,55 @@ fn bad_pushes_say_what_to_do() {
         stderr(&out)
     );
 }
+
+#[test]
+fn built_image_pushed_runs_under_podman_with_its_deletions() {
+    let Some(registry) = support::registry() else {
+        return;
+    };
+    if tool("podman").is_none() {
+        return;
+    }
+    let env = Env::new();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Containerfile"),
+        format!(
+            "FROM {registry}/busybox:latest\n\
+             RUN echo built > /built.txt && rm -rf /etc/group\n\
+             CMD [\"cat\", \"/built.txt\"]\n"
+        ),
+    )
+    .unwrap();
+    env.ok(&[
+        "build",
+        "-q",
+        "-t",
+        "local/push-built:1",
+        ctx.path().to_str().unwrap(),
+    ]);
+    let dest = format!("{registry}/{}:1", unique_repo("built"));
+    let (_, err) = env.ok(&["push", "local/push-built:1", &dest]);
+    // The base layer comes from the busybox repository by mount, the new one is uploaded.
+    assert!(err.contains("mounted from busybox"), "{err}");
+    let cmd = podman(&["run", "--rm", "--tls-verify=false", &dest]);
+    let gone = podman(&[
+        "run",
+        "--rm",
+        &dest,
+        "sh",
+        "-c",
+        "test -e /etc/group || echo gone",
+    ]);
+    let _ = podman(&["rmi", "-f", &dest]);
+    assert!(cmd.status.success(), "podman run: {}", stderr(&cmd));
+    assert_eq!(stdout(&cmd).trim(), "built");
+    assert_eq!(stdout(&gone).trim(), "gone", "{}", stderr(&gone));
+}
+
+fn podman(args: &[&str]) -> Output {
+    Command::new("podman")
+        .args(args)
+        .output()
+        .expect("spawn podman")
+}
