@@ -1,0 +1,269 @@
+//! COPY and ADD steps.
+
+use super::*;
+
+impl Engine<'_> {
+    pub(super) fn resolve_chown(&self, root: &Path, spec: &str) -> StepResult<(u32, u32)> {
+        let (user, group) = match spec.split_once(':') {
+            Some((u, g)) => (u, Some(g)),
+            None => (spec, None),
+        };
+        let uid = match user.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => {
+                gcr_runtime::users::resolve_user(root, user)
+                    .map_err(|e| format!("--chown={spec}: {e}"))?
+                    .uid
+            }
+        };
+        let gid = match group {
+            None => uid,
+            Some(g) => match g.parse::<u32>() {
+                Ok(n) => n,
+                Err(_) => {
+                    gcr_runtime::users::resolve_user(root, &format!("0:{g}"))
+                        .map_err(|e| format!("--chown={spec}: {e}"))?
+                        .gid
+                }
+            },
+        };
+        Ok((uid, gid))
+    }
+
+    pub(super) fn copy_instruction(
+        &mut self,
+        stage: usize,
+        state: &mut State,
+        instr: &Instruction,
+        c: &CopyInstruction,
+        is_add: bool,
+        progress: &str,
+    ) -> StepResult<()> {
+        let what = if is_add { "ADD" } else { "COPY" };
+        if c.checksum.is_some() {
+            return Err(format!(
+                "{what} --checksum is only for URL sources, which are not supported yet"
+            )
+            .into());
+        }
+        let exclude = if c.exclude.is_empty() {
+            None
+        } else {
+            let mut patterns = Vec::new();
+            for p in &c.exclude {
+                patterns.push(self.expand(state, p)?);
+            }
+            Some(
+                gcr_grammar::IgnoreMatcher::new(&patterns)
+                    .map_err(|e| format!("--exclude: {e}"))?,
+            )
+        };
+        let dest_raw = self.expand(state, &c.destination)?;
+        let dest_abs = if dest_raw.starts_with('/') {
+            dest_raw.clone()
+        } else {
+            let wd = state.workdir();
+            format!("{}/{}", wd.trim_end_matches('/'), dest_raw)
+        };
+        let dest_slash = dest_raw.ends_with('/') || dest_raw.ends_with("/.") || dest_raw == ".";
+        let chmod = match &c.chmod {
+            Some(m) => {
+                let m = self.expand(state, m)?;
+                Some(u32::from_str_radix(&m, 8).map_err(|_| {
+                    format!("--chmod={m}: use an octal mode such as 0755 (symbolic modes are not supported yet)")
+                })?)
+            }
+            None => None,
+        };
+        let chown = match &c.chown {
+            Some(o) => Some(self.expand(state, o)?),
+            None => None,
+        };
+        // Sources: expanded paths or inline heredoc files.
+        let mut paths = Vec::new();
+        let mut inline: Vec<Entry> = Vec::new();
+        let now_secs = self
+            .opts
+            .timestamp
+            .unwrap_or_else(|| chrono::Utc::now().timestamp());
+        for s in &c.sources {
+            match s {
+                CopySource::Path(p) => {
+                    let p = self.expand(state, p)?;
+                    if is_add && (p.starts_with("http://") || p.starts_with("https://")) {
+                        return Err(format!(
+                            "ADD of a URL ({p}) is not supported yet: download it into the context and COPY it"
+                        )
+                        .into());
+                    }
+                    if is_add
+                        && (p.starts_with("git@") || p.ends_with(".git"))
+                        && c.from.is_none()
+                        && p.contains(':')
+                    {
+                        return Err(
+                            format!("ADD of a git repository ({p}) is not supported yet").into(),
+                        );
+                    }
+                    paths.push(p);
+                }
+                CopySource::Heredoc(h) => {
+                    let mut content = if h.chomp {
+                        h.content
+                            .lines()
+                            .map(|l| format!("{}\n", l.trim_start_matches('\t')))
+                            .collect()
+                    } else {
+                        h.content.clone()
+                    };
+                    if h.expand {
+                        content = self.expand(state, &content)?;
+                    }
+                    inline.push(Entry {
+                        src: None,
+                        size: content.len() as u64,
+                        data: Some(content.into_bytes()),
+                        rel: PathBuf::from(&h.name),
+                        kind: Kind::File,
+                        mode: 0o644,
+                        uid: 0,
+                        gid: 0,
+                        mtime: now_secs,
+                        link_key: None,
+                    });
+                }
+            }
+        }
+        // Where from: the context, or another stage / image (mounted read-only).
+        let from_dir;
+        let _from_mount;
+        let (tree, from_key) = match &c.from {
+            None => {
+                let ctx = self
+                    .context
+                    .as_ref()
+                    .ok_or_else(|| "the build context is not open".to_string())?;
+                (
+                    SourceTree {
+                        root: ctx.root.clone(),
+                        confine: ctx.confine,
+                        ignore: ctx.ignore.clone(),
+                        label: ctx.label.clone(),
+                        preserve_owner: false,
+                        exclude: exclude.clone(),
+                        parents: c.parents,
+                    },
+                    String::new(),
+                )
+            }
+            Some(from) => {
+                let (from_state, label) = self.source_state(stage, state, from)?;
+                from_dir = self.store.build_dir("build-from")?;
+                let at = from_dir.path().join("root");
+                _from_mount = self.mount_view(&from_state, &at)?;
+                (
+                    SourceTree {
+                        root: at,
+                        confine: Confine::InRoot,
+                        ignore: None,
+                        label,
+                        preserve_owner: true,
+                        exclude: exclude.clone(),
+                        parents: c.parents,
+                    },
+                    from_state.key.clone(),
+                )
+            }
+        };
+        let mut collected: Vec<(String, Collected)> = Vec::new();
+        for p in &paths {
+            collected.push((
+                p.clone(),
+                tree.collect(std::slice::from_ref(p))
+                    .map_err(StepFailure::Message)?,
+            ));
+        }
+        let mut all: Vec<Entry> = inline.clone();
+        for (_, col) in &collected {
+            all.extend(col.entries.iter().cloned());
+        }
+        let hash = source::content_hash(&all).map_err(StepFailure::Message)?;
+        let unpack = is_add && c.unpack != Some(false);
+        let single_dir_source = inline.is_empty()
+            && collected.len() == 1
+            && collected[0].1.tops == 1
+            && collected[0].1.top_dirs == 1;
+        let multiple = paths.len() + inline.len() > 1
+            || collected.iter().any(|(_, c)| c.multiple || c.tops > 1);
+        let key_text = format!(
+            "{what}\n{}\nfrom={from_key}\nchown={chown:?}\nchmod={chmod:?}\ndest={dest_abs}\nsources={}\nunpack={unpack}\n",
+            instr.raw.original.trim(),
+            hash
+        );
+        self.layer_step(state, instr, progress, &key_text, |eng, st, dirs| {
+            let mount = eng.mount_rw(st, dirs)?;
+            let root = mount.path().to_path_buf();
+            let chown_ids = match &chown {
+                Some(spec) => Some(eng.resolve_chown(&root, spec)?),
+                None => None,
+            };
+            let dest_rel = fsutil::clean_relative(&dest_abs).unwrap_or_default();
+            let dest_exists_dir = fsutil::resolve(&root, &dest_rel, Confine::InRoot)
+                .map(|p| p.is_dir())
+                .unwrap_or(false);
+            let dest_is_dir =
+                dest_slash || multiple || dest_exists_dir || single_dir_source || c.parents;
+            if multiple && !dest_slash && !dest_exists_dir {
+                return Err(format!(
+                    "when using {what} with more than one source file, the destination must be a directory and end with a /"
+                )
+                .into());
+            }
+            let wopts = WriteOptions {
+                chown: chown_ids,
+                chmod,
+            };
+            let dest_path = PathBuf::from(&dest_abs);
+            if !inline.is_empty() {
+                source::write_entries(&root, &dest_path, dest_is_dir, &inline, &wopts)
+                    .map_err(StepFailure::Message)?;
+            }
+            for (p, col) in &collected {
+                // ADD unpacks a local archive given as a single file.
+                if unpack && c.from.is_none() && col.entries.len() == 1 && col.entries[0].kind == Kind::File {
+                    if let Some(src) = &col.entries[0].src {
+                        let head = source::file_head(src).map_err(|e| format!("cannot read {p}: {e}"))?;
+                        if let Some(kind) = source::archive_kind(&head) {
+                            if kind == "bzip2" || kind == "xz" {
+                                return Err(format!("ADD of a {kind} archive ({p}) is not supported yet").into());
+                            }
+                            if source::decompressed_is_tar(src, kind) {
+                                let tmp = eng.store.build_dir("build-add")?;
+                                let into = tmp.path().join("x");
+                                std::fs::create_dir(&into).map_err(|e| crate::error::io_fail("creating", &into, e))?;
+                                source::unpack_archive(src, kind, &into).map_err(StepFailure::Message)?;
+                                let t = SourceTree {
+                                    root: into.clone(),
+                                    confine: Confine::InRoot,
+                                    ignore: None,
+                                    label: format!("archive {p}"),
+                                    preserve_owner: true,
+                                    exclude: None,
+                                    parents: false,
+                                };
+                                let inner = t.collect(&[".".to_string()]).map_err(StepFailure::Message)?;
+                                source::write_entries(&root, &dest_path, true, &inner.entries, &wopts)
+                                    .map_err(StepFailure::Message)?;
+                                continue;
+                            }
+                        }
+                    }
+                }
+                source::write_entries(&root, &dest_path, dest_is_dir, &col.entries, &wopts)
+                    .map_err(StepFailure::Message)?;
+            }
+            drop(mount);
+            Ok(())
+        })
+    }
+}

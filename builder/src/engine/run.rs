@@ -1,0 +1,260 @@
+//! RUN steps: the command line, its mounts and the container.
+
+use super::*;
+
+impl Engine<'_> {
+    pub(super) fn run_instruction(
+        &mut self,
+        stage: usize,
+        state: &mut State,
+        instr: &Instruction,
+        r: &gcr_grammar::RunInstruction,
+        progress: &str,
+    ) -> StepResult<()> {
+        // `RUN <<EOF` with a `#!` line: the body is a script run by its own interpreter.
+        let mut shebang_script: Option<String> = None;
+        let argv = match &r.command {
+            CommandLine::Exec(v) => {
+                if v.is_empty() {
+                    return Err("RUN with an empty command".to_string().into());
+                }
+                v.clone()
+            }
+            CommandLine::Shell(cmd) => {
+                let mut script = cmd.clone();
+                let only_heredoc = r.heredocs.len() == 1
+                    && cmd.trim().starts_with("<<")
+                    && !cmd.trim().contains(' ');
+                if only_heredoc {
+                    let h = &r.heredocs[0];
+                    script = if h.chomp {
+                        h.content
+                            .lines()
+                            .map(|l| format!("{}\n", l.trim_start_matches('\t')))
+                            .collect()
+                    } else {
+                        h.content.clone()
+                    };
+                    if script.starts_with("#!") {
+                        shebang_script = Some(script.clone());
+                    }
+                } else {
+                    for h in &r.heredocs {
+                        script.push('\n');
+                        script.push_str(&h.content);
+                        script.push_str(&h.name);
+                    }
+                }
+                if shebang_script.is_some() {
+                    vec![HEREDOC_SCRIPT.to_string()]
+                } else {
+                    let mut v = state.shell();
+                    v.push(script);
+                    v
+                }
+            }
+        };
+        if r.security == gcr_grammar::SecurityMode::Insecure {
+            return Err("RUN --security=insecure is not supported yet"
+                .to_string()
+                .into());
+        }
+        let network_none = match r.network {
+            NetworkMode::None => true,
+            NetworkMode::Host => false,
+            NetworkMode::Default => self.opts.network_none,
+        };
+        // Mount specs, resolved now so the cache key sees their sources.
+        let mut mount_specs = Vec::new();
+        for m in &r.mounts {
+            let target = match &m.target {
+                Some(t) => self.expand(state, t)?,
+                None => match m.kind {
+                    MountType::Secret => {
+                        format!("/run/secrets/{}", m.id.clone().unwrap_or_default())
+                    }
+                    _ => return Err("RUN --mount needs a target".to_string().into()),
+                },
+            };
+            let target = if target.starts_with('/') {
+                target
+            } else {
+                format!("{}/{}", state.workdir().trim_end_matches('/'), target)
+            };
+            mount_specs.push((m.clone(), target));
+        }
+        // What bind mounts show the command is part of its cache key, as in BuildKit.
+        let mut bind_sources = Vec::new();
+        for (m, _) in &mount_specs {
+            if m.kind != MountType::Bind {
+                continue;
+            }
+            let src = self.expand(state, m.source.as_deref().unwrap_or(""))?;
+            match &m.from {
+                None => {
+                    let ctx = self
+                        .context
+                        .as_ref()
+                        .ok_or_else(|| "the build context is not open".to_string())?;
+                    let src = if src.is_empty() { ".".to_string() } else { src };
+                    let collected = ctx
+                        .collect(std::slice::from_ref(&src))
+                        .map_err(|e| format!("mount source: {e}"))?;
+                    bind_sources.push(
+                        source::content_hash(&collected.entries).map_err(StepFailure::Message)?,
+                    );
+                }
+                Some(from) => {
+                    let (from_state, _) = self.source_state(stage, state, from)?;
+                    bind_sources.push(format!("{}:{src}", from_state.key));
+                }
+            }
+        }
+        let key_text = format!(
+            "RUN\n{}\nnetwork_none={network_none}\nargv={argv:?}\nbinds={bind_sources:?}\nmounts={:?}",
+            instr.raw.original.trim(),
+            mount_specs
+                .iter()
+                .map(|(m, t)| format!("{:?}:{t}:{:?}:{:?}", m.kind, m.source, m.from))
+                .collect::<Vec<_>>()
+        );
+        let env = state.run_env();
+        let cwd = state.workdir();
+        let user = state.config.user.clone();
+        self.layer_step(state, instr, progress, &key_text, |eng, st, dirs| {
+            let mut mounts = Vec::new();
+            let mut views = Vec::new();
+            if let Some(script) = &shebang_script {
+                let path = dirs.base.join("heredoc-script");
+                std::fs::write(&path, script)
+                    .and_then(|_| {
+                        std::fs::set_permissions(
+                            &path,
+                            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+                        )
+                    })
+                    .map_err(|e| crate::error::io_fail("writing", &path, e))?;
+                mounts.push(RunMount::Bind {
+                    source: path,
+                    target: HEREDOC_SCRIPT.to_string(),
+                    read_only: true,
+                });
+            }
+            for (m, target) in &mount_specs {
+                match m.kind {
+                    MountType::Tmpfs => mounts.push(RunMount::Tmpfs {
+                        target: target.clone(),
+                        options: m.size.map(|s| format!("size={s}")).unwrap_or_default(),
+                    }),
+                    MountType::Cache => {
+                        let id = m.id.clone().unwrap_or_else(|| target.clone());
+                        let dir = eng
+                            .store
+                            .cache_dir()
+                            .join("mounts")
+                            .join(cache::key(&["cache-mount", &id]));
+                        if !dir.exists() {
+                            std::fs::create_dir_all(&dir)
+                                .map_err(|e| crate::error::io_fail("creating", &dir, e))?;
+                            let mode = m.mode.unwrap_or(0o755);
+                            let _ = std::fs::set_permissions(
+                                &dir,
+                                std::os::unix::fs::PermissionsExt::from_mode(mode),
+                            );
+                            let _ = std::os::unix::fs::lchown(
+                                &dir,
+                                Some(m.uid.unwrap_or(0)),
+                                Some(m.gid.unwrap_or(0)),
+                            );
+                        }
+                        mounts.push(RunMount::Bind {
+                            source: dir,
+                            target: target.clone(),
+                            read_only: m.read_only,
+                        });
+                    }
+                    MountType::Bind => {
+                        let src = m.source.clone().unwrap_or_default();
+                        let src = eng.expand(st, &src)?;
+                        let root = match &m.from {
+                            None => eng
+                                .context
+                                .as_ref()
+                                .map(|c| (c.root.clone(), Confine::Beneath))
+                                .ok_or_else(|| "the build context is not open".to_string())?,
+                            Some(from) => {
+                                let (from_state, _) = eng.source_state(stage, st, from)?;
+                                let at = dirs.base.join(format!("bind-{}", views.len()));
+                                views.push(eng.mount_view(&from_state, &at)?);
+                                (at, Confine::InRoot)
+                            }
+                        };
+                        let rel = fsutil::clean_relative(&src)
+                            .ok_or_else(|| format!("mount source {src:?} is outside its root"))?;
+                        let host = fsutil::resolve(&root.0, &rel, root.1)
+                            .map_err(|e| format!("mount source {src:?}: {e}"))?;
+                        if !m.read_only {
+                            return Err("RUN --mount=type=bind,rw is not supported yet: bind mounts are read-only"
+                                .to_string()
+                                .into());
+                        }
+                        mounts.push(RunMount::Bind {
+                            source: host,
+                            target: target.clone(),
+                            read_only: true,
+                        });
+                    }
+                    MountType::Secret => {
+                        let id = m
+                            .id
+                            .clone()
+                            .or_else(|| {
+                                Path::new(target)
+                                    .file_name()
+                                    .map(|n| n.to_string_lossy().into_owned())
+                            })
+                            .unwrap_or_default();
+                        match eng.opts.secrets.iter().find(|(i, _)| i == &id) {
+                            Some((_, path)) => mounts.push(RunMount::Bind {
+                                source: path.clone(),
+                                target: target.clone(),
+                                read_only: true,
+                            }),
+                            None if m.required => {
+                                return Err(format!(
+                                    "secret {id} is required: pass it with --secret id={id},src=FILE"
+                                )
+                                .into())
+                            }
+                            None => {}
+                        }
+                    }
+                    MountType::Ssh => {
+                        return Err("RUN --mount=type=ssh is not supported yet".to_string().into())
+                    }
+                }
+            }
+            let mut lower = st.lower_dirs(eng.store);
+            if lower.is_empty() {
+                lower.push(eng.empty.path().to_path_buf());
+            }
+            let step = RunStep {
+                argv: argv.clone(),
+                env: env.clone(),
+                cwd: cwd.clone(),
+                user: user.clone(),
+                network_none,
+                lower,
+                upper: &dirs.upper,
+                work: &dirs.work,
+                state_dir: &dirs.base.join("state"),
+                userxattr: eng.userxattr,
+                mounts,
+                quiet: eng.opts.quiet,
+            };
+            let result = crate::run::run_step(&step);
+            drop(views);
+            result
+        })
+    }
+}
