@@ -1264,3 +1264,31 @@ fn containerfile_from_stdin() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(run_in(&store, "stdin", "cat /in.txt"), "from context\n");
 }
+
+#[test]
+fn unsupported_sources_are_refused_with_the_line() {
+    let Some(base) = busybox() else { return };
+    let store = TestStore::new();
+    for (containerfile, message) in [
+        (
+            format!("FROM {base}\nADD https://example.com/x.tar /x\n"),
+            "ADD of a URL (https://example.com/x.tar) is not supported yet",
+        ),
+        (
+            format!("FROM {base}\nCOPY http://example.com/x /x\n"),
+            "cannot copy from a URL",
+        ),
+        (
+            format!("FROM {base}\nADD git@github.com:o/r.git /r\n"),
+            "ADD of a remote source",
+        ),
+    ] {
+        let ctx = Ctx::new(&containerfile);
+        let out = build(&store, &ctx, &["-t", "unsupported"]);
+        assert_eq!(out.status.code(), Some(125));
+        let err = stderr(&out);
+        assert!(err.contains("Containerfile:2"), "{err}");
+        assert!(err.contains(message), "{err}");
+    }
+    assert!(!store.run(&["inspect", "unsupported"]).status.success());
+}

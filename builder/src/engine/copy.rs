@@ -90,19 +90,19 @@ impl Engine<'_> {
             match s {
                 CopySource::Path(p) => {
                     let p = self.expand(state, p)?;
-                    if is_add && (p.starts_with("http://") || p.starts_with("https://")) {
+                    let remote = p.contains("://") || p.starts_with("git@");
+                    if remote && !is_add {
+                        return Err(format!("{what} cannot copy from a URL ({p}): use ADD").into());
+                    }
+                    if remote && (p.starts_with("http://") || p.starts_with("https://")) {
                         return Err(format!(
                             "ADD of a URL ({p}) is not supported yet: download it into the context and COPY it"
                         )
                         .into());
                     }
-                    if is_add
-                        && (p.starts_with("git@") || p.ends_with(".git"))
-                        && c.from.is_none()
-                        && p.contains(':')
-                    {
+                    if remote {
                         return Err(
-                            format!("ADD of a git repository ({p}) is not supported yet").into(),
+                            format!("ADD of a remote source ({p}) is not supported yet").into()
                         );
                     }
                     paths.push(p);
