@@ -1292,3 +1292,22 @@ fn unsupported_sources_are_refused_with_the_line() {
     }
     assert!(!store.run(&["inspect", "unsupported"]).status.success());
 }
+
+#[test]
+fn ignore_file_beside_the_containerfile_wins() {
+    let Some(base) = busybox() else { return };
+    let store = TestStore::new();
+    let ctx = Ctx::new("FROM scratch\n");
+    ctx.write("a.txt", "a")
+        .write("b.txt", "b")
+        .write(".dockerignore", "a.txt\n")
+        .write(
+            "build/App.containerfile",
+            &format!("FROM {base}\nCOPY *.txt /t/\n"),
+        )
+        .write("build/App.containerfile.dockerignore", "b.txt\n");
+    let file = ctx.path().join("build/App.containerfile");
+    let file_arg = file.to_string_lossy().into_owned();
+    let (id, _) = build_ok(&store, &ctx, &["-f", &file_arg]);
+    assert_eq!(run_in(&store, &id, "ls /t"), "a.txt\n");
+}
