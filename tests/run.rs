@@ -967,3 +967,48 @@ fn memory_pids_and_cpu_limits_reach_the_cgroup() {
     assert_eq!(bad.status.code(), Some(125));
     assert!(stderr(&bad).contains("--memory"), "{}", stderr(&bad));
 }
+
+#[test]
+fn images_with_more_layers_than_one_page_of_mount_options_run() {
+    let Some(image) = image() else { return };
+    for who in [As::Root, As::Rootless] {
+        let Some(s) = Setup::new(who) else { continue };
+        // 70 COPY layers: their lower dirs do not fit in mount(2)'s 4096-byte options.
+        let context = tempfile::tempdir().unwrap();
+        let mut containerfile = format!("FROM {image}\n");
+        for i in 1..=70 {
+            std::fs::write(context.path().join(format!("f{i}")), format!("layer {i}\n")).unwrap();
+            containerfile.push_str(&format!("COPY f{i} /f{i}\n"));
+        }
+        std::fs::write(context.path().join("Containerfile"), containerfile).unwrap();
+        std::fs::set_permissions(context.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        for entry in std::fs::read_dir(context.path()).unwrap().flatten() {
+            std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let out = s
+            .cmd()
+            .args(["build", "-q", "-t", "localhost/many:70"])
+            .arg(context.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{who:?}: build failed: {}",
+            stderr(&out)
+        );
+        let out = s
+            .cmd()
+            .args([
+                "run",
+                "--rm",
+                "localhost/many:70",
+                "sh",
+                "-c",
+                "cat /f1 /f70; ls / | grep -c '^f[0-9]'",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(expect(&out, 0), "layer 1\nlayer 70\n70\n", "{who:?}");
+        assert_no_leftovers(&s);
+    }
+}

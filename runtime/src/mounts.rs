@@ -456,6 +456,15 @@ fn mount_rootfs(plan: &Plan) -> Result<PathBuf, RuntimeError> {
             if plan.opts.overlay_volatile {
                 data.push_str(",volatile");
             }
+            if !*userxattr {
+                // Image layers are untrusted: never follow redirect or metacopy xattrs in them,
+                // whatever the kernel's defaults (rootless userxattr mounts never do).
+                data.push_str(",redirect_dir=off,metacopy=off");
+            }
+            if data.len() >= 4000 {
+                // Too many layers for mount(2)'s one page of options: add them one by one.
+                return mount_overlay_by_parts(plan, &target, lower, upper, work, *userxattr);
+            }
             mount(
                 Some("overlay"),
                 target.as_path(),
@@ -467,6 +476,44 @@ fn mount_rootfs(plan: &Plan) -> Result<PathBuf, RuntimeError> {
             Ok(target)
         }
     }
+}
+
+fn mount_overlay_by_parts(
+    plan: &Plan,
+    target: &Path,
+    lower: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    userxattr: bool,
+) -> Result<PathBuf, RuntimeError> {
+    let c = |p: &Path| {
+        std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str())).map_err(
+            |_| RuntimeError::InvalidSpec(format!("overlay path {} contains NUL", p.display())),
+        )
+    };
+    let lowers = lower.iter().map(|l| c(l)).collect::<Result<Vec<_>, _>>()?;
+    let mut flags: Vec<&std::ffi::CStr> = Vec::new();
+    if userxattr {
+        flags.push(c"userxattr");
+    }
+    if plan.opts.overlay_volatile {
+        flags.push(c"volatile");
+    }
+    let mut strings: Vec<(&std::ffi::CStr, &std::ffi::CStr)> = Vec::new();
+    if !userxattr {
+        strings.push((c"redirect_dir", c"off"));
+        strings.push((c"metacopy", c"off"));
+    }
+    crate::sys::mount_overlay_fsconfig(
+        &c(target)?,
+        &lowers,
+        &c(upper)?,
+        &c(work)?,
+        &flags,
+        &strings,
+    )
+    .map_err(|(what, e)| RuntimeError::sys(format!("{what} ({} layers)", lower.len()), e))?;
+    Ok(target.to_path_buf())
 }
 
 fn overlay_data(
@@ -503,37 +550,6 @@ fn overlay_data(
     );
     if userxattr {
         data.push_str(",userxattr");
-    }
-    // The mount data is limited to one page; with many layers, shorten the lower dirs to
-    // paths relative to their common parent and mount from there.
-    if data.len() >= 4000 {
-        let parent = lower[0]
-            .parent()
-            .filter(|p| lower.iter().all(|l| l.parent() == Some(*p)));
-        let Some(parent) = parent else {
-            return Err(RuntimeError::InvalidSpec(format!(
-                "overlay options are {} bytes long (limit 4096): too many layers",
-                data.len()
-            )));
-        };
-        nix::unistd::chdir(parent).map_err(|e| RuntimeError::sys("chdir to the layers", e))?;
-        let names: Vec<String> = lower
-            .iter()
-            .filter_map(|l| l.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .collect();
-        data = format!(
-            "lowerdir={},upperdir={},workdir={}{}",
-            names.join(":"),
-            check(upper)?,
-            check(work)?,
-            if userxattr { ",userxattr" } else { "" }
-        );
-        if data.len() >= 4096 {
-            return Err(RuntimeError::InvalidSpec(format!(
-                "overlay options are {} bytes long (limit 4096): too many layers",
-                data.len()
-            )));
-        }
     }
     Ok(data)
 }

@@ -198,3 +198,105 @@ pub fn mknod_char(
 pub fn fd_path(fd: &impl AsRawFd) -> String {
     format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
+
+/// Mounts an OverlayFS at `target` through the new mount API, adding each lower dir with its
+/// own `lowerdir+` parameter (Linux 6.8+). Unlike mount(2), whose options are limited to one
+/// page (about 55 store layers), this takes as many layers as the kernel allows (500).
+pub fn mount_overlay_fsconfig(
+    target: &CStr,
+    lower: &[std::ffi::CString],
+    upper: &CStr,
+    work: &CStr,
+    flags: &[&CStr],
+    options: &[(&CStr, &CStr)],
+) -> Result<(), (&'static str, Errno)> {
+    const FSOPEN_CLOEXEC: libc::c_uint = 1;
+    const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+    const FSCONFIG_SET_STRING: libc::c_uint = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+
+    let check =
+        |ret: libc::c_long, what: &'static str| -> Result<libc::c_long, (&'static str, Errno)> {
+            if ret < 0 {
+                Err((what, Errno::last()))
+            } else {
+                Ok(ret)
+            }
+        };
+    // SAFETY: fsopen takes a NUL-terminated file system name and flags; it returns a new fd.
+    let fs = check(
+        unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) },
+        "fsopen overlay",
+    )?;
+    // SAFETY: the kernel returned a new fd that nothing else owns.
+    let fs = unsafe { OwnedFd::from_raw_fd(fs as RawFd) };
+    let set = |cmd: libc::c_uint, key: Option<&CStr>, value: Option<&CStr>, what: &'static str| {
+        // SAFETY: `fs` is an fs context fd; key and value are NUL-terminated strings (or null
+        // where the command takes none) that outlive the call.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                cmd,
+                key.map_or(std::ptr::null(), CStr::as_ptr),
+                value.map_or(std::ptr::null(), CStr::as_ptr),
+                0,
+            )
+        };
+        check(ret, what).map(|_| ())
+    };
+    for dir in lower {
+        set(
+            FSCONFIG_SET_STRING,
+            Some(c"lowerdir+"),
+            Some(dir.as_c_str()),
+            "add an overlay lower dir (needs Linux 6.8)",
+        )?;
+    }
+    set(
+        FSCONFIG_SET_STRING,
+        Some(c"upperdir"),
+        Some(upper),
+        "set the overlay upper dir",
+    )?;
+    set(
+        FSCONFIG_SET_STRING,
+        Some(c"workdir"),
+        Some(work),
+        "set the overlay work dir",
+    )?;
+    for flag in flags {
+        set(FSCONFIG_SET_FLAG, Some(flag), None, "set an overlay option")?;
+    }
+    for (key, value) in options {
+        set(
+            FSCONFIG_SET_STRING,
+            Some(key),
+            Some(value),
+            "set an overlay option",
+        )?;
+    }
+    set(FSCONFIG_CMD_CREATE, None, None, "create the overlay")?;
+    // SAFETY: `fs` is a configured fs context; fsmount returns a new detached mount fd.
+    let mnt = check(
+        unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0) },
+        "fsmount overlay",
+    )?;
+    // SAFETY: the kernel returned a new fd that nothing else owns.
+    let mnt = unsafe { OwnedFd::from_raw_fd(mnt as RawFd) };
+    // SAFETY: moves the detached mount (empty path relative to its fd) onto the NUL-terminated
+    // target path.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mnt.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    check(ret, "move the overlay into place").map(|_| ())
+}
