@@ -460,3 +460,198 @@ fn podman(args: &[&str]) -> Output {
         .output()
         .expect("spawn podman")
 }
+
+// ---------------------------------------------------------------------------------------------
+// The bearer-token flow, through a proxy in front of the plain registry that demands tokens
+// (the fixture registries only know anonymous and basic auth).
+
+/// What the token proxy saw.
+#[derive(Default)]
+struct ProxyLog {
+    /// The `scope` parameters of each token request.
+    token_scopes: Vec<Vec<String>>,
+    /// Requests refused for want of a token with the right scope.
+    refused: usize,
+}
+
+/// Starts the proxy: `/token?scope=..` issues `tok|SCOPE|SCOPE..`; `/v2/` requests need a
+/// bearer token whose scopes cover the repository (push for writes, pull on the source of a
+/// mount) and are then forwarded to `upstream` with `Connection: close`.
+fn start_token_proxy(upstream: String) -> (String, std::sync::Arc<std::sync::Mutex<ProxyLog>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(ProxyLog::default()));
+    let (proxy_addr, shared) = (addr.clone(), log.clone());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut client) = conn else { continue };
+            let upstream = upstream.clone();
+            let addr = proxy_addr.clone();
+            let log = shared.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(client.try_clone().unwrap());
+                let mut request_line = String::new();
+                if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                    return;
+                }
+                let mut headers = Vec::new();
+                let mut length = 0usize;
+                let mut token = None;
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    let line = line.trim_end().to_string();
+                    if line.is_empty() {
+                        break;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                    if let Some(v) = line.strip_prefix("authorization: Bearer ") {
+                        token = Some(v.to_string());
+                    } else if lower.starts_with("connection:") {
+                        continue;
+                    }
+                    headers.push(line);
+                }
+                let mut body = vec![0u8; length];
+                reader.read_exact(&mut body).unwrap();
+                let mut parts = request_line.split_whitespace();
+                let method = parts.next().unwrap_or("").to_string();
+                let target = parts.next().unwrap_or("").to_string();
+                if let Some(query) = target.strip_prefix("/token?") {
+                    let scopes: Vec<String> = query
+                        .split('&')
+                        .filter_map(|p| p.strip_prefix("scope="))
+                        .map(|s| {
+                            s.replace("%3A", ":")
+                                .replace("%2C", ",")
+                                .replace("%2F", "/")
+                        })
+                        .collect();
+                    let reply = format!("{{\"token\":\"tok|{}\"}}", scopes.join("|"));
+                    log.lock().unwrap().token_scopes.push(scopes);
+                    let _ = write!(
+                        client,
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+                        reply.len()
+                    );
+                    return;
+                }
+                // The scopes this request needs.
+                let path = target.split('?').next().unwrap_or("");
+                let mut needed = Vec::new();
+                if let Some(rest) = path.strip_prefix("/v2/") {
+                    let repo = ["/blobs/", "/manifests/"]
+                        .iter()
+                        .find_map(|k| rest.find(k).map(|i| &rest[..i]));
+                    if let Some(repo) = repo {
+                        let action = if method == "GET" || method == "HEAD" {
+                            "pull"
+                        } else {
+                            "push"
+                        };
+                        needed.push((repo.to_string(), action));
+                        if let Some(from) = target.split("from=").nth(1) {
+                            needed.push((from.split('&').next().unwrap().to_string(), "pull"));
+                        }
+                    }
+                }
+                let granted: Vec<String> = token
+                    .as_deref()
+                    .and_then(|t| t.strip_prefix("tok|"))
+                    .map(|t| t.split('|').map(str::to_string).collect())
+                    .unwrap_or_default();
+                let allowed = (path == "/v2/" && token.is_some())
+                    || (!needed.is_empty()
+                        && needed.iter().all(|(repo, action)| {
+                            granted.iter().any(|g| {
+                                g.strip_prefix(&format!("repository:{repo}:"))
+                                    .is_some_and(|a| a.split(',').any(|x| x == *action))
+                            })
+                        }));
+                if !allowed {
+                    log.lock().unwrap().refused += 1;
+                    let scope = needed
+                        .first()
+                        .map(|(r, a)| format!(",scope=\"repository:{r}:{a}\""))
+                        .unwrap_or_default();
+                    let _ = write!(
+                        client,
+                        "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://{addr}/token\",service=\"proxy\"{scope}\r\nDocker-Distribution-Api-Version: registry/2.0\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                    return;
+                }
+                let mut server = std::net::TcpStream::connect(&upstream).unwrap();
+                let mut head = request_line.clone();
+                for h in headers.iter().filter(|h| !h.starts_with("authorization:")) {
+                    head.push_str(h);
+                    head.push_str("\r\n");
+                }
+                head.push_str("Connection: close\r\n\r\n");
+                server.write_all(head.as_bytes()).unwrap();
+                server.write_all(&body).unwrap();
+                let _ = std::io::copy(&mut server, &mut client);
+            });
+        }
+    });
+    (addr, log)
+}
+
+#[test]
+fn bearer_tokens_with_push_scope_and_the_mount_source() {
+    let Some(registry) = support::registry() else {
+        return;
+    };
+    let (proxy, log) = start_token_proxy(registry.clone());
+    let env = Env::new();
+    if env.fresh_image("local/push-bearer:1").is_none() {
+        return;
+    }
+    let first = unique_repo("bearer-a");
+    let second = unique_repo("bearer-b");
+    let (out, _) = env.ok(&["push", "local/push-bearer:1", &format!("{proxy}/{first}:1")]);
+    assert!(out.contains("1: digest: sha256:"), "{out}");
+    {
+        let log = log.lock().unwrap();
+        assert!(
+            log.token_scopes
+                .iter()
+                .any(|s| s == &[format!("repository:{first}:pull,push")]),
+            "{:?}",
+            log.token_scopes
+        );
+    }
+    // Mounting from `first` needs a token for both repositories, asked for in one request.
+    env.ok(&["tag", "local/push-bearer:1", &format!("{proxy}/{first}:1")]);
+    let (_, err) = env.ok(&[
+        "push",
+        "local/push-bearer:1",
+        &format!("{proxy}/{second}:1"),
+    ]);
+    assert_eq!(
+        err.matches(&format!("mounted from {first}")).count(),
+        2,
+        "{err}"
+    );
+    let scopes = log.lock().unwrap().token_scopes.clone();
+    assert!(
+        scopes.iter().any(|s| s
+            == &[
+                format!("repository:{second}:pull,push"),
+                format!("repository:{first}:pull")
+            ]),
+        "{scopes:?}"
+    );
+    // Every repository was first refused without a token.
+    assert!(log.lock().unwrap().refused >= 2);
+    // Read back through the proxy with a pull token.
+    let other = Env::new();
+    other.ok(&["pull", "-q", &format!("{proxy}/{second}:1")]);
+    assert_eq!(
+        other.image_id(&format!("{proxy}/{second}:1")),
+        env.image_id("local/push-bearer:1")
+    );
+}
