@@ -1267,7 +1267,6 @@ fn rename_path(e: ArchiveError, spooled: &Path, shown: &Path) -> ArchiveError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write as _;
 
     #[test]
     fn member_names() {
