@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Build benchmark (not a test): `gcr build` vs `buildah build --layers` of the same Containerfile
+# (a 2000-file COPY, a RUN writing 50 MiB, a RUN deleting part of it) on the local fixture
+# busybox image, interleaved (gcr buildah gcr buildah ...), `sync` before each run:
+#   cold:   --no-cache (base image already present in both stores)
+#   cached: an unchanged rebuild
+#   commit: a RUN writing 1 GiB of incompressible data, --no-cache (layer commit throughput)
+# Prints medians and ratios. Targets (issue 5): cold <= 0.5x Buildah, cached <= 0.1x Buildah,
+# commit 3x Buildah's throughput.
+#
+# Usage: bash bench/build.sh [ROUNDS]    (as root; default 3 rounds)
+# Env:   GCR=/path/to/gcr (default: target/release/gcr, built if missing)
+#        BENCH_CASES="cold cached commit"
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+FIX="$REPO/tests/fixtures"
+ROUNDS="${1:-3}"
+read -r -a CASES <<<"${BENCH_CASES:-cold cached commit}"
+[ "$(id -u)" -eq 0 ] || { echo "bench/build.sh must run as root" >&2; exit 1; }
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS must be a positive number" >&2; exit 2; }
+command -v buildah >/dev/null || { echo "buildah missing: run tests/fixtures/setup.sh" >&2; exit 1; }
+
+if [ -z "${GCR:-}" ]; then
+    GCR="${CARGO_TARGET_DIR:-$REPO/target}/release/gcr"
+    [ -x "$GCR" ] || (cd "$REPO" && cargo build --release -q --bin gcr)
+fi
+
+bash "$FIX/registry.sh" start >/dev/null
+bash "$FIX/images.sh" >/dev/null
+BASE=127.0.0.1:5000/busybox:latest
+
+WORK=$(mktemp -d /var/tmp/gcr-bench-build-XXXXXX)
+STORE="$WORK/store"
+cleanup() {
+    rm -rf "$WORK"
+    buildah rmi -f localhost/bench-build localhost/bench-commit >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+# The build context: 2000 small files in 20 directories.
+CTX="$WORK/context"
+mkdir -p "$CTX/files"
+for d in $(seq 1 20); do
+    mkdir -p "$CTX/files/d$d"
+    for f in $(seq 1 100); do
+        printf 'file %s/%s\n' "$d" "$f" >"$CTX/files/d$d/f$f"
+    done
+done
+cat >"$CTX/Containerfile" <<EOF
+FROM $BASE
+COPY files /files
+RUN dd if=/dev/urandom of=/blob bs=1M count=50 2>/dev/null && mkdir /scratch && cp /blob /scratch/copy
+RUN rm -rf /files/d1 /files/d2 /scratch
+EOF
+COMMIT_CTX="$WORK/commit"
+mkdir -p "$COMMIT_CTX"
+cat >"$COMMIT_CTX/Containerfile" <<EOF
+FROM $BASE
+RUN dd if=/dev/urandom of=/big bs=1M count=1024 2>/dev/null
+EOF
+
+"$GCR" --root "$STORE" pull -q "$BASE" >/dev/null
+buildah pull --tls-verify=false -q "$BASE" >/dev/null
+
+now() { date +%s.%N; }
+declare -A TIMES
+LAST=
+run_case() { # run_case CASE TOOL
+    local case=$1 tool=$2 start end ctx=$CTX tag=localhost/bench-build flags=()
+    case $case in
+    cold) flags=(--no-cache) ;;
+    cached) ;;
+    commit) flags=(--no-cache); ctx=$COMMIT_CTX; tag=localhost/bench-commit ;;
+    esac
+    sync
+    start=$(now)
+    if [ "$tool" = gcr ]; then
+        "$GCR" --root "$STORE" build -q "${flags[@]}" -t "$tag" "$ctx" >/dev/null 2>&1
+    else
+        buildah build --layers --tls-verify=false -q "${flags[@]}" -t "$tag" "$ctx" >/dev/null 2>&1
+    fi
+    end=$(now)
+    LAST=$(echo "$end - $start" | bc)
+    TIMES[$case,$tool]+="$LAST "
+}
+
+# Warm both caches once so "cached" rounds measure a real no-op rebuild.
+run_case cold gcr
+run_case cold buildah
+for round in $(seq 1 "$ROUNDS"); do
+    for case in "${CASES[@]}"; do
+        for tool in gcr buildah; do
+            run_case "$case" "$tool"
+            echo "  $case $tool round $round: ${LAST}s" >&2
+        done
+    done
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+echo
+printf '%-8s %10s %10s %8s\n' case "gcr s" "buildah s" ratio
+for case in "${CASES[@]}"; do
+    g=$(echo "${TIMES[$case,gcr]}" | median)
+    b=$(echo "${TIMES[$case,buildah]}" | median)
+    printf '%-8s %10.3f %10.3f %7.2fx\n' "$case" "$g" "$b" "$(echo "$g / $b" | bc -l)"
+done
+echo "targets: cold <= 0.50x, cached <= 0.10x, commit <= 0.33x (3x Buildah's throughput)"
