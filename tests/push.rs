@@ -424,6 +424,7 @@ fn built_image_pushed_runs_under_podman_with_its_deletions() {
         format!(
             "FROM {registry}/busybox:latest\n\
              RUN echo built > /built.txt && rm -rf /etc/group\n\
+             RUN head -c 3000000 /dev/urandom > /rand && md5sum /rand > /rand.md5\n\
              CMD [\"cat\", \"/built.txt\"]\n"
         ),
     )
@@ -448,9 +449,18 @@ fn built_image_pushed_runs_under_podman_with_its_deletions() {
         "-c",
         "test -e /etc/group || echo gone",
     ]);
+    // A layer over 1 MiB is several gzip members (gcr compresses blocks in parallel): podman
+    // must read all of them.
+    let intact = podman(&["run", "--rm", &dest, "md5sum", "-c", "/rand.md5"]);
     let _ = podman(&["rmi", "-f", &dest]);
     assert!(cmd.status.success(), "podman run: {}", stderr(&cmd));
     assert_eq!(stdout(&cmd).trim(), "built");
+    assert!(
+        intact.status.success() && stdout(&intact).contains("OK"),
+        "multi-member layer damaged: {}{}",
+        stdout(&intact),
+        stderr(&intact)
+    );
     assert_eq!(stdout(&gone).trim(), "gone", "{}", stderr(&gone));
 }
 

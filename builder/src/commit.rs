@@ -232,7 +232,7 @@ mod tests {
 
     fn entries(store: &Store, info: &LayerInfo) -> Vec<(String, tar::EntryType, u64, u64)> {
         let file = File::open(store.blob_path(&info.digest)).unwrap();
-        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+        let mut archive = tar::Archive::new(flate2::read::MultiGzDecoder::new(file));
         archive
             .entries()
             .unwrap()

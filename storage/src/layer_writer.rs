@@ -66,7 +66,7 @@ impl<W: Write> Write for HashingWriter<W> {
 type BlobOut = HashingWriter<BufWriter<File>>;
 
 enum Encoder {
-    Gzip(flate2::write::GzEncoder<BlobOut>),
+    Gzip(crate::parallel_gzip::ParallelGzip<BlobOut>),
     Zstd(zstd::stream::write::Encoder<'static, BlobOut>),
     None(BlobOut),
 }
@@ -99,10 +99,7 @@ impl Store {
             hash: Hasher::new(),
         };
         let encoder = match compression {
-            Compression::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(
-                out,
-                flate2::Compression::fast(),
-            )),
+            Compression::Gzip => Encoder::Gzip(crate::parallel_gzip::ParallelGzip::new(out)),
             Compression::Zstd => Encoder::Zstd(
                 zstd::stream::write::Encoder::new(out, 3).ctx("starting zstd for", &path)?,
             ),

@@ -26,6 +26,7 @@ mod import;
 mod index;
 mod ingest;
 mod layer_writer;
+mod parallel_gzip;
 mod store;
 mod tmp;
 pub mod unpack;
