@@ -33,3 +33,18 @@ show "$GCR" --root "$STORE" system df
 show skopeo inspect --format '{{.Digest}} {{.Architecture}}' "oci:$STORE:127.0.0.1:5000/busybox:latest"
 show "$GCR" --root "$STORE" run --rm 127.0.0.1:5000/busybox:latest sh -c 'echo "hello from $(hostname)"; id; ps'
 show "$GCR" --root "$STORE" run --rm --network none 127.0.0.1:5000/debian:bookworm cat /etc/os-release
+APP="$STORE/app"
+mkdir -p "$APP"
+printf 'hello from a gcr-built image\n' >"$APP/greeting.txt"
+cat >"$APP/Containerfile" <<'CF'
+FROM 127.0.0.1:5000/busybox:latest
+COPY greeting.txt /srv/greeting.txt
+RUN echo 'app:x:1000:1000::/home/app:/bin/sh' >>/etc/passwd && chown app /srv/greeting.txt
+USER app
+CMD ["cat", "/srv/greeting.txt"]
+CF
+cd "$APP"
+show "$GCR" --root "$STORE" build -f Containerfile -t app .
+show "$GCR" --root "$STORE" run --rm app
+show "$GCR" --root "$STORE" build -f Containerfile -t app .
+cd "$REPO"
