@@ -22,6 +22,7 @@ pub mod platform;
 pub mod pull;
 pub mod push;
 pub mod reference;
+mod retry;
 
 pub use client::{ClientOptions, RegistryClient, RegistryError};
 pub use credentials::{Credential, CredentialsError};

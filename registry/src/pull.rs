@@ -185,7 +185,14 @@ pub enum PullErrorKind {
     Internal(String),
 }
 
-impl PullErrorKind {
+impl crate::retry::Retryable for PullErrorKind {
+    fn gave_up(attempts: u32, last: Self) -> Self {
+        PullErrorKind::GaveUp {
+            attempts,
+            last: Box::new(last),
+        }
+    }
+
     fn is_transient(&self) -> bool {
         match self {
             PullErrorKind::Registry(e) => e.is_transient(),
@@ -207,56 +214,29 @@ impl From<StoreError> for PullErrorKind {
     }
 }
 
-/// Runs `op` until it succeeds, fails for good, or `opts.retries` retries are used.
+/// Runs `op` with retries, reporting each one as a `Retrying` event.
 async fn with_retries<T, F, Fut>(
     opts: &PullOptions,
     events: &UnboundedSender<PullEvent>,
     what: &str,
-    mut op: F,
+    op: F,
 ) -> Result<T, PullErrorKind>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, PullErrorKind>>,
 {
-    let mut attempt = 0u32;
-    loop {
-        match op().await {
-            Ok(v) => return Ok(v),
-            Err(e) if e.is_transient() && attempt < opts.retries => {
-                attempt += 1;
-                let delay = backoff(opts.retry_delay, attempt);
-                tracing::info!(what, attempt, ?delay, error = %e, "retrying");
-                let _ = events.send(PullEvent::Retrying {
-                    what: what.to_string(),
-                    attempt,
-                    delay,
-                    reason: e.to_string(),
-                });
-                tokio::time::sleep(delay).await;
-            }
-            Err(e) if attempt > 0 && e.is_transient() => {
-                return Err(PullErrorKind::GaveUp {
-                    attempts: attempt + 1,
-                    last: Box::new(e),
-                })
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    let on_retry = |attempt, delay, e: &PullErrorKind| {
+        let _ = events.send(PullEvent::Retrying {
+            what: what.to_string(),
+            attempt,
+            delay,
+            reason: e.to_string(),
+        });
+    };
+    crate::retry::with_retries(opts.retries, opts.retry_delay, what, on_retry, op).await
 }
 
-/// Exponential backoff: `base * 2^(attempt-1)`, capped at 10 s, with up to 25% jitter so that
-/// parallel downloads do not retry in lockstep.
-pub fn backoff(base: Duration, attempt: u32) -> Duration {
-    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
-    let capped = exp.min(Duration::from_secs(10));
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let jitter = capped.mul_f64(f64::from(nanos % 1000) / 4000.0);
-    capped + jitter
-}
+pub use crate::retry::backoff;
 
 /// Pulls `reference` into `store`, reporting progress on `events`.
 pub async fn pull(
@@ -769,6 +749,7 @@ impl Read for ChannelReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::retry::Retryable as _;
 
     #[test]
     fn backoff_grows_and_is_capped() {

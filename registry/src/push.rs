@@ -23,7 +23,6 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::client::{ClientOptions, RegistryClient, RegistryError, DEFAULT_CERTS_DIRS};
 use crate::credentials::{self, Credential, CredentialsError};
 use crate::manifest::{parse_document, Document, ManifestError};
-use crate::pull::backoff;
 use crate::reference::Reference;
 
 /// Bytes read from a blob file per body chunk (and between two progress events).
@@ -153,7 +152,14 @@ pub enum PushErrorKind {
     Internal(String),
 }
 
-impl PushErrorKind {
+impl crate::retry::Retryable for PushErrorKind {
+    fn gave_up(attempts: u32, last: Self) -> Self {
+        PushErrorKind::GaveUp {
+            attempts,
+            last: Box::new(last),
+        }
+    }
+
     fn is_transient(&self) -> bool {
         match self {
             PushErrorKind::Registry(e) | PushErrorKind::Blob { source: e, .. } => e.is_transient(),
@@ -174,42 +180,26 @@ impl From<StoreError> for PushErrorKind {
     }
 }
 
-/// Runs `op` until it succeeds, fails for good, or `opts.retries` retries are used.
+/// Runs `op` with retries, reporting each one as a `Retrying` event.
 async fn with_retries<T, F, Fut>(
     opts: &PushOptions,
     events: &UnboundedSender<PushEvent>,
     what: &str,
-    mut op: F,
+    op: F,
 ) -> Result<T, PushErrorKind>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, PushErrorKind>>,
 {
-    let mut attempt = 0u32;
-    loop {
-        match op().await {
-            Ok(v) => return Ok(v),
-            Err(e) if e.is_transient() && attempt < opts.retries => {
-                attempt += 1;
-                let delay = backoff(opts.retry_delay, attempt);
-                tracing::info!(what, attempt, ?delay, error = %e, "retrying");
-                let _ = events.send(PushEvent::Retrying {
-                    what: what.to_string(),
-                    attempt,
-                    delay,
-                    reason: e.to_string(),
-                });
-                tokio::time::sleep(delay).await;
-            }
-            Err(e) if attempt > 0 && e.is_transient() => {
-                return Err(PushErrorKind::GaveUp {
-                    attempts: attempt + 1,
-                    last: Box::new(e),
-                })
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    let on_retry = |attempt, delay, e: &PushErrorKind| {
+        let _ = events.send(PushEvent::Retrying {
+            what: what.to_string(),
+            attempt,
+            delay,
+            reason: e.to_string(),
+        });
+    };
+    crate::retry::with_retries(opts.retries, opts.retry_delay, what, on_retry, op).await
 }
 
 /// One blob to send.
@@ -755,6 +745,7 @@ fn upload_location(resp: &reqwest::Response, digest: &Digest) -> Result<Url, Pus
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::retry::Retryable as _;
 
     #[test]
     fn transient_kinds() {
