@@ -1311,3 +1311,87 @@ fn ignore_file_beside_the_containerfile_wins() {
     let (id, _) = build_ok(&store, &ctx, &["-f", &file_arg]);
     assert_eq!(run_in(&store, &id, "ls /t"), "a.txt\n");
 }
+
+/// A one-file HTTP server on loopback for `ADD <url>`: serves `body` at every path but
+/// `/missing` (404), with a fixed Last-Modified; counts requests.
+fn serve_file(body: &'static [u8]) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut request_line = String::new();
+            let _ = reader.read_line(&mut request_line);
+            let mut line = String::new();
+            while reader.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
+                line.clear();
+            }
+            let mut conn = conn;
+            if request_line.contains("/missing") {
+                let _ = conn.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            } else {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Tue, 14 Nov 2023 22:13:20 GMT\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(head.as_bytes());
+                let _ = conn.write_all(body);
+            }
+        }
+    });
+    (format!("http://{addr}"), hits)
+}
+
+#[test]
+fn add_url_downloads_with_mode_600_last_modified_and_checksum() {
+    let Some(base) = busybox() else { return };
+    let (server, _hits) = serve_file(b"remote content\n");
+    let sum = "c18243bcea0987f0dabe57a6714acda33fe58db2d6096c58a8b5be13ed378588";
+    let store = TestStore::new();
+    let ctx = Ctx::new(&format!(
+        "FROM {base}\n\
+         ADD {server}/files/data.txt?v=1 /opt/\n\
+         ADD --checksum=sha256:{sum} {server}/data.txt /renamed.txt\n"
+    ));
+    let (id, _) = build_ok(&store, &ctx, &["-t", "localhost/addurl"]);
+    let out = run_in(
+        &store,
+        "localhost/addurl",
+        "stat -c '%a %Y %s' /opt/data.txt /renamed.txt; cat /opt/data.txt",
+    );
+    assert_eq!(
+        out, "600 1700000000 15\n600 1700000000 15\nremote content\n",
+        "{id}"
+    );
+
+    ctx.containerfile(&format!(
+        "FROM {base}\nADD --checksum=sha256:{} {server}/data.txt /x\n",
+        "0".repeat(64)
+    ));
+    let out = build(&store, &ctx, &["-t", "localhost/addurl-bad"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("Containerfile:2") && err.contains("checksum mismatch"),
+        "{err}"
+    );
+
+    ctx.containerfile(&format!("FROM {base}\nADD {server}/missing /x\n"));
+    let out = build(&store, &ctx, &["-t", "localhost/addurl-404"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("Containerfile:2") && err.contains("404"),
+        "{err}"
+    );
+    assert!(!store
+        .run(&["inspect", "localhost/addurl-bad"])
+        .status
+        .success());
+}

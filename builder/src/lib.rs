@@ -83,6 +83,10 @@ pub struct BuildOutput {
 /// Finds a base image by reference (pulling it if the caller wants to) and returns its record.
 pub type ResolveImage<'a> = &'a dyn Fn(&str) -> Result<gcr_storage::ImageRecord, String>;
 
+/// Downloads a URL for `ADD <url>`: its bytes and its `Last-Modified` time (Unix seconds).
+/// The builder starts no threads, so the caller does the network work (e.g. in a child).
+pub type FetchUrl<'a> = &'a dyn Fn(&str) -> Result<(Vec<u8>, Option<i64>), String>;
+
 /// Build the image `opts` describes into `store`. Must be called from a single-threaded
 /// process (RUN forks containers). Nothing is named unless the whole build succeeds.
 pub fn build(
@@ -90,7 +94,17 @@ pub fn build(
     opts: &BuildOptions,
     resolve: ResolveImage<'_>,
 ) -> Result<BuildOutput, BuildError> {
-    engine::Engine::new(store, opts, resolve)?.run()
+    engine::Engine::new(store, opts, resolve, None)?.run()
+}
+
+/// [`build`] with a downloader for `ADD <url>` (without one, such an ADD is an error).
+pub fn build_with_fetch(
+    store: &gcr_storage::Store,
+    opts: &BuildOptions,
+    resolve: ResolveImage<'_>,
+    fetch: FetchUrl<'_>,
+) -> Result<BuildOutput, BuildError> {
+    engine::Engine::new(store, opts, resolve, Some(fetch))?.run()
 }
 
 /// The host platform as `os/arch[/variant]`.

@@ -125,7 +125,11 @@ pub fn build(ctx: &Context, args: BuildArgs) -> anyhow::Result<u8> {
         pull_image(ctx, name).map_err(|e| format!("{e:#}"))?;
         crate::images::find_image(&store, name).map_err(|e| format!("{e:#}"))
     };
-    match gcr_builder::build(&store, &options, &resolve) {
+    let fetch = |url: &str| -> Result<(Vec<u8>, Option<i64>), String> {
+        let dir = store.build_dir("add-url").map_err(|e| e.to_string())?;
+        fetch_url(&dir.path().join("download"), url).map_err(|e| format!("{e:#}"))
+    };
+    match gcr_builder::build_with_fetch(&store, &options, &resolve, &fetch) {
         Ok(output) => {
             let id = output.image.id.as_str().to_string();
             if let Some(file) = &args.iidfile {
@@ -239,6 +243,40 @@ fn pull_image(ctx: &Context, name: &str) -> anyhow::Result<()> {
         bail!("base image {name} is not in the store and could not be pulled");
     }
     Ok(())
+}
+
+/// Largest `ADD <url>` download.
+const MAX_ADD_URL_BYTES: u64 = 1 << 30;
+
+/// Downloads `url` into `dest` in a child `gcr __fetch-url` (no threads in this process, which
+/// forks RUN containers) and returns the bytes and the Last-Modified time.
+fn fetch_url(dest: &std::path::Path, url: &str) -> anyhow::Result<(Vec<u8>, Option<i64>)> {
+    let exe = std::env::current_exe().context("cannot find the gcr binary to download with")?;
+    let out = std::process::Command::new(exe)
+        .arg("__fetch-url")
+        .arg(url)
+        .arg(dest)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("cannot start the download")?;
+    if !out.status.success() {
+        let text = String::from_utf8_lossy(&out.stderr);
+        bail!("{}", text.trim().trim_start_matches("error: "));
+    }
+    let last_modified = String::from_utf8_lossy(&out.stdout).trim().parse().ok();
+    let data = std::fs::read(dest).with_context(|| format!("cannot read {}", dest.display()))?;
+    Ok((data, last_modified))
+}
+
+/// `gcr __fetch-url URL DEST`: the download itself, for [`fetch_url`]. Prints the
+/// Last-Modified time (Unix seconds) when the server sent one.
+pub fn fetch_url_command(url: &str, dest: &std::path::Path) -> anyhow::Result<u8> {
+    let runtime = crate::tokio_runtime()?;
+    let fetched = runtime.block_on(gcr_registry::fetch::fetch_url(url, dest, MAX_ADD_URL_BYTES))?;
+    if let Some(time) = fetched.last_modified {
+        println!("{time}");
+    }
+    Ok(0)
 }
 
 fn check(args: &BuildArgs) -> anyhow::Result<u8> {

@@ -75,13 +75,16 @@ enum Command {
     /// Manage the store
     #[command(subcommand)]
     System(system::SystemCommand),
+    /// Internal: download a URL for `ADD <url>` (run by `gcr build`)
+    #[command(name = "__fetch-url", hide = true)]
+    FetchUrl { url: String, dest: PathBuf },
 }
 
 impl Command {
     /// Whether the command reads or writes the store (and so needs the rootless namespace).
     fn uses_store(&self) -> bool {
         match self {
-            Command::Login(_) | Command::Logout(_) => false,
+            Command::Login(_) | Command::Logout(_) | Command::FetchUrl { .. } => false,
             Command::Build(args) => args.needs_store(),
             _ => true,
         }
@@ -139,6 +142,7 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(args) => run::run(&ctx, args),
         Command::Build(args) => check::build(&ctx, args),
         Command::System(cmd) => system::system(&ctx, cmd),
+        Command::FetchUrl { url, dest } => check::fetch_url_command(&url, &dest),
     }
 }
 

@@ -16,6 +16,7 @@
 
 pub mod client;
 pub mod credentials;
+pub mod fetch;
 pub mod login;
 pub mod manifest;
 pub mod platform;

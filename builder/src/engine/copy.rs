@@ -30,6 +30,52 @@ impl Engine<'_> {
         Ok((uid, gid))
     }
 
+    /// `ADD <url>`: the download as an inline file named after the URL's last path segment,
+    /// mode 0600 and the `Last-Modified` time as BuildKit gives it, checked against
+    /// `--checksum` when given.
+    fn fetch_entry(&self, url: &str, checksum: Option<&str>, now_secs: i64) -> StepResult<Entry> {
+        let fetch = self.fetch.ok_or_else(|| {
+            format!("ADD of a URL ({url}) needs the network, which this build cannot use")
+        })?;
+        let (data, last_modified) = fetch(url)?;
+        if let Some(expected) = checksum {
+            let Some(hex) = expected.strip_prefix("sha256:") else {
+                return Err(format!("--checksum={expected}: use sha256:<hex>").into());
+            };
+            let actual = gcr_storage::Digest::of(&data);
+            if actual.hex() != hex.to_ascii_lowercase() {
+                return Err(format!(
+                    "ADD {url}: checksum mismatch: expected sha256:{hex}, got {actual}"
+                )
+                .into());
+            }
+        }
+        let path_part = url
+            .split(['?', '#'])
+            .next()
+            .unwrap_or(url)
+            .splitn(4, '/')
+            .nth(3)
+            .unwrap_or("");
+        let name = path_part
+            .rsplit('/')
+            .find(|s| !s.is_empty() && *s != "." && *s != "..")
+            .unwrap_or("__unnamed__")
+            .to_string();
+        Ok(Entry {
+            src: None,
+            size: data.len() as u64,
+            data: Some(data),
+            rel: PathBuf::from(name),
+            kind: Kind::File,
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+            mtime: last_modified.unwrap_or(now_secs),
+            link_key: None,
+        })
+    }
+
     pub(super) fn copy_instruction(
         &mut self,
         stage: usize,
@@ -40,11 +86,8 @@ impl Engine<'_> {
         progress: &str,
     ) -> StepResult<()> {
         let what = if is_add { "ADD" } else { "COPY" };
-        if c.checksum.is_some() {
-            return Err(format!(
-                "{what} --checksum is only for URL sources, which are not supported yet"
-            )
-            .into());
+        if c.checksum.is_some() && !is_add {
+            return Err(format!("{what} has no --checksum: it is an ADD flag").into());
         }
         let exclude = if c.exclude.is_empty() {
             None
@@ -95,14 +138,17 @@ impl Engine<'_> {
                         return Err(format!("{what} cannot copy from a URL ({p}): use ADD").into());
                     }
                     if remote && (p.starts_with("http://") || p.starts_with("https://")) {
-                        return Err(format!(
-                            "ADD of a URL ({p}) is not supported yet: download it into the context and COPY it"
-                        )
-                        .into());
+                        inline.push(self.fetch_entry(&p, c.checksum.as_deref(), now_secs)?);
+                        continue;
                     }
                     if remote {
                         return Err(
                             format!("ADD of a remote source ({p}) is not supported yet").into()
+                        );
+                    }
+                    if c.checksum.is_some() {
+                        return Err(
+                            format!("ADD --checksum is only for URL sources, not {p}").into()
                         );
                     }
                     paths.push(p);

@@ -117,6 +117,7 @@ pub(crate) struct Engine<'a> {
     store: &'a Store,
     opts: &'a BuildOptions,
     resolve: ResolveImage<'a>,
+    fetch: Option<crate::FetchUrl<'a>>,
     file: String,
     cf: Containerfile,
     lexer: ShellLexer,
@@ -143,6 +144,7 @@ impl<'a> Engine<'a> {
         store: &'a Store,
         opts: &'a BuildOptions,
         resolve: ResolveImage<'a>,
+        fetch: Option<crate::FetchUrl<'a>>,
     ) -> Result<Engine<'a>, BuildError> {
         let file = opts.containerfile.display().to_string();
         let text = std::fs::read_to_string(&opts.containerfile)
@@ -163,6 +165,7 @@ impl<'a> Engine<'a> {
             store,
             opts,
             resolve,
+            fetch,
             file,
             lexer,
             globals: Vec::new(),
