@@ -1271,8 +1271,11 @@ fn unsupported_sources_are_refused_with_the_line() {
     let store = TestStore::new();
     for (containerfile, message) in [
         (
-            format!("FROM {base}\nADD https://example.com/x.tar /x\n"),
-            "ADD of a URL (https://example.com/x.tar) is not supported yet",
+            format!(
+                "FROM {base}\nADD --checksum=sha256:{} ./local /x\n",
+                "0".repeat(64)
+            ),
+            "ADD --checksum is only for URL sources",
         ),
         (
             format!("FROM {base}\nCOPY http://example.com/x /x\n"),

@@ -142,7 +142,7 @@ for arg in "$@"; do
     esac
 done
 section "cargo test ${SCOPE[*]} $*"
-cargo test "${SCOPE[@]}" "$@" 9>&-
+cargo test --no-fail-fast "${SCOPE[@]}" "$@" 9>&-
 record "cargo test" $?
 
 summary
