@@ -1012,3 +1012,61 @@ fn images_with_more_layers_than_one_page_of_mount_options_run() {
         assert_no_leftovers(&s);
     }
 }
+
+#[test]
+fn kept_containers_are_listed_named_and_removed() {
+    let Some(image) = image() else { return };
+    let Some(s) = Setup::new(As::Root) else {
+        return;
+    };
+    let run = |args: &[&str]| s.cmd().arg("run").args(args).output().unwrap();
+    expect(&run(&["--name", "kept", &image, "sh", "-c", "exit 3"]), 3);
+    let dup = run(&["--name", "kept", &image, "true"]);
+    assert_eq!(dup.status.code(), Some(125));
+    assert!(stderr(&dup).contains("already used"), "{}", stderr(&dup));
+
+    // A running container: its gcr run is alive.
+    let mut sleeper = s
+        .cmd()
+        .args(["run", "--name", "sleeper", &image, "sleep", "60"])
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let ps = |args: &[&str]| {
+        let out = s.cmd().arg("ps").args(args).output().unwrap();
+        stdout(&out)
+    };
+    while !ps(&[]).contains("sleeper") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let running = ps(&[]);
+    assert!(
+        running.contains("sleeper") && running.contains("Up"),
+        "{running}"
+    );
+    assert!(
+        !running.contains("kept"),
+        "exited container listed without -a: {running}"
+    );
+    let all = ps(&["-a"]);
+    assert!(all.contains("kept") && all.contains("Exited (3)"), "{all}");
+
+    // The image stays in use while a container exists.
+    let rmi = s.cmd().args(["rmi", &image]).output().unwrap();
+    assert!(!rmi.status.success());
+    let rm = s.cmd().args(["rm", "sleeper"]).output().unwrap();
+    assert!(!rm.status.success(), "removed a running container");
+    assert!(stderr(&rm).contains("is running"), "{}", stderr(&rm));
+    let rm = s
+        .cmd()
+        .args(["rm", "-f", "sleeper", "kept"])
+        .output()
+        .unwrap();
+    assert!(rm.status.success(), "{}", stderr(&rm));
+    let status = sleeper.wait().unwrap();
+    assert!(!status.success(), "the killed gcr run exited cleanly");
+    assert_eq!(ps(&["-a", "-q"]).trim(), "");
+    assert_no_leftovers(&s);
+    let rmi = s.cmd().args(["rmi", &image]).output().unwrap();
+    assert!(rmi.status.success(), "{}", stderr(&rmi));
+}

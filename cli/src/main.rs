@@ -6,6 +6,7 @@
 
 mod archive;
 mod check;
+mod containers;
 mod format;
 mod images;
 mod pull;
@@ -70,6 +71,10 @@ enum Command {
     Logout(pull::LogoutArgs),
     /// Run a command in a new container
     Run(run::RunArgs),
+    /// List containers
+    Ps(containers::PsArgs),
+    /// Remove containers
+    Rm(containers::RmArgs),
     /// Build an image from a Containerfile
     Build(check::BuildArgs),
     /// Manage the store
@@ -140,6 +145,8 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
         Command::Login(args) => pull::login(args),
         Command::Logout(args) => pull::logout(args),
         Command::Run(args) => run::run(&ctx, args),
+        Command::Ps(args) => containers::ps(&ctx, args),
+        Command::Rm(args) => containers::rm(&ctx, args),
         Command::Build(args) => check::build(&ctx, args),
         Command::System(cmd) => system::system(&ctx, cmd),
         Command::FetchUrl { url, dest } => check::fetch_url_command(&url, &dest),

@@ -370,6 +370,7 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
 
     let mut spec = gcr_runtime::docker_default_spec();
     spec.set_hostname(Some(hostname));
+    let recorded_command = argv.clone();
     if let Some(mut process) = spec.process().clone() {
         process.set_args(Some(argv));
         process.set_env(Some(env));
@@ -443,6 +444,9 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
         }
     }
 
+    if let Some(name) = &args.name {
+        crate::containers::ensure_name_free(&store, name)?;
+    }
     // Record the container before anything is created for it, so `gcr system check` and
     // `rmi` know the image is in use.
     match &image_id {
@@ -452,10 +456,17 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
         None => std::fs::create_dir_all(&state_dir)
             .with_context(|| format!("cannot create {}", state_dir.display()))?,
     }
-    if let Some(name) = &args.name {
-        std::fs::write(state_dir.join("name"), name)
-            .with_context(|| format!("cannot record the name in {}", state_dir.display()))?;
-    }
+    let meta = crate::containers::ContainerMeta {
+        name: args.name.clone(),
+        image: match &args.rootfs {
+            Some(dir) => format!("--rootfs {}", dir.display()),
+            None => args.args.first().cloned().unwrap_or_default(),
+        },
+        command: recorded_command,
+        created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        pid: std::process::id(),
+    };
+    crate::containers::write_meta(&state_dir, &meta)?;
     if let gcr_runtime::RootfsSource::Overlay { upper, work, .. } = &rootfs {
         for dir in [upper, work] {
             std::fs::create_dir_all(dir)
@@ -477,6 +488,12 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
     let started = result.is_ok() || matches!(&result, Err(gcr_runtime::RuntimeError::Exec { .. }));
     if args.rm || !started || image_id.is_none() {
         remove_container(&store, &container_id, started);
+    } else {
+        let code = match &result {
+            Ok(code) => *code,
+            Err(err) => err.exit_code(),
+        };
+        crate::containers::write_exit_status(&state_dir, code);
     }
     match result {
         Ok(code) => Ok((code & 0xff) as u8),

@@ -102,9 +102,9 @@ fn df(ctx: &Context) -> anyhow::Result<u8> {
 fn prune(ctx: &Context, args: PruneArgs) -> anyhow::Result<u8> {
     if !args.force {
         let what = if args.all {
-            "all images without a container, unused layers and blobs, and stale temporary files"
+            "stopped containers, all images without a container, unused layers and blobs, and stale temporary files"
         } else {
-            "unnamed images, unused layers and blobs, and stale temporary files"
+            "stopped containers, unnamed images, unused layers and blobs, and stale temporary files"
         };
         if !std::io::stdin().is_terminal() {
             bail!("prune removes {what}; confirm with -f when not on a terminal");
@@ -117,6 +117,10 @@ fn prune(ctx: &Context, args: PruneArgs) -> anyhow::Result<u8> {
         }
     }
     let store = ctx.open_store()?;
+    // As `docker system prune`: stopped containers go first, then what they held.
+    for id in crate::containers::remove_stopped(&store)? {
+        println!("Deleted container: {id}");
+    }
     let report = store.prune(args.all)?;
     for name in &report.untagged {
         println!("Untagged: {name}");

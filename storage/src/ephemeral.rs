@@ -53,6 +53,11 @@ impl Store {
         fs::rename(&part, &record).map_err(|e| io_err("renaming into", &record, e))
     }
 
+    /// The IDs of every container directory, sorted.
+    pub fn container_ids(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.containers()?.into_iter().map(|(id, _)| id).collect())
+    }
+
     /// Moves container `id`'s directory out of `containers/` into a locked `tmp/` entry and
     /// returns the handle that deletes it. `None` when there is no such directory.
     pub fn set_aside_container(&self, id: &str) -> Result<Option<SetAside>, StoreError> {
