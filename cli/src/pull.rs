@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Read};
 use anyhow::{bail, Context as _};
 use clap::Args;
 use gcr_registry::{PullEvent, PullOptions, Reference};
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 
 use crate::format::short_id;
 use crate::Context;
@@ -93,17 +93,7 @@ pub fn pull(ctx: &Context, args: PullArgs) -> anyhow::Result<u8> {
 
 /// Draws per-layer bars on a terminal, plain lines otherwise, nothing when quiet.
 async fn show_progress(mut events: tokio::sync::mpsc::UnboundedReceiver<PullEvent>, quiet: bool) {
-    let terminal = std::io::stderr().is_terminal();
-    let multi = MultiProgress::with_draw_target(if terminal && !quiet {
-        ProgressDrawTarget::stderr()
-    } else {
-        ProgressDrawTarget::hidden()
-    });
-    let style = ProgressStyle::with_template(
-        "{prefix:.bold} {msg:<12} [{bar:30}] {bytes:>10}/{total_bytes:<10} {bytes_per_sec}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar())
-    .progress_chars("=> ");
+    let (terminal, multi, style) = crate::format::transfer_bars(quiet);
     let mut bars: HashMap<String, ProgressBar> = HashMap::new();
     while let Some(event) = events.recv().await {
         if quiet {

@@ -1,13 +1,12 @@
 //! `gcr push`: an image from the store to a registry, with progress bars like `gcr pull`.
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
 use clap::Args;
 use gcr_registry::{PushEvent, PushOptions, Reference};
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 
 use crate::format::short_id;
 use crate::images::find_image;
@@ -90,17 +89,7 @@ pub fn push(ctx: &Context, args: PushArgs) -> anyhow::Result<u8> {
 
 /// Draws per-blob bars on a terminal, plain lines otherwise, nothing when quiet.
 async fn show_progress(mut events: tokio::sync::mpsc::UnboundedReceiver<PushEvent>, quiet: bool) {
-    let terminal = std::io::stderr().is_terminal();
-    let multi = MultiProgress::with_draw_target(if terminal && !quiet {
-        ProgressDrawTarget::stderr()
-    } else {
-        ProgressDrawTarget::hidden()
-    });
-    let style = ProgressStyle::with_template(
-        "{prefix:.bold} {msg:<12} [{bar:30}] {bytes:>10}/{total_bytes:<10} {bytes_per_sec}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar())
-    .progress_chars("=> ");
+    let (terminal, multi, style) = crate::format::transfer_bars(quiet);
     let finished = |key: &str, message: String| {
         if terminal {
             let bar = multi.add(ProgressBar::new(0));
