@@ -10,25 +10,6 @@ use std::process::{Command, Output, Stdio};
 use serde_json::{json, Value};
 use support::{stderr, stdout, TestStore};
 
-/// A tool the test needs, or None (skip outside CI).
-fn tool(name: &str) -> Option<()> {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {name}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if found {
-        return Some(());
-    }
-    assert!(
-        !support::in_ci(),
-        "{name} is missing: run tests/fixtures/setup.sh"
-    );
-    eprintln!("SKIP: {name} is missing (tests/fixtures/setup.sh installs it)");
-    None
-}
-
 fn inspect(store: &TestStore, image: &str) -> Value {
     let out = store.ok(&["inspect", image]);
     let v: Value = serde_json::from_str(&out).expect("inspect json");
@@ -177,7 +158,7 @@ fn podman_loads_and_runs_what_gcr_saves() {
     let Some(registry) = support::registry() else {
         return;
     };
-    if tool("podman").is_none() {
+    if support::tool("podman").is_none() {
         return;
     }
     let store = TestStore::new();
@@ -217,7 +198,7 @@ fn gcr_loads_and_runs_what_podman_saves() {
     let Some(registry) = support::registry() else {
         return;
     };
-    if tool("podman").is_none() {
+    if support::tool("podman").is_none() {
         return;
     }
     let image = format!("{registry}/busybox:latest");

@@ -581,24 +581,6 @@ RUN id -u > /tmp/uid
 // image configs compared.
 
 /// A tool the differential tests need, or None (skip outside CI).
-fn tool(name: &str) -> Option<()> {
-    let found = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {name}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if found {
-        return Some(());
-    }
-    assert!(
-        !support::in_ci(),
-        "{name} is missing: run tests/fixtures/setup.sh"
-    );
-    eprintln!("SKIP: {name} is missing (tests/fixtures/setup.sh installs it)");
-    None
-}
-
 /// path -> "type mode uid:gid size sha256 | link target" for every entry below `root`.
 fn file_tree(root: &Path) -> std::collections::BTreeMap<String, String> {
     use sha2::Digest as _;
@@ -686,7 +668,7 @@ fn layout_config(layout: &Path, name: &str) -> serde_json::Value {
 fn differential(name: &str, containerfile: &str, setup: impl Fn(&Path)) {
     let Some(_) = busybox() else { return };
     for t in ["buildah", "umoci"] {
-        if tool(t).is_none() {
+        if support::tool(t).is_none() {
             return;
         }
     }

@@ -83,25 +83,6 @@ fn unique_repo(what: &str) -> String {
     format!("gcr-test-push/{what}-{}-{nanos}", std::process::id())
 }
 
-/// A tool the test needs, or None (skip outside CI).
-fn tool(name: &str) -> Option<()> {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {name}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if found {
-        return Some(());
-    }
-    assert!(
-        !support::in_ci(),
-        "{name} is missing: run tests/fixtures/setup.sh"
-    );
-    eprintln!("SKIP: {name} is missing (tests/fixtures/setup.sh installs it)");
-    None
-}
-
 /// The manifest digest skopeo reads for `reference` (sha256 of the raw manifest).
 fn skopeo_digest(reference: &str, extra: &[&str]) -> String {
     use sha2::Digest as _;
@@ -243,7 +224,7 @@ fn pushed_image_reads_back_identically_in_skopeo_and_gcr_and_runs_in_podman() {
     let Some(registry) = support::registry() else {
         return;
     };
-    if tool("skopeo").is_none() || tool("podman").is_none() {
+    if support::tool("skopeo").is_none() || support::tool("podman").is_none() {
         return;
     }
     let env = Env::new();
@@ -294,7 +275,7 @@ fn docker_schema2_manifest_is_pushed_byte_for_byte() {
     let Some(registry) = support::registry() else {
         return;
     };
-    if tool("skopeo").is_none() {
+    if support::tool("skopeo").is_none() {
         return;
     }
     let env = Env::new();
@@ -414,7 +395,7 @@ fn built_image_pushed_runs_under_podman_with_its_deletions() {
     let Some(registry) = support::registry() else {
         return;
     };
-    if tool("podman").is_none() {
+    if support::tool("podman").is_none() {
         return;
     }
     let env = Env::new();

@@ -86,3 +86,20 @@ pub fn stdout(out: &Output) -> String {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// A command-line tool a test needs (installed by tests/fixtures/setup.sh), or None: the
+/// calling test skips outside CI and fails in CI.
+pub fn tool(name: &str) -> Option<()> {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if found {
+        return Some(());
+    }
+    assert!(!in_ci(), "{name} is missing: run tests/fixtures/setup.sh");
+    eprintln!("SKIP: {name} is missing (tests/fixtures/setup.sh installs it)");
+    None
+}
