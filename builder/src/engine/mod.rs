@@ -947,12 +947,20 @@ impl<'a> Engine<'a> {
                 let layer = if crate::commit::is_empty_dir(&dirs.upper) {
                     None
                 } else {
+                    let commit_started = Instant::now();
                     let committed = crate::commit::commit_upper(
                         self.store,
                         &dirs.upper,
                         self.opts.compression,
                         self.opts.timestamp,
                     )?;
+                    // BuildKit reports its export separately; the commit can outweigh the RUN.
+                    self.say(&format!(
+                        "#{n} exporting layer {} {:.1} MB {:.1}s done",
+                        committed.info.digest.short(),
+                        committed.info.size as f64 / 1e6,
+                        commit_started.elapsed().as_secs_f64()
+                    ));
                     Some(LayerRef {
                         diff_id: committed.info.diff_id,
                         blob: committed.info.digest,
