@@ -12,8 +12,9 @@
 # Prints medians and ratios. Targets (issue 5): cold <= 0.5x Buildah, cached <= 0.1x Buildah,
 # commit 3x Buildah's throughput (<= 0.33x its time).
 #
-# Measured 2026-11-24 (2-core VM, release gcr, buildah 1.28, medians of 2 rounds): cold 0.84 s vs
-# 2.42 s (0.35x), cached 0.027 s vs 0.36 s (0.07x). RESULTS_COMMIT
+# Measured 2026-11-24 (2-core VM, release gcr, buildah 1.28, medians of 3 rounds): cold 0.45 s vs
+# 2.70 s (0.17x), cached 0.024 s vs 0.40 s (0.06x), build1g 6.2 s vs 20.7 s (0.30x), commit
+# 3.5 s vs 14.5 s (0.24x: 4.1x Buildah's throughput).
 #
 # Usage: bash bench/build.sh [ROUNDS]    (as root; default 3 rounds)
 # Env:   GCR=/path/to/gcr (default: target/release/gcr, built if missing)
