@@ -1070,3 +1070,172 @@ fn kept_containers_are_listed_named_and_removed() {
     let rmi = s.cmd().args(["rmi", &image]).output().unwrap();
     assert!(rmi.status.success(), "{}", stderr(&rmi));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Rootful user namespaces: --userns=auto, --uidmap/--gidmap (idmapped layers)
+
+/// The host uid that container uid 0 maps to, from a printed /proc/self/uid_map.
+fn host_root_of(uid_map: &str) -> u64 {
+    uid_map
+        .lines()
+        .find_map(|l| {
+            let f: Vec<u64> = l
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            (f.len() == 3 && f[0] == 0).then_some(f[1])
+        })
+        .unwrap_or_else(|| panic!("no mapping of uid 0 in {uid_map:?}"))
+}
+
+#[test]
+fn userns_auto_runs_an_image_as_a_mapped_root_with_its_files_owned_by_root() {
+    let Some(image) = image() else { return };
+    let Some(s) = Setup::new(As::Root) else {
+        return;
+    };
+    // The image's files are owned by 0 on disk; through idmapped layers the container's root
+    // owns them, can chown within its range, keeps Docker's hardening, and its limits apply.
+    let script = "cat /proc/self/uid_map; echo ---; stat -c %u:%g / /bin/busybox /etc/hosts; \
+                  touch /made && chown 100:100 /made && stat -c %u:%g /made; \
+                  echo hi >> /etc/hosts && echo hosts-writable; \
+                  grep CapEff /proc/self/status; unshare -U true 2>/dev/null || echo unshare-refused; \
+                  (for i in 1 2 3 4 5 6 7 8; do sleep 1 & done; wait) 2>&1; true";
+    let out = s
+        .cmd()
+        .args([
+            "run",
+            "--rm",
+            "--userns=auto",
+            "--pids-limit",
+            "5",
+            &image,
+            "sh",
+            "-c",
+            script,
+        ])
+        .output()
+        .unwrap();
+    let text = expect(&out, 0);
+    let (map, rest) = text.split_once("---\n").unwrap();
+    // setup.sh gives the user "containers" 2147483647:2147483648, as Podman's docs do.
+    assert!(host_root_of(map) >= 2147483647, "{text}");
+    assert!(
+        rest.starts_with("0:0\n0:0\n0:0\n100:100\nhosts-writable\n"),
+        "{text}"
+    );
+    assert!(rest.contains(DOCKER_CAPS), "{text}");
+    assert!(rest.contains("unshare-refused"), "{text}");
+    // The parent put the container into its cgroup (the child may not write the host's
+    // cgroup files from its namespace): the fork limit holds.
+    assert!(rest.contains("can't fork"), "pids limit missing: {text}");
+    assert_no_leftovers(&s);
+
+    // Two containers at once get ranges that do not overlap.
+    let first = s
+        .cmd()
+        .args(["run", "--rm", "--userns=auto", &image, "sh", "-c"])
+        .arg("cat /proc/self/uid_map; sleep 2")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let second = s
+        .cmd()
+        .args(["run", "--rm", "--userns=auto:size=1024", &image])
+        .args(["cat", "/proc/self/uid_map"])
+        .output()
+        .unwrap();
+    let second = expect(&second, 0);
+    let first = first.wait_with_output().unwrap();
+    let first = expect(&first, 0);
+    let (a, b) = (host_root_of(&first), host_root_of(&second));
+    assert!(
+        b >= a + 65536 || b + 1024 <= a,
+        "overlapping ranges: {first} / {second}"
+    );
+    assert!(second.split_whitespace().nth(2) == Some("1024"), "{second}");
+    assert_no_leftovers(&s);
+
+    // A plain directory as rootfs is idmapped the same way: the container's writes are
+    // stored as container ids, not as the range's host ids.
+    let out = s.sh(
+        &["--userns=auto"],
+        "stat -c %u /bin/busybox; touch /written-inside",
+    );
+    assert_eq!(expect(&out, 0), "0\n");
+    let meta = std::fs::symlink_metadata(s.rootfs.path().join("written-inside")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 0);
+    assert_no_leftovers(&s);
+}
+
+#[test]
+fn uidmap_and_gidmap_choose_the_mapping_and_bad_values_are_125() {
+    let Some(image) = image() else { return };
+    let Some(s) = Setup::new(As::Root) else {
+        return;
+    };
+    let run = |opts: &[&str], script: &str| {
+        s.cmd()
+            .arg("run")
+            .arg("--rm")
+            .args(opts)
+            .arg(&image)
+            .args(["sh", "-c", script])
+            .output()
+            .unwrap()
+    };
+    let out = run(
+        &["--uidmap", "0:300000:2000"],
+        "cat /proc/self/uid_map /proc/self/gid_map; stat -c %u:%g /bin/busybox",
+    );
+    let text = expect(&out, 0);
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    // --gidmap defaults to --uidmap.
+    assert_eq!(
+        fields,
+        ["0", "300000", "2000", "0", "300000", "2000", "0:0"],
+        "{text}"
+    );
+    let out = run(
+        &["--uidmap", "0:300000:2000", "--gidmap", "0:400000:3000"],
+        "cat /proc/self/gid_map",
+    );
+    assert_eq!(
+        expect(&out, 0).split_whitespace().collect::<Vec<_>>(),
+        ["0", "400000", "3000"]
+    );
+    assert_no_leftovers(&s);
+    for (opts, needle) in [
+        (&["--uidmap", "0:1:x"][..], "--uidmap"),
+        (&["--uidmap", "0:300000:10,5:400000:10"][..], "overlap"),
+        (&["--userns=keep-id"][..], "--userns"),
+        (&["--userns=auto:size=0"][..], "size"),
+        (
+            &["--userns=host", "--uidmap", "0:300000:10"][..],
+            "--userns=host",
+        ),
+    ] {
+        let out = run(opts, "true");
+        assert_eq!(out.status.code(), Some(125), "{opts:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(needle), "{opts:?}: {}", stderr(&out));
+        assert_no_leftovers(&s);
+    }
+}
+
+#[test]
+fn rootless_refuses_userns_choices_it_cannot_honour() {
+    let Some(s) = Setup::new(As::Rootless) else {
+        return;
+    };
+    for opts in [&["--userns=auto"][..], &["--uidmap", "0:1:1"][..]] {
+        let out = s.sh(opts, "true");
+        assert_eq!(out.status.code(), Some(125), "{opts:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("not supported rootless"),
+            "{opts:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert_no_leftovers(&s);
+}

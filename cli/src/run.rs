@@ -87,9 +87,16 @@ pub struct RunArgs {
     /// Run a small init as PID 1 that reaps zombies and forwards signals
     #[arg(long)]
     init: bool,
-    /// User namespace: "" (default), host, private (a new one, rootful)
+    /// User namespace (as root): host (default), auto[:size=N] or private (a new one with a
+    /// free range of the "containers" entries in /etc/subuid and /etc/subgid)
     #[arg(long, value_name = "MODE")]
     userns: Option<String>,
+    /// As root: run in a new user namespace mapping CONTAINER_ID to HOST_ID for SIZE ids
+    #[arg(long, value_name = "CONTAINER_ID:HOST_ID:SIZE")]
+    uidmap: Vec<String>,
+    /// Like --uidmap for group ids (default: the same as --uidmap)
+    #[arg(long, value_name = "CONTAINER_ID:HOST_ID:SIZE")]
+    gidmap: Vec<String>,
     /// Use a directory as the root filesystem instead of an image
     #[arg(long, value_name = "DIR")]
     rootfs: Option<PathBuf>,
@@ -403,15 +410,14 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
             .into())
         }
     }
-    match args.userns.as_deref() {
-        None | Some("") | Some("host") => {}
-        Some(other) => {
-            return Err(anyhow::anyhow!(
-                "--userns={other} is not supported yet: rootless gcr always runs in its own user namespace; as root use --userns=host"
-            )
-            .into())
+    // Held until the container is gone: no other gcr gets the same --userns=auto range.
+    let _userns_lease = match user_namespace(&args)? {
+        Some(mapped) => {
+            gcr_runtime::set_user_namespace(&mut spec, &mapped.uid_map, &mapped.gid_map);
+            mapped.lease
         }
-    }
+        None => None,
+    };
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     for volume in &volumes {
         mounts.push(gcr_runtime::bind_mount(
@@ -535,6 +541,172 @@ fn remove_container(store: &gcr_storage::Store, container_id: &str, started: boo
 }
 
 /// `--privileged`, `--cap-add/--cap-drop` and `--security-opt`, in the order Docker applies them.
+/// A user namespace chosen with --userns/--uidmap/--gidmap.
+struct MappedUserns {
+    uid_map: Vec<(u32, u32, u32)>,
+    gid_map: Vec<(u32, u32, u32)>,
+    /// The lock that reserves an auto-allocated range.
+    lease: Option<std::fs::File>,
+}
+
+/// Where `--userns=auto` reservations are locked: ids are machine-wide, so not per store.
+const USERNS_LEASES: &str = "/run/gcr/userns";
+/// Subordinate ids for `--userns=auto` belong to this user, as with Podman.
+const AUTO_USER: &str = "containers";
+
+fn user_namespace(args: &RunArgs) -> anyhow::Result<Option<MappedUserns>> {
+    let mode = args.userns.as_deref().unwrap_or("");
+    let explicit = !args.uidmap.is_empty() || !args.gidmap.is_empty();
+    if gcr_runtime::userns::rootless_ids().is_some() {
+        if explicit || !matches!(mode, "" | "host") {
+            bail!(
+                "--userns={mode}{} is not supported rootless yet: rootless gcr runs every container in its own user namespace, mapped from your /etc/subuid range",
+                if explicit { " / --uidmap / --gidmap" } else { "" }
+            );
+        }
+        return Ok(None);
+    }
+    if explicit {
+        if !matches!(mode, "" | "private") {
+            bail!("--uidmap/--gidmap cannot be combined with --userns={mode}");
+        }
+        let uid_map = parse_id_maps("--uidmap", &args.uidmap)?;
+        let gid_map = if args.gidmap.is_empty() {
+            uid_map.clone()
+        } else {
+            parse_id_maps("--gidmap", &args.gidmap)?
+        };
+        if uid_map.is_empty() {
+            bail!("--gidmap needs a --uidmap too");
+        }
+        return Ok(Some(MappedUserns {
+            uid_map,
+            gid_map,
+            lease: None,
+        }));
+    }
+    let size = match mode {
+        "" | "host" => return Ok(None),
+        "auto" | "private" => 65536,
+        other => match other.strip_prefix("auto:size=") {
+            Some(n) => n
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n > 0)
+                .with_context(|| format!("--userns={other}: size must be a positive number"))?,
+            None => bail!(
+                "unknown --userns {other:?}: use host, auto, auto:size=N or private (keep-id, nomap and ns: are not supported yet)"
+            ),
+        },
+    };
+    allocate_userns(size).map(Some)
+}
+
+/// `C:H:S[,C:H:S...]` values of --uidmap/--gidmap.
+fn parse_id_maps(flag: &str, values: &[String]) -> anyhow::Result<Vec<(u32, u32, u32)>> {
+    let mut maps = Vec::new();
+    for value in values.iter().flat_map(|v| v.split(',')) {
+        let parts: Vec<Option<u32>> = value.split(':').map(|x| x.parse().ok()).collect();
+        match parts[..] {
+            [Some(c), Some(h), Some(n)]
+                if n > 0 && c.checked_add(n).is_some() && h.checked_add(n).is_some() =>
+            {
+                maps.push((c, h, n))
+            }
+            _ => bail!("{flag} {value:?}: expected CONTAINER_ID:HOST_ID:SIZE with a size above 0"),
+        }
+    }
+    for (i, a) in maps.iter().enumerate() {
+        for b in &maps[i + 1..] {
+            let overlap = |x: u32, y: u32| x < y + b.2 && y < x + a.2;
+            if overlap(a.0, b.0) || overlap(a.1, b.1) {
+                bail!("{flag}: the ranges {a:?} and {b:?} overlap");
+            }
+        }
+    }
+    Ok(maps)
+}
+
+/// Reserves `size` ids from the "containers" ranges of /etc/subuid and /etc/subgid that no
+/// running gcr container holds. Each reservation is a lease file `UID-GID-SIZE` locked by its
+/// gcr for the container's life; a short global lock orders the allocations, and leases whose
+/// lock is free are stale and removed.
+fn allocate_userns(size: u32) -> anyhow::Result<MappedUserns> {
+    let ranges = |file: &str| {
+        gcr_runtime::userns::subordinate_ranges(Path::new(file), AUTO_USER, u32::MAX)
+            .with_context(|| format!("reading {file}"))
+    };
+    let (uids, gids) = (ranges("/etc/subuid")?, ranges("/etc/subgid")?);
+    if uids.is_empty() || gids.is_empty() {
+        bail!(
+            "--userns=auto needs subordinate ids for the user {AUTO_USER:?}: add a line such as \"{AUTO_USER}:2147483647:2147483648\" to /etc/subuid and /etc/subgid (as for Podman)"
+        );
+    }
+    let dir = Path::new(USERNS_LEASES);
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let open = |path: &Path| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))
+    };
+    let global = open(&dir.join("allocate.lock"))?;
+    global
+        .lock()
+        .with_context(|| format!("locking {}", dir.display()))?;
+    // Ranges held by live leases: (uid start, gid start, size).
+    let mut taken = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let parts: Vec<u32> = name.split('-').filter_map(|x| x.parse().ok()).collect();
+        let [uid, gid, n] = parts[..] else { continue };
+        let lease = open(&path)?;
+        match lease.try_lock() {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&path);
+            }
+            Err(std::fs::TryLockError::WouldBlock) => taken.push((uid, gid, n)),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {}", path.display()))
+            }
+        }
+    }
+    let free = |start: u32, pick: fn(&(u32, u32, u32)) -> u32| {
+        taken.iter().all(|t| {
+            start as u64 + size as u64 <= pick(t) as u64
+                || pick(t) as u64 + t.2 as u64 <= start as u64
+        })
+    };
+    let slots = |ranges: &[gcr_runtime::userns::IdRange]| -> Vec<u32> {
+        ranges
+            .iter()
+            .flat_map(|r| (0..r.count / size).map(move |k| r.start + k * size))
+            .collect()
+    };
+    let uid_start = slots(&uids).into_iter().find(|s| free(*s, |t| t.0));
+    let gid_start = slots(&gids).into_iter().find(|s| free(*s, |t| t.1));
+    let (Some(uid_start), Some(gid_start)) = (uid_start, gid_start) else {
+        bail!(
+            "--userns=auto: no free range of {size} ids left for the user {AUTO_USER:?} in /etc/subuid and /etc/subgid (running containers hold the rest)"
+        )
+    };
+    let path = dir.join(format!("{uid_start}-{gid_start}-{size}"));
+    let lease = open(&path)?;
+    lease
+        .try_lock()
+        .with_context(|| format!("locking {}", path.display()))?;
+    Ok(MappedUserns {
+        uid_map: vec![(0, uid_start, size)],
+        gid_map: vec![(0, gid_start, size)],
+        lease: Some(lease),
+    })
+}
+
 fn apply_security(spec: &mut gcr_runtime::Spec, args: &RunArgs) -> anyhow::Result<()> {
     if args.privileged {
         gcr_runtime::set_privileged(spec);

@@ -152,11 +152,11 @@ impl Cgroup {
         }
     }
 
-    /// Moves the calling process into every group (the child calls this before it unshares
-    /// its cgroup namespace, so the container sees its own group as the root).
-    pub fn join_self(&self) -> Result<(), RuntimeError> {
+    /// Moves process `pid` into every group (the parent does this for the child before the
+    /// child unshares its cgroup namespace, so the container sees its own group as the root).
+    pub fn add(&self, pid: i32) -> Result<(), RuntimeError> {
         for dir in &self.dirs {
-            write(dir, "cgroup.procs", "0")?;
+            write(dir, "cgroup.procs", &pid.to_string())?;
         }
         Ok(())
     }

@@ -78,12 +78,11 @@ fn setup_and_exec(
         nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
             .map_err(sys_err("become root in the user namespace"))?;
     }
-    if let Some(cg) = &plan.cgroup {
-        cg.join_self()?;
-        if plan.unshare_cgroupns {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
-                .map_err(sys_err("create the cgroup namespace"))?;
-        }
+    // The parent moved us into our cgroups before the go (in a user namespace of our own we
+    // may not write the host's cgroup files); now the namespace makes them our root.
+    if plan.unshare_cgroupns {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+            .map_err(sys_err("create the cgroup namespace"))?;
     }
     nix::unistd::setsid().map_err(sys_err("setsid"))?;
     if let Some(name) = &plan.hostname {
@@ -96,7 +95,7 @@ fn setup_and_exec(
     }
 
     let rootfs = mounts::prepare_rootfs(plan)?;
-    mounts::pivot(&rootfs)?;
+    mounts::pivot(plan, &rootfs)?;
     mounts::finish(plan)?;
     let root = Root::open(Path::new("/"))?;
 

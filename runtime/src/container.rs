@@ -119,9 +119,24 @@ pub(crate) struct Plan<'a> {
     pub no_new_privileges: bool,
     pub uid_map: String,
     pub gid_map: String,
-    /// Set when the spec limits resources; the child joins it, then unshares its cgroup ns.
+    /// Rootful with a new user namespace: mounts the parent made for the child.
+    pub prepared: Option<Prepared>,
+    /// Set when the spec limits resources; the parent moves the child into it before the
+    /// child unshares its cgroup ns.
     pub cgroup: Option<Cgroup>,
     pub unshare_cgroupns: bool,
+}
+
+/// What the parent (real root) prepares for a child in a user namespace of its own, which may
+/// not look up host paths that only root can reach (the store is 0700): every mount source is
+/// opened here as a detached mount, and the child attaches it by fd.
+pub(crate) struct Prepared {
+    /// The rootfs, idmapped to the container's ids.
+    pub rootfs: OwnedFd,
+    /// For each entry of `Plan::mounts`: its source as a detached bind mount, for bind mounts.
+    pub binds: Vec<Option<OwnedFd>>,
+    /// For each entry of `Plan::etc_files`: the generated file as a detached bind mount.
+    pub etc_files: Vec<OwnedFd>,
 }
 
 /// Messages from the child. `Error` carries the exit code (125/126/127) and one line of text.
@@ -221,6 +236,132 @@ fn id_map(maps: Option<&Vec<oci_spec::runtime::LinuxIdMapping>>) -> String {
             .collect()
     })
     .unwrap_or_default()
+}
+
+/// The host id that container id 0 maps to in a /proc `uid_map`/`gid_map` text.
+fn host_id_of_root(map: &str) -> Option<u32> {
+    map.lines().find_map(|line| {
+        let f: Vec<u32> = line
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        match f[..] {
+            [0, host, size] if size > 0 => Some(host),
+            _ => None,
+        }
+    })
+}
+
+fn cpath(path: &Path) -> Result<CString, RuntimeError> {
+    CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))
+        .map_err(|_| RuntimeError::InvalidSpec(format!("path {} contains NUL", path.display())))
+}
+
+fn prepare_for_userns(
+    opts: &RunOptions,
+    mountpoint: &Path,
+    mounts: &[Mount],
+    etc_files: &[(PathBuf, PathBuf)],
+    uid_map: &str,
+    gid_map: &str,
+) -> Result<Prepared, RuntimeError> {
+    let rootfs = idmapped_rootfs(opts, mountpoint, uid_map, gid_map)?;
+    let clone = |source: &Path, recursive: bool| {
+        sys::clone_tree(&cpath(source)?, recursive)
+            .map_err(|e| RuntimeError::io("open the mount source", source, e.into()))
+    };
+    let mut binds = Vec::new();
+    for m in mounts {
+        let options = m.options().clone().unwrap_or_default();
+        let bind = m.typ().as_deref() == Some("bind")
+            || options.iter().any(|o| o == "bind" || o == "rbind");
+        binds.push(match (bind, m.source()) {
+            (true, Some(source)) => Some(clone(source, options.iter().any(|o| o == "rbind"))?),
+            _ => None,
+        });
+    }
+    let etc_files = etc_files
+        .iter()
+        .map(|(host, _)| clone(host, false))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Prepared {
+        rootfs,
+        binds,
+        etc_files,
+    })
+}
+
+/// Rootful gcr giving the container its own user namespace: the image's files are owned by
+/// ids 0..N on disk, which the container's namespace does not map to themselves. Each layer
+/// (and the upper/work dirs) is cloned as an idmapped mount, so the container sees its own
+/// ids and what it writes lands on disk in the same container terms as the layers; the
+/// overlay is made from those clones here, by real root, as a detached mount.
+fn idmapped_rootfs(
+    opts: &RunOptions,
+    mountpoint: &Path,
+    uid_map: &str,
+    gid_map: &str,
+) -> Result<OwnedFd, RuntimeError> {
+    let fail = |what: String, e: Errno| {
+        RuntimeError::sys(
+            format!("{what} for the user namespace (idmapped mounts need Linux 5.19, detached overlay layers 6.15)"),
+            e,
+        )
+    };
+    // SAFETY: run_container checked that this process is single-threaded.
+    let userns =
+        unsafe { sys::user_namespace_fd(uid_map, gid_map) }.map_err(|(w, e)| fail(w, e))?;
+    let idmapped = |path: &Path| {
+        sys::idmapped_tree(&cpath(path)?, &userns)
+            .map_err(|(w, e)| fail(format!("{w} {}", path.display()), e))
+    };
+    match &opts.rootfs {
+        RootfsSource::Directory(dir) => idmapped(dir),
+        RootfsSource::Overlay {
+            lower,
+            upper,
+            work,
+            userxattr,
+        } => {
+            // Only the layers are idmapped. Overlay works in the upper and work dirs as its
+            // mounter, real root, whose id an idmapped upper could not store (EOVERFLOW); so
+            // what the container writes is stored under the host ids of its range, and the
+            // upper dir (the root directory the container sees) belongs to its root.
+            if let (Some(uid), Some(gid)) = (host_id_of_root(uid_map), host_id_of_root(gid_map)) {
+                std::os::unix::fs::chown(upper, Some(uid), Some(gid))
+                    .map_err(|e| RuntimeError::io("chown", upper, e))?;
+            }
+            let layers = lower
+                .iter()
+                .map(|l| idmapped(l))
+                .collect::<Result<Vec<_>, _>>()?;
+            let lowers = layers
+                .iter()
+                .map(|fd| cpath(Path::new(&format!("/proc/self/fd/{}", fd.as_raw_fd()))))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut flags: Vec<&std::ffi::CStr> = Vec::new();
+            if *userxattr {
+                flags.push(c"userxattr");
+            }
+            if opts.overlay_volatile {
+                flags.push(c"volatile");
+            }
+            let strings: Vec<(&std::ffi::CStr, &std::ffi::CStr)> =
+                vec![(c"redirect_dir", c"off"), (c"metacopy", c"off")];
+            sys::overlay_fsmount(&lowers, &cpath(upper)?, &cpath(work)?, &flags, &strings).map_err(
+                |(w, e)| {
+                    fail(
+                        format!(
+                            "{w} ({} idmapped layers at {})",
+                            lower.len(),
+                            mountpoint.display()
+                        ),
+                        e,
+                    )
+                },
+            )
+        }
+    }
 }
 
 impl<'a> Plan<'a> {
@@ -324,6 +465,26 @@ impl<'a> Plan<'a> {
             }
         }
 
+        let mounts = spec.mounts().clone().unwrap_or_default();
+        let prepared = if new_userns && !in_non_initial_userns() {
+            // The generated /etc files belong to the container's root, as in a rootful run.
+            if let (Some(uid), Some(gid)) = (host_id_of_root(&uid_map), host_id_of_root(&gid_map)) {
+                for (path, _) in &etc_files {
+                    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                        .map_err(|e| RuntimeError::io("chown", path, e))?;
+                }
+            }
+            Some(prepare_for_userns(
+                opts,
+                &rootfs_mountpoint,
+                &mounts,
+                &etc_files,
+                &uid_map,
+                &gid_map,
+            )?)
+        } else {
+            None
+        };
         let user = process.user();
         let seccomp = match linux.seccomp() {
             Some(profile) => Some(seccomp::compile(profile)?),
@@ -342,7 +503,7 @@ impl<'a> Plan<'a> {
             in_userns,
             new_netns,
             hostname,
-            mounts: spec.mounts().clone().unwrap_or_default(),
+            mounts,
             etc_files,
             masked_paths: linux.masked_paths().clone().unwrap_or_default(),
             readonly_paths: linux.readonly_paths().clone().unwrap_or_default(),
@@ -363,6 +524,7 @@ impl<'a> Plan<'a> {
             no_new_privileges: process.no_new_privileges().unwrap_or(false),
             uid_map,
             gid_map,
+            prepared,
             cgroup,
             unshare_cgroupns,
         })
@@ -502,6 +664,9 @@ pub(crate) fn send(sock: &OwnedFd, data: &[u8], fd: Option<RawFd>) -> Result<(),
 fn supervise(plan: &Plan, pid: Pid, sock: &OwnedFd) -> Result<ExitStatusCode, RuntimeError> {
     if plan.new_userns {
         write_id_maps(plan, pid)?;
+    }
+    if let Some(cg) = &plan.cgroup {
+        cg.add(pid.as_raw())?;
     }
     send(sock, &[MSG_GO], None)
         .map_err(|e| RuntimeError::sys("signal the container process", e))?;

@@ -79,6 +79,14 @@ impl Root {
         })
     }
 
+    /// A root from a directory fd already open (`path` is for messages).
+    pub fn from_fd(fd: OwnedFd, path: &Path) -> Root {
+        Root {
+            fd,
+            path: path.to_path_buf(),
+        }
+    }
+
     /// Opens `rel` (relative to the root) with `flags`, resolving inside the root.
     pub fn open_in(&self, rel: &Path, flags: i32, mode: u32) -> Result<OwnedFd, Errno> {
         let c = CString::new(if rel.as_os_str().is_empty() {

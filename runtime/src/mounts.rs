@@ -243,15 +243,25 @@ fn mount_fs(
     Ok(())
 }
 
-fn mount_bind(root: &Root, m: &oci_spec::runtime::Mount, o: &Options) -> Result<(), RuntimeError> {
+/// A bind mount; `prepared` is its source already opened by the parent (see `Prepared`).
+fn mount_bind(
+    root: &Root,
+    m: &oci_spec::runtime::Mount,
+    o: &Options,
+    prepared: Option<&OwnedFd>,
+) -> Result<(), RuntimeError> {
     let dest = m.destination();
     let rel = relative(dest)?;
     let source = m.source().as_ref().ok_or_else(|| {
         RuntimeError::InvalidSpec(format!("bind mount on {} has no source", dest.display()))
     })?;
-    let src_meta =
-        std::fs::metadata(source).map_err(|e| RuntimeError::io("volume source", source, e))?;
-    let target = if src_meta.is_dir() {
+    let source_is_dir = match prepared {
+        Some(fd) => is_dir(fd),
+        None => std::fs::metadata(source)
+            .map_err(|e| RuntimeError::io("volume source", source, e))?
+            .is_dir(),
+    };
+    let target = if source_is_dir {
         root.mkdir_all(&rel)?
     } else {
         root.ensure_file(&rel)?
@@ -260,13 +270,16 @@ fn mount_bind(root: &Root, m: &oci_spec::runtime::Mount, o: &Options) -> Result<
     if o.recursive {
         flags |= MsFlags::MS_REC;
     }
-    mount(
-        Some(source.as_path()),
-        sys::fd_path(&target).as_str(),
-        None::<&str>,
-        flags,
-        None::<&str>,
-    )
+    match prepared {
+        Some(fd) => sys::move_mount_onto(fd, &target),
+        None => mount(
+            Some(source.as_path()),
+            sys::fd_path(&target).as_str(),
+            None::<&str>,
+            flags,
+            None::<&str>,
+        ),
+    }
     .map_err(|e| mount_err(&source.display().to_string(), dest, e))?;
     let extra = o.flags & !MsFlags::MS_BIND;
     if !extra.is_empty() {
@@ -433,6 +446,18 @@ fn create_devices(root: &Root, plan: &Plan) -> Result<(), RuntimeError> {
 
 /// Mounts the rootfs at its mount point; returns that path.
 fn mount_rootfs(plan: &Plan) -> Result<PathBuf, RuntimeError> {
+    if let Some(prepared) = &plan.prepared {
+        let target = match &plan.opts.rootfs {
+            RootfsSource::Directory(dir) => dir.clone(),
+            RootfsSource::Overlay { .. } => plan.rootfs_mountpoint.clone(),
+        };
+        // A mount fd from the parent can only go where this namespace can name it, and the
+        // mount point's path may be out of our reach: stack it on "/" (which path lookups do
+        // not enter); `pivot` then enters it by its fd.
+        sys::move_mount_fd(&prepared.rootfs, c"/")
+            .map_err(|e| mount_err("idmapped rootfs", &target, e))?;
+        return Ok(target);
+    }
     match &plan.opts.rootfs {
         RootfsSource::Directory(dir) => {
             mount(
@@ -566,21 +591,36 @@ pub(crate) fn prepare_rootfs(plan: &Plan) -> Result<PathBuf, RuntimeError> {
     )
     .map_err(|e| RuntimeError::sys("make / a slave mount", e))?;
     let rootfs = mount_rootfs(plan)?;
-    let root = Root::open(&rootfs)?;
-    for m in &plan.mounts {
+    let root = match &plan.prepared {
+        // The rootfs path may be out of our reach: use the mount itself.
+        Some(prepared) => Root::from_fd(
+            prepared
+                .rootfs
+                .try_clone()
+                .map_err(|e| RuntimeError::io("dup", &rootfs, e))?,
+            &rootfs,
+        ),
+        None => Root::open(&rootfs)?,
+    };
+    for (i, m) in plan.mounts.iter().enumerate() {
         let o = parse_options(m.options().as_deref().unwrap_or(&[]));
         let typ = m
             .typ()
             .as_deref()
             .unwrap_or(if o.bind { "bind" } else { "none" });
+        let source = plan
+            .prepared
+            .as_ref()
+            .and_then(|p| p.binds.get(i))
+            .and_then(Option::as_ref);
         match typ {
-            "bind" => mount_bind(&root, m, &o)?,
+            "bind" => mount_bind(&root, m, &o, source)?,
             "cgroup" | "cgroup2" => mount_cgroups(&root, m, &o, plan)?,
-            _ if o.bind => mount_bind(&root, m, &o)?,
+            _ if o.bind => mount_bind(&root, m, &o, source)?,
             typ => mount_fs(&root, m, typ, &o, plan)?,
         }
     }
-    for (host, dest) in &plan.etc_files {
+    for (i, (host, dest)) in plan.etc_files.iter().enumerate() {
         let rel = relative(dest)?;
         let target = match root.ensure_file(&rel) {
             Ok(t) => t,
@@ -596,13 +636,16 @@ pub(crate) fn prepare_rootfs(plan: &Plan) -> Result<PathBuf, RuntimeError> {
                 dest.display()
             )));
         }
-        mount(
-            Some(host.as_path()),
-            sys::fd_path(&target).as_str(),
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
+        match plan.prepared.as_ref().and_then(|p| p.etc_files.get(i)) {
+            Some(source) => sys::move_mount_onto(source, &target),
+            None => mount(
+                Some(host.as_path()),
+                sys::fd_path(&target).as_str(),
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            ),
+        }
         .map_err(|e| mount_err(&host.display().to_string(), dest, e))?;
     }
     Ok(rootfs)
@@ -615,8 +658,13 @@ fn is_regular(fd: &OwnedFd) -> bool {
 }
 
 /// pivot_root into `rootfs` and detach the old root.
-pub(crate) fn pivot(rootfs: &Path) -> Result<(), RuntimeError> {
-    nix::unistd::chdir(rootfs).map_err(|e| RuntimeError::sys("chdir to the rootfs", e))?;
+pub(crate) fn pivot(plan: &Plan, rootfs: &Path) -> Result<(), RuntimeError> {
+    match &plan.prepared {
+        // The mount's own fd: its path may be out of our reach.
+        Some(prepared) => nix::unistd::fchdir(&prepared.rootfs),
+        None => nix::unistd::chdir(rootfs),
+    }
+    .map_err(|e| RuntimeError::sys("chdir to the rootfs", e))?;
     nix::unistd::pivot_root(".", ".").map_err(|e| RuntimeError::sys("pivot_root", e))?;
     // The old root is now stacked on top of "/": keep unmount events from reaching the host
     // (rslave, as runc) and detach it.

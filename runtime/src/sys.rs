@@ -210,12 +210,24 @@ pub fn mount_overlay_fsconfig(
     flags: &[&CStr],
     options: &[(&CStr, &CStr)],
 ) -> Result<(), (&'static str, Errno)> {
+    let mnt = overlay_fsmount(lower, upper, work, flags, options)?;
+    move_mount_fd(&mnt, target).map_err(|e| ("move the overlay into place", e))
+}
+
+/// Creates an OverlayFS through the new mount API and returns it as a detached mount (not yet
+/// anywhere in the file system tree); [`move_mount_fd`] attaches it.
+pub fn overlay_fsmount(
+    lower: &[std::ffi::CString],
+    upper: &CStr,
+    work: &CStr,
+    flags: &[&CStr],
+    options: &[(&CStr, &CStr)],
+) -> Result<OwnedFd, (&'static str, Errno)> {
     const FSOPEN_CLOEXEC: libc::c_uint = 1;
     const FSCONFIG_SET_FLAG: libc::c_uint = 0;
     const FSCONFIG_SET_STRING: libc::c_uint = 1;
     const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
     const FSMOUNT_CLOEXEC: libc::c_uint = 1;
-    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
 
     let check =
         |ret: libc::c_long, what: &'static str| -> Result<libc::c_long, (&'static str, Errno)> {
@@ -285,9 +297,17 @@ pub fn mount_overlay_fsconfig(
         "fsmount overlay",
     )?;
     // SAFETY: the kernel returned a new fd that nothing else owns.
-    let mnt = unsafe { OwnedFd::from_raw_fd(mnt as RawFd) };
+    Ok(unsafe { OwnedFd::from_raw_fd(mnt as RawFd) })
+}
+
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+
+/// Attaches a detached mount (from [`overlay_fsmount`], [`clone_tree`] or [`idmapped_tree`])
+/// at `target`.
+pub fn move_mount_fd(mnt: &OwnedFd, target: &CStr) -> Result<(), Errno> {
     // SAFETY: moves the detached mount (empty path relative to its fd) onto the NUL-terminated
-    // target path.
+    // target path; both outlive the call.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_move_mount,
@@ -298,5 +318,132 @@ pub fn mount_overlay_fsconfig(
             MOVE_MOUNT_F_EMPTY_PATH,
         )
     };
-    check(ret, "move the overlay into place").map(|_| ())
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// Attaches a detached mount on the file or directory `target` refers to (no path lookup).
+pub fn move_mount_onto(mnt: &OwnedFd, target: &impl AsRawFd) -> Result<(), Errno> {
+    // SAFETY: both fds are open and outlive the call; the empty paths refer to them.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mnt.as_raw_fd(),
+            c"".as_ptr(),
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// A user namespace with the given `uid_map`/`gid_map` (the /proc file formats), as an fd, for
+/// idmapped mounts. A short-lived child is cloned into a new user namespace, mapped, and its
+/// namespace opened; the namespace lives on through the fd after the child exits.
+///
+/// # Safety
+/// The caller must be single-threaded (see [`clone_fork`]).
+pub unsafe fn user_namespace_fd(uid_map: &str, gid_map: &str) -> Result<OwnedFd, (String, Errno)> {
+    let (read_end, write_end) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| ("pipe".to_string(), e))?;
+    // SAFETY: the caller is single-threaded; the child branch ends in _exit.
+    let pid = unsafe { clone_fork(libc::CLONE_NEWUSER as u64) }
+        .map_err(|e| ("clone a user namespace".to_string(), e))?;
+    if pid == 0 {
+        // The child only waits for the pipe to close: read(2) and _exit(2), nothing that may
+        // take a lock another thread of the parent held.
+        let mut byte = 0u8;
+        // SAFETY: reads at most one byte into a live local; then leaves without unwinding.
+        unsafe {
+            libc::close(write_end.as_raw_fd());
+            libc::read(read_end.as_raw_fd(), (&mut byte as *mut u8).cast(), 1);
+            libc::_exit(0);
+        }
+    }
+    drop(read_end);
+    let result = (|| {
+        for (file, map) in [("uid_map", uid_map), ("gid_map", gid_map)] {
+            let path = format!("/proc/{pid}/{file}");
+            std::fs::write(&path, map).map_err(|e| {
+                (
+                    format!("write {path}"),
+                    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+                )
+            })?;
+        }
+        let path = format!("/proc/{pid}/ns/user");
+        std::fs::File::open(&path).map(OwnedFd::from).map_err(|e| {
+            (
+                format!("open {path}"),
+                Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            )
+        })
+    })();
+    drop(write_end);
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+    result
+}
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// A detached copy of the mount at `path` (with its submounts when `recursive`), as a bind
+/// mount that is not attached anywhere yet. The parent opens mount sources this way for a
+/// child that, inside its user namespace, may not be allowed to look the paths up.
+pub fn clone_tree(path: &CStr, recursive: bool) -> Result<OwnedFd, Errno> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as libc::c_uint;
+    }
+    // SAFETY: open_tree takes a NUL-terminated path that outlives the call; it returns a new fd.
+    let ret = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
+    if ret < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the kernel returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+}
+
+/// A detached recursive copy of the mount tree at `path`, idmapped through `userns`: owners on
+/// disk are shown shifted as that namespace maps them (Linux 5.12+; as an OverlayFS layer
+/// from 5.19).
+pub fn idmapped_tree(path: &CStr, userns: &OwnedFd) -> Result<OwnedFd, (&'static str, Errno)> {
+    const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+    let tree = clone_tree(path, true).map_err(|e| ("clone the mount tree", e))?;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    // SAFETY: `attr` is a valid mount_attr of the size passed; the empty path refers to the
+    // tree fd itself (AT_EMPTY_PATH).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if ret < 0 {
+        return Err(("idmap the mount", Errno::last()));
+    }
+    Ok(tree)
 }

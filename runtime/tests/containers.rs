@@ -338,21 +338,24 @@ fn t_rootful_user_namespace() -> Result<(), String> {
         return Ok(());
     }
     let f = fixture();
-    // As with podman --userns, the rootfs belongs to the mapped range.
-    let chown = Command::new("chown")
-        .arg("-hR")
-        .arg("200000:200000")
-        .arg(&f.rootfs)
-        .status();
-    check!(
-        matches!(chown, Ok(s) if s.success()),
-        "chown of the rootfs failed"
+    // The rootfs stays owned by ids 0..N on disk (in a 0700 temporary directory): the runtime
+    // idmaps it into the namespace and opens every mount source before the child enters it.
+    let mut spec = sh(
+        "cat /proc/self/uid_map; id -u; stat -c %u:%g /bin/busybox; touch /made-inside; grep CapEff /proc/self/status",
     );
-    let mut spec = sh("cat /proc/self/uid_map; id -u; grep CapEff /proc/self/status");
     gcr_runtime::set_user_namespace(&mut spec, &[(0, 200000, 65536)], &[(0, 200000, 65536)]);
     let (code, out) = run_sh(&f, spec, |_| {});
     check!(code == 0, "exit {code}: {out}");
     check!(out.contains("200000") && out.contains("\n0\n"), "{out}");
+    check!(
+        out.contains("\n0:0\n"),
+        "image files not shown as root's: {out}"
+    );
+    let made = std::fs::symlink_metadata(f.rootfs.join("made-inside"));
+    check!(
+        matches!(&made, Ok(m) if std::os::unix::fs::MetadataExt::uid(m) == 0),
+        "a file the container's root made is not stored as id 0: {made:?}"
+    );
     Ok(())
 }
 
