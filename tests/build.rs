@@ -421,6 +421,8 @@ fn add_unpacks_local_archives_and_heredocs_work() {
 ADD files.tar.gz /unpacked/
 ADD plain.txt /plain.txt
 COPY --chmod=0750 --chown=1000:1000 plain.txt /owned
+COPY --chmod=u=rwX,go=rX plain.txt files.tar.gz /symbolic/
+COPY --chmod=+x plain.txt /executable
 COPY <<EOF /heredoc.txt
 line $((1+1))
 EOF
@@ -445,15 +447,28 @@ EOT
         .unwrap();
     let bytes = tar.into_inner().unwrap().finish().unwrap();
     std::fs::write(ctx.path().join("files.tar.gz"), bytes).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        ctx.path().join("plain.txt"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        ctx.path().join("files.tar.gz"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     let (id, _) = build_ok(&store, &ctx, &[]);
     let out = run_in(
         &store,
         &id,
-        "cat /unpacked/dir/inner.txt /plain.txt /heredoc.txt /ran; stat -c '%a %u:%g' /unpacked/dir/inner.txt /owned",
+        "cat /unpacked/dir/inner.txt /plain.txt /heredoc.txt /ran; stat -c '%a %u:%g' /unpacked/dir/inner.txt /owned; stat -c %a /symbolic/plain.txt /symbolic/files.tar.gz /executable",
     );
+    // Symbolic --chmod (BuildKit's Dockerfile 1.14) applies to each file's own mode: the
+    // context files are 0600 (set below) and 0755.
     assert_eq!(
         out,
-        "in\nplain\nline $((1+1))\nfrom heredoc\n640 7:8\n750 1000:1000\n"
+        "in\nplain\nline $((1+1))\nfrom heredoc\n640 7:8\n750 1000:1000\n644\n755\n711\n"
     );
 }
 

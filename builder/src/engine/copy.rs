@@ -112,9 +112,7 @@ impl Engine<'_> {
         let chmod = match &c.chmod {
             Some(m) => {
                 let m = self.expand(state, m)?;
-                Some(u32::from_str_radix(&m, 8).map_err(|_| {
-                    format!("--chmod={m}: use an octal mode such as 0755 (symbolic modes are not supported yet)")
-                })?)
+                Some(crate::source::Chmod::parse(&m)?)
             }
             None => None,
         };
