@@ -1,5 +1,6 @@
 //! End-to-end tests: `gcr save` and `gcr load` (docker-archive and oci-archive): round trips,
-//! standard input and output, interoperability with podman both ways, and hostile archives.
+//! standard input and output, interoperability with podman and with a Docker Engine both ways,
+//! and hostile archives.
 
 mod support;
 
@@ -591,4 +592,452 @@ fn a_name_with_a_digest_that_lies_is_refused() {
     let err = fails(&target.run(&["load", "-i", path.to_str().unwrap()]));
     assert!(err.contains(&lie) && err.contains("has manifest"), "{err}");
     assert_empty_and_clean(&target);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Docker Engine interoperability
+
+/// A private Docker Engine for one test (Debian's docker.io 20.10 and its containerd 1.6):
+/// containerd and dockerd started here with their own sockets, data and state directories,
+/// config files and cgroup parent, all under one temporary directory, and no networking of
+/// their own (no bridge, no iptables rules, no IP forwarding: containers run with
+/// `--network none`). Nothing of the machine's Docker setup is used or changed: no system
+/// containerd, no `/etc/docker/daemon.json` or `key.json`, no `/var/lib/docker`, no
+/// `/opt/containerd`. What the engine cannot be told to put elsewhere is removed by
+/// [`DockerEngine::stop`] (also run on drop): the cgroup parent, and the empty
+/// `/run/docker/plugins` (dockerd) and `/run/containerd/s` (containerd's shims) when they did
+/// not exist before.
+struct DockerEngine {
+    dir: tempfile::TempDir,
+    containerd: Option<std::process::Child>,
+    dockerd: Option<std::process::Child>,
+    /// `--cgroup-parent` (cgroupfs driver): containers' cgroups go below it.
+    cgroup_parent: String,
+    /// Host directories the engine creates itself, absent before it started (innermost first).
+    created_dirs: Vec<std::path::PathBuf>,
+    stopped: bool,
+}
+
+impl DockerEngine {
+    /// Starts containerd and dockerd and waits until dockerd answers. None (the calling test
+    /// skips) outside CI when docker.io is missing or the test is not root; a failure in CI.
+    fn start() -> Option<DockerEngine> {
+        support::tool("dockerd")?;
+        support::tool("containerd")?;
+        support::tool("docker")?;
+        if !nix::unistd::geteuid().is_root() {
+            assert!(!support::in_ci(), "the Docker Engine tests run as root");
+            eprintln!("SKIP: not root, cannot start a Docker Engine");
+            return None;
+        }
+        let started = std::time::Instant::now();
+        // Short: unix socket paths (containerd's, dockerd's) must stay under 108 bytes.
+        let dir = tempfile::Builder::new()
+            .prefix("gcr-dockerd-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let d = dir.path().to_path_buf();
+        let name = d.file_name().unwrap().to_string_lossy().into_owned();
+        let created_dirs = [
+            "/run/docker/plugins",
+            "/run/docker",
+            "/run/containerd/s",
+            "/run/containerd",
+        ]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .filter(|p| !p.exists())
+        .collect();
+        let mut engine = DockerEngine {
+            dir,
+            containerd: None,
+            dockerd: None,
+            cgroup_parent: format!("/{name}"),
+            created_dirs,
+            stopped: false,
+        };
+        // Our own containerd rather than the one dockerd would start: that one's config cannot
+        // move the `opt` plugin's directory, which is /opt/containerd by default.
+        let c = d.join("containerd");
+        std::fs::create_dir(&c).unwrap();
+        std::fs::create_dir(d.join("client")).unwrap();
+        let config = format!(
+            "version = 2\n\
+             root = \"{c}/root\"\n\
+             state = \"{c}/state\"\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = \"{c}/containerd.sock\"\n\
+             [ttrpc]\n  address = \"{c}/containerd.sock.ttrpc\"\n\
+             [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{c}/opt\"\n",
+            c = c.display()
+        );
+        std::fs::write(c.join("config.toml"), config).unwrap();
+        engine.containerd = Some(spawn_logged(
+            Command::new("containerd")
+                .arg("--config")
+                .arg(c.join("config.toml")),
+            &d.join("containerd.log"),
+        ));
+        let containerd_sock = c.join("containerd.sock");
+        engine.wait_until("containerd's socket", |_| containerd_sock.exists());
+
+        // key.json would go to /etc/docker: the config file moves it.
+        std::fs::write(
+            d.join("daemon.json"),
+            json!({ "deprecated-key-path": d.join("key.json") }).to_string(),
+        )
+        .unwrap();
+        let mut dockerd = Command::new("dockerd");
+        dockerd
+            .arg("--config-file")
+            .arg(d.join("daemon.json"))
+            .arg("--containerd")
+            .arg(&containerd_sock)
+            .arg("--data-root")
+            .arg(d.join("data"))
+            .arg("--exec-root")
+            .arg(d.join("exec"))
+            .arg("--pidfile")
+            .arg(d.join("dockerd.pid"))
+            .arg("--host")
+            .arg(format!("unix://{}", d.join("docker.sock").display()))
+            // vfs: plain directories, no overlay mounts to leave behind (the images are
+            // small). No docker0 bridge, no iptables chains, net.ipv4.ip_forward untouched.
+            // cgroupfs: no systemd to ask; on a v1/v2 hybrid (as on the test machines) runc
+            // puts containers in every v1 hierarchy and the unified one, below our parent.
+            .args([
+                "--storage-driver=vfs",
+                "--bridge=none",
+                "--iptables=false",
+                "--ip-masq=false",
+                "--ip-forward=false",
+                "--exec-opt=native.cgroupdriver=cgroupfs",
+            ])
+            .arg(format!("--cgroup-parent={}", engine.cgroup_parent));
+        engine.dockerd = Some(spawn_logged(&mut dockerd, &d.join("dockerd.log")));
+        engine.wait_until("dockerd's API", |engine| {
+            engine
+                .docker(&["version", "--format", "{{.Server.Version}}"])
+                .status
+                .success()
+        });
+        let versions = engine.ok(&[
+            "version",
+            "--format",
+            "{{.Server.Version}} (client {{.Client.Version}})",
+        ]);
+        eprintln!(
+            "Docker Engine {} up in {} ms in {}",
+            versions.trim(),
+            started.elapsed().as_millis(),
+            d.display()
+        );
+        Some(engine)
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Polls `ready` for up to 60 s; fails with the daemons' logs if one exits or time is up.
+    fn wait_until(&mut self, what: &str, ready: impl Fn(&DockerEngine) -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if ready(self) {
+                return;
+            }
+            let exited = [
+                ("containerd", &mut self.containerd),
+                ("dockerd", &mut self.dockerd),
+            ]
+            .into_iter()
+            .find_map(|(name, child)| {
+                let status = child.as_mut()?.try_wait().unwrap()?;
+                Some((name, status))
+            });
+            if let Some((name, status)) = exited {
+                panic!(
+                    "{name} exited ({status}) before {what} was up\n{}",
+                    self.logs()
+                );
+            }
+            if std::time::Instant::now() > deadline {
+                panic!("{what} not up after 60 s\n{}", self.logs());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// The last lines of both daemons' logs, for failure messages.
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for name in ["dockerd.log", "containerd.log"] {
+            let text = std::fs::read_to_string(self.path().join(name)).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(20)..];
+            out.push_str(&format!("--- {name} (last {} lines)\n", tail.len()));
+            for line in tail {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// A `docker` command talking to this engine only.
+    fn docker(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .env(
+                "DOCKER_HOST",
+                format!("unix://{}", self.path().join("docker.sock").display()),
+            )
+            .env("DOCKER_CONFIG", self.path().join("client"))
+            .env_remove("DOCKER_CONTEXT")
+            .env_remove("DOCKER_TLS_VERIFY")
+            .env_remove("DOCKER_CERT_PATH")
+            .args(args)
+            .output()
+            .expect("spawn docker")
+    }
+
+    /// Runs `docker ARGS`, asserts success and returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed with {:?}\nstdout: {}\nstderr: {}\n{}",
+            out.status,
+            stdout(&out),
+            stderr(&out),
+            self.logs()
+        );
+        stdout(&out)
+    }
+
+    fn inspect(&self, image: &str) -> Value {
+        let v: Value = serde_json::from_str(&self.ok(&["image", "inspect", image])).unwrap();
+        v[0].clone()
+    }
+
+    /// Stops dockerd, then containerd (SIGTERM, SIGKILL after 30 s), and removes what they
+    /// leave outside the temporary directory. Returns what had to be forced or could not be
+    /// cleaned: empty when the engine shut down cleanly.
+    fn stop(&mut self) -> Vec<String> {
+        use nix::sys::signal::{kill, Signal};
+        use nix::unistd::Pid;
+        let mut problems = Vec::new();
+        if std::mem::replace(&mut self.stopped, true) {
+            return problems;
+        }
+        for (name, child) in [
+            ("dockerd", self.dockerd.take()),
+            ("containerd", self.containerd.take()),
+        ] {
+            let Some(mut child) = child else { continue };
+            let pid = Pid::from_raw(child.id() as i32);
+            let _ = kill(pid, Signal::SIGTERM);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    problems.push(format!("{name} ignored SIGTERM for 30 s: killed"));
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+        // Anything else started with our paths (containerd shims are not our children).
+        let dir = self.path().as_os_str().as_encoded_bytes().to_vec();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            if pid != std::process::id() as i32 && cmdline.windows(dir.len()).any(|w| w == dir) {
+                problems.push(format!(
+                    "process {pid} left running: {}",
+                    String::from_utf8_lossy(&cmdline).replace('\0', " ")
+                ));
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                // A killed shim leaves its socket, named (containerd 1.6) by the sha256 of
+                // "<containerd address>/<namespace>/<container id>".
+                let args: Vec<String> = cmdline
+                    .split(|b| *b == 0)
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect();
+                let arg = |flag: &str| {
+                    let i = args.iter().position(|a| a == flag)?;
+                    args.get(i + 1).cloned()
+                };
+                if let (Some(address), Some(ns), Some(id)) =
+                    (arg("-address"), arg("-namespace"), arg("-id"))
+                {
+                    let hash = sha256(format!("{address}/{ns}/{id}").as_bytes());
+                    let _ = std::fs::remove_file(format!("/run/containerd/s/{}", &hash[7..]));
+                }
+            }
+        }
+        // Mounts below the directory (dockerd bind-mounts its data root onto itself when the
+        // root mount is private, network namespaces of containers): unmounted on a clean stop.
+        let prefix = format!("{}/", self.path().display());
+        let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+            .filter(|m| m.starts_with(&prefix) || m == prefix.trim_end_matches('/'))
+            .collect();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for mount in mounts {
+            problems.push(format!("mount left: {mount}"));
+            let _ = nix::mount::umount2(mount.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+        // The cgroup parent in every hierarchy (v1 controllers, named and unified ones).
+        let mut cgroups = vec![Path::new("/sys/fs/cgroup").join(&self.cgroup_parent[1..])];
+        if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+            for entry in entries.flatten() {
+                cgroups.push(entry.path().join(&self.cgroup_parent[1..]));
+            }
+        }
+        for cgroup in cgroups.iter().filter(|c| c.is_dir()) {
+            if let Err(e) = remove_cgroup(cgroup) {
+                problems.push(format!("cgroup {} not removed: {e}", cgroup.display()));
+            }
+        }
+        for dir in &self.created_dirs {
+            // Only while empty: anything else using them keeps them.
+            let _ = std::fs::remove_dir(dir);
+        }
+        problems
+    }
+}
+
+impl Drop for DockerEngine {
+    fn drop(&mut self) {
+        for problem in self.stop() {
+            eprintln!("docker engine teardown: {problem}");
+        }
+    }
+}
+
+/// Spawns a daemon with its output in `log`, working directory `/`.
+fn spawn_logged(cmd: &mut Command, log: &Path) -> std::process::Child {
+    let file = std::fs::File::create(log).unwrap();
+    cmd.current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"))
+}
+
+/// Removes a cgroup directory and the cgroups below it, innermost first, killing what still
+/// runs in them (containers of an engine that did not stop them).
+fn remove_cgroup(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        if entry.file_type()?.is_dir() {
+            remove_cgroup(&entry.path())?;
+        }
+    }
+    let procs = || std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !procs().trim().is_empty() && std::time::Instant::now() < deadline {
+        for pid in procs().lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::fs::remove_dir(dir)
+}
+
+#[test]
+fn docker_loads_what_gcr_saves_and_gcr_loads_what_docker_saves() {
+    let Some(registry) = support::registry() else {
+        return;
+    };
+    let Some(mut docker) = DockerEngine::start() else {
+        return;
+    };
+    let source = TestStore::new();
+    let pulled = format!("{registry}/busybox:latest");
+    source.ok(&["pull", "-q", &pulled]);
+    let image = "localhost/gcr-test-archive/docker:from-gcr";
+    source.ok(&["tag", &pulled, image]);
+    // Three layers with whiteouts, an opaque directory, hard links, owners.
+    let layered = format!("{registry}/layered:latest");
+    source.ok(&["pull", "-q", &layered]);
+    let dir = tempfile::tempdir().unwrap();
+    let sorted_lines = |out: &str| -> Vec<String> {
+        let mut lines: Vec<String> = out.lines().map(str::to_string).collect();
+        lines.sort();
+        lines
+    };
+
+    // gcr -> Docker (docker-archive; Docker 20.10 cannot load an oci-archive: without
+    // manifest.json it falls back to its pre-1.10 format and fails on "blobs/json").
+    // The same images (config digests, diff_ids) in Docker, and busybox runs.
+    let from_gcr = dir.path().join("from-gcr.tar");
+    source.ok(&["save", "-o", from_gcr.to_str().unwrap(), image, &layered]);
+    let out = docker.ok(&["load", "-i", from_gcr.to_str().unwrap()]);
+    assert_eq!(
+        sorted_lines(&out),
+        [
+            format!("Loaded image: {layered}"),
+            format!("Loaded image: {image}")
+        ]
+    );
+    for name in [image, &layered] {
+        let (ours, theirs) = (inspect(&source, name), docker.inspect(name));
+        assert_eq!(theirs["Id"], ours["Id"], "{name}");
+        assert_eq!(theirs["RootFS"], ours["RootFS"], "{name}");
+        assert_eq!(theirs["Config"]["Cmd"], ours["Config"]["Cmd"], "{name}");
+    }
+    let run = ["run", "--network", "none", "--pull", "never"];
+    let hi = docker.ok(&[&run[..], &["--rm", image, "echo", "hi"]].concat());
+    assert_eq!(hi, "hi\n");
+    // An image with a layer Docker wrote itself.
+    let committed = "localhost/gcr-test-archive/docker:committed";
+    let script = "echo by-docker > /by-docker";
+    docker.ok(&[&run[..], &["--name", "gcr-test", image, "sh", "-c", script]].concat());
+    docker.ok(&["commit", "gcr-test", committed]);
+    docker.ok(&["rm", "gcr-test"]);
+
+    // Docker -> gcr: three images in one archive (docker save writes busybox's layer once
+    // and links to it from the committed image's directory): the same IDs and layers as in
+    // Docker, and they run.
+    let from_docker = dir.path().join("from-docker.tar");
+    let saved = from_docker.to_str().unwrap();
+    docker.ok(&["save", "-o", saved, image, committed, &layered]);
+    let target = TestStore::new();
+    let out = target.ok(&["load", "-i", saved]);
+    assert_eq!(
+        sorted_lines(&out),
+        [
+            format!("Loaded image: {layered}"),
+            format!("Loaded image: {committed}"),
+            format!("Loaded image: {image}")
+        ]
+    );
+    for name in [image, committed, &layered] {
+        let (ours, theirs) = (inspect(&target, name), docker.inspect(name));
+        assert_eq!(ours["Id"], theirs["Id"], "{name}");
+        assert_eq!(ours["RootFS"], theirs["RootFS"], "{name}");
+    }
+    assert_eq!(inspect(&target, image)["Id"], inspect(&source, image)["Id"]);
+    let run = ["run", "--rm", "--network", "none"];
+    let hi = target.ok(&[&run[..], &[image, "echo", "hi"]].concat());
+    assert_eq!(hi, "hi\n");
+    let by_docker = target.ok(&[&run[..], &[committed, "cat", "/by-docker"]].concat());
+    assert_eq!(by_docker, "by-docker\n");
+    let check = target.ok(&["system", "check"]);
+    assert!(check.contains("consistent"), "{check}");
+
+    let problems = docker.stop();
+    assert!(problems.is_empty(), "{problems:#?}\n{}", docker.logs());
 }
