@@ -473,6 +473,50 @@ EOT
 }
 
 #[test]
+fn add_unpacks_xz_and_bzip2_archives_as_official_images_use_them() {
+    let Some(base) = busybox() else { return };
+    let store = TestStore::new();
+    // Debian's and Ubuntu's official Dockerfiles start with `ADD rootfs.tar.xz /`.
+    let ctx = Ctx::new(&format!(
+        "FROM {base}\nADD rootfs.tar.xz /from-xz/\nADD rootfs.tar.bz2 /from-bz2/\nADD notatar.xz /kept/\n"
+    ));
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(6);
+    header.set_mode(0o750);
+    header.set_uid(3);
+    header.set_gid(4);
+    header.set_cksum();
+    tar.append_data(&mut header, "etc/os-release", &b"hello\n"[..])
+        .unwrap();
+    let tar = tar.into_inner().unwrap();
+    let compress = |tool: &str, data: &[u8], name: &str| {
+        let mut child = std::process::Command::new(tool)
+            .arg("-c")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{tool} missing ({e}): run tests/fixtures/setup.sh"));
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(data).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        std::fs::write(ctx.path().join(name), out.stdout).unwrap();
+    };
+    compress("xz", &tar, "rootfs.tar.xz");
+    compress("bzip2", &tar, "rootfs.tar.bz2");
+    // A compressed file that is not a tar is copied as it is, as BuildKit does.
+    compress("xz", b"just text\n", "notatar.xz");
+    let (id, _) = build_ok(&store, &ctx, &[]);
+    let out = run_in(
+        &store,
+        &id,
+        "cat /from-xz/etc/os-release /from-bz2/etc/os-release; stat -c '%a %u:%g' /from-xz/etc/os-release /from-bz2/etc/os-release; xz -dc /kept/notatar.xz 2>/dev/null || unxz -c /kept/notatar.xz",
+    );
+    assert_eq!(out, "hello\nhello\n750 3:4\n750 3:4\njust text\n");
+}
+
+#[test]
 fn unsupported_platform_is_refused() {
     let store = TestStore::new();
     let ctx = Ctx::new("FROM scratch\n");

@@ -1,6 +1,7 @@
 //! COPY and ADD: finding the sources (build context through its ignore file, or another
 //! stage's root), hashing them for the cache, and writing them into an image root.
 
+use gcr_storage::compression::ArchiveCompression;
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -652,19 +653,13 @@ fn set_mtime(path: &Path, secs: i64) -> io::Result<()> {
 
 /// Whether `bytes` start like an archive ADD unpacks: tar (possibly gzip/zstd/bzip2/xz
 /// compressed). Only gzip, zstd and plain tar are unpacked; others are reported.
-pub(crate) fn archive_kind(head: &[u8]) -> Option<&'static str> {
-    if head.starts_with(&[0x1f, 0x8b]) {
-        Some("gzip")
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Some("zstd")
-    } else if head.starts_with(b"BZh") {
-        Some("bzip2")
-    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        Some("xz")
-    } else if head.len() >= 262 && &head[257..262] == b"ustar" {
-        Some("tar")
-    } else {
-        None
+pub(crate) fn archive_kind(head: &[u8]) -> Option<ArchiveCompression> {
+    match ArchiveCompression::sniff(head) {
+        ArchiveCompression::None if head.len() >= 262 && &head[257..262] == b"ustar" => {
+            Some(ArchiveCompression::None)
+        }
+        ArchiveCompression::None => None,
+        compressed => Some(compressed),
     }
 }
 
@@ -686,18 +681,12 @@ pub(crate) fn file_head(path: &Path) -> io::Result<Vec<u8>> {
 
 /// For gzip/zstd, check that the decompressed stream is a tar before unpacking it (ADD copies
 /// a compressed non-tar file as is).
-pub(crate) fn decompressed_is_tar(path: &Path, kind: &str) -> bool {
+pub(crate) fn decompressed_is_tar(path: &Path, kind: ArchiveCompression) -> bool {
     let Ok(file) = File::open(path) else {
         return false;
     };
-    let mut reader: Box<dyn Read> = match kind {
-        "gzip" => Box::new(flate2::read::GzDecoder::new(file)),
-        "zstd" => match zstd::stream::read::Decoder::new(file) {
-            Ok(d) => Box::new(d),
-            Err(_) => return false,
-        },
-        "tar" => return true,
-        _ => return false,
+    let Ok(mut reader) = kind.decoder(file) else {
+        return false;
     };
     let mut head = vec![0u8; 512];
     let mut n = 0;
@@ -712,16 +701,15 @@ pub(crate) fn decompressed_is_tar(path: &Path, kind: &str) -> bool {
 }
 
 /// Unpack a (possibly compressed) tar safely into the empty directory `into`.
-pub(crate) fn unpack_archive(path: &Path, kind: &str, into: &Path) -> Result<(), String> {
+pub(crate) fn unpack_archive(
+    path: &Path,
+    kind: ArchiveCompression,
+    into: &Path,
+) -> Result<(), String> {
     let file = File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut reader: Box<dyn Read> = match kind {
-        "gzip" => Box::new(flate2::read::MultiGzDecoder::new(file)),
-        "zstd" => Box::new(
-            zstd::stream::read::Decoder::new(file)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
-        ),
-        _ => Box::new(file),
-    };
+    let mut reader = kind
+        .decoder(file)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     gcr_storage::unpack::unpack(
         &mut reader,
         into,

@@ -8,9 +8,10 @@ use std::path::Path;
 
 use serde_json::json;
 
+use crate::compression::ArchiveCompression;
 use crate::error::{IoContext, StoreError};
 use crate::index::{validate_name, ImageRecord};
-use crate::ingest::{decoder, sniff, Codec, LayerExpectation};
+use crate::ingest::LayerExpectation;
 use crate::layer_writer::{Compression, LayerInfo};
 use crate::store::Store;
 use crate::{OCI_CONFIG, OCI_MANIFEST};
@@ -18,7 +19,7 @@ use crate::{OCI_CONFIG, OCI_MANIFEST};
 /// The kinds of archive `import` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ArchiveKind {
-    Tar(Codec),
+    Tar(ArchiveCompression),
     Zip,
 }
 
@@ -26,7 +27,7 @@ fn detect(head: &[u8]) -> ArchiveKind {
     if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
         ArchiveKind::Zip
     } else {
-        ArchiveKind::Tar(sniff(head))
+        ArchiveKind::Tar(ArchiveCompression::sniff(head))
     }
 }
 
@@ -43,9 +44,9 @@ pub(crate) fn host_architecture() -> &'static str {
 }
 
 impl Store {
-    /// Turn a rootfs archive (tar, tar.gz, tar.zst or zip, detected by magic bytes) into a
-    /// one-layer OCI image (gzip layer, config with `rootfs.diff_ids`, history "gcr import",
-    /// the host's os/architecture, created now) named `name`. The archive's entries are
+    /// Turn a rootfs archive (tar, tar.gz, tar.zst, tar.bz2, tar.xz or zip, detected by magic
+    /// bytes) into a one-layer OCI image (gzip layer, config with `rootfs.diff_ids`, history
+    /// "gcr import", the host's os/architecture, created now) named `name`. The archive's entries are
     /// unpacked with the same safe extraction as pulled layers.
     pub fn import_archive(&self, archive: &Path, name: &str) -> Result<ImageRecord, StoreError> {
         validate_name(name)?;
@@ -54,7 +55,7 @@ impl Store {
             reason,
         };
         let mut file = File::open(archive).ctx("opening", archive)?;
-        let mut head = [0u8; 4];
+        let mut head = [0u8; 6];
         let mut got = 0;
         while got < head.len() {
             match file.read(&mut head[got..]).ctx("reading", archive)? {
@@ -69,8 +70,9 @@ impl Store {
         let _lease = self.lease()?;
         let info = match detect(&head[..got]) {
             ArchiveKind::Zip => self.zip_to_layer(file, archive)?,
-            ArchiveKind::Tar(codec) => {
-                let mut tar = decoder(codec, io::BufReader::new(file))
+            ArchiveKind::Tar(compression) => {
+                let mut tar = compression
+                    .decoder(io::BufReader::new(file))
                     .map_err(|e| fail(format!("cannot decompress: {e}")))?;
                 let mut writer = self.layer_writer(Compression::Gzip)?;
                 io::copy(&mut tar, &mut writer)

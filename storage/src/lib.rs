@@ -18,6 +18,7 @@
 
 mod archive;
 mod builder_support;
+pub mod compression;
 mod digest;
 mod ephemeral;
 mod error;

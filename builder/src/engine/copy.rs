@@ -278,9 +278,6 @@ impl Engine<'_> {
                     if let Some(src) = &col.entries[0].src {
                         let head = source::file_head(src).map_err(|e| format!("cannot read {p}: {e}"))?;
                         if let Some(kind) = source::archive_kind(&head) {
-                            if kind == "bzip2" || kind == "xz" {
-                                return Err(format!("ADD of a {kind} archive ({p}) is not supported yet").into());
-                            }
                             if source::decompressed_is_tar(src, kind) {
                                 let tmp = eng.store.build_dir("build-add")?;
                                 let into = tmp.path().join("x");
