@@ -517,6 +517,79 @@ fn add_unpacks_xz_and_bzip2_archives_as_official_images_use_them() {
 }
 
 #[test]
+fn ssh_mounts_bring_the_agent_socket_and_optional_ones_may_be_missing() {
+    let Some(base) = busybox() else { return };
+    let store = TestStore::new();
+    // Any listening Unix socket stands for the agent: the test checks what RUN sees.
+    let agent_dir = tempfile::tempdir().unwrap();
+    let socket = agent_dir.path().join("agent.sock");
+    let _agent = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let ctx = Ctx::new(&format!(
+        r#"FROM {base}
+RUN --mount=type=ssh test -S "$SSH_AUTH_SOCK" && echo "$SSH_AUTH_SOCK" > /agent
+RUN --mount=type=ssh,id=other,target=/tmp/other test ! -e /tmp/other && echo "${{SSH_AUTH_SOCK:-unset}}" > /optional
+"#
+    ));
+    let ssh = format!("default={}", socket.display());
+    let (id, _) = build_ok(&store, &ctx, &["--ssh", &ssh]);
+    assert_eq!(
+        run_in(
+            &store,
+            &id,
+            "cat /agent /optional; test -e /run/buildkit || echo no-stub-left"
+        ),
+        "/run/buildkit/ssh_agent.0\nunset\nno-stub-left\n"
+    );
+
+    // A required agent that was not given fails the step with what to pass.
+    let ctx = Ctx::new(&format!(
+        "FROM {base}\nRUN --mount=type=ssh,id=deploy,required=true true\n"
+    ));
+    let out = build(&store, &ctx, &["--ssh", &ssh]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--ssh deploy"), "{}", stderr(&out));
+    // Bad --ssh values are refused before anything runs.
+    for (value, needle) in [
+        ("default=/nonexistent/agent.sock", "does not exist"),
+        ("default=/etc/passwd", "not a socket"),
+    ] {
+        let out = build(&store, &ctx, &["--ssh", value]);
+        assert_eq!(out.status.code(), Some(125), "{value}");
+        assert!(stderr(&out).contains(needle), "{value}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn rw_bind_mounts_take_writes_and_throw_them_away() {
+    let Some(base) = busybox() else { return };
+    let store = TestStore::new();
+    let ctx = Ctx::new(&format!(
+        r#"FROM {base}
+RUN --mount=type=bind,target=/src,rw echo changed > /src/data.txt && echo new > /src/made.txt && rm /src/gone.txt && cat /src/data.txt /src/made.txt > /seen
+RUN --mount=type=bind,source=data.txt,target=/one.txt,rw echo also > /one.txt && cat /one.txt > /seen-file
+RUN --mount=type=bind,target=/src test ! -e /src/made.txt && cat /src/data.txt > /second && test -e /src/gone.txt && echo gone-still-there >> /second
+"#
+    ));
+    ctx.write("data.txt", "original\n").write("gone.txt", "x\n");
+    let (id, _) = build_ok(&store, &ctx, &[]);
+    assert_eq!(
+        run_in(
+            &store,
+            &id,
+            "cat /seen /seen-file /second; test -e /src || echo no-src; test -e /one.txt || echo no-file"
+        ),
+        "changed\nnew\nalso\noriginal\ngone-still-there\nno-src\nno-file\n"
+    );
+    // The context itself is untouched.
+    assert_eq!(
+        std::fs::read_to_string(ctx.path().join("data.txt")).unwrap(),
+        "original\n"
+    );
+    assert!(ctx.path().join("gone.txt").exists());
+    assert!(!ctx.path().join("made.txt").exists());
+}
+
+#[test]
 fn unsupported_platform_is_refused() {
     let store = TestStore::new();
     let ctx = Ctx::new("FROM scratch\n");
@@ -565,6 +638,7 @@ RUN mkdir -p /d/sub && echo old > /d/sub/old && echo x > /gone
 COPY --chown=1000:1000 f.txt /home/f.txt
 COPY --chown=3000000:3000000 f.txt /unmapped.txt
 RUN rm -rf /d/sub /gone && mkdir /d/sub && echo new > /d/sub/new && chown 1000:1000 /d/sub/new
+RUN --mount=type=bind,target=/src,rw echo changed > /src/f.txt && cat /src/f.txt > /rw-seen
 USER 1000
 RUN id -u > /tmp/uid
 "#
@@ -600,16 +674,24 @@ RUN id -u > /tmp/uid
         "rl",
         "sh",
         "-c",
-        "ls /d/sub; test -e /gone || echo gone; stat -c '%u:%g' /home/f.txt /d/sub/new; cat /tmp/uid",
+        "ls /d/sub; test -e /gone || echo gone; stat -c '%u:%g' /home/f.txt /d/sub/new; cat /tmp/uid /rw-seen",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stdout(&out), "new\ngone\n1000:1000\n1000:1000\n1000\n");
+    // The context is root's, outside the user's namespace: the rw bind mount still works.
+    assert_eq!(
+        stdout(&out),
+        "new\ngone\n1000:1000\n1000:1000\n1000\nchanged\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ctx.join("f.txt")).unwrap(),
+        "file\n"
+    );
     let out = gcr(&["build", "-t", "rl", &ctx_arg]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out).trim(), id);
     assert_eq!(
         stderr(&out).matches("CACHED").count(),
-        5,
+        6,
         "{}",
         stderr(&out)
     );

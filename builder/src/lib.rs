@@ -51,6 +51,8 @@ pub struct BuildOptions {
     pub quiet: bool,
     /// `--secret id=ID,src=PATH` values for `RUN --mount=type=secret`.
     pub secrets: Vec<(String, PathBuf)>,
+    /// `--ssh ID=SOCKET` agent sockets for `RUN --mount=type=ssh`.
+    pub ssh: Vec<(String, PathBuf)>,
 }
 
 impl BuildOptions {
@@ -68,6 +70,7 @@ impl BuildOptions {
             timestamp: None,
             quiet: false,
             secrets: Vec::new(),
+            ssh: Vec::new(),
         }
     }
 }

@@ -17,12 +17,22 @@ pub(crate) enum RunMount {
         target: String,
         options: String,
     },
+    /// A writable view of `lower` whose writes land in `upper` and are thrown away with the
+    /// step (`RUN --mount=type=bind,rw`).
+    Overlay {
+        lower: PathBuf,
+        upper: PathBuf,
+        work: PathBuf,
+        target: String,
+    },
 }
 
 impl RunMount {
     fn target(&self) -> &str {
         match self {
-            RunMount::Bind { target, .. } | RunMount::Tmpfs { target, .. } => target,
+            RunMount::Bind { target, .. }
+            | RunMount::Tmpfs { target, .. }
+            | RunMount::Overlay { target, .. } => target,
         }
     }
 }
@@ -125,6 +135,12 @@ pub(crate) fn run_step(step: &RunStep) -> StepResult<()> {
             RunMount::Tmpfs { target, options } => {
                 gcr_runtime::tmpfs_mount(Path::new(target), options)
             }
+            RunMount::Overlay {
+                lower,
+                upper,
+                work,
+                target,
+            } => overlay_mount(lower, upper, work, target, step.userxattr)?,
         });
     }
     spec.set_mounts(Some(mounts));
@@ -187,6 +203,38 @@ pub(crate) fn run_step(step: &RunStep) -> StepResult<()> {
 }
 
 /// True when some lower dir has `rel`.
+/// An OverlayFS mount for the runtime's spec.
+fn overlay_mount(
+    lower: &Path,
+    upper: &Path,
+    work: &Path,
+    target: &str,
+    userxattr: bool,
+) -> Result<oci_spec::runtime::Mount, StepFailure> {
+    let mut options = Vec::new();
+    for (key, path) in [("lowerdir", lower), ("upperdir", upper), ("workdir", work)] {
+        let text = path
+            .to_str()
+            .filter(|t| !t.contains([',', ':']))
+            .ok_or_else(|| {
+                StepFailure::Message(format!(
+                    "cannot make {target} writable: the path {} holds ',' or ':' (or is not UTF-8)",
+                    path.display()
+                ))
+            })?;
+        options.push(format!("{key}={text}"));
+    }
+    if userxattr {
+        options.push("userxattr".to_string());
+    }
+    let mut mount = oci_spec::runtime::Mount::default();
+    mount.set_destination(PathBuf::from(target));
+    mount.set_typ(Some("overlay".to_string()));
+    mount.set_source(Some(PathBuf::from("overlay")));
+    mount.set_options(Some(options));
+    Ok(mount)
+}
+
 fn in_lowers(lower: &[PathBuf], rel: &Path) -> bool {
     lower
         .iter()

@@ -57,6 +57,10 @@ pub struct BuildArgs {
     /// Secret for RUN --mount=type=secret: id=ID,src=PATH (repeatable)
     #[arg(long = "secret", value_name = "id=ID,src=PATH")]
     secrets: Vec<String>,
+    /// SSH agent socket for RUN --mount=type=ssh: default, or ID=SOCKET (repeatable;
+    /// `default` alone uses $SSH_AUTH_SOCK)
+    #[arg(long = "ssh", value_name = "default|ID[=SOCKET]")]
+    ssh: Vec<String>,
     /// Build context directory
     #[arg(value_name = "CONTEXT", default_value = ".")]
     context: PathBuf,
@@ -222,6 +226,31 @@ fn build_options(
         let src = std::fs::canonicalize(&src)
             .with_context(|| format!("secret file {} does not exist", src.display()))?;
         options.secrets.push((id, src));
+    }
+    for ssh in &args.ssh {
+        let (id, socket) = match ssh.split_once('=') {
+            Some((id, socket)) => (id.to_string(), PathBuf::from(socket)),
+            None => match std::env::var_os("SSH_AUTH_SOCK").filter(|s| !s.is_empty()) {
+                Some(socket) => (ssh.clone(), PathBuf::from(socket)),
+                None => bail!("--ssh {ssh}: SSH_AUTH_SOCK is not set; give the agent's socket as --ssh {ssh}=SOCKET"),
+            },
+        };
+        if id.is_empty() || id.contains(',') {
+            bail!("invalid --ssh {ssh:?}: use default or ID=SOCKET");
+        }
+        let meta = std::fs::metadata(&socket).with_context(|| {
+            format!(
+                "--ssh {id}: agent socket {} does not exist",
+                socket.display()
+            )
+        })?;
+        if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
+            bail!(
+                "--ssh {id}={}: not a socket; only a running ssh-agent's socket is supported yet (not key files)",
+                socket.display()
+            );
+        }
+        options.ssh.push((id, socket));
     }
     Ok(options)
 }

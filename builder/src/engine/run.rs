@@ -66,12 +66,18 @@ impl Engine<'_> {
         };
         // Mount specs, resolved now so the cache key sees their sources.
         let mut mount_specs = Vec::new();
+        let mut ssh_mounts = 0;
         for m in &r.mounts {
             let target = match &m.target {
                 Some(t) => self.expand(state, t)?,
                 None => match m.kind {
                     MountType::Secret => {
                         format!("/run/secrets/{}", m.id.clone().unwrap_or_default())
+                    }
+                    // BuildKit's default place for the agent sockets.
+                    MountType::Ssh => {
+                        ssh_mounts += 1;
+                        format!("/run/buildkit/ssh_agent.{}", ssh_mounts - 1)
                     }
                     _ => return Err("RUN --mount needs a target".to_string().into()),
                 },
@@ -123,6 +129,7 @@ impl Engine<'_> {
         let user = state.config.user.clone();
         self.layer_step(state, instr, progress, &key_text, |eng, st, dirs| {
             let mut mounts = Vec::new();
+            let mut ssh_env: Option<String> = None;
             let mut views = Vec::new();
             if let Some(script) = &shebang_script {
                 let path = dirs.base.join("heredoc-script");
@@ -193,27 +200,64 @@ impl Engine<'_> {
                             .ok_or_else(|| format!("mount source {src:?} is outside its root"))?;
                         let host = fsutil::resolve(&root.0, &rel, root.1)
                             .map_err(|e| format!("mount source {src:?}: {e}"))?;
-                        if !m.read_only {
-                            return Err("RUN --mount=type=bind,rw is not supported yet: bind mounts are read-only"
-                                .to_string()
-                                .into());
+                        if m.read_only {
+                            mounts.push(RunMount::Bind {
+                                source: host,
+                                target: target.clone(),
+                                read_only: true,
+                            });
+                        } else {
+                            // rw: the command may write, BuildKit throws the writes away. A
+                            // directory gets an overlay with a scratch upper dir; a file a copy.
+                            let scratch = dirs.base.join(format!("bind-rw-{}", mounts.len()));
+                            let made = |p: &std::path::Path| {
+                                std::fs::create_dir_all(p)
+                                    .map_err(|e| crate::error::io_fail("creating", p, e))
+                            };
+                            if host.is_dir() && eng.userxattr && has_unmapped_owner(&host) {
+                                // Rootless, files whose owner this user namespace cannot name
+                                // (a context owned by root) cannot be copied up by overlay
+                                // (EOVERFLOW): the command gets a copy owned by its root.
+                                let copy = scratch.join("copy");
+                                copy_tree(&host, &copy)
+                                    .map_err(|e| crate::error::io_fail("copying", &host, e))?;
+                                mounts.push(RunMount::Bind {
+                                    source: copy,
+                                    target: target.clone(),
+                                    read_only: false,
+                                });
+                            } else if host.is_dir() {
+                                let (upper, work) = (scratch.join("upper"), scratch.join("work"));
+                                made(&upper)?;
+                                made(&work)?;
+                                mounts.push(RunMount::Overlay {
+                                    lower: host,
+                                    upper,
+                                    work,
+                                    target: target.clone(),
+                                });
+                            } else {
+                                made(&scratch)?;
+                                let copy = scratch.join("file");
+                                std::fs::copy(&host, &copy)
+                                    .map_err(|e| crate::error::io_fail("copying", &host, e))?;
+                                mounts.push(RunMount::Bind {
+                                    source: copy,
+                                    target: target.clone(),
+                                    read_only: false,
+                                });
+                            }
                         }
-                        mounts.push(RunMount::Bind {
-                            source: host,
-                            target: target.clone(),
-                            read_only: true,
-                        });
                     }
                     MountType::Secret => {
-                        let id = m
-                            .id
-                            .clone()
-                            .or_else(|| {
-                                Path::new(target)
-                                    .file_name()
-                                    .map(|n| n.to_string_lossy().into_owned())
-                            })
-                            .unwrap_or_default();
+                        let id =
+                            m.id.clone()
+                                .or_else(|| {
+                                    Path::new(target)
+                                        .file_name()
+                                        .map(|n| n.to_string_lossy().into_owned())
+                                })
+                                .unwrap_or_default();
                         match eng.opts.secrets.iter().find(|(i, _)| i == &id) {
                             Some((_, path)) => mounts.push(RunMount::Bind {
                                 source: path.clone(),
@@ -222,15 +266,35 @@ impl Engine<'_> {
                             }),
                             None if m.required => {
                                 return Err(format!(
-                                    "secret {id} is required: pass it with --secret id={id},src=FILE"
-                                )
+                                "secret {id} is required: pass it with --secret id={id},src=FILE"
+                            )
                                 .into())
                             }
                             None => {}
                         }
                     }
                     MountType::Ssh => {
-                        return Err("RUN --mount=type=ssh is not supported yet".to_string().into())
+                        let id = m.id.clone().unwrap_or_else(|| "default".to_string());
+                        match eng.opts.ssh.iter().find(|(i, _)| i == &id) {
+                            Some((_, socket)) => {
+                                // As BuildKit: the first agent mount is the one ssh finds.
+                                if ssh_env.is_none() {
+                                    ssh_env = Some(format!("SSH_AUTH_SOCK={target}"));
+                                }
+                                mounts.push(RunMount::Bind {
+                                    source: socket.clone(),
+                                    target: target.clone(),
+                                    read_only: true,
+                                });
+                            }
+                            None if m.required => {
+                                return Err(format!(
+                                    "ssh agent {id} is required: pass it with --ssh {id}[=SOCKET]"
+                                )
+                                .into())
+                            }
+                            None => {}
+                        }
                     }
                 }
             }
@@ -238,9 +302,11 @@ impl Engine<'_> {
             if lower.is_empty() {
                 lower.push(eng.empty.path().to_path_buf());
             }
+            let mut env = env.clone();
+            env.extend(ssh_env);
             let step = RunStep {
                 argv: argv.clone(),
-                env: env.clone(),
+                env,
                 cwd: cwd.clone(),
                 user: user.clone(),
                 network_none,
@@ -256,5 +322,57 @@ impl Engine<'_> {
             drop(views);
             result
         })
+    }
+}
+
+/// True when something under `dir` shows the overflow id: an owner this user namespace does
+/// not map.
+fn has_unmapped_owner(dir: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let overflow = |file: &str| {
+        std::fs::read_to_string(file)
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+            .unwrap_or(65534)
+    };
+    let (uid, gid) = (
+        overflow("/proc/sys/kernel/overflowuid"),
+        overflow("/proc/sys/kernel/overflowgid"),
+    );
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.uid() == uid || meta.gid() == gid {
+            return true;
+        }
+        if meta.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(&path) {
+                stack.extend(entries.flatten().map(|e| e.path()));
+            }
+        }
+    }
+    false
+}
+
+/// Copies a tree (directories, files with their modes, symlinks; other types are skipped),
+/// without following symlinks.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    let meta = std::fs::symlink_metadata(from)?;
+    let kind = meta.file_type();
+    if kind.is_dir() {
+        std::fs::create_dir_all(to)?;
+        for entry in std::fs::read_dir(from)? {
+            let entry = entry?;
+            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+        }
+        std::fs::set_permissions(to, meta.permissions())
+    } else if kind.is_symlink() {
+        std::os::unix::fs::symlink(std::fs::read_link(from)?, to)
+    } else if kind.is_file() {
+        std::fs::copy(from, to).map(|_| ())
+    } else {
+        Ok(())
     }
 }
