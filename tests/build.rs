@@ -590,6 +590,38 @@ RUN --mount=type=bind,target=/src test ! -e /src/made.txt && cat /src/data.txt >
 }
 
 #[test]
+fn insecure_run_needs_the_entitlement_and_then_runs_privileged() {
+    let Some(base) = busybox() else { return };
+    let store = TestStore::new();
+    let ctx = Ctx::new(&format!(
+        "FROM {base}\nRUN grep CapEff /proc/self/status > /default\nRUN --security=insecure grep CapEff /proc/self/status > /insecure && mkdir -p /m && mount -t tmpfs none /m && echo mounted >> /insecure\n"
+    ));
+    let out = build(&store, &ctx, &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--allow security.insecure"),
+        "{}",
+        stderr(&out)
+    );
+    let (id, _) = build_ok(&store, &ctx, &["--allow", "security.insecure"]);
+    let out = run_in(&store, &id, "cat /default /insecure");
+    // Docker's default set for the plain RUN; every capability, and mount allowed, for the
+    // insecure one.
+    assert!(out.starts_with("CapEff:\t00000000a80425fb\n"), "{out}");
+    // All the caps this machine has (a VM may lack some in its bounding set).
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let bounding = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .unwrap()
+        .trim();
+    assert!(
+        out.contains(&format!("CapEff:\t{bounding}\n")) && out.ends_with("mounted\n"),
+        "{out}"
+    );
+}
+
+#[test]
 fn unsupported_platform_is_refused() {
     let store = TestStore::new();
     let ctx = Ctx::new("FROM scratch\n");

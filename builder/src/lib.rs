@@ -53,6 +53,8 @@ pub struct BuildOptions {
     pub secrets: Vec<(String, PathBuf)>,
     /// `--ssh ID=SOCKET` agent sockets for `RUN --mount=type=ssh`.
     pub ssh: Vec<(String, PathBuf)>,
+    /// `--allow security.insecure`: `RUN --security=insecure` runs privileged.
+    pub allow_insecure: bool,
 }
 
 impl BuildOptions {
@@ -71,6 +73,7 @@ impl BuildOptions {
             quiet: false,
             secrets: Vec::new(),
             ssh: Vec::new(),
+            allow_insecure: false,
         }
     }
 }

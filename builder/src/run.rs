@@ -39,6 +39,9 @@ impl RunMount {
 
 /// What one RUN step needs.
 pub(crate) struct RunStep<'a> {
+    /// `RUN --security=insecure` (granted with `--allow security.insecure`): every capability,
+    /// no seccomp, no masked paths, as `gcr run --privileged`.
+    pub privileged: bool,
     pub argv: Vec<String>,
     pub env: Vec<String>,
     pub cwd: String,
@@ -123,6 +126,9 @@ pub(crate) fn run_step(step: &RunStep) -> StepResult<()> {
     }
     if !step.network_none {
         gcr_runtime::remove_namespace(&mut spec, oci_spec::runtime::LinuxNamespaceType::Network);
+    }
+    if step.privileged {
+        gcr_runtime::set_privileged(&mut spec);
     }
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     for m in &step.mounts {

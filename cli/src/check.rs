@@ -36,6 +36,9 @@ pub struct BuildArgs {
     /// Network for RUN steps: host (default) or none
     #[arg(long, default_value = "host", value_name = "MODE")]
     network: String,
+    /// Grant an entitlement: security.insecure lets RUN --security=insecure run privileged
+    #[arg(long = "allow", value_name = "ENTITLEMENT")]
+    allow: Vec<String>,
     /// Write the image ID to this file
     #[arg(long, value_name = "FILE")]
     iidfile: Option<PathBuf>,
@@ -187,6 +190,14 @@ fn build_options(
             bail!("invalid --label {label:?}: use KEY=VALUE");
         }
         options.labels.push((k.to_string(), v.to_string()));
+    }
+    for entitlement in &args.allow {
+        match entitlement.as_str() {
+            "security.insecure" => options.allow_insecure = true,
+            // RUN steps may already use the host's network.
+            "network.host" => {}
+            other => bail!("unknown --allow {other:?}: use security.insecure or network.host"),
+        }
     }
     options.network_none = match args.network.as_str() {
         "none" => true,

@@ -54,10 +54,14 @@ impl Engine<'_> {
                 }
             }
         };
-        if r.security == gcr_grammar::SecurityMode::Insecure {
-            return Err("RUN --security=insecure is not supported yet"
-                .to_string()
-                .into());
+        // As BuildKit: only with the entitlement granted on the command line.
+        let privileged = r.security == gcr_grammar::SecurityMode::Insecure;
+        if privileged && !self.opts.allow_insecure {
+            return Err(
+                "RUN --security=insecure needs the entitlement: gcr build --allow security.insecure"
+                    .to_string()
+                    .into(),
+            );
         }
         let network_none = match r.network {
             NetworkMode::None => true,
@@ -117,7 +121,7 @@ impl Engine<'_> {
             }
         }
         let key_text = format!(
-            "RUN\n{}\nnetwork_none={network_none}\nargv={argv:?}\nbinds={bind_sources:?}\nmounts={:?}",
+            "RUN\n{}\nnetwork_none={network_none}\nprivileged={privileged}\nargv={argv:?}\nbinds={bind_sources:?}\nmounts={:?}",
             instr.raw.original.trim(),
             mount_specs
                 .iter()
@@ -310,6 +314,7 @@ impl Engine<'_> {
                 cwd: cwd.clone(),
                 user: user.clone(),
                 network_none,
+                privileged,
                 lower,
                 upper: &dirs.upper,
                 work: &dirs.work,
