@@ -385,6 +385,29 @@ fn pulls_by_digest() {
 }
 
 #[test]
+fn a_layer_bigger_than_the_cap_is_refused_and_nothing_is_left() {
+    let Some(reg) = registry_or_skip() else {
+        return;
+    };
+    let env = Env::new();
+    // busybox's layer holds ~2 MiB of content: with a 64 KiB cap the unpack stops, as it
+    // would for a decompression bomb, and the store stays clean.
+    let out = env
+        .cmd(&["pull", "-q", &format!("{reg}/busybox:latest")])
+        .env("GCR_MAX_LAYER_SIZE", "64K")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("GCR_MAX_LAYER_SIZE=65536") && err.contains("decompression bomb"),
+        "{err}"
+    );
+    assert!(env.image_names().is_empty());
+    env.check_clean();
+}
+
+#[test]
 fn unknown_images_and_bad_references_fail_clearly() {
     let Some(reg) = registry_or_skip() else {
         return;

@@ -90,16 +90,55 @@ pub enum UnpackError {
 pub struct UnpackOptions {
     /// Create block and character devices (only sensible when really root).
     pub create_devices: bool,
+    /// Most bytes of file content one layer may put on disk (runs of zeros become holes and
+    /// do not count). Whatever the value, a layer also stops before it leaves the file system
+    /// less than [`DISK_RESERVE`] free: a decompression bomb fails instead of filling the disk.
+    pub max_written: Option<u64>,
 }
+
+/// Free space an unpack never takes.
+pub const DISK_RESERVE: u64 = 64 << 20;
+
+/// The environment variable that caps what one layer may write (bytes, or with a K, M, G or T
+/// suffix).
+pub const MAX_LAYER_SIZE_ENV: &str = "GCR_MAX_LAYER_SIZE";
 
 impl UnpackOptions {
     /// Options for this process: devices only when running as root in the initial user
-    /// namespace.
+    /// namespace; the cap from `GCR_MAX_LAYER_SIZE` when set (an unreadable value is ignored
+    /// with a warning, the free-space cap still applies).
     pub fn detect() -> UnpackOptions {
+        let max_written = std::env::var(MAX_LAYER_SIZE_ENV).ok().and_then(|v| {
+            let parsed = parse_size(&v);
+            if parsed.is_none() {
+                tracing::warn!(
+                    "ignoring {MAX_LAYER_SIZE_ENV}={v:?}: use bytes or a K/M/G/T suffix"
+                );
+            }
+            parsed
+        });
         UnpackOptions {
             create_devices: nix::unistd::geteuid().is_root() && in_initial_user_namespace(),
+            max_written,
         }
     }
+}
+
+/// `123`, `64K`, `10M`, `2G`, `1T` (powers of 1024; `KB`/`KiB` spellings too).
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let number: u64 = number.parse().ok()?;
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => return None,
+    };
+    number.checked_mul(1u64 << shift)
 }
 
 /// True when `/proc/self/uid_map` maps the whole ID range identically (the initial user
@@ -233,6 +272,10 @@ struct Unpacker<'o> {
     root: OwnedFd,
     opts: &'o UnpackOptions,
     stats: UnpackStats,
+    /// Bytes of content this layer may still write.
+    budget: u64,
+    /// Why the budget is what it is, for the error.
+    budget_reason: String,
     /// Directory mtimes, applied at the end (adding entries changes them).
     dir_times: Vec<(Vec<u8>, TimeSpec)>,
     /// Recently resolved directories (joined path, O_PATH descriptor), newest first. Cleared
@@ -259,9 +302,25 @@ pub fn unpack(
         entry: dest.display().to_string(),
         source: e.into(),
     })?;
+    let free = nix::sys::statvfs::fstatvfs(&root)
+        .map(|v| v.blocks_available().saturating_mul(v.fragment_size()))
+        .unwrap_or(u64::MAX);
+    let room = free.saturating_sub(DISK_RESERVE);
+    let (budget, budget_reason) = match opts.max_written {
+        Some(max) if max <= room => (max, format!("{MAX_LAYER_SIZE_ENV}={max}")),
+        _ => (
+            room,
+            format!(
+                "the free space of {} ({free} bytes, of which {DISK_RESERVE} stay free)",
+                dest.display()
+            ),
+        ),
+    };
     let mut unpacker = Unpacker {
         root,
         opts,
+        budget,
+        budget_reason,
         stats: UnpackStats::default(),
         dir_times: Vec::new(),
         cache: Vec::new(),
@@ -618,10 +677,19 @@ impl Unpacker<'_> {
         )
         .map_err(|e| io_err("creating", name, e))?;
         let mut file = File::from(fd);
-        let written = copy_sparse(entry, &mut file).map_err(|e| match e {
+        let budget = self.budget;
+        let (written, on_disk) = copy_sparse(entry, &mut file, budget).map_err(|e| match e {
             CopyError::Read(source) => UnpackError::Read { source },
             CopyError::Write(e) => io_err_io("writing", name, e),
+            CopyError::Budget => UnpackError::Entry {
+                entry: lossy(name),
+                reason: format!(
+                    "the layer writes more than {budget} bytes, the cap set by {}: refused as a possible decompression bomb (raise {MAX_LAYER_SIZE_ENV} or free disk space)",
+                    self.budget_reason
+                ),
+            },
         })?;
+        self.budget -= on_disk;
         self.stats.bytes = self.stats.bytes.saturating_add(written);
         self.set_metadata(&file, meta, name)?;
         futimens(&file, &meta.mtime, &meta.mtime)
@@ -972,13 +1040,17 @@ fn resolve_err(name: &[u8], path: &[u8], e: Errno) -> UnpackError {
 enum CopyError {
     Read(io::Error),
     Write(io::Error),
+    /// More than the budget of bytes on disk.
+    Budget,
 }
 
-/// Copy an entry's data, turning runs of zero blocks into holes. Returns the logical size.
-fn copy_sparse(src: &mut dyn Read, dst: &mut File) -> Result<u64, CopyError> {
+/// Copy an entry's data, turning runs of zero blocks into holes, writing at most `budget`
+/// bytes. Returns the logical size and the bytes written (holes excluded).
+fn copy_sparse(src: &mut dyn Read, dst: &mut File, budget: u64) -> Result<(u64, u64), CopyError> {
     const CHUNK: usize = 64 * 1024;
     let mut buf = vec![0u8; CHUNK];
     let mut total: u64 = 0;
+    let mut on_disk: u64 = 0;
     let mut pending_hole = false;
     loop {
         let mut filled = 0;
@@ -999,6 +1071,10 @@ fn copy_sparse(src: &mut dyn Read, dst: &mut File) -> Result<u64, CopyError> {
                 .map_err(CopyError::Write)?;
             pending_hole = true;
         } else {
+            on_disk += filled as u64;
+            if on_disk > budget {
+                return Err(CopyError::Budget);
+            }
             dst.write_all(chunk).map_err(CopyError::Write)?;
             pending_hole = false;
         }
@@ -1010,7 +1086,7 @@ fn copy_sparse(src: &mut dyn Read, dst: &mut File) -> Result<u64, CopyError> {
     if pending_hole {
         dst.set_len(total).map_err(CopyError::Write)?;
     }
-    Ok(total)
+    Ok((total, on_disk))
 }
 
 /// Remove the directory `dir/name` and everything in it, never following symlinks.

@@ -751,6 +751,7 @@ fn devices_are_skipped_when_not_allowed() {
         &f.layer,
         &UnpackOptions {
             create_devices: false,
+            max_written: None,
         },
     )
     .unwrap();
@@ -966,4 +967,62 @@ fn e9_pax_size_overrides_agree_with_gnu_tar() {
     theirs.sort();
     assert_eq!(ours, theirs, "gcr and GNU tar must see the same entries");
     assert_eq!(fs::read(f.layer.join("a")).unwrap(), b"");
+}
+
+#[test]
+fn content_beyond_the_cap_is_refused_but_holes_do_not_count() {
+    let f = fixture();
+    let opts = |max| UnpackOptions {
+        create_devices: false,
+        max_written: Some(max),
+    };
+    // 100 MiB of zeros (a classic gzip bomb's payload) becomes a hole: fine under 1 MiB.
+    let zeros = TarBuilder::new()
+        .raw(
+            b"zeros",
+            EntryType::Regular,
+            0o644,
+            b"",
+            &vec![0u8; 100 << 20],
+            &[],
+        )
+        .finish();
+    unpack(&mut &zeros[..], &f.layer, &opts(1 << 20)).unwrap();
+    let meta = std::fs::metadata(f.layer.join("zeros")).unwrap();
+    assert_eq!(meta.len(), 100 << 20);
+    assert!(
+        std::os::unix::fs::MetadataExt::blocks(&meta) < 64,
+        "not sparse"
+    );
+    // 3 MiB of content with a 2 MiB cap: refused, naming the entry and the limit.
+    let f = fixture();
+    let data = TarBuilder::new()
+        .raw(
+            b"a",
+            EntryType::Regular,
+            0o644,
+            b"",
+            &vec![b'a'; 1 << 20],
+            &[],
+        )
+        .raw(
+            b"b",
+            EntryType::Regular,
+            0o644,
+            b"",
+            &vec![b'b'; 2 << 20],
+            &[],
+        )
+        .finish();
+    let err = unpack(&mut &data[..], &f.layer, &opts(2 << 20)).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("\"b\"") && text.contains("GCR_MAX_LAYER_SIZE"),
+        "{text}"
+    );
+    assert_eq!(crate::unpack::parse_size("10M"), Some(10 << 20));
+    assert_eq!(crate::unpack::parse_size("2GiB"), Some(2 << 30));
+    assert_eq!(crate::unpack::parse_size("512"), Some(512));
+    assert_eq!(crate::unpack::parse_size("ten"), None);
+    assert_eq!(crate::unpack::parse_size("1X"), None);
 }
