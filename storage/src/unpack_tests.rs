@@ -1026,3 +1026,70 @@ fn content_beyond_the_cap_is_refused_but_holes_do_not_count() {
     assert_eq!(crate::unpack::parse_size("ten"), None);
     assert_eq!(crate::unpack::parse_size("1X"), None);
 }
+
+/// Checklist E13: a hostile process keeps swapping a directory of the layer with a symlink to
+/// the outside (renameat2 RENAME_EXCHANGE) while the layer is unpacked into it. Whatever the
+/// interleaving, nothing may land outside: every step resolves beneath the layer's dirfd.
+#[test]
+fn swapping_a_directory_with_an_outside_symlink_during_unpack_writes_nothing_outside() {
+    use nix::fcntl::{renameat2, RenameFlags};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let f = fixture();
+    let mut tar = TarBuilder::new();
+    tar.dir("d/");
+    for i in 0..400 {
+        tar.dir(&format!("d/sub{i}/"));
+        tar.file(&format!("d/sub{i}/f"), b"payload");
+        tar.file(&format!("d/f{i}"), b"payload");
+    }
+    let tar = tar.finish();
+    let swaps = Arc::new(AtomicU64::new(0));
+    for round in 0..25 {
+        let layer = f.layer.join(format!("round{round}"));
+        fs::create_dir(&layer).unwrap();
+        // Before the first entry: d exists, and "decoy" points outside.
+        fs::create_dir(layer.join("d")).unwrap();
+        std::os::unix::fs::symlink(&f.outside, layer.join("decoy")).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let swapper = {
+            let (stop, swaps, layer) = (stop.clone(), swaps.clone(), layer.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if renameat2(
+                        nix::fcntl::AT_FDCWD,
+                        &layer.join("d"),
+                        nix::fcntl::AT_FDCWD,
+                        &layer.join("decoy"),
+                        RenameFlags::RENAME_EXCHANGE,
+                    )
+                    .is_ok()
+                    {
+                        swaps.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        };
+        // Errors are fine (the tree changes under the unpacker); escapes are not.
+        let _ = unpack(&mut &tar[..], &layer, &UnpackOptions::detect());
+        stop.store(true, Ordering::Relaxed);
+        swapper.join().unwrap();
+    }
+    assert!(
+        swaps.load(Ordering::Relaxed) >= 1000,
+        "the race hardly ran: {} swaps",
+        swaps.load(Ordering::Relaxed)
+    );
+    let mut outside: Vec<_> = fs::read_dir(&f.outside)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    outside.sort();
+    assert_eq!(
+        outside,
+        ["secret", "victim"],
+        "something was written outside"
+    );
+    assert_eq!(fs::read_dir(f.outside.join("victim")).unwrap().count(), 1);
+}
