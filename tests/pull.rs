@@ -713,6 +713,8 @@ struct Seen {
     auth: Vec<(String, bool)>,
     /// Bytes of the slow layer sent so far.
     slow_sent: usize,
+    /// The start of every `Range: bytes=N-` request.
+    ranges: Vec<u64>,
 }
 
 #[derive(Clone, Default)]
@@ -801,6 +803,8 @@ impl FaultServer {
 struct Request {
     path: String,
     authorization: Option<String>,
+    /// `Range: bytes=N-`
+    range_from: Option<u64>,
 }
 
 fn read_request(conn: &mut BufReader<TcpStream>) -> std::io::Result<Request> {
@@ -808,6 +812,7 @@ fn read_request(conn: &mut BufReader<TcpStream>) -> std::io::Result<Request> {
     conn.read_line(&mut line)?;
     let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
     let mut authorization = None;
+    let mut range_from = None;
     loop {
         let mut h = String::new();
         if conn.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
@@ -817,11 +822,19 @@ fn read_request(conn: &mut BufReader<TcpStream>) -> std::io::Result<Request> {
             if k.eq_ignore_ascii_case("authorization") {
                 authorization = Some(v.trim().to_string());
             }
+            if k.eq_ignore_ascii_case("range") {
+                range_from = v
+                    .trim()
+                    .strip_prefix("bytes=")
+                    .and_then(|r| r.strip_suffix('-'))
+                    .and_then(|n| n.parse().ok());
+            }
         }
     }
     Ok(Request {
         path,
         authorization,
+        range_from,
     })
 }
 
@@ -853,6 +866,7 @@ fn serve(
     let first_time = {
         let mut s = seen.lock().unwrap();
         s.auth.push((req.path.clone(), req.authorization.is_some()));
+        s.ranges.extend(req.range_from);
         let n = s.hits.entry(req.path.clone()).or_default();
         *n += 1;
         *n == 1
@@ -1034,6 +1048,32 @@ fn serve(
                     conn.write_all(&layer[..layer.len() / 2])?;
                     conn.flush()
                 }
+                "cutonce" => match req.range_from {
+                    // The first answer stops after a third; a Range request gets the rest.
+                    None => {
+                        conn.write_all(
+                            format!(
+                                "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+                                layer.len()
+                            )
+                            .as_bytes(),
+                        )?;
+                        conn.write_all(&layer[..layer.len() / 3])?;
+                        conn.flush()
+                    }
+                    Some(from) => {
+                        let from = (from as usize).min(layer.len());
+                        respond(
+                            &mut conn,
+                            "206 Partial Content",
+                            &[(
+                                "Content-Range",
+                                format!("bytes {from}-{}/{}", layer.len() - 1, layer.len()),
+                            )],
+                            &layer[from..],
+                        )
+                    }
+                },
                 "flipped" => {
                     // A byte of the gzip header's mtime: still valid gzip, different digest.
                     let mut copy = layer.clone();
@@ -1186,9 +1226,11 @@ fn truncated_and_endless_blobs_fail_and_leave_nothing() {
     assert!(err.contains(&blobs.layer_digest), "{err}");
     // Truncation is transient: it was retried before giving up.
     assert!(err.contains("gave up after 5 attempts"), "{err}");
+    // Each attempt also asked for the rest with a Range request, which this registry
+    // answers with the whole blob again (200): not resumable, so a fresh attempt follows.
     assert_eq!(
         server.hits(&format!("truncated/blobs/{}", blobs.layer_digest)),
-        5
+        10
     );
 
     let image = format!("{}/endless:latest", server.host());
@@ -1203,6 +1245,30 @@ fn truncated_and_endless_blobs_fail_and_leave_nothing() {
 
     // A retry against a sane registry completes into the same store.
     env.ok(&["pull", &format!("{}/good:latest", server.host())]);
+    env.check_clean();
+}
+
+#[test]
+fn a_cut_blob_is_resumed_with_a_range_request() {
+    let Some((server, blobs)) = fault_server_or_skip() else {
+        return;
+    };
+    let env = Env::new();
+    env.ok(&["pull", &format!("{}/cutonce:latest", server.host())]);
+    // One plain request, cut after a third; then the rest from where it stopped: nothing
+    // already received was fetched again.
+    assert_eq!(
+        server.hits(&format!("cutonce/blobs/{}", blobs.layer_digest)),
+        2
+    );
+    let ranges = server.seen.lock().unwrap().ranges.clone();
+    assert_eq!(ranges, [(blobs.layer.len() / 3) as u64], "{ranges:?}");
+    env.ok(&[
+        "run",
+        "--rm",
+        &format!("{}/cutonce:latest", server.host()),
+        "true",
+    ]);
     env.check_clean();
 }
 

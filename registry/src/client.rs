@@ -338,7 +338,7 @@ impl RegistryClient {
     /// (200, 401 or the distribution API header), which decides falling back to another scheme.
     async fn ping(&self) -> Result<bool, RegistryError> {
         let url = self.url("/v2/")?;
-        let resp = self.send_raw(&url, None, None).await?;
+        let resp = self.send_raw(&url, None, None, None).await?;
         let api_header = resp
             .headers()
             .contains_key("docker-distribution-api-version");
@@ -375,7 +375,7 @@ impl RegistryClient {
             Some(Challenge::Basic) => {
                 let url = self.url("/v2/")?;
                 let auth = self.basic_header()?;
-                let resp = self.send_raw(&url, None, auth).await?;
+                let resp = self.send_raw(&url, None, auth, None).await?;
                 match resp.status() {
                     s if s.is_success() => Ok(()),
                     StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
@@ -424,10 +424,14 @@ impl RegistryClient {
         url: &Url,
         accept: Option<&str>,
         authorization: Option<HeaderValue>,
+        from: Option<u64>,
     ) -> Result<reqwest::Response, RegistryError> {
         let mut req = self.http.get(url.clone());
         if let Some(accept) = accept {
             req = req.header(ACCEPT, accept);
+        }
+        if let Some(from) = from {
+            req = req.header(reqwest::header::RANGE, format!("bytes={from}-"));
         }
         if let Some(auth) = authorization {
             req = req.header(AUTHORIZATION, auth);
@@ -501,7 +505,7 @@ impl RegistryClient {
             }
         }
         let auth = self.basic_header()?;
-        let resp = self.send_raw(&url, None, auth).await?;
+        let resp = self.send_raw(&url, None, auth, None).await?;
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Err(self.unauthorized(if self.credential.is_some() {
@@ -542,11 +546,23 @@ impl RegistryClient {
         accept: Option<&str>,
         scope: &str,
     ) -> Result<reqwest::Response, RegistryError> {
+        self.get_from(path, accept, scope, None).await
+    }
+
+    /// [`get`](Self::get) with `Range: bytes=FROM-` when `from` is given (resuming a blob;
+    /// the caller checks for 206).
+    pub async fn get_from(
+        &self,
+        path: &str,
+        accept: Option<&str>,
+        scope: &str,
+        from: Option<u64>,
+    ) -> Result<reqwest::Response, RegistryError> {
         let url = self.url(path)?;
         for attempt in 0..2 {
             let auth = self.authorization(scope).await?;
             let sent_auth = auth.is_some();
-            let resp = self.send_raw(&url, accept, auth).await?;
+            let resp = self.send_raw(&url, accept, auth, from).await?;
             let status = resp.status();
             if status.is_success() {
                 return Ok(resp);

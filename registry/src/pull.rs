@@ -431,7 +431,7 @@ async fn pull_inner(
                     size: job.size,
                 });
                 with_retries(opts, events, &what, || {
-                    fetch_layer(&client, store, repo, scope, &job, events)
+                    fetch_layer(&client, store, repo, scope, &job, events, opts)
                 })
                 .await?;
                 let _ = events.send(PullEvent::LayerDone {
@@ -622,6 +622,41 @@ async fn get_blob(
     }
 }
 
+/// The rest of a blob from byte `from` on: only a 206 answer starting exactly there will do
+/// (a 200 would repeat bytes already consumed).
+async fn resume_blob(
+    client: &RegistryClient,
+    repo: &str,
+    scope: &str,
+    digest: &Digest,
+    from: u64,
+) -> Result<reqwest::Response, String> {
+    let path = format!("/v2/{repo}/blobs/{digest}");
+    let resp = client
+        .get_from(&path, None, scope, Some(from))
+        .await
+        .map_err(|e| e.to_string())?;
+    if resp.status() != reqwest::StatusCode::PARTIAL_CONTENT {
+        return Err(format!(
+            "the registry answered {} to a Range request",
+            resp.status()
+        ));
+    }
+    let range = resp
+        .headers()
+        .get(reqwest::header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let start = range
+        .strip_prefix("bytes ")
+        .and_then(|r| r.split('-').next())
+        .and_then(|n| n.parse::<u64>().ok());
+    if start != Some(from) {
+        return Err(format!("Content-Range {range:?} does not start at {from}"));
+    }
+    Ok(resp)
+}
+
 /// One attempt at a layer: stream the blob into `Store::ingest_layer` on a blocking thread.
 async fn fetch_layer(
     client: &RegistryClient,
@@ -630,6 +665,7 @@ async fn fetch_layer(
     scope: &str,
     expect: &LayerExpectation,
     events: &UnboundedSender<PullEvent>,
+    opts: &PullOptions,
 ) -> Result<(), PullErrorKind> {
     if store.has_blob(&expect.digest) {
         // The blob is here (e.g. an earlier pull was killed after storing it): unpack it.
@@ -652,12 +688,15 @@ async fn fetch_layer(
         ingest_store.ingest_layer(&mut reader, &ingest_expect, &mut |_| {})
     });
 
-    // Pump the body into the channel, never past the descriptor size.
+    // Pump the body into the channel, never past the descriptor size. A connection cut
+    // midway is resumed with a Range request where the registry allows it, so the bytes
+    // already hashed and unpacked are not fetched again.
     let pumped: Result<(), PullErrorKind> = async {
         let mut received: u64 = 0;
         let mut reported: u64 = 0;
+        let mut resumes: u32 = 0;
         loop {
-            match resp.chunk().await {
+            let cut = match resp.chunk().await {
                 Ok(Some(chunk)) => {
                     received += chunk.len() as u64;
                     if tx.send(Ok(chunk)).await.is_err() {
@@ -677,38 +716,40 @@ async fn fetch_layer(
                             bytes_done: received,
                         });
                     }
+                    continue;
                 }
-                Ok(None) if received < expect.size => {
-                    let _ = tx
-                        .send(Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "the connection ended before the whole blob arrived",
-                        )))
-                        .await;
-                    return Err(PullErrorKind::Truncated {
-                        digest: expect.digest.clone(),
-                        received,
-                        expected: expect.size,
-                    });
-                }
-                Ok(None) => return Ok(()),
+                Ok(None) if received >= expect.size => return Ok(()),
+                Ok(None) => "the connection ended before the whole blob arrived".to_string(),
                 Err(e) => {
                     // Signed CDN URLs carry tokens in their query: keep them out of messages.
                     let mut detail = crate::client::error_chain(&e);
                     if let Some(url) = e.url() {
                         detail = detail.replace(url.as_str(), &crate::client::redact(url));
                     }
-                    let _ = tx
-                        .send(Err(io::Error::other(format!("network error: {detail}"))))
-                        .await;
-                    tracing::debug!(digest = %expect.digest, received, %detail, "blob stream failed");
-                    return Err(PullErrorKind::Truncated {
-                        digest: expect.digest.clone(),
-                        received,
-                        expected: expect.size,
-                    });
+                    format!("network error: {detail}")
+                }
+            };
+            tracing::debug!(digest = %expect.digest, received, %cut, "blob stream cut");
+            if received > 0 && resumes < opts.retries {
+                resumes += 1;
+                tokio::time::sleep(backoff(opts.retry_delay, resumes)).await;
+                match resume_blob(client, repo, scope, &expect.digest, received).await {
+                    Ok(rest) => {
+                        tracing::info!(digest = %expect.digest, received, "resuming the blob");
+                        resp = rest;
+                        continue;
+                    }
+                    Err(why) => {
+                        tracing::debug!(digest = %expect.digest, %why, "cannot resume");
+                    }
                 }
             }
+            let _ = tx.send(Err(io::Error::other(cut))).await;
+            return Err(PullErrorKind::Truncated {
+                digest: expect.digest.clone(),
+                received,
+                expected: expect.size,
+            });
         }
     }
     .await;
