@@ -956,9 +956,9 @@ impl<'a> Engine<'a> {
                     )?;
                     // BuildKit reports its export separately; the commit can outweigh the RUN.
                     self.say(&format!(
-                        "#{n} exporting layer {} {:.1} MB {:.1}s done",
+                        "#{n} exporting layer {} {} {:.1}s done",
                         committed.info.digest.short(),
-                        committed.info.size as f64 / 1e6,
+                        human_size(committed.info.size),
                         commit_started.elapsed().as_secs_f64()
                     ));
                     Some(LayerRef {
@@ -1108,6 +1108,17 @@ fn is_predefined_arg(name: &str) -> bool {
         name.to_uppercase().as_str(),
         "HTTP_PROXY" | "HTTPS_PROXY" | "FTP_PROXY" | "NO_PROXY" | "ALL_PROXY"
     ) || platform_args().iter().any(|(k, _)| k == name)
+}
+
+/// A size as BuildKit's progress prints it: 512B, 3.2kB, 1.07GB (powers of 1000).
+fn human_size(bytes: u64) -> String {
+    let b = bytes as f64;
+    match bytes {
+        0..=999 => format!("{bytes}B"),
+        1_000..=999_999 => format!("{:.1}kB", b / 1e3),
+        1_000_000..=999_999_999 => format!("{:.1}MB", b / 1e6),
+        _ => format!("{:.2}GB", b / 1e9),
+    }
 }
 
 /// An instruction's text for messages and progress: one line, at most 120 characters.
