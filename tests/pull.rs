@@ -1622,3 +1622,142 @@ fn rootless_pull_as_an_unprivileged_user() {
     let list: Value = serde_json::from_slice(&out.stdout).expect("images json");
     assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
 }
+
+/// A distribution registry of its own that demands a client certificate (mutual TLS), on a
+/// free loopback port, with certificates made by openssl: `certs/` holds the CA and a client
+/// certificate and key, `ca-only/` just the CA.
+struct MutualTlsRegistry {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Drop for MutualTlsRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl MutualTlsRegistry {
+    fn start() -> Option<MutualTlsRegistry> {
+        support::tool("docker-registry")?;
+        support::tool("openssl")?;
+        let dir = tempfile::Builder::new()
+            .prefix("gcr-mtls-")
+            .tempdir()
+            .unwrap();
+        let d = dir.path();
+        let sh = |script: &str| {
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .current_dir(d)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{script}: {}", stderr(&out));
+        };
+        let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+        sh(&format!(
+            "openssl req -x509 -new {ec} -keyout ca.key -out ca.crt -days 2 -subj '/CN=mtls CA' \
+             -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign"
+        ));
+        for (name, usage, san) in [
+            ("server", "serverAuth", "subjectAltName=IP:127.0.0.1"),
+            ("client", "clientAuth", "subjectAltName=DNS:gcr-client"),
+        ] {
+            sh(&format!(
+                "openssl req -new {ec} -keyout {name}.key -out {name}.csr -subj /CN={name} && \
+                 printf 'extendedKeyUsage={usage}\\n{san}\\n' > {name}.ext && \
+                 openssl x509 -req -in {name}.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+                 -out {name}.crt -days 2 -extfile {name}.ext"
+            ));
+        }
+        sh(
+            "mkdir certs ca-only && cp ca.crt certs/ && cp ca.crt ca-only/ && \
+            cp client.crt certs/client.cert && cp client.key certs/client.key",
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        std::fs::write(
+            d.join("config.yml"),
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {root}/storage\n\
+                 http:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {root}/server.crt\n    key: {root}/server.key\n\
+                 \x20   clientcas:\n      - {root}/ca.crt\n",
+                root = d.display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(d.join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(d.join("config.yml"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start docker-registry");
+        let registry = MutualTlsRegistry { child, dir, port };
+        for _ in 0..100 {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(registry);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "the mutual-TLS registry did not start: {}",
+            std::fs::read_to_string(registry.dir.path().join("registry.log")).unwrap_or_default()
+        );
+    }
+
+    fn dir(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+}
+
+#[test]
+fn client_certificates_from_cert_dir_reach_a_mutual_tls_registry() {
+    let Some(reg) = registry_or_skip() else {
+        return;
+    };
+    let Some(mtls) = MutualTlsRegistry::start() else {
+        return;
+    };
+    let env = Env::new();
+    env.ok(&["pull", "-q", &format!("{reg}/busybox:latest")]);
+    let target = format!("127.0.0.1:{}/gcr/busybox:mtls", mtls.port);
+    // Without the client certificate the registry refuses the TLS handshake.
+    let out = env.run(&[
+        "push",
+        "--cert-dir",
+        &mtls.dir("ca-only"),
+        &format!("{reg}/busybox:latest"),
+        &target,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).to_lowercase().contains("tls") || stderr(&out).contains("certificate"),
+        "{}",
+        stderr(&out)
+    );
+    env.ok(&[
+        "push",
+        "-q",
+        "--cert-dir",
+        &mtls.dir("certs"),
+        &format!("{reg}/busybox:latest"),
+        &target,
+    ]);
+    let other = Env::new();
+    let out = other.run(&["pull", "--cert-dir", &mtls.dir("ca-only"), &target]);
+    assert!(!out.status.success(), "pulled without a client certificate");
+    other.ok(&["pull", "-q", "--cert-dir", &mtls.dir("certs"), &target]);
+    assert_eq!(
+        other.ok(&["run", "--rm", "--network", "none", &target, "echo", "hi"]),
+        "hi\n"
+    );
+    other.check_clean();
+}

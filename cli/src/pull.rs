@@ -22,6 +22,10 @@ pub struct PullArgs {
     /// Require HTTPS with a verified certificate (false allows plain HTTP and any certificate)
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     tls_verify: bool,
+    /// Certificates for the registry in one directory (*.crt CAs, *.cert + *.key client
+    /// certificate) instead of /etc/containers/certs.d/HOST[:PORT]
+    #[arg(long, value_name = "DIR")]
+    cert_dir: Option<std::path::PathBuf>,
     /// Image reference: NAME[:TAG|@DIGEST]
     #[arg(value_name = "IMAGE")]
     image: String,
@@ -41,6 +45,10 @@ pub struct LoginArgs {
     /// Require HTTPS with a verified certificate
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     tls_verify: bool,
+    /// Certificates for the registry in one directory (*.crt CAs, *.cert + *.key client
+    /// certificate) instead of /etc/containers/certs.d/HOST[:PORT]
+    #[arg(long, value_name = "DIR")]
+    cert_dir: Option<std::path::PathBuf>,
     /// Registry host[:port]
     #[arg(value_name = "REGISTRY")]
     registry: String,
@@ -68,6 +76,7 @@ pub fn pull(ctx: &Context, args: PullArgs) -> anyhow::Result<u8> {
     let options = PullOptions {
         platform,
         tls_verify: args.tls_verify,
+        cert_dir: args.cert_dir.clone(),
         ..Default::default()
     };
     let runtime = crate::tokio_runtime()?;
@@ -195,11 +204,16 @@ pub fn login(args: LoginArgs) -> anyhow::Result<u8> {
     }
     let runtime = crate::tokio_runtime()?;
     // The login error names the registry.
-    let outcome = runtime.block_on(gcr_registry::login(
+    let client_options = gcr_registry::ClientOptions {
+        tls_verify: args.tls_verify,
+        cert_dir: args.cert_dir.clone(),
+        ..Default::default()
+    };
+    let outcome = runtime.block_on(gcr_registry::login_with(
         &args.registry,
         &username,
         &password,
-        args.tls_verify,
+        &client_options,
     ))?;
     tracing::info!(auth_file = %outcome.auth_file.display(), "credentials saved");
     println!("Login Succeeded!");

@@ -20,6 +20,10 @@ pub struct PushArgs {
     /// Require HTTPS with a verified certificate (false allows plain HTTP and any certificate)
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     tls_verify: bool,
+    /// Certificates for the registry in one directory (*.crt CAs, *.cert + *.key client
+    /// certificate) instead of /etc/containers/certs.d/HOST[:PORT]
+    #[arg(long, value_name = "DIR")]
+    cert_dir: Option<std::path::PathBuf>,
     /// Write the digest of the pushed manifest to this file
     #[arg(long, value_name = "FILE")]
     digestfile: Option<PathBuf>,
@@ -56,6 +60,7 @@ pub fn push(ctx: &Context, args: PushArgs) -> anyhow::Result<u8> {
     }
     let options = PushOptions {
         tls_verify: args.tls_verify,
+        cert_dir: args.cert_dir.clone(),
         chunk_size: args.chunk_size,
         ..Default::default()
     };

@@ -96,8 +96,12 @@ impl RegistryError {
 pub struct ClientOptions {
     /// Verify TLS certificates and refuse plain HTTP to non-loopback registries.
     pub tls_verify: bool,
-    /// Directories holding `HOST[:PORT]/*.crt` CA certificates.
+    /// Directories holding `HOST[:PORT]/*.crt` CA certificates and `*.cert`/`*.key` client
+    /// certificates.
     pub certs_dirs: Vec<PathBuf>,
+    /// A directory with the registry's `*.crt`, `*.cert` and `*.key` files directly, used
+    /// instead of `certs_dirs` (Podman's `--cert-dir`).
+    pub cert_dir: Option<PathBuf>,
     /// Per-request timeout for connecting.
     pub connect_timeout: Duration,
     /// Timeout between two reads of a body (a stalled transfer fails, a slow one does not).
@@ -109,6 +113,7 @@ impl Default for ClientOptions {
         ClientOptions {
             tls_verify: true,
             certs_dirs: DEFAULT_CERTS_DIRS.iter().map(PathBuf::from).collect(),
+            cert_dir: None,
             connect_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(60),
         }
@@ -174,15 +179,66 @@ fn host_part(registry: &str) -> &str {
     }
 }
 
-/// Reads every CA certificate configured for `registry` in the certs.d directories.
+/// The directories whose files configure TLS for `registry`: `--cert-dir`, or
+/// `CERTS_DIR/HOST[:PORT]` for each certs.d directory.
+pub fn registry_cert_dirs(registry: &str, opts: &ClientOptions) -> Vec<PathBuf> {
+    match &opts.cert_dir {
+        Some(dir) => vec![dir.clone()],
+        None => opts.certs_dirs.iter().map(|d| d.join(registry)).collect(),
+    }
+}
+
+/// The client certificate for mutual TLS, as Docker and Podman find it: `NAME.cert` with
+/// `NAME.key` beside it (the first pair by name). A certificate without its key is an error.
+pub fn registry_client_identity(
+    dirs: &[PathBuf],
+) -> Result<Option<(PathBuf, reqwest::Identity)>, RegistryError> {
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        let mut certs: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "cert"))
+            .collect();
+        certs.sort();
+        let Some(cert) = certs.into_iter().next() else {
+            continue;
+        };
+        let key = cert.with_extension("key");
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|e| RegistryError::Certificate {
+                path: path.clone(),
+                detail: if e.kind() == std::io::ErrorKind::NotFound {
+                    format!(
+                        "the client certificate {} needs its key here",
+                        cert.display()
+                    )
+                } else {
+                    e.to_string()
+                },
+            })
+        };
+        let mut pem = read(&cert)?;
+        pem.push(b'\n');
+        pem.extend_from_slice(&read(&key)?);
+        let identity =
+            reqwest::Identity::from_pem(&pem).map_err(|e| RegistryError::Certificate {
+                path: cert.clone(),
+                detail: format!("not a usable certificate and key pair: {}", error_chain(&e)),
+            })?;
+        return Ok(Some((cert, identity)));
+    }
+    Ok(None)
+}
+
+/// Reads every CA certificate (`*.crt`) in `dirs` (from [`registry_cert_dirs`]).
 pub fn registry_ca_certificates(
-    registry: &str,
-    certs_dirs: &[PathBuf],
+    dirs: &[PathBuf],
 ) -> Result<Vec<(PathBuf, reqwest::Certificate)>, RegistryError> {
     let mut certs = Vec::new();
-    for dir in certs_dirs {
-        let host_dir = dir.join(registry);
-        let Ok(entries) = std::fs::read_dir(&host_dir) else {
+    for host_dir in dirs {
+        let Ok(entries) = std::fs::read_dir(host_dir) else {
             continue;
         };
         let mut paths: Vec<PathBuf> = entries
@@ -231,17 +287,20 @@ fn redirect_policy() -> reqwest::redirect::Policy {
 fn build_http(
     opts: &ClientOptions,
     cas: Vec<reqwest::Certificate>,
+    identity: Option<reqwest::Identity>,
     accept_invalid: bool,
 ) -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .user_agent(USER_AGENT)
         .redirect(redirect_policy())
         .connect_timeout(opts.connect_timeout)
         .read_timeout(opts.read_timeout)
         .tls_certs_merge(cas)
-        .danger_accept_invalid_certs(accept_invalid)
-        .build()
-        .map_err(|e| error_chain(&e))
+        .danger_accept_invalid_certs(accept_invalid);
+    if let Some(identity) = identity {
+        builder = builder.identity(identity);
+    }
+    builder.build().map_err(|e| error_chain(&e))
 }
 
 impl RegistryClient {
@@ -256,9 +315,11 @@ impl RegistryClient {
         opts: &ClientOptions,
     ) -> Result<RegistryClient, RegistryError> {
         let host = api_host(registry).to_string();
-        let cas = registry_ca_certificates(registry, &opts.certs_dirs)?;
+        let dirs = registry_cert_dirs(registry, opts);
+        let cas = registry_ca_certificates(&dirs)?;
         let has_ca = !cas.is_empty();
         let cas: Vec<reqwest::Certificate> = cas.into_iter().map(|(_, c)| c).collect();
+        let identity = registry_client_identity(&dirs)?.map(|(_, id)| id);
         let connect_err = |detail: String| RegistryError::Connect {
             registry: registry.to_string(),
             detail,
@@ -271,16 +332,19 @@ impl RegistryClient {
         // Loopback registries are "insecure" the way Docker treats 127.0.0.0/8: plain HTTP
         // first, then HTTPS accepting any certificate; a certs.d CA means verified HTTPS.
         let mut candidates = Vec::new();
+        let http = |cas: Vec<reqwest::Certificate>, accept_invalid: bool| {
+            build_http(opts, cas, identity.clone(), accept_invalid)
+        };
         if has_ca && opts.tls_verify {
-            candidates.push((url("https")?, build_http(opts, cas, false)));
+            candidates.push((url("https")?, http(cas, false)));
         } else if is_loopback(registry) && opts.tls_verify {
-            candidates.push((url("http")?, build_http(opts, cas.clone(), false)));
-            candidates.push((url("https")?, build_http(opts, cas, true)));
+            candidates.push((url("http")?, http(cas.clone(), false)));
+            candidates.push((url("https")?, http(cas, true)));
         } else if opts.tls_verify {
-            candidates.push((url("https")?, build_http(opts, cas, false)));
+            candidates.push((url("https")?, http(cas, false)));
         } else {
-            candidates.push((url("https")?, build_http(opts, cas.clone(), true)));
-            candidates.push((url("http")?, build_http(opts, cas, true)));
+            candidates.push((url("https")?, http(cas.clone(), true)));
+            candidates.push((url("http")?, http(cas, true)));
         }
 
         let mut first_err = None;
@@ -1020,23 +1084,39 @@ mod tests {
     #[test]
     fn certs_d_lookup() {
         let tmp = tempfile::tempdir().unwrap();
-        let dirs = vec![tmp.path().join("containers"), tmp.path().join("docker")];
-        assert!(registry_ca_certificates("127.0.0.1:5443", &dirs)
-            .unwrap()
-            .is_empty());
-        let host = dirs[0].join("127.0.0.1:5443");
+        let opts = ClientOptions {
+            certs_dirs: vec![tmp.path().join("containers"), tmp.path().join("docker")],
+            ..ClientOptions::default()
+        };
+        let dirs = registry_cert_dirs("127.0.0.1:5443", &opts);
+        assert!(registry_ca_certificates(&dirs).unwrap().is_empty());
+        let host = opts.certs_dirs[0].join("127.0.0.1:5443");
         std::fs::create_dir_all(&host).unwrap();
         std::fs::write(host.join("ca.crt"), "not a certificate").unwrap();
-        let e = registry_ca_certificates("127.0.0.1:5443", &dirs)
-            .unwrap_err()
-            .to_string();
+        let e = registry_ca_certificates(&dirs).unwrap_err().to_string();
         assert!(e.contains("ca.crt"), "{e}");
         // Files not ending in .crt (client keys, certs) are not CAs.
         std::fs::remove_file(host.join("ca.crt")).unwrap();
         std::fs::write(host.join("client.key"), "x").unwrap();
-        assert!(registry_ca_certificates("127.0.0.1:5443", &dirs)
-            .unwrap()
-            .is_empty());
-        assert!(ca_files("127.0.0.1:5443", &dirs).is_empty());
+        assert!(registry_ca_certificates(&dirs).unwrap().is_empty());
+        assert!(ca_files("127.0.0.1:5443", &opts.certs_dirs).is_empty());
+        // A client certificate needs its key; a lone key is no client certificate.
+        assert!(registry_client_identity(&dirs).unwrap().is_none());
+        std::fs::remove_file(host.join("client.key")).unwrap();
+        std::fs::write(host.join("client.cert"), "x").unwrap();
+        let e = registry_client_identity(&dirs).unwrap_err().to_string();
+        assert!(
+            e.contains("client.key") && e.contains("needs its key"),
+            "{e}"
+        );
+        // --cert-dir replaces the per-host lookup.
+        let opts = ClientOptions {
+            cert_dir: Some(tmp.path().join("mine")),
+            ..opts
+        };
+        assert_eq!(
+            registry_cert_dirs("127.0.0.1:5443", &opts),
+            [tmp.path().join("mine")]
+        );
     }
 }

@@ -34,8 +34,10 @@ pub struct PullOptions {
     pub platform: Option<Platform>,
     /// Verify TLS; when false, accept any certificate and fall back to plain HTTP.
     pub tls_verify: bool,
-    /// Directories holding `HOST[:PORT]/*.crt` CA certificates.
+    /// Directories holding `HOST[:PORT]/*.crt` CA certificates (and client certificates).
     pub certs_dirs: Vec<PathBuf>,
+    /// The registry's certificates directly in one directory, instead of `certs_dirs`.
+    pub cert_dir: Option<PathBuf>,
     /// Credentials to use instead of those in the auth files.
     pub credential: Option<Credential>,
     /// Layers downloaded at once.
@@ -52,6 +54,7 @@ impl Default for PullOptions {
             platform: None,
             tls_verify: true,
             certs_dirs: DEFAULT_CERTS_DIRS.iter().map(PathBuf::from).collect(),
+            cert_dir: None,
             credential: None,
             max_concurrent_downloads: 3,
             retries: 4,
@@ -65,6 +68,7 @@ impl PullOptions {
         ClientOptions {
             tls_verify: self.tls_verify,
             certs_dirs: self.certs_dirs.clone(),
+            cert_dir: self.cert_dir.clone(),
             ..ClientOptions::default()
         }
     }

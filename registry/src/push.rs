@@ -35,8 +35,10 @@ const MAX_MOUNT_SOURCES: usize = 3;
 pub struct PushOptions {
     /// Verify TLS; when false, accept any certificate and fall back to plain HTTP.
     pub tls_verify: bool,
-    /// Directories holding `HOST[:PORT]/*.crt` CA certificates.
+    /// Directories holding `HOST[:PORT]/*.crt` CA certificates (and client certificates).
     pub certs_dirs: Vec<PathBuf>,
+    /// The registry's certificates directly in one directory, instead of `certs_dirs`.
+    pub cert_dir: Option<PathBuf>,
     /// Credentials to use instead of those in the auth files.
     pub credential: Option<Credential>,
     /// Blobs uploaded at once.
@@ -57,6 +59,7 @@ impl Default for PushOptions {
         PushOptions {
             tls_verify: true,
             certs_dirs: DEFAULT_CERTS_DIRS.iter().map(PathBuf::from).collect(),
+            cert_dir: None,
             credential: None,
             max_concurrent_uploads: 3,
             retries: 4,
@@ -330,6 +333,7 @@ async fn push_inner(
     let client_opts = ClientOptions {
         tls_verify: opts.tls_verify,
         certs_dirs: opts.certs_dirs.clone(),
+        cert_dir: opts.cert_dir.clone(),
         ..ClientOptions::default()
     };
     let client = with_retries(opts, events, "connecting", || {
