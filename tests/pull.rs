@@ -735,6 +735,9 @@ struct BearerConfig {
     credentials: Option<String>,
     /// The token service answers with a 5 MiB body.
     huge_token: bool,
+    /// The token service is OAuth2's: tokens only for a POST with this refresh token (an
+    /// identity token from `docker login`).
+    refresh_token: Option<String>,
 }
 
 const TOKEN: &str = "gcr-test-token";
@@ -801,7 +804,10 @@ impl FaultServer {
 }
 
 struct Request {
+    method: String,
     path: String,
+    /// The body, when Content-Length announced one.
+    body: Vec<u8>,
     authorization: Option<String>,
     /// `Range: bytes=N-`
     range_from: Option<u64>,
@@ -810,9 +816,11 @@ struct Request {
 fn read_request(conn: &mut BufReader<TcpStream>) -> std::io::Result<Request> {
     let mut line = String::new();
     conn.read_line(&mut line)?;
+    let method = line.split_whitespace().next().unwrap_or("GET").to_string();
     let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
     let mut authorization = None;
     let mut range_from = None;
+    let mut length = 0usize;
     loop {
         let mut h = String::new();
         if conn.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
@@ -821,6 +829,9 @@ fn read_request(conn: &mut BufReader<TcpStream>) -> std::io::Result<Request> {
         if let Some((k, v)) = h.split_once(':') {
             if k.eq_ignore_ascii_case("authorization") {
                 authorization = Some(v.trim().to_string());
+            }
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0).min(1 << 20);
             }
             if k.eq_ignore_ascii_case("range") {
                 range_from = v
@@ -831,8 +842,12 @@ fn read_request(conn: &mut BufReader<TcpStream>) -> std::io::Result<Request> {
             }
         }
     }
+    let mut body = vec![0u8; length];
+    std::io::Read::read_exact(conn, &mut body)?;
     Ok(Request {
+        method,
         path,
+        body,
         authorization,
         range_from,
     })
@@ -873,6 +888,28 @@ fn serve(
     };
     if let Some(bearer) = &config.bearer {
         if req.path.starts_with("/token") {
+            if let Some(refresh) = &bearer.refresh_token {
+                let form = String::from_utf8_lossy(&req.body).into_owned();
+                let fields: Vec<&str> = form.split('&').collect();
+                let granted = req.method == "POST"
+                    && fields.contains(&"grant_type=refresh_token")
+                    && fields.contains(&format!("refresh_token={refresh}").as_str())
+                    && fields.iter().any(|f| f.starts_with("scope=repository"));
+                if !granted {
+                    return respond(
+                        &mut conn,
+                        "401 Unauthorized",
+                        &[],
+                        b"{\"error\":\"invalid_grant\"}",
+                    );
+                }
+                return respond(
+                    &mut conn,
+                    "200 OK",
+                    &[],
+                    format!("{{\"access_token\":\"{TOKEN}\",\"expires_in\":300}}").as_bytes(),
+                );
+            }
             if let Some(creds) = &bearer.credentials {
                 if req.authorization.as_deref() != Some(&format!("Basic {}", base64(creds))) {
                     return respond(&mut conn, "401 Unauthorized", &[], b"{\"details\":\"bad\"}");
@@ -1521,7 +1558,7 @@ fn bearer_token_flow_anonymous_and_with_credentials() {
         FaultConfig {
             bearer: Some(BearerConfig {
                 credentials: Some("bob:hunter2".to_string()),
-                huge_token: false,
+                ..BearerConfig::default()
             }),
             ..FaultConfig::default()
         },
@@ -1549,13 +1586,39 @@ fn bearer_token_flow_anonymous_and_with_credentials() {
     let err = fresh.fails(&["pull", &image]);
     assert!(err.contains("unauthorized"), "{err}");
 
+    // An identity token (OAuth2 refresh token) saved by `docker login`: traded with a POST.
+    let oauth = FaultServer::start(
+        blobs.clone(),
+        FaultConfig {
+            bearer: Some(BearerConfig {
+                refresh_token: Some("refresh-me".to_string()),
+                ..BearerConfig::default()
+            }),
+            ..FaultConfig::default()
+        },
+    );
+    let env = Env::new();
+    let image = format!("{}/team/oauth:latest", oauth.host());
+    let err = env.fails(&["pull", &image]);
+    assert!(err.contains("unauthorized"), "{err}");
+    std::fs::write(
+        env.auth_file(),
+        format!(
+            r#"{{"auths": {{"{}": {{"identitytoken": "refresh-me"}}}}}}"#,
+            oauth.host()
+        ),
+    )
+    .unwrap();
+    env.ok(&["pull", &image]);
+    assert_eq!(env.image_names(), vec![image]);
+
     // A token response over the cap.
     let huge = FaultServer::start(
         blobs,
         FaultConfig {
             bearer: Some(BearerConfig {
-                credentials: None,
                 huge_token: true,
+                ..BearerConfig::default()
             }),
             ..FaultConfig::default()
         },

@@ -568,8 +568,43 @@ impl RegistryClient {
                 q.append_pair("scope", s);
             }
         }
-        let auth = self.basic_header()?;
-        let resp = self.send_raw(&url, None, auth, None).await?;
+        let resp = match &self.credential {
+            // An identity token is a refresh token: OAuth2's POST form, as Docker sends it.
+            Some(c) if c.username == crate::credentials::IDENTITY_TOKEN_USER => {
+                let mut post_url = url.clone();
+                post_url.set_query(None);
+                // A URL's query serializer is the form encoding (application/x-www-form-urlencoded).
+                let mut form = post_url.clone();
+                {
+                    let mut pairs = form.query_pairs_mut();
+                    pairs
+                        .append_pair("grant_type", "refresh_token")
+                        .append_pair("refresh_token", &c.password)
+                        .append_pair("client_id", "gcr");
+                    if let Some(s) = service {
+                        pairs.append_pair("service", s);
+                    }
+                    if let Some(s) = scope {
+                        pairs.append_pair("scope", s);
+                    }
+                }
+                let body = form.query().unwrap_or_default().to_string();
+                self.http
+                    .post(post_url)
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        "application/x-www-form-urlencoded",
+                    )
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| classify_send_error(&self.registry, &e))?
+            }
+            _ => {
+                let auth = self.basic_header()?;
+                self.send_raw(&url, None, auth, None).await?
+            }
+        };
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Err(self.unauthorized(if self.credential.is_some() {

@@ -49,6 +49,10 @@ pub enum CredentialsError {
     NoHome,
 }
 
+/// The user name that marks a credential as an identity (OAuth2 refresh) token, as Docker and
+/// credential helpers spell it.
+pub const IDENTITY_TOKEN_USER: &str = "<token>";
+
 /// A username and password (or token used as a password).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credential {
@@ -245,13 +249,15 @@ fn decode_entry(
             password: p.to_string(),
         }));
     }
-    if field("identitytoken").is_some() {
-        tracing::warn!(
-            registry,
-            path = %path.display(),
-            "identity tokens are not supported; ignoring that entry"
-        );
+    if let Some(token) = field("identitytoken") {
+        // An OAuth2 refresh token from `docker login` (Azure, Google...): Docker hands it on
+        // with this user name, and the token flow trades it for access tokens.
+        return Ok(Some(Credential {
+            username: IDENTITY_TOKEN_USER.to_string(),
+            password: token.to_string(),
+        }));
     }
+    let _ = path;
     Ok(None)
 }
 
