@@ -979,24 +979,39 @@ fn docker_loads_what_gcr_saves_and_gcr_loads_what_docker_saves() {
         lines
     };
 
-    // gcr -> Docker (docker-archive; Docker 20.10 cannot load an oci-archive: without
-    // manifest.json it falls back to its pre-1.10 format and fails on "blobs/json").
+    // gcr -> Docker, both formats. Docker 20.10 knows only docker-archives: it loads gcr's
+    // oci-archive through the manifest.json written beside the OCI layout (as Docker 25+
+    // writes it; without it Docker 20.10 would fail on "blobs/json").
     // The same images (config digests, diff_ids) in Docker, and busybox runs.
-    let from_gcr = dir.path().join("from-gcr.tar");
-    source.ok(&["save", "-o", from_gcr.to_str().unwrap(), image, &layered]);
-    let out = docker.ok(&["load", "-i", from_gcr.to_str().unwrap()]);
-    assert_eq!(
-        sorted_lines(&out),
-        [
-            format!("Loaded image: {layered}"),
-            format!("Loaded image: {image}")
-        ]
-    );
-    for name in [image, &layered] {
-        let (ours, theirs) = (inspect(&source, name), docker.inspect(name));
-        assert_eq!(theirs["Id"], ours["Id"], "{name}");
-        assert_eq!(theirs["RootFS"], ours["RootFS"], "{name}");
-        assert_eq!(theirs["Config"]["Cmd"], ours["Config"]["Cmd"], "{name}");
+    for format in ["oci-archive", "docker-archive"] {
+        let from_gcr = dir.path().join(format!("from-gcr-{format}.tar"));
+        source.ok(&[
+            "save",
+            "--format",
+            format,
+            "-o",
+            from_gcr.to_str().unwrap(),
+            image,
+            &layered,
+        ]);
+        let out = docker.ok(&["load", "-i", from_gcr.to_str().unwrap()]);
+        assert_eq!(
+            sorted_lines(&out),
+            [
+                format!("Loaded image: {layered}"),
+                format!("Loaded image: {image}")
+            ],
+            "{format}"
+        );
+        for name in [image, &layered] {
+            let (ours, theirs) = (inspect(&source, name), docker.inspect(name));
+            assert_eq!(theirs["Id"], ours["Id"], "{format} {name}");
+            assert_eq!(theirs["RootFS"], ours["RootFS"], "{format} {name}");
+            assert_eq!(theirs["Config"]["Cmd"], ours["Config"]["Cmd"], "{name}");
+        }
+        if format == "oci-archive" {
+            docker.ok(&["rmi", image, &layered]);
+        }
     }
     let run = ["run", "--network", "none", "--pull", "never"];
     let hi = docker.ok(&[&run[..], &["--rm", image, "echo", "hi"]].concat());

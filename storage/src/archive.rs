@@ -5,7 +5,9 @@
 //!   uncompressed `<diff_id hex>.tar` (so its digest is its diff_id), and the legacy
 //!   `repositories` file. `docker load` and `podman load` both read it.
 //! - oci-archive: a tar of an OCI image layout (`oci-layout`, `index.json` whose entries carry
-//!   the name in `org.opencontainers.image.ref.name`, `blobs/sha256/..`), blobs as stored.
+//!   the name in `org.opencontainers.image.ref.name`, `blobs/sha256/..`), blobs as stored, plus
+//!   a `manifest.json` over the same blobs as Docker 25+ writes (Docker up to 24 loads that
+//!   part). Loading prefers the OCI layout when both are there.
 //!
 //! Loading never extracts the archive: it indexes the tar's members (refusing any name that is
 //! absolute or climbs with `..`, and links that leave the archive) and reads the members the
@@ -429,10 +431,38 @@ impl Store {
         tar.dir("blobs/sha256/")?;
         let mut written: Vec<Digest> = Vec::new();
         let mut index_entries: Vec<Value> = Vec::new();
+        let mut docker_entries: Vec<DockerEntry> = Vec::new();
         for request in images {
             let record = &request.record;
             let (manifest_digest, manifest) = self.oci_manifest_of(record)?;
             let parsed = parse_manifest(&manifest_digest, &manifest)?;
+            // As Docker 25+ writes it: a manifest.json over the same blobs, so engines that
+            // only know docker-archives (Docker up to 24) load the archive too.
+            let config_member = blob_member(&parsed.config);
+            let tagged: Vec<String> = request
+                .names
+                .iter()
+                .filter(|n| !n.contains('@'))
+                .cloned()
+                .collect();
+            match docker_entries
+                .iter_mut()
+                .find(|e| e.config == config_member)
+            {
+                Some(entry) => {
+                    let tags = entry.repo_tags.get_or_insert_with(Vec::new);
+                    for name in tagged {
+                        if !tags.contains(&name) {
+                            tags.push(name);
+                        }
+                    }
+                }
+                None => docker_entries.push(DockerEntry {
+                    config: config_member,
+                    repo_tags: (!tagged.is_empty()).then_some(tagged),
+                    layers: parsed.layers.iter().map(blob_member).collect(),
+                }),
+            }
             let mut blobs: Vec<Digest> = parsed.layers.clone();
             blobs.push(parsed.config.clone());
             blobs.extend(parsed.source.iter().cloned());
@@ -471,6 +501,11 @@ impl Store {
             "manifests": index_entries,
         });
         tar.bytes("index.json", index.to_string().as_bytes())?;
+        let manifest_json =
+            serde_json::to_vec(&docker_entries).map_err(|e| ArchiveError::Write {
+                source: io::Error::other(e),
+            })?;
+        tar.bytes("manifest.json", &manifest_json)?;
         tar.finish()
     }
 
@@ -865,7 +900,11 @@ impl Store {
     ) -> Result<Vec<LoadedImage>, ArchiveError> {
         let archive = ArchiveIndex::open(path)?;
         let _lease = self.lease()?;
-        let prepared = if archive.has("manifest.json") {
+        // An OCI layout wins over a manifest.json beside it (Docker 25+ and gcr write both):
+        // it keeps the manifests as they were, digests included.
+        let prepared = if archive.has("oci-layout") && archive.has("index.json") {
+            self.prepare_oci(&archive, normalize)?
+        } else if archive.has("manifest.json") {
             self.prepare_docker(&archive, normalize)?
         } else if archive.has("index.json") {
             self.prepare_oci(&archive, normalize)?
