@@ -540,7 +540,6 @@ fn remove_container(store: &gcr_storage::Store, container_id: &str, started: boo
     }
 }
 
-/// `--privileged`, `--cap-add/--cap-drop` and `--security-opt`, in the order Docker applies them.
 /// A user namespace chosen with --userns/--uidmap/--gidmap.
 struct MappedUserns {
     uid_map: Vec<(u32, u32, u32)>,
@@ -707,6 +706,7 @@ fn allocate_userns(size: u32) -> anyhow::Result<MappedUserns> {
     })
 }
 
+/// `--privileged`, `--cap-add/--cap-drop` and `--security-opt`, in the order Docker applies them.
 fn apply_security(spec: &mut gcr_runtime::Spec, args: &RunArgs) -> anyhow::Result<()> {
     if args.privileged {
         gcr_runtime::set_privileged(spec);
