@@ -1072,6 +1072,99 @@ fn kept_containers_are_listed_named_and_removed() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Detached containers: run -d, logs, stop, kill, wait
+
+#[test]
+fn detached_containers_log_stop_kill_and_wait() {
+    let Some(image) = image() else { return };
+    for who in [As::Root, As::Rootless] {
+        let Some(s) = Setup::new(who) else { continue };
+        let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+        // -d prints the full ID at once and leaves the container running.
+        let started = std::time::Instant::now();
+        let out = gcr(&[
+            "run",
+            "-d",
+            "--name",
+            "bg",
+            &image,
+            "sh",
+            "-c",
+            "echo out; echo err >&2; trap 'echo got-term; exit 3' TERM; while :; do sleep 0.1; done",
+        ]);
+        let id = expect(&out, 0).trim().to_string();
+        assert_eq!(id.len(), 64, "{id}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        let ps = stdout(&gcr(&["ps"]));
+        assert!(ps.contains("bg") && ps.contains("Up"), "{who:?}: {ps}");
+        // Output goes to the log, stdout and stderr alike.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let logs = loop {
+            let logs = expect(&gcr(&["logs", "bg"]), 0);
+            if logs.contains("err") || std::time::Instant::now() > deadline {
+                break logs;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        assert_eq!(logs, "out\nerr\n", "{who:?}");
+        assert_eq!(
+            expect(&gcr(&["logs", "--tail", "1", &id[..12]]), 0),
+            "err\n"
+        );
+        // stop sends SIGTERM (the trap answers), the status is recorded, logs -f ends.
+        assert_eq!(expect(&gcr(&["stop", "bg"]), 0), "bg\n");
+        assert_eq!(expect(&gcr(&["wait", "bg"]), 0), "3\n");
+        assert_eq!(
+            expect(&gcr(&["logs", "-f", "bg"]), 0),
+            "out\nerr\ngot-term\n"
+        );
+        assert!(stdout(&gcr(&["ps", "-a"])).contains("Exited (3)"));
+
+        // A PID 1 that ignores SIGTERM is killed after -t seconds: 137.
+        expect(
+            &gcr(&["run", "-d", "--name", "stubborn", &image, "sleep", "300"]),
+            0,
+        );
+        let stopping = std::time::Instant::now();
+        expect(&gcr(&["stop", "-t", "1", "stubborn"]), 0);
+        assert!(stopping.elapsed() < std::time::Duration::from_secs(20));
+        assert_eq!(expect(&gcr(&["wait", "stubborn"]), 0), "137\n");
+
+        // kill -s, and a killed container's status.
+        expect(
+            &gcr(&["run", "-d", "--name", "victim", &image, "sleep", "300"]),
+            0,
+        );
+        expect(&gcr(&["kill", "-s", "KILL", "victim"]), 0);
+        assert_eq!(expect(&gcr(&["wait", "victim"]), 0), "137\n");
+        let again = gcr(&["kill", "victim"]);
+        assert!(stderr(&again).contains("not running"), "{}", stderr(&again));
+
+        // --rm -d removes the container when it ends; a missing command fails at once.
+        expect(
+            &gcr(&["run", "-d", "--rm", "--name", "brief", &image, "true"]),
+            0,
+        );
+        let bad = gcr(&["run", "-d", &image, "nosuchcommand"]);
+        assert_eq!(bad.status.code(), Some(127), "{}", stderr(&bad));
+        let nolog = gcr(&["logs", "nosuch"]);
+        assert!(stderr(&nolog).contains("no such container"));
+
+        expect(&gcr(&["rm", "-f", "bg", "stubborn", "victim"]), 0);
+        // Whatever is left (the failed start) goes too; then nothing remains.
+        for id in stdout(&gcr(&["ps", "-a", "-q"])).lines() {
+            expect(&gcr(&["rm", "-f", id]), 0);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while stdout(&gcr(&["ps", "-a", "-q"])).trim() != "" && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert_no_leftovers(&s);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Rootful user namespaces: --userns=auto, --uidmap/--gidmap (idmapped layers)
 
 /// The host uid that container uid 0 maps to, from a printed /proc/self/uid_map.

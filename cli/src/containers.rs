@@ -20,10 +20,28 @@ pub struct ContainerMeta {
     pub created: String,
     /// The `gcr run` process that owns the container.
     pub pid: u32,
+    /// The image's STOPSIGNAL (`gcr stop` sends it; SIGTERM otherwise).
+    #[serde(default)]
+    pub stop_signal: Option<String>,
+    /// Started with --rm: removed once it has ended.
+    #[serde(default)]
+    pub remove: bool,
 }
 
 const META: &str = "meta.json";
 const EXIT: &str = "exit-status";
+const PID: &str = "pid";
+const LOG: &str = "container.log";
+
+/// Where the runtime records the container's PID 1 while it runs.
+pub fn pid_file(dir: &Path) -> std::path::PathBuf {
+    dir.join(PID)
+}
+
+/// The output of a detached container (`gcr run -d`), for `gcr logs`.
+pub fn log_file(dir: &Path) -> std::path::PathBuf {
+    dir.join(LOG)
+}
 
 /// Records the container's metadata (no fsync: it describes a live process).
 pub fn write_meta(dir: &Path, meta: &ContainerMeta) -> anyhow::Result<()> {
@@ -42,6 +60,7 @@ pub fn write_exit_status(dir: &Path, code: i32) {
 #[derive(Debug, Clone)]
 struct Container {
     id: String,
+    dir: std::path::PathBuf,
     meta: ContainerMeta,
     /// None while running.
     exit: Option<Option<i32>>,
@@ -50,6 +69,61 @@ struct Container {
 impl Container {
     fn running(&self) -> bool {
         self.exit.is_none()
+    }
+
+    /// Still running now (re-checked: the record was read a while ago).
+    fn alive(&self) -> bool {
+        !self.dir.join(EXIT).exists()
+            && self.meta.pid != 0
+            && Path::new(&format!("/proc/{}", self.meta.pid)).exists()
+    }
+
+    /// The container's PID 1, while it runs.
+    fn container_pid(&self) -> Option<nix::unistd::Pid> {
+        std::fs::read_to_string(pid_file(&self.dir))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .filter(|p| *p > 0)
+            .map(nix::unistd::Pid::from_raw)
+    }
+
+    fn display_name(&self) -> String {
+        self.meta.name.clone().unwrap_or_else(|| short_id(&self.id))
+    }
+
+    /// Sends `signal` to the container's PID 1. Rootless, a sibling gcr may not signal a
+    /// process of another user namespace whose uid differs from its own: then the signal
+    /// goes through the container's `gcr run`, which forwards all but SIGKILL and SIGSTOP.
+    fn signal(&self, signal: nix::sys::signal::Signal) -> anyhow::Result<()> {
+        use nix::sys::signal::kill;
+        let supervisor = nix::unistd::Pid::from_raw(self.meta.pid as i32);
+        let direct = match self.container_pid() {
+            Some(pid) => kill(pid, signal),
+            None => Err(nix::errno::Errno::ESRCH),
+        };
+        match direct {
+            Ok(()) => Ok(()),
+            Err(_)
+                if !matches!(
+                    signal,
+                    nix::sys::signal::Signal::SIGKILL | nix::sys::signal::Signal::SIGSTOP
+                ) =>
+            {
+                kill(supervisor, signal)
+                    .with_context(|| format!("cannot signal container {}", self.display_name()))
+            }
+            Err(_) => {
+                // SIGKILL cannot be forwarded: kill the supervisor, whose death kills the
+                // container (parent-death signal); record what it would have recorded.
+                kill(supervisor, signal)
+                    .with_context(|| format!("cannot kill container {}", self.display_name()))?;
+                if wait_gone(self.meta.pid, std::time::Duration::from_secs(10)) {
+                    let _ = std::fs::remove_file(pid_file(&self.dir));
+                    write_exit_status(&self.dir, 128 + signal as i32);
+                }
+                Ok(())
+            }
+        }
     }
 
     fn status(&self) -> String {
@@ -78,7 +152,12 @@ fn load(store: &gcr_storage::Store) -> anyhow::Result<Vec<Container>> {
             Err(_) if meta.pid != 0 && Path::new(&format!("/proc/{}", meta.pid)).exists() => None,
             Err(_) => Some(None),
         };
-        out.push(Container { id, meta, exit });
+        out.push(Container {
+            id,
+            dir,
+            meta,
+            exit,
+        });
     }
     out.sort_by(|a, b| b.meta.created.cmp(&a.meta.created));
     Ok(out)
@@ -192,15 +271,12 @@ pub fn rm(ctx: &Context, args: RmArgs) -> anyhow::Result<u8> {
                         c.meta.pid
                     );
                 }
-                // The container's processes die with their gcr run (parent-death signal).
-                let pid = nix::unistd::Pid::from_raw(c.meta.pid as i32);
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-                for _ in 0..100 {
-                    if !Path::new(&format!("/proc/{}", c.meta.pid)).exists() {
-                        break;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(20));
+                // Killed at PID 1, the container's `gcr run` sees it end and cleans up (its
+                // cgroups); failing that, the supervisor goes and takes the container along.
+                if c.alive() {
+                    c.signal(nix::sys::signal::Signal::SIGKILL)?;
                 }
+                wait_gone(c.meta.pid, std::time::Duration::from_secs(10));
             }
             store.unregister_container(&c.id)?;
             println!("{}", c.meta.name.clone().unwrap_or_else(|| c.id.clone()));
@@ -238,4 +314,202 @@ pub fn remove_stopped(store: &gcr_storage::Store) -> anyhow::Result<Vec<String>>
         }
     }
     Ok(removed)
+}
+
+/// True once process `pid` is gone (or after `timeout`: false).
+fn wait_gone(pid: u32, timeout: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    true
+}
+
+/// `SIGTERM`, `TERM` or `15`.
+fn parse_signal(text: &str) -> anyhow::Result<nix::sys::signal::Signal> {
+    use std::str::FromStr as _;
+    let upper = text.trim().to_ascii_uppercase();
+    let parsed = match upper.parse::<i32>() {
+        Ok(n) => nix::sys::signal::Signal::try_from(n).ok(),
+        Err(_) => {
+            let name = if upper.starts_with("SIG") {
+                upper.clone()
+            } else {
+                format!("SIG{upper}")
+            };
+            nix::sys::signal::Signal::from_str(&name).ok()
+        }
+    };
+    parsed.with_context(|| {
+        format!("unknown signal {text:?}: give a name such as SIGTERM or a number")
+    })
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// Keep printing new output until the container ends
+    #[arg(short, long)]
+    follow: bool,
+    /// Only the last N lines ("all" for everything)
+    #[arg(short = 'n', long, value_name = "N", default_value = "all")]
+    tail: String,
+    #[arg(value_name = "CONTAINER")]
+    container: String,
+}
+
+/// `gcr logs`: what a detached container (`gcr run -d`) wrote to stdout and stderr.
+pub fn logs(ctx: &Context, args: LogsArgs) -> anyhow::Result<u8> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    let store = ctx.open_store()?;
+    let all = load(&store)?;
+    let c = find(&all, &args.container)?;
+    let path = log_file(&c.dir);
+    let mut file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "container {} has no logs: only containers started with `gcr run -d` keep their output",
+            c.display_name()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let mut text = Vec::new();
+    file.read_to_end(&mut text)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let shown: Vec<u8> = match args.tail.as_str() {
+        "all" | "-1" => text.clone(),
+        n => {
+            let n: usize = n
+                .parse()
+                .with_context(|| format!("invalid --tail {n:?}: give a number or all"))?;
+            let lines: Vec<&[u8]> = text.split_inclusive(|b| *b == b'\n').collect();
+            lines[lines.len().saturating_sub(n)..].concat()
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(&shown)?;
+    out.flush()?;
+    if !args.follow {
+        return Ok(0);
+    }
+    let mut offset = text.len() as u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let running = c.alive();
+        file.seek(std::io::SeekFrom::Start(offset))?;
+        let n = file.read(&mut buf)?;
+        if n > 0 {
+            out.write_all(&buf[..n])?;
+            out.flush()?;
+            offset += n as u64;
+            continue;
+        }
+        if !running {
+            return Ok(0);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    /// Seconds to wait for the container to end before killing it
+    #[arg(
+        short = 't',
+        long = "time",
+        default_value_t = 10,
+        value_name = "SECONDS"
+    )]
+    time: u64,
+    #[arg(required = true, value_name = "CONTAINER")]
+    containers: Vec<String>,
+}
+
+/// `gcr stop`: the image's STOPSIGNAL (SIGTERM by default), then SIGKILL after the timeout.
+pub fn stop(ctx: &Context, args: StopArgs) -> anyhow::Result<u8> {
+    let store = ctx.open_store()?;
+    let all = load(&store)?;
+    each(&args.containers, |wanted| {
+        let c = find(&all, wanted)?;
+        if c.alive() {
+            let signal = parse_signal(c.meta.stop_signal.as_deref().unwrap_or("SIGTERM"))?;
+            c.signal(signal)?;
+            if !wait_gone(c.meta.pid, std::time::Duration::from_secs(args.time)) {
+                c.signal(nix::sys::signal::Signal::SIGKILL)?;
+                if !wait_gone(c.meta.pid, std::time::Duration::from_secs(10)) {
+                    bail!("container {} did not end after SIGKILL", c.display_name());
+                }
+            }
+        }
+        println!("{wanted}");
+        Ok(())
+    })
+}
+
+#[derive(Args, Debug)]
+pub struct KillArgs {
+    /// Signal to send
+    #[arg(short, long, default_value = "SIGKILL")]
+    signal: String,
+    #[arg(required = true, value_name = "CONTAINER")]
+    containers: Vec<String>,
+}
+
+/// `gcr kill`: a signal to the container's PID 1.
+pub fn kill(ctx: &Context, args: KillArgs) -> anyhow::Result<u8> {
+    let store = ctx.open_store()?;
+    let all = load(&store)?;
+    let signal = parse_signal(&args.signal)?;
+    each(&args.containers, |wanted| {
+        let c = find(&all, wanted)?;
+        if !c.alive() {
+            bail!("container {} is not running", c.display_name());
+        }
+        c.signal(signal)?;
+        println!("{wanted}");
+        Ok(())
+    })
+}
+
+#[derive(Args, Debug)]
+pub struct WaitArgs {
+    #[arg(required = true, value_name = "CONTAINER")]
+    containers: Vec<String>,
+}
+
+/// `gcr wait`: blocks until each container ends and prints its exit status.
+pub fn wait(ctx: &Context, args: WaitArgs) -> anyhow::Result<u8> {
+    let store = ctx.open_store()?;
+    let all = load(&store)?;
+    each(&args.containers, |wanted| {
+        let c = find(&all, wanted)?;
+        while c.alive() {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        // The supervisor writes the status just before it exits; a container removed with
+        // --rm has none left to read.
+        match std::fs::read_to_string(c.dir.join(EXIT)) {
+            Ok(code) => println!("{}", code.trim()),
+            Err(_) if c.meta.remove => bail!(
+                "container {} was removed when it ended (--rm): its exit status is gone",
+                c.display_name()
+            ),
+            Err(_) => println!("-1"),
+        }
+        Ok(())
+    })
+}
+
+/// Runs `op` for each name, reporting failures one per line; exit status 1 if any failed.
+fn each(names: &[String], mut op: impl FnMut(&str) -> anyhow::Result<()>) -> anyhow::Result<u8> {
+    let mut failed = false;
+    for name in names {
+        if let Err(err) = op(name) {
+            eprintln!("error: {}", crate::format::error_chain(&err));
+            failed = true;
+        }
+    }
+    Ok(if failed { 1 } else { 0 })
 }

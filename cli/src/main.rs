@@ -77,6 +77,14 @@ enum Command {
     Ps(containers::PsArgs),
     /// Remove containers
     Rm(containers::RmArgs),
+    /// Print the output of a container started with `gcr run -d`
+    Logs(containers::LogsArgs),
+    /// Stop running containers (STOPSIGNAL, then SIGKILL after a timeout)
+    Stop(containers::StopArgs),
+    /// Send a signal to running containers
+    Kill(containers::KillArgs),
+    /// Wait for containers to end and print their exit status
+    Wait(containers::WaitArgs),
     /// Build an image from a Containerfile
     Build(check::BuildArgs),
     /// Manage the store
@@ -149,6 +157,10 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(args) => run::run(&ctx, args),
         Command::Ps(args) => containers::ps(&ctx, args),
         Command::Rm(args) => containers::rm(&ctx, args),
+        Command::Logs(args) => containers::logs(&ctx, args),
+        Command::Stop(args) => containers::stop(&ctx, args),
+        Command::Kill(args) => containers::kill(&ctx, args),
+        Command::Wait(args) => containers::wait(&ctx, args),
         Command::Build(args) => check::build(&ctx, args),
         Command::System(cmd) => system::system(&ctx, cmd),
         Command::FetchUrl { url, dest } => check::fetch_url_command(&url, &dest),

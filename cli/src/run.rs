@@ -24,7 +24,7 @@ pub struct RunArgs {
     /// Remove the container when it exits
     #[arg(long)]
     rm: bool,
-    /// Run in the background (not supported yet)
+    /// Run in the background: print the container ID; the output goes to `gcr logs`
     #[arg(short, long)]
     detach: bool,
     /// Container name
@@ -121,6 +121,8 @@ pub struct ImageProcess {
     pub env: Vec<String>,
     pub working_dir: String,
     pub user: String,
+    /// The image's STOPSIGNAL, for `gcr stop`.
+    pub stop_signal: String,
 }
 
 impl ImageProcess {
@@ -150,6 +152,7 @@ impl ImageProcess {
             env: strings("Env"),
             working_dir: text("WorkingDir"),
             user: text("User"),
+            stop_signal: text("StopSignal"),
         }
     }
 }
@@ -284,10 +287,11 @@ impl From<gcr_storage::StoreError> for RunFailure {
 }
 
 fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
-    if args.detach {
-        return Err(
-            anyhow::anyhow!("gcr run -d is not supported yet: run in the foreground").into(),
-        );
+    if args.detach && args.interactive {
+        return Err(anyhow::anyhow!(
+            "gcr run -d -i is not supported yet (no attach): drop -i, or run in the foreground"
+        )
+        .into());
     }
     let env_overrides = command_line_env(&args)?;
     let volumes = args
@@ -471,6 +475,8 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
         command: recorded_command,
         created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         pid: std::process::id(),
+        stop_signal: Some(image.stop_signal.clone()).filter(|s| !s.is_empty()),
+        remove: args.rm,
     };
     crate::containers::write_meta(&state_dir, &meta)?;
     if let gcr_runtime::RootfsSource::Overlay { upper, work, .. } = &rootfs {
@@ -489,21 +495,121 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
         .or_else(|| Some(image.user.clone()))
         .filter(|u| !u.is_empty());
 
-    let result = gcr_runtime::run_container(&spec, &options);
+    options.pid_file = Some(crate::containers::pid_file(&state_dir));
+    let keep = !args.rm && image_id.is_some();
+    if args.detach {
+        return start_detached(
+            &store,
+            &container_id,
+            &state_dir,
+            &spec,
+            options,
+            keep,
+            meta,
+        );
+    }
+    let result = supervise(&store, &container_id, &state_dir, &spec, &options, keep);
+    match result {
+        Ok(code) => Ok((code & 0xff) as u8),
+        Err(err) => Err(RunFailure::Runtime(err)),
+    }
+}
+
+/// Runs the container to its end, then records its exit status (`keep`) or removes it.
+fn supervise(
+    store: &gcr_storage::Store,
+    container_id: &str,
+    state_dir: &Path,
+    spec: &gcr_runtime::Spec,
+    options: &gcr_runtime::RunOptions,
+    keep: bool,
+) -> Result<i32, gcr_runtime::RuntimeError> {
+    let result = gcr_runtime::run_container(spec, options);
     // A container that never started leaves nothing behind; --rm removes it after it ran.
     let started = result.is_ok() || matches!(&result, Err(gcr_runtime::RuntimeError::Exec { .. }));
-    if args.rm || !started || image_id.is_none() {
-        remove_container(&store, &container_id, started);
+    if !keep || !started {
+        remove_container(store, container_id, started);
     } else {
         let code = match &result {
             Ok(code) => *code,
             Err(err) => err.exit_code(),
         };
-        crate::containers::write_exit_status(&state_dir, code);
+        let _ = std::fs::remove_file(crate::containers::pid_file(state_dir));
+        crate::containers::write_exit_status(state_dir, code);
     }
-    match result {
-        Ok(code) => Ok((code & 0xff) as u8),
-        Err(err) => Err(RunFailure::Runtime(err)),
+    result
+}
+
+/// `gcr run -d`: a detached child becomes the container's `gcr run` (its supervisor: new
+/// session, output into the container's log) and reports through a pipe whether the command
+/// started; this process prints the container ID and returns.
+fn start_detached(
+    store: &gcr_storage::Store,
+    container_id: &str,
+    state_dir: &Path,
+    spec: &gcr_runtime::Spec,
+    mut options: gcr_runtime::RunOptions,
+    keep: bool,
+    mut meta: crate::containers::ContainerMeta,
+) -> Result<u8, RunFailure> {
+    use std::io::{Read as _, Write as _};
+    use std::os::fd::AsRawFd as _;
+    let log_path = crate::containers::log_file(state_dir);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot create {}", log_path.display()))?;
+    let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .context("cannot make a pipe for the detached container")?;
+    let mut report_read = std::fs::File::from(report_read);
+    options.started_fd = Some(report_write.as_raw_fd());
+    let detached = gcr_runtime::run_detached(move || {
+        let mut report = std::fs::File::from(report_write);
+        let _ = nix::unistd::dup2_stdout(&log);
+        let _ = nix::unistd::dup2_stderr(&log);
+        drop(log);
+        meta.pid = std::process::id();
+        if let Err(err) = crate::containers::write_meta(state_dir, &meta) {
+            let _ = write!(report, "E125 {err:#}");
+            return;
+        }
+        match supervise(store, container_id, state_dir, spec, &options, keep) {
+            // The runtime wrote "S" when the command started.
+            Ok(_) => {}
+            Err(err) => {
+                let _ = write!(report, "E{} {err}", err.exit_code());
+            }
+        }
+    });
+    if let Err(err) = detached {
+        remove_container(store, container_id, false);
+        return Err(anyhow::anyhow!("cannot start the container in the background: {err}").into());
+    }
+    // One byte first: the supervisor keeps its end open while the container runs.
+    let mut first = [0u8; 1];
+    let got = report_read.read(&mut first).unwrap_or(0);
+    if got == 1 && first[0] == b'S' {
+        println!("{container_id}");
+        return Ok(0);
+    }
+    let mut report = String::new();
+    if got == 1 {
+        report.push(first[0] as char);
+        let _ = report_read.read_to_string(&mut report);
+    }
+    match report.strip_prefix('E') {
+        Some(rest) => {
+            let (code, message) = rest.split_once(' ').unwrap_or(("125", rest));
+            eprintln!("error: {message}");
+            Ok(code.parse().unwrap_or(crate::EXIT_GCR_FAILED))
+        }
+        None => Err(anyhow::anyhow!(
+            "the background gcr for container {} ended before the command started; see `gcr logs {}`",
+            &container_id[..12],
+            &container_id[..12]
+        )
+        .into()),
     }
 }
 

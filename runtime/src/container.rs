@@ -70,6 +70,12 @@ pub struct RunOptions {
     /// host crash the upper dir is not trusted (the kernel refuses to remount it). Set false
     /// when the upper dir must survive a crash as is.
     pub overlay_volatile: bool,
+    /// Written with the container's PID 1 (as the host sees it) once it exists, as runc's
+    /// `--pid-file`: what `gcr stop`, `kill` and `exec` act on.
+    pub pid_file: Option<PathBuf>,
+    /// Gets one byte (`S`) once the command has been executed: a detached `gcr run` reports
+    /// the start to its caller through it.
+    pub started_fd: Option<RawFd>,
 }
 
 impl RunOptions {
@@ -88,6 +94,8 @@ impl RunOptions {
             user: None,
             etc_files: true,
             overlay_volatile: true,
+            pid_file: None,
+            started_fd: None,
         }
     }
 }
@@ -581,6 +589,13 @@ fn run_planned(plan: &Plan) -> Result<ExitStatusCode, RuntimeError> {
         Err(e) => return Err(RuntimeError::sys("clone the container process", e)),
     };
     drop(child_sock);
+    if let Some(path) = &plan.opts.pid_file {
+        if let Err(e) = write_atomic(path, &pid.to_string()) {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            return Err(e);
+        }
+    }
     let result = supervise(plan, pid, &parent_sock);
     if result.is_err() {
         let _ = kill(pid, Signal::SIGKILL);
@@ -691,6 +706,9 @@ fn supervise(plan: &Plan, pid: Pid, sock: &OwnedFd) -> Result<ExitStatusCode, Ru
         }
     }
 
+    if let Some(fd) = plan.opts.started_fd {
+        write_all(fd, b"S");
+    }
     let mut forwarded = SigSet::all();
     for s in [Signal::SIGKILL, Signal::SIGSTOP] {
         forwarded.remove(s);
