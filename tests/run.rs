@@ -1164,6 +1164,99 @@ fn detached_containers_log_stop_kill_and_wait() {
     }
 }
 
+#[test]
+fn exec_joins_a_running_container_with_its_settings() {
+    let Some(image) = image() else { return };
+    for who in [As::Root, As::Rootless] {
+        let Some(s) = Setup::new(who) else { continue };
+        let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+        expect(
+            &gcr(&[
+                "run",
+                "-d",
+                "--name",
+                "target",
+                "--hostname",
+                "boxy",
+                "-e",
+                "FOO=bar",
+                "--pids-limit",
+                "50",
+                &image,
+                "sleep",
+                "300",
+            ]),
+            0,
+        );
+        // Same PID namespace (sleep is PID 1), hostname, environment, Docker's capabilities
+        // and seccomp profile.
+        let out = gcr(&[
+            "exec",
+            "target",
+            "sh",
+            "-c",
+            "cat /proc/1/cmdline | tr '\\0' ' '; echo; hostname; echo $FOO; id -u; \
+             grep CapEff /proc/self/status; unshare -U true 2>/dev/null || echo unshare-refused",
+        ]);
+        assert_eq!(
+            expect(&out, 0),
+            format!("sleep 300 \nboxy\nbar\n0\nCapEff:\t{DOCKER_CAPS}\nunshare-refused\n"),
+            "{who:?}"
+        );
+        // -u, -w, -e, the command's exit status, stdin with -i.
+        let out = gcr(&[
+            "exec",
+            "-u",
+            "1000:1000",
+            "-w",
+            "/tmp",
+            "-e",
+            "FOO=baz",
+            "target",
+            "sh",
+            "-c",
+            "id -u; id -g; pwd; echo $FOO; exit 7",
+        ]);
+        assert_eq!(expect(&out, 7), "1000\n1000\n/tmp\nbaz\n", "{who:?}");
+        let mut cat = s
+            .cmd()
+            .args(["exec", "-i", "target", "cat"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write as _;
+            let mut stdin = cat.stdin.take().unwrap();
+            stdin.write_all(b"through stdin\n").unwrap();
+        }
+        let cat = cat.wait_with_output().unwrap();
+        assert_eq!(expect(&cat, 0), "through stdin\n");
+        // What the exec writes is the container's; a missing command is 127.
+        expect(
+            &gcr(&["exec", "target", "sh", "-c", "echo made > /made"]),
+            0,
+        );
+        let out = gcr(&["exec", "target", "cat", "/made"]);
+        assert_eq!(expect(&out, 0), "made\n");
+        let missing = gcr(&["exec", "target", "nosuchcommand"]);
+        assert_eq!(missing.status.code(), Some(127), "{}", stderr(&missing));
+        // Stopped or unknown containers are refused clearly.
+        expect(&gcr(&["stop", "-t", "0", "target"]), 0);
+        let stopped = gcr(&["exec", "target", "true"]);
+        assert_eq!(stopped.status.code(), Some(125));
+        assert!(
+            stderr(&stopped).contains("not running"),
+            "{}",
+            stderr(&stopped)
+        );
+        let unknown = gcr(&["exec", "nosuch", "true"]);
+        assert!(stderr(&unknown).contains("no such container"));
+        expect(&gcr(&["rm", "target"]), 0);
+        assert_no_leftovers(&s);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Rootful user namespaces: --userns=auto, --uidmap/--gidmap (idmapped layers)
 

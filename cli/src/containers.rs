@@ -26,16 +26,27 @@ pub struct ContainerMeta {
     /// Started with --rm: removed once it has ended.
     #[serde(default)]
     pub remove: bool,
+    /// `-u` or the image's USER: `gcr exec` runs as it too.
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 const META: &str = "meta.json";
 const EXIT: &str = "exit-status";
 const PID: &str = "pid";
 const LOG: &str = "container.log";
+const SPEC: &str = "config.json";
 
 /// Where the runtime records the container's PID 1 while it runs.
 pub fn pid_file(dir: &Path) -> std::path::PathBuf {
     dir.join(PID)
+}
+
+/// Records the container's OCI runtime spec (`config.json`).
+pub fn write_spec(dir: &Path, spec: &gcr_runtime::Spec) -> anyhow::Result<()> {
+    let path = dir.join(SPEC);
+    let text = serde_json::to_vec(spec)?;
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The output of a detached container (`gcr run -d`), for `gcr logs`.
@@ -512,4 +523,99 @@ fn each(names: &[String], mut op: impl FnMut(&str) -> anyhow::Result<()>) -> any
         }
     }
     Ok(if failed { 1 } else { 0 })
+}
+
+#[derive(Args, Debug)]
+#[command(disable_help_flag = true)]
+pub struct ExecArgs {
+    /// Print help
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+    /// Keep standard input open
+    #[arg(short, long)]
+    interactive: bool,
+    /// Allocate a pseudo-terminal
+    #[arg(short, long)]
+    tty: bool,
+    /// Set an environment variable: KEY=VALUE, or KEY to take gcr's own value (repeatable)
+    #[arg(short, long, value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Run as this user[:group] (names from the container's /etc/passwd)
+    #[arg(short, long, value_name = "USER[:GROUP]")]
+    user: Option<String>,
+    /// Working directory inside the container
+    #[arg(short, long, value_name = "DIR")]
+    workdir: Option<String>,
+    /// Run the command with every capability, no seccomp filter
+    #[arg(long)]
+    privileged: bool,
+    /// CONTAINER COMMAND [ARG...]
+    #[arg(required = true, num_args = 2.., trailing_var_arg = true, value_name = "CONTAINER COMMAND")]
+    args: Vec<String>,
+}
+
+/// `gcr exec`: a command in a running container's namespaces and cgroups, with its security
+/// settings (capabilities, seccomp, no_new_privileges) and environment.
+pub fn exec(ctx: &Context, args: ExecArgs) -> anyhow::Result<u8> {
+    let store = ctx.open_store()?;
+    let all = load(&store)?;
+    let (wanted, command) = args.args.split_first().context("no container given")?;
+    let c = find(&all, wanted)?;
+    if !c.alive() {
+        bail!("container {} is not running", c.display_name());
+    }
+    let pid = c
+        .container_pid()
+        .with_context(|| format!("container {} has no recorded process yet", c.display_name()))?;
+    let path = c.dir.join(SPEC);
+    let bytes = std::fs::read(&path).with_context(|| {
+        format!(
+            "cannot read {} (containers started by an older gcr cannot be exec'd into)",
+            path.display()
+        )
+    })?;
+    let mut spec: gcr_runtime::Spec = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not a runtime spec", path.display()))?;
+    if args.privileged {
+        gcr_runtime::set_privileged(&mut spec);
+    }
+    let mut process = spec
+        .process()
+        .clone()
+        .context("the container's spec has no process")?;
+    let mut env = process.env().clone().unwrap_or_default();
+    for entry in &args.env {
+        let entry = match entry.split_once('=') {
+            Some(_) => entry.clone(),
+            None => match std::env::var(entry) {
+                Ok(value) => format!("{entry}={value}"),
+                Err(_) => continue,
+            },
+        };
+        let key = entry.split('=').next().unwrap_or_default().to_string();
+        env.retain(|e| e.split('=').next() != Some(key.as_str()));
+        env.push(entry);
+    }
+    process.set_env(Some(env));
+    process.set_args(Some(command.to_vec()));
+    if let Some(dir) = &args.workdir {
+        if !dir.starts_with('/') {
+            bail!("working directory {dir:?} must be an absolute path");
+        }
+        process.set_cwd(dir.into());
+    }
+    process.set_terminal(Some(args.tty));
+    spec.set_process(Some(process));
+    let options = gcr_runtime::ExecOptions {
+        tty: args.tty,
+        stdin: args.interactive,
+        user: args.user.clone().or_else(|| c.meta.user.clone()),
+    };
+    match gcr_runtime::exec_in(&spec, pid.as_raw(), &options) {
+        Ok(code) => Ok((code & 0xff) as u8),
+        Err(err) => {
+            eprintln!("error: {err}");
+            Ok(u8::try_from(err.exit_code()).unwrap_or(crate::EXIT_GCR_FAILED))
+        }
+    }
 }

@@ -85,6 +85,8 @@ enum Command {
     Kill(containers::KillArgs),
     /// Wait for containers to end and print their exit status
     Wait(containers::WaitArgs),
+    /// Run a command in a running container
+    Exec(containers::ExecArgs),
     /// Build an image from a Containerfile
     Build(check::BuildArgs),
     /// Manage the store
@@ -100,6 +102,8 @@ impl Command {
     fn uses_store(&self) -> bool {
         match self {
             Command::Login(_) | Command::Logout(_) | Command::FetchUrl { .. } => false,
+            // Joins the container's own user namespace instead (reading the store needs none).
+            Command::Exec(_) => false,
             Command::Build(args) => args.needs_store(),
             _ => true,
         }
@@ -161,6 +165,7 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
         Command::Stop(args) => containers::stop(&ctx, args),
         Command::Kill(args) => containers::kill(&ctx, args),
         Command::Wait(args) => containers::wait(&ctx, args),
+        Command::Exec(args) => containers::exec(&ctx, args),
         Command::Build(args) => check::build(&ctx, args),
         Command::System(cmd) => system::system(&ctx, cmd),
         Command::FetchUrl { url, dest } => check::fetch_url_command(&url, &dest),

@@ -477,8 +477,15 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
         pid: std::process::id(),
         stop_signal: Some(image.stop_signal.clone()).filter(|s| !s.is_empty()),
         remove: args.rm,
+        user: args
+            .user
+            .clone()
+            .or_else(|| Some(image.user.clone()))
+            .filter(|u| !u.is_empty()),
     };
     crate::containers::write_meta(&state_dir, &meta)?;
+    // The OCI runtime spec, as a bundle's config.json: `gcr exec` starts from its process.
+    crate::containers::write_spec(&state_dir, &spec)?;
     if let gcr_runtime::RootfsSource::Overlay { upper, work, .. } = &rootfs {
         for dir in [upper, work] {
             std::fs::create_dir_all(dir)

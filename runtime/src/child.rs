@@ -24,21 +24,7 @@ pub(crate) fn main(plan: &Plan, sock: OwnedFd, old_mask: &SigSet) -> ! {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         setup_and_exec(plan, &sock, old_mask)
     }));
-    let err = match result {
-        Ok(Ok(never)) => match never {},
-        Ok(Err(e)) => e,
-        Err(_) => RuntimeError::Setup("internal error: the container process panicked".into()),
-    };
-    let code = err.exit_code();
-    let text = match err {
-        RuntimeError::Setup(s) => s,
-        other => other.to_string(),
-    };
-    let mut msg = vec![MSG_ERROR, code as u8];
-    msg.extend(text.as_bytes().iter().take(8000));
-    let _ = send(&sock, &msg, None);
-    // SAFETY: _exit ends this process without running the parent's atexit handlers.
-    unsafe { libc::_exit(code) }
+    report_and_exit(&sock, result)
 }
 
 fn sys_err(op: &str) -> impl Fn(Errno) -> RuntimeError + '_ {
@@ -98,7 +84,47 @@ fn setup_and_exec(
     mounts::pivot(plan, &rootfs)?;
     mounts::finish(plan)?;
     let root = Root::open(Path::new("/"))?;
+    become_process(plan, sock, old_mask, root)
+}
 
+/// Entry point of a process joining a running container (`gcr exec`), already in all its
+/// namespaces; never returns. Errors go back over the socket as for a new container.
+pub(crate) fn exec_main(plan: &Plan, sock: OwnedFd, old_mask: &SigSet) -> ! {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let root = Root::open(Path::new("/"))?;
+        become_process(plan, &sock, old_mask, root)
+    }));
+    report_and_exit(&sock, result)
+}
+
+fn report_and_exit(
+    sock: &OwnedFd,
+    result: std::thread::Result<Result<Infallible, RuntimeError>>,
+) -> ! {
+    let err = match result {
+        Ok(Ok(never)) => match never {},
+        Ok(Err(e)) => e,
+        Err(_) => RuntimeError::Setup("internal error: the container process panicked".into()),
+    };
+    let code = err.exit_code();
+    let text = match err {
+        RuntimeError::Setup(s) => s,
+        other => other.to_string(),
+    };
+    let mut msg = vec![MSG_ERROR, code as u8];
+    msg.extend(text.as_bytes().iter().take(8000));
+    let _ = send(sock, &msg, None);
+    // SAFETY: _exit ends this process without running the parent's atexit handlers.
+    unsafe { libc::_exit(code) }
+}
+
+/// From the container's root on: user, environment, terminal, privileges, fds, cwd, exec.
+fn become_process(
+    plan: &Plan,
+    sock: &OwnedFd,
+    old_mask: &SigSet,
+    root: Root,
+) -> Result<Infallible, RuntimeError> {
     let mut env = plan.env.clone();
     let (uid, gid, groups, home) = match &plan.opts.user {
         Some(spec) => {

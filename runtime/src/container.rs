@@ -151,6 +151,8 @@ pub(crate) struct Prepared {
 pub(crate) const MSG_ERROR: u8 = b'E';
 pub(crate) const MSG_PTY: u8 = b'P';
 pub(crate) const MSG_GO: u8 = b'G';
+/// `gcr exec`: the pid of the process that runs the command, as text.
+pub(crate) const MSG_PID: u8 = b'I';
 
 fn namespace_flag(t: LinuxNamespaceType) -> Result<u64, RuntimeError> {
     Ok(match t {
@@ -170,7 +172,7 @@ fn namespace_flag(t: LinuxNamespaceType) -> Result<u64, RuntimeError> {
 }
 
 /// True when this process is in a user namespace other than the initial one.
-fn in_non_initial_userns() -> bool {
+pub(crate) fn in_non_initial_userns() -> bool {
     std::fs::read_to_string("/proc/self/uid_map")
         .map(|m| m.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
         .unwrap_or(false)
@@ -373,6 +375,73 @@ fn idmapped_rootfs(
 }
 
 impl<'a> Plan<'a> {
+    /// The plan of a process joining a running container (`gcr exec`): only the process part
+    /// of `spec` (command, environment, user, cwd, capabilities, seccomp); the namespaces,
+    /// mounts and cgroups are the container's already.
+    pub(crate) fn for_exec(
+        spec: &Spec,
+        opts: &'a RunOptions,
+        in_userns: bool,
+    ) -> Result<Plan<'a>, RuntimeError> {
+        let process = spec
+            .process()
+            .as_ref()
+            .ok_or_else(|| RuntimeError::InvalidSpec("no process".into()))?;
+        let args = process
+            .args()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|a| {
+                CString::new(a.clone()).map_err(|_| {
+                    RuntimeError::InvalidSpec(format!("argument {a:?} contains a NUL byte"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if args.is_empty() {
+            return Err(RuntimeError::InvalidSpec("no command given".into()));
+        }
+        let env = process.env().clone().unwrap_or_default();
+        if let Some(bad) = env.iter().find(|e| e.contains('\0')) {
+            return Err(RuntimeError::InvalidSpec(format!(
+                "environment entry {bad:?} contains a NUL byte"
+            )));
+        }
+        let linux = spec.linux().clone().unwrap_or_default();
+        let user = process.user();
+        Ok(Plan {
+            opts,
+            clone_flags: 0,
+            new_userns: false,
+            in_userns,
+            new_netns: false,
+            hostname: None,
+            mounts: Vec::new(),
+            etc_files: Vec::new(),
+            masked_paths: Vec::new(),
+            readonly_paths: Vec::new(),
+            readonly_root: true,
+            rootfs_mountpoint: PathBuf::new(),
+            args,
+            env,
+            cwd: process.cwd().clone(),
+            uid: user.uid(),
+            gid: user.gid(),
+            additional_gids: user.additional_gids().clone().unwrap_or_default(),
+            caps: CapMasks::from_spec(process.capabilities().as_ref()),
+            seccomp: match linux.seccomp() {
+                Some(profile) => Some(seccomp::compile(profile)?),
+                None => None,
+            },
+            no_new_privileges: process.no_new_privileges().unwrap_or(false),
+            uid_map: String::new(),
+            gid_map: String::new(),
+            prepared: None,
+            cgroup: None,
+            unshare_cgroupns: false,
+        })
+    }
+
     fn new(spec: &Spec, opts: &'a RunOptions) -> Result<Plan<'a>, RuntimeError> {
         let process = spec
             .process()
@@ -605,7 +674,7 @@ fn run_planned(plan: &Plan) -> Result<ExitStatusCode, RuntimeError> {
     result
 }
 
-struct SigmaskGuard(SigSet);
+pub(crate) struct SigmaskGuard(pub(crate) SigSet);
 
 impl Drop for SigmaskGuard {
     fn drop(&mut self) {
@@ -685,15 +754,42 @@ fn supervise(plan: &Plan, pid: Pid, sock: &OwnedFd) -> Result<ExitStatusCode, Ru
     }
     send(sock, &[MSG_GO], None)
         .map_err(|e| RuntimeError::sys("signal the container process", e))?;
+    let started = until_exec(sock, pid)?;
+    if let Some(fd) = plan.opts.started_fd {
+        write_all(fd, b"S");
+    }
+    relay(plan, pid, pid, started.master)
+}
 
-    let mut master: Option<OwnedFd> = None;
+/// What the child side reported up to its exec.
+pub(crate) struct Started {
+    /// The pty master, with `-t`.
+    pub master: Option<OwnedFd>,
+    /// `gcr exec`: the process that runs the command (the child reaped is its parent).
+    pub command_pid: Option<Pid>,
+}
+
+/// Reads the child side's messages until the command is executed (EOF on the socket): the
+/// pty, an error (then `reap` is reaped and the error returned), an exec's command pid.
+pub(crate) fn until_exec(sock: &OwnedFd, reap: Pid) -> Result<Started, RuntimeError> {
+    let mut started = Started {
+        master: None,
+        command_pid: None,
+    };
     while let Some((msg, fd)) = receive(sock)? {
         match msg.first() {
-            Some(&MSG_PTY) => master = fd,
+            Some(&MSG_PTY) => started.master = fd,
+            Some(&MSG_PID) => {
+                started.command_pid = msg
+                    .get(1..)
+                    .and_then(|b| std::str::from_utf8(b).ok())
+                    .and_then(|t| t.parse().ok())
+                    .map(Pid::from_raw);
+            }
             Some(&MSG_ERROR) => {
                 let code = msg.get(1).copied().unwrap_or(125) as i32;
                 let text = String::from_utf8_lossy(msg.get(2..).unwrap_or(&[])).into_owned();
-                let _ = waitpid(pid, None);
+                let _ = waitpid(reap, None);
                 return Err(match code {
                     126 | 127 => RuntimeError::Exec {
                         code,
@@ -705,10 +801,17 @@ fn supervise(plan: &Plan, pid: Pid, sock: &OwnedFd) -> Result<ExitStatusCode, Ru
             _ => {}
         }
     }
+    Ok(started)
+}
 
-    if let Some(fd) = plan.opts.started_fd {
-        write_all(fd, b"S");
-    }
+/// Until `reap` exits: forwards signals to `target`, copies the pty, returns the status.
+pub(crate) fn relay(
+    plan: &Plan,
+    target: Pid,
+    reap_pid: Pid,
+    master: Option<OwnedFd>,
+) -> Result<ExitStatusCode, RuntimeError> {
+    let pid = target;
     let mut forwarded = SigSet::all();
     for s in [Signal::SIGKILL, Signal::SIGSTOP] {
         forwarded.remove(s);
@@ -771,7 +874,7 @@ fn supervise(plan: &Plan, pid: Pid, sock: &OwnedFd) -> Result<ExitStatusCode, Ru
                     }
                 }
             }
-            status = reap(pid)?;
+            status = reap(reap_pid)?;
         }
         if let Some(m) = &master {
             if ready.get(1).copied().unwrap_or(false)
@@ -779,7 +882,7 @@ fn supervise(plan: &Plan, pid: Pid, sock: &OwnedFd) -> Result<ExitStatusCode, Ru
                 && status.is_none()
             {
                 // The container side of the pty is gone; its exit status follows.
-                status = Some(wait_exit(pid)?);
+                status = Some(wait_exit(reap_pid)?);
             }
             if stdin_open
                 && ready.get(2).copied().unwrap_or(false)

@@ -19,6 +19,7 @@ mod child;
 mod container;
 mod detach;
 mod error;
+mod exec;
 mod fs;
 mod mounts;
 pub mod seccomp;
@@ -34,6 +35,7 @@ pub use caps::{capability_names, parse_capability};
 pub use container::{run_container, ExitStatusCode, RootfsSource, RunOptions};
 pub use detach::run_detached;
 pub use error::RuntimeError;
+pub use exec::{exec_in, ExecOptions};
 pub use spec::{
     bind_mount, docker_default_capabilities, docker_default_spec, remove_namespace,
     set_capabilities, set_privileged, set_seccomp_profile, set_user_namespace, tmpfs_mount,

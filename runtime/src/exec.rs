@@ -1,0 +1,264 @@
+//! [`exec_in`]: a new process in a running container (`gcr exec`). The caller's side opens the
+//! container's namespaces, puts a child into its cgroups, and the child joins the namespaces
+//! (the user namespace first) and forks once more, since a PID namespace takes effect for
+//! children only; that grandchild becomes the command exactly as a container's first process
+//! does (user, capabilities, seccomp, no host fds), and the child waits for it and passes its
+//! exit status on.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::sched::CloneFlags;
+use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+use oci_spec::runtime::Spec;
+
+use crate::container::{
+    relay, send, until_exec, ExitStatusCode, Plan, RootfsSource, RunOptions, MSG_GO, MSG_PID,
+};
+use crate::error::RuntimeError;
+use crate::{child, sys};
+
+/// How to run the command, beyond the process part of the container's spec.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    /// `-t`: a pty from the container's devpts.
+    pub tty: bool,
+    /// `-i`: keep stdin attached.
+    pub stdin: bool,
+    /// `-u user[:group]`, resolved in the container.
+    pub user: Option<String>,
+}
+
+/// The namespaces joined, the user namespace first (it owns the others), the mount namespace
+/// last (it changes the root directory).
+const NAMESPACES: [(&str, CloneFlags); 7] = [
+    ("user", CloneFlags::CLONE_NEWUSER),
+    ("ipc", CloneFlags::CLONE_NEWIPC),
+    ("uts", CloneFlags::CLONE_NEWUTS),
+    ("net", CloneFlags::CLONE_NEWNET),
+    ("pid", CloneFlags::CLONE_NEWPID),
+    ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+    ("mnt", CloneFlags::CLONE_NEWNS),
+];
+
+/// Runs `spec.process` (args, env, cwd, user, capabilities, seccomp) in the namespaces and
+/// cgroups of the container whose first process is `container_pid`, in the foreground, and
+/// returns its exit status. Must be called from a single-threaded process.
+pub fn exec_in(
+    spec: &Spec,
+    container_pid: i32,
+    opts: &ExecOptions,
+) -> Result<ExitStatusCode, RuntimeError> {
+    let threads = std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(1);
+    if threads > 1 {
+        return Err(RuntimeError::InvalidSpec(format!(
+            "exec_in needs a single-threaded process, this one has {threads} threads"
+        )));
+    }
+    let target = Pid::from_raw(container_pid);
+    let mut run_opts = RunOptions::new(RootfsSource::Directory(PathBuf::from("/")), "", "/");
+    run_opts.tty = opts.tty;
+    run_opts.stdin = opts.stdin;
+    run_opts.user = opts.user.clone();
+    let namespaces = open_namespaces(target)?;
+    let joins_userns = namespaces
+        .iter()
+        .any(|(flag, _)| *flag == CloneFlags::CLONE_NEWUSER);
+    let in_userns = joins_userns || crate::container::in_non_initial_userns();
+    let plan = Plan::for_exec(spec, &run_opts, in_userns)?;
+    let cgroups = cgroup_procs_files(target);
+
+    let (parent_sock, child_sock) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| RuntimeError::sys("socketpair", e))?;
+    let all = SigSet::all();
+    let mut old_mask = SigSet::empty();
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&all), Some(&mut old_mask))
+        .map_err(|e| RuntimeError::sys("block signals", e))?;
+    let restore = crate::container::SigmaskGuard(old_mask);
+
+    // SAFETY: single-threaded (checked above); the child never returns from `joiner`.
+    let child = match unsafe { sys::clone_fork(0) } {
+        Ok(0) => {
+            drop(parent_sock);
+            joiner(&plan, &namespaces, child_sock, &old_mask)
+        }
+        Ok(pid) => Pid::from_raw(pid),
+        Err(e) => return Err(RuntimeError::sys("fork the exec process", e)),
+    };
+    drop(child_sock);
+    drop(namespaces);
+    let result = (|| {
+        for file in &cgroups {
+            if let Err(e) = std::fs::write(file, child.as_raw().to_string()) {
+                tracing::debug!(file = %file.display(), %e, "exec: cgroup not joined");
+            }
+        }
+        send(&parent_sock, &[MSG_GO], None)
+            .map_err(|e| RuntimeError::sys("signal the exec process", e))?;
+        let started = until_exec(&parent_sock, child)?;
+        let command = started.command_pid.unwrap_or(child);
+        relay(&plan, command, child, started.master)
+    })();
+    if result.is_err() {
+        let _ = kill(child, Signal::SIGKILL);
+        let _ = waitpid(child, None);
+    }
+    drop(restore);
+    result
+}
+
+/// The child: joins the namespaces, forks the command's process, reports its pid, and exits
+/// with its status.
+fn joiner(
+    plan: &Plan,
+    namespaces: &[(CloneFlags, OwnedFd)],
+    sock: OwnedFd,
+    old_mask: &SigSet,
+) -> ! {
+    let fail = |sock: &OwnedFd, text: String| -> ! {
+        let mut msg = vec![crate::container::MSG_ERROR, 125];
+        msg.extend(text.as_bytes());
+        let _ = send(sock, &msg, None);
+        // SAFETY: leaves the forked child without running the parent's cleanup.
+        unsafe { libc::_exit(125) }
+    };
+    let _ = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64, 0);
+    let _ = sys::prctl(libc::PR_SET_DUMPABLE, 0, 0);
+    let mut go = [0u8; 1];
+    if !matches!(nix::unistd::read(&sock, &mut go), Ok(1) if go[0] == MSG_GO) {
+        fail(&sock, "the gcr exec process went away".into());
+    }
+    for (flag, fd) in namespaces {
+        if let Err(e) = nix::sched::setns(fd.as_fd(), *flag) {
+            fail(
+                &sock,
+                format!("cannot join the container's {flag:?} namespace: {e}"),
+            );
+        }
+    }
+    if namespaces
+        .iter()
+        .any(|(flag, _)| *flag == CloneFlags::CLONE_NEWUSER)
+    {
+        // Root of the container's user namespace, as its first process was.
+        let zero = (nix::unistd::Gid::from_raw(0), nix::unistd::Uid::from_raw(0));
+        if nix::unistd::setresgid(zero.0, zero.0, zero.0).is_err()
+            || nix::unistd::setresuid(zero.1, zero.1, zero.1).is_err()
+        {
+            fail(
+                &sock,
+                "cannot become root in the container's user namespace".into(),
+            );
+        }
+    }
+    // SAFETY: this process is single-threaded (a fork of one).
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => child::exec_main(plan, sock, old_mask),
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            let _ = send(
+                &sock,
+                format!("{}{}", MSG_PID as char, child).as_bytes(),
+                None,
+            );
+            drop(sock);
+            let code = loop {
+                match waitpid(child, None) {
+                    Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => break code,
+                    Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _)) => break 128 + sig as i32,
+                    Ok(_) => continue,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(_) => break 125,
+                }
+            };
+            // SAFETY: leaves with the command's status, running no cleanup of the parent's.
+            unsafe { libc::_exit(code) }
+        }
+        Err(e) => fail(&sock, format!("cannot fork the command: {e}")),
+    }
+}
+
+/// The container's namespaces that differ from this process's, opened.
+fn open_namespaces(target: Pid) -> Result<Vec<(CloneFlags, OwnedFd)>, RuntimeError> {
+    let mut out = Vec::new();
+    for (name, flag) in NAMESPACES {
+        let theirs = format!("/proc/{target}/ns/{name}");
+        let fd: OwnedFd = match std::fs::File::open(&theirs) {
+            Ok(f) => f.into(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && name == "cgroup" => continue,
+            Err(e) => {
+                return Err(RuntimeError::io(
+                    "open the container's namespace",
+                    Path::new(&theirs),
+                    e,
+                ))
+            }
+        };
+        let same = match (
+            nix::sys::stat::fstat(&fd),
+            nix::sys::stat::stat(format!("/proc/self/ns/{name}").as_str()),
+        ) {
+            (Ok(a), Ok(b)) => a.st_ino == b.st_ino && a.st_dev == b.st_dev,
+            _ => false,
+        };
+        if !same {
+            out.push((flag, fd));
+        }
+    }
+    // Nothing private at all would mean a pid that is not a container.
+    if out.is_empty() {
+        return Err(RuntimeError::InvalidSpec(format!(
+            "process {target} shares every namespace with gcr: not a container"
+        )));
+    }
+    Ok(out)
+}
+
+/// The `cgroup.procs` files of the container's cgroups (as this process sees the hierarchy)
+/// where they differ from ours.
+fn cgroup_procs_files(target: Pid) -> Vec<PathBuf> {
+    let read =
+        |pid: &str| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let ours = read("self");
+    let unified_root = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        PathBuf::from("/sys/fs/cgroup")
+    } else {
+        PathBuf::from("/sys/fs/cgroup/unified")
+    };
+    let mut files = Vec::new();
+    for line in read(&target.to_string()).lines() {
+        if ours.lines().any(|l| l == line) {
+            continue;
+        }
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(a), Some(b), Some(c)) => (a, b, c),
+            _ => continue,
+        };
+        let rel = path.trim_start_matches('/');
+        let dir = if controllers.is_empty() {
+            unified_root.join(rel)
+        } else {
+            let name = controllers.trim_start_matches("name=");
+            let candidates = std::iter::once(name).chain(name.split(','));
+            match candidates
+                .map(|c| Path::new("/sys/fs/cgroup").join(c))
+                .find(|d| d.is_dir())
+            {
+                Some(mount) => mount.join(rel),
+                None => continue,
+            }
+        };
+        files.push(dir.join("cgroup.procs"));
+    }
+    files
+}
