@@ -1165,6 +1165,50 @@ fn detached_containers_log_stop_kill_and_wait() {
 }
 
 #[test]
+fn stopped_containers_start_again_on_their_own_files() {
+    let Some(image) = image() else { return };
+    for who in [As::Root, As::Rootless] {
+        let Some(s) = Setup::new(who) else { continue };
+        let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+        // Each start appends to a file in the container's own upper dir and to its log.
+        let script = "echo x >> /count; echo run $(wc -l < /count); trap 'exit 0' TERM; \
+                      while :; do sleep 0.1; done";
+        expect(
+            &gcr(&["run", "-d", "--name", "again", &image, "sh", "-c", script]),
+            0,
+        );
+        let logs_until = |needle: &str| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let logs = stdout(&gcr(&["logs", "again"]));
+                if logs.contains(needle) || std::time::Instant::now() > deadline {
+                    return logs;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        };
+        assert_eq!(logs_until("run 1"), "run 1\n", "{who:?}");
+        expect(&gcr(&["stop", "again"]), 0);
+        assert_eq!(expect(&gcr(&["start", "again"]), 0), "again\n");
+        assert!(stdout(&gcr(&["ps"])).contains("again"));
+        assert_eq!(logs_until("run 2"), "run 1\nrun 2\n", "{who:?}");
+        assert_eq!(expect(&gcr(&["restart", "again"]), 0), "again\n");
+        assert_eq!(logs_until("run 3"), "run 1\nrun 2\nrun 3\n", "{who:?}");
+        // Starting a running container changes nothing; start -a stays and returns the status.
+        assert_eq!(expect(&gcr(&["start", "again"]), 0), "again\n");
+        expect(&gcr(&["stop", "again"]), 0);
+        expect(
+            &gcr(&["run", "--name", "once", &image, "sh", "-c", "exit 4"]),
+            4,
+        );
+        let attached = gcr(&["start", "-a", "once"]);
+        assert_eq!(attached.status.code(), Some(4), "{}", stderr(&attached));
+        expect(&gcr(&["rm", "again", "once"]), 0);
+        assert_no_leftovers(&s);
+    }
+}
+
+#[test]
 fn exec_joins_a_running_container_with_its_settings() {
     let Some(image) = image() else { return };
     for who in [As::Root, As::Rootless] {

@@ -29,6 +29,12 @@ pub struct ContainerMeta {
     /// `-u` or the image's USER: `gcr exec` runs as it too.
     #[serde(default)]
     pub user: Option<String>,
+    /// Started with --init (`gcr start` starts it the same way).
+    #[serde(default)]
+    pub init: bool,
+    /// When it was last started (`created` if never restarted).
+    #[serde(default)]
+    pub started: Option<String>,
 }
 
 const META: &str = "meta.json";
@@ -141,7 +147,10 @@ impl Container {
         match self.exit {
             None => format!(
                 "Up {}",
-                human_age(Some(&self.meta.created)).trim_end_matches(" ago")
+                human_age(Some(
+                    self.meta.started.as_ref().unwrap_or(&self.meta.created)
+                ))
+                .trim_end_matches(" ago")
             ),
             Some(Some(code)) => format!("Exited ({code})"),
             Some(None) => "Exited (unknown)".to_string(),
@@ -443,20 +452,24 @@ pub fn stop(ctx: &Context, args: StopArgs) -> anyhow::Result<u8> {
     let store = ctx.open_store()?;
     let all = load(&store)?;
     each(&args.containers, |wanted| {
-        let c = find(&all, wanted)?;
-        if c.alive() {
-            let signal = parse_signal(c.meta.stop_signal.as_deref().unwrap_or("SIGTERM"))?;
-            c.signal(signal)?;
-            if !wait_gone(c.meta.pid, std::time::Duration::from_secs(args.time)) {
-                c.signal(nix::sys::signal::Signal::SIGKILL)?;
-                if !wait_gone(c.meta.pid, std::time::Duration::from_secs(10)) {
-                    bail!("container {} did not end after SIGKILL", c.display_name());
-                }
-            }
-        }
+        stop_one(find(&all, wanted)?, args.time)?;
         println!("{wanted}");
         Ok(())
     })
+}
+
+fn stop_one(c: &Container, time: u64) -> anyhow::Result<()> {
+    if c.alive() {
+        let signal = parse_signal(c.meta.stop_signal.as_deref().unwrap_or("SIGTERM"))?;
+        c.signal(signal)?;
+        if !wait_gone(c.meta.pid, std::time::Duration::from_secs(time)) {
+            c.signal(nix::sys::signal::Signal::SIGKILL)?;
+            if !wait_gone(c.meta.pid, std::time::Duration::from_secs(10)) {
+                bail!("container {} did not end after SIGKILL", c.display_name());
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Args, Debug)]
@@ -618,4 +631,137 @@ pub fn exec(ctx: &Context, args: ExecArgs) -> anyhow::Result<u8> {
             Ok(u8::try_from(err.exit_code()).unwrap_or(crate::EXIT_GCR_FAILED))
         }
     }
+}
+
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    /// Stay attached: print the output and return the container's exit status
+    #[arg(short, long)]
+    attach: bool,
+    #[arg(required = true, value_name = "CONTAINER")]
+    containers: Vec<String>,
+}
+
+/// `gcr start`: runs a stopped container again, on its own upper directory, with the spec it
+/// was created with; in the background (its output goes on into `gcr logs`) unless `-a`.
+pub fn start(ctx: &Context, args: StartArgs) -> anyhow::Result<u8> {
+    let store = ctx.open_store()?;
+    let all = load(&store)?;
+    if args.attach && args.containers.len() > 1 {
+        bail!("gcr start -a takes one container");
+    }
+    let mut status = 0;
+    let result = each(&args.containers, |wanted| {
+        let c = find(&all, wanted)?;
+        if c.alive() {
+            println!("{wanted}");
+            return Ok(());
+        }
+        status = start_one(&store, c, args.attach)?;
+        if args.attach {
+            return Ok(());
+        }
+        if status != 0 {
+            bail!("container {} did not start", c.display_name());
+        }
+        println!("{wanted}");
+        Ok(())
+    })?;
+    Ok(if args.attach { status } else { result })
+}
+
+fn start_one(store: &gcr_storage::Store, c: &Container, attach: bool) -> anyhow::Result<u8> {
+    let image = std::fs::read_to_string(c.dir.join("image")).with_context(|| {
+        format!(
+            "container {} records no image: only containers of images can be started again",
+            c.display_name()
+        )
+    })?;
+    let record = crate::images::find_image(store, image.trim())?;
+    let spec_path = c.dir.join(SPEC);
+    let spec: gcr_runtime::Spec = serde_json::from_slice(
+        &std::fs::read(&spec_path)
+            .with_context(|| format!("cannot read {}", spec_path.display()))?,
+    )
+    .with_context(|| format!("{} is not a runtime spec", spec_path.display()))?;
+    let (upper, work) = (c.dir.join("upper"), c.dir.join("work"));
+    if work.join("work/incompat/volatile").exists() {
+        bail!(
+            "container {} was mounted volatile (by an older gcr): its files cannot be trusted again; remove it",
+            c.display_name()
+        );
+    }
+    let rootfs = gcr_runtime::RootfsSource::Overlay {
+        lower: record
+            .layers
+            .iter()
+            .rev()
+            .map(|diff_id| store.layer_dir(diff_id))
+            .collect(),
+        upper,
+        work,
+        userxattr: gcr_runtime::userns::rootless_ids().is_some(),
+    };
+    let mut options = gcr_runtime::RunOptions::new(rootfs, c.id.clone(), &c.dir);
+    options.tty = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    options.init = c.meta.init;
+    options.user = c.meta.user.clone();
+    options.overlay_volatile = false;
+    options.pid_file = Some(pid_file(&c.dir));
+    let _ = std::fs::remove_file(c.dir.join(EXIT));
+    let keep = !c.meta.remove;
+    let mut meta = c.meta.clone();
+    meta.pid = std::process::id();
+    meta.started = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    if attach {
+        write_meta(&c.dir, &meta)?;
+        return match crate::run::supervise(store, &c.id, &c.dir, &spec, &options, keep) {
+            Ok(code) => Ok((code & 0xff) as u8),
+            Err(err) => {
+                eprintln!("error: {err}");
+                Ok(u8::try_from(err.exit_code()).unwrap_or(crate::EXIT_GCR_FAILED))
+            }
+        };
+    }
+    let code = crate::run::start_detached(store, &c.id, &c.dir, &spec, options, keep, meta);
+    code.map_err(|e| match e {
+        crate::run::RunFailure::Runtime(err) => anyhow::anyhow!("{err}"),
+        crate::run::RunFailure::Other(err) => err,
+    })
+}
+
+#[derive(Args, Debug)]
+pub struct RestartArgs {
+    /// Seconds to wait for the container to end before killing it
+    #[arg(
+        short = 't',
+        long = "time",
+        default_value_t = 10,
+        value_name = "SECONDS"
+    )]
+    time: u64,
+    #[arg(required = true, value_name = "CONTAINER")]
+    containers: Vec<String>,
+}
+
+/// `gcr restart`: stop (if running), then start in the background.
+pub fn restart(ctx: &Context, args: RestartArgs) -> anyhow::Result<u8> {
+    let store = ctx.open_store()?;
+    let all = load(&store)?;
+    each(&args.containers, |wanted| {
+        let c = find(&all, wanted)?;
+        stop_one(c, args.time)?;
+        // Read again: the stop changed the record.
+        let fresh = load(&store)?;
+        let c = find(&fresh, &c.id)?;
+        if start_one(&store, c, false)? != 0 {
+            bail!("container {} did not start again", c.display_name());
+        }
+        println!("{wanted}");
+        Ok(())
+    })
 }

@@ -87,6 +87,10 @@ enum Command {
     Wait(containers::WaitArgs),
     /// Run a command in a running container
     Exec(containers::ExecArgs),
+    /// Start stopped containers again (in the background unless -a)
+    Start(containers::StartArgs),
+    /// Stop and start containers again
+    Restart(containers::RestartArgs),
     /// Build an image from a Containerfile
     Build(check::BuildArgs),
     /// Manage the store
@@ -166,6 +170,8 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
         Command::Kill(args) => containers::kill(&ctx, args),
         Command::Wait(args) => containers::wait(&ctx, args),
         Command::Exec(args) => containers::exec(&ctx, args),
+        Command::Start(args) => containers::start(&ctx, args),
+        Command::Restart(args) => containers::restart(&ctx, args),
         Command::Build(args) => check::build(&ctx, args),
         Command::System(cmd) => system::system(&ctx, cmd),
         Command::FetchUrl { url, dest } => check::fetch_url_command(&url, &dest),

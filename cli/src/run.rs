@@ -269,7 +269,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<u8> {
 }
 
 /// A runtime error keeps its own exit status (126, 127); everything else is 125.
-enum RunFailure {
+pub(crate) enum RunFailure {
     Runtime(gcr_runtime::RuntimeError),
     Other(anyhow::Error),
 }
@@ -482,6 +482,8 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
             .clone()
             .or_else(|| Some(image.user.clone()))
             .filter(|u| !u.is_empty()),
+        init: args.init,
+        started: None,
     };
     crate::containers::write_meta(&state_dir, &meta)?;
     // The OCI runtime spec, as a bundle's config.json: `gcr exec` starts from its process.
@@ -496,6 +498,9 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
     options.tty = args.tty;
     options.stdin = args.interactive;
     options.init = args.init;
+    // A kept container's upper dir may be mounted again (`gcr start`): the kernel refuses to
+    // reuse one that was mounted `volatile`, so only --rm containers skip the syncs.
+    options.overlay_volatile = args.rm;
     options.user = args
         .user
         .clone()
@@ -505,7 +510,7 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
     options.pid_file = Some(crate::containers::pid_file(&state_dir));
     let keep = !args.rm && image_id.is_some();
     if args.detach {
-        return start_detached(
+        let code = start_detached(
             &store,
             &container_id,
             &state_dir,
@@ -513,7 +518,11 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
             options,
             keep,
             meta,
-        );
+        )?;
+        if code == 0 {
+            println!("{container_id}");
+        }
+        return Ok(code);
     }
     let result = supervise(&store, &container_id, &state_dir, &spec, &options, keep);
     match result {
@@ -523,7 +532,7 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
 }
 
 /// Runs the container to its end, then records its exit status (`keep`) or removes it.
-fn supervise(
+pub(crate) fn supervise(
     store: &gcr_storage::Store,
     container_id: &str,
     state_dir: &Path,
@@ -547,10 +556,10 @@ fn supervise(
     result
 }
 
-/// `gcr run -d`: a detached child becomes the container's `gcr run` (its supervisor: new
-/// session, output into the container's log) and reports through a pipe whether the command
-/// started; this process prints the container ID and returns.
-fn start_detached(
+/// `gcr run -d` and `gcr start`: a detached child becomes the container's `gcr run` (its
+/// supervisor: new session, output into the container's log) and reports through a pipe
+/// whether the command started; 0 when it did (the caller prints what Docker prints).
+pub(crate) fn start_detached(
     store: &gcr_storage::Store,
     container_id: &str,
     state_dir: &Path,
@@ -597,7 +606,6 @@ fn start_detached(
     let mut first = [0u8; 1];
     let got = report_read.read(&mut first).unwrap_or(0);
     if got == 1 && first[0] == b'S' {
-        println!("{container_id}");
         return Ok(0);
     }
     let mut report = String::new();
