@@ -1209,6 +1209,78 @@ fn stopped_containers_start_again_on_their_own_files() {
 }
 
 #[test]
+fn commit_makes_an_image_of_a_containers_changes() {
+    let Some(image) = image() else { return };
+    for who in [As::Root, As::Rootless] {
+        let Some(s) = Setup::new(who) else { continue };
+        let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+        // A file added, one removed (a whiteout in the layer), an owner within the range.
+        let script = "echo committed > /hello && chown 1000:1000 /hello && rm /bin/vi";
+        expect(
+            &gcr(&["run", "--name", "changed", &image, "sh", "-c", script]),
+            0,
+        );
+        let out = gcr(&[
+            "commit",
+            "-q",
+            "-m",
+            "my change",
+            "-a",
+            "Jane <jane@example.com>",
+            "-c",
+            "CMD [\"cat\", \"/hello\"]",
+            "-c",
+            "ENV A=1",
+            "changed",
+            "localhost/committed:v1",
+        ]);
+        let id = expect(&out, 0).trim().to_string();
+        assert!(id.starts_with("sha256:"), "{id}");
+        assert_eq!(
+            expect(&gcr(&["run", "--rm", "localhost/committed:v1"]), 0),
+            "committed\n"
+        );
+        let out = gcr(&[
+            "run",
+            "--rm",
+            "localhost/committed:v1",
+            "sh",
+            "-c",
+            "stat -c %u:%g /hello; test -e /bin/vi || echo vi-gone; echo $A",
+        ]);
+        assert_eq!(expect(&out, 0), "1000:1000\nvi-gone\n1\n", "{who:?}");
+        let info: serde_json::Value =
+            serde_json::from_str(&expect(&gcr(&["inspect", "localhost/committed:v1"]), 0)).unwrap();
+        let info = if info.is_array() {
+            info[0].clone()
+        } else {
+            info
+        };
+        assert_eq!(info["Author"], "Jane <jane@example.com>", "{info}");
+        let base: serde_json::Value =
+            serde_json::from_str(&expect(&gcr(&["inspect", &image]), 0)).unwrap();
+        let base = if base.is_array() {
+            base[0].clone()
+        } else {
+            base
+        };
+        assert_eq!(
+            info["RootFS"]["Layers"].as_array().unwrap().len(),
+            base["RootFS"]["Layers"].as_array().unwrap().len() + 1
+        );
+        // Bad changes are refused before anything is written.
+        let bad = gcr(&["commit", "-c", "RUN true", "changed"]);
+        assert_eq!(bad.status.code(), Some(125));
+        assert!(stderr(&bad).contains("--change"), "{}", stderr(&bad));
+        let check = expect(&gcr(&["system", "check"]), 0);
+        assert!(check.contains("consistent"), "{check}");
+        expect(&gcr(&["rm", "changed"]), 0);
+        expect(&gcr(&["rmi", "localhost/committed:v1"]), 0);
+        assert_no_leftovers(&s);
+    }
+}
+
+#[test]
 fn exec_joins_a_running_container_with_its_settings() {
     let Some(image) = image() else { return };
     for who in [As::Root, As::Rootless] {

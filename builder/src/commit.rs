@@ -193,6 +193,45 @@ pub(crate) fn commit_upper(
     compression: Compression,
     clamp: Option<i64>,
 ) -> StepResult<Committed> {
+    let (info, size) = tar_upper(store, upper, compression, clamp)?;
+    store
+        .place_layer_dir(upper, &info.diff_id, size)
+        .map_err(StepFailure::from)?;
+    Ok(Committed { info })
+}
+
+/// A layer blob of the changes in an overlay upper dir that stays where it is (a running or
+/// stopped container's, for `gcr commit`); `None` when it holds no change. The caller unpacks
+/// the blob into the store (`Store::ingest_layer_from_blob`).
+pub fn layer_from_upper(
+    store: &Store,
+    upper: &Path,
+    compression: Compression,
+) -> Result<Option<LayerInfo>, crate::BuildError> {
+    if is_empty_dir(upper) {
+        return Ok(None);
+    }
+    tar_upper(store, upper, compression, None)
+        .map(|(info, _)| Some(info))
+        .map_err(|e| {
+            crate::BuildError::Options(match e {
+                StepFailure::Message(message) => {
+                    format!("committing {}: {message}", upper.display())
+                }
+                StepFailure::Exit(code) => {
+                    format!("committing {}: status {code}", upper.display())
+                }
+            })
+        })
+}
+
+/// The walk and the blob: the layer's info and the bytes of its content.
+fn tar_upper(
+    store: &Store,
+    upper: &Path,
+    compression: Compression,
+    clamp: Option<i64>,
+) -> StepResult<(LayerInfo, u64)> {
     let writer = store.layer_writer(compression)?;
     let mut walk = Walk {
         tar: tar::Builder::new(writer),
@@ -219,10 +258,7 @@ pub(crate) fn commit_upper(
         .into_inner()
         .map_err(|e| io_fail("finishing the layer tar of", upper, e))?;
     let info = writer.finish()?;
-    store
-        .place_layer_dir(upper, &info.diff_id, size)
-        .map_err(StepFailure::from)?;
-    Ok(Committed { info })
+    Ok((info, size))
 }
 
 #[cfg(test)]

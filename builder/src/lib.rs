@@ -22,6 +22,7 @@ mod source;
 
 use std::path::PathBuf;
 
+pub use commit::layer_from_upper;
 pub use error::BuildError;
 pub use gcr_storage::Compression;
 

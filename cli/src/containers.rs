@@ -765,3 +765,21 @@ pub fn restart(ctx: &Context, args: RestartArgs) -> anyhow::Result<u8> {
         Ok(())
     })
 }
+
+/// The ID and directory of the container a name, ID or unique ID prefix means.
+pub fn resolve(
+    store: &gcr_storage::Store,
+    wanted: &str,
+) -> anyhow::Result<(String, std::path::PathBuf)> {
+    let all = load(store)?;
+    let c = find(&all, wanted)?;
+    Ok((c.id.clone(), c.dir.clone()))
+}
+
+/// A container's record (empty when unreadable).
+pub fn meta_of(dir: &Path) -> ContainerMeta {
+    std::fs::read(dir.join(META))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}

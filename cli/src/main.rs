@@ -6,6 +6,7 @@
 
 mod archive;
 mod check;
+mod commit;
 mod containers;
 mod format;
 mod images;
@@ -91,6 +92,8 @@ enum Command {
     Start(containers::StartArgs),
     /// Stop and start containers again
     Restart(containers::RestartArgs),
+    /// Make an image of a container's changes
+    Commit(commit::CommitArgs),
     /// Build an image from a Containerfile
     Build(check::BuildArgs),
     /// Manage the store
@@ -172,6 +175,7 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
         Command::Exec(args) => containers::exec(&ctx, args),
         Command::Start(args) => containers::start(&ctx, args),
         Command::Restart(args) => containers::restart(&ctx, args),
+        Command::Commit(args) => commit::commit(&ctx, args),
         Command::Build(args) => check::build(&ctx, args),
         Command::System(cmd) => system::system(&ctx, cmd),
         Command::FetchUrl { url, dest } => check::fetch_url_command(&url, &dest),
