@@ -186,12 +186,7 @@ pub(crate) fn render_manifest(config: Descriptor, layers: &[Descriptor]) -> Vec<
 
 /// The OCI media type for a base image's layer (Docker's types hold the same bytes).
 pub(crate) fn oci_layer_type(media_type: &str) -> String {
-    match media_type {
-        "application/vnd.docker.image.rootfs.diff.tar.gzip" => gcr_storage::OCI_LAYER_GZIP.into(),
-        "application/vnd.docker.image.rootfs.diff.tar" => gcr_storage::OCI_LAYER_TAR.into(),
-        "application/vnd.docker.image.rootfs.diff.tar.zstd" => gcr_storage::OCI_LAYER_ZSTD.into(),
-        other => other.to_string(),
-    }
+    gcr_storage::oci_layer_media_type(media_type)
 }
 
 /// RFC 3339 UTC time for a Unix timestamp (seconds).

@@ -60,7 +60,7 @@ pub fn commit(ctx: &Context, args: CommitArgs) -> anyhow::Result<u8> {
         .map(|l| {
             let mut l = l.clone();
             if let Some(t) = l["mediaType"].as_str() {
-                l["mediaType"] = Value::from(oci_layer_type(t));
+                l["mediaType"] = Value::from(gcr_storage::oci_layer_media_type(t));
             }
             l
         })
@@ -130,16 +130,6 @@ pub fn commit(ctx: &Context, args: CommitArgs) -> anyhow::Result<u8> {
         println!("{}", record.id);
     }
     Ok(0)
-}
-
-/// The OCI media type for a layer (Docker's types hold the same bytes).
-fn oci_layer_type(media_type: &str) -> String {
-    match media_type {
-        "application/vnd.docker.image.rootfs.diff.tar.gzip" => gcr_storage::OCI_LAYER_GZIP.into(),
-        "application/vnd.docker.image.rootfs.diff.tar" => gcr_storage::OCI_LAYER_TAR.into(),
-        "application/vnd.docker.image.rootfs.diff.tar.zstd" => gcr_storage::OCI_LAYER_ZSTD.into(),
-        other => other.to_string(),
-    }
 }
 
 /// `--change INSTRUCTION`, parsed by the Containerfile grammar, applied to the config.

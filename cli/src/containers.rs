@@ -734,22 +734,8 @@ fn start_one(store: &gcr_storage::Store, c: &Container, attach: bool) -> anyhow:
     })
 }
 
-#[derive(Args, Debug)]
-pub struct RestartArgs {
-    /// Seconds to wait for the container to end before killing it
-    #[arg(
-        short = 't',
-        long = "time",
-        default_value_t = 10,
-        value_name = "SECONDS"
-    )]
-    time: u64,
-    #[arg(required = true, value_name = "CONTAINER")]
-    containers: Vec<String>,
-}
-
 /// `gcr restart`: stop (if running), then start in the background.
-pub fn restart(ctx: &Context, args: RestartArgs) -> anyhow::Result<u8> {
+pub fn restart(ctx: &Context, args: StopArgs) -> anyhow::Result<u8> {
     let store = ctx.open_store()?;
     let all = load(&store)?;
     each(&args.containers, |wanted| {

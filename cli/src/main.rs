@@ -91,7 +91,7 @@ enum Command {
     /// Start stopped containers again (in the background unless -a)
     Start(containers::StartArgs),
     /// Stop and start containers again
-    Restart(containers::RestartArgs),
+    Restart(containers::StopArgs),
     /// Make an image of a container's changes
     Commit(commit::CommitArgs),
     /// Build an image from a Containerfile

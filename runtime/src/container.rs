@@ -374,6 +374,37 @@ fn idmapped_rootfs(
     }
 }
 
+/// The spec's process, its command as C strings and its environment, checked.
+fn command_and_env(
+    spec: &Spec,
+) -> Result<(&oci_spec::runtime::Process, Vec<CString>, Vec<String>), RuntimeError> {
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| RuntimeError::InvalidSpec("no process".into()))?;
+    let args = process.args().clone().unwrap_or_default();
+    if args.is_empty() {
+        return Err(RuntimeError::InvalidSpec(
+            "no command given and the image has no entrypoint or cmd".into(),
+        ));
+    }
+    let args = args
+        .into_iter()
+        .map(|a| {
+            CString::new(a.clone()).map_err(|_| {
+                RuntimeError::InvalidSpec(format!("argument {a:?} contains a NUL byte"))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let env = process.env().clone().unwrap_or_default();
+    if let Some(bad) = env.iter().find(|e| e.contains('\0')) {
+        return Err(RuntimeError::InvalidSpec(format!(
+            "environment entry {bad:?} contains a NUL byte"
+        )));
+    }
+    Ok((process, args, env))
+}
+
 impl<'a> Plan<'a> {
     /// The plan of a process joining a running container (`gcr exec`): only the process part
     /// of `spec` (command, environment, user, cwd, capabilities, seccomp); the namespaces,
@@ -383,30 +414,7 @@ impl<'a> Plan<'a> {
         opts: &'a RunOptions,
         in_userns: bool,
     ) -> Result<Plan<'a>, RuntimeError> {
-        let process = spec
-            .process()
-            .as_ref()
-            .ok_or_else(|| RuntimeError::InvalidSpec("no process".into()))?;
-        let args = process
-            .args()
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|a| {
-                CString::new(a.clone()).map_err(|_| {
-                    RuntimeError::InvalidSpec(format!("argument {a:?} contains a NUL byte"))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if args.is_empty() {
-            return Err(RuntimeError::InvalidSpec("no command given".into()));
-        }
-        let env = process.env().clone().unwrap_or_default();
-        if let Some(bad) = env.iter().find(|e| e.contains('\0')) {
-            return Err(RuntimeError::InvalidSpec(format!(
-                "environment entry {bad:?} contains a NUL byte"
-            )));
-        }
+        let (process, args, env) = command_and_env(spec)?;
         let linux = spec.linux().clone().unwrap_or_default();
         let user = process.user();
         Ok(Plan {
@@ -443,30 +451,7 @@ impl<'a> Plan<'a> {
     }
 
     fn new(spec: &Spec, opts: &'a RunOptions) -> Result<Plan<'a>, RuntimeError> {
-        let process = spec
-            .process()
-            .as_ref()
-            .ok_or_else(|| RuntimeError::InvalidSpec("no process".into()))?;
-        let args = process.args().clone().unwrap_or_default();
-        if args.is_empty() {
-            return Err(RuntimeError::InvalidSpec(
-                "no command given and the image has no entrypoint or cmd".into(),
-            ));
-        }
-        let args = args
-            .into_iter()
-            .map(|a| {
-                CString::new(a.clone()).map_err(|_| {
-                    RuntimeError::InvalidSpec(format!("argument {a:?} contains a NUL byte"))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let env = process.env().clone().unwrap_or_default();
-        if let Some(bad) = env.iter().find(|e| e.contains('\0')) {
-            return Err(RuntimeError::InvalidSpec(format!(
-                "environment entry {bad:?} contains a NUL byte"
-            )));
-        }
+        let (process, args, env) = command_and_env(spec)?;
         let linux = spec.linux().clone().unwrap_or_default();
         let mut clone_flags = 0u64;
         for ns in linux.namespaces().iter().flatten() {
@@ -630,7 +615,10 @@ pub fn run_container(spec: &Spec, opts: &RunOptions) -> Result<ExitStatusCode, R
     result
 }
 
-fn run_planned(plan: &Plan) -> Result<ExitStatusCode, RuntimeError> {
+/// The parent/child socket pair, and every signal blocked (the previous mask restored when
+/// the guard goes): no signal is lost between the clone and the signalfd, and the child
+/// starts with them blocked until just before exec.
+pub(crate) fn prepare_fork() -> Result<(OwnedFd, OwnedFd, SigSet, SigmaskGuard), RuntimeError> {
     let (parent_sock, child_sock) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -638,14 +626,15 @@ fn run_planned(plan: &Plan) -> Result<ExitStatusCode, RuntimeError> {
         SockFlag::SOCK_CLOEXEC,
     )
     .map_err(|e| RuntimeError::sys("socketpair", e))?;
-
-    // Block every signal before the clone: none is lost between clone and the signalfd, and
-    // the child starts with them blocked until just before exec.
     let all = SigSet::all();
     let mut old_mask = SigSet::empty();
     nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&all), Some(&mut old_mask))
         .map_err(|e| RuntimeError::sys("block signals", e))?;
-    let restore = SigmaskGuard(old_mask);
+    Ok((parent_sock, child_sock, old_mask, SigmaskGuard(old_mask)))
+}
+
+fn run_planned(plan: &Plan) -> Result<ExitStatusCode, RuntimeError> {
+    let (parent_sock, child_sock, old_mask, restore) = prepare_fork()?;
 
     // SAFETY: the caller is single-threaded (documented requirement); the child branch never
     // returns from child::main.
@@ -674,7 +663,7 @@ fn run_planned(plan: &Plan) -> Result<ExitStatusCode, RuntimeError> {
     result
 }
 
-pub(crate) struct SigmaskGuard(pub(crate) SigSet);
+pub(crate) struct SigmaskGuard(SigSet);
 
 impl Drop for SigmaskGuard {
     fn drop(&mut self) {

@@ -9,8 +9,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::sched::CloneFlags;
-use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
-use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
@@ -73,18 +72,7 @@ pub fn exec_in(
     let plan = Plan::for_exec(spec, &run_opts, in_userns)?;
     let cgroups = cgroup_procs_files(target);
 
-    let (parent_sock, child_sock) = socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(|e| RuntimeError::sys("socketpair", e))?;
-    let all = SigSet::all();
-    let mut old_mask = SigSet::empty();
-    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&all), Some(&mut old_mask))
-        .map_err(|e| RuntimeError::sys("block signals", e))?;
-    let restore = crate::container::SigmaskGuard(old_mask);
+    let (parent_sock, child_sock, old_mask, restore) = crate::container::prepare_fork()?;
 
     // SAFETY: single-threaded (checked above); the child never returns from `joiner`.
     let child = match unsafe { sys::clone_fork(0) } {

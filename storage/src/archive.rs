@@ -325,28 +325,7 @@ impl Store {
                     }
                 }
             }
-            // `docker load` takes only `name:tag` in RepoTags; a `name@digest` cannot be one.
-            let tagged: Vec<String> = request
-                .names
-                .iter()
-                .filter(|n| !n.contains('@'))
-                .cloned()
-                .collect();
-            match entries.iter_mut().find(|e| e.config == config_name) {
-                Some(entry) => {
-                    let tags = entry.repo_tags.get_or_insert_with(Vec::new);
-                    for n in tagged {
-                        if !tags.contains(&n) {
-                            tags.push(n);
-                        }
-                    }
-                }
-                None => entries.push(DockerEntry {
-                    config: config_name,
-                    repo_tags: (!tagged.is_empty()).then_some(tagged),
-                    layers,
-                }),
-            }
+            add_docker_entry(&mut entries, config_name, &request.names, layers);
         }
         let manifest_json = serde_json::to_vec(&entries).map_err(|e| ArchiveError::Write {
             source: io::Error::other(e),
@@ -438,31 +417,12 @@ impl Store {
             let parsed = parse_manifest(&manifest_digest, &manifest)?;
             // As Docker 25+ writes it: a manifest.json over the same blobs, so engines that
             // only know docker-archives (Docker up to 24) load the archive too.
-            let config_member = blob_member(&parsed.config);
-            let tagged: Vec<String> = request
-                .names
-                .iter()
-                .filter(|n| !n.contains('@'))
-                .cloned()
-                .collect();
-            match docker_entries
-                .iter_mut()
-                .find(|e| e.config == config_member)
-            {
-                Some(entry) => {
-                    let tags = entry.repo_tags.get_or_insert_with(Vec::new);
-                    for name in tagged {
-                        if !tags.contains(&name) {
-                            tags.push(name);
-                        }
-                    }
-                }
-                None => docker_entries.push(DockerEntry {
-                    config: config_member,
-                    repo_tags: (!tagged.is_empty()).then_some(tagged),
-                    layers: parsed.layers.iter().map(blob_member).collect(),
-                }),
-            }
+            add_docker_entry(
+                &mut docker_entries,
+                blob_member(&parsed.config),
+                &request.names,
+                parsed.layers.iter().map(blob_member).collect(),
+            );
             let mut blobs: Vec<Digest> = parsed.layers.clone();
             blobs.push(parsed.config.clone());
             blobs.extend(parsed.source.iter().cloned());
@@ -778,6 +738,32 @@ impl ArchiveIndex {
             what: what.to_string(),
             reason: reason.into(),
         }
+    }
+}
+
+/// Adds an image to a docker-archive `manifest.json`, or its names to the entry of the same
+/// config. `docker load` takes only `name:tag` in RepoTags; a `name@digest` cannot be one.
+fn add_docker_entry(
+    entries: &mut Vec<DockerEntry>,
+    config: String,
+    names: &[String],
+    layers: Vec<String>,
+) {
+    let tagged: Vec<String> = names.iter().filter(|n| !n.contains('@')).cloned().collect();
+    match entries.iter_mut().find(|e| e.config == config) {
+        Some(entry) => {
+            let tags = entry.repo_tags.get_or_insert_with(Vec::new);
+            for name in tagged {
+                if !tags.contains(&name) {
+                    tags.push(name);
+                }
+            }
+        }
+        None => entries.push(DockerEntry {
+            config,
+            repo_tags: (!tagged.is_empty()).then_some(tagged),
+            layers,
+        }),
     }
 }
 

@@ -67,3 +67,13 @@ pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 
 /// Upper bound for manifests and configs read from the store (as for the registry: 4 MiB).
 pub const MAX_DOCUMENT_SIZE: u64 = 4 * 1024 * 1024;
+
+/// The OCI media type for a layer media type (Docker's types name the same bytes).
+pub fn oci_layer_media_type(media_type: &str) -> String {
+    match media_type {
+        "application/vnd.docker.image.rootfs.diff.tar.gzip" => OCI_LAYER_GZIP.into(),
+        "application/vnd.docker.image.rootfs.diff.tar" => OCI_LAYER_TAR.into(),
+        "application/vnd.docker.image.rootfs.diff.tar.zstd" => OCI_LAYER_ZSTD.into(),
+        other => other.to_string(),
+    }
+}
