@@ -13,9 +13,10 @@
 # Env:   GCR=/path/to/gcr (default: $CARGO_TARGET_DIR or target, release build, built if missing)
 #        BENCH_TOOLS="gcr crun podman gcr-tmpfs"   BENCH_REF=127.0.0.1:5000/busybox:latest
 #
-# Measured 2026-11-24 on the 2-core Debian 12 VM (other builds running), release gcr, medians
-# of 20 interleaved rounds: gcr 12.1 ms, crun 21.2 ms, podman 325 ms, gcr with its store on
-# tmpfs 10.2 ms -> gcr/crun 0.57x (target <= 2), gcr/podman 0.04x (target <= 0.1). Before
+# Measured 2026-11-24 on the 2-core Debian 12 VM, release gcr, medians of 30 interleaved
+# rounds: gcr 7.3 ms, crun 15.2 ms, podman 136 ms, gcr with its store on tmpfs 7.7 ms ->
+# gcr/crun 0.48x (target <= 2), gcr/podman 0.05x (target <= 0.1). (An earlier run with other
+# builds on the machine: gcr 12.1 ms, crun 21.2 ms, podman 325 ms.) Before
 # `--rm` containers skipped the record's fsync and left the deletion of their upper dir to a
 # detached child, the store's ext4 work made gcr 53 ms (1.40x crun, 0.12x podman).
 #
