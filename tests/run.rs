@@ -1281,6 +1281,100 @@ fn commit_makes_an_image_of_a_containers_changes() {
 }
 
 #[test]
+fn named_volumes_persist_start_with_the_images_files_and_are_managed() {
+    let Some(image) = image() else { return };
+    for who in [As::Root, As::Rootless] {
+        let Some(s) = Setup::new(who) else { continue };
+        let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+        // A new volume gets what the image has at the mount point (owners and modes too).
+        let out = gcr(&[
+            "run",
+            "--rm",
+            "-v",
+            "etcvol:/etc",
+            &image,
+            "sh",
+            "-c",
+            "cat /etc/passwd | head -1; stat -c %a /etc; echo kept > /etc/added",
+        ]);
+        assert_eq!(
+            expect(&out, 0),
+            "root:x:0:0:root:/root:/bin/sh\n755\n",
+            "{who:?}"
+        );
+        // It outlives the container, at another path too.
+        let out = gcr(&[
+            "run",
+            "--rm",
+            "-v",
+            "etcvol:/data:ro",
+            &image,
+            "cat",
+            "/data/added",
+        ]);
+        assert_eq!(expect(&out, 0), "kept\n");
+        // nocopy: a new volume stays empty.
+        let out = gcr(&[
+            "run",
+            "--rm",
+            "-v",
+            "bare:/etc:nocopy",
+            &image,
+            "sh",
+            "-c",
+            "test -e /etc/passwd || echo empty",
+        ]);
+        assert_eq!(expect(&out, 0), "empty\n");
+        assert_eq!(expect(&gcr(&["volume", "ls", "-q"]), 0), "bare\netcvol\n");
+        // A volume in use is kept; then removed; prune removes the unused rest.
+        expect(
+            &gcr(&[
+                "run",
+                "--name",
+                "holder",
+                "-v",
+                "etcvol:/data",
+                &image,
+                "true",
+            ]),
+            0,
+        );
+        let busy = gcr(&["volume", "rm", "etcvol"]);
+        assert!(!busy.status.success());
+        assert!(stderr(&busy).contains("holder"), "{}", stderr(&busy));
+        expect(&gcr(&["rm", "holder"]), 0);
+        assert_eq!(expect(&gcr(&["volume", "rm", "etcvol"]), 0), "etcvol\n");
+        assert_eq!(
+            expect(&gcr(&["volume", "prune", "-f"]), 0),
+            "Deleted volume bare\n"
+        );
+        assert_eq!(expect(&gcr(&["volume", "ls", "-q"]), 0), "");
+        let bad = gcr(&["run", "--rm", "-v", "-x:/data", &image, "true"]);
+        assert_eq!(bad.status.code(), Some(125));
+        // -p with the host network: a warning, as Docker gives; with none: refused.
+        let out = gcr(&["run", "--rm", "-p", "8080:80", &image, "true"]);
+        expect(&out, 0);
+        assert!(
+            stderr(&out).contains("published ports are discarded"),
+            "{}",
+            stderr(&out)
+        );
+        let out = gcr(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-p",
+            "8080:80",
+            &image,
+            "true",
+        ]);
+        assert_eq!(out.status.code(), Some(125));
+        assert_no_leftovers(&s);
+    }
+}
+
+#[test]
 fn exec_joins_a_running_container_with_its_settings() {
     let Some(image) = image() else { return };
     for who in [As::Root, As::Rootless] {

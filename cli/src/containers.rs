@@ -769,3 +769,25 @@ pub fn meta_of(dir: &Path) -> ContainerMeta {
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()
 }
+
+/// The containers (short IDs or names) with a mount of `source` in their spec.
+pub fn using_source(store: &gcr_storage::Store, source: &Path) -> anyhow::Result<Vec<String>> {
+    let mut users = Vec::new();
+    for c in load(store)? {
+        let Ok(bytes) = std::fs::read(c.dir.join(SPEC)) else {
+            continue;
+        };
+        let Ok(spec) = serde_json::from_slice::<gcr_runtime::Spec>(&bytes) else {
+            continue;
+        };
+        let uses = spec
+            .mounts()
+            .iter()
+            .flatten()
+            .any(|m| m.source().as_deref() == Some(source));
+        if uses {
+            users.push(c.display_name());
+        }
+    }
+    Ok(users)
+}

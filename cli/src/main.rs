@@ -14,6 +14,7 @@ mod pull;
 mod push;
 mod run;
 mod system;
+mod volumes;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -94,6 +95,9 @@ enum Command {
     Restart(containers::StopArgs),
     /// Make an image of a container's changes
     Commit(commit::CommitArgs),
+    /// Manage named volumes
+    #[command(subcommand)]
+    Volume(volumes::VolumeCommand),
     /// Build an image from a Containerfile
     Build(check::BuildArgs),
     /// Manage the store
@@ -176,6 +180,7 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
         Command::Start(args) => containers::start(&ctx, args),
         Command::Restart(args) => containers::restart(&ctx, args),
         Command::Commit(args) => commit::commit(&ctx, args),
+        Command::Volume(cmd) => volumes::volume(&ctx, cmd),
         Command::Build(args) => check::build(&ctx, args),
         Command::System(cmd) => system::system(&ctx, cmd),
         Command::FetchUrl { url, dest } => check::fetch_url_command(&url, &dest),

@@ -60,6 +60,13 @@ pub struct RunArgs {
     /// Network: none or host
     #[arg(long, alias = "net", default_value = "host", value_name = "MODE")]
     network: String,
+    /// Publish a port: [IP:]HOST_PORT:CONTAINER_PORT[/PROTO] (with the host network, the
+    /// default, the container's ports are the host's already: ignored with a warning)
+    #[arg(short = 'p', long = "publish", value_name = "PORTS")]
+    publish: Vec<String>,
+    /// Publish every exposed port (ignored with the host network, as -p)
+    #[arg(short = 'P', long = "publish-all")]
+    publish_all: bool,
     /// Give the container every capability and no seccomp filter or masked paths
     #[arg(long)]
     privileged: bool,
@@ -222,8 +229,43 @@ pub struct Volume {
     pub source: PathBuf,
     pub destination: String,
     pub read_only: bool,
+    /// A named volume (its name), created in the store when first used.
+    pub named: Option<String>,
+    /// `nocopy`: a new named volume stays empty instead of getting the image's files.
+    pub no_copy: bool,
 }
 
+/// `-p`/`-P`: private networks do not exist yet, so only the host network can take them, where
+/// they mean nothing (Docker discards them there with the same warning).
+fn check_published_ports(args: &RunArgs) -> anyhow::Result<()> {
+    if args.publish.is_empty() && !args.publish_all {
+        return Ok(());
+    }
+    for p in &args.publish {
+        let port = p.rsplit(':').next().unwrap_or(p);
+        let port = port.split('/').next().unwrap_or(port);
+        let valid = port
+            .split('-')
+            .all(|n| n.parse::<u16>().is_ok_and(|n| n > 0));
+        if !valid {
+            bail!("invalid -p {p:?}: use [IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]");
+        }
+    }
+    match args.network.as_str() {
+        "host" => {
+            eprintln!(
+                "WARNING: published ports are discarded with the host network (gcr's default until private networks land): the container's ports are the host's"
+            );
+            Ok(())
+        }
+        other => bail!(
+            "-p/-P need a network with its own ports; --network {other} has none (private networks are not supported yet: use the default host network)"
+        ),
+    }
+}
+
+/// `-v SRC:DST[:OPTIONS]`: SRC is a host path (absolute, or relative starting with `.`) or a
+/// volume name.
 pub fn parse_volume(spec: &str) -> anyhow::Result<Volume> {
     let parts: Vec<&str> = spec.split(':').collect();
     let (source, destination, options) = match parts.as_slice() {
@@ -231,20 +273,32 @@ pub fn parse_volume(spec: &str) -> anyhow::Result<Volume> {
         [s, d, o] => (*s, *d, *o),
         _ => bail!("invalid volume {spec:?}: use SRC:DST[:ro|rw]"),
     };
-    if !source.starts_with('/') && !source.starts_with('.') {
-        bail!("invalid volume {spec:?}: named volumes are not supported yet; give an absolute host path");
+    let named = !source.starts_with('/') && !source.starts_with('.');
+    if named && !gcr_storage::valid_volume_name(source) {
+        bail!("invalid volume {spec:?}: {source:?} is neither an absolute path nor a volume name (a letter or digit, then letters, digits, '_', '.' or '-')");
     }
     if !destination.starts_with('/') {
         bail!("invalid volume {spec:?}: the destination must be an absolute path");
     }
     let mut read_only = false;
+    let mut no_copy = false;
     for option in options.split(',').filter(|o| !o.is_empty()) {
         match option {
             "ro" => read_only = true,
             "rw" => read_only = false,
+            "nocopy" if named => no_copy = true,
             "z" | "Z" => {}
-            other => bail!("invalid volume {spec:?}: unknown option {other:?} (use ro or rw)"),
+            other => bail!("invalid volume {spec:?}: unknown option {other:?} (use ro, rw or, for a named volume, nocopy)"),
         }
+    }
+    if named {
+        return Ok(Volume {
+            source: PathBuf::new(),
+            destination: destination.to_string(),
+            read_only,
+            named: Some(source.to_string()),
+            no_copy,
+        });
     }
     let source_path = Path::new(source);
     let source_path = std::fs::canonicalize(source_path).with_context(|| {
@@ -254,6 +308,8 @@ pub fn parse_volume(spec: &str) -> anyhow::Result<Volume> {
         source: source_path,
         destination: destination.to_string(),
         read_only,
+        named: None,
+        no_copy,
     })
 }
 
@@ -294,12 +350,27 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
         .into());
     }
     let env_overrides = command_line_env(&args)?;
-    let volumes = args
+    let mut volumes = args
         .volume
         .iter()
         .map(|v| parse_volume(v))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    check_published_ports(&args)?;
     let store = ctx.open_store()?;
+    // Named volumes exist from their first use on; a new (empty) one gets the image's files.
+    let mut copy_up = Vec::new();
+    for volume in &mut volumes {
+        if let Some(name) = &volume.named {
+            let (dir, _) = store.create_volume(name)?;
+            let empty = std::fs::read_dir(&dir)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false);
+            if empty && !volume.no_copy {
+                copy_up.push(PathBuf::from(&volume.destination));
+            }
+            volume.source = dir;
+        }
+    }
     let container_id = new_container_id()?;
     let state_dir = store.container_dir(&container_id)?;
 
@@ -508,6 +579,7 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
         .filter(|u| !u.is_empty());
 
     options.pid_file = Some(crate::containers::pid_file(&state_dir));
+    options.copy_up = copy_up;
     let keep = !args.rm && image_id.is_some();
     if args.detach {
         let code = start_detached(
@@ -1006,9 +1078,13 @@ mod tests {
     fn volumes_are_checked() {
         assert!(parse_volume("/nonexistent-gcr-dir:/x").is_err());
         assert!(parse_volume("/tmp:relative").is_err());
-        assert!(parse_volume("name:/x").is_err());
+        assert!(parse_volume("-bad:/x").is_err());
+        assert!(parse_volume("/tmp:/x:nocopy").is_err());
         let v = parse_volume("/tmp:/data:ro").unwrap();
         assert!(v.read_only);
         assert_eq!(v.destination, "/data");
+        let v = parse_volume("cache:/var/cache:nocopy").unwrap();
+        assert_eq!(v.named.as_deref(), Some("cache"));
+        assert!(v.no_copy && !v.read_only);
     }
 }

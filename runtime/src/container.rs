@@ -76,6 +76,9 @@ pub struct RunOptions {
     /// Gets one byte (`S`) once the command has been executed: a detached `gcr run` reports
     /// the start to its caller through it.
     pub started_fd: Option<RawFd>,
+    /// Destinations of bind mounts whose (empty) source directory first gets a copy of what
+    /// the image has there: Docker's copy into a new named volume.
+    pub copy_up: Vec<PathBuf>,
 }
 
 impl RunOptions {
@@ -96,6 +99,7 @@ impl RunOptions {
             overlay_volatile: true,
             pid_file: None,
             started_fd: None,
+            copy_up: Vec::new(),
         }
     }
 }

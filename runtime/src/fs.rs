@@ -230,6 +230,46 @@ impl Root {
     }
 }
 
+/// Copies what is inside `from` into the existing directory `to` (which takes `from`'s owner
+/// and mode): directories, regular
+/// files, symlinks (as links, never followed) with their modes, owners and times; other file
+/// types are skipped. For filling a new named volume from the image.
+pub fn copy_tree_contents(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // The volume's root takes the owner and mode of the image's directory too (as Docker's).
+    let top = std::fs::metadata(from)?;
+    std::os::unix::fs::chown(to, Some(top.uid()), Some(top.gid()))?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(top.mode() & 0o7777))?;
+    let mut stack = vec![(from.to_path_buf(), to.to_path_buf())];
+    while let Some((src_dir, dst_dir)) = stack.pop() {
+        for entry in std::fs::read_dir(&src_dir)? {
+            let entry = entry?;
+            let src = entry.path();
+            let dst = dst_dir.join(entry.file_name());
+            let meta = std::fs::symlink_metadata(&src)?;
+            let kind = meta.file_type();
+            if kind.is_dir() {
+                std::fs::create_dir(&dst)?;
+                stack.push((src, dst.clone()));
+            } else if kind.is_symlink() {
+                std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dst)?;
+            } else if kind.is_file() {
+                std::fs::copy(&src, &dst)?;
+            } else {
+                continue;
+            }
+            std::os::unix::fs::lchown(&dst, Some(meta.uid()), Some(meta.gid()))?;
+            if !kind.is_symlink() {
+                std::fs::set_permissions(
+                    &dst,
+                    std::fs::Permissions::from_mode(meta.mode() & 0o7777),
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -249,6 +249,7 @@ fn mount_bind(
     m: &oci_spec::runtime::Mount,
     o: &Options,
     prepared: Option<&OwnedFd>,
+    copy_up: &[PathBuf],
 ) -> Result<(), RuntimeError> {
     let dest = m.destination();
     let rel = relative(dest)?;
@@ -266,6 +267,18 @@ fn mount_bind(
     } else {
         root.ensure_file(&rel)?
     };
+    if source_is_dir && prepared.is_none() && copy_up.iter().any(|d| d.as_path() == dest) {
+        let empty = std::fs::read_dir(source)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
+        if empty {
+            // The image's content at the destination, read through the rootfs (resolved in
+            // it above), never following a symlink out of it.
+            crate::fs::copy_tree_contents(Path::new(&sys::fd_path(&target)), source).map_err(
+                |e| RuntimeError::io("copy the image's files into the volume", source, e),
+            )?;
+        }
+    }
     let mut flags = MsFlags::MS_BIND;
     if o.recursive {
         flags |= MsFlags::MS_REC;
@@ -614,9 +627,9 @@ pub(crate) fn prepare_rootfs(plan: &Plan) -> Result<PathBuf, RuntimeError> {
             .and_then(|p| p.binds.get(i))
             .and_then(Option::as_ref);
         match typ {
-            "bind" => mount_bind(&root, m, &o, source)?,
+            "bind" => mount_bind(&root, m, &o, source, &plan.opts.copy_up)?,
             "cgroup" | "cgroup2" => mount_cgroups(&root, m, &o, plan)?,
-            _ if o.bind => mount_bind(&root, m, &o, source)?,
+            _ if o.bind => mount_bind(&root, m, &o, source, &plan.opts.copy_up)?,
             typ => mount_fs(&root, m, typ, &o, plan)?,
         }
     }

@@ -31,6 +31,7 @@ mod parallel_gzip;
 mod store;
 mod tmp;
 pub mod unpack;
+mod volumes;
 
 #[cfg(test)]
 mod store_tests;
@@ -49,6 +50,7 @@ pub use index::{ImageRecord, RemovedImage};
 pub use ingest::LayerExpectation;
 pub use layer_writer::{Compression, LayerInfo, LayerWriter};
 pub use store::{Lease, Store, StoreLock};
+pub use volumes::valid_volume_name;
 
 /// Media type of an OCI image manifest.
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
