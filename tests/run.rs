@@ -1097,6 +1097,24 @@ fn detached_containers_log_stop_kill_and_wait() {
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
         let ps = stdout(&gcr(&["ps"]));
         assert!(ps.contains("bg") && ps.contains("Up"), "{who:?}: {ps}");
+        // inspect knows containers too, in Docker's shape.
+        let info: serde_json::Value =
+            serde_json::from_str(&expect(&gcr(&["inspect", "bg"]), 0)).unwrap();
+        assert_eq!(info[0]["Id"], id.as_str());
+        assert_eq!(info[0]["Name"], "/bg");
+        assert_eq!(info[0]["State"]["Running"], true);
+        assert!(info[0]["State"]["Pid"].as_i64().unwrap_or(0) > 0, "{info}");
+        // A reader that goes away early ends gcr quietly (SIGPIPE), with no panic.
+        let mut reader = s
+            .cmd()
+            .args(["inspect", "bg", "bg", "bg", "bg", "bg", "bg", "bg", "bg"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(reader.stdout.take());
+        let quiet = reader.wait_with_output().unwrap();
+        assert!(!stderr(&quiet).contains("panicked"), "{}", stderr(&quiet));
         // Output goes to the log, stdout and stderr alike.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let logs = loop {

@@ -791,3 +791,80 @@ pub fn using_source(store: &gcr_storage::Store, source: &Path) -> anyhow::Result
     }
     Ok(users)
 }
+
+/// `gcr inspect CONTAINER`: the record in Docker's shape (the fields people script against).
+pub fn inspect_container(
+    store: &gcr_storage::Store,
+    wanted: &str,
+) -> anyhow::Result<serde_json::Value> {
+    use serde_json::json;
+    let all = load(store)?;
+    let c = find(&all, wanted)?;
+    let spec: Option<gcr_runtime::Spec> = std::fs::read(c.dir.join(SPEC))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let process = spec.as_ref().and_then(|s| s.process().clone());
+    let image = std::fs::read_to_string(c.dir.join("image"))
+        .map(|t| t.trim().to_string())
+        .unwrap_or_default();
+    let running = c.alive();
+    let exit_code = std::fs::read_to_string(c.dir.join(EXIT))
+        .ok()
+        .and_then(|t| t.trim().parse::<i32>().ok());
+    let pid = if running {
+        c.container_pid().map_or(0, |p| p.as_raw())
+    } else {
+        0
+    };
+    let mounts: Vec<serde_json::Value> = spec
+        .as_ref()
+        .and_then(|s| s.mounts().clone())
+        .unwrap_or_default()
+        .iter()
+        .filter(|m| {
+            m.typ().as_deref() == Some("bind")
+                && !m.destination().starts_with("/etc/")
+                && m.source().is_some()
+        })
+        .map(|m| {
+            let rw = !m.options().iter().flatten().any(|o| o == "ro");
+            json!({
+                "Type": "bind",
+                "Source": m.source(),
+                "Destination": m.destination(),
+                "RW": rw,
+            })
+        })
+        .collect();
+    Ok(json!({
+        "Id": c.id,
+        "Created": c.meta.created,
+        "Path": c.meta.command.first(),
+        "Args": c.meta.command.get(1..).unwrap_or(&[]),
+        "State": {
+            "Status": if running { "running" } else { "exited" },
+            "Running": running,
+            "Pid": pid,
+            "ExitCode": exit_code.unwrap_or(0),
+            "StartedAt": c.meta.started.as_ref().unwrap_or(&c.meta.created),
+        },
+        "Image": image,
+        "Name": format!("/{}", c.meta.name.clone().unwrap_or_default()),
+        "Config": {
+            "Hostname": spec.as_ref().and_then(|s| s.hostname().clone()),
+            "User": c.meta.user.clone().unwrap_or_default(),
+            "Env": process.as_ref().and_then(|p| p.env().clone()),
+            "Cmd": c.meta.command,
+            "Image": c.meta.image,
+            "WorkingDir": process.as_ref().map(|p| p.cwd().clone()),
+            "Tty": process.as_ref().and_then(|p| p.terminal()).unwrap_or(false),
+            "StopSignal": c.meta.stop_signal,
+        },
+        "HostConfig": {
+            "AutoRemove": c.meta.remove,
+            "Init": c.meta.init,
+        },
+        "Mounts": mounts,
+        "LogPath": if log_file(&c.dir).exists() { Some(log_file(&c.dir)) } else { None },
+    }))
+}

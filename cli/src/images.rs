@@ -250,7 +250,14 @@ pub fn inspect(ctx: &Context, args: InspectArgs) -> anyhow::Result<u8> {
 }
 
 fn inspect_one(store: &Store, input: &str) -> anyhow::Result<Value> {
-    let record = find_image(store, input)?;
+    // As `docker inspect`: an image, or else a container of that name or ID.
+    let record = match find_image(store, input) {
+        Ok(record) => record,
+        Err(image_err) => {
+            return crate::containers::inspect_container(store, input)
+                .map_err(|_| image_err.context(format!("no image or container {input}")))
+        }
+    };
     let config = config_json(store, &record)?;
     let repo_tags: Vec<&String> = record.names.iter().filter(|n| !n.contains('@')).collect();
     let repo_digests: Vec<String> = record

@@ -122,6 +122,7 @@ impl Command {
 }
 
 fn main() -> ExitCode {
+    gcr_runtime::default_sigpipe();
     let cli = Cli::parse();
     init_logging(&cli.log_level);
     match real_main(cli) {

@@ -41,3 +41,4 @@ pub use spec::{
     set_capabilities, set_privileged, set_seccomp_profile, set_user_namespace, tmpfs_mount,
     SpecError,
 };
+pub use sys::default_sigpipe;

@@ -447,3 +447,14 @@ pub fn idmapped_tree(path: &CStr, userns: &OwnedFd) -> Result<OwnedFd, (&'static
     }
     Ok(tree)
 }
+
+/// Gives SIGPIPE its default action back (Rust's runtime ignores it, which turns a closed
+/// stdout, as in `gcr images | head -1`, into a panic of `println!`): the process then ends
+/// quietly like any Unix tool.
+pub fn default_sigpipe() {
+    // SAFETY: installs the default disposition, no handler code; called at startup before
+    // any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
