@@ -1460,6 +1460,33 @@ fn exec_joins_a_running_container_with_its_settings() {
         }
         let cat = cat.wait_with_output().unwrap();
         assert_eq!(expect(&cat, 0), "through stdin\n");
+        // -t: a pty of the container's devpts, sized from the caller's terminal.
+        let mut line = format!(
+            "{} --root {} exec -t target sh -c 'tty; stty size'",
+            support::gcr_bin().display(),
+            s.store.root().display()
+        );
+        if s.who == As::Rootless {
+            line = line.replacen(
+                &support::gcr_bin().display().to_string(),
+                &format!("runuser -u {} -- {}", s.user, gcr_for(&s.user).display()),
+                1,
+            );
+        }
+        let tty = Command::new("script")
+            .args([
+                "-qec",
+                &format!("stty cols 77 rows 11; {line}"),
+                "/dev/null",
+            ])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let text = stdout(&tty);
+        assert!(
+            text.contains("/dev/pts/") && text.contains("11 77"),
+            "{who:?}: {text}"
+        );
         // What the exec writes is the container's; a missing command is 127.
         expect(
             &gcr(&["exec", "target", "sh", "-c", "echo made > /made"]),

@@ -91,6 +91,9 @@ fn setup_and_exec(
 /// namespaces; never returns. Errors go back over the socket as for a new container.
 pub(crate) fn exec_main(plan: &Plan, sock: OwnedFd, old_mask: &SigSet) -> ! {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // A session of its own, as the container's first process has: a pty (`-t`) can only
+        // become the controlling terminal of a session leader.
+        nix::unistd::setsid().map_err(sys_err("setsid"))?;
         let root = Root::open(Path::new("/"))?;
         become_process(plan, &sock, old_mask, root)
     }));
