@@ -1393,6 +1393,85 @@ fn named_volumes_persist_start_with_the_images_files_and_are_managed() {
 }
 
 #[test]
+fn cp_copies_both_ways_running_or_stopped_and_stays_inside() {
+    let Some(image) = image() else { return };
+    for who in [As::Root, As::Rootless] {
+        let Some(s) = Setup::new(who) else { continue };
+        let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+        let host = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(host.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let h = |p: &str| host.path().join(p).display().to_string();
+        std::fs::create_dir_all(host.path().join("dir/sub")).unwrap();
+        std::fs::write(host.path().join("dir/a"), "from host\n").unwrap();
+        std::fs::write(host.path().join("dir/sub/b"), "deep\n").unwrap();
+        if who == As::Rootless {
+            let ok = Command::new("chown")
+                .args(["-R", &s.user])
+                .arg(host.path())
+                .status();
+            assert!(matches!(ok, Ok(st) if st.success()));
+        }
+        // A container with a file, and a symlink to / that must not lead out.
+        let script = "mkdir /data && echo inside > /data/f && ln -s / /escape; \
+                      trap 'exit 0' TERM; while :; do sleep 0.1; done";
+        expect(
+            &gcr(&["run", "-d", "--name", "box", &image, "sh", "-c", script]),
+            0,
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !gcr(&["exec", "box", "test", "-L", "/escape"])
+            .status
+            .success()
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        // Out of a running container, into a new path and into an existing directory.
+        expect(&gcr(&["cp", "box:/data", &h("out")]), 0);
+        assert_eq!(
+            std::fs::read_to_string(host.path().join("out/f")).unwrap(),
+            "inside\n"
+        );
+        expect(&gcr(&["cp", "box:/escape/etc/hostname", &h("hostname")]), 0);
+        let theirs = stdout(&gcr(&["exec", "box", "cat", "/etc/hostname"]));
+        assert_eq!(
+            std::fs::read_to_string(host.path().join("hostname")).unwrap(),
+            theirs
+        );
+        // In: a tree into an existing directory (keeps its name), a file to a new path.
+        expect(&gcr(&["cp", &h("dir"), "box:/data"]), 0);
+        expect(&gcr(&["cp", &h("dir/a"), "box:/new/place.txt"]), 0);
+        let out = gcr(&[
+            "exec",
+            "box",
+            "sh",
+            "-c",
+            "cat /data/dir/a /data/dir/sub/b /new/place.txt; stat -c %u:%g /data/dir/a",
+        ]);
+        assert_eq!(
+            expect(&out, 0),
+            "from host\ndeep\nfrom host\n0:0\n",
+            "{who:?}"
+        );
+        // A stopped container: its files are still there to copy, both ways.
+        expect(&gcr(&["stop", "box"]), 0);
+        expect(&gcr(&["cp", "box:/data/f", &h("stopped.txt")]), 0);
+        assert_eq!(
+            std::fs::read_to_string(host.path().join("stopped.txt")).unwrap(),
+            "inside\n"
+        );
+        expect(&gcr(&["cp", &h("dir/a"), "box:/while-stopped"]), 0);
+        expect(&gcr(&["start", "box"]), 0);
+        let out = gcr(&["exec", "box", "cat", "/while-stopped"]);
+        assert_eq!(expect(&out, 0), "from host\n", "{who:?}");
+        let bad = gcr(&["cp", &h("dir"), &h("other")]);
+        assert_eq!(bad.status.code(), Some(125));
+        expect(&gcr(&["rm", "-f", "box"]), 0);
+        assert_no_leftovers(&s);
+    }
+}
+
+#[test]
 fn exec_joins_a_running_container_with_its_settings() {
     let Some(image) = image() else { return };
     for who in [As::Root, As::Rootless] {

@@ -868,3 +868,109 @@ pub fn inspect_container(
         "LogPath": if log_file(&c.dir).exists() { Some(log_file(&c.dir)) } else { None },
     }))
 }
+
+#[derive(Args, Debug)]
+pub struct CpArgs {
+    /// CONTAINER:SRC_PATH or a host path
+    #[arg(value_name = "SRC")]
+    src: String,
+    /// A host path or CONTAINER:DEST_PATH
+    #[arg(value_name = "DEST")]
+    dest: String,
+}
+
+/// `CONTAINER:PATH`, or `None` for a host path (`./a:b` is a host path with a colon).
+fn container_side(arg: &str) -> Option<(&str, &str)> {
+    let (name, path) = arg.split_once(':')?;
+    (!name.is_empty() && !name.contains('/') && !name.starts_with('.')).then_some((name, path))
+}
+
+/// `gcr cp`: files between a container (running or stopped) and the host.
+pub fn cp(ctx: &Context, args: CpArgs) -> anyhow::Result<u8> {
+    let store = ctx.open_store()?;
+    let all = load(&store)?;
+    let (c, container_path, host, out) =
+        match (container_side(&args.src), container_side(&args.dest)) {
+            (Some((name, path)), None) => (find(&all, name)?, path, args.dest.as_str(), true),
+            (None, Some((name, path))) => (find(&all, name)?, path, args.src.as_str(), false),
+            (Some(_), Some(_)) => {
+                bail!("gcr cp copies between a container and the host, not between two containers")
+            }
+            (None, None) => bail!(
+                "give a container side: gcr cp CONTAINER:SRC DEST or gcr cp SRC CONTAINER:DEST"
+            ),
+        };
+    if host == "-" {
+        bail!(
+            "gcr cp with - (a tar stream on stdin/stdout) is not supported yet: give a host path"
+        );
+    }
+    if container_path.ends_with("/.") {
+        bail!("gcr cp of a directory's contents (SRC/.) is not supported yet: copy the directory");
+    }
+    let container_path = if container_path.starts_with('/') {
+        std::path::PathBuf::from(container_path)
+    } else {
+        // Relative to the container's working directory, as Docker.
+        let cwd = std::fs::read(c.dir.join(SPEC))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<gcr_runtime::Spec>(&b).ok())
+            .and_then(|s| s.process().clone())
+            .map(|p| p.cwd().clone())
+            .unwrap_or_else(|| "/".into());
+        cwd.join(container_path)
+    };
+    let running = c.alive().then(|| c.container_pid()).flatten();
+    let rootfs;
+    let mountpoint = c.dir.join("rootfs");
+    let files = match running {
+        Some(pid) => gcr_runtime::ContainerFiles::Running(pid.as_raw()),
+        None => {
+            let image = std::fs::read_to_string(c.dir.join("image"))
+                .with_context(|| format!("container {} records no image", c.display_name()))?;
+            let record = crate::images::find_image(&store, image.trim())?;
+            rootfs = gcr_runtime::RootfsSource::Overlay {
+                lower: record
+                    .layers
+                    .iter()
+                    .rev()
+                    .map(|diff_id| store.layer_dir(diff_id))
+                    .collect(),
+                upper: c.dir.join("upper"),
+                work: c.dir.join("work"),
+                userxattr: !nix::unistd::geteuid().is_root(),
+            };
+            if !nix::unistd::geteuid().is_root() {
+                // Mounting the layers needs gcr's rootless namespace (the store's owners).
+                gcr_runtime::userns::enter_rootless_userns()
+                    .context("cannot enter the rootless user namespace")?;
+            }
+            std::fs::create_dir_all(&mountpoint)?;
+            gcr_runtime::ContainerFiles::Stopped {
+                rootfs: &rootfs,
+                mountpoint: &mountpoint,
+            }
+        }
+    };
+    let host = Path::new(host);
+    if out {
+        // Into an existing directory the file keeps its name; an existing file is replaced.
+        let mut target = host.to_path_buf();
+        if host.is_dir() {
+            let name = container_path
+                .file_name()
+                .context("the container path names no file")?;
+            target.push(name);
+        }
+        if target.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
+            std::fs::remove_file(&target)
+                .with_context(|| format!("cannot replace {}", target.display()))?;
+        }
+        gcr_runtime::copy_out(files, &container_path, &target)?;
+    } else {
+        std::fs::symlink_metadata(host)
+            .with_context(|| format!("{} does not exist", host.display()))?;
+        gcr_runtime::copy_in(files, host, &container_path)?;
+    }
+    Ok(0)
+}

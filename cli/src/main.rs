@@ -95,6 +95,8 @@ enum Command {
     Restart(containers::StopArgs),
     /// Make an image of a container's changes
     Commit(commit::CommitArgs),
+    /// Copy files between a container and the host
+    Cp(containers::CpArgs),
     /// Manage named volumes
     #[command(subcommand)]
     Volume(volumes::VolumeCommand),
@@ -113,8 +115,9 @@ impl Command {
     fn uses_store(&self) -> bool {
         match self {
             Command::Login(_) | Command::Logout(_) | Command::FetchUrl { .. } => false,
-            // Joins the container's own user namespace instead (reading the store needs none).
-            Command::Exec(_) => false,
+            // Join the container's own user namespace instead (reading the store needs none;
+            // cp of a stopped container enters gcr's namespace itself to mount its files).
+            Command::Exec(_) | Command::Cp(_) => false,
             Command::Build(args) => args.needs_store(),
             _ => true,
         }
@@ -181,6 +184,7 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
         Command::Start(args) => containers::start(&ctx, args),
         Command::Restart(args) => containers::restart(&ctx, args),
         Command::Commit(args) => commit::commit(&ctx, args),
+        Command::Cp(args) => containers::cp(&ctx, args),
         Command::Volume(cmd) => volumes::volume(&ctx, cmd),
         Command::Build(args) => check::build(&ctx, args),
         Command::System(cmd) => system::system(&ctx, cmd),

@@ -524,6 +524,26 @@ fn mount_overlay_by_parts(
     work: &Path,
     userxattr: bool,
 ) -> Result<PathBuf, RuntimeError> {
+    overlay_by_parts(
+        target,
+        lower,
+        upper,
+        work,
+        userxattr,
+        plan.opts.overlay_volatile,
+    )?;
+    Ok(target.to_path_buf())
+}
+
+/// An overlay of many layers through the new mount API (one `lowerdir+` each).
+fn overlay_by_parts(
+    target: &Path,
+    lower: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    userxattr: bool,
+    volatile: bool,
+) -> Result<(), RuntimeError> {
     let c = |p: &Path| {
         std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str())).map_err(
             |_| RuntimeError::InvalidSpec(format!("overlay path {} contains NUL", p.display())),
@@ -534,7 +554,7 @@ fn mount_overlay_by_parts(
     if userxattr {
         flags.push(c"userxattr");
     }
-    if plan.opts.overlay_volatile {
+    if volatile {
         flags.push(c"volatile");
     }
     let mut strings: Vec<(&std::ffi::CStr, &std::ffi::CStr)> = Vec::new();
@@ -550,8 +570,44 @@ fn mount_overlay_by_parts(
         &flags,
         &strings,
     )
-    .map_err(|(what, e)| RuntimeError::sys(format!("{what} ({} layers)", lower.len()), e))?;
-    Ok(target.to_path_buf())
+    .map_err(|(what, e)| RuntimeError::sys(format!("{what} ({} layers)", lower.len()), e))
+}
+
+/// Mounts `rootfs` at `target` in the caller's mount namespace, not volatile, with the same
+/// options as a container's (for `gcr cp` on a stopped container).
+pub(crate) fn mount_overlay_at(rootfs: &RootfsSource, target: &Path) -> Result<(), RuntimeError> {
+    match rootfs {
+        RootfsSource::Directory(dir) => mount(
+            Some(dir.as_path()),
+            target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| mount_err("rootfs", target, e)),
+        RootfsSource::Overlay {
+            lower,
+            upper,
+            work,
+            userxattr,
+        } => {
+            let mut data = overlay_data(lower, upper, work, *userxattr)?;
+            if !*userxattr {
+                data.push_str(",redirect_dir=off,metacopy=off");
+            }
+            if data.len() >= 4000 {
+                return overlay_by_parts(target, lower, upper, work, *userxattr, false);
+            }
+            mount(
+                Some("overlay"),
+                target,
+                Some("overlay"),
+                MsFlags::empty(),
+                Some(data.as_str()),
+            )
+            .map_err(|e| mount_err("overlay", target, e))
+        }
+    }
 }
 
 fn overlay_data(

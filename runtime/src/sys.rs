@@ -458,3 +458,45 @@ pub fn default_sigpipe() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
+
+/// Runs `work` in a forked child and waits for it; the child's error comes back as the
+/// result (its text through a pipe). For work that must not change this process, such as
+/// mounting in a private mount namespace. Call it only from a single-threaded process.
+pub fn in_child(
+    work: impl FnOnce() -> Result<(), crate::RuntimeError>,
+) -> Result<(), crate::RuntimeError> {
+    use std::io::{Read, Write};
+    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| crate::RuntimeError::sys("pipe", e))?;
+    // SAFETY: the caller is single-threaded; the child leaves with _exit and never returns.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            drop(read_end);
+            let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+                Ok(Ok(())) => 0,
+                Ok(Err(e)) => {
+                    let _ = std::fs::File::from(write_end).write_all(e.to_string().as_bytes());
+                    1
+                }
+                Err(_) => 2,
+            };
+            // SAFETY: ends the child without running the parent's cleanup code.
+            unsafe { libc::_exit(code) }
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            drop(write_end);
+            let mut text = String::new();
+            let _ = std::fs::File::from(read_end).read_to_string(&mut text);
+            let status = nix::sys::wait::waitpid(child, None)
+                .map_err(|e| crate::RuntimeError::sys("wait for the child", e))?;
+            match status {
+                nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(()),
+                _ if !text.is_empty() => Err(crate::RuntimeError::Setup(text)),
+                other => Err(crate::RuntimeError::Setup(format!(
+                    "the helper process failed ({other:?})"
+                ))),
+            }
+        }
+        Err(e) => Err(crate::RuntimeError::sys("fork", e)),
+    }
+}
