@@ -1221,7 +1221,20 @@ fn stopped_containers_start_again_on_their_own_files() {
         );
         let attached = gcr(&["start", "-a", "once"]);
         assert_eq!(attached.status.code(), Some(4), "{}", stderr(&attached));
-        expect(&gcr(&["rm", "again", "once"]), 0);
+        // create: prepared, listed as Created, files copied in before the first start.
+        let id = expect(
+            &gcr(&["create", "--name", "fresh", &image, "cat", "/given"]),
+            0,
+        );
+        assert_eq!(id.trim().len(), 64);
+        assert!(stdout(&gcr(&["ps", "-a"])).contains("Created"));
+        let given = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(given.path(), "handed over\n").unwrap();
+        std::fs::set_permissions(given.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let given_path = given.path().display().to_string();
+        expect(&gcr(&["cp", &given_path, "fresh:/given"]), 0);
+        assert_eq!(expect(&gcr(&["start", "-a", "fresh"]), 0), "handed over\n");
+        expect(&gcr(&["rm", "again", "once", "fresh"]), 0);
         assert_no_leftovers(&s);
     }
 }

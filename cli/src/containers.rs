@@ -42,6 +42,8 @@ const EXIT: &str = "exit-status";
 const PID: &str = "pid";
 const LOG: &str = "container.log";
 const SPEC: &str = "config.json";
+/// Marks a container made by `gcr create` that has not run yet.
+pub const CREATED: &str = "created";
 
 /// Where the runtime records the container's PID 1 while it runs.
 pub fn pid_file(dir: &Path) -> std::path::PathBuf {
@@ -153,6 +155,7 @@ impl Container {
                 .trim_end_matches(" ago")
             ),
             Some(Some(code)) => format!("Exited ({code})"),
+            Some(None) if self.dir.join(CREATED).exists() => "Created".to_string(),
             Some(None) => "Exited (unknown)".to_string(),
         }
     }
@@ -713,6 +716,7 @@ fn start_one(store: &gcr_storage::Store, c: &Container, attach: bool) -> anyhow:
     options.overlay_volatile = false;
     options.pid_file = Some(pid_file(&c.dir));
     let _ = std::fs::remove_file(c.dir.join(EXIT));
+    let _ = std::fs::remove_file(c.dir.join(CREATED));
     let keep = !c.meta.remove;
     let mut meta = c.meta.clone();
     meta.pid = std::process::id();

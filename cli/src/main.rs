@@ -75,6 +75,8 @@ enum Command {
     Logout(pull::LogoutArgs),
     /// Run a command in a new container
     Run(run::RunArgs),
+    /// Create a container without starting it (`gcr start` runs it)
+    Create(run::RunArgs),
     /// List containers
     Ps(containers::PsArgs),
     /// Remove containers
@@ -174,6 +176,7 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
         Command::Login(args) => pull::login(args),
         Command::Logout(args) => pull::logout(args),
         Command::Run(args) => run::run(&ctx, args),
+        Command::Create(args) => run::create(&ctx, args),
         Command::Ps(args) => containers::ps(&ctx, args),
         Command::Rm(args) => containers::rm(&ctx, args),
         Command::Logs(args) => containers::logs(&ctx, args),

@@ -27,6 +27,9 @@ pub struct RunArgs {
     /// Run in the background: print the container ID; the output goes to `gcr logs`
     #[arg(short, long)]
     detach: bool,
+    /// `gcr create`: prepare the container, do not run it.
+    #[arg(skip)]
+    create_only: bool,
     /// Container name
     #[arg(long)]
     name: Option<String>,
@@ -313,6 +316,13 @@ pub fn parse_volume(spec: &str) -> anyhow::Result<Volume> {
     })
 }
 
+/// `gcr create`: everything `gcr run` prepares (image, record, spec, upper dir), nothing run;
+/// `gcr start` runs it.
+pub fn create(ctx: &Context, mut args: RunArgs) -> anyhow::Result<u8> {
+    args.create_only = true;
+    run(ctx, args)
+}
+
 pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<u8> {
     match run_inner(ctx, args) {
         Ok(code) => Ok(code),
@@ -581,6 +591,16 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
     options.pid_file = Some(crate::containers::pid_file(&state_dir));
     options.copy_up = copy_up;
     let keep = !args.rm && image_id.is_some();
+    if args.create_only {
+        if image_id.is_none() {
+            remove_container(&store, &container_id, false);
+            return Err(anyhow::anyhow!("gcr create needs an image (not --rootfs)").into());
+        }
+        std::fs::write(state_dir.join(crate::containers::CREATED), b"")
+            .with_context(|| format!("cannot write {}", state_dir.display()))?;
+        println!("{container_id}");
+        return Ok(0);
+    }
     if args.detach {
         let code = start_detached(
             &store,
