@@ -1380,6 +1380,9 @@ fn named_volumes_persist_start_with_the_images_files_and_are_managed() {
             "Deleted volume bare\n"
         );
         assert_eq!(expect(&gcr(&["volume", "ls", "-q"]), 0), "");
+        assert_eq!(expect(&gcr(&["volume", "create", "left"]), 0), "left\n");
+        let pruned = expect(&gcr(&["system", "prune", "-f", "--volumes"]), 0);
+        assert!(pruned.contains("Deleted volume: left"), "{pruned}");
         let bad = gcr(&["run", "--rm", "-v", "-x:/data", &image, "true"]);
         assert_eq!(bad.status.code(), Some(125));
         // -p with the host network: a warning, as Docker gives; with none: refused.

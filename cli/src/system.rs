@@ -33,6 +33,9 @@ pub struct PruneArgs {
     /// Do not ask for confirmation
     #[arg(short, long)]
     force: bool,
+    /// Also remove named volumes no container uses
+    #[arg(long)]
+    volumes: bool,
 }
 
 pub fn system(ctx: &Context, cmd: SystemCommand) -> anyhow::Result<u8> {
@@ -101,11 +104,15 @@ fn df(ctx: &Context) -> anyhow::Result<u8> {
 
 fn prune(ctx: &Context, args: PruneArgs) -> anyhow::Result<u8> {
     if !args.force {
-        let what = if args.all {
-            "stopped containers, all images without a container, unused layers and blobs, and stale temporary files"
+        let images = if args.all {
+            "all images without a container"
         } else {
-            "stopped containers, unnamed images, unused layers and blobs, and stale temporary files"
+            "unnamed images"
         };
+        let volumes = if args.volumes { ", unused volumes" } else { "" };
+        let what = format!(
+            "stopped containers, {images}{volumes}, unused layers and blobs, and stale temporary files"
+        );
         if !std::io::stdin().is_terminal() {
             bail!("prune removes {what}; confirm with -f when not on a terminal");
         }
@@ -120,6 +127,11 @@ fn prune(ctx: &Context, args: PruneArgs) -> anyhow::Result<u8> {
     // As `docker system prune`: stopped containers go first, then what they held.
     for id in crate::containers::remove_stopped(&store)? {
         println!("Deleted container: {id}");
+    }
+    if args.volumes {
+        for name in crate::volumes::prune_unused(&store)? {
+            println!("Deleted volume: {name}");
+        }
     }
     let report = store.prune(args.all)?;
     for name in &report.untagged {

@@ -121,14 +121,23 @@ pub fn volume(ctx: &Context, cmd: VolumeCommand) -> anyhow::Result<u8> {
             Ok(if failed { 1 } else { 0 })
         }
         VolumeCommand::Prune(_) => {
-            for name in store.volumes()? {
-                let dir = store.volume_dir(&name)?;
-                if crate::containers::using_source(&store, &dir)?.is_empty() {
-                    store.remove_volume(&name)?;
-                    println!("Deleted volume {name}");
-                }
+            for name in prune_unused(&store)? {
+                println!("Deleted volume {name}");
             }
             Ok(0)
         }
     }
+}
+
+/// Removes every volume no container's spec mounts; returns their names.
+pub fn prune_unused(store: &gcr_storage::Store) -> anyhow::Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for name in store.volumes()? {
+        let dir = store.volume_dir(&name)?;
+        if crate::containers::using_source(store, &dir)?.is_empty() {
+            store.remove_volume(&name)?;
+            removed.push(name);
+        }
+    }
+    Ok(removed)
 }
