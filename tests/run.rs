@@ -1488,6 +1488,35 @@ fn cp_copies_both_ways_running_or_stopped_and_stays_inside() {
 }
 
 #[test]
+fn dockers_management_commands_are_the_plain_ones() {
+    let Some(image) = image() else { return };
+    let Some(s) = Setup::new(As::Root) else {
+        return;
+    };
+    let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+    expect(
+        &gcr(&["container", "run", "--name", "done", &image, "true"]),
+        0,
+    );
+    assert_eq!(
+        expect(&gcr(&["image", "ls"]), 0),
+        expect(&gcr(&["images"]), 0)
+    );
+    let listed = expect(&gcr(&["container", "ls", "-a"]), 0);
+    assert_eq!(listed, expect(&gcr(&["ps", "-a"]), 0));
+    assert!(listed.contains("done"), "{listed}");
+    let info = expect(&gcr(&["container", "inspect", "done"]), 0);
+    assert!(info.contains("\"Name\": \"/done\""), "{info}");
+    let pruned = expect(&gcr(&["container", "prune", "-f"]), 0);
+    assert!(pruned.contains("Deleted container"), "{pruned}");
+    assert_eq!(expect(&gcr(&["ps", "-a", "-q"]), 0), "");
+    expect(&gcr(&["image", "rm", &image]), 0);
+    expect(&gcr(&["image", "prune", "-a"]), 0);
+    assert_eq!(expect(&gcr(&["images", "-q"]), 0), "");
+    assert_no_leftovers(&s);
+}
+
+#[test]
 fn exec_joins_a_running_container_with_its_settings() {
     let Some(image) = image() else { return };
     for who in [As::Root, As::Rootless] {

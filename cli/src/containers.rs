@@ -978,3 +978,19 @@ pub fn cp(ctx: &Context, args: CpArgs) -> anyhow::Result<u8> {
     }
     Ok(0)
 }
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Do not ask for confirmation (accepted for Docker's habit; gcr does not ask here)
+    #[arg(short, long)]
+    force: bool,
+}
+
+/// `gcr container prune`: every stopped container.
+pub fn prune(ctx: &Context, _args: PruneArgs) -> anyhow::Result<u8> {
+    let store = ctx.open_store()?;
+    for id in remove_stopped(&store)? {
+        println!("Deleted container: {id}");
+    }
+    Ok(0)
+}

@@ -426,3 +426,31 @@ pub fn import(ctx: &Context, args: ImportArgs) -> anyhow::Result<u8> {
     }
     Ok(0)
 }
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Every image no container uses, not only unnamed ones
+    #[arg(short, long)]
+    all: bool,
+    /// Do not ask for confirmation (accepted for Docker's habit; gcr does not ask here)
+    #[arg(short, long)]
+    force: bool,
+}
+
+/// `gcr image prune`: unnamed images (or, with -a, every image no container uses) and the
+/// layers and blobs only they held.
+pub fn prune(ctx: &Context, args: PruneArgs) -> anyhow::Result<u8> {
+    let store = ctx.open_store()?;
+    let report = store.prune(args.all)?;
+    for name in &report.untagged {
+        println!("Untagged: {name}");
+    }
+    for id in &report.images {
+        println!("Deleted: {id}");
+    }
+    println!(
+        "Total reclaimed space: {}",
+        crate::format::human_size(report.reclaimed)
+    );
+    Ok(0)
+}

@@ -102,6 +102,16 @@ enum Command {
     /// Manage named volumes
     #[command(subcommand)]
     Volume(volumes::VolumeCommand),
+    /// Manage images (Docker's `image` commands: ls, rm, tag, inspect, ...)
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Manage containers (Docker's `container` commands: ls, rm, run, start, ...)
+    #[command(subcommand)]
+    Container(ContainerCommand),
+    #[command(skip)]
+    ImagePrune(images::PruneArgs),
+    #[command(skip)]
+    ContainerPrune(containers::PruneArgs),
     /// Build an image from a Containerfile
     Build(check::BuildArgs),
     /// Manage the store
@@ -112,7 +122,113 @@ enum Command {
     FetchUrl { url: String, dest: PathBuf },
 }
 
+#[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)]
+enum ImageCommand {
+    /// List images
+    #[command(alias = "list")]
+    Ls(images::ImagesArgs),
+    /// Remove images
+    #[command(alias = "remove")]
+    Rm(images::RmiArgs),
+    /// Give an image another name
+    Tag(images::TagArgs),
+    /// Show images' details as JSON
+    Inspect(images::InspectArgs),
+    /// Show the history of an image
+    History(images::HistoryArgs),
+    /// Turn a root filesystem archive into an image
+    Import(images::ImportArgs),
+    /// Pull an image from a registry
+    Pull(pull::PullArgs),
+    /// Push an image to a registry
+    Push(push::PushArgs),
+    /// Save images to an archive
+    Save(archive::SaveArgs),
+    /// Load images from an archive
+    Load(archive::LoadArgs),
+    /// Build an image from a Containerfile
+    Build(check::BuildArgs),
+    /// Remove unnamed images (-a: every image no container uses) and what only they held
+    Prune(images::PruneArgs),
+}
+
+#[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)]
+enum ContainerCommand {
+    /// List containers
+    #[command(aliases = ["list", "ps"])]
+    Ls(containers::PsArgs),
+    /// Remove containers
+    #[command(alias = "remove")]
+    Rm(containers::RmArgs),
+    /// Run a command in a new container
+    Run(run::RunArgs),
+    /// Create a container without starting it
+    Create(run::RunArgs),
+    /// Start stopped containers
+    Start(containers::StartArgs),
+    /// Stop running containers
+    Stop(containers::StopArgs),
+    /// Stop and start containers
+    Restart(containers::StopArgs),
+    /// Send a signal to running containers
+    Kill(containers::KillArgs),
+    /// Wait for containers to end
+    Wait(containers::WaitArgs),
+    /// Print a detached container's output
+    Logs(containers::LogsArgs),
+    /// Run a command in a running container
+    Exec(containers::ExecArgs),
+    /// Show containers' details as JSON
+    Inspect(images::InspectArgs),
+    /// Copy files between a container and the host
+    Cp(containers::CpArgs),
+    /// Make an image of a container's changes
+    Commit(commit::CommitArgs),
+    /// Remove every stopped container
+    Prune(containers::PruneArgs),
+}
+
 impl Command {
+    /// Docker's management commands (`image ls`, `container rm`...) are the plain ones.
+    fn flatten(self) -> Command {
+        match self {
+            Command::Image(cmd) => match cmd {
+                ImageCommand::Ls(a) => Command::Images(a),
+                ImageCommand::Rm(a) => Command::Rmi(a),
+                ImageCommand::Tag(a) => Command::Tag(a),
+                ImageCommand::Inspect(a) => Command::Inspect(a),
+                ImageCommand::History(a) => Command::History(a),
+                ImageCommand::Import(a) => Command::Import(a),
+                ImageCommand::Pull(a) => Command::Pull(a),
+                ImageCommand::Push(a) => Command::Push(a),
+                ImageCommand::Save(a) => Command::Save(a),
+                ImageCommand::Load(a) => Command::Load(a),
+                ImageCommand::Build(a) => Command::Build(a),
+                ImageCommand::Prune(a) => Command::ImagePrune(a),
+            },
+            Command::Container(cmd) => match cmd {
+                ContainerCommand::Ls(a) => Command::Ps(a),
+                ContainerCommand::Rm(a) => Command::Rm(a),
+                ContainerCommand::Run(a) => Command::Run(a),
+                ContainerCommand::Create(a) => Command::Create(a),
+                ContainerCommand::Start(a) => Command::Start(a),
+                ContainerCommand::Stop(a) => Command::Stop(a),
+                ContainerCommand::Restart(a) => Command::Restart(a),
+                ContainerCommand::Kill(a) => Command::Kill(a),
+                ContainerCommand::Wait(a) => Command::Wait(a),
+                ContainerCommand::Logs(a) => Command::Logs(a),
+                ContainerCommand::Exec(a) => Command::Exec(a),
+                ContainerCommand::Inspect(a) => Command::Inspect(a),
+                ContainerCommand::Cp(a) => Command::Cp(a),
+                ContainerCommand::Commit(a) => Command::Commit(a),
+                ContainerCommand::Prune(a) => Command::ContainerPrune(a),
+            },
+            other => other,
+        }
+    }
+
     /// Whether the command reads or writes the store (and so needs the rootless namespace).
     fn uses_store(&self) -> bool {
         match self {
@@ -149,7 +265,8 @@ fn init_logging(level: &str) {
         .init();
 }
 
-fn real_main(cli: Cli) -> anyhow::Result<u8> {
+fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
+    cli.command = cli.command.flatten();
     let root = cli
         .root
         .clone()
@@ -189,6 +306,9 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
         Command::Commit(args) => commit::commit(&ctx, args),
         Command::Cp(args) => containers::cp(&ctx, args),
         Command::Volume(cmd) => volumes::volume(&ctx, cmd),
+        Command::ImagePrune(args) => images::prune(&ctx, args),
+        Command::ContainerPrune(args) => containers::prune(&ctx, args),
+        Command::Image(_) | Command::Container(_) => unreachable!("flattened above"),
         Command::Build(args) => check::build(&ctx, args),
         Command::System(cmd) => system::system(&ctx, cmd),
         Command::FetchUrl { url, dest } => check::fetch_url_command(&url, &dest),
