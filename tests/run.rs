@@ -1555,6 +1555,13 @@ fn exec_joins_a_running_container_with_its_settings() {
             format!("sleep 300 \nboxy\nbar\n0\nCapEff:\t{DOCKER_CAPS}\nunshare-refused\n"),
             "{who:?}"
         );
+        // top lists the container's processes; rename changes how it is found.
+        let top = expect(&gcr(&["top", "target"]), 0);
+        assert!(top.contains("sleep 300"), "{top}");
+        expect(&gcr(&["rename", "target", "renamed"]), 0);
+        assert!(stdout(&gcr(&["ps"])).contains("renamed"));
+        expect(&gcr(&["exec", "renamed", "true"]), 0);
+        expect(&gcr(&["rename", "renamed", "target"]), 0);
         // -u, -w, -e, the command's exit status, stdin with -i.
         let out = gcr(&[
             "exec",

@@ -994,3 +994,85 @@ pub fn prune(ctx: &Context, _args: PruneArgs) -> anyhow::Result<u8> {
     }
     Ok(0)
 }
+
+#[derive(Args, Debug)]
+pub struct RenameArgs {
+    #[arg(value_name = "CONTAINER")]
+    container: String,
+    #[arg(value_name = "NEW_NAME")]
+    name: String,
+}
+
+/// `gcr rename`: a new name, unique as for `--name`.
+pub fn rename(ctx: &Context, args: RenameArgs) -> anyhow::Result<u8> {
+    let store = ctx.open_store()?;
+    let all = load(&store)?;
+    let c = find(&all, &args.container)?;
+    if args.name.is_empty()
+        || !args
+            .name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '-'))
+    {
+        bail!(
+            "invalid name {:?}: use letters, digits, '_', '.' and '-'",
+            args.name
+        );
+    }
+    ensure_name_free(&store, &args.name)?;
+    let mut meta = c.meta.clone();
+    meta.name = Some(args.name.clone());
+    write_meta(&c.dir, &meta)?;
+    Ok(0)
+}
+
+#[derive(Args, Debug)]
+pub struct TopArgs {
+    #[arg(value_name = "CONTAINER")]
+    container: String,
+}
+
+/// `gcr top`: the container's processes (those in its PID namespace), as the host sees them.
+pub fn top(ctx: &Context, args: TopArgs) -> anyhow::Result<u8> {
+    let store = ctx.open_store()?;
+    let all = load(&store)?;
+    let c = find(&all, &args.container)?;
+    let pid = match c.container_pid() {
+        Some(pid) if c.alive() => pid,
+        _ => bail!("container {} is not running", c.display_name()),
+    };
+    let ns_of = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok();
+    let theirs = ns_of(&pid.to_string()).context("cannot read the container's PID namespace")?;
+    let mut rows = Vec::new();
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) || ns_of(&name).as_ref() != Some(&theirs) {
+            continue;
+        }
+        let status = std::fs::read_to_string(format!("/proc/{name}/status")).unwrap_or_default();
+        let field = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.split_whitespace().next())
+                .unwrap_or("")
+                .to_string()
+        };
+        let cmdline = std::fs::read(format!("/proc/{name}/cmdline")).unwrap_or_default();
+        let cmd = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        rows.push(vec![
+            field("Uid:"),
+            name.clone(),
+            field("PPid:"),
+            if cmd.is_empty() { field("Name:") } else { cmd },
+        ]);
+    }
+    rows.sort_by_key(|r| r[1].parse::<u64>().unwrap_or(0));
+    print!("{}", table(&["UID", "PID", "PPID", "CMD"], &rows));
+    Ok(0)
+}

@@ -99,6 +99,10 @@ enum Command {
     Commit(commit::CommitArgs),
     /// Copy files between a container and the host
     Cp(containers::CpArgs),
+    /// Give a container another name
+    Rename(containers::RenameArgs),
+    /// List a running container's processes
+    Top(containers::TopArgs),
     /// Manage named volumes
     #[command(subcommand)]
     Volume(volumes::VolumeCommand),
@@ -188,6 +192,10 @@ enum ContainerCommand {
     Commit(commit::CommitArgs),
     /// Remove every stopped container
     Prune(containers::PruneArgs),
+    /// Give a container another name
+    Rename(containers::RenameArgs),
+    /// List a running container's processes
+    Top(containers::TopArgs),
 }
 
 impl Command {
@@ -224,6 +232,8 @@ impl Command {
                 ContainerCommand::Cp(a) => Command::Cp(a),
                 ContainerCommand::Commit(a) => Command::Commit(a),
                 ContainerCommand::Prune(a) => Command::ContainerPrune(a),
+                ContainerCommand::Rename(a) => Command::Rename(a),
+                ContainerCommand::Top(a) => Command::Top(a),
             },
             other => other,
         }
@@ -235,7 +245,7 @@ impl Command {
             Command::Login(_) | Command::Logout(_) | Command::FetchUrl { .. } => false,
             // Join the container's own user namespace instead (reading the store needs none;
             // cp of a stopped container enters gcr's namespace itself to mount its files).
-            Command::Exec(_) | Command::Cp(_) => false,
+            Command::Exec(_) | Command::Cp(_) | Command::Top(_) => false,
             Command::Build(args) => args.needs_store(),
             _ => true,
         }
@@ -305,6 +315,8 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
         Command::Restart(args) => containers::restart(&ctx, args),
         Command::Commit(args) => commit::commit(&ctx, args),
         Command::Cp(args) => containers::cp(&ctx, args),
+        Command::Rename(args) => containers::rename(&ctx, args),
+        Command::Top(args) => containers::top(&ctx, args),
         Command::Volume(cmd) => volumes::volume(&ctx, cmd),
         Command::ImagePrune(args) => images::prune(&ctx, args),
         Command::ContainerPrune(args) => containers::prune(&ctx, args),
