@@ -1517,6 +1517,78 @@ fn dockers_management_commands_are_the_plain_ones() {
 }
 
 #[test]
+fn restart_policies_run_a_container_again_until_stopped_by_hand() {
+    let Some(image) = image() else { return };
+    for who in [As::Root, As::Rootless] {
+        let Some(s) = Setup::new(who) else { continue };
+        let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+        let logs_lines = |name: &str| stdout(&gcr(&["logs", name])).lines().count();
+        // on-failure:2 — the first run and two more, then the last status stays.
+        expect(
+            &gcr(&[
+                "run",
+                "-d",
+                "--name",
+                "failing",
+                "--restart",
+                "on-failure:2",
+                &image,
+                "sh",
+                "-c",
+                "echo run; exit 3",
+            ]),
+            0,
+        );
+        assert_eq!(expect(&gcr(&["wait", "failing"]), 0), "3\n", "{who:?}");
+        assert_eq!(logs_lines("failing"), 3);
+        let info: serde_json::Value =
+            serde_json::from_str(&expect(&gcr(&["inspect", "failing"]), 0)).unwrap();
+        assert_eq!(info[0]["RestartCount"], 2);
+        // always — until `gcr stop`, which it obeys even between two runs.
+        expect(
+            &gcr(&[
+                "run",
+                "-d",
+                "--name",
+                "looping",
+                "--restart",
+                "always",
+                &image,
+                "sh",
+                "-c",
+                "echo up; sleep 0.2",
+            ]),
+            0,
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while logs_lines("looping") < 3 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(logs_lines("looping") >= 3, "{who:?}: did not restart");
+        expect(&gcr(&["stop", "looping"]), 0);
+        let after = logs_lines("looping");
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        assert_eq!(
+            logs_lines("looping"),
+            after,
+            "{who:?}: ran again after stop"
+        );
+        assert!(!stdout(&gcr(&["ps"])).contains("looping"));
+        let bad = gcr(&["run", "--rm", "--restart", "always", &image, "true"]);
+        assert_eq!(bad.status.code(), Some(125));
+        assert!(
+            stderr(&bad).contains("conflicting options"),
+            "{}",
+            stderr(&bad)
+        );
+        let bad = gcr(&["run", "--restart", "sometimes", &image, "true"]);
+        assert_eq!(bad.status.code(), Some(125));
+        expect(&gcr(&["rm", "failing", "looping"]), 0);
+        assert_no_leftovers(&s);
+    }
+}
+
+#[test]
 fn exec_joins_a_running_container_with_its_settings() {
     let Some(image) = image() else { return };
     for who in [As::Root, As::Rootless] {

@@ -35,6 +35,12 @@ pub struct ContainerMeta {
     /// When it was last started (`created` if never restarted).
     #[serde(default)]
     pub started: Option<String>,
+    /// `--restart` policy (none: no).
+    #[serde(default)]
+    pub restart: Option<String>,
+    /// How often the restart policy ran it again.
+    #[serde(default)]
+    pub restarts: u32,
 }
 
 const META: &str = "meta.json";
@@ -44,6 +50,22 @@ const LOG: &str = "container.log";
 const SPEC: &str = "config.json";
 /// Marks a container made by `gcr create` that has not run yet.
 pub const CREATED: &str = "created";
+/// Marks a container stopped by hand (`stop`, `kill`): its restart policy leaves it stopped.
+pub const STOPPED: &str = "stopped-by-user";
+
+/// Counts a restart in the container's record.
+pub fn record_restart(dir: &Path, restarts: u32) {
+    let mut meta = meta_of(dir);
+    meta.restarts = restarts;
+    meta.started = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    if let Err(err) = write_meta(dir, &meta) {
+        tracing::warn!(%err, "cannot record the restart");
+    }
+}
+
+fn mark_stopped(dir: &Path) {
+    let _ = std::fs::write(dir.join(STOPPED), b"");
+}
 
 /// Where the runtime records the container's PID 1 while it runs.
 pub fn pid_file(dir: &Path) -> std::path::PathBuf {
@@ -463,6 +485,7 @@ pub fn stop(ctx: &Context, args: StopArgs) -> anyhow::Result<u8> {
 
 fn stop_one(c: &Container, time: u64) -> anyhow::Result<()> {
     if c.alive() {
+        mark_stopped(&c.dir);
         let signal = parse_signal(c.meta.stop_signal.as_deref().unwrap_or("SIGTERM"))?;
         c.signal(signal)?;
         if !wait_gone(c.meta.pid, std::time::Duration::from_secs(time)) {
@@ -493,6 +516,12 @@ pub fn kill(ctx: &Context, args: KillArgs) -> anyhow::Result<u8> {
         let c = find(&all, wanted)?;
         if !c.alive() {
             bail!("container {} is not running", c.display_name());
+        }
+        if matches!(
+            signal,
+            nix::sys::signal::Signal::SIGKILL | nix::sys::signal::Signal::SIGTERM
+        ) {
+            mark_stopped(&c.dir);
         }
         c.signal(signal)?;
         println!("{wanted}");
@@ -717,6 +746,7 @@ fn start_one(store: &gcr_storage::Store, c: &Container, attach: bool) -> anyhow:
     options.pid_file = Some(pid_file(&c.dir));
     let _ = std::fs::remove_file(c.dir.join(EXIT));
     let _ = std::fs::remove_file(c.dir.join(CREATED));
+    let _ = std::fs::remove_file(c.dir.join(STOPPED));
     let keep = !c.meta.remove;
     let mut meta = c.meta.clone();
     meta.pid = std::process::id();
@@ -864,9 +894,11 @@ pub fn inspect_container(
             "Tty": process.as_ref().and_then(|p| p.terminal()).unwrap_or(false),
             "StopSignal": c.meta.stop_signal,
         },
+        "RestartCount": c.meta.restarts,
         "HostConfig": {
             "AutoRemove": c.meta.remove,
             "Init": c.meta.init,
+            "RestartPolicy": { "Name": c.meta.restart.clone().unwrap_or_else(|| "no".into()) },
         },
         "Mounts": mounts,
         "LogPath": if log_file(&c.dir).exists() { Some(log_file(&c.dir)) } else { None },

@@ -30,6 +30,10 @@ pub struct RunArgs {
     /// `gcr create`: prepare the container, do not run it.
     #[arg(skip)]
     create_only: bool,
+    /// Run it again when it ends: no, always, unless-stopped or on-failure[:MAX] (while its
+    /// gcr supervises it; gcr has no daemon to start containers at boot)
+    #[arg(long, value_name = "POLICY", default_value = "no")]
+    restart: String,
     /// Container name
     #[arg(long)]
     name: Option<String>,
@@ -238,6 +242,41 @@ pub struct Volume {
     pub no_copy: bool,
 }
 
+/// Docker's restart policies, applied by the container's supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum RestartPolicy {
+    #[default]
+    No,
+    /// `always` and `unless-stopped` (they differ only when a daemon restarts).
+    Always,
+    /// Restart after a non-zero exit, at most `max` times (0: no limit).
+    OnFailure { max: u32 },
+}
+
+impl RestartPolicy {
+    pub(crate) fn parse(text: &str) -> anyhow::Result<RestartPolicy> {
+        Ok(match text {
+            "no" | "" => RestartPolicy::No,
+            "always" | "unless-stopped" => RestartPolicy::Always,
+            "on-failure" => RestartPolicy::OnFailure { max: 0 },
+            other => match other.strip_prefix("on-failure:").map(str::parse::<u32>) {
+                Some(Ok(max)) => RestartPolicy::OnFailure { max },
+                _ => bail!(
+                    "invalid --restart {other:?}: use no, always, unless-stopped or on-failure[:MAX]"
+                ),
+            },
+        })
+    }
+
+    fn wants(self, code: i32, restarts: u32) -> bool {
+        match self {
+            RestartPolicy::No => false,
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure { max } => code != 0 && (max == 0 || restarts < max),
+        }
+    }
+}
+
 /// `-p`/`-P`: private networks do not exist yet, so only the host network can take them, where
 /// they mean nothing (Docker discards them there with the same warning).
 fn check_published_ports(args: &RunArgs) -> anyhow::Result<()> {
@@ -366,6 +405,14 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
         .map(|v| parse_volume(v))
         .collect::<anyhow::Result<Vec<_>>>()?;
     check_published_ports(&args)?;
+    let policy = RestartPolicy::parse(&args.restart)?;
+    if args.rm && policy != RestartPolicy::No {
+        return Err(anyhow::anyhow!(
+            "conflicting options: --restart {} and --rm (a removed container cannot run again)",
+            args.restart
+        )
+        .into());
+    }
     let store = ctx.open_store()?;
     // Named volumes exist from their first use on; a new (empty) one gets the image's files.
     let mut copy_up = Vec::new();
@@ -565,6 +612,8 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
             .filter(|u| !u.is_empty()),
         init: args.init,
         started: None,
+        restart: (args.restart != "no").then(|| args.restart.clone()),
+        restarts: 0,
     };
     crate::containers::write_meta(&state_dir, &meta)?;
     // The OCI runtime spec, as a bundle's config.json: `gcr exec` starts from its process.
@@ -632,7 +681,40 @@ pub(crate) fn supervise(
     options: &gcr_runtime::RunOptions,
     keep: bool,
 ) -> Result<i32, gcr_runtime::RuntimeError> {
-    let result = gcr_runtime::run_container(spec, options);
+    let meta = crate::containers::meta_of(state_dir);
+    let policy = RestartPolicy::parse(meta.restart.as_deref().unwrap_or("no")).unwrap_or_default();
+    let mut result = gcr_runtime::run_container(spec, options);
+    // Later runs have nobody waiting for the start byte.
+    let mut again = options.clone();
+    again.started_fd = None;
+    let mut restarts = 0u32;
+    let mut delay = std::time::Duration::from_millis(100);
+    loop {
+        let code = match &result {
+            Ok(code) => *code,
+            Err(err) => err.exit_code(),
+        };
+        let ran = result.is_ok();
+        // `gcr stop` and `kill` mark the container: stopped by hand, it stays stopped.
+        let stopped = state_dir.join(crate::containers::STOPPED).exists();
+        if !(keep && ran && !stopped && policy.wants(code, restarts)) {
+            break;
+        }
+        restarts += 1;
+        crate::containers::record_restart(state_dir, restarts);
+        // Docker's backoff (doubling from 100 ms), watching for a stop meanwhile.
+        let until = std::time::Instant::now() + delay;
+        while std::time::Instant::now() < until
+            && !state_dir.join(crate::containers::STOPPED).exists()
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        delay = (delay * 2).min(std::time::Duration::from_secs(30));
+        if state_dir.join(crate::containers::STOPPED).exists() {
+            break;
+        }
+        result = gcr_runtime::run_container(spec, &again);
+    }
     // A container that never started leaves nothing behind; --rm removes it after it ran.
     let started = result.is_ok() || matches!(&result, Err(gcr_runtime::RuntimeError::Exec { .. }));
     if !keep || !started {
@@ -673,6 +755,9 @@ pub(crate) fn start_detached(
     let mut report_read = std::fs::File::from(report_read);
     options.started_fd = Some(report_write.as_raw_fd());
     let detached = gcr_runtime::run_detached(move || {
+        // Between two runs of a restart policy no container takes the signals `gcr stop`
+        // sends through the supervisor: they must not end it unrecorded.
+        gcr_runtime::ignore_stop_signals();
         let mut report = std::fs::File::from(report_write);
         let _ = nix::unistd::dup2_stdout(&log);
         let _ = nix::unistd::dup2_stderr(&log);

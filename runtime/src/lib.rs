@@ -43,4 +43,4 @@ pub use spec::{
     set_capabilities, set_privileged, set_seccomp_profile, set_user_namespace, tmpfs_mount,
     SpecError,
 };
-pub use sys::default_sigpipe;
+pub use sys::{default_sigpipe, ignore_stop_signals};

@@ -500,3 +500,15 @@ pub fn in_child(
         Err(e) => Err(crate::RuntimeError::sys("fork", e)),
     }
 }
+
+/// Ignores SIGTERM, SIGINT and SIGHUP in this process (a detached container's supervisor).
+/// While a container runs they are blocked and forwarded all the same (a blocked signal is
+/// queued even when ignored); the container's process gets default dispositions back.
+pub fn ignore_stop_signals() {
+    for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        // SAFETY: installs SIG_IGN, no handler code.
+        unsafe {
+            libc::signal(signal, libc::SIG_IGN);
+        }
+    }
+}
