@@ -320,7 +320,10 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
         Command::Volume(cmd) => volumes::volume(&ctx, cmd),
         Command::ImagePrune(args) => images::prune(&ctx, args),
         Command::ContainerPrune(args) => containers::prune(&ctx, args),
-        Command::Image(_) | Command::Container(_) => unreachable!("flattened above"),
+        // `flatten` turned these into the plain commands above.
+        Command::Image(_) | Command::Container(_) => {
+            anyhow::bail!("internal error: a management command was not resolved")
+        }
         Command::Build(args) => check::build(&ctx, args),
         Command::System(cmd) => system::system(&ctx, cmd),
         Command::FetchUrl { url, dest } => check::fetch_url_command(&url, &dest),
