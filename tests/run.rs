@@ -1370,6 +1370,15 @@ fn named_volumes_persist_start_with_the_images_files_and_are_managed() {
             ]),
             0,
         );
+        // system df counts volumes and which are in use.
+        let df = expect(&gcr(&["system", "df"]), 0);
+        let row: Vec<&str> = df
+            .lines()
+            .find(|l| l.starts_with("Local Volumes"))
+            .unwrap_or_else(|| panic!("{df}"))
+            .split_whitespace()
+            .collect();
+        assert_eq!(&row[2..4], ["2", "1"], "{df}");
         let busy = gcr(&["volume", "rm", "etcvol"]);
         assert!(!busy.status.success());
         assert!(stderr(&busy).contains("holder"), "{}", stderr(&busy));

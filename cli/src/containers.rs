@@ -1108,3 +1108,53 @@ pub fn top(ctx: &Context, args: TopArgs) -> anyhow::Result<u8> {
     print!("{}", table(&["UID", "PID", "PPID", "CMD"], &rows));
     Ok(0)
 }
+
+/// Bytes under `dir` (files as allocated on disk, not followed through symlinks).
+fn dir_size(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        total += meta.blocks() * 512;
+        if meta.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(&path) {
+                stack.extend(entries.flatten().map(|e| e.path()));
+            }
+        }
+    }
+    total
+}
+
+/// `system df` rows for containers (active: running) and named volumes (active: mounted by a
+/// container's spec).
+pub fn usage(
+    store: &gcr_storage::Store,
+) -> anyhow::Result<(gcr_storage::UsageEntry, gcr_storage::UsageEntry)> {
+    let mut containers = gcr_storage::UsageEntry::default();
+    for c in load(store)? {
+        let size = dir_size(&c.dir);
+        containers.count += 1;
+        containers.size += size;
+        if c.alive() {
+            containers.active += 1;
+        } else {
+            containers.reclaimable += size;
+        }
+    }
+    let mut volumes = gcr_storage::UsageEntry::default();
+    for name in store.volumes()? {
+        let dir = store.volume_dir(&name)?;
+        let size = dir_size(&dir);
+        volumes.count += 1;
+        volumes.size += size;
+        if using_source(store, &dir)?.is_empty() {
+            volumes.reclaimable += size;
+        } else {
+            volumes.active += 1;
+        }
+    }
+    Ok((containers, volumes))
+}

@@ -90,9 +90,13 @@ fn df(ctx: &Context) -> anyhow::Result<u8> {
             human_size(entry.reclaimable),
         ]
     };
+    // The store cannot tell a live container from a stopped one, nor which volume is used:
+    // the container records can.
+    let (containers, volumes) = crate::containers::usage(&store)?;
     let rows = vec![
         row("Images", &usage.images),
-        row("Containers", &usage.containers),
+        row("Containers", &containers),
+        row("Local Volumes", &volumes),
         row("Build Cache", &usage.build_cache),
     ];
     print!(
