@@ -753,7 +753,8 @@ fn start_one(store: &gcr_storage::Store, c: &Container, attach: bool) -> anyhow:
     meta.started = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     if attach {
         write_meta(&c.dir, &meta)?;
-        return match crate::run::supervise(store, &c.id, &c.dir, &spec, &options, keep) {
+        let policy = crate::run::RestartPolicy::of(&c.meta);
+        return match crate::run::supervise(store, &c.id, &c.dir, &spec, &options, keep, policy) {
             Ok(code) => Ok((code & 0xff) as u8),
             Err(err) => {
                 eprintln!("error: {err}");

@@ -268,6 +268,11 @@ impl RestartPolicy {
         })
     }
 
+    /// The policy a container was created with (an unreadable one counts as `no`).
+    pub(crate) fn of(meta: &crate::containers::ContainerMeta) -> RestartPolicy {
+        RestartPolicy::parse(meta.restart.as_deref().unwrap_or("no")).unwrap_or_default()
+    }
+
     fn wants(self, code: i32, restarts: u32) -> bool {
         match self {
             RestartPolicy::No => false,
@@ -665,7 +670,15 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
         }
         return Ok(code);
     }
-    let result = supervise(&store, &container_id, &state_dir, &spec, &options, keep);
+    let result = supervise(
+        &store,
+        &container_id,
+        &state_dir,
+        &spec,
+        &options,
+        keep,
+        policy,
+    );
     match result {
         Ok(code) => Ok((code & 0xff) as u8),
         Err(err) => Err(RunFailure::Runtime(err)),
@@ -680,9 +693,8 @@ pub(crate) fn supervise(
     spec: &gcr_runtime::Spec,
     options: &gcr_runtime::RunOptions,
     keep: bool,
+    policy: RestartPolicy,
 ) -> Result<i32, gcr_runtime::RuntimeError> {
-    let meta = crate::containers::meta_of(state_dir);
-    let policy = RestartPolicy::parse(meta.restart.as_deref().unwrap_or("no")).unwrap_or_default();
     let mut result = gcr_runtime::run_container(spec, options);
     // Later runs have nobody waiting for the start byte.
     let mut again = options.clone();
@@ -767,7 +779,8 @@ pub(crate) fn start_detached(
             let _ = write!(report, "E125 {err:#}");
             return;
         }
-        match supervise(store, container_id, state_dir, spec, &options, keep) {
+        let policy = RestartPolicy::of(&meta);
+        match supervise(store, container_id, state_dir, spec, &options, keep, policy) {
             // The runtime wrote "S" when the command started.
             Ok(_) => {}
             Err(err) => {
