@@ -442,6 +442,12 @@ pub struct PruneArgs {
 pub fn prune(ctx: &Context, args: PruneArgs) -> anyhow::Result<u8> {
     let store = ctx.open_store()?;
     let report = store.prune(args.all)?;
+    print_prune_report(&report);
+    Ok(0)
+}
+
+/// What an image prune removed, as Docker prints it.
+pub fn print_prune_report(report: &gcr_storage::PruneReport) {
     for name in &report.untagged {
         println!("Untagged: {name}");
     }
@@ -449,8 +455,11 @@ pub fn prune(ctx: &Context, args: PruneArgs) -> anyhow::Result<u8> {
         println!("Deleted: {id}");
     }
     println!(
+        "Removed {} blob(s), {} layer(s), {} temporary entr(ies)",
+        report.blobs, report.layers, report.tmp
+    );
+    println!(
         "Total reclaimed space: {}",
         crate::format::human_size(report.reclaimed)
     );
-    Ok(0)
 }

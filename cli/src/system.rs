@@ -138,16 +138,6 @@ fn prune(ctx: &Context, args: PruneArgs) -> anyhow::Result<u8> {
         }
     }
     let report = store.prune(args.all)?;
-    for name in &report.untagged {
-        println!("Untagged: {name}");
-    }
-    for id in &report.images {
-        println!("Deleted: {id}");
-    }
-    println!(
-        "Removed {} blob(s), {} layer(s), {} temporary entr(ies)",
-        report.blobs, report.layers, report.tmp
-    );
-    println!("Total reclaimed space: {}", human_size(report.reclaimed));
+    crate::images::print_prune_report(&report);
     Ok(0)
 }
