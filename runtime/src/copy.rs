@@ -199,7 +199,7 @@ fn in_entry(src: &Path, dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
         match existing.map(|st| kind(&st)) {
             Some(SFlag::S_IFDIR) => {}
             Some(_) => {
-                unlink(dir, &cname, false)?;
+                unlink(dir, &cname)?;
                 mkdirat(dir, cname.as_c_str(), Mode::from_bits_truncate(0o700))?;
             }
             None => mkdirat(dir, cname.as_c_str(), Mode::from_bits_truncate(0o700))?,
@@ -225,7 +225,7 @@ fn in_entry(src: &Path, dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
                 name.to_string_lossy()
             )));
         }
-        unlink(dir, &cname, false)?;
+        unlink(dir, &cname)?;
     }
     if meta.file_type().is_symlink() {
         let target = std::fs::read_link(src)?;
@@ -255,11 +255,11 @@ fn in_entry(src: &Path, dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
     Ok(())
 }
 
-fn unlink(dir: &OwnedFd, name: &CStr, is_dir: bool) -> io::Result<()> {
-    let flag = if is_dir {
-        nix::unistd::UnlinkatFlags::RemoveDir
-    } else {
-        nix::unistd::UnlinkatFlags::NoRemoveDir
-    };
-    Ok(nix::unistd::unlinkat(dir, name, flag)?)
+/// Removes the non-directory `name` from `dir`.
+fn unlink(dir: &OwnedFd, name: &CStr) -> io::Result<()> {
+    Ok(nix::unistd::unlinkat(
+        dir,
+        name,
+        nix::unistd::UnlinkatFlags::NoRemoveDir,
+    )?)
 }
