@@ -537,6 +537,29 @@ impl RegistryClient {
             .map(|(_, t)| t.clone())
     }
 
+    /// After a 401: whether one more attempt makes sense (a new challenge, or credentials
+    /// that were sent and may have expired); the challenge is updated and the scope's token
+    /// dropped for it.
+    async fn renew_after_401(
+        &self,
+        resp: &reqwest::Response,
+        sent_auth: bool,
+        scope: &str,
+    ) -> bool {
+        let fresh = parse_challenge(resp.headers());
+        let mut state = self.auth.lock().await;
+        let changed = fresh.is_some() && fresh != state.challenge;
+        if !(changed || sent_auth) {
+            return false;
+        }
+        if let Some(c) = fresh {
+            state.challenge = Some(c);
+        }
+        drop(state);
+        self.forget_token(scope).await;
+        true
+    }
+
     async fn forget_token(&self, scope: &str) {
         self.auth.lock().await.tokens.retain(|(s, _)| s != scope);
     }
@@ -667,18 +690,9 @@ impl RegistryClient {
                 return Ok(resp);
             }
             if status == StatusCode::UNAUTHORIZED {
-                let fresh = parse_challenge(resp.headers());
-                let mut state = self.auth.lock().await;
-                let changed = fresh.is_some() && fresh != state.challenge;
-                if attempt == 0 && (changed || sent_auth) {
-                    if let Some(c) = fresh {
-                        state.challenge = Some(c);
-                    }
-                    drop(state);
-                    self.forget_token(scope).await;
+                if attempt == 0 && self.renew_after_401(&resp, sent_auth, scope).await {
                     continue;
                 }
-                drop(state);
                 // Docker Hub answers 401 to an anonymous token for a repository that does
                 // not exist, so say both.
                 return Err(self.unauthorized(match (self.credential.is_some(), sent_auth) {
@@ -763,18 +777,9 @@ impl RegistryClient {
                 return Ok(resp);
             }
             if status == StatusCode::UNAUTHORIZED {
-                let fresh = parse_challenge(resp.headers());
-                let mut state = self.auth.lock().await;
-                let changed = fresh.is_some() && fresh != state.challenge;
-                if attempt == 0 && (changed || sent_auth) {
-                    if let Some(c) = fresh {
-                        state.challenge = Some(c);
-                    }
-                    drop(state);
-                    self.forget_token(scope).await;
+                if attempt == 0 && self.renew_after_401(&resp, sent_auth, scope).await {
                     continue;
                 }
-                drop(state);
                 return Err(self.unauthorized(if self.credential.is_some() {
                     "the registry rejected the credentials for this repository"
                 } else {
