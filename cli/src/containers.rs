@@ -76,7 +76,21 @@ pub fn pid_file(dir: &Path) -> std::path::PathBuf {
 pub fn write_spec(dir: &Path, spec: &gcr_runtime::Spec) -> anyhow::Result<()> {
     let path = dir.join(SPEC);
     let text = serde_json::to_vec(spec)?;
-    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+    replace_file(&path, &text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Writes a record file whole or not at all: `ps`, `wait` and `inspect` read these while the
+/// supervisor rewrites them, and a truncated file would read as a container with no name.
+fn replace_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("record");
+    let tmp = path.with_file_name(format!(".{name}.{}", std::process::id()));
+    std::fs::write(&tmp, contents)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 /// The output of a detached container (`gcr run -d`), for `gcr logs`.
@@ -87,13 +101,13 @@ pub fn log_file(dir: &Path) -> std::path::PathBuf {
 /// Records the container's metadata (no fsync: it describes a live process).
 pub fn write_meta(dir: &Path, meta: &ContainerMeta) -> anyhow::Result<()> {
     let text = serde_json::to_vec(meta)?;
-    std::fs::write(dir.join(META), text)
+    replace_file(&dir.join(META), &text)
         .with_context(|| format!("cannot write {}", dir.join(META).display()))
 }
 
 /// Records the exit status of a kept container.
 pub fn write_exit_status(dir: &Path, code: i32) {
-    if let Err(err) = std::fs::write(dir.join(EXIT), code.to_string()) {
+    if let Err(err) = replace_file(&dir.join(EXIT), code.to_string().as_bytes()) {
         tracing::warn!(%err, dir = %dir.display(), "cannot record the exit status");
     }
 }
