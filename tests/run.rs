@@ -1437,8 +1437,8 @@ fn cp_copies_both_ways_running_or_stopped_and_stays_inside() {
             assert!(matches!(ok, Ok(st) if st.success()));
         }
         // A container with a file, and a symlink to / that must not lead out.
-        let script = "mkdir /data && echo inside > /data/f && ln -s / /escape; \
-                      trap 'exit 0' TERM; while :; do sleep 0.1; done";
+        let script = "mkdir /data && echo inside > /data/f && ln -s / /escape && \
+                      ln -s /data/f /link; trap 'exit 0' TERM; while :; do sleep 0.1; done";
         expect(
             &gcr(&["run", "-d", "--name", "box", &image, "sh", "-c", script]),
             0,
@@ -1478,8 +1478,79 @@ fn cp_copies_both_ways_running_or_stopped_and_stays_inside() {
             "from host\ndeep\nfrom host\n0:0\n",
             "{who:?}"
         );
+        // `SRC/.`: a directory's contents, into a new directory or merged into one.
+        expect(&gcr(&["cp", "box:/data/.", &h("contents")]), 0);
+        expect(&gcr(&["cp", "box:/data/.", &h("out")]), 0);
+        for copied in ["contents/f", "out/f", "out/dir/a"] {
+            assert!(host.path().join(copied).is_file(), "{who:?}: no {copied}");
+        }
+        assert!(!host.path().join("contents/data").exists(), "{who:?}");
+        expect(&gcr(&["cp", &h("dir/."), "box:/merged"]), 0);
+        expect(&gcr(&["cp", &h("dir/."), "box:/merged"]), 0);
+        let out = gcr(&["exec", "box", "sh", "-c", "cd /merged && find . | sort"]);
+        assert_eq!(expect(&out, 0), ".\n./a\n./sub\n./sub/b\n", "{who:?}");
+        let bad = gcr(&["cp", "box:/data/f/.", &h("nothing")]);
+        assert_eq!(bad.status.code(), Some(125), "{who:?}");
+        assert!(stderr(&bad).contains("not a directory"), "{}", stderr(&bad));
+        // -L follows a symlink that is the source; without it the link itself is copied.
+        expect(&gcr(&["cp", "box:/link", &h("link")]), 0);
+        expect(&gcr(&["cp", "-L", "box:/link", &h("followed")]), 0);
+        assert!(host.path().join("link").is_symlink());
+        assert_eq!(
+            std::fs::read_to_string(host.path().join("followed")).unwrap(),
+            "inside\n"
+        );
+        assert!(!host.path().join("followed").is_symlink());
+        // `-`: a tar stream out on stdout (the container's owners) and in from stdin.
+        let entries = |tar_bytes: &[u8]| -> Vec<(String, u64, u64)> {
+            tar::Archive::new(tar_bytes)
+                .entries()
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    let h = e.header();
+                    let path = e.path().unwrap().display().to_string();
+                    (path, h.uid().unwrap(), h.size().unwrap())
+                })
+                .collect()
+        };
+        let out = gcr(&["cp", "box:/data", "-"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let listed = entries(&out.stdout);
+        assert!(
+            listed.contains(&("data/f".into(), 0, 7)),
+            "{who:?}: {listed:?}"
+        );
+        assert!(listed.iter().any(|e| e.0 == "data/dir/sub/b"), "{listed:?}");
+        let mut stream = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(9);
+        header.set_mode(0o640);
+        header.set_entry_type(tar::EntryType::Regular);
+        stream
+            .append_data(&mut header, "t/x", &b"from tar\n"[..])
+            .unwrap();
+        let stream = stream.into_inner().unwrap();
+        let mut child = s
+            .cmd()
+            .args(["cp", "-", "box:/fromtar"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), &stream).unwrap();
+        expect(&child.wait_with_output().unwrap(), 0);
+        let out = gcr(&["exec", "box", "stat", "-c", "%a %u", "/fromtar/t/x"]);
+        assert_eq!(expect(&out, 0), "640 0\n", "{who:?}");
         // A stopped container: its files are still there to copy, both ways.
         expect(&gcr(&["stop", "box"]), 0);
+        let out = gcr(&["cp", "box:/data/.", "-"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(
+            entries(&out.stdout).contains(&("f".into(), 0, 7)),
+            "{who:?}"
+        );
         expect(&gcr(&["cp", "box:/data/f", &h("stopped.txt")]), 0);
         assert_eq!(
             std::fs::read_to_string(host.path().join("stopped.txt")).unwrap(),

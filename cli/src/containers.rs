@@ -2,6 +2,7 @@
 //! running while the `gcr run` process that owns it lives; its exit status is written when it
 //! ends.
 
+use std::os::fd::AsFd as _;
 use std::path::Path;
 
 use anyhow::{bail, Context as _};
@@ -928,6 +929,21 @@ pub struct CpArgs {
     /// A host path or CONTAINER:DEST_PATH
     #[arg(value_name = "DEST")]
     dest: String,
+    /// Follow a symlink that is SRC itself
+    #[arg(short = 'L', long)]
+    follow_link: bool,
+}
+
+/// `PATH/.` (or `.`) names a directory's contents; returns the directory and whether it did.
+fn contents_of(path: &str) -> (&str, bool) {
+    if path == "." {
+        return (".", true);
+    }
+    match path.strip_suffix("/.") {
+        Some("") => ("/", true),
+        Some(dir) => (dir, true),
+        None => (path, false),
+    }
 }
 
 /// `CONTAINER:PATH`, or `None` for a host path (`./a:b` is a host path with a colon).
@@ -951,14 +967,17 @@ pub fn cp(ctx: &Context, args: CpArgs) -> anyhow::Result<u8> {
                 "give a container side: gcr cp CONTAINER:SRC DEST or gcr cp SRC CONTAINER:DEST"
             ),
         };
-    if host == "-" {
-        bail!(
-            "gcr cp with - (a tar stream on stdin/stdout) is not supported yet: give a host path"
-        );
-    }
-    if container_path.ends_with("/.") {
-        bail!("gcr cp of a directory's contents (SRC/.) is not supported yet: copy the directory");
-    }
+    let (src_path, contents) = if out {
+        contents_of(container_path)
+    } else {
+        contents_of(host)
+    };
+    let options = gcr_runtime::CopyOptions {
+        contents: contents || (!out && host == "-"),
+        follow_link: args.follow_link,
+    };
+    let container_path = if out { src_path } else { container_path };
+    let host = if out { host } else { src_path };
     let container_path = if container_path.starts_with('/') {
         std::path::PathBuf::from(container_path)
     } else {
@@ -1003,25 +1022,50 @@ pub fn cp(ctx: &Context, args: CpArgs) -> anyhow::Result<u8> {
             }
         }
     };
-    let host = Path::new(host);
-    if out {
-        // Into an existing directory the file keeps its name; an existing file is replaced.
-        let mut target = host.to_path_buf();
-        if host.is_dir() {
-            let name = container_path
-                .file_name()
-                .context("the container path names no file")?;
-            target.push(name);
+    if out && host == "-" {
+        let stdout = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
+        gcr_runtime::copy_out_tar(files, &container_path, options, &stdout)?;
+    } else if out {
+        // Into an existing directory the source keeps its name (its contents go straight in).
+        let host = Path::new(host);
+        let target = if host.is_dir() && !options.contents {
+            host.join(
+                container_path
+                    .file_name()
+                    .context("the container path names no file")?,
+            )
+        } else {
+            host.to_path_buf()
+        };
+        if options.contents && target.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
+            bail!(
+                "cannot copy a directory's contents to {}: it is not a directory",
+                target.display()
+            );
         }
-        if target.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
-            std::fs::remove_file(&target)
-                .with_context(|| format!("cannot replace {}", target.display()))?;
-        }
-        gcr_runtime::copy_out(files, &container_path, &target)?;
+        gcr_runtime::copy_out(files, &container_path, &target, options)?;
+    } else if host == "-" {
+        // A tar stream on stdin: unpacked aside first (the tar crate keeps it beneath that
+        // directory), then copied in as a directory's contents, owned by the container's root.
+        let unpacked = tempfile::tempdir().context("cannot make a temporary directory")?;
+        let mut archive = tar::Archive::new(std::io::stdin().lock());
+        archive.set_preserve_permissions(true);
+        archive
+            .unpack(unpacked.path())
+            .context("cannot read the tar stream on stdin")?;
+        gcr_runtime::copy_in(files, unpacked.path(), &container_path, options)?;
     } else {
+        let host = Path::new(host);
         std::fs::symlink_metadata(host)
             .with_context(|| format!("{} does not exist", host.display()))?;
-        gcr_runtime::copy_in(files, host, &container_path)?;
+        if options.contents && !host.is_dir() {
+            bail!(
+                "{}/. names a directory's contents, but {} is not a directory",
+                host.display(),
+                host.display()
+            );
+        }
+        gcr_runtime::copy_in(files, host, &container_path, options)?;
     }
     Ok(0)
 }

@@ -31,24 +31,117 @@ pub enum ContainerFiles<'a> {
     },
 }
 
-/// Copies `src` (absolute, in the container) to the host path `dest` (which must not exist;
-/// its parent must). Symlinks are copied as links; owners are not (the files are the caller's).
-pub fn copy_out(files: ContainerFiles, src: &Path, dest: &Path) -> Result<(), RuntimeError> {
+/// What `gcr cp` copies: the entry itself, or (`SRC/.`) the entries of a directory.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CopyOptions {
+    /// Copy the contents of the source directory, not the directory (`docker cp SRC/. DEST`).
+    pub contents: bool,
+    /// Follow a symlink that is the source itself (`docker cp -L`).
+    pub follow_link: bool,
+}
+
+/// Opens the container entry `src` for copying out (an O_PATH fd; the last component followed
+/// only on request, and then still inside the root).
+fn open_source(root: &Root, src: &Path, options: CopyOptions) -> Result<OwnedFd, RuntimeError> {
+    let rel = crate::fs::relative(src)?;
+    let flags = libc::O_PATH
+        | if options.follow_link {
+            0
+        } else {
+            libc::O_NOFOLLOW
+        };
+    let fd = root
+        .open_in(&rel, flags, 0)
+        .map_err(|e| RuntimeError::io("find in the container", src, e.into()))?;
+    if options.contents {
+        let st = fstat(&fd).map_err(|e| RuntimeError::io("stat", src, e.into()))?;
+        if kind(&st) != SFlag::S_IFDIR {
+            return Err(RuntimeError::InvalidSpec(format!(
+                "{}/. names a directory's contents, but {} is not a directory",
+                src.display(),
+                src.display()
+            )));
+        }
+    }
+    Ok(fd)
+}
+
+/// Copies `src` (absolute, in the container) to the host path `dest` (its parent must exist;
+/// an existing directory there is merged into, other existing entries are replaced). With
+/// `contents`, the entries of the directory `src` go into the directory `dest`. Symlinks are
+/// copied as links; owners are not (the files are the caller's).
+pub fn copy_out(
+    files: ContainerFiles,
+    src: &Path,
+    dest: &Path,
+    options: CopyOptions,
+) -> Result<(), RuntimeError> {
     with_root(files, |root| {
-        let rel = crate::fs::relative(src)?;
-        let fd = root
-            .open_in(&rel, libc::O_PATH | libc::O_NOFOLLOW, 0)
-            .map_err(|e| RuntimeError::io("find in the container", src, e.into()))?;
+        let fd = open_source(root, src, options)?;
         out_entry(&fd, dest).map_err(|e| RuntimeError::io("copy", src, e))
+    })
+}
+
+/// Writes `src` (absolute, in the container) as a tar stream to `out` (`docker cp SRC -`):
+/// named by its last component, or with `contents` the directory's entries by their own
+/// names. Owners, modes and modification times are the container's.
+pub fn copy_out_tar(
+    files: ContainerFiles,
+    src: &Path,
+    options: CopyOptions,
+    out: &File,
+) -> Result<(), RuntimeError> {
+    with_root(files, |root| {
+        let fd = open_source(root, src, options)?;
+        let out = out
+            .try_clone()
+            .map_err(|e| RuntimeError::io("write", Path::new("-"), e))?;
+        let mut tar = tar::Builder::new(io::BufWriter::new(out));
+        let written = if options.contents {
+            tar_children(&mut tar, &fd, Path::new(""))
+        } else {
+            let name = src.file_name().map(Path::new).unwrap_or(Path::new("."));
+            tar_entry(&mut tar, &fd, name)
+        };
+        written
+            .and_then(|()| tar.into_inner())
+            .and_then(|mut w| io::Write::flush(&mut w))
+            .map_err(|e| RuntimeError::io("copy", src, e))
     })
 }
 
 /// Copies the host path `src` to `dest` (absolute, in the container; its parent directories
 /// are created, an existing non-directory there is replaced). Files get owner 0:0 (the
-/// container's root), as `docker cp` gives them, and keep their modes.
-pub fn copy_in(files: ContainerFiles, src: &Path, dest: &Path) -> Result<(), RuntimeError> {
+/// container's root), as `docker cp` gives them, and keep their modes. With `contents`, the
+/// entries of the host directory `src` go into the directory `dest` (created if missing).
+pub fn copy_in(
+    files: ContainerFiles,
+    src: &Path,
+    dest: &Path,
+    options: CopyOptions,
+) -> Result<(), RuntimeError> {
     with_root(files, |root| {
         let mut rel = crate::fs::relative(dest)?;
+        if options.contents {
+            if let Ok(fd) = root.open_in(&rel, libc::O_PATH, 0) {
+                let st = fstat(&fd).map_err(|e| RuntimeError::io("stat", dest, e.into()))?;
+                if kind(&st) != SFlag::S_IFDIR {
+                    return Err(RuntimeError::InvalidSpec(format!(
+                        "cannot copy a directory's contents to {}: it is not a directory in the container",
+                        dest.display()
+                    )));
+                }
+            }
+            let dir = root.mkdir_all(&rel)?;
+            let dir = reopen_dir(&dir).map_err(|e| RuntimeError::io("open", dest, e))?;
+            let entries = std::fs::read_dir(src).map_err(|e| RuntimeError::io("read", src, e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| RuntimeError::io("read", src, e))?;
+                in_entry(&entry.path(), &dir, &entry.file_name(), false)
+                    .map_err(|e| RuntimeError::io("copy", entry.path(), e))?;
+            }
+            return Ok(());
+        }
         // As `docker cp`: into an existing directory (or one named with a final `/`), the
         // source keeps its name.
         let into_dir = dest.as_os_str().as_bytes().ends_with(b"/")
@@ -67,7 +160,7 @@ pub fn copy_in(files: ContainerFiles, src: &Path, dest: &Path) -> Result<(), Run
         })?;
         let dir = root.mkdir_all(parent)?;
         let dir = reopen_dir(&dir).map_err(|e| RuntimeError::io("open", dest, e))?;
-        in_entry(src, &dir, name).map_err(|e| RuntimeError::io("copy", src, e))
+        in_entry(src, &dir, name, options.follow_link).map_err(|e| RuntimeError::io("copy", src, e))
     })
 }
 
@@ -134,30 +227,33 @@ fn kind(st: &FileStat) -> SFlag {
     SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits())
 }
 
-/// One entry of the container (an O_PATH fd, not followed) to the host path `dest`.
+/// One entry of the container (an O_PATH fd) to the host path `dest`: a directory merges
+/// into an existing one; any other existing entry is replaced.
 fn out_entry(fd: &OwnedFd, dest: &Path) -> io::Result<()> {
     let st = fstat(fd)?;
+    let existing = std::fs::symlink_metadata(dest).ok();
+    let is_dir = kind(&st) == SFlag::S_IFDIR;
+    match &existing {
+        Some(m) if m.is_dir() && !is_dir => {
+            return Err(io::Error::other(format!(
+                "{} is a directory; a file cannot replace it",
+                dest.display()
+            )))
+        }
+        Some(m) if !m.is_dir() => std::fs::remove_file(dest)?,
+        _ => {}
+    }
     match kind(&st) {
         SFlag::S_IFLNK => {
             let target = nix::fcntl::readlinkat(fd, "")?;
             std::os::unix::fs::symlink(target, dest)
         }
         SFlag::S_IFDIR => {
-            std::fs::create_dir(dest)?;
+            if !existing.is_some_and(|m| m.is_dir()) {
+                std::fs::create_dir(dest)?;
+            }
             let dir = reopen_dir(fd)?;
-            let mut entries = nix::dir::Dir::from_fd(dir.try_clone()?)?;
-            for entry in entries.iter() {
-                let entry = entry?;
-                let name = entry.file_name();
-                if name == c"." || name == c".." {
-                    continue;
-                }
-                let child = openat(
-                    &dir,
-                    name,
-                    OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                    Mode::empty(),
-                )?;
+            for (name, child) in children(&dir)? {
                 out_entry(&child, &dest.join(OsStr::from_bytes(name.to_bytes())))?;
             }
             std::fs::set_permissions(dest, std::fs::Permissions::from_mode(st.st_mode & 0o7777))
@@ -171,10 +267,93 @@ fn out_entry(fd: &OwnedFd, dest: &Path) -> io::Result<()> {
             io::copy(&mut from, &mut to)?;
             to.set_permissions(std::fs::Permissions::from_mode(st.st_mode & 0o7777))
         }
-        // Devices, FIFOs and sockets are not copied (Docker's archive would carry them; a
-        // host copy of a device node is not wanted).
+        // Devices, FIFOs and sockets are not copied to the host (a host copy of a device node
+        // is not wanted); a tar stream carries them.
         _ => Ok(()),
     }
+}
+
+/// The entries of a directory (an fd of it), each as an O_PATH fd not following symlinks.
+fn children(dir: &OwnedFd) -> io::Result<Vec<(CString, OwnedFd)>> {
+    let mut out = Vec::new();
+    let mut entries = nix::dir::Dir::from_fd(dir.try_clone()?)?;
+    for entry in entries.iter() {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name == c"." || name == c".." {
+            continue;
+        }
+        let child = openat(
+            dir,
+            name,
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        out.push((name.to_owned(), child));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// One entry of the container (an O_PATH fd) into the tar stream as `name`, with what is
+/// beneath it.
+fn tar_entry<W: io::Write>(tar: &mut tar::Builder<W>, fd: &OwnedFd, name: &Path) -> io::Result<()> {
+    let st = fstat(fd)?;
+    let mut header = tar::Header::new_gnu();
+    header.set_mode(st.st_mode & 0o7777);
+    header.set_uid(u64::from(st.st_uid));
+    header.set_gid(u64::from(st.st_gid));
+    header.set_mtime(st.st_mtime.max(0) as u64);
+    header.set_size(0);
+    match kind(&st) {
+        SFlag::S_IFLNK => {
+            header.set_entry_type(tar::EntryType::Symlink);
+            let target = nix::fcntl::readlinkat(fd, "")?;
+            tar.append_link(&mut header, name, target)
+        }
+        SFlag::S_IFDIR => {
+            header.set_entry_type(tar::EntryType::Directory);
+            tar.append_data(&mut header, name, io::empty())?;
+            tar_children(tar, &reopen_dir(fd)?, name)
+        }
+        SFlag::S_IFREG => {
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_size(st.st_size as u64);
+            // The header's size is the one stat saw: a file growing meanwhile is cut there.
+            let file = File::from(reopen_file(fd)?);
+            tar.append_data(&mut header, name, io::Read::take(file, st.st_size as u64))
+        }
+        other => {
+            let entry_type = match other {
+                SFlag::S_IFCHR => tar::EntryType::Char,
+                SFlag::S_IFBLK => tar::EntryType::Block,
+                SFlag::S_IFIFO => tar::EntryType::Fifo,
+                // Sockets have no tar form.
+                _ => return Ok(()),
+            };
+            header.set_entry_type(entry_type);
+            header.set_device_major(libc::major(st.st_rdev))?;
+            header.set_device_minor(libc::minor(st.st_rdev))?;
+            tar.append_data(&mut header, name, io::empty())
+        }
+    }
+}
+
+/// The entries of the directory `dir` into the tar stream under `prefix`.
+fn tar_children<W: io::Write>(
+    tar: &mut tar::Builder<W>,
+    dir: &OwnedFd,
+    prefix: &Path,
+) -> io::Result<()> {
+    let dir = reopen_dir(dir)?;
+    for (name, child) in children(&dir)? {
+        tar_entry(
+            tar,
+            &child,
+            &prefix.join(OsStr::from_bytes(name.to_bytes())),
+        )?;
+    }
+    Ok(())
 }
 
 /// Reopens an O_PATH fd of a regular file for reading (through /proc/self/fd, which does
@@ -184,8 +363,12 @@ fn reopen_file(fd: &OwnedFd) -> io::Result<OwnedFd> {
 }
 
 /// The host entry `src` into the container directory `dir` as `name`.
-fn in_entry(src: &Path, dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
-    let meta = std::fs::symlink_metadata(src)?;
+fn in_entry(src: &Path, dir: &OwnedFd, name: &OsStr, follow_link: bool) -> io::Result<()> {
+    let meta = if follow_link {
+        std::fs::metadata(src)?
+    } else {
+        std::fs::symlink_metadata(src)?
+    };
     let cname = CString::new(name.as_bytes()).map_err(|_| io::Error::from(Errno::EINVAL))?;
     let existing = openat(
         dir,
@@ -212,7 +395,7 @@ fn in_entry(src: &Path, dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
         )?;
         for entry in std::fs::read_dir(src)? {
             let entry = entry?;
-            in_entry(&entry.path(), &sub, &entry.file_name())?;
+            in_entry(&entry.path(), &sub, &entry.file_name(), false)?;
         }
         nix::unistd::fchown(&sub, Some(0.into()), Some(0.into()))?;
         fchmod(&sub, Mode::from_bits_truncate(meta.mode() & 0o7777))?;
