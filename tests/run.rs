@@ -781,17 +781,10 @@ fn signals_are_forwarded() {
         std::thread::sleep(std::time::Duration::from_millis(700));
         // Signal gcr itself (under runuser, its child: runuser would re-raise the signal on
         // itself after forwarding it); gcr forwards it to the container.
-        let mut target = child.id().to_string();
-        if s.who == As::Rootless {
-            let children = format!("/proc/{target}/task/{target}/children");
-            target = std::fs::read_to_string(children)
-                .unwrap_or_default()
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_string();
-        }
-        let _ = Command::new("kill").arg("-TERM").arg(&target).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(gcr_pid(s, &child).to_string())
+            .status();
         let out = child.wait_with_output().unwrap();
         let text = expect(&out, 42);
         assert!(text.contains("got TERM"), "{text}");
@@ -1563,6 +1556,111 @@ fn cp_copies_both_ways_running_or_stopped_and_stays_inside() {
         let bad = gcr(&["cp", &h("dir"), &h("other")]);
         assert_eq!(bad.status.code(), Some(125));
         expect(&gcr(&["rm", "-f", "box"]), 0);
+        assert_no_leftovers(&s);
+    }
+}
+
+/// The pid of the gcr that `child` runs: itself, or rootless its child under runuser (which
+/// would re-raise a signal on itself after forwarding it, or not forward it at all).
+fn gcr_pid(s: &Setup, child: &std::process::Child) -> i32 {
+    let pid = child.id();
+    if s.who != As::Rootless {
+        return pid as i32;
+    }
+    let children = format!("/proc/{pid}/task/{pid}/children");
+    std::fs::read_to_string(children)
+        .unwrap_or_default()
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("runuser has started gcr")
+}
+
+#[test]
+fn attach_follows_the_output_forwards_signals_and_ends_with_the_status() {
+    use std::io::BufRead as _;
+    let Some(image) = image() else { return };
+    for who in [As::Root, As::Rootless] {
+        let Some(s) = Setup::new(who) else { continue };
+        let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+        let script = "echo before; trap 'echo got INT; exit 7' INT; \
+                      while :; do echo tick; sleep 0.1; done";
+        expect(
+            &gcr(&["run", "-d", "--name", "talk", &image, "sh", "-c", script]),
+            0,
+        );
+        let attach = |extra: &[&str]| {
+            let mut child = s
+                .cmd()
+                .arg("attach")
+                .args(extra)
+                .arg("talk")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            // A line through attach: it follows the output (and forwards signals) now.
+            let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+            assert_eq!(lines.next().unwrap().unwrap(), "tick", "{who:?}");
+            (child, lines)
+        };
+        // Without the signal proxy, Ctrl-C ends attach and leaves the container running.
+        let (child, _lines) = attach(&["--sig-proxy=false"]);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(gcr_pid(&s, &child)),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        let out = child.wait_with_output().unwrap();
+        // Rootless, runuser reports gcr's death by SIGINT as 130.
+        assert!(
+            matches!(out.status.code(), None | Some(130)),
+            "{who:?}: attach ignored SIGINT: {:?}",
+            out.status
+        );
+        assert!(stdout(&gcr(&["ps"])).contains("talk"), "{who:?}");
+        // With it, SIGINT reaches the container, whose last words and status come through.
+        let (mut child, lines) = attach(&[]);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(gcr_pid(&s, &child)),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+        assert_eq!(rest.last().map(String::as_str), Some("got INT"), "{who:?}");
+        assert!(
+            !rest.iter().any(|l| l == "before"),
+            "{who:?}: old output replayed"
+        );
+        assert_eq!(child.wait().unwrap().code(), Some(7), "{who:?}");
+        let bad = gcr(&["attach", "talk"]);
+        assert_eq!(bad.status.code(), Some(125));
+        assert!(stderr(&bad).contains("not running"), "{}", stderr(&bad));
+        expect(&gcr(&["rm", "talk"]), 0);
+        // A container run with --rm: attach still gets its status before it goes.
+        expect(
+            &gcr(&[
+                "run",
+                "-d",
+                "--rm",
+                "--name",
+                "brief",
+                &image,
+                "sh",
+                "-c",
+                "sleep 1; echo bye; exit 9",
+            ]),
+            0,
+        );
+        let out = gcr(&["attach", "brief"]);
+        assert_eq!(out.status.code(), Some(9), "{who:?}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "bye\n");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !expect(&gcr(&["ps", "-a", "-q"]), 0).is_empty()
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         assert_no_leftovers(&s);
     }
 }

@@ -473,6 +473,156 @@ pub fn logs(ctx: &Context, args: LogsArgs) -> anyhow::Result<u8> {
     }
 }
 
+const ATTACHED: &str = "attached.";
+
+/// `attached.PID` in the container's directory while a `gcr attach` reads it.
+struct AttachMark(std::path::PathBuf);
+
+impl AttachMark {
+    fn new(dir: &Path) -> anyhow::Result<AttachMark> {
+        let path = dir.join(format!("{ATTACHED}{}", std::process::id()));
+        std::fs::write(&path, b"").with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(AttachMark(path))
+    }
+}
+
+impl Drop for AttachMark {
+    fn drop(&mut self) {
+        // The supervisor may have moved the directory away (--rm): nothing to remove then.
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Waits (a few seconds at most) until no live `gcr attach` reads the container's files: a
+/// container run with --rm is deleted only once they have its last output and exit status.
+pub fn wait_for_attached(dir: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let attached = || {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|entry| {
+                let name = entry.file_name();
+                let pid = name.to_str().and_then(|n| n.strip_prefix(ATTACHED));
+                pid.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+            })
+    };
+    while attached() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct AttachArgs {
+    /// Do not attach standard input (gcr's background containers never keep one open)
+    #[arg(long)]
+    no_stdin: bool,
+    /// Forward the signals gcr receives (SIGINT, SIGTERM, ...) to the container
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    sig_proxy: bool,
+    #[arg(value_name = "CONTAINER")]
+    container: String,
+}
+
+/// `gcr attach`: the output of a running background container from now on, with gcr's
+/// signals forwarded to it, until it ends; gcr then exits with its status. Such a container
+/// has no standard input to attach (`gcr run -d -i` is refused), as Docker's without `-i`.
+pub fn attach(ctx: &Context, args: AttachArgs) -> anyhow::Result<u8> {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+    use std::io::{Read as _, Seek as _, Write as _};
+    let store = ctx.open_store()?;
+    let all = load(&store)?;
+    let c = find(&all, &args.container)?;
+    if !c.alive() {
+        bail!(
+            "container {} is not running: start it first (gcr start -a {})",
+            c.display_name(),
+            c.display_name()
+        );
+    }
+    let path = log_file(&c.dir);
+    let mut log = std::fs::File::open(&path).with_context(|| {
+        format!(
+            "container {} has no output to attach to: only containers started in the background keep it",
+            c.display_name()
+        )
+    })?;
+    // The directory stays readable through this handle when --rm takes it away at the end;
+    // the mark asks the supervisor to wait for this reader before it deletes the files.
+    let dir =
+        std::fs::File::open(&c.dir).with_context(|| format!("cannot open {}", c.dir.display()))?;
+    let _mark = AttachMark::new(&c.dir)?;
+    let mut offset = log.seek(std::io::SeekFrom::End(0))?;
+    // Forwarded signals are taken from a signalfd between two reads of the log (gcr is
+    // single-threaded here, so blocking them for this thread blocks them for the process).
+    let signals = if args.sig_proxy {
+        let mut set = SigSet::empty();
+        for signal in [
+            Signal::SIGINT,
+            Signal::SIGTERM,
+            Signal::SIGHUP,
+            Signal::SIGQUIT,
+            Signal::SIGUSR1,
+            Signal::SIGUSR2,
+        ] {
+            set.add(signal);
+        }
+        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
+            .context("cannot block signals to forward them")?;
+        Some(
+            nix::sys::signalfd::SignalFd::with_flags(
+                &set,
+                nix::sys::signalfd::SfdFlags::SFD_NONBLOCK
+                    | nix::sys::signalfd::SfdFlags::SFD_CLOEXEC,
+            )
+            .context("cannot make a signalfd")?,
+        )
+    } else {
+        None
+    };
+    let mut out = std::io::stdout().lock();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let running = c.alive();
+        if let Some(fd) = &signals {
+            while let Ok(Some(info)) = fd.read_signal() {
+                if let Ok(signal) = Signal::try_from(info.ssi_signo as i32) {
+                    if let Err(err) = c.signal(signal) {
+                        eprintln!("warning: {}", crate::format::error_chain(&err));
+                    }
+                }
+            }
+        }
+        log.seek(std::io::SeekFrom::Start(offset))?;
+        let n = log.read(&mut buf)?;
+        if n > 0 {
+            out.write_all(&buf[..n])?;
+            out.flush()?;
+            offset += n as u64;
+            continue;
+        }
+        if !running {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let status = format!(
+        "/proc/self/fd/{}/{EXIT}",
+        std::os::fd::AsRawFd::as_raw_fd(&dir)
+    );
+    match std::fs::read_to_string(status) {
+        Ok(code) => Ok(code
+            .trim()
+            .parse::<i32>()
+            .map_or(crate::EXIT_GCR_FAILED, |c| (c & 0xff) as u8)),
+        Err(_) => bail!(
+            "container {} ended, but its exit status is gone (removed with --rm)",
+            c.display_name()
+        ),
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct StopArgs {
     /// Seconds to wait for the container to end before killing it

@@ -83,6 +83,8 @@ enum Command {
     Rm(containers::RmArgs),
     /// Print the output of a container started with `gcr run -d`
     Logs(containers::LogsArgs),
+    /// Follow a background container's output until it ends, forwarding signals to it
+    Attach(containers::AttachArgs),
     /// Stop running containers (STOPSIGNAL, then SIGKILL after a timeout)
     Stop(containers::StopArgs),
     /// Send a signal to running containers
@@ -182,6 +184,8 @@ enum ContainerCommand {
     Wait(containers::WaitArgs),
     /// Print a detached container's output
     Logs(containers::LogsArgs),
+    /// Follow a background container's output until it ends
+    Attach(containers::AttachArgs),
     /// Run a command in a running container
     Exec(containers::ExecArgs),
     /// Show containers' details as JSON
@@ -227,6 +231,7 @@ impl Command {
                 ContainerCommand::Kill(a) => Command::Kill(a),
                 ContainerCommand::Wait(a) => Command::Wait(a),
                 ContainerCommand::Logs(a) => Command::Logs(a),
+                ContainerCommand::Attach(a) => Command::Attach(a),
                 ContainerCommand::Exec(a) => Command::Exec(a),
                 ContainerCommand::Inspect(a) => Command::Inspect(a),
                 ContainerCommand::Cp(a) => Command::Cp(a),
@@ -307,6 +312,7 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
         Command::Ps(args) => containers::ps(&ctx, args),
         Command::Rm(args) => containers::rm(&ctx, args),
         Command::Logs(args) => containers::logs(&ctx, args),
+        Command::Attach(args) => containers::attach(&ctx, args),
         Command::Stop(args) => containers::stop(&ctx, args),
         Command::Kill(args) => containers::kill(&ctx, args),
         Command::Wait(args) => containers::wait(&ctx, args),

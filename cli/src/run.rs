@@ -399,7 +399,7 @@ impl From<gcr_storage::StoreError> for RunFailure {
 fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
     if args.detach && args.interactive {
         return Err(anyhow::anyhow!(
-            "gcr run -d -i is not supported yet (no attach): drop -i, or run in the foreground"
+            "gcr run -d -i is not supported yet (a background container gets no standard input; gcr attach follows its output): drop -i, or run in the foreground"
         )
         .into());
     }
@@ -685,6 +685,14 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
     }
 }
 
+/// The exit status a run of the container gives.
+fn result_code(result: &Result<i32, gcr_runtime::RuntimeError>) -> i32 {
+    match result {
+        Ok(code) => *code,
+        Err(err) => err.exit_code(),
+    }
+}
+
 /// Runs the container to its end, then records its exit status (`keep`) or removes it.
 pub(crate) fn supervise(
     store: &gcr_storage::Store,
@@ -702,10 +710,7 @@ pub(crate) fn supervise(
     let mut restarts = 0u32;
     let mut delay = std::time::Duration::from_millis(100);
     loop {
-        let code = match &result {
-            Ok(code) => *code,
-            Err(err) => err.exit_code(),
-        };
+        let code = result_code(&result);
         let ran = result.is_ok();
         // `gcr stop` and `kill` mark the container: stopped by hand, it stays stopped.
         let stopped = state_dir.join(crate::containers::STOPPED).exists();
@@ -730,14 +735,15 @@ pub(crate) fn supervise(
     // A container that never started leaves nothing behind; --rm removes it after it ran.
     let started = result.is_ok() || matches!(&result, Err(gcr_runtime::RuntimeError::Exec { .. }));
     if !keep || !started {
+        if started {
+            // For `gcr attach`, which reads it through a handle of the directory set aside.
+            crate::containers::write_exit_status(state_dir, result_code(&result));
+            crate::containers::wait_for_attached(state_dir);
+        }
         remove_container(store, container_id, started);
     } else {
-        let code = match &result {
-            Ok(code) => *code,
-            Err(err) => err.exit_code(),
-        };
         let _ = std::fs::remove_file(crate::containers::pid_file(state_dir));
-        crate::containers::write_exit_status(state_dir, code);
+        crate::containers::write_exit_status(state_dir, result_code(&result));
     }
     result
 }
