@@ -1666,6 +1666,61 @@ fn attach_follows_the_output_forwards_signals_and_ends_with_the_status() {
 }
 
 #[test]
+fn a_recycled_pid_is_not_taken_for_a_crashed_containers_process() {
+    let Some(image) = image() else { return };
+    for who in [As::Root, As::Rootless] {
+        let Some(s) = Setup::new(who) else { continue };
+        let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+        let id = expect(
+            &gcr(&["run", "-d", "--name", "crashed", &image, "sleep", "1000"]),
+            0,
+        );
+        let dir = s.store.root().join("containers").join(id.trim());
+        let meta_path = dir.join("meta.json");
+        let mut meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+        // The supervisor dies without a word (the container goes with it)...
+        let supervisor = meta["pid"].as_i64().unwrap() as i32;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(supervisor),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while Path::new(&format!("/proc/{supervisor}")).exists()
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // ... and its PIDs go to an unrelated process (as the kernel may hand them out again).
+        let mut stranger = Command::new("sleep").arg("60").spawn().unwrap();
+        meta["pid"] = stranger.id().into();
+        std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
+        std::fs::write(dir.join("pid"), stranger.id().to_string()).unwrap();
+        assert!(
+            !expect(&gcr(&["ps"]), 0).contains("crashed"),
+            "{who:?}: a stranger's PID taken for the container"
+        );
+        let killed = gcr(&["kill", "crashed"]);
+        assert_ne!(killed.status.code(), Some(0), "{who:?}");
+        assert!(
+            stderr(&killed).contains("not running"),
+            "{}",
+            stderr(&killed)
+        );
+        expect(&gcr(&["stop", "crashed"]), 0);
+        expect(&gcr(&["rm", "crashed"]), 0);
+        assert!(
+            stranger.try_wait().unwrap().is_none(),
+            "{who:?}: gcr signalled a process that is not its own"
+        );
+        let _ = stranger.kill();
+        let _ = stranger.wait();
+        assert_no_leftovers(&s);
+    }
+}
+
+#[test]
 fn dockers_management_commands_are_the_plain_ones() {
     let Some(image) = image() else { return };
     let Some(s) = Setup::new(As::Root) else {

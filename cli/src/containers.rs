@@ -21,6 +21,9 @@ pub struct ContainerMeta {
     pub created: String,
     /// The `gcr run` process that owns the container.
     pub pid: u32,
+    /// When that process started (see `process_start`): a recycled PID does not match it.
+    #[serde(default)]
+    pub pid_start: Option<u64>,
     /// The image's STOPSIGNAL (`gcr stop` sends it; SIGTERM otherwise).
     #[serde(default)]
     pub stop_signal: Option<String>,
@@ -42,6 +45,38 @@ pub struct ContainerMeta {
     /// How often the restart policy ran it again.
     #[serde(default)]
     pub restarts: u32,
+}
+
+impl ContainerMeta {
+    /// Records this process as the container's owner (`gcr run` or its supervisor).
+    pub fn owned_by_this_process(&mut self) {
+        self.pid = std::process::id();
+        self.pid_start = process_start(self.pid);
+    }
+
+    /// Whether the owner recorded is still the same live process.
+    fn owner_alive(&self) -> bool {
+        process_alive(self.pid, self.pid_start)
+    }
+}
+
+/// When the process `pid` started, in clock ticks since boot (field 22 of /proc/PID/stat):
+/// a PID with its start time names one process, even after the PID is used again.
+pub fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: fields follow the last ')'.
+    let fields = &stat[stat.rfind(')')? + 1..];
+    fields.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether `pid` is the process that started at `start` (records without a start time, from
+/// older gcr versions, only check that the PID exists).
+fn process_alive(pid: u32, start: Option<u64>) -> bool {
+    pid != 0
+        && match start {
+            Some(start) => process_start(pid) == Some(start),
+            None => Path::new(&format!("/proc/{pid}")).exists(),
+        }
 }
 
 const META: &str = "meta.json";
@@ -129,9 +164,7 @@ impl Container {
 
     /// Still running now (re-checked: the record was read a while ago).
     fn alive(&self) -> bool {
-        !self.dir.join(EXIT).exists()
-            && self.meta.pid != 0
-            && Path::new(&format!("/proc/{}", self.meta.pid)).exists()
+        !self.dir.join(EXIT).exists() && self.meta.owner_alive()
     }
 
     /// The container's PID 1, while it runs.
@@ -152,6 +185,11 @@ impl Container {
     /// goes through the container's `gcr run`, which forwards all but SIGKILL and SIGSTOP.
     fn signal(&self, signal: nix::sys::signal::Signal) -> anyhow::Result<()> {
         use nix::sys::signal::kill;
+        // Only while the recorded owner is the same process: after a crash its PID (and the
+        // container's) may belong to anything.
+        if !self.meta.owner_alive() {
+            bail!("container {} is not running", self.display_name());
+        }
         let supervisor = nix::unistd::Pid::from_raw(self.meta.pid as i32);
         let direct = match self.container_pid() {
             Some(pid) => kill(pid, signal),
@@ -173,7 +211,7 @@ impl Container {
                 // container (parent-death signal); record what it would have recorded.
                 kill(supervisor, signal)
                     .with_context(|| format!("cannot kill container {}", self.display_name()))?;
-                if wait_gone(self.meta.pid, std::time::Duration::from_secs(10)) {
+                if wait_gone(&self.meta, std::time::Duration::from_secs(10)) {
                     let _ = std::fs::remove_file(pid_file(&self.dir));
                     write_exit_status(&self.dir, 128 + signal as i32);
                 }
@@ -209,7 +247,7 @@ fn load(store: &gcr_storage::Store) -> anyhow::Result<Vec<Container>> {
         let exit = match std::fs::read_to_string(dir.join(EXIT)) {
             Ok(text) => Some(text.trim().parse().ok()),
             // No status yet: running while its gcr process lives.
-            Err(_) if meta.pid != 0 && Path::new(&format!("/proc/{}", meta.pid)).exists() => None,
+            Err(_) if meta.owner_alive() => None,
             Err(_) => Some(None),
         };
         out.push(Container {
@@ -336,7 +374,7 @@ pub fn rm(ctx: &Context, args: RmArgs) -> anyhow::Result<u8> {
                 if c.alive() {
                     c.signal(nix::sys::signal::Signal::SIGKILL)?;
                 }
-                wait_gone(c.meta.pid, std::time::Duration::from_secs(10));
+                wait_gone(&c.meta, std::time::Duration::from_secs(10));
             }
             store.unregister_container(&c.id)?;
             println!("{}", c.meta.name.clone().unwrap_or_else(|| c.id.clone()));
@@ -377,9 +415,9 @@ pub fn remove_stopped(store: &gcr_storage::Store) -> anyhow::Result<Vec<String>>
 }
 
 /// True once process `pid` is gone (or after `timeout`: false).
-fn wait_gone(pid: u32, timeout: std::time::Duration) -> bool {
+fn wait_gone(meta: &ContainerMeta, timeout: std::time::Duration) -> bool {
     let deadline = std::time::Instant::now() + timeout;
-    while Path::new(&format!("/proc/{pid}")).exists() {
+    while meta.owner_alive() {
         if std::time::Instant::now() >= deadline {
             return false;
         }
@@ -653,9 +691,9 @@ fn stop_one(c: &Container, time: u64) -> anyhow::Result<()> {
         mark_stopped(&c.dir);
         let signal = parse_signal(c.meta.stop_signal.as_deref().unwrap_or("SIGTERM"))?;
         c.signal(signal)?;
-        if !wait_gone(c.meta.pid, std::time::Duration::from_secs(time)) {
+        if !wait_gone(&c.meta, std::time::Duration::from_secs(time)) {
             c.signal(nix::sys::signal::Signal::SIGKILL)?;
-            if !wait_gone(c.meta.pid, std::time::Duration::from_secs(10)) {
+            if !wait_gone(&c.meta, std::time::Duration::from_secs(10)) {
                 bail!("container {} did not end after SIGKILL", c.display_name());
             }
         }
@@ -914,7 +952,7 @@ fn start_one(store: &gcr_storage::Store, c: &Container, attach: bool) -> anyhow:
     let _ = std::fs::remove_file(c.dir.join(STOPPED));
     let keep = !c.meta.remove;
     let mut meta = c.meta.clone();
-    meta.pid = std::process::id();
+    meta.owned_by_this_process();
     meta.started = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     if attach {
         write_meta(&c.dir, &meta)?;

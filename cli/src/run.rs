@@ -608,6 +608,7 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
         command: recorded_command,
         created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         pid: std::process::id(),
+        pid_start: crate::containers::process_start(std::process::id()),
         stop_signal: Some(image.stop_signal.clone()).filter(|s| !s.is_empty()),
         remove: args.rm,
         user: args
@@ -780,7 +781,7 @@ pub(crate) fn start_detached(
         let _ = nix::unistd::dup2_stdout(&log);
         let _ = nix::unistd::dup2_stderr(&log);
         drop(log);
-        meta.pid = std::process::id();
+        meta.owned_by_this_process();
         if let Err(err) = crate::containers::write_meta(state_dir, &meta) {
             let _ = write!(report, "E125 {err:#}");
             return;
