@@ -1421,6 +1421,72 @@ fn containerfile_from_stdin() {
 }
 
 #[test]
+fn context_dash_takes_a_containerfile_or_a_context_archive_from_stdin() {
+    let Some(base) = busybox() else { return };
+    let store = TestStore::new();
+    let build_stdin = |args: &[&str], input: &[u8]| {
+        let mut child = store
+            .gcr()
+            .arg("build")
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    // `docker build - < Containerfile`: no context at all.
+    let text = format!("FROM {base}\nRUN echo made > /made\n");
+    let out = build_stdin(&["-q", "-t", "bare", "-"], text.as_bytes());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(run_in(&store, "bare", "cat /made"), "made\n");
+    let text = format!("FROM {base}\nCOPY anything /\n");
+    let out = build_stdin(&["-t", "nocontext", "-"], text.as_bytes());
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("anything"), "{}", stderr(&out));
+    // A gzip'd tar of the context, its Containerfile found inside (by default or -f).
+    let ctx = Ctx::new(&format!("FROM {base}\nCOPY in.txt /in.txt\n"));
+    ctx.write("in.txt", "from the archive\n");
+    ctx.write(
+        "sub/other.df",
+        &format!("FROM {base}\nCOPY in.txt /other.txt\n"),
+    );
+    let mut archive = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    archive.append_dir_all(".", ctx.path()).unwrap();
+    let archive = archive.into_inner().unwrap().finish().unwrap();
+    let out = build_stdin(&["-q", "-t", "fromtar", "-"], &archive);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        run_in(&store, "fromtar", "cat /in.txt"),
+        "from the archive\n"
+    );
+    let out = build_stdin(&["-q", "-t", "named", "-f", "sub/other.df", "-"], &archive);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        run_in(&store, "named", "cat /other.txt"),
+        "from the archive\n"
+    );
+    // Compressed data that is no tar, and stdin wanted twice: clear errors.
+    let mut junk = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut junk, b"not a tar").unwrap();
+    let out = build_stdin(&["-t", "junk", "-"], &junk.finish().unwrap());
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("not a tar archive"),
+        "{}",
+        stderr(&out)
+    );
+    let out = build_stdin(&["-f", "-", "-"], b"FROM scratch\n");
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("both want stdin"), "{}", stderr(&out));
+}
+
+#[test]
 fn unsupported_sources_are_refused_with_the_line() {
     let Some(base) = busybox() else { return };
     let store = TestStore::new();

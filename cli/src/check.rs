@@ -64,7 +64,8 @@ pub struct BuildArgs {
     /// `default` alone uses $SSH_AUTH_SOCK)
     #[arg(long = "ssh", value_name = "default|ID[=SOCKET]")]
     ssh: Vec<String>,
-    /// Build context directory
+    /// Build context directory, or `-`: stdin holds the Containerfile (no context) or a
+    /// tar archive of the context (plain, gzip, bzip2, xz or zstd)
     #[arg(value_name = "CONTEXT", default_value = ".")]
     context: PathBuf,
 }
@@ -102,14 +103,80 @@ fn build_arg_pairs(args: &BuildArgs) -> Vec<(String, String)> {
     out
 }
 
-pub fn build(ctx: &Context, args: BuildArgs) -> anyhow::Result<u8> {
+/// `gcr build -`, as `docker build -`: stdin holds either the Containerfile (the build then
+/// has an empty context) or a tar archive of the context, plain or compressed. Returns the
+/// context directory made under `dir` and, for a Containerfile, its path.
+fn stdin_context(dir: &std::path::Path) -> anyhow::Result<(PathBuf, Option<PathBuf>)> {
+    use gcr_storage::compression::ArchiveCompression;
+    use std::io::Read as _;
+    let mut stdin = std::io::stdin().lock();
+    let mut head = Vec::new();
+    (&mut stdin)
+        .take(512)
+        .read_to_end(&mut head)
+        .context("cannot read stdin")?;
+    let compression = ArchiveCompression::sniff(&head);
+    let mut decoded = compression
+        .decoder(std::io::Cursor::new(head).chain(stdin))
+        .context("cannot read stdin")?;
+    let mut tar_head = Vec::new();
+    (&mut decoded)
+        .take(512)
+        .read_to_end(&mut tar_head)
+        .with_context(|| format!("cannot decompress stdin ({})", compression.name()))?;
+    let context = dir.join("context");
+    std::fs::create_dir(&context)
+        .with_context(|| format!("cannot create {}", context.display()))?;
+    if tar_head.get(257..262) == Some(b"ustar") {
+        // The tar crate keeps every entry beneath `context` (no `..`, no way through links).
+        let mut archive = tar::Archive::new(std::io::Cursor::new(tar_head).chain(decoded));
+        archive.set_preserve_permissions(true);
+        archive
+            .unpack(&context)
+            .context("cannot unpack the build context tar archive from stdin")?;
+        return Ok((context, None));
+    }
+    if compression != ArchiveCompression::None {
+        bail!(
+            "stdin holds {} data that is not a tar archive: give a Containerfile or a tar archive of the context",
+            compression.name()
+        );
+    }
+    let mut text = tar_head;
+    decoded
+        .read_to_end(&mut text)
+        .context("cannot read the Containerfile from stdin")?;
+    let file = dir.join("Containerfile");
+    std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
+    Ok((context, Some(file)))
+}
+
+pub fn build(ctx: &Context, mut args: BuildArgs) -> anyhow::Result<u8> {
     if args.check {
         return check(&args);
     }
     let store = ctx.open_store()?;
+    let stdin_is_file = args.file.as_deref() == Some(std::path::Path::new("-"));
+    let stdin_context_dir;
+    let mut stdin_file = None;
+    if args.context.as_os_str() == "-" {
+        if stdin_is_file {
+            bail!("-f - and the context - both want stdin: give one of them a path");
+        }
+        stdin_context_dir = store.build_dir("build-context")?;
+        let (context, file) = stdin_context(stdin_context_dir.path())?;
+        // -f names a file inside the archive, as Docker reads it.
+        if let Some(f) = args.file.as_mut().filter(|f| f.is_relative()) {
+            *f = context.join(&*f);
+        }
+        args.context = context;
+        stdin_file = file;
+    }
     // `-f -` reads the Containerfile from stdin into a work directory of the store.
     let stdin_dir;
-    let path = if args.file.as_deref() == Some(std::path::Path::new("-")) {
+    let path = if let Some(file) = stdin_file {
+        file
+    } else if stdin_is_file {
         stdin_dir = store.build_dir("build-stdin")?;
         let path = stdin_dir.path().join("Containerfile");
         let mut text = Vec::new();
