@@ -1721,6 +1721,100 @@ fn a_recycled_pid_is_not_taken_for_a_crashed_containers_process() {
 }
 
 #[test]
+fn format_templates_and_filters_work_as_docker_scripts_use_them() {
+    let Some(image) = image() else { return };
+    let Some(s) = Setup::new(As::Root) else {
+        return;
+    };
+    let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+    expect(
+        &gcr(&["run", "-d", "--name", "web", &image, "sleep", "60"]),
+        0,
+    );
+    expect(
+        &gcr(&["run", "--name", "done", &image, "sh", "-c", "exit 3"]),
+        3,
+    );
+    expect(&gcr(&["create", "--name", "fresh", &image, "true"]), 0);
+    // ps: templates, `table` templates with Docker's headers, JSON lines, filters, -n/-l.
+    assert_eq!(
+        expect(&gcr(&["ps", "--format", "{{.Names}} {{.State}}"]), 0),
+        "web running\n"
+    );
+    let table = expect(
+        &gcr(&["ps", "-a", "--format", "table {{.Names}}\\t{{.Status}}"]),
+        0,
+    );
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "{table}");
+    assert!(
+        lines[0].starts_with("NAMES") && lines[0].contains("STATUS"),
+        "{table}"
+    );
+    assert!(table.contains("Exited (3)"), "{table}");
+    let names = |args: &[&str]| {
+        let mut all = vec!["ps", "--format", "{{.Names}}"];
+        all.extend_from_slice(args);
+        let mut v: Vec<String> = expect(&gcr(&all), 0).lines().map(String::from).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&["-f", "status=exited"]), ["done"]);
+    assert_eq!(names(&["-f", "status=created"]), ["fresh"]);
+    assert_eq!(names(&["-a", "-f", "name=e"]), ["done", "fresh", "web"]);
+    assert_eq!(names(&["-a", "-f", "name=we"]), ["web"]);
+    assert_eq!(names(&["-f", "exited=3"]), ["done"]);
+    assert_eq!(names(&["-a", "-f", &format!("ancestor={image}")]).len(), 3);
+    assert_eq!(names(&["-l"]), ["fresh"]);
+    assert_eq!(names(&["-n", "2"]), ["done", "fresh"]);
+    let json = expect(&gcr(&["ps", "--format", "json"]), 0);
+    let row: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(row["Names"], "web");
+    let bad = gcr(&["ps", "-f", "colour=red"]);
+    assert_eq!(bad.status.code(), Some(125));
+    // inspect -f: containers first, then images; Go's printing of lists and maps.
+    assert_eq!(
+        expect(
+            &gcr(&[
+                "inspect",
+                "-f",
+                "{{.State.Status}} {{.State.Running}} {{.Name}}",
+                "web",
+                "done"
+            ]),
+            0
+        ),
+        "running true /web\nexited false /done\n"
+    );
+    assert_eq!(
+        expect(&gcr(&["inspect", "-f", "{{.State.ExitCode}}", "done"]), 0),
+        "3\n"
+    );
+    let env = expect(&gcr(&["inspect", "--format", "{{.Config.Env}}", &image]), 0);
+    assert!(env.starts_with("[PATH=") && env.ends_with("]\n"), "{env}");
+    let env = expect(
+        &gcr(&["inspect", "--format", "{{json .Config.Env}}", &image]),
+        0,
+    );
+    assert!(env.starts_with("[\"PATH="), "{env}");
+    let typed = gcr(&["inspect", "--type", "image", "web"]);
+    assert_eq!(typed.status.code(), Some(125));
+    let bad = gcr(&["inspect", "-f", "{{.State", "web"]);
+    assert_eq!(bad.status.code(), Some(125));
+    assert!(stderr(&bad).contains("template"), "{}", stderr(&bad));
+    // images --format.
+    let listed = expect(&gcr(&["images", "--format", "{{.Repository}}:{{.Tag}}"]), 0);
+    assert!(
+        listed
+            .lines()
+            .any(|l| image.ends_with(l) || l.ends_with(&image)),
+        "{listed}"
+    );
+    expect(&gcr(&["rm", "-f", "web", "done", "fresh"]), 0);
+    assert_no_leftovers(&s);
+}
+
+#[test]
 fn dockers_management_commands_are_the_plain_ones() {
     let Some(image) = image() else { return };
     let Some(s) = Setup::new(As::Root) else {

@@ -93,7 +93,7 @@ pub const STOPPED: &str = "stopped-by-user";
 pub fn record_restart(dir: &Path, restarts: u32) {
     let mut meta = meta_of(dir);
     meta.restarts = restarts;
-    meta.started = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    meta.started = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
     if let Err(err) = write_meta(dir, &meta) {
         tracing::warn!(%err, "cannot record the restart");
     }
@@ -272,14 +272,96 @@ pub struct PsArgs {
     /// Show full IDs and commands
     #[arg(long)]
     no_trunc: bool,
+    /// Only containers matching: id=, name=, status=created|running|exited, ancestor=IMAGE,
+    /// exited=CODE (repeatable; different keys must all match)
+    #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+    filter: Vec<String>,
+    /// Show the N containers created last (all states)
+    #[arg(short = 'n', long = "last", value_name = "N")]
+    last: Option<usize>,
+    /// Show the container created last (all states)
+    #[arg(short, long)]
+    latest: bool,
+    /// table, json, or a Go template such as '{{.Names}}' or 'table {{.ID}}\t{{.Status}}'
+    #[arg(long, default_value = "table")]
+    format: String,
+}
+
+impl Container {
+    /// `created`, `running` or `exited`, as Docker's State.
+    fn state(&self) -> &'static str {
+        match self.exit {
+            None => "running",
+            Some(None) if self.dir.join(CREATED).exists() => "created",
+            Some(_) => "exited",
+        }
+    }
+}
+
+/// Whether `c` passes every `ps --filter` (values of one key: any may match).
+fn passes_filters(c: &Container, filters: &[(String, String)]) -> bool {
+    let keys: std::collections::BTreeSet<&str> = filters.iter().map(|(k, _)| k.as_str()).collect();
+    keys.into_iter().all(|key| {
+        filters
+            .iter()
+            .filter(|(k, _)| k == key)
+            .any(|(_, value)| match key {
+                "id" => c.id.starts_with(value.as_str()),
+                "name" => c
+                    .meta
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| n.contains(value.trim_start_matches('/'))),
+                "status" => c.state() == value,
+                "ancestor" => {
+                    let normal = |n: &str| crate::images::normalize_name(n).ok();
+                    let image_id = std::fs::read_to_string(c.dir.join("image")).unwrap_or_default();
+                    let id = image_id.trim().trim_start_matches("sha256:");
+                    c.meta.image == *value
+                        || normal(&c.meta.image).is_some_and(|n| Some(n) == normal(value))
+                        || (value.len() >= 4 && id.starts_with(value.trim_start_matches("sha256:")))
+                }
+                "exited" => matches!(c.exit, Some(Some(code)) if code.to_string() == *value),
+                _ => false,
+            })
+    })
+}
+
+/// The filters given, checked against the keys `ps` knows.
+fn parse_filters(given: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    given
+        .iter()
+        .map(|f| {
+            let (key, value) = f
+                .split_once('=')
+                .with_context(|| format!("invalid filter {f:?}: use KEY=VALUE"))?;
+            if !matches!(key, "id" | "name" | "status" | "ancestor" | "exited") {
+                bail!("unknown filter {key:?}: use id, name, status, ancestor or exited");
+            }
+            if key == "status" && !matches!(value, "created" | "running" | "exited") {
+                bail!("invalid status filter {value:?}: use created, running or exited");
+            }
+            Ok((key.to_string(), value.to_string()))
+        })
+        .collect()
 }
 
 pub fn ps(ctx: &Context, args: PsArgs) -> anyhow::Result<u8> {
+    let filters = parse_filters(&args.filter)?;
+    let format = crate::template::ListFormat::parse(&args.format)?;
     let store = ctx.open_store()?;
-    let shown: Vec<Container> = load(&store)?
+    let last = if args.latest { Some(1) } else { args.last };
+    // Filters on state, -n and -l look at stopped containers too, as Docker's.
+    let all =
+        args.all || last.is_some() || filters.iter().any(|(k, _)| k == "status" || k == "exited");
+    let mut shown: Vec<Container> = load(&store)?
         .into_iter()
-        .filter(|c| args.all || c.running())
+        .filter(|c| all || c.running())
+        .filter(|c| passes_filters(c, &filters))
         .collect();
+    if let Some(n) = last {
+        shown.truncate(n);
+    }
     let id = |c: &Container| {
         if args.no_trunc {
             c.id.clone()
@@ -293,19 +375,50 @@ pub fn ps(ctx: &Context, args: PsArgs) -> anyhow::Result<u8> {
         }
         return Ok(0);
     }
+    let command = |c: &Container| {
+        let command = c.meta.command.join(" ");
+        let command = if args.no_trunc || command.chars().count() <= 20 {
+            command
+        } else {
+            format!("{}…", command.chars().take(19).collect::<String>())
+        };
+        format!("{command:?}")
+    };
+    if !matches!(format, crate::template::ListFormat::Table(None)) {
+        let rows: Vec<serde_json::Value> = shown
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "ID": id(c),
+                    "Image": c.meta.image,
+                    "Command": command(c),
+                    "CreatedAt": c.meta.created,
+                    "RunningFor": human_age(Some(&c.meta.created)),
+                    "Status": c.status(),
+                    "State": c.state(),
+                    "Names": c.meta.name.clone().unwrap_or_default(),
+                    "Ports": "",
+                    "Mounts": "",
+                    "Labels": "",
+                    "Size": "",
+                })
+            })
+            .collect();
+        format.print(&rows, |field| match field {
+            "ID" => "CONTAINER ID".into(),
+            "RunningFor" => "CREATED".into(),
+            "CreatedAt" => "CREATED AT".into(),
+            other => other.to_uppercase(),
+        })?;
+        return Ok(0);
+    }
     let rows: Vec<Vec<String>> = shown
         .iter()
         .map(|c| {
-            let command = c.meta.command.join(" ");
-            let command = if args.no_trunc || command.chars().count() <= 20 {
-                command
-            } else {
-                format!("{}…", command.chars().take(19).collect::<String>())
-            };
             vec![
                 id(c),
                 c.meta.image.clone(),
-                format!("{command:?}"),
+                command(c),
                 human_age(Some(&c.meta.created)),
                 c.status(),
                 c.meta.name.clone().unwrap_or_default(),
@@ -953,7 +1066,7 @@ fn start_one(store: &gcr_storage::Store, c: &Container, attach: bool) -> anyhow:
     let keep = !c.meta.remove;
     let mut meta = c.meta.clone();
     meta.owned_by_this_process();
-    meta.started = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    meta.started = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
     if attach {
         write_meta(&c.dir, &meta)?;
         let policy = crate::run::RestartPolicy::of(&c.meta);

@@ -18,7 +18,7 @@ pub struct ImagesArgs {
     /// Only show image IDs
     #[arg(short, long)]
     quiet: bool,
-    /// Output format: table (default) or json
+    /// table, json, or a Go template such as '{{.Repository}}:{{.Tag}}'
     #[arg(long, default_value = "table")]
     format: String,
     /// Show full image IDs
@@ -45,7 +45,13 @@ pub struct TagArgs {
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
-    #[arg(required = true, value_name = "IMAGE")]
+    /// Print each object through a Go template, e.g. '{{.State.Status}}' or '{{json .Config}}'
+    #[arg(short, long, value_name = "TEMPLATE")]
+    format: Option<String>,
+    /// Only look for this kind of object: container or image
+    #[arg(long = "type", value_name = "TYPE")]
+    kind: Option<String>,
+    #[arg(required = true, value_name = "NAME|ID")]
     images: Vec<String>,
 }
 
@@ -129,36 +135,62 @@ pub fn images(ctx: &Context, args: ImagesArgs) -> anyhow::Result<u8> {
             println!("{}", serde_json::to_string_pretty(&list)?);
         }
         "table" => {
-            let mut rows = Vec::new();
-            for record in &records {
-                let names: Vec<String> = if record.names.is_empty() {
-                    vec![String::new()]
-                } else {
-                    record.names.clone()
-                };
-                for name in names {
-                    let (repository, tag) = if name.is_empty() {
-                        ("<none>".to_string(), "<none>".to_string())
-                    } else {
-                        split_name(&name)
-                    };
-                    rows.push(vec![
-                        repository,
-                        tag,
-                        display_id(&record.id.to_string(), args.no_trunc),
-                        human_age(record.created.as_deref()),
-                        human_size(record.size),
-                    ]);
-                }
-            }
+            let rows: Vec<Vec<String>> = image_rows(&records, args.no_trunc)
+                .iter()
+                .map(|row| {
+                    ["Repository", "Tag", "ID", "CreatedSince", "Size"]
+                        .iter()
+                        .map(|field| row[field].as_str().unwrap_or_default().to_string())
+                        .collect()
+                })
+                .collect();
             print!(
                 "{}",
                 table(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], &rows)
             );
         }
-        other => bail!("unknown --format {other:?}: use table or json"),
+        template => {
+            let format = crate::template::ListFormat::parse(template)
+                .context("use table, json or a Go template such as '{{.Repository}}:{{.Tag}}'")?;
+            format.print(&image_rows(&records, args.no_trunc), |field| match field {
+                "ID" => "IMAGE ID".into(),
+                "CreatedSince" => "CREATED".into(),
+                "CreatedAt" => "CREATED AT".into(),
+                other => other.to_uppercase(),
+            })?;
+        }
     }
     Ok(0)
+}
+
+/// One row per name of each image (one `<none>` row for an image without names), with the
+/// fields Docker's `images --format` templates use.
+fn image_rows(records: &[gcr_storage::ImageRecord], no_trunc: bool) -> Vec<Value> {
+    let mut rows = Vec::new();
+    for record in records {
+        let names: Vec<String> = if record.names.is_empty() {
+            vec![String::new()]
+        } else {
+            record.names.clone()
+        };
+        for name in names {
+            let (repository, tag) = if name.is_empty() {
+                ("<none>".to_string(), "<none>".to_string())
+            } else {
+                split_name(&name)
+            };
+            rows.push(json!({
+                "Repository": repository,
+                "Tag": tag,
+                "ID": display_id(&record.id.to_string(), no_trunc),
+                "Digest": record.manifest_digest.to_string(),
+                "CreatedSince": human_age(record.created.as_deref()),
+                "CreatedAt": record.created.clone().unwrap_or_default(),
+                "Size": human_size(record.size),
+            }));
+        }
+    }
+    rows
 }
 
 fn display_id(id: &str, no_trunc: bool) -> String {
@@ -233,31 +265,60 @@ fn config_json(store: &Store, record: &ImageRecord) -> anyhow::Result<Value> {
 }
 
 pub fn inspect(ctx: &Context, args: InspectArgs) -> anyhow::Result<u8> {
+    let template = args
+        .format
+        .as_deref()
+        .map(crate::template::Template::parse)
+        .transpose()?;
+    let (containers, images) = match args.kind.as_deref() {
+        None => (true, true),
+        Some("container") => (true, false),
+        Some("image") => (false, true),
+        Some(other) => bail!("unknown --type {other:?}: use container or image"),
+    };
     let store = ctx.open_store()?;
     let mut out = Vec::new();
     let mut failed = false;
     for input in &args.images {
-        match inspect_one(&store, input) {
-            Ok(value) => out.push(value),
-            Err(err) => {
-                eprintln!("error: {}", crate::format::error_chain(&err));
-                failed = true;
+        let found = (|| -> anyhow::Result<Value> {
+            // As `docker inspect`: a container of that name or ID first, then an image.
+            if containers {
+                let container = crate::containers::inspect_container(&store, input);
+                if container.is_ok() || !images {
+                    return container;
+                }
             }
+            inspect_image(&store, input).with_context(|| {
+                if containers {
+                    format!("no container or image {input}")
+                } else {
+                    format!("no image {input}")
+                }
+            })
+        })();
+        let shown = found.and_then(|value| match &template {
+            Some(template) => {
+                println!("{}", template.render(&value)?);
+                Ok(())
+            }
+            None => {
+                out.push(value);
+                Ok(())
+            }
+        });
+        if let Err(err) = shown {
+            eprintln!("error: {}", crate::format::error_chain(&err));
+            failed = true;
         }
     }
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    if template.is_none() {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
     Ok(if failed { 125 } else { 0 })
 }
 
-fn inspect_one(store: &Store, input: &str) -> anyhow::Result<Value> {
-    // As `docker inspect`: an image, or else a container of that name or ID.
-    let record = match find_image(store, input) {
-        Ok(record) => record,
-        Err(image_err) => {
-            return crate::containers::inspect_container(store, input)
-                .map_err(|_| image_err.context(format!("no image or container {input}")))
-        }
-    };
+fn inspect_image(store: &Store, input: &str) -> anyhow::Result<Value> {
+    let record = find_image(store, input)?;
     let config = config_json(store, &record)?;
     let repo_tags: Vec<&String> = record.names.iter().filter(|n| !n.contains('@')).collect();
     let repo_digests: Vec<String> = record

@@ -14,6 +14,7 @@ mod pull;
 mod push;
 mod run;
 mod system;
+mod template;
 mod volumes;
 
 use std::path::PathBuf;

@@ -606,7 +606,7 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
             None => args.args.first().cloned().unwrap_or_default(),
         },
         command: recorded_command,
-        created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
         pid: std::process::id(),
         pid_start: crate::containers::process_start(std::process::id()),
         stop_signal: Some(image.stop_signal.clone()).filter(|s| !s.is_empty()),
