@@ -1487,6 +1487,44 @@ fn context_dash_takes_a_containerfile_or_a_context_archive_from_stdin() {
 }
 
 #[test]
+fn chown_path_and_expose_follow_buildkit() {
+    let Some(base) = busybox() else { return };
+    let store = TestStore::new();
+    let ctx = Ctx::new(&format!(
+        r#"FROM {base}
+RUN echo 'app:x:1000:2001:app:/home/app:/bin/sh' >> /etc/passwd && echo 'grp:x:2001:' >> /etc/group
+COPY --chown=app f.txt /by-name
+COPY --chown=:grp f.txt /group-only
+COPY --chown=1234 f.txt /by-number
+EXPOSE 9000-9002 80/UDP
+"#
+    ));
+    ctx.write("f.txt", "f\n");
+    let (id, _) = build_ok(&store, &ctx, &[]);
+    // A named user's group is its primary group; an empty user is root.
+    assert_eq!(
+        run_in(&store, &id, "stat -c %u:%g /by-name /group-only /by-number"),
+        "1000:2001\n0:2001\n1234:1234\n"
+    );
+    let ports = &inspect_config(&store, &id)["Config"]["ExposedPorts"];
+    let mut keys: Vec<&String> = ports.as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["80/udp", "9000/tcp", "9001/tcp", "9002/tcp"]);
+    // FROM scratch: root needs no passwd file, and the config gets the default PATH.
+    let ctx = Ctx::new("FROM scratch\nCOPY --chown=root:root f.txt /f\n");
+    ctx.write("f.txt", "f\n");
+    let (id, _) = build_ok(&store, &ctx, &[]);
+    assert_eq!(
+        inspect_config(&store, &id)["Config"]["Env"],
+        serde_json::json!(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"])
+    );
+    let ctx = Ctx::new(&format!("FROM {base}\nEXPOSE 80-70\n"));
+    let out = build(&store, &ctx, &[]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("EXPOSE 80-70"), "{}", stderr(&out));
+}
+
+#[test]
 fn unsupported_sources_are_refused_with_the_line() {
     let Some(base) = busybox() else { return };
     let store = TestStore::new();

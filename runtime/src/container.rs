@@ -79,6 +79,8 @@ pub struct RunOptions {
     /// Destinations of bind mounts whose (empty) source directory first gets a copy of what
     /// the image has there: Docker's copy into a new named volume.
     pub copy_up: Vec<PathBuf>,
+    /// A private network for the container's network namespace, and published ports.
+    pub network: crate::network::NetworkOptions,
 }
 
 impl RunOptions {
@@ -100,6 +102,7 @@ impl RunOptions {
             pid_file: None,
             started_fd: None,
             copy_up: Vec::new(),
+            network: Default::default(),
         }
     }
 }
@@ -113,6 +116,8 @@ pub(crate) struct Plan<'a> {
     /// mknod is not allowed, device nodes are bind-mounted.
     pub in_userns: bool,
     pub new_netns: bool,
+    /// The private network joined after the clone (none: only a loopback).
+    pub network: Option<crate::network::NetworkPlan>,
     pub hostname: Option<String>,
     pub mounts: Vec<Mount>,
     pub etc_files: Vec<(PathBuf, PathBuf)>,
@@ -427,6 +432,7 @@ impl<'a> Plan<'a> {
             new_userns: false,
             in_userns,
             new_netns: false,
+            network: None,
             hostname: None,
             mounts: Vec::new(),
             etc_files: Vec::new(),
@@ -516,14 +522,29 @@ impl<'a> Plan<'a> {
         let hostname = spec.hostname().clone().or_else(|| {
             (opts.container_id.len() >= 12).then(|| opts.container_id[..12].to_string())
         });
+        if opts.network.private.is_some() && !new_netns {
+            return Err(RuntimeError::InvalidSpec(
+                "a private network needs a network namespace".into(),
+            ));
+        }
+        let network = crate::network::NetworkPlan::new(&opts.network)?;
         let mut etc_files = Vec::new();
         if opts.etc_files {
             let name = hostname.clone().unwrap_or_else(|| "localhost".into());
             let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            let mut hosts = hosts_file(&name, new_netns);
+            let mut resolv = resolv_conf(&host_resolv, new_netns);
+            if let Some(network) = &network {
+                hosts = hosts.replace(&format!("127.0.1.1\t{name}\n"), &network.hosts_line(&name));
+                if network.kind == crate::network::PrivateNetwork::Slirp {
+                    // slirp4netns forwards DNS from its own address to the host's resolvers.
+                    resolv = format!("nameserver {}\n", crate::network::SLIRP_DNS);
+                }
+            }
             for (file, content) in [
                 ("hostname", format!("{name}\n")),
-                ("hosts", hosts_file(&name, new_netns)),
-                ("resolv.conf", resolv_conf(&host_resolv, new_netns)),
+                ("hosts", hosts),
+                ("resolv.conf", resolv),
             ] {
                 let path = opts.state_dir.join(file);
                 write_atomic(&path, &content)?;
@@ -568,6 +589,7 @@ impl<'a> Plan<'a> {
             new_userns,
             in_userns,
             new_netns,
+            network,
             hostname,
             mounts,
             etc_files,
@@ -745,6 +767,11 @@ fn supervise(plan: &Plan, pid: Pid, sock: &OwnedFd) -> Result<ExitStatusCode, Ru
     if let Some(cg) = &plan.cgroup {
         cg.add(pid.as_raw())?;
     }
+    // The network is up before the command starts; its helpers stop when the run ends.
+    let _network = match &plan.network {
+        Some(network) => Some(network.attach(pid, &plan.opts.container_id)?),
+        None => None,
+    };
     send(sock, &[MSG_GO], None)
         .map_err(|e| RuntimeError::sys("signal the container process", e))?;
     let started = until_exec(sock, pid)?;

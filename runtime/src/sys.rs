@@ -501,6 +501,20 @@ pub fn in_child(
     }
 }
 
+/// Runs `work` in a forked child that the caller reaps (or kills) later; returns its PID.
+/// Call it only from a single-threaded process (the child may then start threads of its own).
+pub fn spawn_child(work: impl FnOnce()) -> Result<nix::unistd::Pid, Errno> {
+    // SAFETY: the caller is single-threaded; the child leaves with _exit and never returns.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Child => {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+            // SAFETY: ends the child without running the parent's cleanup code.
+            unsafe { libc::_exit(0) }
+        }
+        nix::unistd::ForkResult::Parent { child } => Ok(child),
+    }
+}
+
 /// Ignores SIGTERM, SIGINT and SIGHUP in this process (a detached container's supervisor).
 /// While a container runs they are blocked and forwarded all the same (a blocked signal is
 /// queued even when ignored); the container's process gets default dispositions back.

@@ -194,13 +194,23 @@ fn lossy(name: &[u8]) -> String {
 }
 
 /// A tar name normalised to `a/b/c` relative to the layer root (empty for the root itself):
-/// leading `/`, `.` and empty components dropped; `..` and NUL refused.
+/// leading `/`, `.` and empty components dropped, `..` folded lexically as Go's Clean does
+/// (`a/../b` is `b`; nothing is looked up, so no link is followed); a `..` that would climb
+/// above the root and NUL are refused.
 fn normalize(name: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(name.len());
+    let mut folded = false;
     for c in name.split(|&b| b == b'/') {
         match c {
             b"" | b"." => {}
-            b".." => return Err("the name contains a \"..\" component".to_string()),
+            b".." => {
+                if out.is_empty() {
+                    return Err("the name climbs out of the root with \"..\"".to_string());
+                }
+                let keep = out.iter().rposition(|&b| b == b'/').unwrap_or(0);
+                out.truncate(keep);
+                folded = true;
+            }
             c if c.contains(&0) => return Err("the name contains a NUL byte".to_string()),
             c => {
                 if !out.is_empty() {
@@ -209,6 +219,10 @@ fn normalize(name: &[u8]) -> Result<Vec<u8>, String> {
                 out.extend_from_slice(c);
             }
         }
+    }
+    if folded && out.is_empty() {
+        // `a/..` names the root itself: no entry may replace it.
+        return Err("the name climbs to the root with \"..\"".to_string());
     }
     Ok(out)
 }

@@ -134,6 +134,33 @@ fn e1_dotdot_names_are_refused() {
 }
 
 #[test]
+fn e1_dotdot_inside_a_name_folds_as_go_cleans_it() {
+    let f = fixture();
+    let tar = TarBuilder::new()
+        .raw(
+            b"./a/../b.txt",
+            EntryType::Regular,
+            0o644,
+            b"",
+            b"kept",
+            &[],
+        )
+        .raw(
+            b"d/e/../../f.txt",
+            EntryType::Regular,
+            0o644,
+            b"",
+            b"too",
+            &[],
+        )
+        .finish();
+    run_guarded(&f, &tar).expect("a .. that stays inside is folded");
+    assert_eq!(std::fs::read(f.layer.join("b.txt")).unwrap(), b"kept");
+    assert_eq!(std::fs::read(f.layer.join("f.txt")).unwrap(), b"too");
+    assert!(!f.layer.join("a").exists());
+}
+
+#[test]
 fn e1_absolute_names_are_contained() {
     let f = fixture();
     let target = format!("{}/planted", abs(&f.outside));

@@ -4,27 +4,33 @@ use super::*;
 
 impl Engine<'_> {
     pub(super) fn resolve_chown(&self, root: &Path, spec: &str) -> StepResult<(u32, u32)> {
+        // As BuildKit: a numeric user gets the same number as group, a named one the primary
+        // group of its /etc/passwd entry; an empty user is 0; `root` needs no passwd file.
         let (user, group) = match spec.split_once(':') {
-            Some((u, g)) => (u, Some(g)),
+            Some((u, g)) if !g.is_empty() => (u, Some(g)),
+            Some((u, _)) => (u, None),
             None => (spec, None),
         };
-        let uid = match user.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => {
-                gcr_runtime::users::resolve_user(root, user)
-                    .map_err(|e| format!("--chown={spec}: {e}"))?
-                    .uid
+        let (uid, primary_gid) = if user.is_empty() {
+            (0, 0)
+        } else if let Ok(n) = user.parse::<u32>() {
+            (n, n)
+        } else {
+            match gcr_runtime::users::resolve_user(root, user) {
+                Ok(found) => (found.uid, found.gid),
+                Err(_) if user == "root" => (0, 0),
+                Err(e) => return Err(format!("--chown={spec}: {e}").into()),
             }
         };
         let gid = match group {
-            None => uid,
+            None => primary_gid,
             Some(g) => match g.parse::<u32>() {
                 Ok(n) => n,
-                Err(_) => {
-                    gcr_runtime::users::resolve_user(root, &format!("0:{g}"))
-                        .map_err(|e| format!("--chown={spec}: {e}"))?
-                        .gid
-                }
+                Err(_) => match gcr_runtime::users::resolve_user(root, &format!("0:{g}")) {
+                    Ok(found) => found.gid,
+                    Err(_) if g == "root" => 0,
+                    Err(e) => return Err(format!("--chown={spec}: {e}").into()),
+                },
             },
         };
         Ok((uid, gid))

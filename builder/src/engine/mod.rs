@@ -22,6 +22,32 @@ use crate::{BuildOptions, BuildOutput, ResolveImage};
 mod copy;
 mod run;
 
+/// `EXPOSE 80`, `80/udp`, `8000-8002/TCP`: each port as `PORT/proto`, ranges expanded and
+/// the protocol lowercased, as BuildKit records them.
+fn expose_ports(word: &str) -> Result<Vec<String>, String> {
+    let (ports, proto) = match word.split_once('/') {
+        Some((p, proto)) => (p, proto.to_lowercase()),
+        None => (word, "tcp".to_string()),
+    };
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(format!(
+            "EXPOSE {word}: invalid protocol {proto:?}: use tcp, udp or sctp"
+        ));
+    }
+    let number = |n: &str| {
+        n.parse::<u16>()
+            .map_err(|_| format!("EXPOSE {word}: invalid port {n:?}"))
+    };
+    let (first, last) = match ports.split_once('-') {
+        Some((a, b)) => (number(a)?, number(b)?),
+        None => (number(ports)?, number(ports)?),
+    };
+    if last < first {
+        return Err(format!("EXPOSE {word}: the range ends before it starts"));
+    }
+    Ok((first..=last).map(|p| format!("{p}/{proto}")).collect())
+}
+
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
 /// Part of every cache key: bump it when a step's result for the same input changes.
@@ -603,6 +629,16 @@ impl<'a> Engine<'a> {
                     .map_err(|e| self.fail(&stage.from, StepFailure::Message(e)))?
             }
         };
+        // As BuildKit: a stage whose base sets no PATH (scratch too) gets the default one in
+        // its config, not only in its RUN steps.
+        let has_path = state
+            .config
+            .env_list()
+            .iter()
+            .any(|e| e.split_once('=').map(|(k, _)| k) == Some("PATH"));
+        if !has_path {
+            state.config.set_env("PATH", DEFAULT_PATH);
+        }
         // ONBUILD triggers of the base run first, then are cleared.
         let triggers = state.config.on_build.take().unwrap_or_default();
         let mut instructions = Vec::new();
@@ -743,18 +779,15 @@ impl<'a> Engine<'a> {
                 let mut text = String::new();
                 for p in ports {
                     for word in self.lexer.process_words(p, &env)? {
-                        let port = if word.contains('/') {
-                            word.to_lowercase()
-                        } else {
-                            format!("{word}/tcp")
-                        };
-                        text.push_str(&port);
-                        text.push('\n');
-                        state
-                            .config
-                            .exposed_ports
-                            .get_or_insert_with(BTreeMap::new)
-                            .insert(port, Value::Object(Default::default()));
+                        for port in expose_ports(&word)? {
+                            text.push_str(&port);
+                            text.push('\n');
+                            state
+                                .config
+                                .exposed_ports
+                                .get_or_insert_with(BTreeMap::new)
+                                .insert(port, Value::Object(Default::default()));
+                        }
                     }
                 }
                 self.meta_history(state, instr, &format!("EXPOSE\n{text}"));

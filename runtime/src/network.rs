@@ -1,0 +1,518 @@
+//! Private networks: the container's own network namespace, joined to the host through a
+//! bridge (`gcr0`, 10.88.0.0/16, with NAT; as root) or through slirp4netns (a user-mode
+//! network stack; rootless, as Podman), and published ports (`-p`), forwarded by a small
+//! proxy process that listens on the host and connects inside the container's namespace (as
+//! docker-proxy and rootlesskit's builtin port driver do).
+//!
+//! Everything a container holds is undone when its run ends: the veth goes with the
+//! namespace, the proxy and slirp4netns are stopped, the address lease file is removed. A
+//! lease whose owner died without cleaning up (SIGKILL) is taken again by the next run.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use nix::errno::Errno;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+
+use crate::error::RuntimeError;
+
+/// The host bridge of gcr's private network (root).
+pub const BRIDGE: &str = "gcr0";
+const BRIDGE_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 1);
+const BRIDGE_PREFIX: u8 = 16;
+/// slirp4netns's fixed addresses: the container, the host (gateway) and its DNS forwarder.
+const SLIRP_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 100);
+pub const SLIRP_DNS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
+/// Leases and the bridge's setup lock (tmpfs: gone at reboot, as the bridge is).
+const NET_STATE: &str = "/run/gcr/net";
+
+/// How a container with a network namespace of its own reaches the outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrivateNetwork {
+    /// A veth pair on the host bridge `gcr0` with NAT (root only).
+    Bridge,
+    /// slirp4netns on a tap device (rootless).
+    Slirp,
+}
+
+/// `-p [IP:]HOST_PORT:CONTAINER_PORT` (TCP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortMapping {
+    pub host_ip: IpAddr,
+    pub host_port: u16,
+    pub container_port: u16,
+}
+
+/// The container's network beyond its namespace: a private network and published ports.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkOptions {
+    pub private: Option<PrivateNetwork>,
+    pub ports: Vec<PortMapping>,
+}
+
+/// What `Plan::new` prepared before the clone: the address (leased for the bridge) and the
+/// host sockets of the published ports, bound early so that a port in use fails the run
+/// before anything starts.
+pub(crate) struct NetworkPlan {
+    pub kind: PrivateNetwork,
+    pub address: Ipv4Addr,
+    lease: Option<Lease>,
+    listeners: Vec<(TcpListener, u16)>,
+}
+
+impl NetworkPlan {
+    pub(crate) fn new(options: &NetworkOptions) -> Result<Option<NetworkPlan>, RuntimeError> {
+        let Some(kind) = options.private else {
+            if !options.ports.is_empty() {
+                return Err(RuntimeError::InvalidSpec(
+                    "published ports need a private network".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        let (address, lease) = match kind {
+            PrivateNetwork::Bridge => {
+                let lease = Lease::take()?;
+                (lease.address, Some(lease))
+            }
+            PrivateNetwork::Slirp => (SLIRP_ADDRESS, None),
+        };
+        let mut listeners = Vec::new();
+        for port in &options.ports {
+            let at = SocketAddr::new(port.host_ip, port.host_port);
+            let listener = TcpListener::bind(at).map_err(|e| {
+                RuntimeError::Setup(format!(
+                    "cannot publish port {}: {at} is not free ({e}); choose another host port",
+                    port.container_port
+                ))
+            })?;
+            listeners.push((listener, port.container_port));
+        }
+        Ok(Some(NetworkPlan {
+            kind,
+            address,
+            lease,
+            listeners,
+        }))
+    }
+
+    /// The /etc/hosts line that names the container.
+    pub(crate) fn hosts_line(&self, hostname: &str) -> String {
+        format!("{}\t{hostname}\n", self.address)
+    }
+
+    /// Connects the namespace of the container process `pid` (cloned, not yet started) and
+    /// starts the port proxy. The result undoes it all when dropped.
+    pub(crate) fn attach(&self, pid: Pid, container_id: &str) -> Result<Attached, RuntimeError> {
+        let mut attached = Attached::default();
+        match self.kind {
+            PrivateNetwork::Bridge => bridge_attach(pid, container_id, self.address)?,
+            PrivateNetwork::Slirp => attached.slirp = Some(slirp_attach(pid)?),
+        }
+        if !self.listeners.is_empty() {
+            attached.proxy = Some(start_proxy(&self.listeners, pid, self.address)?);
+        }
+        Ok(attached)
+    }
+}
+
+impl Drop for NetworkPlan {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            let _ = std::fs::remove_file(&lease.path);
+        }
+    }
+}
+
+/// The helpers of a running container's network.
+#[derive(Default)]
+pub(crate) struct Attached {
+    slirp: Option<Slirp>,
+    proxy: Option<Pid>,
+}
+
+struct Slirp {
+    child: std::process::Child,
+    /// slirp4netns exits when this end is closed.
+    _exit_fd: OwnedFd,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        if let Some(pid) = self.proxy.take() {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+        }
+        if let Some(mut slirp) = self.slirp.take() {
+            let _ = slirp.child.kill();
+            let _ = slirp.child.wait();
+        }
+    }
+}
+
+/// An address of the bridge network, held by a file under /run/gcr/net/leases that names
+/// its owner (PID and start time).
+struct Lease {
+    address: Ipv4Addr,
+    path: PathBuf,
+}
+
+impl Lease {
+    fn take() -> Result<Lease, RuntimeError> {
+        let dir = Path::new(NET_STATE).join("leases");
+        std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::io("create", &dir, e))?;
+        let _lock = StateLock::take()?;
+        let me = std::process::id();
+        let owner = format!("{me} {}", process_start(me).unwrap_or(0));
+        // 10.88.0.2 to 10.88.255.254; the gateway is .0.1.
+        for n in 2u32..(1 << (32 - BRIDGE_PREFIX)) - 1 {
+            let address = Ipv4Addr::from(u32::from(BRIDGE_GATEWAY) - 1 + n);
+            let path = dir.join(address.to_string());
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                if owner_alive(&text) {
+                    continue;
+                }
+            }
+            std::fs::write(&path, &owner).map_err(|e| RuntimeError::io("write", &path, e))?;
+            return Ok(Lease { address, path });
+        }
+        Err(RuntimeError::Setup(
+            "the bridge network has no free address left".into(),
+        ))
+    }
+}
+
+/// Field 22 of /proc/PID/stat: with the PID, it names one process even after PID reuse.
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+fn owner_alive(record: &str) -> bool {
+    let mut words = record.split_whitespace();
+    match (
+        words.next().and_then(|p| p.parse::<u32>().ok()),
+        words.next().and_then(|s| s.parse::<u64>().ok()),
+    ) {
+        (Some(pid), Some(start)) => process_start(pid) == Some(start),
+        _ => false,
+    }
+}
+
+/// An exclusive lock on the network state (the bridge's setup and the leases).
+struct StateLock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
+
+impl StateLock {
+    fn take() -> Result<StateLock, RuntimeError> {
+        let path = Path::new(NET_STATE).join("lock");
+        std::fs::create_dir_all(NET_STATE)
+            .map_err(|e| RuntimeError::io("create", Path::new(NET_STATE), e))?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| RuntimeError::io("open", &path, e))?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map(StateLock)
+            .map_err(|(_, e)| RuntimeError::sys("lock the network state", e))
+    }
+}
+
+/// The `ip` command (iproute2).
+fn ip_command() -> Result<PathBuf, RuntimeError> {
+    ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            RuntimeError::Setup(
+                "the bridge network needs the ip command (iproute2): install it, or use --network host".into(),
+            )
+        })
+}
+
+/// Runs `ip -batch -` with `commands`; its error output names what failed.
+fn ip_batch(commands: &str) -> Result<(), RuntimeError> {
+    let mut child = Command::new(ip_command()?)
+        .args(["-batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| RuntimeError::io("run", Path::new("ip"), e))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(commands.as_bytes());
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| RuntimeError::io("run", Path::new("ip"), e))?;
+    if !out.status.success() {
+        return Err(RuntimeError::Setup(format!(
+            "setting up the network failed: ip: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// The bridge with its address, forwarding on, and NAT for its subnet (once per boot).
+fn ensure_bridge() -> Result<(), RuntimeError> {
+    let _lock = StateLock::take()?;
+    if !Path::new("/sys/class/net").join(BRIDGE).exists() {
+        ip_batch(&format!(
+            "link add {BRIDGE} type bridge\naddr add {BRIDGE_GATEWAY}/{BRIDGE_PREFIX} dev {BRIDGE}\nlink set {BRIDGE} up\n"
+        ))?;
+    }
+    let forward = "/proc/sys/net/ipv4/ip_forward";
+    if std::fs::read_to_string(forward)
+        .map(|v| v.trim() != "1")
+        .unwrap_or(true)
+    {
+        std::fs::write(forward, "1").map_err(|e| RuntimeError::io("write", forward, e))?;
+    }
+    ensure_nat();
+    Ok(())
+}
+
+/// Masquerading for traffic from the bridge to other interfaces, with nftables. Without nft
+/// the containers still reach the host and published ports work: a warning says what lacks.
+fn ensure_nat() {
+    let subnet = format!("{}/{BRIDGE_PREFIX}", Ipv4Addr::new(10, 88, 0, 0));
+    let nft = ["/usr/sbin/nft", "/sbin/nft"]
+        .iter()
+        .find(|p| Path::new(p).is_file());
+    let Some(nft) = nft else {
+        tracing::warn!(
+            "nft (nftables) is missing: containers on {BRIDGE} cannot reach other networks"
+        );
+        return;
+    };
+    let listed = Command::new(nft)
+        .args(["list", "table", "ip", "gcr"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if matches!(listed, Ok(s) if s.success()) {
+        return;
+    }
+    let rules = format!(
+        "table ip gcr {{\n\
+         chain postrouting {{ type nat hook postrouting priority srcnat; policy accept; ip saddr {subnet} oifname != \"{BRIDGE}\" masquerade; }}\n\
+         chain forward {{ type filter hook forward priority filter; policy accept; iifname \"{BRIDGE}\" accept; oifname \"{BRIDGE}\" ct state related,established accept; }}\n\
+         }}\n"
+    );
+    let added = Command::new(nft)
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            if let Some(mut stdin) = child.stdin.take() {
+                stdin.write_all(rules.as_bytes())?;
+            }
+            child.wait_with_output()
+        });
+    match added {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => tracing::warn!(
+            "cannot add the NAT rules for {BRIDGE}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => tracing::warn!("cannot run nft for the NAT rules of {BRIDGE}: {e}"),
+    }
+}
+
+/// A veth pair: `gcr<id>` on the bridge, `eth0` with the leased address in the container.
+fn bridge_attach(pid: Pid, container_id: &str, address: Ipv4Addr) -> Result<(), RuntimeError> {
+    ensure_bridge()?;
+    // Interface names hold 15 bytes.
+    let host_side = format!("gcr{}", &container_id[..container_id.len().min(12)]);
+    ip_batch(&format!(
+        "link add {host_side} type veth peer name eth0 netns {pid}\nlink set {host_side} master {BRIDGE} up\n"
+    ))?;
+    let netns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
+        .map_err(|e| RuntimeError::io("open", format!("/proc/{pid}/ns/net"), e))?;
+    crate::sys::in_child(|| {
+        nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| RuntimeError::sys("join the container's network namespace", e))?;
+        ip_batch(&format!(
+            "addr add {address}/{BRIDGE_PREFIX} dev eth0\nlink set eth0 up\nroute add default via {BRIDGE_GATEWAY}\n"
+        ))
+    })
+}
+
+/// slirp4netns on `tap0` of the container's namespace, started and ready.
+fn slirp_attach(pid: Pid) -> Result<Slirp, RuntimeError> {
+    let binary = [
+        "/usr/bin/slirp4netns",
+        "/bin/slirp4netns",
+        "/usr/local/bin/slirp4netns",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file())
+    .ok_or_else(|| {
+        RuntimeError::Setup(
+            "a rootless private network needs slirp4netns: install it, or use --network host"
+                .into(),
+        )
+    })?;
+    // Both pipes are inherited by slirp4netns (no O_CLOEXEC on its ends) and closed here
+    // right after the spawn.
+    let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| RuntimeError::sys("pipe", e))?;
+    let (exit_read, exit_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| RuntimeError::sys("pipe", e))?;
+    let ready_for_child = inheritable(&ready_write)?;
+    let exit_for_child = inheritable(&exit_read)?;
+    let spawned = Command::new(binary)
+        .arg("--configure")
+        .arg("--mtu=65520")
+        .arg("--disable-host-loopback")
+        .arg("--enable-sandbox")
+        .arg("--enable-seccomp")
+        .arg(format!("--ready-fd={}", ready_for_child.as_raw_fd()))
+        .arg(format!("--exit-fd={}", exit_for_child.as_raw_fd()))
+        .arg(format!("--userns-path=/proc/{pid}/ns/user"))
+        .arg("--netns-type=path")
+        .arg(format!("/proc/{pid}/ns/net"))
+        .arg("tap0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn();
+    drop((ready_write, ready_for_child, exit_read, exit_for_child));
+    let mut child = spawned.map_err(|e| RuntimeError::io("run", Path::new("slirp4netns"), e))?;
+    // One byte when tap0 is configured; EOF if slirp4netns failed.
+    let mut ready = [0u8; 1];
+    let got = std::fs::File::from(ready_read)
+        .read(&mut ready)
+        .unwrap_or(0);
+    if got != 1 {
+        let _ = child.kill();
+        let out = child.wait_with_output();
+        let why = out
+            .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_string())
+            .unwrap_or_default();
+        return Err(RuntimeError::Setup(format!(
+            "slirp4netns could not set up the container's network: {why}"
+        )));
+    }
+    // Its later complaints are not gcr's output.
+    drop(child.stderr.take());
+    Ok(Slirp {
+        child,
+        _exit_fd: exit_write,
+    })
+}
+
+/// A duplicate of `fd` without O_CLOEXEC, for a child to inherit.
+fn inheritable(fd: &OwnedFd) -> Result<OwnedFd, RuntimeError> {
+    let dup = nix::unistd::dup(fd).map_err(|e| RuntimeError::sys("dup", e))?;
+    Ok(dup)
+}
+
+/// A process that accepts on each host socket and connects to the container's port from
+/// inside its network namespace, copying both ways. It dies with the `gcr run` that started
+/// it (parent-death signal) and is killed when the container ends.
+fn start_proxy(
+    listeners: &[(TcpListener, u16)],
+    pid: Pid,
+    address: Ipv4Addr,
+) -> Result<Pid, RuntimeError> {
+    let netns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
+        .map_err(|e| RuntimeError::io("open", format!("/proc/{pid}/ns/net"), e))?;
+    let userns = std::fs::File::open(format!("/proc/{pid}/ns/user"))
+        .map_err(|e| RuntimeError::io("open", format!("/proc/{pid}/ns/user"), e))?;
+    let listeners: Vec<(TcpListener, u16)> = listeners
+        .iter()
+        .map(|(l, port)| l.try_clone().map(|l| (l, *port)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| RuntimeError::io("duplicate", Path::new("the published port"), e))?;
+    crate::sys::spawn_child(move || {
+        let _ = crate::sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64, 0);
+        // Joining a namespace that the container's user namespace owns needs that user
+        // namespace first (rootless); as root the network namespace alone will do.
+        if nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+            == Err(Errno::EPERM)
+        {
+            if nix::sched::setns(userns.as_fd(), nix::sched::CloneFlags::CLONE_NEWUSER).is_err()
+                || nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).is_err()
+            {
+                return;
+            }
+        }
+        let _ = nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_SETMASK,
+            Some(&nix::sys::signal::SigSet::empty()),
+            None,
+        );
+        let threads: Vec<_> = listeners
+            .into_iter()
+            .map(|(listener, port)| {
+                let target = SocketAddr::new(IpAddr::V4(address), port);
+                std::thread::spawn(move || accept_loop(listener, target))
+            })
+            .collect();
+        for thread in threads {
+            let _ = thread.join();
+        }
+    })
+    .map_err(|e| RuntimeError::sys("start the port proxy", e))
+}
+
+fn accept_loop(listener: TcpListener, target: SocketAddr) {
+    for client in listener.incoming() {
+        let Ok(client) = client else { continue };
+        std::thread::spawn(move || {
+            // Refused (nothing listens yet): the client sees its connection closed.
+            if let Ok(server) = TcpStream::connect(target) {
+                splice_both_ways(client, server);
+            }
+        });
+    }
+}
+
+/// Copies both ways until each side has ended; a half-close is passed on.
+fn splice_both_ways(client: TcpStream, server: TcpStream) {
+    let (Ok(client_reader), Ok(server_writer)) = (client.try_clone(), server.try_clone()) else {
+        return;
+    };
+    let upstream = std::thread::spawn(move || {
+        let mut from = client_reader;
+        let mut to = server_writer;
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.shutdown(std::net::Shutdown::Write);
+    });
+    let mut from = server;
+    let mut to = client;
+    let _ = std::io::copy(&mut from, &mut to);
+    let _ = to.shutdown(std::net::Shutdown::Write);
+    let _ = upstream.join();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_owners_are_checked_by_pid_and_start_time() {
+        let me = std::process::id();
+        let start = process_start(me).unwrap();
+        assert!(owner_alive(&format!("{me} {start}")));
+        assert!(!owner_alive(&format!("{me} {}", start + 1)));
+        assert!(!owner_alive("garbage"));
+        assert!(!owner_alive(""));
+    }
+}
