@@ -146,8 +146,14 @@ impl Store {
                     header.set_entry_type(tar::EntryType::Regular);
                     header.set_mode(unix_mode.unwrap_or(0o644) & 0o7777);
                     header.set_size(entry.size());
+                    // Exactly the declared size: more bytes would be read as tar headers of
+                    // entries the zip does not have (a parser mismatch, checklist E9).
+                    let exact = ExactSize {
+                        inner: &mut entry,
+                        remaining: header.size().unwrap_or(0),
+                    };
                     builder
-                        .append_data(&mut header, path, &mut entry)
+                        .append_data(&mut header, path, exact)
                         .map_err(io_fail)?;
                 }
             }
@@ -156,6 +162,37 @@ impl Store {
                 .map_err(|e| fail(format!("writing the layer: {e}")))?;
         }
         writer.finish()
+    }
+}
+
+/// Reads exactly `remaining` bytes from `inner`, failing when it holds more or fewer.
+struct ExactSize<R> {
+    inner: R,
+    remaining: u64,
+}
+
+impl<R: Read> Read for ExactSize<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 {
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(io::Error::other(
+                    "the data is longer than the size the zip declares",
+                )),
+            };
+        }
+        let want = buf
+            .len()
+            .min(self.remaining.min(usize::MAX as u64) as usize);
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 && want > 0 {
+            return Err(io::Error::other(
+                "the data is shorter than the size the zip declares",
+            ));
+        }
+        self.remaining -= n as u64;
+        Ok(n)
     }
 }
 

@@ -800,6 +800,30 @@ fn import_tar_tar_gz_tar_zst_and_zip() {
         store.import_archive(&evil, "x:1"),
         Err(StoreError::Archive { .. })
     ));
+    // A stored entry whose declared size is smaller than its data: the rest must not become
+    // tar entries of the layer (here a hidden file), the import fails.
+    let smuggling = t.path().join("smuggle.zip");
+    {
+        let hidden = TarBuilder::new()
+            .file("hidden.txt", b"not in the zip")
+            .finish();
+        let mut data = vec![b'A'; 512];
+        data.extend_from_slice(&hidden[..hidden.len() - 1024]);
+        let mut zip = zip::ZipWriter::new(fs::File::create(&smuggling).unwrap());
+        let stored = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        zip.start_file("a.txt", stored).unwrap();
+        zip.write_all(&data).unwrap();
+        zip.finish().unwrap();
+    }
+    let mut bytes = fs::read(&smuggling).unwrap();
+    assert_eq!(&bytes[..4], b"PK\x03\x04");
+    bytes[22..26].copy_from_slice(&512u32.to_le_bytes());
+    let central = bytes.windows(4).position(|w| w == b"PK\x01\x02").unwrap();
+    bytes[central + 24..central + 28].copy_from_slice(&512u32.to_le_bytes());
+    fs::write(&smuggling, &bytes).unwrap();
+    let err = store.import_archive(&smuggling, "x:1").unwrap_err();
+    assert!(err.to_string().contains("longer than"), "{err}");
     assert!(store.check(false).unwrap().is_clean());
 }
 
