@@ -197,6 +197,10 @@ pub(crate) fn commit_upper(
     store
         .place_layer_dir(upper, &info.diff_id, size)
         .map_err(StepFailure::from)?;
+    // The blob was written from this tree: a pull of the same pair needs no check.
+    store
+        .record_layer_source(&info.digest, &info.diff_id)
+        .map_err(StepFailure::from)?;
     Ok(Committed { info })
 }
 

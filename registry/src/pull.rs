@@ -415,7 +415,10 @@ async fn pull_inner(
 
     let mut missing = Vec::new();
     for job in jobs {
-        if store.has_blob(&job.digest) && store.has_layer(&job.diff_id) {
+        if store.has_blob(&job.digest)
+            && store.has_layer(&job.diff_id)
+            && store.layer_comes_from(&job.digest, &job.diff_id)
+        {
             let _ = events.send(PullEvent::LayerSkipped {
                 digest: job.digest.clone(),
             });

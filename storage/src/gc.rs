@@ -283,6 +283,31 @@ impl Store {
                 return Some(format!("unpacked layer {diff_id} is missing or incomplete"));
             }
         }
+        // Each blob must be the one its layer was unpacked from (checked once, then recorded):
+        // a registry may pair a manifest's blob with the diff_id of another stored layer.
+        for (blob, diff_id) in m.layers.iter().zip(&cfg.diff_ids) {
+            if self.layer_comes_from(blob, diff_id) {
+                continue;
+            }
+            let verified = fs::File::open(self.blob_path(blob))
+                .and_then(|f| f.metadata().map(|meta| (f, meta.len())))
+                .map_err(|e| e.to_string())
+                .and_then(|(mut file, size)| {
+                    let expect = crate::ingest::LayerExpectation {
+                        digest: blob.clone(),
+                        size,
+                        media_type: String::new(),
+                        diff_id: diff_id.clone(),
+                    };
+                    self.verify_layer_source(&mut file, &expect)
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(why) = verified {
+                return Some(format!(
+                    "layer blob {blob} is not the layer {diff_id} it is paired with: {why}"
+                ));
+            }
+        }
         None
     }
 

@@ -4,7 +4,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
@@ -193,7 +193,10 @@ impl Store {
         expect: &LayerExpectation,
         progress: &mut dyn FnMut(u64),
     ) -> Result<(), StoreError> {
-        if self.has_blob(&expect.digest) && self.has_layer(&expect.diff_id) {
+        if self.has_blob(&expect.digest)
+            && self.has_layer(&expect.diff_id)
+            && self.layer_comes_from(&expect.digest, &expect.diff_id)
+        {
             return Ok(());
         }
         let codec = codec_for(&expect.media_type, &expect.digest)?;
@@ -284,7 +287,7 @@ impl Store {
                 size: meta_size,
             },
         )?;
-        Ok(())
+        self.record_layer_source(&expect.digest, &expect.diff_id)
     }
 
     /// Unpack the layer from a blob already in the store (e.g. the layer directory was removed
@@ -301,9 +304,99 @@ impl Store {
             Err(e) => return Err(StoreError::io("opening", path, e)),
         };
         if self.has_layer(&expect.diff_id) {
-            return Ok(());
+            if self.layer_comes_from(&expect.digest, &expect.diff_id) {
+                return Ok(());
+            }
+            // The layer came from another blob (or an older gcr recorded nothing): this blob
+            // must be seen to unpack to it, or a registry could name a layer it never served.
+            return self.verify_layer_source(&mut file, expect);
         }
         self.ingest_layer_unchecked_blob(&mut file, expect)
+    }
+
+    /// `layers/<diff_id>/from/<blob hex>`: marks that this blob was seen to decompress to this
+    /// layer. Digests name content, so the pairing stays true even when the blob is deleted.
+    fn source_marker(&self, blob: &Digest, diff_id: &Digest) -> PathBuf {
+        self.layer_root(diff_id).join("from").join(blob.hex())
+    }
+
+    /// Whether `blob` is known to unpack to the stored layer `diff_id`.
+    pub fn layer_comes_from(&self, blob: &Digest, diff_id: &Digest) -> bool {
+        self.source_marker(blob, diff_id).is_file()
+    }
+
+    /// Records that `blob` unpacks to the stored layer `diff_id` (the caller verified it).
+    pub fn record_layer_source(&self, blob: &Digest, diff_id: &Digest) -> Result<(), StoreError> {
+        let marker = self.source_marker(blob, diff_id);
+        if let Some(dir) = marker.parent() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(dir)
+                .ctx("creating", dir)?;
+        }
+        fs::write(&marker, b"").ctx("writing", &marker)
+    }
+
+    /// Decompresses `blob` (the stored blob of `expect`) without unpacking it and checks
+    /// its digest, size and diff_id; records the pairing when all match.
+    pub(crate) fn verify_layer_source(
+        &self,
+        blob: &mut dyn Read,
+        expect: &LayerExpectation,
+    ) -> Result<(), StoreError> {
+        let mut noop = |_| {};
+        let mut tee = BlobTee {
+            inner: blob,
+            out: None,
+            hash: Hasher::new(),
+            limit: expect.size,
+            progress: &mut noop,
+            write_error: None,
+            eof: false,
+        };
+        let read_err = |source: io::Error| StoreError::Read {
+            digest: expect.digest.clone(),
+            source,
+        };
+        let head = peek_magic(&mut tee).map_err(read_err)?;
+        let codec = match codec_for(&expect.media_type, &expect.digest)? {
+            Codec::Sniff => sniff(&head),
+            c => c,
+        };
+        let decompressed = {
+            let compressed = io::Cursor::new(head).chain(&mut tee);
+            let mut diff = DiffHasher {
+                inner: decoder(codec, compressed).map_err(|source| StoreError::Decompress {
+                    digest: expect.digest.clone(),
+                    source,
+                })?,
+                hash: Hasher::new(),
+            };
+            io::copy(&mut diff, &mut io::sink())
+                .map_err(|source| StoreError::Decompress {
+                    digest: expect.digest.clone(),
+                    source,
+                })
+                .map(|_| diff.hash.finish())?
+        };
+        drain(&mut tee).map_err(read_err)?;
+        let digest = tee.hash.clone().finish();
+        if digest != expect.digest || tee.hash.len() != expect.size {
+            return Err(StoreError::DigestMismatch {
+                what: format!("stored blob {}", self.blob_path(&expect.digest).display()),
+                expected: expect.digest.clone(),
+                actual: digest,
+            });
+        }
+        if decompressed != expect.diff_id {
+            return Err(StoreError::DiffIdMismatch {
+                blob: expect.digest.clone(),
+                expected: expect.diff_id.clone(),
+                actual: decompressed,
+            });
+        }
+        self.record_layer_source(&expect.digest, &expect.diff_id)
     }
 
     /// Like `ingest_layer`, but the blob is already stored; its copy is verified and dropped.
@@ -351,7 +444,7 @@ impl Store {
                 size,
             },
         )?;
-        Ok(())
+        self.record_layer_source(&expect.digest, &expect.diff_id)
     }
 
     /// Decompress and unpack into `work/layer/diff`; returns (diff_id, unpacked bytes).

@@ -1204,3 +1204,52 @@ fn concurrent_commits_lose_no_name() {
     assert_eq!(names.len(), 40, "{names:?}");
     assert!(store.check(false).unwrap().is_clean());
 }
+
+// ---- a blob is only ever paired with the layer it unpacks to ----
+
+#[test]
+fn a_stored_layer_is_not_reused_for_a_blob_that_does_not_unpack_to_it() {
+    let (_t, store) = store();
+    let (private_blob, private) = simple_layer("secret", b"private");
+    let (public_blob, public) = simple_layer("public", b"public");
+    ingest(&store, &private_blob, &private).unwrap();
+    ingest(&store, &public_blob, &public).unwrap();
+    assert!(store.layer_comes_from(&private.digest, &private.diff_id));
+    // A manifest that pairs the public blob with the private layer's diff_id: both are
+    // stored, but the blob was never seen to unpack to that layer.
+    let lie = LayerExpectation {
+        diff_id: private.diff_id.clone(),
+        ..public.clone()
+    };
+    assert!(!store.layer_comes_from(&lie.digest, &lie.diff_id));
+    let err = ingest(&store, &public_blob, &lie).unwrap_err();
+    assert!(matches!(err, StoreError::DiffIdMismatch { .. }), "{err}");
+    let err = store.ingest_layer_from_blob(&lie).unwrap_err();
+    assert!(matches!(err, StoreError::DiffIdMismatch { .. }), "{err}");
+    assert!(!store.layer_comes_from(&lie.digest, &lie.diff_id));
+    // A layer with no record of its blob (an older store, or a lost marker) is checked once
+    // from the stored blob and then known.
+    fs::remove_dir_all(
+        store
+            .root()
+            .join("layers")
+            .join(public.diff_id.hex())
+            .join("from"),
+    )
+    .unwrap();
+    store.ingest_layer_from_blob(&public).unwrap();
+    assert!(store.layer_comes_from(&public.digest, &public.diff_id));
+    // `system check` finds an image that pairs them wrongly (committed behind the pull's back).
+    let (m, c) = documents(&[&lie], "2024-01-01T00:00:00Z", true);
+    store
+        .commit_image(&["localhost/mixed:1".to_string()], &m, &c)
+        .unwrap();
+    let report = store.check(false).unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.kind == "image" && p.detail.contains("is not the layer")),
+        "{report:?}"
+    );
+}
