@@ -1111,6 +1111,10 @@ fn serve(
                         )
                     }
                 },
+                "shortblob" => {
+                    // A whole, well-formed answer that is simply not the announced blob.
+                    respond(&mut conn, "200 OK", &[], &layer[..layer.len() / 2])
+                }
                 "flipped" => {
                     // A byte of the gzip header's mtime: still valid gzip, different digest.
                     let mut copy = layer.clone();
@@ -1213,6 +1217,14 @@ fn digest_mismatches_are_refused() {
     assert!(err.contains(&blobs.layer_digest), "{err}");
     assert_eq!(
         server.hits(&format!("flipped/blobs/{}", blobs.layer_digest)),
+        1
+    );
+    // A complete answer shorter than the descriptor: the wrong blob, refused at once.
+    let image = format!("{}/shortblob:latest", server.host());
+    let err = env.fails(&["pull", &image]);
+    assert!(err.contains("size mismatch"), "{err}");
+    assert_eq!(
+        server.hits(&format!("shortblob/blobs/{}", blobs.layer_digest)),
         1
     );
     // A config whose diff_id does not match the layer content.

@@ -654,12 +654,20 @@ async fn resume_blob(
         .get(reqwest::header::CONTENT_RANGE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let start = range
-        .strip_prefix("bytes ")
-        .and_then(|r| r.split('-').next())
-        .and_then(|n| n.parse::<u64>().ok());
-    if start != Some(from) {
-        return Err(format!("Content-Range {range:?} does not start at {from}"));
+    // `bytes FIRST-LAST/TOTAL`: the rest of the blob from `from`, not an empty range.
+    let parsed = range.strip_prefix("bytes ").and_then(|r| {
+        let (span, total) = r.split_once('/')?;
+        let (first, last) = span.split_once('-')?;
+        Some((
+            first.parse::<u64>().ok()?,
+            last.parse::<u64>().ok()?,
+            total.parse::<u64>().ok(),
+        ))
+    });
+    match parsed {
+        Some((first, last, total))
+            if first == from && last >= first && total.is_none_or(|t| t > last) => {}
+        _ => return Err(format!("Content-Range {range:?} is not the rest of the blob from {from}")),
     }
     Ok(resp)
 }
@@ -684,6 +692,17 @@ async fn fetch_layer(
             .map_err(PullErrorKind::from);
     }
     let mut resp = get_blob(client, repo, scope, &expect.digest).await?;
+    // A whole answer of another length than the descriptor's is the wrong blob, not a cut
+    // connection: fail at once instead of resuming and retrying it.
+    if let Some(length) = resp.content_length() {
+        if length != expect.size {
+            return Err(PullErrorKind::SizeMismatch {
+                what: format!("layer {}", expect.digest),
+                expected: expect.size,
+                actual: length,
+            });
+        }
+    }
     let (tx, rx) = mpsc::channel::<io::Result<bytes::Bytes>>(16);
     let ingest_store = store.clone();
     let ingest_expect = expect.clone();
