@@ -667,7 +667,11 @@ async fn resume_blob(
     match parsed {
         Some((first, last, total))
             if first == from && last >= first && total.is_none_or(|t| t > last) => {}
-        _ => return Err(format!("Content-Range {range:?} is not the rest of the blob from {from}")),
+        _ => {
+            return Err(format!(
+                "Content-Range {range:?} is not the rest of the blob from {from}"
+            ))
+        }
     }
     Ok(resp)
 }

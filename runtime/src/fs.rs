@@ -112,8 +112,13 @@ impl Root {
     }
 
     /// Creates the directory `rel` and its missing parents inside the root; returns an O_PATH
-    /// fd of it.
+    /// fd of it. A dangling symlink on the way gets its target created, inside the root (as
+    /// Docker makes a WORKDIR through one).
     pub fn mkdir_all(&self, rel: &Path) -> Result<OwnedFd, RuntimeError> {
+        self.mkdir_all_following(rel, 0)
+    }
+
+    fn mkdir_all_following(&self, rel: &Path, links: u32) -> Result<OwnedFd, RuntimeError> {
         let err = |e: Errno| RuntimeError::io("create directory", self.path.join(rel), e.into());
         let mut prefix = PathBuf::new();
         let mut current = self
@@ -128,7 +133,15 @@ impl Root {
                 Ok(fd) => current = fd,
                 Err(Errno::ENOENT) => {
                     match nix::sys::stat::mkdirat(&current, name, Mode::from_bits_truncate(0o755)) {
-                        Ok(()) | Err(Errno::EEXIST) => {}
+                        Ok(()) => {}
+                        Err(Errno::EEXIST) => {
+                            if let Some(target) = self.dangling_link_target(&prefix) {
+                                if links >= 8 {
+                                    return Err(err(Errno::ELOOP));
+                                }
+                                self.mkdir_all_following(&target, links + 1)?;
+                            }
+                        }
                         Err(e) => return Err(err(e)),
                     }
                     current = self
@@ -139,6 +152,18 @@ impl Root {
             }
         }
         Ok(current)
+    }
+
+    /// Where the symlink `rel` points, as a path inside the root; None if it is no symlink.
+    fn dangling_link_target(&self, rel: &Path) -> Option<PathBuf> {
+        let link = self.open_in(rel, libc::O_PATH | libc::O_NOFOLLOW, 0).ok()?;
+        let st = nix::sys::stat::fstat(&link).ok()?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
+            return None;
+        }
+        let target = nix::fcntl::readlinkat(&link, "").ok()?;
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        Some(lexical_in_root(&parent.join(Path::new(&target))))
     }
 
     /// Resolves the file `rel`, creating it empty (and its parents) when missing; returns an
@@ -273,6 +298,30 @@ pub fn copy_tree_contents(from: &Path, to: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn directories_through_a_dangling_symlink_are_made_at_its_target_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root_path = dir.path().join("root");
+        std::fs::create_dir_all(&root_path).unwrap();
+        // /w -> /x/y (missing), and an absolute link that would leave the root if followed
+        // on the host.
+        std::os::unix::fs::symlink("/x/y", root_path.join("w")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("escaped"), root_path.join("out")).unwrap();
+        let root = Root::open(&root_path).unwrap();
+        root.mkdir_all(Path::new("w/z")).unwrap();
+        assert!(root_path.join("x/y/z").is_dir());
+        root.mkdir_all(Path::new("out/new")).unwrap();
+        assert!(!dir.path().join("escaped").exists());
+        assert!(root_path
+            .join(dir.path().strip_prefix("/").unwrap())
+            .join("escaped/new")
+            .is_dir());
+        // A loop of links ends in an error, not a hang.
+        std::os::unix::fs::symlink("/b", root_path.join("a")).unwrap();
+        std::os::unix::fs::symlink("/a", root_path.join("b")).unwrap();
+        assert!(root.mkdir_all(Path::new("a/c")).is_err());
+    }
 
     #[test]
     fn dangling_symlinks_get_their_target_created_inside_the_root() {
