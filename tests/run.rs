@@ -1388,7 +1388,16 @@ fn named_volumes_persist_start_with_the_images_files_and_are_managed() {
         let bad = gcr(&["run", "--rm", "-v", "-x:/data", &image, "true"]);
         assert_eq!(bad.status.code(), Some(125));
         // -p with the host network: a warning, as Docker gives; with none: refused.
-        let out = gcr(&["run", "--rm", "-p", "8080:80", &image, "true"]);
+        let out = gcr(&[
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "-p",
+            "8080:80",
+            &image,
+            "true",
+        ]);
         expect(&out, 0);
         assert!(
             stderr(&out).contains("published ports are discarded"),
@@ -1812,6 +1821,140 @@ fn format_templates_and_filters_work_as_docker_scripts_use_them() {
     );
     expect(&gcr(&["rm", "-f", "web", "done", "fresh"]), 0);
     assert_no_leftovers(&s);
+}
+
+#[test]
+fn the_default_private_network_publishes_ports_and_leaves_nothing_behind() {
+    use std::io::{Read as _, Write as _};
+    let Some(image) = image() else { return };
+    for who in [As::Root, As::Rootless] {
+        let Some(s) = Setup::new(who) else { continue };
+        let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+        // Its own interface and address, named in /etc/hosts; the host's are not there.
+        let out = expect(
+            &gcr(&[
+                "run", "--rm", "--hostname", "box", &image, "sh", "-c",
+                "ls /sys/class/net | tr '\\n' ' '; echo; ip route | grep default; grep box /etc/hosts",
+            ]),
+            0,
+        );
+        let (iface, gateway, address) = match who {
+            As::Root => ("eth0", "10.88.0.1", "10.88."),
+            As::Rootless => ("tap0", "10.0.2.2", "10.0.2.100"),
+        };
+        assert!(
+            out.starts_with(&format!("{iface} lo")) || out.starts_with(&format!("lo {iface}")),
+            "{who:?}: {out}"
+        );
+        assert!(
+            out.contains(&format!("default via {gateway}")),
+            "{who:?}: {out}"
+        );
+        assert!(
+            out.contains(address) && out.contains("\tbox"),
+            "{who:?}: {out}"
+        );
+        // -p with a picked host port: a web server in the container answers on the host.
+        let id = expect(
+            &gcr(&[
+                "run",
+                "-d",
+                "--name",
+                "web",
+                "--hostname",
+                "webbox",
+                "-p",
+                "127.0.0.1::8080",
+                &image,
+                "httpd",
+                "-f",
+                "-p",
+                "8080",
+                "-h",
+                "/etc",
+            ]),
+            0,
+        );
+        assert_eq!(id.trim().len(), 64);
+        let mapped = expect(&gcr(&["port", "web", "8080"]), 0);
+        let addr: std::net::SocketAddr =
+            mapped.trim().parse().unwrap_or_else(|_| panic!("{mapped}"));
+        assert!(addr.ip().is_loopback() && addr.port() != 0, "{mapped}");
+        assert!(expect(&gcr(&["ps"]), 0).contains(&format!("{addr}->8080/tcp")));
+        let info = expect(
+            &gcr(&[
+                "inspect",
+                "-f",
+                "{{.NetworkSettings.IPAddress}} {{.HostConfig.NetworkMode}}",
+                "web",
+            ]),
+            0,
+        );
+        assert!(info.starts_with(address), "{who:?}: {info}");
+        let mut answer = String::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !answer.contains("webbox") && std::time::Instant::now() < deadline {
+            answer.clear();
+            if let Ok(mut conn) = std::net::TcpStream::connect(addr) {
+                let _ = conn.write_all(b"GET /hostname HTTP/1.0\r\n\r\n");
+                let _ = conn.read_to_string(&mut answer);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert!(
+            answer.contains("200 OK") && answer.contains("webbox"),
+            "{who:?}: {answer:?}"
+        );
+        // The same host port twice: the second run fails before it starts.
+        let taken = gcr(&[
+            "run",
+            "--rm",
+            "-p",
+            &format!("127.0.0.1:{}:80", addr.port()),
+            &image,
+            "true",
+        ]);
+        assert_eq!(taken.status.code(), Some(125), "{who:?}");
+        assert!(stderr(&taken).contains("not free"), "{}", stderr(&taken));
+        let udp = gcr(&["run", "--rm", "-p", "53:53/udp", &image, "true"]);
+        assert_eq!(udp.status.code(), Some(125));
+        assert!(
+            stderr(&udp).contains("not supported yet"),
+            "{}",
+            stderr(&udp)
+        );
+        let bad = gcr(&["run", "--rm", "-p", "70000:80", &image, "true"]);
+        assert_eq!(bad.status.code(), Some(125));
+        let container_pid = expect(&gcr(&["inspect", "-f", "{{.State.Pid}}", "web"]), 0);
+        expect(&gcr(&["rm", "-f", "web"]), 0);
+        // The port is free again, and the helpers and the veth are gone.
+        assert!(
+            std::net::TcpListener::bind(addr).is_ok(),
+            "{who:?}: port still held"
+        );
+        if who == As::Root {
+            let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
+            assert!(
+                !stdout(&links).contains(&format!("gcr{}", &id[..12])),
+                "veth left"
+            );
+            // (Other tests' containers may hold addresses meanwhile: only this one's counts.)
+            let ip = info.split_whitespace().next().unwrap_or_default();
+            let lease = Path::new("/run/gcr/net/leases").join(ip);
+            assert!(!lease.exists(), "lease {} left", lease.display());
+        }
+        // No helper (slirp4netns) still serves that container's namespace.
+        let netns = format!("/proc/{}/ns/net", container_pid.trim());
+        let helpers: Vec<String> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains(&netns))
+            .collect();
+        assert!(helpers.is_empty(), "{who:?}: left running: {helpers:?}");
+        assert_no_leftovers(&s);
+    }
 }
 
 #[test]

@@ -45,6 +45,57 @@ pub struct ContainerMeta {
     /// How often the restart policy ran it again.
     #[serde(default)]
     pub restarts: u32,
+    /// `--network` as resolved: bridge, slirp4netns, host or none (older records: none).
+    #[serde(default)]
+    pub network: Option<String>,
+    /// Published ports (`-p`, `-P`).
+    #[serde(default)]
+    pub ports: Vec<PublishedPort>,
+}
+
+/// A container port published on the host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PublishedPort {
+    pub host_ip: String,
+    pub host_port: u16,
+    pub container_port: u16,
+}
+
+impl std::fmt::Display for PublishedPort {
+    /// Docker's `0.0.0.0:8080->80/tcp`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ip = if self.host_ip.contains(':') {
+            format!("[{}]", self.host_ip)
+        } else {
+            self.host_ip.clone()
+        };
+        write!(f, "{ip}:{}->{}/tcp", self.host_port, self.container_port)
+    }
+}
+
+/// The runtime's network options for a container.
+pub fn network_options(
+    choice: crate::run::NetworkChoice,
+    ports: &[PublishedPort],
+) -> anyhow::Result<gcr_runtime::NetworkOptions> {
+    let private = match choice {
+        crate::run::NetworkChoice::Private(kind) => Some(kind),
+        _ => None,
+    };
+    let ports = ports
+        .iter()
+        .map(|p| {
+            Ok(gcr_runtime::PortMapping {
+                host_ip: p
+                    .host_ip
+                    .parse()
+                    .with_context(|| format!("bad recorded host address {}", p.host_ip))?,
+                host_port: p.host_port,
+                container_port: p.container_port,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(gcr_runtime::NetworkOptions { private, ports })
 }
 
 impl ContainerMeta {
@@ -397,7 +448,7 @@ pub fn ps(ctx: &Context, args: PsArgs) -> anyhow::Result<u8> {
                     "Status": c.status(),
                     "State": c.state(),
                     "Names": c.meta.name.clone().unwrap_or_default(),
-                    "Ports": "",
+                    "Ports": c.meta.ports.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
                     "Mounts": "",
                     "Labels": "",
                     "Size": "",
@@ -421,6 +472,12 @@ pub fn ps(ctx: &Context, args: PsArgs) -> anyhow::Result<u8> {
                 command(c),
                 human_age(Some(&c.meta.created)),
                 c.status(),
+                c.meta
+                    .ports
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 c.meta.name.clone().unwrap_or_default(),
             ]
         })
@@ -434,6 +491,7 @@ pub fn ps(ctx: &Context, args: PsArgs) -> anyhow::Result<u8> {
                 "COMMAND",
                 "CREATED",
                 "STATUS",
+                "PORTS",
                 "NAMES"
             ],
             &rows
@@ -1058,6 +1116,9 @@ fn start_one(store: &gcr_storage::Store, c: &Container, attach: bool) -> anyhow:
         .unwrap_or(false);
     options.init = c.meta.init;
     options.user = c.meta.user.clone();
+    if let Some(name) = &c.meta.network {
+        options.network = network_options(crate::run::NetworkChoice::parse(name)?, &c.meta.ports)?;
+    }
     options.overlay_volatile = false;
     options.pid_file = Some(pid_file(&c.dir));
     let _ = std::fs::remove_file(c.dir.join(EXIT));
@@ -1216,10 +1277,104 @@ pub fn inspect_container(
             "AutoRemove": c.meta.remove,
             "Init": c.meta.init,
             "RestartPolicy": { "Name": c.meta.restart.clone().unwrap_or_else(|| "no".into()) },
+            "NetworkMode": network_mode(&c.meta, spec.as_ref()),
+            "PortBindings": port_bindings(&c.meta.ports),
+        },
+        "NetworkSettings": {
+            "IPAddress": if running {
+                std::fs::read_to_string(c.dir.join("address")).unwrap_or_default()
+            } else {
+                String::new()
+            },
+            "Ports": port_bindings(&c.meta.ports),
         },
         "Mounts": mounts,
         "LogPath": if log_file(&c.dir).exists() { Some(log_file(&c.dir)) } else { None },
     }))
+}
+
+/// `--network` of a container (older records: from its spec).
+fn network_mode(meta: &ContainerMeta, spec: Option<&gcr_runtime::Spec>) -> String {
+    if let Some(name) = &meta.network {
+        return name.clone();
+    }
+    let own_netns = spec
+        .and_then(|s| s.linux().as_ref())
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|n| {
+            n.iter()
+                .any(|ns| ns.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
+        });
+    if own_netns { "none" } else { "host" }.to_string()
+}
+
+/// Docker's `{"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}`.
+fn port_bindings(ports: &[PublishedPort]) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for p in ports {
+        let entry = out
+            .entry(format!("{}/tcp", p.container_port))
+            .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+        if let serde_json::Value::Array(list) = entry {
+            list.push(
+                serde_json::json!({"HostIp": p.host_ip, "HostPort": p.host_port.to_string()}),
+            );
+        }
+    }
+    serde_json::Value::Object(out)
+}
+
+#[derive(Args, Debug)]
+pub struct PortArgs {
+    #[arg(value_name = "CONTAINER")]
+    container: String,
+    /// Only this container port: PORT[/tcp]
+    #[arg(value_name = "PRIVATE_PORT[/PROTO]")]
+    port: Option<String>,
+}
+
+/// `gcr port`: the container's published ports, as Docker prints them.
+pub fn port(ctx: &Context, args: PortArgs) -> anyhow::Result<u8> {
+    let store = ctx.open_store()?;
+    let all = load(&store)?;
+    let c = find(&all, &args.container)?;
+    let wanted = match &args.port {
+        None => None,
+        Some(p) => {
+            let (number, proto) = p.split_once('/').unwrap_or((p, "tcp"));
+            let number: u16 = number
+                .parse()
+                .with_context(|| format!("invalid port {p:?}: use PORT[/tcp]"))?;
+            if proto != "tcp" {
+                bail!("no {proto} port is published: gcr publishes tcp ports only");
+            }
+            Some(number)
+        }
+    };
+    let shown: Vec<&PublishedPort> = c
+        .meta
+        .ports
+        .iter()
+        .filter(|p| wanted.is_none_or(|w| w == p.container_port))
+        .collect();
+    if shown.is_empty() {
+        if let Some(w) = wanted {
+            bail!("no public port {w}/tcp published for {}", c.display_name());
+        }
+    }
+    for p in shown {
+        let host = if p.host_ip.contains(':') {
+            format!("[{}]:{}", p.host_ip, p.host_port)
+        } else {
+            format!("{}:{}", p.host_ip, p.host_port)
+        };
+        if wanted.is_some() {
+            println!("{host}");
+        } else {
+            println!("{}/tcp -> {host}", p.container_port);
+        }
+    }
+    Ok(0)
 }
 
 #[derive(Args, Debug)]

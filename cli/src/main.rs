@@ -102,6 +102,8 @@ enum Command {
     Commit(commit::CommitArgs),
     /// Copy files between a container and the host
     Cp(containers::CpArgs),
+    /// List a container's published ports
+    Port(containers::PortArgs),
     /// Give a container another name
     Rename(containers::RenameArgs),
     /// List a running container's processes
@@ -193,6 +195,8 @@ enum ContainerCommand {
     Inspect(images::InspectArgs),
     /// Copy files between a container and the host
     Cp(containers::CpArgs),
+    /// List a container's published ports
+    Port(containers::PortArgs),
     /// Make an image of a container's changes
     Commit(commit::CommitArgs),
     /// Remove every stopped container
@@ -236,6 +240,7 @@ impl Command {
                 ContainerCommand::Exec(a) => Command::Exec(a),
                 ContainerCommand::Inspect(a) => Command::Inspect(a),
                 ContainerCommand::Cp(a) => Command::Cp(a),
+                ContainerCommand::Port(a) => Command::Port(a),
                 ContainerCommand::Commit(a) => Command::Commit(a),
                 ContainerCommand::Prune(a) => Command::ContainerPrune(a),
                 ContainerCommand::Rename(a) => Command::Rename(a),
@@ -314,6 +319,7 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
         Command::Rm(args) => containers::rm(&ctx, args),
         Command::Logs(args) => containers::logs(&ctx, args),
         Command::Attach(args) => containers::attach(&ctx, args),
+        Command::Port(args) => containers::port(&ctx, args),
         Command::Stop(args) => containers::stop(&ctx, args),
         Command::Kill(args) => containers::kill(&ctx, args),
         Command::Wait(args) => containers::wait(&ctx, args),

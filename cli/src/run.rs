@@ -64,14 +64,15 @@ pub struct RunArgs {
     /// Mount the container's root filesystem read-only
     #[arg(long)]
     read_only: bool,
-    /// Network: none or host
-    #[arg(long, alias = "net", default_value = "host", value_name = "MODE")]
+    /// Network: private (the default: the gcr0 bridge with NAT as root, slirp4netns
+    /// rootless), host, none; bridge or slirp4netns name the private kind
+    #[arg(long, alias = "net", default_value = "private", value_name = "MODE")]
     network: String,
-    /// Publish a port: [IP:]HOST_PORT:CONTAINER_PORT[/PROTO] (with the host network, the
-    /// default, the container's ports are the host's already: ignored with a warning)
+    /// Publish a container port on the host: [IP:][HOST_PORT:]CONTAINER_PORT[/tcp], ranges
+    /// as 8000-8009:8000-8009; without HOST_PORT a free one is picked (see `gcr port`)
     #[arg(short = 'p', long = "publish", value_name = "PORTS")]
     publish: Vec<String>,
-    /// Publish every exposed port (ignored with the host network, as -p)
+    /// Publish every port the image EXPOSEs on free host ports
     #[arg(short = 'P', long = "publish-all")]
     publish_all: bool,
     /// Give the container every capability and no seccomp filter or masked paths
@@ -137,6 +138,8 @@ pub struct ImageProcess {
     pub user: String,
     /// The image's STOPSIGNAL, for `gcr stop`.
     pub stop_signal: String,
+    /// EXPOSEd ports (`80/tcp`), for -P.
+    pub exposed_ports: Vec<String>,
 }
 
 impl ImageProcess {
@@ -167,6 +170,11 @@ impl ImageProcess {
             working_dir: text("WorkingDir"),
             user: text("User"),
             stop_signal: text("StopSignal"),
+            exposed_ports: section
+                .get("ExposedPorts")
+                .and_then(Value::as_object)
+                .map(|ports| ports.keys().cloned().collect())
+                .unwrap_or_default(),
         }
     }
 }
@@ -282,33 +290,128 @@ impl RestartPolicy {
     }
 }
 
-/// `-p`/`-P`: private networks do not exist yet, so only the host network can take them, where
-/// they mean nothing (Docker discards them there with the same warning).
-fn check_published_ports(args: &RunArgs) -> anyhow::Result<()> {
-    if args.publish.is_empty() && !args.publish_all {
-        return Ok(());
+/// What `--network` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NetworkChoice {
+    Host,
+    None,
+    Private(gcr_runtime::PrivateNetwork),
+}
+
+impl NetworkChoice {
+    pub(crate) fn parse(name: &str) -> anyhow::Result<NetworkChoice> {
+        use gcr_runtime::PrivateNetwork::{Bridge, Slirp};
+        // Only root can make a bridge and veths: rootless, the private network is slirp4netns.
+        let rootless =
+            gcr_runtime::userns::rootless_ids().is_some() || !nix::unistd::geteuid().is_root();
+        Ok(match name {
+            "host" => NetworkChoice::Host,
+            "none" => NetworkChoice::None,
+            "private" | "default" | "bridge" if rootless => NetworkChoice::Private(Slirp),
+            "private" | "default" | "bridge" => NetworkChoice::Private(Bridge),
+            "slirp4netns" => NetworkChoice::Private(Slirp),
+            other => bail!(
+                "unknown --network {other:?}: use private (the default), bridge, slirp4netns, host or none"
+            ),
+        })
     }
-    for p in &args.publish {
-        let port = p.rsplit(':').next().unwrap_or(p);
-        let port = port.split('/').next().unwrap_or(port);
-        let valid = port
-            .split('-')
-            .all(|n| n.parse::<u16>().is_ok_and(|n| n > 0));
-        if !valid {
-            bail!("invalid -p {p:?}: use [IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]");
+
+    /// The name recorded for `gcr start` and shown by `inspect`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            NetworkChoice::Host => "host",
+            NetworkChoice::None => "none",
+            NetworkChoice::Private(gcr_runtime::PrivateNetwork::Bridge) => "bridge",
+            NetworkChoice::Private(gcr_runtime::PrivateNetwork::Slirp) => "slirp4netns",
         }
     }
-    match args.network.as_str() {
-        "host" => {
-            eprintln!(
-                "WARNING: published ports are discarded with the host network (gcr's default until private networks land): the container's ports are the host's"
-            );
-            Ok(())
+}
+
+/// One `-p` value: `[IP:][HOST_PORT:]CONTAINER_PORT[/tcp]` with optional ranges; a host port
+/// of 0 means "pick a free one".
+pub(crate) fn parse_publish(text: &str) -> anyhow::Result<Vec<crate::containers::PublishedPort>> {
+    let usage = || format!("invalid -p {text:?}: use [IP:][HOST_PORT:]CONTAINER_PORT[/tcp]");
+    let (rest, proto) = match text.rsplit_once('/') {
+        Some((rest, proto)) => (rest, proto.to_ascii_lowercase()),
+        None => (text, "tcp".to_string()),
+    };
+    match proto.as_str() {
+        "tcp" => {}
+        "udp" | "sctp" => {
+            bail!("-p {text}: publishing {proto} ports is not supported yet (tcp only)")
         }
-        other => bail!(
-            "-p/-P need a network with its own ports; --network {other} has none (private networks are not supported yet: use the default host network)"
-        ),
+        _ => bail!("{}", usage()),
     }
+    // An IPv6 address comes in brackets: [::1]:8080:80.
+    let (ip, rest) = match rest.strip_prefix('[') {
+        Some(v6) => {
+            let (ip, after) = v6.split_once("]:").with_context(usage)?;
+            (Some(ip), after)
+        }
+        None => (None, rest),
+    };
+    let parts: Vec<&str> = rest.split(':').collect();
+    let (ip, host, container) = match (ip, parts.as_slice()) {
+        (None, [c]) => (None, "", *c),
+        (None, [h, c]) => (None, *h, *c),
+        (None, [ip, h, c]) => (Some(*ip), *h, *c),
+        (Some(ip), [h, c]) => (Some(ip), *h, *c),
+        _ => bail!("{}", usage()),
+    };
+    let host_ip: std::net::IpAddr = match ip {
+        None | Some("") => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        Some(ip) => ip
+            .parse()
+            .with_context(|| format!("invalid -p {text:?}: {ip:?} is not an IP address"))?,
+    };
+    let range = |r: &str| -> anyhow::Result<(u16, u16)> {
+        let number = |n: &str| {
+            n.parse::<u16>()
+                .ok()
+                .filter(|n| *n > 0)
+                .with_context(|| format!("invalid -p {text:?}: {n:?} is not a port (1-65535)"))
+        };
+        let (a, b) = match r.split_once('-') {
+            Some((a, b)) => (number(a)?, number(b)?),
+            None => (number(r)?, number(r)?),
+        };
+        if b < a {
+            bail!("invalid -p {text:?}: the range {r} ends before it starts");
+        }
+        Ok((a, b))
+    };
+    let (c_first, c_last) = range(container)?;
+    let count = usize::from(c_last - c_first) + 1;
+    let host_ports: Vec<u16> = if host.is_empty() {
+        vec![0; count]
+    } else {
+        let (h_first, h_last) = range(host)?;
+        if usize::from(h_last - h_first) + 1 != count {
+            bail!("invalid -p {text:?}: the host and container ranges differ in length");
+        }
+        (h_first..=h_last).collect()
+    };
+    Ok((c_first..=c_last)
+        .zip(host_ports)
+        .map(
+            |(container_port, host_port)| crate::containers::PublishedPort {
+                host_ip: host_ip.to_string(),
+                host_port,
+                container_port,
+            },
+        )
+        .collect())
+}
+
+/// Free host ports for the `-p` entries that named none (the kernel's choice).
+fn pick_free_ports(ports: &mut [crate::containers::PublishedPort]) -> anyhow::Result<()> {
+    for port in ports.iter_mut().filter(|p| p.host_port == 0) {
+        let ip: std::net::IpAddr = port.host_ip.parse()?;
+        let probe = std::net::TcpListener::bind((ip, 0))
+            .with_context(|| format!("cannot find a free port on {ip}"))?;
+        port.host_port = probe.local_addr()?.port();
+    }
+    Ok(())
 }
 
 /// `-v SRC:DST[:OPTIONS]`: SRC is a host path (absolute, or relative starting with `.`) or a
@@ -409,7 +512,24 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
         .iter()
         .map(|v| parse_volume(v))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    check_published_ports(&args)?;
+    let network = NetworkChoice::parse(&args.network)?;
+    let mut published = Vec::new();
+    for p in &args.publish {
+        published.extend(parse_publish(p)?);
+    }
+    match network {
+        NetworkChoice::Host if !published.is_empty() || args.publish_all => {
+            eprintln!("WARNING: published ports are discarded when using the host network");
+            published.clear();
+        }
+        NetworkChoice::None if !published.is_empty() || args.publish_all => {
+            return Err(anyhow::anyhow!(
+                "-p/-P need a network with its own ports; --network none has none"
+            )
+            .into());
+        }
+        _ => {}
+    }
     let policy = RestartPolicy::parse(&args.restart)?;
     if args.rm && policy != RestartPolicy::No {
         return Err(anyhow::anyhow!(
@@ -534,19 +654,26 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
         spec.set_process(Some(process));
     }
     apply_security(&mut spec, &args)?;
-    match args.network.as_str() {
-        "none" => {}
-        "host" => gcr_runtime::remove_namespace(
-            &mut spec,
-            oci_spec::runtime::LinuxNamespaceType::Network,
-        ),
-        other => {
-            return Err(anyhow::anyhow!(
-                "unknown --network {other:?}: use none or host (private networks are not supported yet)"
-            )
-            .into())
+    if network == NetworkChoice::Host {
+        gcr_runtime::remove_namespace(&mut spec, oci_spec::runtime::LinuxNamespaceType::Network);
+    }
+    if args.publish_all && matches!(network, NetworkChoice::Private(_)) {
+        for exposed in &image.exposed_ports {
+            match exposed.split_once('/') {
+                Some((port, "tcp")) | Some((port, "")) => {
+                    if let Ok(port) = port.parse::<u16>() {
+                        published.push(crate::containers::PublishedPort {
+                            host_ip: "0.0.0.0".into(),
+                            host_port: 0,
+                            container_port: port,
+                        });
+                    }
+                }
+                _ => eprintln!("WARNING: -P publishes tcp ports only; {exposed} is not published"),
+            }
         }
     }
+    pick_free_ports(&mut published)?;
     // Held until the container is gone: no other gcr gets the same --userns=auto range.
     let _userns_lease = match user_namespace(&args)? {
         Some(mapped) => {
@@ -620,6 +747,8 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
         started: None,
         restart: (args.restart != "no").then(|| args.restart.clone()),
         restarts: 0,
+        network: Some(network.name().to_string()),
+        ports: published.clone(),
     };
     crate::containers::write_meta(&state_dir, &meta)?;
     // The OCI runtime spec, as a bundle's config.json: `gcr exec` starts from its process.
@@ -645,6 +774,7 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
 
     options.pid_file = Some(crate::containers::pid_file(&state_dir));
     options.copy_up = copy_up;
+    options.network = crate::containers::network_options(network, &published)?;
     let keep = !args.rm && image_id.is_some();
     if args.create_only {
         if image_id.is_none() {

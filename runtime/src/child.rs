@@ -52,12 +52,15 @@ fn setup_and_exec(
     sock: &OwnedFd,
     old_mask: &SigSet,
 ) -> Result<Infallible, RuntimeError> {
-    // If gcr dies, so does the container. Non-dumpable: nothing in the container may open
-    // /proc/<this>/exe (the gcr binary) or our fds (CVE-2019-5736, CVE-2016-9962).
+    // If gcr dies, so does the container.
     sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64, 0)
         .map_err(sys_err("set the parent death signal"))?;
-    sys::prctl(libc::PR_SET_DUMPABLE, 0, 0).map_err(sys_err("make the process non-dumpable"))?;
+    // Until the go, the parent (rootless too) may open our /proc/PID/ns files to set up the
+    // network; nothing of the container runs yet, this process is its only one.
     wait_for_go(sock)?;
+    // Non-dumpable from here: nothing in the container may open /proc/<this>/exe (the gcr
+    // binary) or our fds (CVE-2019-5736, CVE-2016-9962).
+    sys::prctl(libc::PR_SET_DUMPABLE, 0, 0).map_err(sys_err("make the process non-dumpable"))?;
     if plan.new_userns {
         nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
             .map_err(sys_err("become root in the user namespace"))?;

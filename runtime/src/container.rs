@@ -769,7 +769,14 @@ fn supervise(plan: &Plan, pid: Pid, sock: &OwnedFd) -> Result<ExitStatusCode, Ru
     }
     // The network is up before the command starts; its helpers stop when the run ends.
     let _network = match &plan.network {
-        Some(network) => Some(network.attach(pid, &plan.opts.container_id)?),
+        Some(network) => {
+            // `address` in the state directory: what `inspect` shows as the IP address.
+            write_atomic(
+                &plan.opts.state_dir.join("address"),
+                &network.address.to_string(),
+            )?;
+            Some(network.attach(pid, &plan.opts.container_id)?)
+        }
         None => None,
     };
     send(sock, &[MSG_GO], None)

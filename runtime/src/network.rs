@@ -61,7 +61,8 @@ pub struct NetworkOptions {
 pub(crate) struct NetworkPlan {
     pub kind: PrivateNetwork,
     pub address: Ipv4Addr,
-    lease: Option<Lease>,
+    /// Held for the run; dropping it frees the address.
+    _lease: Option<Lease>,
     listeners: Vec<(TcpListener, u16)>,
 }
 
@@ -96,7 +97,7 @@ impl NetworkPlan {
         Ok(Some(NetworkPlan {
             kind,
             address,
-            lease,
+            _lease: lease,
             listeners,
         }))
     }
@@ -118,14 +119,6 @@ impl NetworkPlan {
             attached.proxy = Some(start_proxy(&self.listeners, pid, self.address)?);
         }
         Ok(attached)
-    }
-}
-
-impl Drop for NetworkPlan {
-    fn drop(&mut self) {
-        if let Some(lease) = self.lease.take() {
-            let _ = std::fs::remove_file(&lease.path);
-        }
     }
 }
 
@@ -160,6 +153,12 @@ impl Drop for Attached {
 struct Lease {
     address: Ipv4Addr,
     path: PathBuf,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 impl Lease {
@@ -376,7 +375,14 @@ fn slirp_attach(pid: Pid) -> Result<Slirp, RuntimeError> {
         .map_err(|e| RuntimeError::sys("pipe", e))?;
     let ready_for_child = inheritable(&ready_write)?;
     let exit_for_child = inheritable(&exit_read)?;
-    let spawned = Command::new(binary)
+    let mut command = Command::new(binary);
+    // The container's own user namespace, when it has one (not when it shares rootless
+    // gcr's, which slirp4netns then already runs in).
+    let userns = format!("/proc/{pid}/ns/user");
+    if !same_namespace(&userns, "/proc/self/ns/user") {
+        command.arg(format!("--userns-path={userns}"));
+    }
+    let spawned = command
         .arg("--configure")
         .arg("--mtu=65520")
         .arg("--disable-host-loopback")
@@ -384,7 +390,6 @@ fn slirp_attach(pid: Pid) -> Result<Slirp, RuntimeError> {
         .arg("--enable-seccomp")
         .arg(format!("--ready-fd={}", ready_for_child.as_raw_fd()))
         .arg(format!("--exit-fd={}", exit_for_child.as_raw_fd()))
-        .arg(format!("--userns-path=/proc/{pid}/ns/user"))
         .arg("--netns-type=path")
         .arg(format!("/proc/{pid}/ns/net"))
         .arg("tap0")
@@ -417,6 +422,14 @@ fn slirp_attach(pid: Pid) -> Result<Slirp, RuntimeError> {
     })
 }
 
+/// Whether two namespace files name the same namespace.
+fn same_namespace(a: &str, b: &str) -> bool {
+    match (nix::sys::stat::stat(a), nix::sys::stat::stat(b)) {
+        (Ok(x), Ok(y)) => x.st_ino == y.st_ino && x.st_dev == y.st_dev,
+        _ => false,
+    }
+}
+
 /// A duplicate of `fd` without O_CLOEXEC, for a child to inherit.
 fn inheritable(fd: &OwnedFd) -> Result<OwnedFd, RuntimeError> {
     let dup = nix::unistd::dup(fd).map_err(|e| RuntimeError::sys("dup", e))?;
@@ -446,12 +459,10 @@ fn start_proxy(
         // namespace first (rootless); as root the network namespace alone will do.
         if nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
             == Err(Errno::EPERM)
+            && (nix::sched::setns(userns.as_fd(), nix::sched::CloneFlags::CLONE_NEWUSER).is_err()
+                || nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).is_err())
         {
-            if nix::sched::setns(userns.as_fd(), nix::sched::CloneFlags::CLONE_NEWUSER).is_err()
-                || nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).is_err()
-            {
-                return;
-            }
+            return;
         }
         let _ = nix::sys::signal::pthread_sigmask(
             nix::sys::signal::SigmaskHow::SIG_SETMASK,
