@@ -997,6 +997,12 @@ fn serve(
     match (repo, kind) {
         ("broken", _) => respond(&mut conn, "500 Internal Server Error", &[], b"oops"),
         ("flaky", _) if first_time => respond(&mut conn, "503 Service Unavailable", &[], b""),
+        ("slowdown", "manifest") if first_time => respond(
+            &mut conn,
+            "429 Too Many Requests",
+            &[("Retry-After", "2".to_string())],
+            b"",
+        ),
         ("wrongdigest", "manifest") => {
             // By tag: the header lies. By digest: a different manifest than asked for.
             let header = format!("sha256:{}", "1".repeat(64));
@@ -1337,6 +1343,18 @@ fn server_errors_are_retried() {
         2
     );
     env.check_clean();
+
+    // 429 with Retry-After: the next attempt waits as long as asked, not the short backoff.
+    let env = Env::new();
+    let image = format!("{}/slowdown:latest", server.host());
+    let started = std::time::Instant::now();
+    env.ok(&["pull", &image]);
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(1900),
+        "Retry-After ignored: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(server.hits("slowdown/manifests/latest"), 2);
 
     // Always 500: gives up with the status.
     let env = Env::new();

@@ -48,6 +48,8 @@ pub enum RegistryError {
         status: u16,
         code: Option<String>,
         message: Option<String>,
+        /// A 429's or 503's `Retry-After`, in seconds (the HTTP-date form is not used).
+        retry_after: Option<u64>,
     },
     #[error("{what} from {url} is larger than the {} MiB limit", .limit / (1024 * 1024))]
     TooLarge {
@@ -79,6 +81,17 @@ impl RegistryError {
                 *status >= 500 || *status == 429 || *status == 408
             }
             _ => false,
+        }
+    }
+
+    /// How long the registry asked to wait before the next attempt (`Retry-After`).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            RegistryError::Status {
+                retry_after: Some(secs),
+                ..
+            } => Some(std::time::Duration::from_secs(*secs)),
+            _ => None,
         }
     }
 
@@ -712,6 +725,11 @@ impl RegistryClient {
     /// Builds a Status error from a failed response, reading its error JSON if small.
     async fn status_error(&self, resp: reqwest::Response, url: &Url) -> RegistryError {
         let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
         let (code, message) = match read_capped(resp, url, "error body", MAX_ERROR_BODY).await {
             Ok(body) => parse_error_body(&body),
             Err(_) => (None, None),
@@ -721,6 +739,7 @@ impl RegistryClient {
             status,
             code,
             message,
+            retry_after,
         }
     }
 }
@@ -1066,6 +1085,7 @@ mod tests {
             status: s,
             code: None,
             message: None,
+            retry_after: None,
         };
         assert!(status(500).is_transient());
         assert!(status(503).is_transient());

@@ -197,6 +197,13 @@ impl crate::retry::Retryable for PullErrorKind {
         }
     }
 
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            PullErrorKind::Registry(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+
     fn is_transient(&self) -> bool {
         match self {
             PullErrorKind::Registry(e) => e.is_transient(),
@@ -861,7 +868,8 @@ mod tests {
             url: "u".into(),
             status: 502,
             code: None,
-            message: None
+            message: None,
+            retry_after: None,
         })
         .is_transient());
     }

@@ -163,6 +163,13 @@ impl crate::retry::Retryable for PushErrorKind {
         }
     }
 
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            PushErrorKind::Registry(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+
     fn is_transient(&self) -> bool {
         match self {
             PushErrorKind::Registry(e) | PushErrorKind::Blob { source: e, .. } => e.is_transient(),
@@ -758,6 +765,7 @@ mod tests {
             status: s,
             code: None,
             message: None,
+            retry_after: None,
         };
         assert!(PushErrorKind::Registry(status(503)).is_transient());
         assert!(PushErrorKind::Blob {

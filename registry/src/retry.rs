@@ -9,7 +9,14 @@ pub(crate) trait Retryable: Sized + std::fmt::Display {
     fn is_transient(&self) -> bool;
     /// The error reported after `attempts` attempts all failed, the last with `last`.
     fn gave_up(attempts: u32, last: Self) -> Self;
+    /// How long the server asked to wait (`Retry-After`), if it did.
+    fn retry_after(&self) -> Option<Duration> {
+        None
+    }
 }
+
+/// The longest `Retry-After` honoured: a server asking for more gets this much.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// Runs `op` until it succeeds, fails for good, or `retries` retries are used; `on_retry`
 /// hears of each retry (attempt number, delay, reason) before the wait.
@@ -31,7 +38,9 @@ where
             Ok(v) => return Ok(v),
             Err(e) if e.is_transient() && attempt < retries => {
                 attempt += 1;
-                let delay = backoff(base_delay, attempt);
+                // The server's Retry-After when longer than our own backoff.
+                let delay = backoff(base_delay, attempt)
+                    .max(e.retry_after().unwrap_or_default().min(MAX_RETRY_AFTER));
                 tracing::info!(what, attempt, ?delay, error = %e, "retrying");
                 on_retry(attempt, delay, &e);
                 tokio::time::sleep(delay).await;
