@@ -746,17 +746,48 @@ fn upload_location(resp: &reqwest::Response, digest: &Digest) -> Result<Url, Pus
         .ok_or_else(|| PushErrorKind::NoLocation {
             digest: digest.clone(),
         })?;
-    resp.url()
+    let url = resp
+        .url()
         .join(location)
         .map_err(|_| PushErrorKind::NoLocation {
             digest: digest.clone(),
-        })
+        })?;
+    // Only HTTP: a `file://` or other Location is a broken registry, not a passing fault.
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(PushErrorKind::Registry(RegistryError::Protocol {
+            registry: resp.url().host_str().unwrap_or_default().to_string(),
+            detail: format!("the upload Location {location:?} is not an http(s) URL"),
+        }));
+    }
+    Ok(url)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::retry::Retryable as _;
+
+    #[test]
+    fn upload_locations_must_be_http_urls() {
+        let answer = |location: &str| {
+            reqwest::Response::from(
+                http::Response::builder()
+                    .status(202)
+                    .header("Location", location)
+                    .body("")
+                    .unwrap(),
+            )
+        };
+        let digest = Digest::of(b"blob");
+        let url = upload_location(&answer("/v2/x/blobs/uploads/1?state=a"), &digest).unwrap();
+        assert!(
+            url.as_str().ends_with("/v2/x/blobs/uploads/1?state=a"),
+            "{url}"
+        );
+        let err = upload_location(&answer("file:///etc/passwd"), &digest).unwrap_err();
+        assert!(!err.is_transient(), "{err}");
+        assert!(err.to_string().contains("not an http(s) URL"), "{err}");
+    }
 
     #[test]
     fn transient_kinds() {
