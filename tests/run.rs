@@ -296,6 +296,14 @@ fn not_found_127_not_executable_126_with_one_line() {
         );
         expect(&s.run(&[], &["/etc"]), 126);
         expect(&s.run(&[], &["/no/such/path"]), 127);
+        // An empty command word (ENTRYPOINT [""]): not found, not "/bin/ is a directory".
+        let out = s.run(&["--entrypoint", ""], &[""]);
+        expect(&out, 127);
+        assert!(
+            stderr(&out).contains("\"\": executable file not found"),
+            "{}",
+            stderr(&out)
+        );
     });
 }
 

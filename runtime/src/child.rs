@@ -296,6 +296,13 @@ fn find_executable(arg0: &CStr, path_env: Option<&str>) -> Result<CString, Runti
             }
         }
     };
+    if name.is_empty() {
+        // An empty ENTRYPOINT/CMD word ([""]) names nothing: as Docker, "not found".
+        return Err(RuntimeError::Exec {
+            code: 127,
+            message: "exec: \"\": executable file not found in $PATH".to_string(),
+        });
+    }
     if name.contains('/') {
         if check(Path::new(&name))? {
             return Ok(arg0.to_owned());
