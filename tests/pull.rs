@@ -1029,6 +1029,22 @@ fn serve(
                 b"",
             )
         }
+        ("nested", "manifest") => {
+            // An index whose only entry is another index.
+            let index = format!(
+                r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"sha256:{}","size":100}}]}}"#,
+                "3".repeat(64)
+            );
+            respond(
+                &mut conn,
+                "200 OK",
+                &[(
+                    "Content-Type",
+                    "application/vnd.oci.image.index.v1+json".to_string(),
+                )],
+                index.as_bytes(),
+            )
+        }
         ("bigmanifest", "manifest") => {
             let mut big = b"{\"schemaVersion\":2,\"pad\":\"".to_vec();
             big.resize(6 * 1024 * 1024, b'a');
@@ -1225,6 +1241,10 @@ fn digest_mismatches_are_refused() {
         server.hits(&format!("flipped/blobs/{}", blobs.layer_digest)),
         1
     );
+    // An index of indexes: said as such, not as "no image for the platform".
+    let image = format!("{}/nested:latest", server.host());
+    let err = env.fails(&["pull", &image]);
+    assert!(err.contains("an index inside an index"), "{err}");
     // A complete answer shorter than the descriptor: the wrong blob, refused at once.
     let image = format!("{}/shortblob:latest", server.host());
     let err = env.fails(&["pull", &image]);

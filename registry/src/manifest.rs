@@ -122,7 +122,7 @@ pub enum Document {
     },
 }
 
-fn is_index_type(t: &str) -> bool {
+pub(crate) fn is_index_type(t: &str) -> bool {
     t == OCI_INDEX || t == DOCKER_MANIFEST_LIST
 }
 

@@ -326,6 +326,15 @@ async fn pull_inner(
             let want = wanted.clone().unwrap_or_else(Platform::host);
             let candidates = index_platforms(manifests);
             let Some(entry) = platform::select(&want, &candidates) else {
+                // Indexes listed inside this one are not followed: say so, rather than "none".
+                if let Some(nested) = manifests
+                    .iter()
+                    .find(|m| crate::manifest::is_index_type(&m.media_type))
+                {
+                    return Err(PullErrorKind::NestedIndex {
+                        digest: nested.digest.clone(),
+                    });
+                }
                 let mut available: Vec<String> =
                     candidates.iter().map(|(_, p)| p.to_string()).collect();
                 available.dedup();
