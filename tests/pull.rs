@@ -1029,6 +1029,15 @@ fn serve(
                 b"",
             )
         }
+        ("helm", "manifest") => {
+            // An OCI artifact: a Helm chart's config type.
+            let mut m: Value = serde_json::from_slice(&blobs.manifest).unwrap();
+            m["config"]["mediaType"] =
+                Value::String("application/vnd.cncf.helm.config.v1+json".into());
+            let body = serde_json::to_vec(&m).unwrap();
+            let digest = format!("sha256:{}", sha256_hex(&body));
+            respond(&mut conn, "200 OK", &manifest_headers(&digest), &body)
+        }
         ("nested", "manifest") => {
             // An index whose only entry is another index.
             let index = format!(
@@ -1240,6 +1249,13 @@ fn digest_mismatches_are_refused() {
     assert_eq!(
         server.hits(&format!("flipped/blobs/{}", blobs.layer_digest)),
         1
+    );
+    // An artifact is not an image.
+    let image = format!("{}/helm:latest", server.host());
+    let err = env.fails(&["pull", &image]);
+    assert!(
+        err.contains("not a container image") && err.contains("helm"),
+        "{err}"
     );
     // An index of indexes: said as such, not as "no image for the platform".
     let image = format!("{}/nested:latest", server.host());

@@ -171,6 +171,8 @@ pub enum PullErrorKind {
     NoMatchingPlatform { wanted: String, available: String },
     #[error("the image is for {actual}, not the requested platform {wanted}")]
     PlatformMismatch { wanted: String, actual: String },
+    #[error("this is not a container image: its config is {config_type} (an artifact such as a Helm chart or a signature)")]
+    NotAnImage { config_type: String },
     #[error("an index inside an index is not supported ({digest})")]
     NestedIndex { digest: String },
     #[error(
@@ -368,6 +370,18 @@ async fn pull_inner(
         return Err(PullErrorKind::Internal("expected an image manifest".into()));
     };
 
+    // An artifact (a Helm chart, a signature, ...) has a config of its own type: not an image.
+    const IMAGE_CONFIG_TYPES: [&str; 4] = [
+        "application/vnd.oci.image.config.v1+json",
+        "application/vnd.docker.container.image.v1+json",
+        "application/octet-stream",
+        "",
+    ];
+    if !IMAGE_CONFIG_TYPES.contains(&config.media_type.as_str()) {
+        return Err(PullErrorKind::NotAnImage {
+            config_type: config.media_type.clone(),
+        });
+    }
     let _ = events.send(PullEvent::Resolved {
         manifest_digest: manifest.digest.clone(),
     });
