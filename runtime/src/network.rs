@@ -411,7 +411,7 @@ fn slirp_attach(pid: Pid) -> Result<Slirp, RuntimeError> {
             .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_string())
             .unwrap_or_default();
         return Err(RuntimeError::Setup(format!(
-            "slirp4netns could not set up the container's network: {why}"
+            "slirp4netns could not set up the container's network: {why} (--network host or none runs without it)"
         )));
     }
     // Its later complaints are not gcr's output.
