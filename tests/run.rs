@@ -1966,6 +1966,70 @@ fn the_default_private_network_publishes_ports_and_leaves_nothing_behind() {
 }
 
 #[test]
+fn add_host_and_dns_flags_shape_the_generated_files() {
+    let Some(image) = image() else { return };
+    for who in [As::Root, As::Rootless] {
+        let Some(s) = Setup::new(who) else { continue };
+        let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+        let out = expect(
+            &gcr(&[
+                "run",
+                "--rm",
+                "--add-host",
+                "db:10.1.2.3",
+                "--add-host",
+                "gw:host-gateway",
+                "--add-host",
+                "six:fd00::1",
+                "--dns",
+                "192.0.2.53",
+                "--dns-search",
+                "example.org",
+                "--dns-option",
+                "ndots:3",
+                &image,
+                "cat",
+                "/etc/hosts",
+                "/etc/resolv.conf",
+            ]),
+            0,
+        );
+        let gateway = if who == As::Root {
+            "10.88.0.1"
+        } else {
+            "10.0.2.2"
+        };
+        for line in [
+            "10.1.2.3\tdb".to_string(),
+            format!("{gateway}\tgw"),
+            "fd00::1\tsix".to_string(),
+            "nameserver 192.0.2.53".to_string(),
+            "search example.org".to_string(),
+            "options ndots:3".to_string(),
+        ] {
+            assert!(
+                out.lines().any(|l| l == line),
+                "{who:?}: no {line:?} in {out}"
+            );
+        }
+        assert_eq!(out.matches("nameserver").count(), 1, "{who:?}: {out}");
+        for bad in [
+            vec!["--add-host", "nocolon"],
+            vec!["--add-host", "db:not-an-ip"],
+            vec!["--dns", "dns.example"],
+            vec!["--network", "none", "--add-host", "gw:host-gateway"],
+        ] {
+            let mut args = vec!["run", "--rm"];
+            args.extend(bad.iter().copied());
+            args.extend([image.as_str(), "true"]);
+            let out = gcr(&args);
+            assert_eq!(out.status.code(), Some(125), "{bad:?}");
+        }
+        assert_no_leftovers(&s);
+    }
+}
+
+#[test]
 fn dockers_management_commands_are_the_plain_ones() {
     let Some(image) = image() else { return };
     let Some(s) = Setup::new(As::Root) else {

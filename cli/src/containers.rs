@@ -51,6 +51,16 @@ pub struct ContainerMeta {
     /// Published ports (`-p`, `-P`).
     #[serde(default)]
     pub ports: Vec<PublishedPort>,
+    /// `--add-host` lines (name, address).
+    #[serde(default)]
+    pub extra_hosts: Vec<(String, String)>,
+    /// `--dns`, `--dns-search`, `--dns-option`.
+    #[serde(default)]
+    pub dns: Vec<String>,
+    #[serde(default)]
+    pub dns_search: Vec<String>,
+    #[serde(default)]
+    pub dns_options: Vec<String>,
 }
 
 /// A container port published on the host.
@@ -1116,6 +1126,12 @@ fn start_one(store: &gcr_storage::Store, c: &Container, attach: bool) -> anyhow:
         .unwrap_or(false);
     options.init = c.meta.init;
     options.user = c.meta.user.clone();
+    options.extra_hosts = c.meta.extra_hosts.clone();
+    options.dns = gcr_runtime::DnsOptions {
+        servers: c.meta.dns.clone(),
+        search: c.meta.dns_search.clone(),
+        options: c.meta.dns_options.clone(),
+    };
     if let Some(name) = &c.meta.network {
         options.network = network_options(crate::run::NetworkChoice::parse(name)?, &c.meta.ports)?;
     }

@@ -55,6 +55,19 @@ pub struct RunArgs {
     /// Container host name
     #[arg(short = 'h', long, value_name = "NAME")]
     hostname: Option<String>,
+    /// Add a line to /etc/hosts: NAME:IP (IP may be host-gateway, the host as the container
+    /// reaches it)
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    add_host: Vec<String>,
+    /// DNS server for /etc/resolv.conf (repeatable; replaces the host's)
+    #[arg(long = "dns", value_name = "IP")]
+    dns: Vec<String>,
+    /// DNS search domain (repeatable)
+    #[arg(long = "dns-search", value_name = "DOMAIN")]
+    dns_search: Vec<String>,
+    /// resolv.conf option, e.g. ndots:2 (repeatable)
+    #[arg(long = "dns-option", alias = "dns-opt", value_name = "OPTION")]
+    dns_option: Vec<String>,
     /// Bind mount a volume: SRC:DST[:ro|rw]
     #[arg(short, long = "volume", value_name = "SRC:DST[:OPTS]")]
     volume: Vec<String>,
@@ -327,6 +340,43 @@ impl NetworkChoice {
     }
 }
 
+/// `--add-host NAME:IP` (or NAME=IP); `host-gateway` is the host as the network reaches it.
+pub(crate) fn parse_extra_hosts(
+    given: &[String],
+    network: NetworkChoice,
+) -> anyhow::Result<Vec<(String, String)>> {
+    given
+        .iter()
+        .map(|entry| {
+            let (name, ip) = entry
+                .split_once('=')
+                .or_else(|| entry.split_once(':'))
+                .filter(|(n, ip)| !n.is_empty() && !ip.is_empty())
+                .with_context(|| format!("invalid --add-host {entry:?}: use NAME:IP"))?;
+            let ip = match (ip, network) {
+                ("host-gateway", NetworkChoice::Private(gcr_runtime::PrivateNetwork::Bridge)) => {
+                    "10.88.0.1".to_string()
+                }
+                ("host-gateway", NetworkChoice::Private(gcr_runtime::PrivateNetwork::Slirp)) => {
+                    "10.0.2.2".to_string()
+                }
+                ("host-gateway", NetworkChoice::Host) => "127.0.0.1".to_string(),
+                ("host-gateway", NetworkChoice::None) => {
+                    bail!("--add-host {entry}: with --network none the host cannot be reached")
+                }
+                (ip, _) => {
+                    // IPv6 addresses hold colons: NAME:IP splits at the first one.
+                    ip.parse::<std::net::IpAddr>().with_context(|| {
+                        format!("invalid --add-host {entry:?}: {ip:?} is not an IP address")
+                    })?;
+                    ip.to_string()
+                }
+            };
+            Ok((name.to_string(), ip))
+        })
+        .collect()
+}
+
 /// One `-p` value: `[IP:][HOST_PORT:]CONTAINER_PORT[/tcp]` with optional ranges; a host port
 /// of 0 means "pick a free one".
 pub(crate) fn parse_publish(text: &str) -> anyhow::Result<Vec<crate::containers::PublishedPort>> {
@@ -513,6 +563,12 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
         .map(|v| parse_volume(v))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let network = NetworkChoice::parse(&args.network)?;
+    let extra_hosts = parse_extra_hosts(&args.add_host, network)?;
+    for server in &args.dns {
+        server
+            .parse::<std::net::IpAddr>()
+            .map_err(|_| anyhow::anyhow!("invalid --dns {server:?}: give an IP address"))?;
+    }
     let mut published = Vec::new();
     for p in &args.publish {
         published.extend(parse_publish(p)?);
@@ -749,6 +805,10 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
         restarts: 0,
         network: Some(network.name().to_string()),
         ports: published.clone(),
+        extra_hosts: extra_hosts.clone(),
+        dns: args.dns.clone(),
+        dns_search: args.dns_search.clone(),
+        dns_options: args.dns_option.clone(),
     };
     crate::containers::write_meta(&state_dir, &meta)?;
     // The OCI runtime spec, as a bundle's config.json: `gcr exec` starts from its process.
@@ -775,6 +835,12 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
     options.pid_file = Some(crate::containers::pid_file(&state_dir));
     options.copy_up = copy_up;
     options.network = crate::containers::network_options(network, &published)?;
+    options.extra_hosts = extra_hosts.clone();
+    options.dns = gcr_runtime::DnsOptions {
+        servers: args.dns.clone(),
+        search: args.dns_search.clone(),
+        options: args.dns_option.clone(),
+    };
     let keep = !args.rm && image_id.is_some();
     if args.create_only {
         if image_id.is_none() {

@@ -81,6 +81,49 @@ pub struct RunOptions {
     pub copy_up: Vec<PathBuf>,
     /// A private network for the container's network namespace, and published ports.
     pub network: crate::network::NetworkOptions,
+    /// `--add-host NAME:IP`: lines added to the generated /etc/hosts.
+    pub extra_hosts: Vec<(String, String)>,
+    /// `--dns`, `--dns-search`, `--dns-option`: they replace the generated resolv.conf's
+    /// nameservers, search domains and options.
+    pub dns: DnsOptions,
+}
+
+/// What `--dns*` ask of the container's /etc/resolv.conf.
+#[derive(Debug, Clone, Default)]
+pub struct DnsOptions {
+    pub servers: Vec<String>,
+    pub search: Vec<String>,
+    pub options: Vec<String>,
+}
+
+impl DnsOptions {
+    /// `resolv` with the given servers, search domains and options in place of its own.
+    fn apply(&self, resolv: String) -> String {
+        if self.servers.is_empty() && self.search.is_empty() && self.options.is_empty() {
+            return resolv;
+        }
+        let keyword = |line: &str| line.split_whitespace().next().unwrap_or("").to_string();
+        let mut out: String = resolv
+            .lines()
+            .filter(|l| {
+                let k = keyword(l);
+                !(k == "nameserver" && !self.servers.is_empty()
+                    || (k == "search" || k == "domain") && !self.search.is_empty()
+                    || k == "options" && !self.options.is_empty())
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        for server in &self.servers {
+            out.push_str(&format!("nameserver {server}\n"));
+        }
+        if !self.search.is_empty() {
+            out.push_str(&format!("search {}\n", self.search.join(" ")));
+        }
+        if !self.options.is_empty() {
+            out.push_str(&format!("options {}\n", self.options.join(" ")));
+        }
+        out
+    }
 }
 
 impl RunOptions {
@@ -103,6 +146,8 @@ impl RunOptions {
             started_fd: None,
             copy_up: Vec::new(),
             network: Default::default(),
+            extra_hosts: Vec::new(),
+            dns: DnsOptions::default(),
         }
     }
 }
@@ -541,6 +586,10 @@ impl<'a> Plan<'a> {
                     resolv = format!("nameserver {}\n", crate::network::SLIRP_DNS);
                 }
             }
+            for (host, ip) in &opts.extra_hosts {
+                hosts.push_str(&format!("{ip}\t{host}\n"));
+            }
+            let resolv = opts.dns.apply(resolv);
             for (file, content) in [
                 ("hostname", format!("{name}\n")),
                 ("hosts", hosts),
@@ -996,6 +1045,22 @@ fn copy_once_strict(from: RawFd, buf: &mut [u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dns_options_replace_what_they_name() {
+        let host = "nameserver 10.0.0.1\nsearch corp.example\noptions ndots:2\n";
+        let none = DnsOptions::default();
+        assert_eq!(none.apply(host.to_string()), host);
+        let dns = DnsOptions {
+            servers: vec!["1.1.1.1".into(), "9.9.9.9".into()],
+            search: Vec::new(),
+            options: vec!["timeout:1".into()],
+        };
+        assert_eq!(
+            dns.apply(host.to_string()),
+            "search corp.example\nnameserver 1.1.1.1\nnameserver 9.9.9.9\noptions timeout:1\n"
+        );
+    }
 
     #[test]
     fn resolv_conf_replaces_loopback() {

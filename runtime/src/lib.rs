@@ -34,7 +34,7 @@ pub mod users;
 pub use oci_spec::runtime::Spec;
 
 pub use caps::{capability_names, parse_capability};
-pub use container::{run_container, ExitStatusCode, RootfsSource, RunOptions};
+pub use container::{run_container, DnsOptions, ExitStatusCode, RootfsSource, RunOptions};
 pub use copy::{copy_in, copy_out, copy_out_tar, ContainerFiles, CopyOptions};
 pub use detach::run_detached;
 pub use error::RuntimeError;
