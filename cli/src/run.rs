@@ -1356,6 +1356,58 @@ fn pull_missing(ctx: &Context, name: &str, platform: Option<&str>) -> anyhow::Re
 mod tests {
     use super::*;
 
+    #[test]
+    fn publish_values_as_docker_reads_them() {
+        let one = |text: &str| {
+            parse_publish(text)
+                .unwrap()
+                .into_iter()
+                .map(|p| (p.host_ip, p.host_port, p.container_port))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(one("80"), [("0.0.0.0".into(), 0, 80)]);
+        assert_eq!(one("8080:80"), [("0.0.0.0".into(), 8080, 80)]);
+        assert_eq!(one("8080:80/TCP"), [("0.0.0.0".into(), 8080, 80)]);
+        assert_eq!(one("127.0.0.1::80"), [("127.0.0.1".into(), 0, 80)]);
+        assert_eq!(one("127.0.0.1:81:80"), [("127.0.0.1".into(), 81, 80)]);
+        assert_eq!(one("[::1]:81:80"), [("::1".into(), 81, 80)]);
+        assert_eq!(
+            one("9000-9001:8000-8001"),
+            [
+                ("0.0.0.0".into(), 9000, 8000),
+                ("0.0.0.0".into(), 9001, 8001)
+            ]
+        );
+        for bad in [
+            "",
+            "0",
+            "70000",
+            "a:80",
+            "1:2:3:4",
+            "9000-9002:8000-8001",
+            "81-80",
+            "80/udp",
+            "80/xyz",
+            "bad-ip:80:80",
+            "[::1:80",
+        ] {
+            assert!(parse_publish(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn extra_hosts_resolve_host_gateway_per_network() {
+        use gcr_runtime::PrivateNetwork::{Bridge, Slirp};
+        let given = ["db:10.0.0.5".to_string(), "gw=host-gateway".to_string()];
+        let hosts = parse_extra_hosts(&given, NetworkChoice::Private(Bridge)).unwrap();
+        assert_eq!(hosts[1], ("gw".to_string(), "10.88.0.1".to_string()));
+        let hosts = parse_extra_hosts(&given, NetworkChoice::Private(Slirp)).unwrap();
+        assert_eq!(hosts[1].1, "10.0.2.2");
+        assert_eq!(hosts[0], ("db".to_string(), "10.0.0.5".to_string()));
+        assert!(parse_extra_hosts(&given, NetworkChoice::None).is_err());
+        assert!(parse_extra_hosts(&[":1.2.3.4".into()], NetworkChoice::Host).is_err());
+    }
+
     fn image() -> ImageProcess {
         ImageProcess {
             entrypoint: vec!["/entry".into()],
