@@ -2030,6 +2030,42 @@ fn add_host_and_dns_flags_shape_the_generated_files() {
 }
 
 #[test]
+fn version_and_info_answer_what_docker_scripts_ask() {
+    let Some(image) = image() else { return };
+    for who in [As::Root, As::Rootless] {
+        let Some(s) = Setup::new(who) else { continue };
+        let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+        let version = expect(&gcr(&["version", "--format", "{{.Server.Version}}"]), 0);
+        assert_eq!(version.trim(), env!("CARGO_PKG_VERSION"));
+        let before = expect(
+            &gcr(&["info", "-f", "{{.Images}} {{.Containers}} {{.Rootless}}"]),
+            0,
+        );
+        expect(&gcr(&["run", "--name", "kept", &image, "true"]), 0);
+        let after = expect(
+            &gcr(&[
+                "info",
+                "-f",
+                "{{.Images}} {{.Containers}} {{.ContainersRunning}} {{.Rootless}}",
+            ]),
+            0,
+        );
+        let rootless = who == As::Rootless;
+        assert_eq!(before.trim(), format!("0 0 {rootless}"), "{who:?}");
+        assert_eq!(after.trim(), format!("1 1 0 {rootless}"), "{who:?}");
+        let all: serde_json::Value =
+            serde_json::from_str(&expect(&gcr(&["info", "--format", "json"]), 0)).unwrap();
+        assert!(
+            ["1", "2", "hybrid"].contains(&all["CgroupVersion"].as_str().unwrap()),
+            "{all}"
+        );
+        assert_eq!(all["DockerRootDir"], s.store.root().display().to_string());
+        expect(&gcr(&["rm", "kept"]), 0);
+        assert_no_leftovers(&s);
+    }
+}
+
+#[test]
 fn dockers_management_commands_are_the_plain_ones() {
     let Some(image) = image() else { return };
     let Some(s) = Setup::new(As::Root) else {

@@ -297,6 +297,13 @@ impl Container {
     }
 }
 
+/// How many containers there are, and how many of them run.
+pub fn counts(store: &gcr_storage::Store) -> anyhow::Result<(usize, usize)> {
+    let all = load(store)?;
+    let running = all.iter().filter(|c| c.running()).count();
+    Ok((all.len(), running))
+}
+
 fn load(store: &gcr_storage::Store) -> anyhow::Result<Vec<Container>> {
     let mut out = Vec::new();
     for id in store.container_ids()? {

@@ -10,6 +10,7 @@ mod commit;
 mod containers;
 mod format;
 mod images;
+mod info;
 mod pull;
 mod push;
 mod run;
@@ -126,6 +127,10 @@ enum Command {
     /// Manage the store
     #[command(subcommand)]
     System(system::SystemCommand),
+    /// Show gcr's version
+    Version(info::VersionArgs),
+    /// Show what gcr runs on: store, counts, cgroups, rootless, kernel
+    Info(info::InfoArgs),
     /// Internal: download a URL for `ADD <url>` (run by `gcr build`)
     #[command(name = "__fetch-url", hide = true)]
     FetchUrl { url: String, dest: PathBuf },
@@ -339,6 +344,8 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Build(args) => check::build(&ctx, args),
         Command::System(cmd) => system::system(&ctx, cmd),
+        Command::Version(args) => info::version(args),
+        Command::Info(args) => info::info(&ctx, args),
         Command::FetchUrl { url, dest } => check::fetch_url_command(&url, &dest),
     }
 }
