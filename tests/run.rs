@@ -2066,6 +2066,140 @@ fn version_and_info_answer_what_docker_scripts_ask() {
 }
 
 #[test]
+fn mount_label_ulimit_shm_group_add_pull_and_cidfile_flags() {
+    let Some(image) = image() else { return };
+    for who in [As::Root, As::Rootless] {
+        let Some(s) = Setup::new(who) else { continue };
+        let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+        let host = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(host.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::write(host.path().join("in.txt"), "from host\n").unwrap();
+        let cid = host.path().join("cid");
+        let bind = format!(
+            "type=bind,source={},target=/ctx,readonly",
+            host.path().display()
+        );
+        let out = expect(
+            &gcr(&[
+                "run",
+                "--rm",
+                "--cidfile",
+                &cid.display().to_string(),
+                "--ulimit",
+                "nofile=512:1024",
+                "--shm-size",
+                "128m",
+                "--group-add",
+                "10",
+                "--group-add",
+                "nogroup",
+                "--mount",
+                "type=tmpfs,target=/scratch,tmpfs-size=1m",
+                "--mount",
+                &bind,
+                "--mount",
+                "type=volume,source=data,target=/data",
+                &image,
+                "sh",
+                "-c",
+                "ulimit -n; ulimit -Hn; df -k /dev/shm /scratch | tail -2 | awk '{print $2}'; \
+                 id -G; cat /ctx/in.txt; touch /ctx/x 2>/dev/null || echo ro; echo kept > /data/f",
+            ]),
+            0,
+        );
+        assert_eq!(
+            out, "512\n1024\n131072\n1024\n0 10 65534\nfrom host\nro\n",
+            "{who:?}"
+        );
+        assert_eq!(std::fs::read_to_string(&cid).unwrap().len(), 64);
+        // The named volume of --mount is a volume like -v's.
+        let out = expect(
+            &gcr(&[
+                "run",
+                "--rm",
+                "--mount",
+                "source=data,target=/d,ro",
+                &image,
+                "cat",
+                "/d/f",
+            ]),
+            0,
+        );
+        assert_eq!(out, "kept\n");
+        // Labels, stop signal and timeout are the container's.
+        expect(
+            &gcr(&[
+                "run",
+                "-d",
+                "--name",
+                "lab",
+                "-l",
+                "tier=web",
+                "-l",
+                "owner=me",
+                "--stop-signal",
+                "SIGUSR1",
+                "--stop-timeout",
+                "1",
+                &image,
+                "sleep",
+                "60",
+            ]),
+            0,
+        );
+        assert_eq!(
+            expect(&gcr(&["ps", "-q", "-f", "label=tier=web"]), 0)
+                .lines()
+                .count(),
+            1
+        );
+        assert_eq!(expect(&gcr(&["ps", "-q", "-f", "label=tier=db"]), 0), "");
+        let info = expect(
+            &gcr(&[
+                "inspect",
+                "-f",
+                "{{index .Config.Labels \"owner\"}} {{.Config.StopSignal}} {{.Config.StopTimeout}}",
+                "lab",
+            ]),
+            0,
+        );
+        assert_eq!(info, "me SIGUSR1 1\n");
+        expect(&gcr(&["stop", "lab"]), 0);
+        expect(&gcr(&["rm", "lab"]), 0);
+        // --pull never, bad values: 125 with the thing named.
+        let out = gcr(&[
+            "run",
+            "--rm",
+            "--pull",
+            "never",
+            "localhost/nosuch:1",
+            "true",
+        ]);
+        assert_eq!(out.status.code(), Some(125));
+        assert!(stderr(&out).contains("--pull never"), "{}", stderr(&out));
+        for bad in [
+            vec!["--mount", "type=bind,target=/x"],
+            vec!["--mount", "type=nfs,source=a,target=/x"],
+            vec!["--mount", "type=tmpfs,source=a,target=/x"],
+            vec!["--ulimit", "nofile=10:5"],
+            vec!["--ulimit", "bogus=1"],
+            vec!["--shm-size", "lots"],
+            vec!["--stop-signal", "SIGNOPE"],
+            vec!["--pull", "sometimes"],
+            vec!["--cidfile", &cid.display().to_string()],
+        ] {
+            let mut args = vec!["run", "--rm"];
+            args.extend(bad.iter().copied());
+            args.extend([image.as_str(), "true"]);
+            let out = gcr(&args);
+            assert_eq!(out.status.code(), Some(125), "{bad:?}: {}", stderr(&out));
+        }
+        expect(&gcr(&["volume", "rm", "data"]), 0);
+        assert_no_leftovers(&s);
+    }
+}
+
+#[test]
 fn dockers_management_commands_are_the_plain_ones() {
     let Some(image) = image() else { return };
     let Some(s) = Setup::new(As::Root) else {

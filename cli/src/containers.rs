@@ -54,6 +54,15 @@ pub struct ContainerMeta {
     /// `--add-host` lines (name, address).
     #[serde(default)]
     pub extra_hosts: Vec<(String, String)>,
+    /// `--stop-timeout`: what `gcr stop` waits without -t (default 10 s).
+    #[serde(default)]
+    pub stop_timeout: Option<u64>,
+    /// `--label` values.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// `--group-add` values.
+    #[serde(default)]
+    pub group_add: Vec<String>,
     /// `--dns`, `--dns-search`, `--dns-option`.
     #[serde(default)]
     pub dns: Vec<String>,
@@ -341,7 +350,7 @@ pub struct PsArgs {
     #[arg(long)]
     no_trunc: bool,
     /// Only containers matching: id=, name=, status=created|running|exited, ancestor=IMAGE,
-    /// exited=CODE (repeatable; different keys must all match)
+    /// exited=CODE, label=KEY[=VALUE] (repeatable; different keys must all match)
     #[arg(short, long = "filter", value_name = "KEY=VALUE")]
     filter: Vec<String>,
     /// Show the N containers created last (all states)
@@ -390,6 +399,11 @@ fn passes_filters(c: &Container, filters: &[(String, String)]) -> bool {
                         || (value.len() >= 4 && id.starts_with(value.trim_start_matches("sha256:")))
                 }
                 "exited" => matches!(c.exit, Some(Some(code)) if code.to_string() == *value),
+                // label=KEY or label=KEY=VALUE
+                "label" => match value.split_once('=') {
+                    Some((k, v)) => c.meta.labels.get(k).is_some_and(|have| have == v),
+                    None => c.meta.labels.contains_key(value.as_str()),
+                },
                 _ => false,
             })
     })
@@ -403,8 +417,11 @@ fn parse_filters(given: &[String]) -> anyhow::Result<Vec<(String, String)>> {
             let (key, value) = f
                 .split_once('=')
                 .with_context(|| format!("invalid filter {f:?}: use KEY=VALUE"))?;
-            if !matches!(key, "id" | "name" | "status" | "ancestor" | "exited") {
-                bail!("unknown filter {key:?}: use id, name, status, ancestor or exited");
+            if !matches!(
+                key,
+                "id" | "name" | "status" | "ancestor" | "exited" | "label"
+            ) {
+                bail!("unknown filter {key:?}: use id, name, status, ancestor, exited or label");
             }
             if key == "status" && !matches!(value, "created" | "running" | "exited") {
                 bail!("invalid status filter {value:?}: use created, running or exited");
@@ -467,7 +484,7 @@ pub fn ps(ctx: &Context, args: PsArgs) -> anyhow::Result<u8> {
                     "Names": c.meta.name.clone().unwrap_or_default(),
                     "Ports": c.meta.ports.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
                     "Mounts": "",
-                    "Labels": "",
+                    "Labels": c.meta.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
                     "Size": "",
                 })
             })
@@ -615,7 +632,7 @@ fn wait_gone(meta: &ContainerMeta, timeout: std::time::Duration) -> bool {
 }
 
 /// `SIGTERM`, `TERM` or `15`.
-fn parse_signal(text: &str) -> anyhow::Result<nix::sys::signal::Signal> {
+pub(crate) fn parse_signal(text: &str) -> anyhow::Result<nix::sys::signal::Signal> {
     use std::str::FromStr as _;
     let upper = text.trim().to_ascii_uppercase();
     let parsed = match upper.parse::<i32>() {
@@ -851,14 +868,10 @@ pub fn attach(ctx: &Context, args: AttachArgs) -> anyhow::Result<u8> {
 
 #[derive(Args, Debug)]
 pub struct StopArgs {
-    /// Seconds to wait for the container to end before killing it
-    #[arg(
-        short = 't',
-        long = "time",
-        default_value_t = 10,
-        value_name = "SECONDS"
-    )]
-    time: u64,
+    /// Seconds to wait for the container to end before killing it (default: its
+    /// --stop-timeout, else 10)
+    #[arg(short = 't', long = "time", value_name = "SECONDS")]
+    time: Option<u64>,
     #[arg(required = true, value_name = "CONTAINER")]
     containers: Vec<String>,
 }
@@ -874,7 +887,8 @@ pub fn stop(ctx: &Context, args: StopArgs) -> anyhow::Result<u8> {
     })
 }
 
-fn stop_one(c: &Container, time: u64) -> anyhow::Result<()> {
+fn stop_one(c: &Container, time: Option<u64>) -> anyhow::Result<()> {
+    let time = time.or(c.meta.stop_timeout).unwrap_or(10);
     if c.alive() {
         mark_stopped(&c.dir);
         let signal = parse_signal(c.meta.stop_signal.as_deref().unwrap_or("SIGTERM"))?;
@@ -1134,6 +1148,7 @@ fn start_one(store: &gcr_storage::Store, c: &Container, attach: bool) -> anyhow:
     options.init = c.meta.init;
     options.user = c.meta.user.clone();
     options.extra_hosts = c.meta.extra_hosts.clone();
+    options.group_add = c.meta.group_add.clone();
     options.dns = gcr_runtime::DnsOptions {
         servers: c.meta.dns.clone(),
         search: c.meta.dns_search.clone(),
@@ -1294,6 +1309,8 @@ pub fn inspect_container(
             "WorkingDir": process.as_ref().map(|p| p.cwd().clone()),
             "Tty": process.as_ref().and_then(|p| p.terminal()).unwrap_or(false),
             "StopSignal": c.meta.stop_signal,
+            "StopTimeout": c.meta.stop_timeout,
+            "Labels": container_labels(store, &c.meta, &image),
         },
         "RestartCount": c.meta.restarts,
         "HostConfig": {
@@ -1314,6 +1331,31 @@ pub fn inspect_container(
         "Mounts": mounts,
         "LogPath": if log_file(&c.dir).exists() { Some(log_file(&c.dir)) } else { None },
     }))
+}
+
+/// The image's labels with the container's own (`--label`) over them, as Docker shows them.
+fn container_labels(
+    store: &gcr_storage::Store,
+    meta: &ContainerMeta,
+    image_id: &str,
+) -> std::collections::BTreeMap<String, String> {
+    let mut labels = std::collections::BTreeMap::new();
+    if let Ok(record) = crate::images::find_image(store, image_id) {
+        let config: Option<serde_json::Value> = store
+            .image_config_bytes(&record)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if let Some(image_labels) = config
+            .as_ref()
+            .and_then(|c| c["config"]["Labels"].as_object())
+        {
+            for (k, v) in image_labels {
+                labels.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
+            }
+        }
+    }
+    labels.extend(meta.labels.clone());
+    labels
 }
 
 /// `--network` of a container (older records: from its spec).

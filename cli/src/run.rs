@@ -71,6 +71,34 @@ pub struct RunArgs {
     /// Bind mount a volume: SRC:DST[:ro|rw]
     #[arg(short, long = "volume", value_name = "SRC:DST[:OPTS]")]
     volume: Vec<String>,
+    /// Mount as Docker's --mount: type=bind|volume|tmpfs,source=SRC,target=DST[,readonly]
+    /// [,volume-nocopy][,tmpfs-size=BYTES][,tmpfs-mode=OCTAL]
+    #[arg(long = "mount", value_name = "KEY=VALUE,...")]
+    mount: Vec<String>,
+    /// Set a label on the container: KEY=VALUE (repeatable)
+    #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
+    label: Vec<String>,
+    /// When to pull the image: missing (default), always, never
+    #[arg(long, default_value = "missing", value_name = "POLICY")]
+    pull: String,
+    /// Signal `gcr stop` sends (default: the image's STOPSIGNAL, else SIGTERM)
+    #[arg(long = "stop-signal", value_name = "SIGNAL")]
+    stop_signal: Option<String>,
+    /// Seconds `gcr stop` waits before SIGKILL (default 10)
+    #[arg(long = "stop-timeout", value_name = "SECONDS")]
+    stop_timeout: Option<u64>,
+    /// Add a supplementary group (name from the container's /etc/group, or a number)
+    #[arg(long = "group-add", value_name = "GROUP")]
+    group_add: Vec<String>,
+    /// Resource limit: NAME=SOFT[:HARD], e.g. nofile=1024:2048 (repeatable)
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
+    ulimit: Vec<String>,
+    /// Size of /dev/shm, e.g. 256m (default 64m)
+    #[arg(long = "shm-size", value_name = "SIZE")]
+    shm_size: Option<String>,
+    /// Write the container ID to this file
+    #[arg(long = "cidfile", value_name = "FILE")]
+    cidfile: Option<PathBuf>,
     /// Mount a tmpfs: DST[:OPTIONS]
     #[arg(long, value_name = "DST[:OPTS]")]
     tmpfs: Vec<String>,
@@ -340,6 +368,143 @@ impl NetworkChoice {
     }
 }
 
+/// What one `--mount` asks for.
+pub(crate) enum MountFlag {
+    Volume(Volume),
+    Tmpfs {
+        destination: String,
+        options: String,
+    },
+}
+
+/// Docker's `--mount type=...,source=...,target=...` (bind, volume, tmpfs).
+pub(crate) fn parse_mount(text: &str) -> anyhow::Result<MountFlag> {
+    let mut kind = "volume";
+    let (mut source, mut target) = (None, None);
+    let (mut read_only, mut no_copy) = (false, false);
+    let mut tmpfs_options = Vec::new();
+    let truth = |key: &str, value: Option<&str>| -> anyhow::Result<bool> {
+        match value {
+            None | Some("true") | Some("1") => Ok(true),
+            Some("false") | Some("0") => Ok(false),
+            Some(other) => bail!("invalid --mount {text:?}: {key}={other} is not true or false"),
+        }
+    };
+    for field in text.split(',').filter(|f| !f.is_empty()) {
+        let (key, value) = match field.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (field, None),
+        };
+        match key {
+            "type" => kind = value.unwrap_or(""),
+            "source" | "src" => source = value,
+            "target" | "destination" | "dst" => target = value,
+            "readonly" | "ro" => read_only = truth(key, value)?,
+            "volume-nocopy" => no_copy = truth(key, value)?,
+            "tmpfs-size" => tmpfs_options.push(format!("size={}", value.unwrap_or(""))),
+            "tmpfs-mode" => tmpfs_options.push(format!("mode={}", value.unwrap_or(""))),
+            // Propagation and consistency: gcr's binds are private, as Docker's default.
+            "bind-propagation" | "consistency" => {}
+            other => bail!("invalid --mount {text:?}: unknown key {other:?}"),
+        }
+    }
+    let target = target
+        .filter(|t| t.starts_with('/'))
+        .with_context(|| format!("invalid --mount {text:?}: give target=/absolute/path"))?;
+    match kind {
+        "tmpfs" => {
+            if source.is_some() {
+                bail!("invalid --mount {text:?}: a tmpfs has no source");
+            }
+            Ok(MountFlag::Tmpfs {
+                destination: target.to_string(),
+                options: tmpfs_options.join(","),
+            })
+        }
+        "bind" | "volume" => {
+            if !tmpfs_options.is_empty() {
+                bail!("invalid --mount {text:?}: tmpfs options need type=tmpfs");
+            }
+            let source =
+                source.with_context(|| format!("invalid --mount {text:?}: give source=..."))?;
+            if kind == "bind" && !source.starts_with('/') {
+                bail!("invalid --mount {text:?}: a bind source must be an absolute path");
+            }
+            if kind == "volume" && source.starts_with('/') {
+                bail!("invalid --mount {text:?}: a volume source is a volume name (use type=bind for a path)");
+            }
+            let mut spec = format!("{source}:{target}");
+            if read_only {
+                spec.push_str(":ro");
+            }
+            let mut volume = parse_volume(&spec)?;
+            volume.no_copy = no_copy && volume.named.is_some();
+            Ok(MountFlag::Volume(volume))
+        }
+        other => bail!("invalid --mount {text:?}: type {other:?} is not bind, volume or tmpfs"),
+    }
+}
+
+/// `-l KEY=VALUE` (a bare KEY is an empty value, as Docker).
+fn parse_labels(given: &[String]) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    given
+        .iter()
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+            if k.is_empty() {
+                bail!("invalid --label {l:?}: use KEY=VALUE");
+            }
+            Ok((k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// `--ulimit nofile=1024:2048` as an OCI rlimit (`RLIMIT_NOFILE`); `-1` is unlimited.
+fn parse_ulimit(text: &str) -> anyhow::Result<oci_spec::runtime::PosixRlimit> {
+    use oci_spec::runtime::PosixRlimitType as T;
+    let usage =
+        || format!("invalid --ulimit {text:?}: use NAME=SOFT[:HARD], e.g. nofile=1024:2048");
+    let (name, values) = text.split_once('=').with_context(usage)?;
+    let typ = match name {
+        "core" => T::RlimitCore,
+        "cpu" => T::RlimitCpu,
+        "data" => T::RlimitData,
+        "fsize" => T::RlimitFsize,
+        "locks" => T::RlimitLocks,
+        "memlock" => T::RlimitMemlock,
+        "msgqueue" => T::RlimitMsgqueue,
+        "nice" => T::RlimitNice,
+        "nofile" => T::RlimitNofile,
+        "nproc" => T::RlimitNproc,
+        "rss" => T::RlimitRss,
+        "rtprio" => T::RlimitRtprio,
+        "rttime" => T::RlimitRttime,
+        "sigpending" => T::RlimitSigpending,
+        "stack" => T::RlimitStack,
+        "as" => T::RlimitAs,
+        other => bail!("invalid --ulimit {text:?}: unknown limit {other:?}"),
+    };
+    let value = |v: &str| -> anyhow::Result<u64> {
+        if v == "-1" || v == "unlimited" {
+            return Ok(u64::MAX);
+        }
+        v.parse().with_context(usage)
+    };
+    let (soft, hard) = match values.split_once(':') {
+        Some((s, h)) => (value(s)?, value(h)?),
+        None => (value(values)?, value(values)?),
+    };
+    if soft > hard {
+        bail!("invalid --ulimit {text:?}: the soft limit is above the hard one");
+    }
+    oci_spec::runtime::PosixRlimitBuilder::default()
+        .typ(typ)
+        .soft(soft)
+        .hard(hard)
+        .build()
+        .with_context(usage)
+}
+
 /// `--add-host NAME:IP` (or NAME=IP); `host-gateway` is the host as the network reaches it.
 pub(crate) fn parse_extra_hosts(
     given: &[String],
@@ -562,6 +727,47 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
         .iter()
         .map(|v| parse_volume(v))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut tmpfs_mounts: Vec<(String, String)> = Vec::new();
+    for text in &args.mount {
+        match parse_mount(text)? {
+            MountFlag::Volume(v) => volumes.push(v),
+            MountFlag::Tmpfs {
+                destination,
+                options,
+            } => tmpfs_mounts.push((destination, options)),
+        }
+    }
+    for tmpfs in &args.tmpfs {
+        let (destination, options) = tmpfs.split_once(':').unwrap_or((tmpfs.as_str(), ""));
+        if !destination.starts_with('/') {
+            return Err(anyhow::anyhow!(
+                "invalid --tmpfs {tmpfs:?}: the destination must be an absolute path"
+            )
+            .into());
+        }
+        tmpfs_mounts.push((destination.to_string(), options.to_string()));
+    }
+    let labels = parse_labels(&args.label)?;
+    if !matches!(args.pull.as_str(), "missing" | "always" | "never") {
+        return Err(anyhow::anyhow!(
+            "invalid --pull {:?}: use missing, always or never",
+            args.pull
+        )
+        .into());
+    }
+    if let Some(signal) = &args.stop_signal {
+        crate::containers::parse_signal(signal)?;
+    }
+    let rlimits = args
+        .ulimit
+        .iter()
+        .map(|u| parse_ulimit(u))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let shm_bytes = args
+        .shm_size
+        .as_deref()
+        .map(|s| parse_memory(s).with_context(|| format!("invalid --shm-size {s:?}")))
+        .transpose()?;
     let network = NetworkChoice::parse(&args.network)?;
     let extra_hosts = parse_extra_hosts(&args.add_host, network)?;
     for server in &args.dns {
@@ -611,6 +817,20 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
     }
     let container_id = new_container_id()?;
     let state_dir = store.container_dir(&container_id)?;
+    if let Some(file) = &args.cidfile {
+        // As Docker: an existing file is refused (it may name another container).
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(file)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, container_id.as_bytes()))
+            .with_context(|| {
+                format!(
+                    "cannot write --cidfile {} (it must not exist yet)",
+                    file.display()
+                )
+            })?;
+    }
 
     // What to run: an image's layers, or a plain directory.
     let (rootfs, image, command, image_id) = match &args.rootfs {
@@ -638,11 +858,16 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
                 .args
                 .split_first()
                 .ok_or_else(|| anyhow::anyhow!("no image given: gcr run IMAGE [COMMAND]"))?;
-            let record = match crate::images::find_image(&store, name) {
-                Ok(record) => record,
-                Err(_) => {
+            let record = match (args.pull.as_str(), crate::images::find_image(&store, name)) {
+                ("always", _) | ("missing", Err(_)) => {
                     pull_missing(ctx, name, args.platform.as_deref())?;
                     crate::images::find_image(&store, name)?
+                }
+                (_, Ok(record)) => record,
+                (_, Err(e)) => {
+                    return Err(e
+                        .context(format!("--pull never: image {name} is not in the store"))
+                        .into())
                 }
             };
             let config_bytes = store.image_config_bytes(&record)?;
@@ -746,17 +971,34 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
             volume.read_only,
         ));
     }
-    for tmpfs in &args.tmpfs {
-        let (destination, options) = tmpfs.split_once(':').unwrap_or((tmpfs.as_str(), ""));
-        if !destination.starts_with('/') {
-            return Err(anyhow::anyhow!(
-                "invalid --tmpfs {tmpfs:?}: the destination must be an absolute path"
-            )
-            .into());
-        }
+    for (destination, options) in &tmpfs_mounts {
         mounts.push(gcr_runtime::tmpfs_mount(Path::new(destination), options));
     }
+    if let Some(bytes) = shm_bytes {
+        for m in mounts
+            .iter_mut()
+            .filter(|m| m.destination() == Path::new("/dev/shm"))
+        {
+            let mut options: Vec<String> = m
+                .options()
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|o| !o.starts_with("size="))
+                .collect();
+            options.push(format!("size={bytes}"));
+            m.set_options(Some(options));
+        }
+    }
     spec.set_mounts(Some(mounts));
+    if !rlimits.is_empty() || !args.group_add.is_empty() {
+        if let Some(mut process) = spec.process().clone() {
+            if !rlimits.is_empty() {
+                process.set_rlimits(Some(rlimits));
+            }
+            spec.set_process(Some(process));
+        }
+    }
     if let Some(resources) = resource_limits(&args)? {
         if let Some(mut linux) = spec.linux().clone() {
             linux.set_resources(Some(resources));
@@ -792,7 +1034,14 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
         created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
         pid: std::process::id(),
         pid_start: crate::containers::process_start(std::process::id()),
-        stop_signal: Some(image.stop_signal.clone()).filter(|s| !s.is_empty()),
+        stop_signal: args
+            .stop_signal
+            .clone()
+            .or_else(|| Some(image.stop_signal.clone()))
+            .filter(|s| !s.is_empty()),
+        stop_timeout: args.stop_timeout,
+        labels: labels.clone(),
+        group_add: args.group_add.clone(),
         remove: args.rm,
         user: args
             .user
@@ -836,6 +1085,7 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
     options.copy_up = copy_up;
     options.network = crate::containers::network_options(network, &published)?;
     options.extra_hosts = extra_hosts.clone();
+    options.group_add = args.group_add.clone();
     options.dns = gcr_runtime::DnsOptions {
         servers: args.dns.clone(),
         search: args.dns_search.clone(),

@@ -124,6 +124,45 @@ fn report_and_exit(
     unsafe { libc::_exit(code) }
 }
 
+/// `--ulimit`: each limit set while still privileged (raising a hard limit needs
+/// CAP_SYS_RESOURCE).
+fn set_rlimits(limits: &[oci_spec::runtime::PosixRlimit]) -> Result<(), RuntimeError> {
+    use nix::sys::resource::Resource as R;
+    use oci_spec::runtime::PosixRlimitType as T;
+    for limit in limits {
+        let resource = match limit.typ() {
+            T::RlimitCpu => R::RLIMIT_CPU,
+            T::RlimitFsize => R::RLIMIT_FSIZE,
+            T::RlimitData => R::RLIMIT_DATA,
+            T::RlimitStack => R::RLIMIT_STACK,
+            T::RlimitCore => R::RLIMIT_CORE,
+            T::RlimitRss => R::RLIMIT_RSS,
+            T::RlimitNproc => R::RLIMIT_NPROC,
+            T::RlimitNofile => R::RLIMIT_NOFILE,
+            T::RlimitMemlock => R::RLIMIT_MEMLOCK,
+            T::RlimitAs => R::RLIMIT_AS,
+            T::RlimitLocks => R::RLIMIT_LOCKS,
+            T::RlimitSigpending => R::RLIMIT_SIGPENDING,
+            T::RlimitMsgqueue => R::RLIMIT_MSGQUEUE,
+            T::RlimitNice => R::RLIMIT_NICE,
+            T::RlimitRtprio => R::RLIMIT_RTPRIO,
+            T::RlimitRttime => R::RLIMIT_RTTIME,
+        };
+        nix::sys::resource::setrlimit(resource, limit.soft(), limit.hard()).map_err(|e| {
+            RuntimeError::sys(
+                format!(
+                    "set the limit {:?} to {}:{} (a hard limit above gcr's own needs root)",
+                    limit.typ(),
+                    limit.soft(),
+                    limit.hard()
+                ),
+                e,
+            )
+        })?;
+    }
+    Ok(())
+}
+
 /// From the container's root on: user, environment, terminal, privileges, fds, cwd, exec.
 fn become_process(
     plan: &Plan,
@@ -148,6 +187,17 @@ fn become_process(
             (plan.uid, plan.gid, plan.additional_gids.clone(), home)
         }
     };
+    let mut groups = groups;
+    for group in &plan.opts.group_add {
+        let gid = match group.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => users::resolve_user_in(&root, &format!("0:{group}"))?.gid,
+        };
+        if !groups.contains(&gid) {
+            groups.push(gid);
+        }
+    }
+    set_rlimits(&plan.rlimits)?;
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={home}"));
     }

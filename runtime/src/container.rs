@@ -86,6 +86,9 @@ pub struct RunOptions {
     /// `--dns`, `--dns-search`, `--dns-option`: they replace the generated resolv.conf's
     /// nameservers, search domains and options.
     pub dns: DnsOptions,
+    /// `--group-add`: supplementary groups (names from the container's /etc/group, or
+    /// numbers) added to the user's.
+    pub group_add: Vec<String>,
 }
 
 /// What `--dns*` ask of the container's /etc/resolv.conf.
@@ -148,6 +151,7 @@ impl RunOptions {
             network: Default::default(),
             extra_hosts: Vec::new(),
             dns: DnsOptions::default(),
+            group_add: Vec::new(),
         }
     }
 }
@@ -179,6 +183,8 @@ pub(crate) struct Plan<'a> {
     pub caps: CapMasks,
     pub seccomp: Option<Vec<libc::sock_filter>>,
     pub no_new_privileges: bool,
+    /// The process's resource limits (`--ulimit`), set before the exec.
+    pub rlimits: Vec<oci_spec::runtime::PosixRlimit>,
     pub uid_map: String,
     pub gid_map: String,
     /// Rootful with a new user namespace: mounts the parent made for the child.
@@ -497,6 +503,7 @@ impl<'a> Plan<'a> {
                 None => None,
             },
             no_new_privileges: process.no_new_privileges().unwrap_or(false),
+            rlimits: process.rlimits().clone().unwrap_or_default(),
             uid_map: String::new(),
             gid_map: String::new(),
             prepared: None,
@@ -659,6 +666,7 @@ impl<'a> Plan<'a> {
             caps: CapMasks::from_spec(process.capabilities().as_ref()),
             seccomp,
             no_new_privileges: process.no_new_privileges().unwrap_or(false),
+            rlimits: process.rlimits().clone().unwrap_or_default(),
             uid_map,
             gid_map,
             prepared,
