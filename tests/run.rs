@@ -2200,6 +2200,97 @@ fn mount_label_ulimit_shm_group_add_pull_and_cidfile_flags() {
 }
 
 #[test]
+fn export_writes_the_containers_files_and_import_reads_them_back() {
+    let Some(image) = image() else { return };
+    for who in [As::Root, As::Rootless] {
+        let Some(s) = Setup::new(who) else { continue };
+        let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+        let names = |tar_bytes: &[u8]| -> Vec<String> {
+            tar::Archive::new(tar_bytes)
+                .entries()
+                .unwrap()
+                .map(|e| e.unwrap().path().unwrap().display().to_string())
+                .collect()
+        };
+        // A stopped container: its changes over the image, deletions applied.
+        expect(
+            &gcr(&[
+                "run",
+                "--name",
+                "done",
+                &image,
+                "sh",
+                "-c",
+                "echo changed > /etc/motd; rm /bin/vi; mkdir /newdir",
+            ]),
+            0,
+        );
+        let out = gcr(&["export", "done"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let listed = names(&out.stdout);
+        assert!(listed.iter().any(|n| n == "etc/motd"), "{who:?}");
+        assert!(listed.iter().any(|n| n == "newdir"), "{who:?}");
+        assert!(
+            !listed.iter().any(|n| n == "bin/vi"),
+            "{who:?}: deleted file exported"
+        );
+        // gcr import reads it back as a one-layer image.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let file = dir.path().join("flat.tar");
+        expect(
+            &gcr(&["export", "-o", &file.display().to_string(), "done"]),
+            0,
+        );
+        expect(
+            &gcr(&["import", &file.display().to_string(), "localhost/flat:1"]),
+            0,
+        );
+        let out = expect(
+            &gcr(&[
+                "run",
+                "--rm",
+                "localhost/flat:1",
+                "sh",
+                "-c",
+                "cat /etc/motd; test -e /bin/vi || echo gone",
+            ]),
+            0,
+        );
+        assert_eq!(out, "changed\ngone\n", "{who:?}");
+        // A running container: its live files, not the runtime's /proc.
+        expect(
+            &gcr(&[
+                "run",
+                "-d",
+                "--name",
+                "live",
+                &image,
+                "sh",
+                "-c",
+                "echo up > /live; sleep 60",
+            ]),
+            0,
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut listed = Vec::new();
+        while !listed.iter().any(|n: &String| n == "live") && std::time::Instant::now() < deadline {
+            let out = gcr(&["export", "live"]);
+            assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+            listed = names(&out.stdout);
+        }
+        assert!(listed.iter().any(|n| n == "live"), "{who:?}");
+        assert!(
+            !listed.iter().any(|n| n.starts_with("proc/")),
+            "{who:?}: /proc exported"
+        );
+        expect(&gcr(&["rm", "-f", "done", "live"]), 0);
+        expect(&gcr(&["rmi", "localhost/flat:1"]), 0);
+        assert_no_leftovers(&s);
+    }
+}
+
+#[test]
 fn dockers_management_commands_are_the_plain_ones() {
     let Some(image) = image() else { return };
     let Some(s) = Setup::new(As::Root) else {

@@ -1443,6 +1443,74 @@ pub fn port(ctx: &Context, args: PortArgs) -> anyhow::Result<u8> {
 }
 
 #[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Write to this file instead of stdout
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<std::path::PathBuf>,
+    #[arg(value_name = "CONTAINER")]
+    container: String,
+}
+
+/// `gcr export`: the container's file system (image and changes, without the runtime's
+/// /proc, /dev or volumes) as one tar stream, as `docker export` (`gcr import` reads it).
+pub fn export(ctx: &Context, args: ExportArgs) -> anyhow::Result<u8> {
+    use std::io::IsTerminal as _;
+    let out = match &args.output {
+        Some(path) => std::fs::File::create(path)
+            .with_context(|| format!("cannot create {}", path.display()))?,
+        None if std::io::stdout().is_terminal() => {
+            bail!("refusing to write a tar archive to a terminal: use -o FILE or redirect stdout")
+        }
+        None => std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?),
+    };
+    let store = ctx.open_store()?;
+    let all = load(&store)?;
+    let c = find(&all, &args.container)?;
+    let image = std::fs::read_to_string(c.dir.join("image"))
+        .with_context(|| format!("container {} records no image", c.display_name()))?;
+    let record = crate::images::find_image(&store, image.trim())?;
+    // The container's upper dir as the top lower layer of a throw-away overlay: a running
+    // container keeps its own mount, and nothing is written to its files.
+    let scratch = tempfile::Builder::new()
+        .prefix("export-")
+        .tempdir_in(&c.dir)
+        .with_context(|| format!("cannot make a work directory in {}", c.dir.display()))?;
+    let (upper, work, mountpoint) = (
+        scratch.path().join("upper"),
+        scratch.path().join("work"),
+        scratch.path().join("root"),
+    );
+    for dir in [&upper, &work, &mountpoint] {
+        std::fs::create_dir(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    // Rootless gcr may already run in its user namespace (root there) or not yet.
+    let outside_userns = !nix::unistd::geteuid().is_root();
+    let rootless = outside_userns || gcr_runtime::userns::rootless_ids().is_some();
+    let rootfs = gcr_runtime::RootfsSource::Overlay {
+        lower: std::iter::once(c.dir.join("upper"))
+            .chain(record.layers.iter().rev().map(|d| store.layer_dir(d)))
+            .collect(),
+        upper,
+        work,
+        userxattr: rootless,
+    };
+    if outside_userns {
+        gcr_runtime::userns::enter_rootless_userns()
+            .context("cannot enter the rootless user namespace")?;
+    }
+    let files = gcr_runtime::ContainerFiles::Stopped {
+        rootfs: &rootfs,
+        mountpoint: &mountpoint,
+    };
+    let options = gcr_runtime::CopyOptions {
+        contents: true,
+        follow_link: false,
+    };
+    gcr_runtime::copy_out_tar(files, Path::new("/"), options, &out)?;
+    Ok(0)
+}
+
+#[derive(Args, Debug)]
 pub struct CpArgs {
     /// CONTAINER:SRC_PATH or a host path
     #[arg(value_name = "SRC")]

@@ -105,6 +105,8 @@ enum Command {
     Cp(containers::CpArgs),
     /// List a container's published ports
     Port(containers::PortArgs),
+    /// Write a container's file system as a tar archive
+    Export(containers::ExportArgs),
     /// Give a container another name
     Rename(containers::RenameArgs),
     /// List a running container's processes
@@ -202,6 +204,8 @@ enum ContainerCommand {
     Cp(containers::CpArgs),
     /// List a container's published ports
     Port(containers::PortArgs),
+    /// Write a container's file system as a tar archive
+    Export(containers::ExportArgs),
     /// Make an image of a container's changes
     Commit(commit::CommitArgs),
     /// Remove every stopped container
@@ -246,6 +250,7 @@ impl Command {
                 ContainerCommand::Inspect(a) => Command::Inspect(a),
                 ContainerCommand::Cp(a) => Command::Cp(a),
                 ContainerCommand::Port(a) => Command::Port(a),
+                ContainerCommand::Export(a) => Command::Export(a),
                 ContainerCommand::Commit(a) => Command::Commit(a),
                 ContainerCommand::Prune(a) => Command::ContainerPrune(a),
                 ContainerCommand::Rename(a) => Command::Rename(a),
@@ -325,6 +330,7 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
         Command::Logs(args) => containers::logs(&ctx, args),
         Command::Attach(args) => containers::attach(&ctx, args),
         Command::Port(args) => containers::port(&ctx, args),
+        Command::Export(args) => containers::export(&ctx, args),
         Command::Stop(args) => containers::stop(&ctx, args),
         Command::Kill(args) => containers::kill(&ctx, args),
         Command::Wait(args) => containers::wait(&ctx, args),
