@@ -2221,10 +2221,25 @@ fn export_writes_the_containers_files_and_import_reads_them_back() {
                 &image,
                 "sh",
                 "-c",
-                "echo changed > /etc/motd; rm /bin/vi; mkdir /newdir",
+                "echo changed > /etc/motd; echo >> /etc/passwd; rm /bin/vi; mkdir /newdir",
             ]),
             0,
         );
+        // gcr diff: what the container added, changed and deleted.
+        let changes = expect(&gcr(&["diff", "done"]), 0);
+        for line in [
+            "C /etc",
+            "C /etc/passwd",
+            "A /etc/motd",
+            "D /bin/vi",
+            "A /newdir",
+        ] {
+            assert!(
+                changes.lines().any(|l| l == line),
+                "{who:?}: no {line:?} in {changes}"
+            );
+        }
+        assert!(!changes.contains("resolv.conf"), "{changes}");
         let out = gcr(&["export", "done"]);
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         let listed = names(&out.stdout);

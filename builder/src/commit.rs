@@ -8,7 +8,7 @@ use std::fs::{self, File, Metadata};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use gcr_storage::{Compression, LayerInfo, Store};
 
@@ -39,6 +39,47 @@ pub(crate) fn owner_of(path: &Path, meta: &Metadata) -> (u64, u64) {
         }
     }
     (u64::from(meta.uid()), u64::from(meta.gid()))
+}
+
+/// `gcr diff`: what an overlay upper dir changes over its lower layers (any order), as Docker
+/// lists it: `A` added, `C` changed, `D` deleted, sorted by path. Everything beneath an added
+/// or opaque directory is added.
+pub fn changes_in_upper(upper: &Path, lower: &[PathBuf]) -> io::Result<Vec<(char, String)>> {
+    let mut out = Vec::new();
+    changes_below(upper, Path::new(""), lower, false, &mut out)?;
+    out.sort_by(|a, b| a.1.cmp(&b.1));
+    Ok(out)
+}
+
+fn changes_below(
+    dir: &Path,
+    rel: &Path,
+    lower: &[PathBuf],
+    all_new: bool,
+    out: &mut Vec<(char, String)>,
+) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let rel = rel.join(entry.file_name());
+        let meta = fs::symlink_metadata(&path)?;
+        let shown = format!("/{}", rel.display());
+        // An overlay whiteout: a character device 0:0.
+        if meta.file_type().is_char_device() && meta.rdev() == 0 {
+            out.push(('D', shown));
+            continue;
+        }
+        let existed = !all_new
+            && lower
+                .iter()
+                .any(|l| fs::symlink_metadata(l.join(&rel)).is_ok());
+        out.push((if existed { 'C' } else { 'A' }, shown));
+        if meta.is_dir() {
+            let fresh = all_new || !existed || is_opaque(&path);
+            changes_below(&path, &rel, lower, fresh, out)?;
+        }
+    }
+    Ok(())
 }
 
 /// True when the upper dir holds no change at all.

@@ -22,7 +22,7 @@ mod source;
 
 use std::path::PathBuf;
 
-pub use commit::layer_from_upper;
+pub use commit::{changes_in_upper, layer_from_upper};
 pub use error::BuildError;
 pub use gcr_storage::Compression;
 

@@ -1443,6 +1443,34 @@ pub fn port(ctx: &Context, args: PortArgs) -> anyhow::Result<u8> {
 }
 
 #[derive(Args, Debug)]
+pub struct DiffArgs {
+    #[arg(value_name = "CONTAINER")]
+    container: String,
+}
+
+/// `gcr diff`: the files a container added (A), changed (C) or deleted (D) over its image.
+pub fn diff(ctx: &Context, args: DiffArgs) -> anyhow::Result<u8> {
+    let store = ctx.open_store()?;
+    let all = load(&store)?;
+    let c = find(&all, &args.container)?;
+    let image = std::fs::read_to_string(c.dir.join("image"))
+        .with_context(|| format!("container {} records no image", c.display_name()))?;
+    let record = crate::images::find_image(&store, image.trim())?;
+    let lower: Vec<std::path::PathBuf> = record.layers.iter().map(|d| store.layer_dir(d)).collect();
+    let upper = c.dir.join("upper");
+    let changes = gcr_builder::changes_in_upper(&upper, &lower)
+        .with_context(|| format!("cannot read {}", upper.display()))?;
+    // The mount points of the generated files are gcr's, not the container's changes.
+    let generated = ["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"];
+    for (kind, path) in changes {
+        if !generated.contains(&path.as_str()) {
+            println!("{kind} {path}");
+        }
+    }
+    Ok(0)
+}
+
+#[derive(Args, Debug)]
 pub struct ExportArgs {
     /// Write to this file instead of stdout
     #[arg(short, long, value_name = "FILE")]

@@ -107,6 +107,8 @@ enum Command {
     Port(containers::PortArgs),
     /// Write a container's file system as a tar archive
     Export(containers::ExportArgs),
+    /// List the files a container added, changed or deleted
+    Diff(containers::DiffArgs),
     /// Give a container another name
     Rename(containers::RenameArgs),
     /// List a running container's processes
@@ -206,6 +208,8 @@ enum ContainerCommand {
     Port(containers::PortArgs),
     /// Write a container's file system as a tar archive
     Export(containers::ExportArgs),
+    /// List the files a container added, changed or deleted
+    Diff(containers::DiffArgs),
     /// Make an image of a container's changes
     Commit(commit::CommitArgs),
     /// Remove every stopped container
@@ -251,6 +255,7 @@ impl Command {
                 ContainerCommand::Cp(a) => Command::Cp(a),
                 ContainerCommand::Port(a) => Command::Port(a),
                 ContainerCommand::Export(a) => Command::Export(a),
+                ContainerCommand::Diff(a) => Command::Diff(a),
                 ContainerCommand::Commit(a) => Command::Commit(a),
                 ContainerCommand::Prune(a) => Command::ContainerPrune(a),
                 ContainerCommand::Rename(a) => Command::Rename(a),
@@ -331,6 +336,7 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
         Command::Attach(args) => containers::attach(&ctx, args),
         Command::Port(args) => containers::port(&ctx, args),
         Command::Export(args) => containers::export(&ctx, args),
+        Command::Diff(args) => containers::diff(&ctx, args),
         Command::Stop(args) => containers::stop(&ctx, args),
         Command::Kill(args) => containers::kill(&ctx, args),
         Command::Wait(args) => containers::wait(&ctx, args),
