@@ -2482,6 +2482,37 @@ fn exec_joins_a_running_container_with_its_settings() {
         }
         let cat = cat.wait_with_output().unwrap();
         assert_eq!(expect(&cat, 0), "through stdin\n");
+        // -d: started in the background, gcr returns at once; a missing command is still 127.
+        let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+        expect(
+            &gcr(&[
+                "exec",
+                "-d",
+                "target",
+                "sh",
+                "-c",
+                "sleep 0.5; echo bg > /tmp/bg",
+            ]),
+            0,
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !gcr(&["exec", "target", "test", "-e", "/tmp/bg"])
+            .status
+            .success()
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert_eq!(
+            expect(&gcr(&["exec", "target", "cat", "/tmp/bg"]), 0),
+            "bg\n"
+        );
+        let missing = gcr(&["exec", "-d", "target", "nosuchcmd"]);
+        assert_eq!(missing.status.code(), Some(127), "{}", stderr(&missing));
+        assert_eq!(
+            gcr(&["exec", "-d", "-t", "target", "true"]).status.code(),
+            Some(125)
+        );
         // -t: a pty of the container's devpts, sized from the caller's terminal.
         let mut line = format!(
             "{} --root {} exec -t target sh -c 'tty; stty size'",

@@ -987,6 +987,9 @@ pub struct ExecArgs {
     /// Allocate a pseudo-terminal
     #[arg(short, long)]
     tty: bool,
+    /// Run the command in the background (its output is discarded, as Docker's)
+    #[arg(short, long)]
+    detach: bool,
     /// Set an environment variable: KEY=VALUE, or KEY to take gcr's own value (repeatable)
     #[arg(short, long, value_name = "KEY=VALUE")]
     env: Vec<String>,
@@ -1060,7 +1063,11 @@ pub fn exec(ctx: &Context, args: ExecArgs) -> anyhow::Result<u8> {
         tty: args.tty,
         stdin: args.interactive,
         user: args.user.clone().or_else(|| c.meta.user.clone()),
+        started_fd: None,
     };
+    if args.detach {
+        return exec_detached(&spec, pid.as_raw(), options);
+    }
     match gcr_runtime::exec_in(&spec, pid.as_raw(), &options) {
         Ok(code) => Ok((code & 0xff) as u8),
         Err(err) => {
@@ -1068,6 +1075,33 @@ pub fn exec(ctx: &Context, args: ExecArgs) -> anyhow::Result<u8> {
             Ok(u8::try_from(err.exit_code()).unwrap_or(crate::EXIT_GCR_FAILED))
         }
     }
+}
+
+/// `gcr exec -d`: a detached child (new session, output to /dev/null) runs the command and
+/// reports through a pipe whether it started.
+fn exec_detached(
+    spec: &gcr_runtime::Spec,
+    container_pid: i32,
+    mut options: gcr_runtime::ExecOptions,
+) -> anyhow::Result<u8> {
+    use std::io::Write as _;
+    use std::os::fd::AsRawFd as _;
+    if options.stdin || options.tty {
+        bail!("gcr exec -d takes no -i or -t: a background command has no terminal or input");
+    }
+    let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .context("cannot make a pipe for the background command")?;
+    let mut report_read = std::fs::File::from(report_read);
+    options.started_fd = Some(report_write.as_raw_fd());
+    gcr_runtime::run_detached(move || {
+        let mut report = std::fs::File::from(report_write);
+        if let Err(err) = gcr_runtime::exec_in(spec, container_pid, &options) {
+            let _ = write!(report, "E{} {err}", err.exit_code());
+        }
+    })
+    .context("cannot start the command in the background")?;
+    crate::run::await_start(&mut report_read)
+        .context("the background gcr ended before the command started")
 }
 
 #[derive(Args, Debug)]

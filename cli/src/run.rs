@@ -1207,7 +1207,7 @@ pub(crate) fn start_detached(
     keep: bool,
     mut meta: crate::containers::ContainerMeta,
 ) -> Result<u8, RunFailure> {
-    use std::io::{Read as _, Write as _};
+    use std::io::Write as _;
     use std::os::fd::AsRawFd as _;
     let log_path = crate::containers::log_file(state_dir);
     let log = std::fs::OpenOptions::new()
@@ -1245,30 +1245,35 @@ pub(crate) fn start_detached(
         remove_container(store, container_id, false);
         return Err(anyhow::anyhow!("cannot start the container in the background: {err}").into());
     }
-    // One byte first: the supervisor keeps its end open while the container runs.
-    let mut first = [0u8; 1];
-    let got = report_read.read(&mut first).unwrap_or(0);
-    if got == 1 && first[0] == b'S' {
-        return Ok(0);
-    }
-    let mut report = String::new();
-    if got == 1 {
-        report.push(first[0] as char);
-        let _ = report_read.read_to_string(&mut report);
-    }
-    match report.strip_prefix('E') {
-        Some(rest) => {
-            let (code, message) = rest.split_once(' ').unwrap_or(("125", rest));
-            eprintln!("error: {message}");
-            Ok(code.parse().unwrap_or(crate::EXIT_GCR_FAILED))
-        }
-        None => Err(anyhow::anyhow!(
+    await_start(&mut report_read).ok_or_else(|| {
+        anyhow::anyhow!(
             "the background gcr for container {} ended before the command started; see `gcr logs {}`",
             &container_id[..12],
             &container_id[..12]
         )
-        .into()),
+        .into()
+    })
+}
+
+/// Reads a background gcr's start report: `S` when the command started (0), or `E<code>
+/// <message>` (the message is printed, the code returned); None when it ended silently.
+pub(crate) fn await_start(report: &mut std::fs::File) -> Option<u8> {
+    use std::io::Read as _;
+    // One byte first: the background gcr keeps its end open while the command runs.
+    let mut first = [0u8; 1];
+    let got = report.read(&mut first).unwrap_or(0);
+    if got == 1 && first[0] == b'S' {
+        return Some(0);
     }
+    let mut text = String::new();
+    if got == 1 {
+        text.push(first[0] as char);
+        let _ = report.read_to_string(&mut text);
+    }
+    let rest = text.strip_prefix('E')?;
+    let (code, message) = rest.split_once(' ').unwrap_or(("125", rest));
+    eprintln!("error: {message}");
+    Some(code.parse().unwrap_or(crate::EXIT_GCR_FAILED))
 }
 
 /// Removes a finished container: its directory leaves `containers/` at once (so the image is

@@ -1022,7 +1022,7 @@ fn copy_once(from: RawFd, to: RawFd, buf: &mut [u8]) -> bool {
     true
 }
 
-fn write_all(fd: RawFd, mut data: &[u8]) {
+pub(crate) fn write_all(fd: RawFd, mut data: &[u8]) {
     while !data.is_empty() {
         // SAFETY: writing from a buffer we own, of the length we pass.
         let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };

@@ -29,6 +29,9 @@ pub struct ExecOptions {
     pub stdin: bool,
     /// `-u user[:group]`, resolved in the container.
     pub user: Option<String>,
+    /// Gets one byte (`S`) once the command has been executed (`gcr exec -d` reports the
+    /// start through it).
+    pub started_fd: Option<std::os::fd::RawFd>,
 }
 
 /// The namespaces joined, the user namespace first (it owns the others), the mount namespace
@@ -94,6 +97,9 @@ pub fn exec_in(
         send(&parent_sock, &[MSG_GO], None)
             .map_err(|e| RuntimeError::sys("signal the exec process", e))?;
         let started = until_exec(&parent_sock, child)?;
+        if let Some(fd) = opts.started_fd {
+            crate::container::write_all(fd, b"S");
+        }
         let command = started.command_pid.unwrap_or(child);
         relay(&plan, command, child, started.master)
     })();
