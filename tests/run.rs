@@ -1827,7 +1827,7 @@ fn format_templates_and_filters_work_as_docker_scripts_use_them() {
             .any(|l| image.ends_with(l) || l.ends_with(&image)),
         "{listed}"
     );
-    expect(&gcr(&["rm", "-f", "web", "done", "fresh"]), 0);
+    expect(&gcr(&["rm", "-f", "-v", "web", "done", "fresh"]), 0);
     assert_no_leftovers(&s);
 }
 

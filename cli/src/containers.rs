@@ -539,6 +539,10 @@ pub struct RmArgs {
     /// Kill a running container first
     #[arg(short, long)]
     force: bool,
+    /// Also remove the container's anonymous volumes (gcr makes none: accepted for Docker's
+    /// habit, named volumes stay)
+    #[arg(short, long)]
+    volumes: bool,
     #[arg(required = true, value_name = "CONTAINER")]
     containers: Vec<String>,
 }
