@@ -1606,6 +1606,13 @@ fn attach_follows_the_output_forwards_signals_and_ends_with_the_status() {
             &gcr(&["run", "-d", "--name", "talk", &image, "sh", "-c", script]),
             0,
         );
+        // The old output is in the log before anyone attaches.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !stdout(&gcr(&["logs", "talk"])).contains("tick")
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         let attach = |extra: &[&str]| {
             let mut child = s
                 .cmd()
@@ -1665,7 +1672,7 @@ fn attach_follows_the_output_forwards_signals_and_ends_with_the_status() {
                 &image,
                 "sh",
                 "-c",
-                "sleep 1; echo bye; exit 9",
+                "sleep 3; echo bye; exit 9",
             ]),
             0,
         );
@@ -1710,7 +1717,14 @@ fn a_recycled_pid_is_not_taken_for_a_crashed_containers_process() {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         // ... and its PIDs go to an unrelated process (as the kernel may hand them out again).
-        let mut stranger = Command::new("sleep").arg("60").spawn().unwrap();
+        // Rootless, the stranger is the same user's process: gcr could signal it.
+        let mut stranger = Command::new("sleep");
+        stranger.arg("60");
+        if who == As::Rootless {
+            let uid = stdout(&Command::new("id").args(["-u", &s.user]).output().unwrap());
+            std::os::unix::process::CommandExt::uid(&mut stranger, uid.trim().parse().unwrap());
+        }
+        let mut stranger = stranger.spawn().unwrap();
         meta["pid"] = stranger.id().into();
         std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
         std::fs::write(dir.join("pid"), stranger.id().to_string()).unwrap();
@@ -1934,6 +1948,19 @@ fn the_default_private_network_publishes_ports_and_leaves_nothing_behind() {
         let bad = gcr(&["run", "--rm", "-p", "70000:80", &image, "true"]);
         assert_eq!(bad.status.code(), Some(125));
         let container_pid = expect(&gcr(&["inspect", "-f", "{{.State.Pid}}", "web"]), 0);
+        // The supervisor (`gcr run -d`'s background gcr) owns the address lease.
+        let meta: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(
+                s.store
+                    .root()
+                    .join("containers")
+                    .join(id.trim())
+                    .join("meta.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let supervisor = meta["pid"].as_u64().unwrap().to_string();
         expect(&gcr(&["rm", "-f", "web"]), 0);
         // The port is free again, and the helpers and the veth are gone.
         assert!(
@@ -1946,10 +1973,17 @@ fn the_default_private_network_publishes_ports_and_leaves_nothing_behind() {
                 !stdout(&links).contains(&format!("gcr{}", &id[..12])),
                 "veth left"
             );
-            // (Other tests' containers may hold addresses meanwhile: only this one's counts.)
+            // Another test's container may take the freed address at once: the lease must
+            // only no longer be this supervisor's.
             let ip = info.split_whitespace().next().unwrap_or_default();
             let lease = Path::new("/run/gcr/net/leases").join(ip);
-            assert!(!lease.exists(), "lease {} left", lease.display());
+            let owner = std::fs::read_to_string(&lease).unwrap_or_default();
+            assert_ne!(
+                owner.split_whitespace().next(),
+                Some(supervisor.as_str()),
+                "lease {} left",
+                lease.display()
+            );
         }
         // No helper (slirp4netns) still serves that container's namespace.
         let netns = format!("/proc/{}/ns/net", container_pid.trim());
@@ -1994,10 +2028,17 @@ fn add_host_and_dns_flags_shape_the_generated_files() {
             ]),
             0,
         );
+        // host-gateway: the bridge's address as root; rootless the host's own address
+        // (slirp4netns keeps its gateway, the host's loopback, closed).
+        let host_ip = {
+            let probe = std::net::UdpSocket::bind(("0.0.0.0", 0)).unwrap();
+            probe.connect(("192.0.2.1", 9)).unwrap();
+            probe.local_addr().unwrap().ip().to_string()
+        };
         let gateway = if who == As::Root {
             "10.88.0.1"
         } else {
-            "10.0.2.2"
+            host_ip.as_str()
         };
         for line in [
             "10.1.2.3\tdb".to_string(),
@@ -2013,6 +2054,28 @@ fn add_host_and_dns_flags_shape_the_generated_files() {
             );
         }
         assert_eq!(out.matches("nameserver").count(), 1, "{who:?}: {out}");
+        // ... and the host answers there.
+        let listener = std::net::TcpListener::bind(("0.0.0.0", 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            use std::io::Read as _;
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut got = String::new();
+            let _ = conn.read_to_string(&mut got);
+            got
+        });
+        let out = gcr(&[
+            "run",
+            "--rm",
+            "--add-host",
+            "gw:host-gateway",
+            &image,
+            "sh",
+            "-c",
+            &format!("echo hello-host | nc -w 5 gw {port}"),
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{who:?}: {}", stderr(&out));
+        assert_eq!(server.join().unwrap(), "hello-host\n", "{who:?}");
         for bad in [
             vec!["--add-host", "nocolon"],
             vec!["--add-host", "db:not-an-ip"],
@@ -2166,10 +2229,14 @@ fn mount_label_ulimit_shm_group_add_pull_and_cidfile_flags() {
         assert_eq!(info, "me SIGUSR1 1\n");
         expect(&gcr(&["stop", "lab"]), 0);
         expect(&gcr(&["rm", "lab"]), 0);
-        // --pull never, bad values: 125 with the thing named.
+        // --pull never, bad values: 125 with the thing named; a --cidfile of a container
+        // never made is not left behind.
+        let unmade = host.path().join("unmade-cid");
         let out = gcr(&[
             "run",
             "--rm",
+            "--cidfile",
+            &unmade.display().to_string(),
             "--pull",
             "never",
             "localhost/nosuch:1",
@@ -2177,6 +2244,7 @@ fn mount_label_ulimit_shm_group_add_pull_and_cidfile_flags() {
         ]);
         assert_eq!(out.status.code(), Some(125));
         assert!(stderr(&out).contains("--pull never"), "{}", stderr(&out));
+        assert!(!unmade.exists(), "{who:?}: cidfile of a failed run left");
         for bad in [
             vec!["--mount", "type=bind,target=/x"],
             vec!["--mount", "type=nfs,source=a,target=/x"],

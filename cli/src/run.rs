@@ -368,6 +368,26 @@ impl NetworkChoice {
     }
 }
 
+/// A file removed when dropped, unless `keep` was called.
+struct UnlessKept {
+    path: PathBuf,
+    kept: bool,
+}
+
+impl UnlessKept {
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for UnlessKept {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
 /// What one `--mount` asks for.
 pub(crate) enum MountFlag {
     Volume(Volume),
@@ -522,8 +542,12 @@ pub(crate) fn parse_extra_hosts(
                 ("host-gateway", NetworkChoice::Private(gcr_runtime::PrivateNetwork::Bridge)) => {
                     "10.88.0.1".to_string()
                 }
+                // slirp4netns refuses its gateway address (the host's loopback stays closed):
+                // the host is reached at its own address, as Podman maps host-gateway.
                 ("host-gateway", NetworkChoice::Private(gcr_runtime::PrivateNetwork::Slirp)) => {
-                    "10.0.2.2".to_string()
+                    host_address().with_context(|| {
+                        format!("--add-host {entry}: cannot find the host's own address")
+                    })?
                 }
                 ("host-gateway", NetworkChoice::Host) => "127.0.0.1".to_string(),
                 ("host-gateway", NetworkChoice::None) => {
@@ -540,6 +564,18 @@ pub(crate) fn parse_extra_hosts(
             Ok((name.to_string(), ip))
         })
         .collect()
+}
+
+/// The host's address on its default route (no packet is sent: a UDP socket is only
+/// connected to learn which source address the kernel would use).
+fn host_address() -> anyhow::Result<String> {
+    let socket = std::net::UdpSocket::bind(("0.0.0.0", 0))?;
+    socket.connect(("192.0.2.1", 9))?;
+    let ip = socket.local_addr()?.ip();
+    if ip.is_unspecified() || ip.is_loopback() {
+        bail!("no address on a default route");
+    }
+    Ok(ip.to_string())
 }
 
 /// One `-p` value: `[IP:][HOST_PORT:]CONTAINER_PORT[/tcp]` with optional ranges; a host port
@@ -817,20 +853,28 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
     }
     let container_id = new_container_id()?;
     let state_dir = store.container_dir(&container_id)?;
-    if let Some(file) = &args.cidfile {
-        // As Docker: an existing file is refused (it may name another container).
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(file)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, container_id.as_bytes()))
-            .with_context(|| {
-                format!(
-                    "cannot write --cidfile {} (it must not exist yet)",
-                    file.display()
-                )
-            })?;
-    }
+    // As Docker: an existing file is refused (it may name another container); written now so
+    // that this fails before anything starts, removed again if the container is not made.
+    let mut cidfile = match &args.cidfile {
+        Some(file) => {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(file)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, container_id.as_bytes()))
+                .with_context(|| {
+                    format!(
+                        "cannot write --cidfile {} (it must not exist yet)",
+                        file.display()
+                    )
+                })?;
+            Some(UnlessKept {
+                path: file.clone(),
+                kept: false,
+            })
+        }
+        None => None,
+    };
 
     // What to run: an image's layers, or a plain directory.
     let (rootfs, image, command, image_id) = match &args.rootfs {
@@ -1060,6 +1104,10 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
         dns_options: args.dns_option.clone(),
     };
     crate::containers::write_meta(&state_dir, &meta)?;
+    // The container exists from here on: the --cidfile names it.
+    if let Some(file) = cidfile.take() {
+        file.keep();
+    }
     // The OCI runtime spec, as a bundle's config.json: `gcr exec` starts from its process.
     crate::containers::write_spec(&state_dir, &spec)?;
     if let gcr_runtime::RootfsSource::Overlay { upper, work, .. } = &rootfs {
@@ -1657,7 +1705,8 @@ mod tests {
         let hosts = parse_extra_hosts(&given, NetworkChoice::Private(Bridge)).unwrap();
         assert_eq!(hosts[1], ("gw".to_string(), "10.88.0.1".to_string()));
         let hosts = parse_extra_hosts(&given, NetworkChoice::Private(Slirp)).unwrap();
-        assert_eq!(hosts[1].1, "10.0.2.2");
+        let host: std::net::IpAddr = hosts[1].1.parse().unwrap();
+        assert!(!host.is_loopback() && !host.is_unspecified(), "{host}");
         assert_eq!(hosts[0], ("db".to_string(), "10.0.0.5".to_string()));
         assert!(parse_extra_hosts(&given, NetworkChoice::None).is_err());
         assert!(parse_extra_hosts(&[":1.2.3.4".into()], NetworkChoice::Host).is_err());

@@ -742,6 +742,10 @@ fn run_planned(plan: &Plan) -> Result<ExitStatusCode, RuntimeError> {
         let _ = kill(pid, Signal::SIGKILL);
         let _ = waitpid(pid, None);
     }
+    // Reaped: its PID may be anyone's from now on (a restart policy's wait can be long).
+    if let Some(path) = &plan.opts.pid_file {
+        let _ = std::fs::remove_file(path);
+    }
     drop(restore);
     result
 }

@@ -253,7 +253,8 @@ fn out_entry(fd: &OwnedFd, dest: &Path) -> io::Result<()> {
                 std::fs::create_dir(dest)?;
             }
             let dir = reopen_dir(fd)?;
-            for (name, child) in children(&dir)? {
+            for name in children(&dir)? {
+                let child = open_child(&dir, &name)?;
                 out_entry(&child, &dest.join(OsStr::from_bytes(name.to_bytes())))?;
             }
             std::fs::set_permissions(dest, std::fs::Permissions::from_mode(st.st_mode & 0o7777))
@@ -273,26 +274,57 @@ fn out_entry(fd: &OwnedFd, dest: &Path) -> io::Result<()> {
     }
 }
 
-/// The entries of a directory (an fd of it), each as an O_PATH fd not following symlinks.
-fn children(dir: &OwnedFd) -> io::Result<Vec<(CString, OwnedFd)>> {
+/// The names in a directory (an fd of it), sorted; each is opened only when its turn comes,
+/// so a large directory does not hold an fd per entry.
+fn children(dir: &OwnedFd) -> io::Result<Vec<CString>> {
     let mut out = Vec::new();
     let mut entries = nix::dir::Dir::from_fd(dir.try_clone()?)?;
     for entry in entries.iter() {
         let entry = entry?;
         let name = entry.file_name();
-        if name == c"." || name == c".." {
-            continue;
+        if name != c"." && name != c".." {
+            out.push(name.to_owned());
         }
-        let child = openat(
-            dir,
-            name,
-            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )?;
-        out.push((name.to_owned(), child));
     }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out.sort();
     Ok(out)
+}
+
+/// The entry `name` of `dir` as an O_PATH fd, not following a symlink.
+fn open_child(dir: &OwnedFd, name: &CStr) -> io::Result<OwnedFd> {
+    Ok(openat(
+        dir,
+        name,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// A file's data for a tar entry: exactly the size its header states. A file that shrinks
+/// while it is read (a running container writes it) is an error, never a short entry whose
+/// missing bytes would let the following data be read as headers.
+struct ExactFile {
+    file: File,
+    remaining: u64,
+}
+
+impl io::Read for ExactFile {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 {
+            return Ok(0);
+        }
+        let want = buf
+            .len()
+            .min(self.remaining.min(usize::MAX as u64) as usize);
+        let n = self.file.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::other(
+                "the file shrank while it was being read (it changed during the copy)",
+            ));
+        }
+        self.remaining -= n as u64;
+        Ok(n)
+    }
 }
 
 /// One entry of the container (an O_PATH fd) into the tar stream as `name`, with what is
@@ -319,9 +351,13 @@ fn tar_entry<W: io::Write>(tar: &mut tar::Builder<W>, fd: &OwnedFd, name: &Path)
         SFlag::S_IFREG => {
             header.set_entry_type(tar::EntryType::Regular);
             header.set_size(st.st_size as u64);
-            // The header's size is the one stat saw: a file growing meanwhile is cut there.
-            let file = File::from(reopen_file(fd)?);
-            tar.append_data(&mut header, name, io::Read::take(file, st.st_size as u64))
+            // The header's size is the one stat saw: a file growing meanwhile is cut there,
+            // one shrinking fails the copy.
+            let data = ExactFile {
+                file: File::from(reopen_file(fd)?),
+                remaining: st.st_size as u64,
+            };
+            tar.append_data(&mut header, name, data)
         }
         other => {
             let entry_type = match other {
@@ -346,7 +382,8 @@ fn tar_children<W: io::Write>(
     prefix: &Path,
 ) -> io::Result<()> {
     let dir = reopen_dir(dir)?;
-    for (name, child) in children(&dir)? {
+    for name in children(&dir)? {
+        let child = open_child(&dir, &name)?;
         tar_entry(
             tar,
             &child,
@@ -445,4 +482,31 @@ fn unlink(dir: &OwnedFd, name: &CStr) -> io::Result<()> {
         name,
         nix::unistd::UnlinkatFlags::NoRemoveDir,
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read as _;
+
+    #[test]
+    fn a_file_shorter_than_its_header_fails_instead_of_ending_early() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"12345").unwrap();
+        let mut exact = ExactFile {
+            file: File::open(&path).unwrap(),
+            remaining: 10,
+        };
+        let mut out = Vec::new();
+        let err = exact.read_to_end(&mut out).unwrap_err();
+        assert!(err.to_string().contains("shrank"), "{err}");
+        let mut exact = ExactFile {
+            file: File::open(&path).unwrap(),
+            remaining: 3,
+        };
+        let mut out = Vec::new();
+        exact.read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"123");
+    }
 }

@@ -162,8 +162,20 @@ impl Root {
             return None;
         }
         let target = nix::fcntl::readlinkat(&link, "").ok()?;
-        let parent = rel.parent().unwrap_or(Path::new(""));
+        // A relative target counts from where the link really is: its parent as resolved
+        // (through any links above it), not as written.
+        let parent = self.resolved(rel.parent().unwrap_or(Path::new("")))?;
         Some(lexical_in_root(&parent.join(Path::new(&target))))
+    }
+
+    /// `rel` with every symlink on the way resolved, as a path relative to the root.
+    fn resolved(&self, rel: &Path) -> Option<PathBuf> {
+        let fd = self
+            .open_in(rel, libc::O_PATH | libc::O_DIRECTORY, 0)
+            .ok()?;
+        let at = |fd: &OwnedFd| std::fs::read_link(sys::fd_path(fd)).ok();
+        let (dir, root) = (at(&fd)?, at(&self.fd)?);
+        dir.strip_prefix(&root).ok().map(Path::to_path_buf)
     }
 
     /// Resolves the file `rel`, creating it empty (and its parents) when missing; returns an
@@ -317,10 +329,16 @@ mod tests {
             .join(dir.path().strip_prefix("/").unwrap())
             .join("escaped/new")
             .is_dir());
+        // A relative target counts from the link's real place: /a -> /b/c, /b/c/d -> ../x.
+        std::fs::create_dir_all(root_path.join("b/c")).unwrap();
+        std::os::unix::fs::symlink("/b/c", root_path.join("al")).unwrap();
+        std::os::unix::fs::symlink("../x", root_path.join("b/c/d")).unwrap();
+        root.mkdir_all(Path::new("al/d/z")).unwrap();
+        assert!(root_path.join("b/x/z").is_dir());
         // A loop of links ends in an error, not a hang.
-        std::os::unix::fs::symlink("/b", root_path.join("a")).unwrap();
-        std::os::unix::fs::symlink("/a", root_path.join("b")).unwrap();
-        assert!(root.mkdir_all(Path::new("a/c")).is_err());
+        std::os::unix::fs::symlink("/l2", root_path.join("l1")).unwrap();
+        std::os::unix::fs::symlink("/l1", root_path.join("l2")).unwrap();
+        assert!(root.mkdir_all(Path::new("l1/c")).is_err());
     }
 
     #[test]

@@ -296,18 +296,26 @@ fn ensure_nat() {
         );
         return;
     };
+    // Up to date when the table has the rule that keeps the outside from opening
+    // connections into the bridge (older gcr versions lacked it).
     let listed = Command::new(nft)
         .args(["list", "table", "ip", "gcr"])
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .status();
-    if matches!(listed, Ok(s) if s.success()) {
+        .output();
+    if matches!(&listed, Ok(out) if out.status.success()
+        && String::from_utf8_lossy(&out.stdout).contains("ct state new drop"))
+    {
         return;
     }
+    // One transaction: the old table (if any) goes, the new one comes. Containers reach out
+    // and get their answers; nothing from outside opens a connection to them (published
+    // ports come through gcr's proxy, not the forward path); the bridge talks to itself.
     let rules = format!(
-        "table ip gcr {{\n\
+        "table ip gcr {{}}\ndelete table ip gcr\n\
+         table ip gcr {{\n\
          chain postrouting {{ type nat hook postrouting priority srcnat; policy accept; ip saddr {subnet} oifname != \"{BRIDGE}\" masquerade; }}\n\
-         chain forward {{ type filter hook forward priority filter; policy accept; iifname \"{BRIDGE}\" accept; oifname \"{BRIDGE}\" ct state related,established accept; }}\n\
+         chain forward {{ type filter hook forward priority filter; policy accept; iifname \"{BRIDGE}\" accept; oifname \"{BRIDGE}\" ct state related,established accept; oifname \"{BRIDGE}\" ct state new drop; }}\n\
          }}\n"
     );
     let added = Command::new(nft)
@@ -337,6 +345,11 @@ fn bridge_attach(pid: Pid, container_id: &str, address: Ipv4Addr) -> Result<(), 
     ensure_bridge()?;
     // Interface names hold 15 bytes.
     let host_side = format!("gcr{}", &container_id[..container_id.len().min(12)]);
+    // The previous run's veth of this container (a restart) may outlive its namespace for a
+    // moment: the kernel tears namespaces down asynchronously.
+    if Path::new("/sys/class/net").join(&host_side).exists() {
+        let _ = ip_batch(&format!("link del {host_side}\n"));
+    }
     ip_batch(&format!(
         "link add {host_side} type veth peer name eth0 netns {pid}\nlink set {host_side} master {BRIDGE} up\n"
     ))?;
@@ -453,8 +466,15 @@ fn start_proxy(
         .map(|(l, port)| l.try_clone().map(|l| (l, *port)))
         .collect::<Result<_, _>>()
         .map_err(|e| RuntimeError::io("duplicate", Path::new("the published port"), e))?;
-    crate::sys::spawn_child(move || {
+    let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| RuntimeError::sys("pipe", e))?;
+    let parent = nix::unistd::getpid();
+    let proxy = crate::sys::spawn_child(move || {
         let _ = crate::sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64, 0);
+        // The parent may have died before the death signal was asked for.
+        if nix::unistd::getppid() != parent {
+            return;
+        }
         // Joining a namespace that the container's user namespace owns needs that user
         // namespace first (rootless); as root the network namespace alone will do.
         if nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
@@ -464,6 +484,7 @@ fn start_proxy(
         {
             return;
         }
+        let _ = std::fs::File::from(ready_write).write_all(b"R");
         let _ = nix::sys::signal::pthread_sigmask(
             nix::sys::signal::SigmaskHow::SIG_SETMASK,
             Some(&nix::sys::signal::SigSet::empty()),
@@ -480,12 +501,30 @@ fn start_proxy(
             let _ = thread.join();
         }
     })
-    .map_err(|e| RuntimeError::sys("start the port proxy", e))
+    .map_err(|e| RuntimeError::sys("start the port proxy", e))?;
+    // One byte once it is inside the container's network; EOF if it could not get there.
+    let mut ready = [0u8; 1];
+    if std::fs::File::from(ready_read)
+        .read(&mut ready)
+        .unwrap_or(0)
+        != 1
+    {
+        let _ = kill(proxy, Signal::SIGKILL);
+        let _ = waitpid(proxy, None);
+        return Err(RuntimeError::Setup(
+            "the port proxy could not join the container's network namespace".into(),
+        ));
+    }
+    Ok(proxy)
 }
 
 fn accept_loop(listener: TcpListener, target: SocketAddr) {
     for client in listener.incoming() {
-        let Ok(client) = client else { continue };
+        let Ok(client) = client else {
+            // Out of fds or memory: wait rather than spin on the same error.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            continue;
+        };
         std::thread::spawn(move || {
             // Refused (nothing listens yet): the client sees its connection closed.
             if let Ok(server) = TcpStream::connect(target) {
