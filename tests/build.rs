@@ -1525,6 +1525,29 @@ EXPOSE 9000-9002 80/UDP
 }
 
 #[test]
+fn secret_env_gives_the_value_to_the_step_only() {
+    let Some(base) = busybox() else { return };
+    let store = TestStore::new();
+    let ctx = Ctx::new(&format!(
+        r#"FROM {base}
+RUN --mount=type=secret,id=tok,env=TOKEN sh -c 'echo "$TOKEN"; test -e /run/secrets/tok && echo file; true' > /only-env
+RUN --mount=type=secret,id=tok,env=TOKEN,target=/s sh -c 'echo "$TOKEN"; cat /s' > /both
+RUN echo "after:${{TOKEN:-unset}}" > /after
+"#
+    ));
+    let secret = ctx.path().join("secret.txt");
+    std::fs::write(&secret, "s3cr3t").unwrap();
+    let secret_arg = format!("id=tok,src={}", secret.display());
+    let (id, _) = build_ok(&store, &ctx, &["--secret", &secret_arg]);
+    assert_eq!(
+        run_in(&store, &id, "cat /only-env /both /after"),
+        "s3cr3t\ns3cr3t\ns3cr3tafter:unset\n"
+    );
+    let config = inspect_config(&store, &id);
+    assert!(!config.to_string().contains("s3cr3t"), "{config}");
+}
+
+#[test]
 fn unsupported_sources_are_refused_with_the_line() {
     let Some(base) = busybox() else { return };
     let store = TestStore::new();

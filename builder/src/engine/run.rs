@@ -134,6 +134,7 @@ impl Engine<'_> {
         self.layer_step(state, instr, progress, &key_text, |eng, st, dirs| {
             let mut mounts = Vec::new();
             let mut ssh_env: Option<String> = None;
+            let mut secret_env: Vec<String> = Vec::new();
             let mut views = Vec::new();
             if let Some(script) = &shebang_script {
                 let path = dirs.base.join("heredoc-script");
@@ -263,11 +264,24 @@ impl Engine<'_> {
                                 })
                                 .unwrap_or_default();
                         match eng.opts.secrets.iter().find(|(i, _)| i == &id) {
-                            Some((_, path)) => mounts.push(RunMount::Bind {
-                                source: path.clone(),
-                                target: target.clone(),
-                                read_only: true,
-                            }),
+                            Some((_, path)) => {
+                                // `env=NAME`: the value as a variable of this step only (not
+                                // in the cache key or the image); a file as well only when a
+                                // target is given too, as BuildKit.
+                                if let Some(name) = &m.env {
+                                    let value = read_secret(path).map_err(|e| {
+                                        format!("secret {id} ({}): {e}", path.display())
+                                    })?;
+                                    secret_env.push(format!("{name}={value}"));
+                                }
+                                if m.env.is_none() || m.target.is_some() {
+                                    mounts.push(RunMount::Bind {
+                                        source: path.clone(),
+                                        target: target.clone(),
+                                        read_only: true,
+                                    });
+                                }
+                            }
                             None if m.required => {
                                 return Err(format!(
                                 "secret {id} is required: pass it with --secret id={id},src=FILE"
@@ -308,6 +322,7 @@ impl Engine<'_> {
             }
             let mut env = env.clone();
             env.extend(ssh_env);
+            env.extend(secret_env);
             let step = RunStep {
                 argv: argv.clone(),
                 env,
@@ -380,4 +395,18 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()
     } else {
         Ok(())
     }
+}
+
+/// A secret's value for `env=`: text, at most BuildKit's 500 KiB.
+fn read_secret(path: &Path) -> Result<String, String> {
+    use std::io::Read as _;
+    let mut data = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(500 * 1024 + 1).read_to_end(&mut data))
+        .map_err(|e| e.to_string())?;
+    if data.len() > 500 * 1024 {
+        return Err("larger than 500 KiB".into());
+    }
+    String::from_utf8(data)
+        .map_err(|_| "not UTF-8 text: it cannot be an environment variable".into())
 }
