@@ -1533,6 +1533,9 @@ fn secret_env_gives_the_value_to_the_step_only() {
 RUN --mount=type=secret,id=tok,env=TOKEN sh -c 'echo "$TOKEN"; test -e /run/secrets/tok && echo file; true' > /only-env
 RUN --mount=type=secret,id=tok,env=TOKEN,target=/s sh -c 'echo "$TOKEN"; cat /s' > /both
 RUN echo "after:${{TOKEN:-unset}}" > /after
+RUN --mount=type=secret,id=tok stat -c '%a %u' /run/secrets/tok > /default-owner
+USER nobody
+RUN --mount=type=secret,id=tok,uid=65534,mode=0440 sh -c 'stat -c "%a %u" /run/secrets/tok; cat /run/secrets/tok' > /tmp/as-nobody
 "#
     ));
     let secret = ctx.path().join("secret.txt");
@@ -1540,8 +1543,12 @@ RUN echo "after:${{TOKEN:-unset}}" > /after
     let secret_arg = format!("id=tok,src={}", secret.display());
     let (id, _) = build_ok(&store, &ctx, &["--secret", &secret_arg]);
     assert_eq!(
-        run_in(&store, &id, "cat /only-env /both /after"),
-        "s3cr3t\ns3cr3t\ns3cr3tafter:unset\n"
+        run_in(
+            &store,
+            &id,
+            "cat /only-env /both /after /default-owner /tmp/as-nobody"
+        ),
+        "s3cr3t\ns3cr3t\ns3cr3tafter:unset\n400 0\n440 65534\ns3cr3t"
     );
     let config = inspect_config(&store, &id);
     assert!(!config.to_string().contains("s3cr3t"), "{config}");

@@ -275,8 +275,28 @@ impl Engine<'_> {
                                     secret_env.push(format!("{name}={value}"));
                                 }
                                 if m.env.is_none() || m.target.is_some() {
+                                    // A copy with BuildKit's owner and mode (0400 root unless
+                                    // uid/gid/mode say otherwise), outside every layer.
+                                    let copy = dirs.base.join(format!("secret-{}", mounts.len()));
+                                    std::fs::copy(path, &copy)
+                                        .and_then(|_| {
+                                            std::os::unix::fs::lchown(
+                                                &copy,
+                                                Some(m.uid.unwrap_or(0)),
+                                                Some(m.gid.unwrap_or(0)),
+                                            )
+                                        })
+                                        .and_then(|_| {
+                                            std::fs::set_permissions(
+                                                &copy,
+                                                std::os::unix::fs::PermissionsExt::from_mode(
+                                                    m.mode.unwrap_or(0o400),
+                                                ),
+                                            )
+                                        })
+                                        .map_err(|e| crate::error::io_fail("copying", path, e))?;
                                     mounts.push(RunMount::Bind {
-                                        source: path.clone(),
+                                        source: copy,
                                         target: target.clone(),
                                         read_only: true,
                                     });
