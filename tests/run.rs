@@ -1830,6 +1830,14 @@ fn format_templates_and_filters_work_as_docker_scripts_use_them() {
     assert!(env.starts_with("[\"PATH="), "{env}");
     let typed = gcr(&["inspect", "--type", "image", "web"]);
     assert_eq!(typed.status.code(), Some(125));
+    // The management forms look for their own kind only.
+    assert_eq!(gcr(&["image", "inspect", "web"]).status.code(), Some(125));
+    expect(&gcr(&["container", "inspect", "web"]), 0);
+    assert_eq!(
+        gcr(&["container", "inspect", &image]).status.code(),
+        Some(125)
+    );
+    expect(&gcr(&["image", "inspect", &image]), 0);
     let bad = gcr(&["inspect", "-f", "{{.State", "web"]);
     assert_eq!(bad.status.code(), Some(125));
     assert!(stderr(&bad).contains("template"), "{}", stderr(&bad));

@@ -264,6 +264,14 @@ fn config_json(store: &Store, record: &ImageRecord) -> anyhow::Result<Value> {
         .with_context(|| format!("image config {} is not JSON", record.id))
 }
 
+impl InspectArgs {
+    /// `gcr image inspect` and `gcr container inspect`: only that kind of object.
+    pub fn only(mut self, kind: &str) -> InspectArgs {
+        self.kind = Some(kind.to_string());
+        self
+    }
+}
+
 pub fn inspect(ctx: &Context, args: InspectArgs) -> anyhow::Result<u8> {
     let template = args
         .format
