@@ -320,3 +320,54 @@ fn pull_progress_bars_on_a_terminal_plain_lines_otherwise_nothing_when_quiet() {
     assert_eq!(stdout(&out).trim(), name);
     assert_eq!(stderr(&out), "");
 }
+
+#[test]
+fn images_filters_by_repository_reference_dangling_and_label() {
+    let Some(reg) = registry() else { return };
+    let store = TestStore::new();
+    let busybox = format!("{reg}/busybox:latest");
+    store.ok(&["pull", "-q", &busybox]);
+    store.ok(&["tag", &busybox, "localhost/app:1"]);
+    store.ok(&["tag", &busybox, "localhost/app:2"]);
+    let names = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["images", "--format", "{{.Repository}}:{{.Tag}}"];
+        all.extend_from_slice(args);
+        let mut v: Vec<String> = store.ok(&all).lines().map(String::from).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        names(&["localhost/app"]),
+        ["localhost/app:1", "localhost/app:2"]
+    );
+    assert_eq!(names(&["localhost/app:2"]), ["localhost/app:2"]);
+    assert_eq!(names(&["-f", "reference=*app:1"]), ["localhost/app:1"]);
+    // Patterns match the name as Docker shows it (here with its registry).
+    assert_eq!(
+        names(&["-f", "reference=*/busybox*"]),
+        vec![busybox.clone()]
+    );
+    assert_eq!(names(&["-f", "reference=busy*"]), Vec::<String>::new());
+    assert_eq!(names(&["-f", "dangling=true"]), Vec::<String>::new());
+    assert_eq!(names(&["-a"]).len(), 3);
+    // A label of the image's config (the fixture's busybox has none; a built one has).
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Containerfile"),
+        format!("FROM {busybox}\nLABEL tier=web\n"),
+    )
+    .unwrap();
+    store.ok(&[
+        "build",
+        "-q",
+        "-t",
+        "localhost/labelled:1",
+        &ctx.path().display().to_string(),
+    ]);
+    assert_eq!(names(&["-f", "label=tier=web"]), ["localhost/labelled:1"]);
+    assert_eq!(names(&["-f", "label=tier"]), ["localhost/labelled:1"]);
+    assert_eq!(names(&["-f", "label=tier=db"]), Vec::<String>::new());
+    // An unknown filter is an error.
+    let out = store.run(&["images", "-f", "colour=red"]);
+    assert_eq!(out.status.code(), Some(125));
+}

@@ -15,6 +15,15 @@ const MAX_CONFIG_BYTES: u64 = 4 << 20;
 
 #[derive(Args, Debug)]
 pub struct ImagesArgs {
+    /// Only images of this repository (and tag)
+    #[arg(value_name = "REPOSITORY[:TAG]")]
+    reference: Option<String>,
+    /// Only images matching: dangling=true|false, reference=PATTERN (* and ?), label=KEY[=VALUE]
+    #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+    filter: Vec<String>,
+    /// Show all images (gcr keeps no intermediate images: the same as without it)
+    #[arg(short, long)]
+    all: bool,
     /// Only show image IDs
     #[arg(short, long)]
     quiet: bool,
@@ -109,6 +118,7 @@ pub fn images(ctx: &Context, args: ImagesArgs) -> anyhow::Result<u8> {
     let store = ctx.open_store()?;
     let mut records = store.images()?;
     records.sort_by(|a, b| b.created.cmp(&a.created));
+    let records = select_images(&store, records, &args)?;
     if args.quiet {
         let mut seen = std::collections::HashSet::new();
         for record in &records {
@@ -161,6 +171,144 @@ pub fn images(ctx: &Context, args: ImagesArgs) -> anyhow::Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// `gcr images [REPOSITORY[:TAG]] [-f ...]`: the images (with only their matching names)
+/// that pass every filter; values of one key may match any.
+fn select_images(
+    store: &Store,
+    records: Vec<ImageRecord>,
+    args: &ImagesArgs,
+) -> anyhow::Result<Vec<ImageRecord>> {
+    let mut filters: Vec<(String, String)> = Vec::new();
+    for f in &args.filter {
+        let (key, value) = f
+            .split_once('=')
+            .with_context(|| format!("invalid filter {f:?}: use KEY=VALUE"))?;
+        match key {
+            "dangling" if matches!(value, "true" | "false") => {}
+            "dangling" => bail!("invalid filter {f:?}: dangling is true or false"),
+            "reference" | "label" => {}
+            other => bail!("unknown filter {other:?}: use dangling, reference or label"),
+        }
+        filters.push((key.to_string(), value.to_string()));
+    }
+    // The short forms people type: `busybox:latest` for docker.io/library/busybox:latest.
+    let short = |name: &str| -> String {
+        name.strip_prefix("docker.io/library/")
+            .or_else(|| name.strip_prefix("docker.io/"))
+            .unwrap_or(name)
+            .to_string()
+    };
+    let wanted = match &args.reference {
+        None => None,
+        Some(r) => {
+            let full = normalize_name(r)?;
+            // Without a tag every tag of the repository is meant.
+            let tagged =
+                r.rsplit('/').next().is_some_and(|last| last.contains(':')) || r.contains('@');
+            Some((full, tagged))
+        }
+    };
+    let mut out = Vec::new();
+    for mut record in records {
+        if let Some((full, tagged)) = &wanted {
+            record.names.retain(|n| {
+                if *tagged {
+                    n == full
+                } else {
+                    split_name(n).0 == split_name(full).0
+                }
+            });
+            if record.names.is_empty() {
+                continue;
+            }
+        }
+        let mut labels: Option<std::collections::BTreeMap<String, String>> = None;
+        let mut keep = true;
+        let keys: std::collections::BTreeSet<&str> =
+            filters.iter().map(|(k, _)| k.as_str()).collect();
+        for key in keys {
+            let values = filters
+                .iter()
+                .filter(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str());
+            let pass = match key {
+                "dangling" => values
+                    .into_iter()
+                    .any(|v| (v == "true") == record.names.is_empty()),
+                "reference" => {
+                    let matching: Vec<String> = record
+                        .names
+                        .iter()
+                        .filter(|n| {
+                            filters.iter().any(|(k, pattern)| {
+                                k == "reference"
+                                    && (glob_match(pattern, n)
+                                        || glob_match(pattern, &short(n))
+                                        || glob_match(pattern, &split_name(&short(n)).0))
+                            })
+                        })
+                        .cloned()
+                        .collect();
+                    record.names = matching;
+                    !record.names.is_empty()
+                }
+                _ => {
+                    let have = labels.get_or_insert_with(|| image_labels(store, &record));
+                    values.into_iter().any(|v| match v.split_once('=') {
+                        Some((k, want)) => have.get(k).is_some_and(|x| x == want),
+                        None => have.contains_key(v),
+                    })
+                }
+            };
+            keep &= pass;
+        }
+        if keep {
+            out.push(record);
+        }
+    }
+    Ok(out)
+}
+
+/// The labels of an image's config.
+fn image_labels(store: &Store, record: &ImageRecord) -> std::collections::BTreeMap<String, String> {
+    store
+        .image_config_bytes(record)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|c| c["config"]["Labels"].as_object().cloned())
+        .map(|labels| {
+            labels
+                .into_iter()
+                .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Shell-style `*` and `?` matching of a whole name.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    // Classic two-pointer match with backtracking to the last `*`.
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            pi += 1;
+            mark = ti;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
 }
 
 /// One row per name of each image (one `<none>` row for an image without names), with the
@@ -531,4 +679,20 @@ pub fn print_prune_report(report: &gcr_storage::PruneReport) {
         "Total reclaimed space: {}",
         crate::format::human_size(report.reclaimed)
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_matches_whole_names() {
+        assert!(glob_match("busy*", "busybox:latest"));
+        assert!(glob_match("*box", "busybox"));
+        assert!(glob_match("b?sybox", "busybox"));
+        assert!(glob_match("*", ""));
+        assert!(!glob_match("busy", "busybox"));
+        assert!(!glob_match("*x", "busybox:latest"));
+        assert!(glob_match("*/app:*", "localhost/app:1"));
+    }
 }
