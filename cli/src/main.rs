@@ -11,6 +11,7 @@ mod containers;
 mod format;
 mod images;
 mod info;
+mod networks;
 mod pull;
 mod push;
 mod run;
@@ -131,6 +132,9 @@ enum Command {
     /// Manage the store
     #[command(subcommand)]
     System(system::SystemCommand),
+    /// List and inspect networks
+    #[command(subcommand)]
+    Network(networks::NetworkCommand),
     /// Show gcr's version
     Version(info::VersionArgs),
     /// Show what gcr runs on: store, counts, cgroups, rootless, kernel
@@ -268,7 +272,11 @@ impl Command {
     /// Whether the command reads or writes the store (and so needs the rootless namespace).
     fn uses_store(&self) -> bool {
         match self {
-            Command::Login(_) | Command::Logout(_) | Command::FetchUrl { .. } => false,
+            Command::Login(_)
+            | Command::Logout(_)
+            | Command::FetchUrl { .. }
+            | Command::Version(_)
+            | Command::Network(_) => false,
             // Join the container's own user namespace instead (reading the store needs none;
             // cp of a stopped container enters gcr's namespace itself to mount its files).
             Command::Exec(_) | Command::Cp(_) | Command::Top(_) => false,
@@ -357,6 +365,7 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
         Command::Build(args) => check::build(&ctx, args),
         Command::System(cmd) => system::system(&ctx, cmd),
         Command::Version(args) => info::version(args),
+        Command::Network(cmd) => networks::network(cmd),
         Command::Info(args) => info::info(&ctx, args),
         Command::FetchUrl { url, dest } => check::fetch_url_command(&url, &dest),
     }
