@@ -2398,6 +2398,81 @@ fn export_writes_the_containers_files_and_import_reads_them_back() {
 }
 
 #[test]
+fn script_habits_rm_f_of_restarting_missing_things_dit_and_flag_errors() {
+    let Some(image) = image() else { return };
+    for who in [As::Root, As::Rootless] {
+        let Some(s) = Setup::new(who) else { continue };
+        let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+        // rm -f of a container with a restart policy: gone, not restarted behind ps's back.
+        let id = expect(
+            &gcr(&[
+                "run",
+                "-d",
+                "--name",
+                "looper",
+                "--restart",
+                "always",
+                &image,
+                "sleep",
+                "1000",
+            ]),
+            0,
+        );
+        let meta: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(
+                s.store
+                    .root()
+                    .join("containers")
+                    .join(id.trim())
+                    .join("meta.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let supervisor = meta["pid"].as_i64().unwrap();
+        expect(&gcr(&["rm", "-f", "looper"]), 0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while Path::new(&format!("/proc/{supervisor}")).exists()
+            && std::fs::read_to_string(format!("/proc/{supervisor}/stat"))
+                .is_ok_and(|st| !st.contains(") Z "))
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{supervisor}/stat")).unwrap_or_default();
+        assert!(
+            stat.is_empty() || stat.contains(") Z "),
+            "{who:?}: supervisor still runs"
+        );
+        assert_eq!(expect(&gcr(&["ps", "-aq"]), 0), "");
+        // -f on what is not there is no error, as Docker.
+        expect(&gcr(&["rm", "-f", "nosuch"]), 0);
+        expect(&gcr(&["rmi", "-f", "localhost/nosuch:1"]), 0);
+        expect(&gcr(&["volume", "rm", "-f", "nosuch"]), 0);
+        assert_eq!(gcr(&["rm", "nosuch"]).status.code(), Some(1));
+        // -dit and -di keep a shell alive for exec.
+        expect(&gcr(&["run", "-dit", "--name", "shell-t", &image, "sh"]), 0);
+        expect(&gcr(&["run", "-di", "--name", "shell-i", &image, "sh"]), 0);
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        for name in ["shell-t", "shell-i"] {
+            assert_eq!(
+                expect(&gcr(&["exec", name, "echo", "alive"]), 0),
+                "alive\n",
+                "{who:?}"
+            );
+        }
+        expect(&gcr(&["rm", "-f", "shell-t", "shell-i"]), 0);
+        // A bad command line is 125 (not clap's 2), and an unknown flag before the image is
+        // an error, not an image name.
+        assert_eq!(gcr(&["ps", "--bogus"]).status.code(), Some(125));
+        let out = gcr(&["run", "--bogus", &image, "true"]);
+        assert_eq!(out.status.code(), Some(125));
+        assert!(stderr(&out).contains("--bogus"), "{}", stderr(&out));
+        assert_no_leftovers(&s);
+    }
+}
+
+#[test]
 fn dockers_management_commands_are_the_plain_ones() {
     let Some(image) = image() else { return };
     let Some(s) = Setup::new(As::Root) else {

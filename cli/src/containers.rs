@@ -142,11 +142,21 @@ pub fn process_start(pid: u32) -> Option<u64> {
 /// Whether `pid` is the process that started at `start` (records without a start time, from
 /// older gcr versions, only check that the PID exists).
 fn process_alive(pid: u32, start: Option<u64>) -> bool {
-    pid != 0
-        && match start {
-            Some(start) => process_start(pid) == Some(start),
-            None => Path::new(&format!("/proc/{pid}")).exists(),
-        }
+    if pid == 0 {
+        return false;
+    }
+    // A zombie (killed, not yet reaped by whoever adopted it) is gone for our purposes.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next());
+    if matches!(state, None | Some("Z") | Some("X")) {
+        return false;
+    }
+    match start {
+        Some(start) => process_start(pid) == Some(start),
+        None => true,
+    }
 }
 
 const META: &str = "meta.json";
@@ -569,7 +579,12 @@ pub fn rm(ctx: &Context, args: RmArgs) -> anyhow::Result<u8> {
     let mut failed = false;
     for wanted in &args.containers {
         let result = (|| -> anyhow::Result<()> {
-            let c = find(&all, wanted)?;
+            let c = match find(&all, wanted) {
+                Ok(c) => c,
+                // As Docker: removing what is not there with -f is not an error.
+                Err(_) if args.force => return Ok(()),
+                Err(e) => return Err(e),
+            };
             if c.running() {
                 if !args.force {
                     bail!(
@@ -578,12 +593,20 @@ pub fn rm(ctx: &Context, args: RmArgs) -> anyhow::Result<u8> {
                         c.meta.pid
                     );
                 }
-                // Killed at PID 1, the container's `gcr run` sees it end and cleans up (its
-                // cgroups); failing that, the supervisor goes and takes the container along.
+                // Marked first, so that a restart policy does not run it again; killed at
+                // PID 1, the container's `gcr run` sees it end and cleans up (its cgroups);
+                // failing that, the supervisor goes and takes the container along.
+                mark_stopped(&c.dir);
                 if c.alive() {
                     c.signal(nix::sys::signal::Signal::SIGKILL)?;
                 }
-                wait_gone(&c.meta, std::time::Duration::from_secs(10));
+                if !wait_gone(&c.meta, std::time::Duration::from_secs(10)) && c.meta.owner_alive() {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(c.meta.pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    wait_gone(&c.meta, std::time::Duration::from_secs(10));
+                }
             }
             store.unregister_container(&c.id)?;
             println!("{}", c.meta.name.clone().unwrap_or_else(|| c.id.clone()));
@@ -1142,7 +1165,12 @@ pub fn start(ctx: &Context, args: StartArgs) -> anyhow::Result<u8> {
         println!("{wanted}");
         Ok(())
     })?;
-    Ok(if args.attach { status } else { result })
+    // With -a the container's status, unless it could not even start (then each's failure).
+    Ok(if args.attach && result == 0 {
+        status
+    } else {
+        result.max(status.min(1))
+    })
 }
 
 fn start_one(store: &gcr_storage::Store, c: &Container, attach: bool) -> anyhow::Result<u8> {

@@ -353,6 +353,10 @@ pub fn rmi(ctx: &Context, args: RmiArgs) -> anyhow::Result<u8> {
     let store = ctx.open_store()?;
     let mut failed = false;
     for input in &args.images {
+        // As Docker: with -f an image that is not there is no error.
+        if args.force && find_image(&store, input).is_err() {
+            continue;
+        }
         if let Err(err) = remove_one(&store, input, args.force) {
             eprintln!("error: {}", crate::format::error_chain(&err));
             failed = true;
@@ -381,6 +385,14 @@ fn remove_one(store: &Store, input: &str, force: bool) -> anyhow::Result<()> {
             short_id(&record.id.to_string()),
             record.names.join(", ")
         );
+    }
+    // As Docker: -f on an image that containers use takes its names away and keeps it.
+    if force && !record.names.is_empty() && !store.containers_using(&record.id)?.is_empty() {
+        for name in &record.names {
+            store.untag(name)?;
+            println!("Untagged: {name}");
+        }
+        return Ok(());
     }
     let removed = store.remove_image(&record.id, force)?;
     for name in &record.names {

@@ -288,7 +288,19 @@ impl Command {
 
 fn main() -> ExitCode {
     gcr_runtime::default_sigpipe();
-    let cli = Cli::parse();
+    // A bad command line is gcr's failure: 125, as Docker and Podman (clap's own is 2);
+    // --help and --version still end with 0.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return if err.use_stderr() {
+                ExitCode::from(EXIT_GCR_FAILED)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     init_logging(&cli.log_level);
     match real_main(cli) {
         Ok(code) => ExitCode::from(code),

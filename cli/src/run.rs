@@ -162,7 +162,6 @@ pub struct RunArgs {
     /// IMAGE [COMMAND [ARG...]] (with --rootfs: COMMAND [ARG...])
     #[arg(
         trailing_var_arg = true,
-        allow_hyphen_values = true,
         required = true,
         value_name = "IMAGE [COMMAND [ARG...]]"
     )]
@@ -751,12 +750,6 @@ impl From<gcr_storage::StoreError> for RunFailure {
 }
 
 fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
-    if args.detach && args.interactive {
-        return Err(anyhow::anyhow!(
-            "gcr run -d -i is not supported yet (a background container gets no standard input; gcr attach follows its output): drop -i, or run in the foreground"
-        )
-        .into());
-    }
     let env_overrides = command_line_env(&args)?;
     let mut volumes = args
         .volume
@@ -1267,10 +1260,24 @@ pub(crate) fn start_detached(
         .context("cannot make a pipe for the detached container")?;
     let mut report_read = std::fs::File::from(report_read);
     options.started_fd = Some(report_write.as_raw_fd());
+    // `-dit`/`-di`: the container's input stays open and empty (the usual way to keep a
+    // shell alive for `gcr exec`); nothing can write to it, as gcr attach has no input.
+    let keep_input_open = options.stdin;
+    if options.tty {
+        // The pty alone keeps it open; gcr's own /dev/null must not reach it.
+        options.stdin = false;
+    }
     let detached = gcr_runtime::run_detached(move || {
         // Between two runs of a restart policy no container takes the signals `gcr stop`
         // sends through the supervisor: they must not end it unrecorded.
         gcr_runtime::ignore_stop_signals();
+        if keep_input_open && !options.tty {
+            if let Ok((read_end, write_end)) = nix::unistd::pipe() {
+                let _ = nix::unistd::dup2_stdin(&read_end);
+                // Held (never written) for the supervisor's life: no end-of-file comes.
+                std::mem::forget(write_end);
+            }
+        }
         let mut report = std::fs::File::from(report_write);
         let _ = nix::unistd::dup2_stdout(&log);
         let _ = nix::unistd::dup2_stderr(&log);

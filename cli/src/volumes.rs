@@ -102,6 +102,10 @@ pub fn volume(ctx: &Context, cmd: VolumeCommand) -> anyhow::Result<u8> {
             for name in &args.names {
                 let result = (|| -> anyhow::Result<()> {
                     let dir = store.volume_dir(name)?;
+                    // As Docker: with -f a volume that is not there is no error.
+                    if args.force && !dir.exists() {
+                        return Ok(());
+                    }
                     let users = crate::containers::using_source(&store, &dir)?;
                     if !users.is_empty() && !args.force {
                         bail!(
