@@ -1794,6 +1794,11 @@ fn format_templates_and_filters_work_as_docker_scripts_use_them() {
     assert_eq!(names(&["-f", "status=created"]), ["fresh"]);
     assert_eq!(names(&["-a", "-f", "name=e"]), ["done", "fresh", "web"]);
     assert_eq!(names(&["-a", "-f", "name=we"]), ["web"]);
+    // Regular expressions, with or without Docker's leading slash.
+    assert_eq!(names(&["-a", "-f", "name=^web$"]), ["web"]);
+    assert_eq!(names(&["-a", "-f", "name=^/do"]), ["done"]);
+    assert_eq!(names(&["-a", "-f", "name=^e"]), Vec::<String>::new());
+    assert_eq!(gcr(&["ps", "-f", "name=(("]).status.code(), Some(125));
     assert_eq!(names(&["-f", "exited=3"]), ["done"]);
     assert_eq!(names(&["-a", "-f", &format!("ancestor={image}")]).len(), 3);
     assert_eq!(names(&["-l"]), ["fresh"]);
@@ -2450,6 +2455,33 @@ fn script_habits_rm_f_of_restarting_missing_things_dit_and_flag_errors() {
         expect(&gcr(&["rmi", "-f", "localhost/nosuch:1"]), 0);
         expect(&gcr(&["volume", "rm", "-f", "nosuch"]), 0);
         assert_eq!(gcr(&["rm", "nosuch"]).status.code(), Some(1));
+        // Several `run --name same` at once: one gets the name, the others 125.
+        let racers: Vec<_> = (0..4)
+            .map(|_| {
+                s.cmd()
+                    .args(["run", "-d", "--name", "same", &image, "sleep", "60"])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let codes: Vec<Option<i32>> = racers
+            .into_iter()
+            .map(|mut c| c.wait().unwrap().code())
+            .collect();
+        assert_eq!(
+            codes.iter().filter(|c| **c == Some(0)).count(),
+            1,
+            "{who:?}: {codes:?}"
+        );
+        assert_eq!(
+            codes.iter().filter(|c| **c == Some(125)).count(),
+            3,
+            "{who:?}: {codes:?}"
+        );
+        assert_eq!(expect(&gcr(&["ps", "-aq"]), 0).lines().count(), 1);
+        expect(&gcr(&["rm", "-f", "same"]), 0);
         // -dit and -di keep a shell alive for exec.
         expect(&gcr(&["run", "-dit", "--name", "shell-t", &image, "sh"]), 0);
         expect(&gcr(&["run", "-di", "--name", "shell-i", &image, "sh"]), 0);

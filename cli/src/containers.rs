@@ -394,11 +394,12 @@ fn passes_filters(c: &Container, filters: &[(String, String)]) -> bool {
             .filter(|(k, _)| k == key)
             .any(|(_, value)| match key {
                 "id" => c.id.starts_with(value.as_str()),
-                "name" => c
-                    .meta
-                    .name
-                    .as_deref()
-                    .is_some_and(|n| n.contains(value.trim_start_matches('/'))),
+                // A regular expression, as Docker's (`^db$`), tried on the name with and
+                // without Docker's leading slash; checked when the filters are parsed.
+                "name" => c.meta.name.as_deref().is_some_and(|n| {
+                    regex::Regex::new(value)
+                        .is_ok_and(|re| re.is_match(n) || re.is_match(&format!("/{n}")))
+                }),
                 "status" => c.state() == value,
                 "ancestor" => {
                     let normal = |n: &str| crate::images::normalize_name(n).ok();
@@ -432,6 +433,11 @@ fn parse_filters(given: &[String]) -> anyhow::Result<Vec<(String, String)>> {
                 "id" | "name" | "status" | "ancestor" | "exited" | "label"
             ) {
                 bail!("unknown filter {key:?}: use id, name, status, ancestor, exited or label");
+            }
+            if key == "name" {
+                regex::Regex::new(value).with_context(|| {
+                    format!("invalid name filter {value:?}: not a regular expression")
+                })?;
             }
             if key == "status" && !matches!(value, "created" | "running" | "exited") {
                 bail!("invalid status filter {value:?}: use created, running or exited");
@@ -621,6 +627,25 @@ pub fn rm(ctx: &Context, args: RmArgs) -> anyhow::Result<u8> {
 }
 
 /// Refuses a `--name` another container already has, as Docker does.
+/// Held while a name is checked and then recorded, so that two `gcr run --name x` at once
+/// cannot both take it.
+pub struct NameLock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
+
+impl NameLock {
+    pub fn take(store: &gcr_storage::Store) -> anyhow::Result<NameLock> {
+        let path = store.root().join("container-names.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map(NameLock)
+            .map_err(|(_, e)| anyhow::anyhow!("cannot lock {}: {e}", path.display()))
+    }
+}
+
 pub fn ensure_name_free(store: &gcr_storage::Store, name: &str) -> anyhow::Result<()> {
     if let Some(c) = load(store)?
         .iter()
@@ -1793,6 +1818,7 @@ pub fn rename(ctx: &Context, args: RenameArgs) -> anyhow::Result<u8> {
             args.name
         );
     }
+    let _names = NameLock::take(&store)?;
     ensure_name_free(&store, &args.name)?;
     let mut meta = c.meta.clone();
     meta.name = Some(args.name.clone());

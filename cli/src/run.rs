@@ -1049,9 +1049,15 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
         }
     }
 
-    if let Some(name) = &args.name {
-        crate::containers::ensure_name_free(&store, name)?;
-    }
+    // From the check until the record holds the name, no other gcr may take it.
+    let names_lock = match &args.name {
+        Some(name) => {
+            let lock = crate::containers::NameLock::take(&store)?;
+            crate::containers::ensure_name_free(&store, name)?;
+            Some(lock)
+        }
+        None => None,
+    };
     // Record the container before anything is created for it, so `gcr system check` and
     // `rmi` know the image is in use.
     match &image_id {
@@ -1097,6 +1103,7 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
         dns_options: args.dns_option.clone(),
     };
     crate::containers::write_meta(&state_dir, &meta)?;
+    drop(names_lock);
     // The container exists from here on: the --cidfile names it.
     if let Some(file) = cidfile.take() {
         file.keep();
