@@ -1826,6 +1826,31 @@ fn format_templates_and_filters_work_as_docker_scripts_use_them() {
         expect(&gcr(&["inspect", "-f", "{{.State.ExitCode}}", "done"]), 0),
         "3\n"
     );
+    // Fields scripts read: the network's address, state times, created state.
+    let ip = expect(
+        &gcr(&[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            "web",
+        ]),
+        0,
+    );
+    assert!(ip.starts_with("10.88."), "{ip}");
+    let finished = expect(&gcr(&["inspect", "-f", "{{.State.FinishedAt}}", "done"]), 0);
+    assert!(finished.starts_with("20"), "{finished}");
+    assert_eq!(
+        expect(
+            &gcr(&[
+                "inspect",
+                "-f",
+                "{{.State.Status}} {{.State.FinishedAt}}",
+                "fresh"
+            ]),
+            0
+        ),
+        "created 0001-01-01T00:00:00Z\n"
+    );
     let env = expect(&gcr(&["inspect", "--format", "{{.Config.Env}}", &image]), 0);
     assert!(env.starts_with("[PATH=") && env.ends_with("]\n"), "{env}");
     let env = expect(

@@ -1357,6 +1357,9 @@ pub fn inspect_container(
     } else {
         0
     };
+    let address = running
+        .then(|| std::fs::read_to_string(c.dir.join("address")).ok())
+        .flatten();
     let mounts: Vec<serde_json::Value> = spec
         .as_ref()
         .and_then(|s| s.mounts().clone())
@@ -1369,12 +1372,23 @@ pub fn inspect_container(
         })
         .map(|m| {
             let rw = !m.options().iter().flatten().any(|o| o == "ro");
-            json!({
-                "Type": "bind",
+            // A named volume is a directory of the store's volumes/.
+            let volume = m.source().as_ref().and_then(|src| {
+                let rest = src.strip_prefix(store.root().join("volumes")).ok()?;
+                rest.components()
+                    .next()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            });
+            let mut mount = json!({
+                "Type": if volume.is_some() { "volume" } else { "bind" },
                 "Source": m.source(),
                 "Destination": m.destination(),
                 "RW": rw,
-            })
+            });
+            if let Some(name) = volume {
+                mount["Name"] = json!(name);
+            }
+            mount
         })
         .collect();
     Ok(json!({
@@ -1383,11 +1397,24 @@ pub fn inspect_container(
         "Path": c.meta.command.first(),
         "Args": c.meta.command.get(1..).unwrap_or(&[]),
         "State": {
-            "Status": if running { "running" } else { "exited" },
+            "Status": c.state(),
             "Running": running,
+            "Paused": false,
+            "Restarting": false,
+            "OOMKilled": false,
+            "Dead": false,
             "Pid": pid,
             "ExitCode": exit_code.unwrap_or(0),
+            "Error": "",
             "StartedAt": c.meta.started.as_ref().unwrap_or(&c.meta.created),
+            // When the exit status was recorded (Docker's zero time while it runs).
+            "FinishedAt": std::fs::metadata(c.dir.join(EXIT))
+                .and_then(|m| m.modified())
+                .ok()
+                .filter(|_| !running)
+                .map(|t| chrono::DateTime::<chrono::Utc>::from(t)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+                .unwrap_or_else(|| "0001-01-01T00:00:00Z".to_string()),
         },
         "Image": image,
         "Name": format!("/{}", c.meta.name.clone().unwrap_or_default()),
@@ -1412,12 +1439,9 @@ pub fn inspect_container(
             "PortBindings": port_bindings(&c.meta.ports),
         },
         "NetworkSettings": {
-            "IPAddress": if running {
-                std::fs::read_to_string(c.dir.join("address")).unwrap_or_default()
-            } else {
-                String::new()
-            },
+            "IPAddress": address.clone().unwrap_or_default(),
             "Ports": port_bindings(&c.meta.ports),
+            "Networks": networks_of(&c.meta, spec.as_ref(), address.as_deref()),
         },
         "Mounts": mounts,
         "LogPath": if log_file(&c.dir).exists() { Some(log_file(&c.dir)) } else { None },
@@ -1462,6 +1486,25 @@ fn network_mode(meta: &ContainerMeta, spec: Option<&gcr_runtime::Spec>) -> Strin
                 .any(|ns| ns.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
         });
     if own_netns { "none" } else { "host" }.to_string()
+}
+
+/// Docker's `NetworkSettings.Networks`: the container's network by name, with its address.
+fn networks_of(
+    meta: &ContainerMeta,
+    spec: Option<&gcr_runtime::Spec>,
+    address: Option<&str>,
+) -> serde_json::Value {
+    let mode = network_mode(meta, spec);
+    let (gateway, prefix) = match mode.as_str() {
+        "bridge" => ("10.88.0.1", 16),
+        "slirp4netns" => ("10.0.2.2", 24),
+        _ => ("", 0),
+    };
+    let entry = match address {
+        Some(ip) => serde_json::json!({"IPAddress": ip, "Gateway": gateway, "IPPrefixLen": prefix}),
+        None => serde_json::json!({"IPAddress": "", "Gateway": "", "IPPrefixLen": 0}),
+    };
+    serde_json::json!({ mode: entry })
 }
 
 /// Docker's `{"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}`.
