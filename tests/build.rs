@@ -1541,7 +1541,12 @@ RUN --mount=type=secret,id=tok,uid=65534,mode=0440 sh -c 'stat -c "%a %u" /run/s
     let secret = ctx.path().join("secret.txt");
     std::fs::write(&secret, "s3cr3t").unwrap();
     let secret_arg = format!("id=tok,src={}", secret.display());
-    let (id, _) = build_ok(&store, &ctx, &["--secret", &secret_arg]);
+    // --rm and --force-rm (Docker's habit) are accepted: gcr leaves no intermediate containers.
+    let (id, _) = build_ok(
+        &store,
+        &ctx,
+        &["--rm", "--force-rm", "--secret", &secret_arg],
+    );
     assert_eq!(
         run_in(
             &store,

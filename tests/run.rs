@@ -2519,6 +2519,90 @@ fn script_habits_rm_f_of_restarting_missing_things_dit_and_flag_errors() {
             );
         }
         expect(&gcr(&["rm", "-f", "shell-t", "shell-i"]), 0);
+        // --pid host sees the host's processes; -v takes Docker Desktop's hints; stop
+        // --timeout is Docker 25's spelling; export | import - flattens a container.
+        let own = expect(
+            &gcr(&[
+                "run",
+                "--rm",
+                &image,
+                "sh",
+                "-c",
+                "ls -d /proc/[0-9]* | wc -l",
+            ]),
+            0,
+        );
+        let host = gcr(&[
+            "run",
+            "--rm",
+            "--pid",
+            "host",
+            &image,
+            "sh",
+            "-c",
+            "ls -d /proc/[0-9]* | wc -l",
+        ]);
+        if who == As::Root {
+            let host = expect(&host, 0);
+            assert!(
+                host.trim().parse::<u32>().unwrap() > own.trim().parse::<u32>().unwrap() + 5,
+                "--pid host sees {host} processes, private {own}"
+            );
+        } else {
+            // Rootless, a fresh /proc of the host's PID namespace cannot be mounted: refused.
+            assert_eq!(host.status.code(), Some(125));
+            assert!(
+                stderr(&host).contains("not supported rootless"),
+                "{}",
+                stderr(&host)
+            );
+        }
+        assert_eq!(
+            gcr(&["run", "--rm", "--pid", "container:x", &image, "true"])
+                .status
+                .code(),
+            Some(125)
+        );
+        expect(
+            &gcr(&["run", "--rm", "-v", "/tmp:/t:cached", &image, "true"]),
+            0,
+        );
+        expect(
+            &gcr(&[
+                "run",
+                "--name",
+                "flat",
+                &image,
+                "sh",
+                "-c",
+                "echo kept > /marker",
+            ]),
+            0,
+        );
+        let mut export = s
+            .cmd()
+            .args(["export", "flat"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let import = s
+            .cmd()
+            .args(["import", "-", "localhost/piped:1"])
+            .stdin(export.stdout.take().unwrap())
+            .output()
+            .unwrap();
+        assert!(export.wait().unwrap().success());
+        expect(&import, 0);
+        assert_eq!(
+            expect(
+                &gcr(&["run", "--rm", "localhost/piped:1", "cat", "/marker"]),
+                0
+            ),
+            "kept\n"
+        );
+        expect(&gcr(&["stop", "--timeout", "1", "flat"]), 0);
+        expect(&gcr(&["rm", "flat"]), 0);
+        expect(&gcr(&["rmi", "localhost/piped:1"]), 0);
         // A bad command line is 125 (not clap's 2), and an unknown flag before the image is
         // an error, not an image name.
         assert_eq!(gcr(&["ps", "--bogus"]).status.code(), Some(125));

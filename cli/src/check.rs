@@ -18,6 +18,12 @@ pub struct BuildArgs {
     /// Build-time variable: KEY=VALUE, or KEY to take gcr's own value (repeatable)
     #[arg(long = "build-arg", value_name = "KEY=VALUE")]
     build_args: Vec<String>,
+    /// Remove intermediate containers (always: gcr leaves none; accepted for Docker's habit)
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    rm: Option<bool>,
+    /// Remove intermediate containers even after a failure (always, as --rm)
+    #[arg(long = "force-rm")]
+    force_rm: bool,
     /// Build up to this stage
     #[arg(long, value_name = "STAGE")]
     target: Option<String>,

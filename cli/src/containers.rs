@@ -922,7 +922,12 @@ pub fn attach(ctx: &Context, args: AttachArgs) -> anyhow::Result<u8> {
 pub struct StopArgs {
     /// Seconds to wait for the container to end before killing it (default: its
     /// --stop-timeout, else 10)
-    #[arg(short = 't', long = "time", value_name = "SECONDS")]
+    #[arg(
+        short = 't',
+        long = "time",
+        visible_alias = "timeout",
+        value_name = "SECONDS"
+    )]
     time: Option<u64>,
     #[arg(required = true, value_name = "CONTAINER")]
     containers: Vec<String>,

@@ -81,7 +81,7 @@ pub struct HistoryArgs {
 
 #[derive(Args, Debug)]
 pub struct ImportArgs {
-    /// Root filesystem archive: tar, tar.gz, tar.zst or zip
+    /// Root filesystem archive: tar, tar.gz, tar.zst or zip; `-` reads it from stdin
     #[arg(value_name = "ARCHIVE")]
     archive: PathBuf,
     /// Name for the new image
@@ -639,14 +639,28 @@ pub fn import(ctx: &Context, args: ImportArgs) -> anyhow::Result<u8> {
     if name.contains('@') {
         bail!("cannot import under a digest reference {name:?}: give NAME[:TAG]");
     }
-    if !args.archive.is_file() {
+    // `-` (as `gcr export c | gcr import - img`): stdin is kept aside in the store's work
+    // area first, for the archive is read more than once.
+    let from_stdin;
+    let archive = if args.archive.as_os_str() == "-" {
+        from_stdin = store.build_dir("import-stdin")?;
+        let path = from_stdin.path().join("archive");
+        let mut file = std::fs::File::create(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        std::io::copy(&mut std::io::stdin().lock(), &mut file)
+            .context("cannot read the archive from stdin")?;
+        path
+    } else {
+        args.archive.clone()
+    };
+    if !archive.is_file() {
         bail!(
             "archive {} does not exist or is not a file",
-            args.archive.display()
+            archive.display()
         );
     }
     // The storage error names the archive.
-    let record = store.import_archive(&args.archive, &name)?;
+    let record = store.import_archive(&archive, &name)?;
     if args.quiet {
         println!("{}", record.id);
     } else {

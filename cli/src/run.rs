@@ -71,6 +71,12 @@ pub struct RunArgs {
     /// Bind mount a volume: SRC:DST[:ro|rw]
     #[arg(short, long = "volume", value_name = "SRC:DST[:OPTS]")]
     volume: Vec<String>,
+    /// PID namespace: private (default) or host (see the host's processes)
+    #[arg(long = "pid", value_name = "MODE")]
+    pid_mode: Option<String>,
+    /// IPC namespace: private (default) or host
+    #[arg(long = "ipc", value_name = "MODE")]
+    ipc_mode: Option<String>,
     /// Mount as Docker's --mount: type=bind|volume|tmpfs,source=SRC,target=DST[,readonly]
     /// [,volume-nocopy][,tmpfs-size=BYTES][,tmpfs-mode=OCTAL]
     #[arg(long = "mount", value_name = "KEY=VALUE,...")]
@@ -685,9 +691,10 @@ pub fn parse_volume(spec: &str) -> anyhow::Result<Volume> {
     for option in options.split(',').filter(|o| !o.is_empty()) {
         match option {
             "ro" => read_only = true,
+            // Docker Desktop's consistency hints and SELinux relabelling: nothing to do here.
+            "cached" | "delegated" | "consistent" | "z" | "Z" => {}
             "rw" => read_only = false,
             "nocopy" if named => no_copy = true,
-            "z" | "Z" => {}
             other => bail!("invalid volume {spec:?}: unknown option {other:?} (use ro, rw or, for a named volume, nocopy)"),
         }
     }
@@ -974,6 +981,40 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
     apply_security(&mut spec, &args)?;
     if network == NetworkChoice::Host {
         gcr_runtime::remove_namespace(&mut spec, oci_spec::runtime::LinuxNamespaceType::Network);
+    }
+    for (flag, mode, namespace) in [
+        (
+            "--pid",
+            &args.pid_mode,
+            oci_spec::runtime::LinuxNamespaceType::Pid,
+        ),
+        (
+            "--ipc",
+            &args.ipc_mode,
+            oci_spec::runtime::LinuxNamespaceType::Ipc,
+        ),
+    ] {
+        match mode.as_deref() {
+            None | Some("private") | Some("") => {}
+            // Rootless, a fresh /proc cannot be mounted for the host's PID namespace.
+            Some("host")
+                if flag == "--pid"
+                    && (gcr_runtime::userns::rootless_ids().is_some()
+                        || !nix::unistd::geteuid().is_root()) =>
+            {
+                return Err(anyhow::anyhow!(
+                    "--pid host is not supported rootless yet: run as root, or without it"
+                )
+                .into())
+            }
+            Some("host") => gcr_runtime::remove_namespace(&mut spec, namespace),
+            Some(other) => {
+                return Err(anyhow::anyhow!(
+                    "{flag} {other:?} is not supported: use private or host"
+                )
+                .into())
+            }
+        }
     }
     if args.publish_all && matches!(network, NetworkChoice::Private(_)) {
         for exposed in &image.exposed_ports {
