@@ -367,6 +367,16 @@ fn images_filters_by_repository_reference_dangling_and_label() {
     assert_eq!(names(&["-f", "label=tier=web"]), ["localhost/labelled:1"]);
     assert_eq!(names(&["-f", "label=tier"]), ["localhost/labelled:1"]);
     assert_eq!(names(&["-f", "label=tier=db"]), Vec::<String>::new());
+    // The same image under two manifests (loaded from an archive, then pulled) is one row,
+    // not a named one and a dangling one.
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("bb.tar");
+    store.ok(&["save", "-o", &archive.display().to_string(), &busybox]);
+    store.ok(&["rmi", "-f", &busybox]);
+    store.ok(&["load", "-i", &archive.display().to_string()]);
+    store.ok(&["pull", "-q", &busybox]);
+    assert_eq!(names(&["-f", "dangling=true"]), Vec::<String>::new());
+    assert_eq!(names(&[&busybox]), vec![busybox.clone()]);
     // An unknown filter is an error.
     let out = store.run(&["images", "-f", "colour=red"]);
     assert_eq!(out.status.code(), Some(125));

@@ -118,6 +118,14 @@ pub fn images(ctx: &Context, args: ImagesArgs) -> anyhow::Result<u8> {
     let store = ctx.open_store()?;
     let mut records = store.images()?;
     records.sort_by(|a, b| b.created.cmp(&a.created));
+    // One image (one config) may be stored under two manifests, e.g. loaded from an archive
+    // and then pulled: the unnamed one is the same image, not a dangling one.
+    let named_ids: std::collections::HashSet<String> = records
+        .iter()
+        .filter(|r| !r.names.is_empty())
+        .map(|r| r.id.to_string())
+        .collect();
+    records.retain(|r| !r.names.is_empty() || !named_ids.contains(&r.id.to_string()));
     let records = select_images(&store, records, &args)?;
     if args.quiet {
         let mut seen = std::collections::HashSet::new();
