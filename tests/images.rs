@@ -377,6 +377,10 @@ fn images_filters_by_repository_reference_dangling_and_label() {
     store.ok(&["pull", "-q", &busybox]);
     assert_eq!(names(&["-f", "dangling=true"]), Vec::<String>::new());
     assert_eq!(names(&[&busybox]), vec![busybox.clone()]);
+    // Docker Hub names show as Docker shows them.
+    store.ok(&["tag", &busybox, "plainname"]);
+    assert_eq!(names(&["plainname"]), ["plainname:latest"]);
+    assert_eq!(names(&["-f", "reference=plain*"]), ["plainname:latest"]);
     // An unknown filter is an error.
     let out = store.run(&["images", "-f", "colour=red"]);
     assert_eq!(out.status.code(), Some(125));

@@ -333,7 +333,12 @@ fn image_rows(records: &[gcr_storage::ImageRecord], no_trunc: bool) -> Vec<Value
             let (repository, tag) = if name.is_empty() {
                 ("<none>".to_string(), "<none>".to_string())
             } else {
-                split_name(&name)
+                // Docker Hub names as Docker shows them: `app`, `user/app`.
+                let familiar = name
+                    .strip_prefix("docker.io/library/")
+                    .or_else(|| name.strip_prefix("docker.io/"))
+                    .unwrap_or(&name);
+                split_name(familiar)
             };
             rows.push(json!({
                 "Repository": repository,
