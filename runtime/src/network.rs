@@ -296,6 +296,17 @@ fn ensure_nat() {
         );
         return;
     };
+    // Checked at most once a minute (an nft run costs a few ms on every `gcr run`): the
+    // marker says when the table was last seen complete.
+    let marker = Path::new(NET_STATE).join("nat-checked");
+    let fresh = std::fs::metadata(&marker)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age < std::time::Duration::from_secs(60));
+    if fresh {
+        return;
+    }
     // Up to date when the table has the rule that keeps the outside from opening
     // connections into the bridge (older gcr versions lacked it).
     let listed = Command::new(nft)
@@ -306,6 +317,7 @@ fn ensure_nat() {
     if matches!(&listed, Ok(out) if out.status.success()
         && String::from_utf8_lossy(&out.stdout).contains("ct state new drop"))
     {
+        let _ = std::fs::write(&marker, b"");
         return;
     }
     // One transaction: the old table (if any) goes, the new one comes. Containers reach out
@@ -331,7 +343,9 @@ fn ensure_nat() {
             child.wait_with_output()
         });
     match added {
-        Ok(out) if out.status.success() => {}
+        Ok(out) if out.status.success() => {
+            let _ = std::fs::write(&marker, b"");
+        }
         Ok(out) => tracing::warn!(
             "cannot add the NAT rules for {BRIDGE}: {}",
             String::from_utf8_lossy(&out.stderr).trim()
