@@ -130,14 +130,9 @@ impl ContainerMeta {
     }
 }
 
-/// When the process `pid` started, in clock ticks since boot (field 22 of /proc/PID/stat):
-/// a PID with its start time names one process, even after the PID is used again.
-pub fn process_start(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: fields follow the last ')'.
-    let fields = &stat[stat.rfind(')')? + 1..];
-    fields.split_whitespace().nth(19)?.parse().ok()
-}
+/// When the process `pid` started (the runtime reads /proc/PID/stat): with the PID it names
+/// one process, even after the PID is used again.
+pub use gcr_runtime::process_start;
 
 /// Whether `pid` is the process that started at `start` (records without a start time, from
 /// older gcr versions, only check that the PID exists).

@@ -39,7 +39,7 @@ pub use copy::{copy_in, copy_out, copy_out_tar, ContainerFiles, CopyOptions};
 pub use detach::run_detached;
 pub use error::RuntimeError;
 pub use exec::{exec_in, ExecOptions};
-pub use network::{NetworkOptions, PortMapping, PrivateNetwork, BRIDGE, SLIRP_DNS};
+pub use network::{process_start, NetworkOptions, PortMapping, PrivateNetwork, BRIDGE, SLIRP_DNS};
 pub use spec::{
     bind_mount, docker_default_capabilities, docker_default_spec, remove_namespace,
     set_capabilities, set_privileged, set_seccomp_profile, set_user_namespace, tmpfs_mount,

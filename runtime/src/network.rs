@@ -187,7 +187,7 @@ impl Lease {
 }
 
 /// Field 22 of /proc/PID/stat: with the PID, it names one process even after PID reuse.
-fn process_start(pid: u32) -> Option<u64> {
+pub fn process_start(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat[stat.rfind(')')? + 1..]
         .split_whitespace()
