@@ -112,7 +112,9 @@ impl NetworkPlan {
     pub(crate) fn attach(&self, pid: Pid, container_id: &str) -> Result<Attached, RuntimeError> {
         let mut attached = Attached::default();
         match self.kind {
-            PrivateNetwork::Bridge => bridge_attach(pid, container_id, self.address)?,
+            PrivateNetwork::Bridge => {
+                attached.veth = Some(bridge_attach(pid, container_id, self.address)?)
+            }
             PrivateNetwork::Slirp => attached.slirp = Some(slirp_attach(pid)?),
         }
         if !self.listeners.is_empty() {
@@ -127,6 +129,9 @@ impl NetworkPlan {
 pub(crate) struct Attached {
     slirp: Option<Slirp>,
     proxy: Option<Pid>,
+    /// The bridge side of the veth, deleted at the end rather than left to the kernel's
+    /// asynchronous teardown of the namespace.
+    veth: Option<String>,
 }
 
 struct Slirp {
@@ -144,6 +149,11 @@ impl Drop for Attached {
         if let Some(mut slirp) = self.slirp.take() {
             let _ = slirp.child.kill();
             let _ = slirp.child.wait();
+        }
+        if let Some(veth) = self.veth.take() {
+            if Path::new("/sys/class/net").join(&veth).exists() {
+                let _ = ip_batch(&format!("link del {veth}\n"));
+            }
         }
     }
 }
@@ -355,7 +365,8 @@ fn ensure_nat() {
 }
 
 /// A veth pair: `gcr<id>` on the bridge, `eth0` with the leased address in the container.
-fn bridge_attach(pid: Pid, container_id: &str, address: Ipv4Addr) -> Result<(), RuntimeError> {
+/// Returns the bridge side's name.
+fn bridge_attach(pid: Pid, container_id: &str, address: Ipv4Addr) -> Result<String, RuntimeError> {
     ensure_bridge()?;
     // Interface names hold 15 bytes.
     let host_side = format!("gcr{}", &container_id[..container_id.len().min(12)]);
@@ -369,13 +380,18 @@ fn bridge_attach(pid: Pid, container_id: &str, address: Ipv4Addr) -> Result<(), 
     ))?;
     let netns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
         .map_err(|e| RuntimeError::io("open", format!("/proc/{pid}/ns/net"), e))?;
-    crate::sys::in_child(|| {
+    let configured = crate::sys::in_child(|| {
         nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(|e| RuntimeError::sys("join the container's network namespace", e))?;
         ip_batch(&format!(
             "addr add {address}/{BRIDGE_PREFIX} dev eth0\nlink set eth0 up\nroute add default via {BRIDGE_GATEWAY}\n"
         ))
-    })
+    });
+    if let Err(e) = configured {
+        let _ = ip_batch(&format!("link del {host_side}\n"));
+        return Err(e);
+    }
+    Ok(host_side)
 }
 
 /// slirp4netns on `tap0` of the container's namespace, started and ready.
