@@ -2615,6 +2615,65 @@ fn script_habits_rm_f_of_restarting_missing_things_dit_and_flag_errors() {
 }
 
 #[test]
+fn a_foreground_containers_output_is_kept_in_its_log_too() {
+    let Some(image) = image() else { return };
+    for who in [As::Root, As::Rootless] {
+        let Some(s) = Setup::new(who) else { continue };
+        let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+        // The terminal still gets stdout and stderr apart; the log gets both.
+        let out = gcr(&[
+            "run",
+            "--name",
+            "fg",
+            &image,
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 2",
+        ]);
+        assert_eq!(out.status.code(), Some(2));
+        assert_eq!(stdout(&out), "out\n", "{who:?}");
+        assert!(stderr(&out).contains("err"), "{who:?}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("out"), "{who:?}: {}", stderr(&out));
+        let logs = expect(&gcr(&["logs", "fg"]), 0);
+        assert!(
+            logs.contains("out\n") && logs.contains("err\n"),
+            "{who:?}: {logs:?}"
+        );
+        // start -a adds the next run's output.
+        assert_eq!(gcr(&["start", "-a", "fg"]).status.code(), Some(2));
+        assert_eq!(expect(&gcr(&["logs", "fg"]), 0).matches("out\n").count(), 2);
+        // A reader that goes early does not stop the container nor the log.
+        let mut head = s
+            .cmd()
+            .args([
+                "run",
+                "--name",
+                "long",
+                &image,
+                "sh",
+                "-c",
+                "seq 1 5000; echo finished",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Read as _;
+            let mut first = [0u8; 2];
+            head.stdout.take().unwrap().read_exact(&mut first).unwrap();
+        }
+        head.wait().unwrap();
+        assert!(
+            expect(&gcr(&["logs", "--tail", "1", "long"]), 0).contains("finished"),
+            "{who:?}"
+        );
+        // --rm and -t keep none.
+        expect(&gcr(&["rm", "fg", "long"]), 0);
+        assert_no_leftovers(&s);
+    }
+}
+
+#[test]
 fn dockers_management_commands_are_the_plain_ones() {
     let Some(image) = image() else { return };
     let Some(s) = Setup::new(As::Root) else {

@@ -720,7 +720,7 @@ pub fn logs(ctx: &Context, args: LogsArgs) -> anyhow::Result<u8> {
     let mut file = match std::fs::File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-            "container {} has no logs: only containers started with `gcr run -d` keep their output",
+            "container {} has no logs: containers run with --rm or -t in the foreground keep no output",
             c.display_name()
         ),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
@@ -1260,7 +1260,15 @@ fn start_one(store: &gcr_storage::Store, c: &Container, attach: bool) -> anyhow:
     if attach {
         write_meta(&c.dir, &meta)?;
         let policy = crate::run::RestartPolicy::of(&c.meta);
-        return match crate::run::supervise(store, &c.id, &c.dir, &spec, &options, keep, policy) {
+        // As `gcr run` in the foreground: the output goes to the log too.
+        let tee = if keep && !options.tty {
+            Some(gcr_runtime::OutputTee::start(&log_file(&c.dir))?)
+        } else {
+            None
+        };
+        let result = crate::run::supervise(store, &c.id, &c.dir, &spec, &options, keep, policy);
+        drop(tee);
+        return match result {
             Ok(code) => Ok((code & 0xff) as u8),
             Err(err) => {
                 eprintln!("error: {err}");

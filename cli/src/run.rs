@@ -1206,6 +1206,16 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
         }
         return Ok(code);
     }
+    // A kept container's output goes to its log too, as Docker keeps it (`gcr logs`); with
+    // a terminal (-t) it stays the terminal's only.
+    let tee = if keep && !args.tty {
+        Some(
+            gcr_runtime::OutputTee::start(&crate::containers::log_file(&state_dir))
+                .map_err(RunFailure::Runtime)?,
+        )
+    } else {
+        None
+    };
     let result = supervise(
         &store,
         &container_id,
@@ -1215,6 +1225,7 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
         keep,
         policy,
     );
+    drop(tee);
     match result {
         Ok(code) => Ok((code & 0xff) as u8),
         Err(err) => Err(RunFailure::Runtime(err)),

@@ -27,6 +27,7 @@ mod network;
 pub mod seccomp;
 mod spec;
 mod sys;
+mod tee;
 mod tty;
 pub mod userns;
 pub mod users;
@@ -46,3 +47,4 @@ pub use spec::{
     SpecError,
 };
 pub use sys::{default_sigpipe, ignore_stop_signals};
+pub use tee::OutputTee;

@@ -459,6 +459,16 @@ pub fn default_sigpipe() {
     }
 }
 
+/// Ignores SIGPIPE in this process: a write to a closed pipe then fails with EPIPE instead
+/// of ending it (the log copier, which must keep logging when the terminal side goes).
+pub fn ignore_sigpipe() {
+    // SAFETY: installs the ignore disposition, no handler code; called in a freshly forked
+    // single-threaded child.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
 /// Runs `work` in a forked child and waits for it; the child's error comes back as the
 /// result (its text through a pipe). For work that must not change this process, such as
 /// mounting in a private mount namespace. Call it only from a single-threaded process.
