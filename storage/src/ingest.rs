@@ -381,22 +381,34 @@ impl Store {
                 .map(|_| diff.hash.finish())?
         };
         drain(&mut tee).map_err(read_err)?;
-        let digest = tee.hash.clone().finish();
-        if digest != expect.digest || tee.hash.len() != expect.size {
+        self.check_stored_blob(&tee.hash, decompressed, expect)?;
+        self.record_layer_source(&expect.digest, &expect.diff_id)
+    }
+
+    /// A stored blob read again (`hash` covers all of it, `diff_id` its decompressed tar)
+    /// must still be the descriptor's blob and unpack to its diff_id.
+    fn check_stored_blob(
+        &self,
+        hash: &Hasher,
+        diff_id: Digest,
+        expect: &LayerExpectation,
+    ) -> Result<(), StoreError> {
+        let digest = hash.clone().finish();
+        if digest != expect.digest || hash.len() != expect.size {
             return Err(StoreError::DigestMismatch {
                 what: format!("stored blob {}", self.blob_path(&expect.digest).display()),
                 expected: expect.digest.clone(),
                 actual: digest,
             });
         }
-        if decompressed != expect.diff_id {
+        if diff_id != expect.diff_id {
             return Err(StoreError::DiffIdMismatch {
                 blob: expect.digest.clone(),
                 expected: expect.diff_id.clone(),
-                actual: decompressed,
+                actual: diff_id,
             });
         }
-        self.record_layer_source(&expect.digest, &expect.diff_id)
+        Ok(())
     }
 
     /// Like `ingest_layer`, but the blob is already stored; its copy is verified and dropped.
@@ -422,21 +434,7 @@ impl Store {
             digest: expect.digest.clone(),
             source,
         })?;
-        let digest = tee.hash.clone().finish();
-        if digest != expect.digest || tee.hash.len() != expect.size {
-            return Err(StoreError::DigestMismatch {
-                what: format!("stored blob {}", self.blob_path(&expect.digest).display()),
-                expected: expect.digest.clone(),
-                actual: digest,
-            });
-        }
-        if diff_id != expect.diff_id {
-            return Err(StoreError::DiffIdMismatch {
-                blob: expect.digest.clone(),
-                expected: expect.diff_id.clone(),
-                actual: diff_id,
-            });
-        }
+        self.check_stored_blob(&tee.hash, diff_id, expect)?;
         self.place_layer(
             &tmp.path().join("layer"),
             &LayerMeta {
