@@ -2667,7 +2667,6 @@ fn a_foreground_containers_output_is_kept_in_its_log_too() {
             expect(&gcr(&["logs", "--tail", "1", "long"]), 0).contains("finished"),
             "{who:?}"
         );
-        // --rm and -t keep none.
         expect(&gcr(&["rm", "fg", "long"]), 0);
         assert_no_leftovers(&s);
     }

@@ -1655,7 +1655,7 @@ pub fn export(ctx: &Context, args: ExportArgs) -> anyhow::Result<u8> {
     }
     // Rootless gcr may already run in its user namespace (root there) or not yet.
     let outside_userns = !nix::unistd::geteuid().is_root();
-    let rootless = outside_userns || gcr_runtime::userns::rootless_ids().is_some();
+    let rootless = gcr_runtime::userns::is_rootless();
     let rootfs = gcr_runtime::RootfsSource::Overlay {
         lower: std::iter::once(c.dir.join("upper"))
             .chain(record.layers.iter().rev().map(|d| store.layer_dir(d)))

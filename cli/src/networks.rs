@@ -35,8 +35,7 @@ pub struct NamesArgs {
 
 /// The built-in networks, as `network inspect` shows them.
 fn networks() -> Vec<Value> {
-    let rootless =
-        gcr_runtime::userns::rootless_ids().is_some() || !nix::unistd::geteuid().is_root();
+    let rootless = gcr_runtime::userns::is_rootless();
     let private = if rootless {
         json!({
             "Name": "slirp4netns", "Driver": "slirp4netns", "Scope": "local",

@@ -348,8 +348,7 @@ impl NetworkChoice {
     pub(crate) fn parse(name: &str) -> anyhow::Result<NetworkChoice> {
         use gcr_runtime::PrivateNetwork::{Bridge, Slirp};
         // Only root can make a bridge and veths: rootless, the private network is slirp4netns.
-        let rootless =
-            gcr_runtime::userns::rootless_ids().is_some() || !nix::unistd::geteuid().is_root();
+        let rootless = gcr_runtime::userns::is_rootless();
         Ok(match name {
             "host" => NetworkChoice::Host,
             "none" => NetworkChoice::None,
@@ -997,11 +996,7 @@ fn run_inner(ctx: &Context, args: RunArgs) -> Result<u8, RunFailure> {
         match mode.as_deref() {
             None | Some("private") | Some("") => {}
             // Rootless, a fresh /proc cannot be mounted for the host's PID namespace.
-            Some("host")
-                if flag == "--pid"
-                    && (gcr_runtime::userns::rootless_ids().is_some()
-                        || !nix::unistd::geteuid().is_root()) =>
-            {
+            Some("host") if flag == "--pid" && gcr_runtime::userns::is_rootless() => {
                 return Err(anyhow::anyhow!(
                     "--pid host is not supported rootless yet: run as root, or without it"
                 )

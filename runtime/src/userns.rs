@@ -101,6 +101,12 @@ pub fn rootless_ids() -> Option<(u32, u32)> {
     Some((u.parse().ok()?, g.parse().ok()?))
 }
 
+/// Whether gcr runs rootless: inside its own user namespace already, or as a user not yet
+/// in it.
+pub fn is_rootless() -> bool {
+    rootless_ids().is_some() || !Uid::effective().is_root()
+}
+
 fn map_args(own: u32, ranges: &[IdRange]) -> Vec<String> {
     let mut args = vec!["0".to_string(), own.to_string(), "1".to_string()];
     let mut next = 1u64;
