@@ -1,6 +1,14 @@
 //! COPY and ADD steps.
 
-use super::*;
+use std::path::{Path, PathBuf};
+
+use gcr_grammar::{CopyInstruction, CopySource, Instruction};
+
+use super::state::State;
+use super::{heredoc_text, Engine};
+use crate::error::{StepFailure, StepResult};
+use crate::fsutil::{self, Confine};
+use crate::source::{self, Collected, Entry, Kind, SourceTree, WriteOptions};
 
 impl Engine<'_> {
     pub(super) fn resolve_chown(&self, root: &Path, spec: &str) -> StepResult<(u32, u32)> {
@@ -158,14 +166,7 @@ impl Engine<'_> {
                     paths.push(p);
                 }
                 CopySource::Heredoc(h) => {
-                    let mut content = if h.chomp {
-                        h.content
-                            .lines()
-                            .map(|l| format!("{}\n", l.trim_start_matches('\t')))
-                            .collect()
-                    } else {
-                        h.content.clone()
-                    };
+                    let mut content = heredoc_text(h);
                     if h.expand {
                         content = self.expand(state, &content)?;
                     }

@@ -1,6 +1,20 @@
 //! RUN steps: the command line, its mounts and the container.
 
-use super::*;
+use std::path::Path;
+
+use gcr_grammar::{CommandLine, Instruction, MountType, NetworkMode};
+
+use super::state::State;
+use super::{heredoc_text, Engine};
+use crate::cache;
+use crate::error::{StepFailure, StepResult};
+use crate::fsutil::{self, Confine};
+use crate::run::{RunMount, RunStep};
+use crate::source;
+
+/// Where a `RUN <<EOF` script with a `#!` line is mounted (inside the container's /dev tmpfs,
+/// so nothing of it reaches the layer).
+const HEREDOC_SCRIPT: &str = "/dev/.gcr-heredoc-script";
 
 impl Engine<'_> {
     pub(super) fn run_instruction(
@@ -27,14 +41,7 @@ impl Engine<'_> {
                     && !cmd.trim().contains(' ');
                 if only_heredoc {
                     let h = &r.heredocs[0];
-                    script = if h.chomp {
-                        h.content
-                            .lines()
-                            .map(|l| format!("{}\n", l.trim_start_matches('\t')))
-                            .collect()
-                    } else {
-                        h.content.clone()
-                    };
+                    script = heredoc_text(h);
                     if script.starts_with("#!") {
                         shebang_script = Some(script.clone());
                     }
@@ -336,10 +343,7 @@ impl Engine<'_> {
                     }
                 }
             }
-            let mut lower = st.lower_dirs(eng.store);
-            if lower.is_empty() {
-                lower.push(eng.empty.path().to_path_buf());
-            }
+            let lower = eng.overlay_lower(st);
             let mut env = env.clone();
             env.extend(ssh_env);
             env.extend(secret_env);
