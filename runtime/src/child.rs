@@ -12,9 +12,10 @@ use nix::errno::Errno;
 use nix::sys::signal::{SigSet, SigmaskHow};
 use nix::unistd::{Gid, Uid};
 
-use crate::container::{send, Plan, MSG_ERROR, MSG_GO, MSG_PTY};
+use crate::channel::{send, MSG_ERROR, MSG_GO, MSG_PTY};
 use crate::error::RuntimeError;
 use crate::fs::Root;
+use crate::plan::Plan;
 use crate::{mounts, sys, tty, users};
 
 /// Entry point of the child; never returns.
@@ -120,8 +121,8 @@ fn report_and_exit(
     let mut msg = vec![MSG_ERROR, code as u8];
     msg.extend(text.as_bytes().iter().take(8000));
     let _ = send(sock, &msg, None);
-    // SAFETY: _exit ends this process without running the parent's atexit handlers.
-    unsafe { libc::_exit(code) }
+    // Ends this process without running the parent's atexit handlers.
+    sys::exit_now(code)
 }
 
 /// `--ulimit`: each limit set while still privileged (raising a hard limit needs
@@ -224,9 +225,7 @@ fn become_process(
             nix::sys::stat::Mode::empty(),
         )
         .map_err(sys_err("open /dev/null"))?;
-        // SAFETY: dup2 onto stdin, which this process owns.
-        Errno::result(unsafe { libc::dup2(null.as_raw_fd(), 0) })
-            .map_err(sys_err("redirect stdin"))?;
+        nix::unistd::dup2_stdin(&null).map_err(sys_err("redirect stdin"))?;
     }
 
     // Privileges. Without no_new_privs, seccomp must be loaded while CAP_SYS_ADMIN is still
@@ -283,12 +282,12 @@ fn become_process(
         .collect();
 
     if plan.opts.init {
-        // SAFETY: this process is single-threaded.
-        match unsafe { nix::unistd::fork() }.map_err(sys_err("fork the command"))? {
-            nix::unistd::ForkResult::Child => {}
-            nix::unistd::ForkResult::Parent { child } => {
-                // SAFETY: the socket is ours; only the command's copy must stay open until exec.
-                unsafe { libc::close(keep as i32) };
+        match sys::fork().map_err(sys_err("fork the command"))? {
+            sys::ForkResult::Child => {}
+            sys::ForkResult::Parent { child } => {
+                // Only the command's copy of the socket must stay open until exec; this
+                // process never returns (nor uses or drops `sock` again).
+                sys::close_range(keep, keep);
                 init_loop(child);
             }
         }
@@ -316,8 +315,7 @@ fn reset_signals(old_mask: &SigSet) {
         if signo == libc::SIGKILL || signo == libc::SIGSTOP {
             continue;
         }
-        // SAFETY: setting a default disposition installs no Rust code as a handler.
-        unsafe { libc::signal(signo, libc::SIG_DFL) };
+        sys::set_default_action(signo);
     }
     let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(old_mask), None);
 }
@@ -390,25 +388,16 @@ fn find_executable(arg0: &CStr, path_env: Option<&str>) -> Result<CString, Runti
 fn init_loop(command: nix::unistd::Pid) -> ! {
     let all = SigSet::all();
     loop {
-        // SAFETY: siginfo_t is plain old data; sigwaitinfo fills it.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `all` is a valid sigset; every signal is blocked in this process.
-        let signo = unsafe { libc::sigwaitinfo(all.as_ref(), &mut info) };
-        if signo < 0 {
+        // Every signal is blocked in this process.
+        let Ok(signo) = sys::sigwaitinfo(&all) else {
             continue;
-        }
+        };
         if signo != libc::SIGCHLD {
-            // SAFETY: forwarding a signal number the kernel gave us to our child.
-            unsafe { libc::kill(command.as_raw(), signo) };
+            // Forwarding a signal number the kernel gave us to our child.
+            let _ = sys::kill_signo(command, signo);
             continue;
         }
-        loop {
-            let mut status = 0;
-            // SAFETY: reaping any child; status is a valid out pointer.
-            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-            if pid <= 0 {
-                break;
-            }
+        while let Some((pid, status)) = sys::reap_any() {
             if pid == command.as_raw() {
                 let code = if libc::WIFEXITED(status) {
                     libc::WEXITSTATUS(status)
@@ -417,8 +406,8 @@ fn init_loop(command: nix::unistd::Pid) -> ! {
                 } else {
                     continue;
                 };
-                // SAFETY: ends the init; the kernel then kills what is left in the namespace.
-                unsafe { libc::_exit(code) };
+                // Ends the init; the kernel then kills what is left in the namespace.
+                sys::exit_now(code);
             }
         }
     }

@@ -16,9 +16,9 @@ use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::{fchmod, fstat, mkdirat, FileStat, Mode, SFlag};
 
-use crate::container::RootfsSource;
 use crate::error::RuntimeError;
 use crate::fs::Root;
+use crate::plan::RootfsSource;
 
 /// Where the container's files are.
 pub enum ContainerFiles<'a> {

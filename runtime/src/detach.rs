@@ -3,15 +3,16 @@
 //! wait for it, as Docker's client does not wait for the daemon's removal.
 
 use nix::errno::Errno;
-use nix::unistd::ForkResult;
+
+use crate::sys::{self, ForkResult};
 
 /// Runs `work` in a detached child process (new session, stdio on /dev/null so no pipe of the
 /// caller stays open) and returns at once in the parent. Call it only from a single-threaded
 /// process, like every fork in this crate.
 pub fn run_detached<F: FnOnce()>(work: F) -> Result<(), Errno> {
-    // SAFETY: gcr calls this while single-threaded (no tokio runtime exists on the run path),
-    // so the child may run arbitrary Rust code; it leaves with _exit and never returns.
-    match unsafe { nix::unistd::fork() }? {
+    // gcr calls this while single-threaded (no tokio runtime exists on the run path), so the
+    // child may run arbitrary Rust code; it leaves with _exit and never returns.
+    match sys::fork()? {
         ForkResult::Parent { .. } => Ok(()),
         ForkResult::Child => {
             let _ = nix::unistd::setsid();
@@ -25,9 +26,9 @@ pub fn run_detached<F: FnOnce()>(work: F) -> Result<(), Errno> {
                 let _ = nix::unistd::dup2_stderr(&null);
             }
             work();
-            // SAFETY: _exit ends the child without running the parent's atexit handlers or
-            // flushing buffers it shares with the parent.
-            unsafe { libc::_exit(0) }
+            // _exit ends the child without running the parent's atexit handlers or flushing
+            // buffers it shares with the parent.
+            sys::exit_now(0)
         }
     }
 }

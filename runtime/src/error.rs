@@ -1,6 +1,6 @@
 //! The error of [`crate::run_container`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Why a container could not be run. [`RuntimeError::exit_code`] gives the exit status
 /// Docker uses for it (125 gcr failed, 126 cannot execute, 127 not found).
@@ -56,4 +56,9 @@ impl RuntimeError {
             source,
         }
     }
+}
+
+/// A failed mount of `what` on `dest`.
+pub(crate) fn mount_err(what: &str, dest: &Path, e: nix::errno::Errno) -> RuntimeError {
+    RuntimeError::sys(format!("mount {what} on {}", dest.display()), e)
 }

@@ -14,10 +14,11 @@ use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
 
-use crate::container::{
-    relay, send, until_exec, ExitStatusCode, Plan, RootfsSource, RunOptions, MSG_GO, MSG_PID,
-};
+use crate::channel::{send, MSG_ERROR, MSG_GO, MSG_PID};
 use crate::error::RuntimeError;
+use crate::launch::{prepare_fork, until_exec};
+use crate::plan::{in_non_initial_userns, Plan, RootfsSource, RunOptions};
+use crate::relay::{relay, write_all, ExitStatusCode};
 use crate::{child, sys};
 
 /// How to run the command, beyond the process part of the container's spec.
@@ -71,19 +72,19 @@ pub fn exec_in(
     let joins_userns = namespaces
         .iter()
         .any(|(flag, _)| *flag == CloneFlags::CLONE_NEWUSER);
-    let in_userns = joins_userns || crate::container::in_non_initial_userns();
+    let in_userns = joins_userns || in_non_initial_userns();
     let plan = Plan::for_exec(spec, &run_opts, in_userns)?;
     let cgroups = cgroup_procs_files(target);
 
-    let (parent_sock, child_sock, old_mask, restore) = crate::container::prepare_fork()?;
+    let (parent_sock, child_sock, old_mask, restore) = prepare_fork()?;
 
-    // SAFETY: single-threaded (checked above); the child never returns from `joiner`.
-    let child = match unsafe { sys::clone_fork(0) } {
-        Ok(0) => {
+    // Single-threaded (checked above); the child never returns from `joiner`.
+    let child = match sys::clone_fork(0) {
+        Ok(sys::ForkResult::Child) => {
             drop(parent_sock);
             joiner(&plan, &namespaces, child_sock, &old_mask)
         }
-        Ok(pid) => Pid::from_raw(pid),
+        Ok(sys::ForkResult::Parent { child }) => child,
         Err(e) => return Err(RuntimeError::sys("fork the exec process", e)),
     };
     drop(child_sock);
@@ -98,10 +99,10 @@ pub fn exec_in(
             .map_err(|e| RuntimeError::sys("signal the exec process", e))?;
         let started = until_exec(&parent_sock, child)?;
         if let Some(fd) = opts.started_fd {
-            crate::container::write_all(fd, b"S");
+            write_all(fd, b"S");
         }
         let command = started.command_pid.unwrap_or(child);
-        relay(&plan, command, child, started.master)
+        relay(plan.opts.stdin, command, child, started.master)
     })();
     if result.is_err() {
         let _ = kill(child, Signal::SIGKILL);
@@ -120,11 +121,11 @@ fn joiner(
     old_mask: &SigSet,
 ) -> ! {
     let fail = |sock: &OwnedFd, text: String| -> ! {
-        let mut msg = vec![crate::container::MSG_ERROR, 125];
+        let mut msg = vec![MSG_ERROR, 125];
         msg.extend(text.as_bytes());
         let _ = send(sock, &msg, None);
-        // SAFETY: leaves the forked child without running the parent's cleanup.
-        unsafe { libc::_exit(125) }
+        // Leaves the forked child without running the parent's cleanup.
+        sys::exit_now(125)
     };
     let _ = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64, 0);
     let _ = sys::prctl(libc::PR_SET_DUMPABLE, 0, 0);
@@ -155,10 +156,10 @@ fn joiner(
             );
         }
     }
-    // SAFETY: this process is single-threaded (a fork of one).
-    match unsafe { nix::unistd::fork() } {
-        Ok(nix::unistd::ForkResult::Child) => child::exec_main(plan, sock, old_mask),
-        Ok(nix::unistd::ForkResult::Parent { child }) => {
+    // This process is single-threaded (a fork of one).
+    match sys::fork() {
+        Ok(sys::ForkResult::Child) => child::exec_main(plan, sock, old_mask),
+        Ok(sys::ForkResult::Parent { child }) => {
             let _ = send(
                 &sock,
                 format!("{}{}", MSG_PID as char, child).as_bytes(),
@@ -174,8 +175,8 @@ fn joiner(
                     Err(_) => break 125,
                 }
             };
-            // SAFETY: leaves with the command's status, running no cleanup of the parent's.
-            unsafe { libc::_exit(code) }
+            // Leaves with the command's status, running no cleanup of the parent's.
+            sys::exit_now(code)
         }
         Err(e) => fail(&sock, format!("cannot fork the command: {e}")),
     }

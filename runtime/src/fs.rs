@@ -307,6 +307,13 @@ pub fn copy_tree_contents(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Writes `content` to `path` through a temporary file beside it and a rename.
+pub(crate) fn write_atomic(path: &Path, content: &str) -> Result<(), RuntimeError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, content).map_err(|e| RuntimeError::io("write", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| RuntimeError::io("rename", path, e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

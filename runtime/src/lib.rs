@@ -12,20 +12,34 @@
 //! child stays as a small init (reaps zombies, forwards signals) and forks the command. The
 //! parent forwards signals, runs the pty when asked and returns the container's exit status.
 //! Parent and child talk over a SOCK_SEQPACKET socketpair; a child failure comes back as text.
+//!
+//! `unsafe` lives in the syscall layer (`sys`) only, behind safe wrappers.
+//!
+//! Modules of the container's life, each depending only on those after it: `launch` (the
+//! parent: clone, id maps, cgroups, network, wait for the exec) -> `plan` (what is computed
+//! before the clone) -> `etc_files` (hostname, hosts, resolv.conf); `launch` -> `relay`
+//! (signals, pty, exit status); `launch` and `child` -> `channel` (the parent/child messages).
+
+#![deny(unsafe_code)]
 
 mod caps;
 mod cgroups;
+mod channel;
 mod child;
-mod container;
 mod copy;
 mod detach;
 mod error;
+mod etc_files;
 mod exec;
 mod fs;
+mod launch;
 mod mounts;
 mod network;
+mod plan;
+mod relay;
 pub mod seccomp;
 mod spec;
+#[allow(unsafe_code)]
 mod sys;
 mod tee;
 mod tty;
@@ -35,12 +49,15 @@ pub mod users;
 pub use oci_spec::runtime::Spec;
 
 pub use caps::{capability_names, parse_capability};
-pub use container::{run_container, DnsOptions, ExitStatusCode, RootfsSource, RunOptions};
 pub use copy::{copy_in, copy_out, copy_out_tar, ContainerFiles, CopyOptions};
 pub use detach::run_detached;
 pub use error::RuntimeError;
+pub use etc_files::DnsOptions;
 pub use exec::{exec_in, ExecOptions};
+pub use launch::run_container;
 pub use network::{process_start, NetworkOptions, PortMapping, PrivateNetwork, BRIDGE, SLIRP_DNS};
+pub use plan::{RootfsSource, RunOptions};
+pub use relay::ExitStatusCode;
 pub use spec::{
     bind_mount, docker_default_capabilities, docker_default_spec, remove_namespace,
     set_capabilities, set_privileged, set_seccomp_profile, set_user_namespace, tmpfs_mount,

@@ -186,9 +186,9 @@ fn map_with_helpers(
     let target = nix::unistd::getpid().as_raw();
     let (go_r, go_w) = nix::unistd::pipe().map_err(UsernsError::Fork)?;
     let (err_r, err_w) = nix::unistd::pipe().map_err(UsernsError::Fork)?;
-    // SAFETY: the caller guarantees a single-threaded process; the child only runs the two
-    // helper commands and _exits.
-    match unsafe { nix::unistd::fork() }.map_err(UsernsError::Fork)? {
+    // The caller guarantees a single-threaded process; the child only runs the two helper
+    // commands and _exits.
+    match crate::sys::fork().map_err(UsernsError::Fork)? {
         ForkResult::Child => {
             drop(go_w);
             drop(err_r);
@@ -230,8 +230,8 @@ fn map_with_helpers(
                 }
                 _ => 1,
             };
-            // SAFETY: ends the helper without running the parent's exit handlers.
-            unsafe { libc::_exit(code) }
+            // Ends the helper without running the parent's exit handlers.
+            crate::sys::exit_now(code)
         }
         ForkResult::Parent { child } => {
             drop(go_r);

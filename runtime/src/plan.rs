@@ -1,0 +1,547 @@
+//! The plan of a container: [`RunOptions`] (how to run it, beyond the spec) and the [`Plan`]
+//! computed from them and the spec in the parent before the clone, so that the child has
+//! little to do and errors before the clone are plain 125s. Rootful with a user namespace of
+//! its own, the plan also holds the mounts the parent opens for the child ([`Prepared`]).
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
+
+use crate::caps::CapMasks;
+use crate::cgroups::Cgroup;
+use crate::error::RuntimeError;
+use crate::etc_files::DnsOptions;
+use crate::fs::write_atomic;
+use crate::{seccomp, sys};
+
+/// Where the container's root filesystem comes from.
+#[derive(Debug, Clone)]
+pub enum RootfsSource {
+    /// A plain directory used as is (`--rootfs DIR`); it is bind-mounted, never modified except
+    /// for the mount points of /etc/hosts and friends when they are missing.
+    Directory(PathBuf),
+    /// An OverlayFS of image layers, mounted inside the container's own mount namespace.
+    Overlay {
+        /// Top layer first.
+        lower: Vec<PathBuf>,
+        upper: PathBuf,
+        work: PathBuf,
+        /// Use `userxattr` (required when gcr runs in a user namespace, i.e. rootless).
+        userxattr: bool,
+    },
+}
+
+/// How to run the container, beyond what the spec says.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub rootfs: RootfsSource,
+    /// 64 hex digits; the default hostname is its first 12.
+    pub container_id: String,
+    /// A directory owned by this container (e.g. the store's containers/<id>/): the generated
+    /// hostname/hosts/resolv.conf files and the overlay mount point go here.
+    pub state_dir: PathBuf,
+    /// Allocate a pty (`-t`); the host terminal goes to raw mode while the container runs.
+    pub tty: bool,
+    /// Keep stdin attached (`-i`); otherwise the container's stdin is /dev/null.
+    pub stdin: bool,
+    /// Run gcr's small init as PID 1 (`--init`): it reaps zombies and forwards signals.
+    pub init: bool,
+    /// `-u user[:group]` resolved against the container's own /etc/passwd and /etc/group; when
+    /// set it replaces the spec's `process.user`.
+    pub user: Option<String>,
+    /// Generate and bind /etc/hostname, /etc/hosts and /etc/resolv.conf (default true).
+    pub etc_files: bool,
+    /// Mount the overlay `volatile` (default true): its unmount at exit then skips the sync of
+    /// the whole upper filesystem, which costs tens of milliseconds on ext4. The price: after a
+    /// host crash the upper dir is not trusted (the kernel refuses to remount it). Set false
+    /// when the upper dir must survive a crash as is.
+    pub overlay_volatile: bool,
+    /// Written with the container's PID 1 (as the host sees it) once it exists, as runc's
+    /// `--pid-file`: what `gcr stop`, `kill` and `exec` act on.
+    pub pid_file: Option<PathBuf>,
+    /// Gets one byte (`S`) once the command has been executed: a detached `gcr run` reports
+    /// the start to its caller through it.
+    pub started_fd: Option<RawFd>,
+    /// Destinations of bind mounts whose (empty) source directory first gets a copy of what
+    /// the image has there: Docker's copy into a new named volume.
+    pub copy_up: Vec<PathBuf>,
+    /// A private network for the container's network namespace, and published ports.
+    pub network: crate::network::NetworkOptions,
+    /// `--add-host NAME:IP`: lines added to the generated /etc/hosts.
+    pub extra_hosts: Vec<(String, String)>,
+    /// `--dns`, `--dns-search`, `--dns-option`: they replace the generated resolv.conf's
+    /// nameservers, search domains and options.
+    pub dns: DnsOptions,
+    /// `--group-add`: supplementary groups (names from the container's /etc/group, or
+    /// numbers) added to the user's.
+    pub group_add: Vec<String>,
+}
+
+impl RunOptions {
+    pub fn new(
+        rootfs: RootfsSource,
+        container_id: impl Into<String>,
+        state_dir: impl Into<PathBuf>,
+    ) -> Self {
+        RunOptions {
+            rootfs,
+            container_id: container_id.into(),
+            state_dir: state_dir.into(),
+            tty: false,
+            stdin: false,
+            init: false,
+            user: None,
+            etc_files: true,
+            overlay_volatile: true,
+            pid_file: None,
+            started_fd: None,
+            copy_up: Vec::new(),
+            network: Default::default(),
+            extra_hosts: Vec::new(),
+            dns: DnsOptions::default(),
+            group_add: Vec::new(),
+        }
+    }
+}
+
+/// Everything the child needs, computed in the parent before the clone.
+pub(crate) struct Plan<'a> {
+    pub opts: &'a RunOptions,
+    pub clone_flags: u64,
+    pub new_userns: bool,
+    /// The child runs in a user namespace other than the initial one (new, or rootless gcr):
+    /// mknod is not allowed, device nodes are bind-mounted.
+    pub in_userns: bool,
+    pub new_netns: bool,
+    /// The private network joined after the clone (none: only a loopback).
+    pub network: Option<crate::network::NetworkPlan>,
+    pub hostname: Option<String>,
+    pub mounts: Vec<Mount>,
+    pub etc_files: Vec<(PathBuf, PathBuf)>,
+    pub masked_paths: Vec<String>,
+    pub readonly_paths: Vec<String>,
+    pub readonly_root: bool,
+    pub rootfs_mountpoint: PathBuf,
+    pub args: Vec<CString>,
+    pub env: Vec<String>,
+    pub cwd: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    pub caps: CapMasks,
+    pub seccomp: Option<Vec<libc::sock_filter>>,
+    pub no_new_privileges: bool,
+    /// The process's resource limits (`--ulimit`), set before the exec.
+    pub rlimits: Vec<oci_spec::runtime::PosixRlimit>,
+    pub uid_map: String,
+    pub gid_map: String,
+    /// Rootful with a new user namespace: mounts the parent made for the child.
+    pub prepared: Option<Prepared>,
+    /// Set when the spec limits resources; the parent moves the child into it before the
+    /// child unshares its cgroup ns.
+    pub cgroup: Option<Cgroup>,
+    pub unshare_cgroupns: bool,
+}
+
+/// What the parent (real root) prepares for a child in a user namespace of its own, which may
+/// not look up host paths that only root can reach (the store is 0700): every mount source is
+/// opened here as a detached mount, and the child attaches it by fd.
+pub(crate) struct Prepared {
+    /// The rootfs, idmapped to the container's ids.
+    pub rootfs: OwnedFd,
+    /// For each entry of `Plan::mounts`: its source as a detached bind mount, for bind mounts.
+    pub binds: Vec<Option<OwnedFd>>,
+    /// For each entry of `Plan::etc_files`: the generated file as a detached bind mount.
+    pub etc_files: Vec<OwnedFd>,
+}
+
+fn namespace_flag(t: LinuxNamespaceType) -> Result<u64, RuntimeError> {
+    Ok(match t {
+        LinuxNamespaceType::Pid => libc::CLONE_NEWPID,
+        LinuxNamespaceType::Network => libc::CLONE_NEWNET,
+        LinuxNamespaceType::Ipc => libc::CLONE_NEWIPC,
+        LinuxNamespaceType::Uts => libc::CLONE_NEWUTS,
+        LinuxNamespaceType::Mount => libc::CLONE_NEWNS,
+        LinuxNamespaceType::Cgroup => libc::CLONE_NEWCGROUP,
+        LinuxNamespaceType::User => libc::CLONE_NEWUSER,
+        other => {
+            return Err(RuntimeError::InvalidSpec(format!(
+                "namespace {other:?} is not supported"
+            )))
+        }
+    } as u64)
+}
+
+/// True when this process is in a user namespace other than the initial one.
+pub(crate) fn in_non_initial_userns() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .map(|m| m.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
+        .unwrap_or(false)
+}
+
+fn id_map(maps: Option<&Vec<oci_spec::runtime::LinuxIdMapping>>) -> String {
+    maps.map(|m| {
+        m.iter()
+            .map(|x| format!("{} {} {}\n", x.container_id(), x.host_id(), x.size()))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// The host id that container id 0 maps to in a /proc `uid_map`/`gid_map` text.
+fn host_id_of_root(map: &str) -> Option<u32> {
+    map.lines().find_map(|line| {
+        let f: Vec<u32> = line
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        match f[..] {
+            [0, host, size] if size > 0 => Some(host),
+            _ => None,
+        }
+    })
+}
+
+fn cpath(path: &Path) -> Result<CString, RuntimeError> {
+    CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))
+        .map_err(|_| RuntimeError::InvalidSpec(format!("path {} contains NUL", path.display())))
+}
+
+fn prepare_for_userns(
+    opts: &RunOptions,
+    mountpoint: &Path,
+    mounts: &[Mount],
+    etc_files: &[(PathBuf, PathBuf)],
+    uid_map: &str,
+    gid_map: &str,
+) -> Result<Prepared, RuntimeError> {
+    let rootfs = idmapped_rootfs(opts, mountpoint, uid_map, gid_map)?;
+    let clone = |source: &Path, recursive: bool| {
+        sys::clone_tree(&cpath(source)?, recursive)
+            .map_err(|e| RuntimeError::io("open the mount source", source, e.into()))
+    };
+    let mut binds = Vec::new();
+    for m in mounts {
+        let options = m.options().clone().unwrap_or_default();
+        let bind = m.typ().as_deref() == Some("bind")
+            || options.iter().any(|o| o == "bind" || o == "rbind");
+        binds.push(match (bind, m.source()) {
+            (true, Some(source)) => Some(clone(source, options.iter().any(|o| o == "rbind"))?),
+            _ => None,
+        });
+    }
+    let etc_files = etc_files
+        .iter()
+        .map(|(host, _)| clone(host, false))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Prepared {
+        rootfs,
+        binds,
+        etc_files,
+    })
+}
+
+/// Rootful gcr giving the container its own user namespace: the image's files are owned by
+/// ids 0..N on disk, which the container's namespace does not map to themselves. Each layer
+/// (and the upper/work dirs) is cloned as an idmapped mount, so the container sees its own
+/// ids and what it writes lands on disk in the same container terms as the layers; the
+/// overlay is made from those clones here, by real root, as a detached mount.
+fn idmapped_rootfs(
+    opts: &RunOptions,
+    mountpoint: &Path,
+    uid_map: &str,
+    gid_map: &str,
+) -> Result<OwnedFd, RuntimeError> {
+    let fail = |what: String, e: Errno| {
+        RuntimeError::sys(
+            format!("{what} for the user namespace (idmapped mounts need Linux 5.19, detached overlay layers 6.15)"),
+            e,
+        )
+    };
+    // run_container checked that this process is single-threaded.
+    let userns = sys::user_namespace_fd(uid_map, gid_map).map_err(|(w, e)| fail(w, e))?;
+    let idmapped = |path: &Path| {
+        sys::idmapped_tree(&cpath(path)?, &userns)
+            .map_err(|(w, e)| fail(format!("{w} {}", path.display()), e))
+    };
+    match &opts.rootfs {
+        RootfsSource::Directory(dir) => idmapped(dir),
+        RootfsSource::Overlay {
+            lower,
+            upper,
+            work,
+            userxattr,
+        } => {
+            // Only the layers are idmapped. Overlay works in the upper and work dirs as its
+            // mounter, real root, whose id an idmapped upper could not store (EOVERFLOW); so
+            // what the container writes is stored under the host ids of its range, and the
+            // upper dir (the root directory the container sees) belongs to its root.
+            if let (Some(uid), Some(gid)) = (host_id_of_root(uid_map), host_id_of_root(gid_map)) {
+                std::os::unix::fs::chown(upper, Some(uid), Some(gid))
+                    .map_err(|e| RuntimeError::io("chown", upper, e))?;
+            }
+            let layers = lower
+                .iter()
+                .map(|l| idmapped(l))
+                .collect::<Result<Vec<_>, _>>()?;
+            let lowers = layers
+                .iter()
+                .map(|fd| cpath(Path::new(&format!("/proc/self/fd/{}", fd.as_raw_fd()))))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut flags: Vec<&std::ffi::CStr> = Vec::new();
+            if *userxattr {
+                flags.push(c"userxattr");
+            }
+            if opts.overlay_volatile {
+                flags.push(c"volatile");
+            }
+            let strings: Vec<(&std::ffi::CStr, &std::ffi::CStr)> =
+                vec![(c"redirect_dir", c"off"), (c"metacopy", c"off")];
+            sys::overlay_fsmount(&lowers, &cpath(upper)?, &cpath(work)?, &flags, &strings).map_err(
+                |(w, e)| {
+                    fail(
+                        format!(
+                            "{w} ({} idmapped layers at {})",
+                            lower.len(),
+                            mountpoint.display()
+                        ),
+                        e,
+                    )
+                },
+            )
+        }
+    }
+}
+
+/// The spec's process, its command as C strings and its environment, checked.
+fn command_and_env(
+    spec: &Spec,
+) -> Result<(&oci_spec::runtime::Process, Vec<CString>, Vec<String>), RuntimeError> {
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| RuntimeError::InvalidSpec("no process".into()))?;
+    let args = process.args().clone().unwrap_or_default();
+    if args.is_empty() {
+        return Err(RuntimeError::InvalidSpec(
+            "no command given and the image has no entrypoint or cmd".into(),
+        ));
+    }
+    let args = args
+        .into_iter()
+        .map(|a| {
+            CString::new(a.clone()).map_err(|_| {
+                RuntimeError::InvalidSpec(format!("argument {a:?} contains a NUL byte"))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let env = process.env().clone().unwrap_or_default();
+    if let Some(bad) = env.iter().find(|e| e.contains('\0')) {
+        return Err(RuntimeError::InvalidSpec(format!(
+            "environment entry {bad:?} contains a NUL byte"
+        )));
+    }
+    Ok((process, args, env))
+}
+
+impl<'a> Plan<'a> {
+    /// The plan of a process joining a running container (`gcr exec`): only the process part
+    /// of `spec` (command, environment, user, cwd, capabilities, seccomp); the namespaces,
+    /// mounts and cgroups are the container's already.
+    pub(crate) fn for_exec(
+        spec: &Spec,
+        opts: &'a RunOptions,
+        in_userns: bool,
+    ) -> Result<Plan<'a>, RuntimeError> {
+        let (process, args, env) = command_and_env(spec)?;
+        let linux = spec.linux().clone().unwrap_or_default();
+        let user = process.user();
+        Ok(Plan {
+            opts,
+            clone_flags: 0,
+            new_userns: false,
+            in_userns,
+            new_netns: false,
+            network: None,
+            hostname: None,
+            mounts: Vec::new(),
+            etc_files: Vec::new(),
+            masked_paths: Vec::new(),
+            readonly_paths: Vec::new(),
+            readonly_root: true,
+            rootfs_mountpoint: PathBuf::new(),
+            args,
+            env,
+            cwd: process.cwd().clone(),
+            uid: user.uid(),
+            gid: user.gid(),
+            additional_gids: user.additional_gids().clone().unwrap_or_default(),
+            caps: CapMasks::from_spec(process.capabilities().as_ref()),
+            seccomp: match linux.seccomp() {
+                Some(profile) => Some(seccomp::compile(profile)?),
+                None => None,
+            },
+            no_new_privileges: process.no_new_privileges().unwrap_or(false),
+            rlimits: process.rlimits().clone().unwrap_or_default(),
+            uid_map: String::new(),
+            gid_map: String::new(),
+            prepared: None,
+            cgroup: None,
+            unshare_cgroupns: false,
+        })
+    }
+
+    pub(crate) fn new(spec: &Spec, opts: &'a RunOptions) -> Result<Plan<'a>, RuntimeError> {
+        let (process, args, env) = command_and_env(spec)?;
+        let linux = spec.linux().clone().unwrap_or_default();
+        let mut clone_flags = 0u64;
+        for ns in linux.namespaces().iter().flatten() {
+            if ns.path().is_some() {
+                return Err(RuntimeError::InvalidSpec(format!(
+                    "joining an existing {:?} namespace is not supported",
+                    ns.typ()
+                )));
+            }
+            clone_flags |= namespace_flag(ns.typ())?;
+        }
+        if clone_flags & libc::CLONE_NEWNS as u64 == 0 {
+            return Err(RuntimeError::InvalidSpec(
+                "a mount namespace is required".into(),
+            ));
+        }
+        let new_userns = clone_flags & libc::CLONE_NEWUSER as u64 != 0;
+        let new_netns = clone_flags & libc::CLONE_NEWNET as u64 != 0;
+        let in_userns = new_userns || in_non_initial_userns();
+        let uid_map = id_map(linux.uid_mappings().as_ref());
+        let gid_map = id_map(linux.gid_mappings().as_ref());
+        if new_userns && (uid_map.is_empty() || gid_map.is_empty()) {
+            return Err(RuntimeError::InvalidSpec(
+                "a user namespace needs uid and gid mappings".into(),
+            ));
+        }
+
+        match &opts.rootfs {
+            RootfsSource::Directory(dir) => {
+                if !dir.is_dir() {
+                    return Err(RuntimeError::InvalidSpec(format!(
+                        "rootfs {} is not a directory",
+                        dir.display()
+                    )));
+                }
+            }
+            RootfsSource::Overlay {
+                lower, upper, work, ..
+            } => {
+                for p in lower.iter().chain([upper, work]) {
+                    if !p.is_dir() {
+                        return Err(RuntimeError::InvalidSpec(format!(
+                            "overlay directory {} does not exist",
+                            p.display()
+                        )));
+                    }
+                }
+            }
+        }
+        std::fs::create_dir_all(&opts.state_dir)
+            .map_err(|e| RuntimeError::io("create state directory", &opts.state_dir, e))?;
+        let rootfs_mountpoint = opts.state_dir.join("rootfs");
+        if matches!(opts.rootfs, RootfsSource::Overlay { .. }) {
+            std::fs::create_dir_all(&rootfs_mountpoint)
+                .map_err(|e| RuntimeError::io("create", &rootfs_mountpoint, e))?;
+        }
+
+        let hostname = spec.hostname().clone().or_else(|| {
+            (opts.container_id.len() >= 12).then(|| opts.container_id[..12].to_string())
+        });
+        if opts.network.private.is_some() && !new_netns {
+            return Err(RuntimeError::InvalidSpec(
+                "a private network needs a network namespace".into(),
+            ));
+        }
+        let network = crate::network::NetworkPlan::new(&opts.network)?;
+        let mut etc_files = Vec::new();
+        if opts.etc_files {
+            let name = hostname.clone().unwrap_or_else(|| "localhost".into());
+            for (file, content) in crate::etc_files::generate(
+                &name,
+                new_netns,
+                network.as_ref(),
+                &opts.extra_hosts,
+                &opts.dns,
+            ) {
+                let path = opts.state_dir.join(file);
+                write_atomic(&path, &content)?;
+                etc_files.push((path, PathBuf::from("/etc").join(file)));
+            }
+        }
+
+        let mounts = spec.mounts().clone().unwrap_or_default();
+        let prepared = if new_userns && !in_non_initial_userns() {
+            // The generated /etc files belong to the container's root, as in a rootful run.
+            if let (Some(uid), Some(gid)) = (host_id_of_root(&uid_map), host_id_of_root(&gid_map)) {
+                for (path, _) in &etc_files {
+                    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                        .map_err(|e| RuntimeError::io("chown", path, e))?;
+                }
+            }
+            Some(prepare_for_userns(
+                opts,
+                &rootfs_mountpoint,
+                &mounts,
+                &etc_files,
+                &uid_map,
+                &gid_map,
+            )?)
+        } else {
+            None
+        };
+        let user = process.user();
+        let seccomp = match linux.seccomp() {
+            Some(profile) => Some(seccomp::compile(profile)?),
+            None => None,
+        };
+        let cgroup = Cgroup::create(&opts.container_id, linux.resources().as_ref(), in_userns)?;
+        let mut unshare_cgroupns = false;
+        if cgroup.is_some() && clone_flags & libc::CLONE_NEWCGROUP as u64 != 0 {
+            clone_flags &= !(libc::CLONE_NEWCGROUP as u64);
+            unshare_cgroupns = true;
+        }
+        Ok(Plan {
+            opts,
+            clone_flags,
+            new_userns,
+            in_userns,
+            new_netns,
+            network,
+            hostname,
+            mounts,
+            etc_files,
+            masked_paths: linux.masked_paths().clone().unwrap_or_default(),
+            readonly_paths: linux.readonly_paths().clone().unwrap_or_default(),
+            readonly_root: spec
+                .root()
+                .as_ref()
+                .and_then(|r| r.readonly())
+                .unwrap_or(false),
+            rootfs_mountpoint,
+            args,
+            env,
+            cwd: process.cwd().clone(),
+            uid: user.uid(),
+            gid: user.gid(),
+            additional_gids: user.additional_gids().clone().unwrap_or_default(),
+            caps: CapMasks::from_spec(process.capabilities().as_ref()),
+            seccomp,
+            no_new_privileges: process.no_new_privileges().unwrap_or(false),
+            rlimits: process.rlimits().clone().unwrap_or_default(),
+            uid_map,
+            gid_map,
+            prepared,
+            cgroup,
+            unshare_cgroupns,
+        })
+    }
+}
