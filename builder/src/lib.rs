@@ -10,6 +10,7 @@
 //! The crate never starts threads: RUN steps fork containers through gcr-runtime, so the
 //! caller must be single-threaded and must pull missing base images before (the `resolve`
 //! callback of [`build`] can do that in a child process).
+#![deny(unsafe_code)]
 
 mod cache;
 mod commit;

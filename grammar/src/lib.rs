@@ -4,6 +4,7 @@
 //! * [`syntax`]: the pest-based line parser (BuildKit-conformant syntax tree and dump).
 //! * [`shell`]: the shell-word lexer and variable expansion.
 //! * [`ignore`]: `.containerignore` / `.dockerignore` matching.
+#![deny(unsafe_code)]
 
 pub mod ast;
 pub mod check;

@@ -13,6 +13,7 @@
 //!   and bearer-token auth, capped bodies); the base for push.
 //! - [`push()`]: blobs the registry lacks (HEAD, cross-repository mount, streamed upload),
 //!   the config, then the manifest byte for byte.
+#![deny(unsafe_code)]
 
 pub mod client;
 pub mod credentials;

@@ -15,6 +15,7 @@
 //! ```
 //!
 //! The crate is synchronous and knows nothing of HTTP or processes.
+#![deny(unsafe_code)]
 
 mod archive;
 mod builder_support;
