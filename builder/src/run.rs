@@ -152,12 +152,11 @@ pub(crate) fn run_step(step: &RunStep) -> StepResult<()> {
     spec.set_mounts(Some(mounts));
     std::fs::create_dir_all(step.state_dir)
         .map_err(|e| crate::error::io_fail("creating", step.state_dir, e))?;
-    let rootfs = gcr_runtime::RootfsSource::Overlay {
-        lower: step.lower.clone(),
-        upper: step.upper.to_path_buf(),
-        work: step.work.to_path_buf(),
-        userxattr: step.userxattr,
-    };
+    let rootfs = gcr_containers::overlay(
+        step.lower.clone(),
+        step.upper.to_path_buf(),
+        step.work.to_path_buf(),
+    );
     let mut options = gcr_runtime::RunOptions::new(rootfs, id, step.state_dir);
     options.user = step.user.clone().filter(|u| !u.is_empty());
 

@@ -2,25 +2,6 @@
 
 use std::fmt::Write as _;
 
-/// What pull and push draw transfers with: whether stderr is a terminal, the bar group (hidden
-/// off a terminal or when quiet) and the per-blob bar style.
-pub fn transfer_bars(quiet: bool) -> (bool, indicatif::MultiProgress, indicatif::ProgressStyle) {
-    use indicatif::{MultiProgress, ProgressDrawTarget, ProgressStyle};
-    use std::io::IsTerminal;
-    let terminal = std::io::stderr().is_terminal();
-    let multi = MultiProgress::with_draw_target(if terminal && !quiet {
-        ProgressDrawTarget::stderr()
-    } else {
-        ProgressDrawTarget::hidden()
-    });
-    let style = ProgressStyle::with_template(
-        "{prefix:.bold} {msg:<12} [{bar:30}] {bytes:>10}/{total_bytes:<10} {bytes_per_sec}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar())
-    .progress_chars("=> ");
-    (terminal, multi, style)
-}
-
 /// `anyhow` error with its causes on one line: "a: b: c".
 pub fn error_chain(err: &anyhow::Error) -> String {
     let mut out = String::new();

@@ -4,20 +4,14 @@
 //! The order in `main` matters: the rootless user-namespace re-exec and any container fork
 //! happen while the process is still single-threaded, before a tokio runtime exists.
 
-mod archive;
-mod check;
-mod commit;
-mod containers;
+#![deny(unsafe_code)]
+
+mod commands;
+mod context;
 mod format;
-mod images;
-mod info;
-mod networks;
-mod pull;
-mod push;
-mod run;
-mod system;
+mod lookup;
+mod progress;
 mod template;
-mod volumes;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,8 +19,11 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-/// Exit status when gcr itself fails (as Docker and Podman use it).
-pub const EXIT_GCR_FAILED: u8 = 125;
+use commands::{
+    archive, build, commit, exec, files, images, info, lifecycle, logs, networks, observe, ps,
+    pull, push, run, system, volumes,
+};
+use context::{Context, EXIT_GCR_FAILED};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -81,39 +78,39 @@ enum Command {
     /// Create a container without starting it (`gcr start` runs it)
     Create(run::RunArgs),
     /// List containers
-    Ps(containers::PsArgs),
+    Ps(ps::PsArgs),
     /// Remove containers
-    Rm(containers::RmArgs),
+    Rm(lifecycle::RmArgs),
     /// Print the output of a container started with `gcr run -d`
-    Logs(containers::LogsArgs),
+    Logs(logs::LogsArgs),
     /// Follow a background container's output until it ends, forwarding signals to it
-    Attach(containers::AttachArgs),
+    Attach(logs::AttachArgs),
     /// Stop running containers (STOPSIGNAL, then SIGKILL after a timeout)
-    Stop(containers::StopArgs),
+    Stop(lifecycle::StopArgs),
     /// Send a signal to running containers
-    Kill(containers::KillArgs),
+    Kill(lifecycle::KillArgs),
     /// Wait for containers to end and print their exit status
-    Wait(containers::WaitArgs),
+    Wait(lifecycle::WaitArgs),
     /// Run a command in a running container
-    Exec(containers::ExecArgs),
+    Exec(exec::ExecArgs),
     /// Start stopped containers again (in the background unless -a)
-    Start(containers::StartArgs),
+    Start(lifecycle::StartArgs),
     /// Stop and start containers again
-    Restart(containers::StopArgs),
+    Restart(lifecycle::StopArgs),
     /// Make an image of a container's changes
     Commit(commit::CommitArgs),
     /// Copy files between a container and the host
-    Cp(containers::CpArgs),
+    Cp(files::CpArgs),
     /// List a container's published ports
-    Port(containers::PortArgs),
+    Port(observe::PortArgs),
     /// Write a container's file system as a tar archive
-    Export(containers::ExportArgs),
+    Export(files::ExportArgs),
     /// List the files a container added, changed or deleted
-    Diff(containers::DiffArgs),
+    Diff(files::DiffArgs),
     /// Give a container another name
-    Rename(containers::RenameArgs),
+    Rename(lifecycle::RenameArgs),
     /// List a running container's processes
-    Top(containers::TopArgs),
+    Top(observe::TopArgs),
     /// Manage named volumes
     #[command(subcommand)]
     Volume(volumes::VolumeCommand),
@@ -126,9 +123,9 @@ enum Command {
     #[command(skip)]
     ImagePrune(images::PruneArgs),
     #[command(skip)]
-    ContainerPrune(containers::PruneArgs),
+    ContainerPrune(lifecycle::PruneArgs),
     /// Build an image from a Containerfile
-    Build(check::BuildArgs),
+    Build(build::BuildArgs),
     /// Manage the store
     #[command(subcommand)]
     System(system::SystemCommand),
@@ -170,7 +167,7 @@ enum ImageCommand {
     /// Load images from an archive
     Load(archive::LoadArgs),
     /// Build an image from a Containerfile
-    Build(check::BuildArgs),
+    Build(build::BuildArgs),
     /// Remove unnamed images (-a: every image no container uses) and what only they held
     Prune(images::PruneArgs),
 }
@@ -180,48 +177,48 @@ enum ImageCommand {
 enum ContainerCommand {
     /// List containers
     #[command(aliases = ["list", "ps"])]
-    Ls(containers::PsArgs),
+    Ls(ps::PsArgs),
     /// Remove containers
     #[command(alias = "remove")]
-    Rm(containers::RmArgs),
+    Rm(lifecycle::RmArgs),
     /// Run a command in a new container
     Run(run::RunArgs),
     /// Create a container without starting it
     Create(run::RunArgs),
     /// Start stopped containers
-    Start(containers::StartArgs),
+    Start(lifecycle::StartArgs),
     /// Stop running containers
-    Stop(containers::StopArgs),
+    Stop(lifecycle::StopArgs),
     /// Stop and start containers
-    Restart(containers::StopArgs),
+    Restart(lifecycle::StopArgs),
     /// Send a signal to running containers
-    Kill(containers::KillArgs),
+    Kill(lifecycle::KillArgs),
     /// Wait for containers to end
-    Wait(containers::WaitArgs),
+    Wait(lifecycle::WaitArgs),
     /// Print a detached container's output
-    Logs(containers::LogsArgs),
+    Logs(logs::LogsArgs),
     /// Follow a background container's output until it ends
-    Attach(containers::AttachArgs),
+    Attach(logs::AttachArgs),
     /// Run a command in a running container
-    Exec(containers::ExecArgs),
+    Exec(exec::ExecArgs),
     /// Show containers' details as JSON
     Inspect(images::InspectArgs),
     /// Copy files between a container and the host
-    Cp(containers::CpArgs),
+    Cp(files::CpArgs),
     /// List a container's published ports
-    Port(containers::PortArgs),
+    Port(observe::PortArgs),
     /// Write a container's file system as a tar archive
-    Export(containers::ExportArgs),
+    Export(files::ExportArgs),
     /// List the files a container added, changed or deleted
-    Diff(containers::DiffArgs),
+    Diff(files::DiffArgs),
     /// Make an image of a container's changes
     Commit(commit::CommitArgs),
     /// Remove every stopped container
-    Prune(containers::PruneArgs),
+    Prune(lifecycle::PruneArgs),
     /// Give a container another name
-    Rename(containers::RenameArgs),
+    Rename(lifecycle::RenameArgs),
     /// List a running container's processes
-    Top(containers::TopArgs),
+    Top(observe::TopArgs),
 }
 
 impl Command {
@@ -306,7 +303,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("error: {}", format::error_chain(&err));
-            ExitCode::from(EXIT_GCR_FAILED)
+            ExitCode::from(context::exit_code(&err))
         }
     }
 }
@@ -350,58 +347,37 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
         Command::Logout(args) => pull::logout(args),
         Command::Run(args) => run::run(&ctx, args),
         Command::Create(args) => run::create(&ctx, args),
-        Command::Ps(args) => containers::ps(&ctx, args),
-        Command::Rm(args) => containers::rm(&ctx, args),
-        Command::Logs(args) => containers::logs(&ctx, args),
-        Command::Attach(args) => containers::attach(&ctx, args),
-        Command::Port(args) => containers::port(&ctx, args),
-        Command::Export(args) => containers::export(&ctx, args),
-        Command::Diff(args) => containers::diff(&ctx, args),
-        Command::Stop(args) => containers::stop(&ctx, args),
-        Command::Kill(args) => containers::kill(&ctx, args),
-        Command::Wait(args) => containers::wait(&ctx, args),
-        Command::Exec(args) => containers::exec(&ctx, args),
-        Command::Start(args) => containers::start(&ctx, args),
-        Command::Restart(args) => containers::restart(&ctx, args),
+        Command::Ps(args) => ps::ps(&ctx, args),
+        Command::Rm(args) => lifecycle::rm(&ctx, args),
+        Command::Logs(args) => logs::logs(&ctx, args),
+        Command::Attach(args) => logs::attach(&ctx, args),
+        Command::Port(args) => observe::port(&ctx, args),
+        Command::Export(args) => files::export(&ctx, args),
+        Command::Diff(args) => files::diff(&ctx, args),
+        Command::Stop(args) => lifecycle::stop(&ctx, args),
+        Command::Kill(args) => lifecycle::kill(&ctx, args),
+        Command::Wait(args) => lifecycle::wait(&ctx, args),
+        Command::Exec(args) => exec::exec(&ctx, args),
+        Command::Start(args) => lifecycle::start(&ctx, args),
+        Command::Restart(args) => lifecycle::restart(&ctx, args),
         Command::Commit(args) => commit::commit(&ctx, args),
-        Command::Cp(args) => containers::cp(&ctx, args),
-        Command::Rename(args) => containers::rename(&ctx, args),
-        Command::Top(args) => containers::top(&ctx, args),
+        Command::Cp(args) => files::cp(&ctx, args),
+        Command::Rename(args) => lifecycle::rename(&ctx, args),
+        Command::Top(args) => observe::top(&ctx, args),
         Command::Volume(cmd) => volumes::volume(&ctx, cmd),
         Command::ImagePrune(args) => images::prune(&ctx, args),
-        Command::ContainerPrune(args) => containers::prune(&ctx, args),
+        Command::ContainerPrune(args) => lifecycle::prune(&ctx, args),
         // `flatten` turned these into the plain commands above.
         Command::Image(_) | Command::Container(_) => {
             anyhow::bail!("internal error: a management command was not resolved")
         }
-        Command::Build(args) => check::build(&ctx, args),
+        Command::Build(args) => build::build(&ctx, args),
         Command::System(cmd) => system::system(&ctx, cmd),
         Command::Version(args) => info::version(args),
         Command::Network(cmd) => networks::network(cmd),
         Command::Info(args) => info::info(&ctx, args),
-        Command::FetchUrl { url, dest } => check::fetch_url_command(&url, &dest),
+        Command::FetchUrl { url, dest } => build::fetch_url_command(&url, &dest),
     }
-}
-
-/// What every command needs to find the store.
-pub struct Context {
-    pub root: PathBuf,
-}
-
-impl Context {
-    pub fn open_store(&self) -> anyhow::Result<gcr_storage::Store> {
-        gcr_storage::Store::open(self.root.clone())
-            .with_context(|| format!("cannot open the store at {}", self.root.display()))
-    }
-}
-
-/// A tokio runtime for the network commands; created only after any fork is done.
-pub fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
 }
 
 #[cfg(test)]

@@ -64,11 +64,8 @@ impl State {
     }
 
     pub(super) fn lower_dirs(&self, store: &Store) -> Vec<PathBuf> {
-        self.layers
-            .iter()
-            .rev()
-            .map(|l| store.layer_dir(&l.diff_id))
-            .collect()
+        let diff_ids: Vec<_> = self.layers.iter().map(|l| l.diff_id.clone()).collect();
+        gcr_containers::lower_dirs(store, &diff_ids)
     }
 
     pub(super) fn workdir(&self) -> String {

@@ -4,8 +4,8 @@ use anyhow::bail;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
+use crate::context::Context;
 use crate::format::table;
-use crate::Context;
 
 #[derive(Subcommand, Debug)]
 pub enum VolumeCommand {
@@ -91,7 +91,7 @@ pub fn volume(ctx: &Context, cmd: VolumeCommand) -> anyhow::Result<u8> {
                     "Driver": "local",
                     "Mountpoint": dir,
                     "Scope": "local",
-                    "UsedBy": crate::containers::using_source(&store, &dir)?,
+                    "UsedBy": gcr_containers::using_source(&store, &dir)?,
                 }));
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
@@ -106,7 +106,7 @@ pub fn volume(ctx: &Context, cmd: VolumeCommand) -> anyhow::Result<u8> {
                     if args.force && !dir.exists() {
                         return Ok(());
                     }
-                    let users = crate::containers::using_source(&store, &dir)?;
+                    let users = gcr_containers::using_source(&store, &dir)?;
                     if !users.is_empty() && !args.force {
                         bail!(
                             "volume {name} is used by container(s) {}: remove them first (`gcr rm`)",
@@ -138,7 +138,7 @@ pub fn prune_unused(store: &gcr_storage::Store) -> anyhow::Result<Vec<String>> {
     let mut removed = Vec::new();
     for name in store.volumes()? {
         let dir = store.volume_dir(&name)?;
-        if crate::containers::using_source(store, &dir)?.is_empty() {
+        if gcr_containers::using_source(store, &dir)?.is_empty() {
             store.remove_volume(&name)?;
             removed.push(name);
         }

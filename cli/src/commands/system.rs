@@ -5,8 +5,8 @@ use std::io::{BufRead, IsTerminal};
 use anyhow::bail;
 use clap::{Args, Subcommand};
 
+use crate::context::Context;
 use crate::format::{human_size, table};
-use crate::Context;
 
 #[derive(Subcommand, Debug)]
 pub enum SystemCommand {
@@ -92,7 +92,7 @@ fn df(ctx: &Context) -> anyhow::Result<u8> {
     };
     // The store cannot tell a live container from a stopped one, nor which volume is used:
     // the container records can.
-    let (containers, volumes) = crate::containers::usage(&store)?;
+    let (containers, volumes) = gcr_containers::usage(&store)?;
     let rows = vec![
         row("Images", &usage.images),
         row("Containers", &containers),
@@ -129,15 +129,15 @@ fn prune(ctx: &Context, args: PruneArgs) -> anyhow::Result<u8> {
     }
     let store = ctx.open_store()?;
     // As `docker system prune`: stopped containers go first, then what they held.
-    for id in crate::containers::remove_stopped(&store)? {
+    for id in gcr_containers::remove_stopped(&store)? {
         println!("Deleted container: {id}");
     }
     if args.volumes {
-        for name in crate::volumes::prune_unused(&store)? {
+        for name in crate::commands::volumes::prune_unused(&store)? {
             println!("Deleted volume: {name}");
         }
     }
     let report = store.prune(args.all)?;
-    crate::images::print_prune_report(&report);
+    crate::commands::images::print_prune_report(&report);
     Ok(0)
 }

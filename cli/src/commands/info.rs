@@ -4,7 +4,7 @@
 use clap::Args;
 use serde_json::{json, Value};
 
-use crate::Context;
+use crate::context::Context;
 
 #[derive(Args, Debug)]
 pub struct VersionArgs {
@@ -73,7 +73,7 @@ fn cgroup_version() -> &'static str {
 pub fn info(ctx: &Context, args: InfoArgs) -> anyhow::Result<u8> {
     let store = ctx.open_store()?;
     let images = store.images()?.len();
-    let (containers, running) = crate::containers::counts(&store)?;
+    let (containers, running) = gcr_containers::counts(&store)?;
     let (os, arch) = platform();
     let rootless = gcr_runtime::userns::rootless_ids().is_some();
     let kernel = nix::sys::utsname::uname()

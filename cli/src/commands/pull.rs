@@ -1,15 +1,12 @@
 //! `gcr pull`, `gcr login`, `gcr logout`: the registry commands and their progress display.
 
-use std::collections::HashMap;
 use std::io::{IsTerminal, Read};
 
 use anyhow::{bail, Context as _};
 use clap::Args;
 use gcr_registry::{PullEvent, PullOptions, Reference};
-use indicatif::ProgressBar;
 
-use crate::format::short_id;
-use crate::Context;
+use crate::context::Context;
 
 #[derive(Args, Debug)]
 pub struct PullArgs {
@@ -79,7 +76,7 @@ pub fn pull(ctx: &Context, args: PullArgs) -> anyhow::Result<u8> {
         cert_dir: args.cert_dir.clone(),
         ..Default::default()
     };
-    let runtime = crate::tokio_runtime()?;
+    let runtime = crate::context::tokio_runtime()?;
     let quiet = args.quiet;
     let result = runtime.block_on(async move {
         let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
@@ -102,74 +99,36 @@ pub fn pull(ctx: &Context, args: PullArgs) -> anyhow::Result<u8> {
 
 /// Draws per-layer bars on a terminal, plain lines otherwise, nothing when quiet.
 async fn show_progress(mut events: tokio::sync::mpsc::UnboundedReceiver<PullEvent>, quiet: bool) {
-    let (terminal, multi, style) = crate::format::transfer_bars(quiet);
-    let mut bars: HashMap<String, ProgressBar> = HashMap::new();
+    let mut shown = crate::progress::Transfers::new(quiet);
     while let Some(event) = events.recv().await {
-        if quiet {
-            continue;
-        }
         match event {
-            PullEvent::Resolved { manifest_digest } if !terminal => {
-                eprintln!("Resolved manifest {manifest_digest}");
+            PullEvent::Resolved { manifest_digest } => {
+                shown.plain(format!("Resolved manifest {manifest_digest}"))
             }
             PullEvent::LayerStarted { digest, size } => {
-                let key = digest.to_string();
-                if terminal {
-                    let bar = multi.add(ProgressBar::new(size));
-                    bar.set_style(style.clone());
-                    bar.set_prefix(short_id(&key));
-                    bar.set_message("downloading");
-                    bars.insert(key, bar);
-                } else {
-                    eprintln!("Copying blob {} ({size} bytes)", short_id(&key));
-                }
+                shown.started(&digest.to_string(), size, "downloading")
             }
             PullEvent::LayerProgress { digest, bytes_done } => {
-                if let Some(bar) = bars.get(&digest.to_string()) {
-                    bar.set_position(bytes_done);
-                }
+                shown.progress(&digest.to_string(), bytes_done)
             }
-            PullEvent::LayerSkipped { digest } => {
-                if terminal {
-                    let bar = multi.add(ProgressBar::new(0));
-                    bar.set_style(style.clone());
-                    bar.set_prefix(short_id(&digest.to_string()));
-                    bar.finish_with_message("exists");
-                } else {
-                    eprintln!(
-                        "Copying blob {} skipped: already exists",
-                        short_id(&digest.to_string())
-                    );
-                }
-            }
+            PullEvent::LayerSkipped { digest } => shown.settled(
+                &digest.to_string(),
+                "exists".into(),
+                "skipped: already exists".into(),
+            ),
             PullEvent::Retrying {
                 what,
                 attempt,
                 delay,
                 reason,
-            } => {
-                let _ = multi.println(format!(
-                    "Retrying {what} in {delay:?} (attempt {attempt}): {reason}"
-                ));
-                if !terminal {
-                    eprintln!("Retrying {what} in {delay:?} (attempt {attempt}): {reason}");
-                }
-            }
-            PullEvent::LayerDone { digest } => {
-                let key = digest.to_string();
-                if let Some(bar) = bars.get(&key) {
-                    bar.finish_with_message("done");
-                } else {
-                    eprintln!("Copying blob {} done", short_id(&key));
-                }
-            }
+            } => shown.note(format!(
+                "Retrying {what} in {delay:?} (attempt {attempt}): {reason}"
+            )),
+            PullEvent::LayerDone { digest } => shown.done(&digest.to_string(), "done"),
             _ => {}
         }
     }
-    // indicatif leaves the cursor at the end of the last bar; the summary goes below it.
-    if terminal && !quiet && !bars.is_empty() {
-        eprintln!();
-    }
+    shown.finish();
 }
 
 pub fn login(args: LoginArgs) -> anyhow::Result<u8> {
@@ -202,7 +161,7 @@ pub fn login(args: LoginArgs) -> anyhow::Result<u8> {
     if username.is_empty() || password.is_empty() {
         bail!("user name and password must not be empty");
     }
-    let runtime = crate::tokio_runtime()?;
+    let runtime = crate::context::tokio_runtime()?;
     // The login error names the registry.
     let client_options = gcr_registry::ClientOptions {
         tls_verify: args.tls_verify,

@@ -1,16 +1,13 @@
 //! `gcr push`: an image from the store to a registry, with progress bars like `gcr pull`.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
 use clap::Args;
 use gcr_registry::{PushEvent, PushOptions, Reference};
-use indicatif::ProgressBar;
 
-use crate::format::short_id;
-use crate::images::find_image;
-use crate::Context;
+use crate::context::Context;
+use crate::lookup::find_image;
 
 #[derive(Args, Debug)]
 pub struct PushArgs {
@@ -64,7 +61,7 @@ pub fn push(ctx: &Context, args: PushArgs) -> anyhow::Result<u8> {
         chunk_size: args.chunk_size,
         ..Default::default()
     };
-    let runtime = crate::tokio_runtime()?;
+    let runtime = crate::context::tokio_runtime()?;
     let quiet = args.quiet;
     let pushed = runtime.block_on(async {
         let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
@@ -94,76 +91,42 @@ pub fn push(ctx: &Context, args: PushArgs) -> anyhow::Result<u8> {
 
 /// Draws per-blob bars on a terminal, plain lines otherwise, nothing when quiet.
 async fn show_progress(mut events: tokio::sync::mpsc::UnboundedReceiver<PushEvent>, quiet: bool) {
-    let (terminal, multi, style) = crate::format::transfer_bars(quiet);
-    let finished = |key: &str, message: String| {
-        if terminal {
-            let bar = multi.add(ProgressBar::new(0));
-            bar.set_style(style.clone());
-            bar.set_prefix(short_id(key));
-            bar.finish_with_message(message);
-        } else {
-            eprintln!("Copying blob {} {message}", short_id(key));
-        }
-    };
-    let mut bars: HashMap<String, ProgressBar> = HashMap::new();
+    let mut shown = crate::progress::Transfers::new(quiet);
     while let Some(event) = events.recv().await {
-        if quiet {
-            continue;
-        }
         match event {
             PushEvent::Preparing {
                 destination,
                 manifest_digest,
-            } => {
-                if !terminal {
-                    eprintln!("Pushing {destination} (manifest {manifest_digest})");
-                }
-            }
+            } => shown.plain(format!(
+                "Pushing {destination} (manifest {manifest_digest})"
+            )),
             PushEvent::BlobExists { digest } => {
-                finished(digest.as_str(), "skipped: already exists".to_string())
+                let message = "skipped: already exists".to_string();
+                shown.settled(digest.as_str(), message.clone(), message)
             }
             PushEvent::BlobMounted { digest, from } => {
-                finished(digest.as_str(), format!("mounted from {from}"))
+                let message = format!("mounted from {from}");
+                shown.settled(digest.as_str(), message.clone(), message)
             }
             PushEvent::BlobStarted { digest, size } => {
-                let key = digest.to_string();
-                if terminal {
-                    let bar = multi.add(ProgressBar::new(size));
-                    bar.set_style(style.clone());
-                    bar.set_prefix(short_id(&key));
-                    bar.set_message("pushing");
-                    bars.insert(key, bar);
-                } else {
-                    eprintln!("Copying blob {} ({size} bytes)", short_id(&key));
-                }
+                shown.started(digest.as_str(), size, "pushing")
             }
             PushEvent::BlobProgress { digest, bytes_done } => {
-                if let Some(bar) = bars.get(digest.as_str()) {
-                    bar.set_position(bytes_done);
-                }
+                shown.progress(digest.as_str(), bytes_done)
             }
-            PushEvent::BlobDone { digest } => match bars.get(digest.as_str()) {
-                Some(bar) => bar.finish_with_message("pushed"),
-                None => eprintln!("Copying blob {} done", short_id(digest.as_str())),
-            },
+            PushEvent::BlobDone { digest } => shown.done(digest.as_str(), "pushed"),
             PushEvent::Retrying {
                 what,
                 attempt,
                 delay,
                 reason,
-            } => {
-                let line = format!("Retrying {what} in {delay:?} (attempt {attempt}): {reason}");
-                if terminal {
-                    let _ = multi.println(line);
-                } else {
-                    eprintln!("{line}");
-                }
-            }
+            } => shown.note(format!(
+                "Retrying {what} in {delay:?} (attempt {attempt}): {reason}"
+            )),
             PushEvent::ManifestPushed { digest, .. } => {
-                if !terminal {
-                    eprintln!("Writing manifest {digest}");
-                }
+                shown.plain(format!("Writing manifest {digest}"))
             }
         }
     }
+    shown.finish();
 }

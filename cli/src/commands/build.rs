@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _};
 use clap::Args;
 
-use crate::Context;
+use crate::context::Context;
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {
@@ -198,12 +198,12 @@ pub fn build(ctx: &Context, mut args: BuildArgs) -> anyhow::Result<u8> {
     let resolve = |name: &str| -> Result<gcr_storage::ImageRecord, String> {
         let fresh_pull = args.pull && pulled.borrow_mut().insert(name.to_string());
         if !fresh_pull {
-            if let Ok(record) = crate::images::find_image(&store, name) {
+            if let Ok(record) = crate::lookup::find_image(&store, name) {
                 return Ok(record);
             }
         }
         pull_image(ctx, name).map_err(|e| format!("{e:#}"))?;
-        crate::images::find_image(&store, name).map_err(|e| format!("{e:#}"))
+        crate::lookup::find_image(&store, name).map_err(|e| format!("{e:#}"))
     };
     let fetch = |url: &str| -> Result<(Vec<u8>, Option<i64>), String> {
         let dir = store.build_dir("add-url").map_err(|e| e.to_string())?;
@@ -228,7 +228,7 @@ pub fn build(ctx: &Context, mut args: BuildArgs) -> anyhow::Result<u8> {
             eprintln!("error: {err}");
             match err.run_exit_code() {
                 Some(code) => Ok(u8::try_from(code & 0xff).unwrap_or(1).max(1)),
-                None => Ok(crate::EXIT_GCR_FAILED),
+                None => Ok(crate::context::EXIT_GCR_FAILED),
             }
         }
     }
@@ -252,7 +252,7 @@ fn build_options(
     }
     let mut options = gcr_builder::BuildOptions::new(path.to_path_buf(), args.context.clone());
     for tag in &args.tags {
-        options.tags.push(crate::images::normalize_name(tag)?);
+        options.tags.push(crate::lookup::normalize_name(tag)?);
     }
     options.build_args = build_arg_pairs(args);
     options.target = args.target.clone();
@@ -384,7 +384,7 @@ fn fetch_url(dest: &std::path::Path, url: &str) -> anyhow::Result<(Vec<u8>, Opti
 /// `gcr __fetch-url URL DEST`: the download itself, for [`fetch_url`]. Prints the
 /// Last-Modified time (Unix seconds) when the server sent one.
 pub fn fetch_url_command(url: &str, dest: &std::path::Path) -> anyhow::Result<u8> {
-    let runtime = crate::tokio_runtime()?;
+    let runtime = crate::context::tokio_runtime()?;
     let fetched = runtime.block_on(gcr_registry::fetch::fetch_url(url, dest, MAX_ADD_URL_BYTES))?;
     if let Some(time) = fetched.last_modified {
         println!("{time}");

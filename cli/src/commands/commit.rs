@@ -5,7 +5,7 @@ use anyhow::{bail, Context as _};
 use clap::Args;
 use serde_json::{json, Value};
 
-use crate::Context;
+use crate::context::Context;
 
 #[derive(Args, Debug)]
 pub struct CommitArgs {
@@ -31,16 +31,16 @@ pub struct CommitArgs {
 
 pub fn commit(ctx: &Context, args: CommitArgs) -> anyhow::Result<u8> {
     let store = ctx.open_store()?;
-    let (id, dir) = crate::containers::resolve(&store, &args.container)?;
-    let image_digest = std::fs::read_to_string(dir.join("image")).with_context(|| {
+    let container = gcr_containers::lookup(&store, &args.container)?;
+    let image_digest = container.image_id().with_context(|| {
         format!(
             "container {} has no image (a --rootfs container cannot be committed)",
-            &id[..12]
+            gcr_containers::short_id(&container.id)
         )
     })?;
-    let base = crate::images::find_image(&store, image_digest.trim())?;
+    let base = crate::lookup::find_image(&store, &image_digest)?;
     let names = match &args.image {
-        Some(name) => vec![crate::images::normalize_name(name)?],
+        Some(name) => vec![crate::lookup::normalize_name(name)?],
         None => Vec::new(),
     };
 
@@ -65,7 +65,7 @@ pub fn commit(ctx: &Context, args: CommitArgs) -> anyhow::Result<u8> {
             l
         })
         .collect();
-    let upper = dir.join("upper");
+    let upper = container.upper_dir();
     let layer = gcr_builder::layer_from_upper(&store, &upper, gcr_builder::Compression::Gzip)?;
     if let Some(info) = &layer {
         store
@@ -91,7 +91,7 @@ pub fn commit(ctx: &Context, args: CommitArgs) -> anyhow::Result<u8> {
     if let Some(author) = &args.author {
         config["author"] = Value::from(author.as_str());
     }
-    let meta = crate::containers::meta_of(&dir);
+    let meta = &container.meta;
     let mut entry = json!({
         "created": now,
         "created_by": meta.command.join(" "),

@@ -7,8 +7,8 @@ use anyhow::{bail, Context as _};
 use clap::Args;
 use gcr_storage::{ArchiveFormat, SaveRequest};
 
-use crate::images::{find_image, normalize_name};
-use crate::Context;
+use crate::context::Context;
+use crate::lookup::{find_image, normalize_name};
 
 #[derive(Args, Debug)]
 pub struct SaveArgs {

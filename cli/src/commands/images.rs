@@ -7,8 +7,9 @@ use clap::Args;
 use gcr_storage::{ImageRecord, Store};
 use serde_json::{json, Value};
 
+use crate::context::Context;
 use crate::format::{human_age, human_size, short_id, split_name, table};
-use crate::Context;
+use crate::lookup::{find_image, normalize_name};
 
 /// Largest image config gcr reads back from its own store.
 const MAX_CONFIG_BYTES: u64 = 4 << 20;
@@ -90,28 +91,6 @@ pub struct ImportArgs {
     /// Only print the image ID
     #[arg(short, long)]
     quiet: bool,
-}
-
-/// The full stored name for what a user typed ("busybox" -> "docker.io/library/busybox:latest").
-pub fn normalize_name(input: &str) -> anyhow::Result<String> {
-    let reference: gcr_registry::Reference = input
-        .parse()
-        .with_context(|| format!("invalid image name {input:?}"))?;
-    Ok(reference.store_name())
-}
-
-/// Finds a local image by ID (or unique ID prefix), manifest digest, or name as Docker
-/// normalises it.
-pub fn find_image(store: &Store, input: &str) -> anyhow::Result<ImageRecord> {
-    if let Ok(record) = store.resolve_image(input) {
-        return Ok(record);
-    }
-    if let Ok(name) = normalize_name(input) {
-        if let Ok(record) = store.resolve_image(&name) {
-            return Ok(record);
-        }
-    }
-    bail!("image not known: {input} (see `gcr images`, or `gcr pull {input}`)")
 }
 
 pub fn images(ctx: &Context, args: ImagesArgs) -> anyhow::Result<u8> {
@@ -464,7 +443,9 @@ pub fn inspect(ctx: &Context, args: InspectArgs) -> anyhow::Result<u8> {
         let found = (|| -> anyhow::Result<Value> {
             // As `docker inspect`: a container of that name or ID first, then an image.
             if containers {
-                let container = crate::containers::inspect_container(&store, input);
+                let container = gcr_containers::lookup(&store, input)
+                    .map(|c| gcr_containers::inspect(&store, &c))
+                    .map_err(anyhow::Error::from);
                 if container.is_ok() || !images {
                     return container;
                 }

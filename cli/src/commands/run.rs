@@ -1,0 +1,404 @@
+//! `gcr run` and `gcr create`: flags become the library's typed options; the library makes
+//! the container and runs it.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _};
+use clap::Args;
+
+use crate::context::{status_byte, Context};
+
+#[derive(Args, Debug)]
+#[command(disable_help_flag = true)]
+pub struct RunArgs {
+    /// Print help (`-h` is --hostname, as in Docker)
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+    /// Keep standard input open
+    #[arg(short, long)]
+    interactive: bool,
+    /// Allocate a pseudo-terminal
+    #[arg(short, long)]
+    tty: bool,
+    /// Remove the container when it exits
+    #[arg(long)]
+    rm: bool,
+    /// Run in the background: print the container ID; the output goes to `gcr logs`
+    #[arg(short, long)]
+    detach: bool,
+    /// `gcr create`: prepare the container, do not run it.
+    #[arg(skip)]
+    pub create_only: bool,
+    /// Run it again when it ends: no, always, unless-stopped or on-failure[:MAX] (while its
+    /// gcr supervises it; gcr has no daemon to start containers at boot)
+    #[arg(long, value_name = "POLICY", default_value = "no")]
+    restart: String,
+    /// Container name
+    #[arg(long)]
+    name: Option<String>,
+    /// Set an environment variable: KEY=VALUE, or KEY to take it from gcr's environment
+    #[arg(short, long = "env", value_name = "KEY[=VALUE]")]
+    env: Vec<String>,
+    /// Read environment variables from a file (KEY=VALUE lines)
+    #[arg(long = "env-file", value_name = "FILE")]
+    env_file: Vec<PathBuf>,
+    /// Working directory inside the container
+    #[arg(short, long, value_name = "DIR")]
+    workdir: Option<String>,
+    /// User to run as: name|uid[:group|gid]
+    #[arg(short, long, value_name = "USER[:GROUP]")]
+    user: Option<String>,
+    /// Override the image's ENTRYPOINT
+    #[arg(long, value_name = "COMMAND")]
+    entrypoint: Option<String>,
+    /// Container host name
+    #[arg(short = 'h', long, value_name = "NAME")]
+    hostname: Option<String>,
+    /// Add a line to /etc/hosts: NAME:IP (IP may be host-gateway, the host as the container
+    /// reaches it)
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    add_host: Vec<String>,
+    /// DNS server for /etc/resolv.conf (repeatable; replaces the host's)
+    #[arg(long = "dns", value_name = "IP")]
+    dns: Vec<String>,
+    /// DNS search domain (repeatable)
+    #[arg(long = "dns-search", value_name = "DOMAIN")]
+    dns_search: Vec<String>,
+    /// resolv.conf option, e.g. ndots:2 (repeatable)
+    #[arg(long = "dns-option", alias = "dns-opt", value_name = "OPTION")]
+    dns_option: Vec<String>,
+    /// Bind mount a volume: SRC:DST[:ro|rw]
+    #[arg(short, long = "volume", value_name = "SRC:DST[:OPTS]")]
+    volume: Vec<String>,
+    /// PID namespace: private (default) or host (see the host's processes)
+    #[arg(long = "pid", value_name = "MODE")]
+    pid_mode: Option<String>,
+    /// IPC namespace: private (default) or host
+    #[arg(long = "ipc", value_name = "MODE")]
+    ipc_mode: Option<String>,
+    /// Mount as Docker's --mount: type=bind|volume|tmpfs,source=SRC,target=DST[,readonly]
+    /// [,volume-nocopy][,tmpfs-size=BYTES][,tmpfs-mode=OCTAL]
+    #[arg(long = "mount", value_name = "KEY=VALUE,...")]
+    mount: Vec<String>,
+    /// Set a label on the container: KEY=VALUE (repeatable)
+    #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
+    label: Vec<String>,
+    /// When to pull the image: missing (default), always, never
+    #[arg(long, default_value = "missing", value_name = "POLICY")]
+    pull: String,
+    /// Signal `gcr stop` sends (default: the image's STOPSIGNAL, else SIGTERM)
+    #[arg(long = "stop-signal", value_name = "SIGNAL")]
+    stop_signal: Option<String>,
+    /// Seconds `gcr stop` waits before SIGKILL (default 10)
+    #[arg(long = "stop-timeout", value_name = "SECONDS")]
+    stop_timeout: Option<u64>,
+    /// Add a supplementary group (name from the container's /etc/group, or a number)
+    #[arg(long = "group-add", value_name = "GROUP")]
+    group_add: Vec<String>,
+    /// Resource limit: NAME=SOFT[:HARD], e.g. nofile=1024:2048 (repeatable)
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
+    ulimit: Vec<String>,
+    /// Size of /dev/shm, e.g. 256m (default 64m)
+    #[arg(long = "shm-size", value_name = "SIZE")]
+    shm_size: Option<String>,
+    /// Write the container ID to this file
+    #[arg(long = "cidfile", value_name = "FILE")]
+    cidfile: Option<PathBuf>,
+    /// Mount a tmpfs: DST[:OPTIONS]
+    #[arg(long, value_name = "DST[:OPTS]")]
+    tmpfs: Vec<String>,
+    /// Mount the container's root filesystem read-only
+    #[arg(long)]
+    read_only: bool,
+    /// Network: private (the default: the gcr0 bridge with NAT as root, slirp4netns
+    /// rootless), host, none; bridge or slirp4netns name the private kind
+    #[arg(long, alias = "net", default_value = "private", value_name = "MODE")]
+    network: String,
+    /// Publish a container port on the host: [IP:][HOST_PORT:]CONTAINER_PORT[/tcp], ranges
+    /// as 8000-8009:8000-8009; without HOST_PORT a free one is picked (see `gcr port`)
+    #[arg(short = 'p', long = "publish", value_name = "PORTS")]
+    publish: Vec<String>,
+    /// Publish every port the image EXPOSEs on free host ports
+    #[arg(short = 'P', long = "publish-all")]
+    publish_all: bool,
+    /// Give the container every capability and no seccomp filter or masked paths
+    #[arg(long)]
+    privileged: bool,
+    /// Add a Linux capability
+    #[arg(long = "cap-add", value_name = "CAP")]
+    cap_add: Vec<String>,
+    /// Drop a Linux capability
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    cap_drop: Vec<String>,
+    /// Security options: seccomp=unconfined|FILE, no-new-privileges
+    #[arg(long = "security-opt", value_name = "OPT")]
+    security_opt: Vec<String>,
+    /// Memory limit: N[b|k|m|g]
+    #[arg(short, long, value_name = "SIZE")]
+    memory: Option<String>,
+    /// Largest number of processes (-1: unlimited)
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+    /// CPUs the container may use, e.g. 0.5 or 2
+    #[arg(long, value_name = "N")]
+    cpus: Option<f64>,
+    /// Relative CPU weight (cgroup v1 shares)
+    #[arg(short = 'c', long, value_name = "N")]
+    cpu_shares: Option<u64>,
+    /// Run a small init as PID 1 that reaps zombies and forwards signals
+    #[arg(long)]
+    init: bool,
+    /// User namespace (as root): host (default), auto[:size=N] or private (a new one with a
+    /// free range of the "containers" entries in /etc/subuid and /etc/subgid)
+    #[arg(long, value_name = "MODE")]
+    userns: Option<String>,
+    /// As root: run in a new user namespace mapping CONTAINER_ID to HOST_ID for SIZE ids
+    #[arg(long, value_name = "CONTAINER_ID:HOST_ID:SIZE")]
+    uidmap: Vec<String>,
+    /// Like --uidmap for group ids (default: the same as --uidmap)
+    #[arg(long, value_name = "CONTAINER_ID:HOST_ID:SIZE")]
+    gidmap: Vec<String>,
+    /// Use a directory as the root filesystem instead of an image
+    #[arg(long, value_name = "DIR")]
+    rootfs: Option<PathBuf>,
+    /// Platform to pull when the image is missing
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    platform: Option<String>,
+    /// IMAGE [COMMAND [ARG...]] (with --rootfs: COMMAND [ARG...])
+    #[arg(
+        trailing_var_arg = true,
+        required = true,
+        value_name = "IMAGE [COMMAND [ARG...]]"
+    )]
+    args: Vec<String>,
+}
+
+/// The library's options for these flags (everything but the image, resolved later).
+fn create_options(
+    args: &RunArgs,
+    source: gcr_containers::ImageSource,
+) -> anyhow::Result<gcr_containers::CreateOptions> {
+    use gcr_containers::{parse_mount, parse_tmpfs, parse_ulimit, parse_volume, MountFlag};
+    let mut env_entries = Vec::new();
+    for file in &args.env_file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read --env-file {}", file.display()))?;
+        env_entries.extend(gcr_containers::env_file_entries(&text));
+    }
+    env_entries.extend(args.env.iter().cloned());
+    let mut opts = gcr_containers::CreateOptions::new(source);
+    opts.env = gcr_containers::resolve_env(env_entries, |k| std::env::var(k).ok());
+    for v in &args.volume {
+        opts.volumes.push(parse_volume(v)?);
+    }
+    for text in &args.mount {
+        match parse_mount(text)? {
+            MountFlag::Volume(v) => opts.volumes.push(v),
+            MountFlag::Tmpfs {
+                destination,
+                options,
+            } => opts.tmpfs.push((destination, options)),
+        }
+    }
+    for tmpfs in &args.tmpfs {
+        opts.tmpfs.push(parse_tmpfs(tmpfs)?);
+    }
+    opts.labels = gcr_containers::parse_labels(&args.label)?;
+    if let Some(signal) = &args.stop_signal {
+        gcr_containers::parse_signal(signal)?;
+    }
+    opts.rlimits = args
+        .ulimit
+        .iter()
+        .map(|u| parse_ulimit(u))
+        .collect::<Result<_, _>>()?;
+    opts.shm_size = args
+        .shm_size
+        .as_deref()
+        .map(|s| gcr_containers::parse_size("--shm-size", s))
+        .transpose()?;
+    opts.network = gcr_containers::NetworkChoice::parse(&args.network)?;
+    for p in &args.publish {
+        opts.publish.extend(gcr_containers::parse_publish(p)?);
+    }
+    opts.publish_all = args.publish_all;
+    let mode = |flag: &str, value: &Option<String>| -> anyhow::Result<bool> {
+        match value.as_deref() {
+            None | Some("private") | Some("") => Ok(false),
+            Some("host") => Ok(true),
+            Some(other) => bail!("{flag} {other:?} is not supported: use private or host"),
+        }
+    };
+    opts.pid_host = mode("--pid", &args.pid_mode)?;
+    opts.ipc_host = mode("--ipc", &args.ipc_mode)?;
+    opts.resources = gcr_containers::Resources {
+        memory: args
+            .memory
+            .as_deref()
+            .map(gcr_containers::parse_memory)
+            .transpose()?,
+        pids_limit: args.pids_limit,
+        cpus: args.cpus,
+        cpu_shares: args.cpu_shares,
+    };
+    opts.userns =
+        gcr_containers::UsernsMode::parse(args.userns.as_deref(), &args.uidmap, &args.gidmap)?;
+    opts.entrypoint = args.entrypoint.clone();
+    opts.name = args.name.clone();
+    opts.workdir = args.workdir.clone();
+    opts.user = args.user.clone();
+    opts.hostname = args.hostname.clone();
+    opts.tty = args.tty;
+    opts.stdin = args.interactive;
+    opts.remove = args.rm;
+    opts.restart = args.restart.clone();
+    opts.init = args.init;
+    opts.stop_signal = args.stop_signal.clone();
+    opts.stop_timeout = args.stop_timeout;
+    opts.group_add = args.group_add.clone();
+    opts.read_only = args.read_only;
+    opts.extra_hosts = args.add_host.clone();
+    opts.dns = args.dns.clone();
+    opts.dns_search = args.dns_search.clone();
+    opts.dns_options = args.dns_option.clone();
+    opts.privileged = args.privileged;
+    opts.cap_add = args.cap_add.clone();
+    opts.cap_drop = args.cap_drop.clone();
+    opts.security_opt = args.security_opt.clone();
+    Ok(opts)
+}
+
+/// A `--cidfile`: made (empty) before the container, so an existing file fails first, as
+/// Docker; removed again unless the container was made.
+struct CidFile {
+    path: PathBuf,
+    kept: bool,
+}
+
+impl CidFile {
+    fn claim(path: &std::path::Path) -> anyhow::Result<CidFile> {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .with_context(|| {
+                format!(
+                    "cannot write --cidfile {} (it must not exist yet)",
+                    path.display()
+                )
+            })?;
+        Ok(CidFile {
+            path: path.to_path_buf(),
+            kept: false,
+        })
+    }
+
+    fn keep(mut self, id: &str) -> anyhow::Result<()> {
+        self.kept = true;
+        std::fs::write(&self.path, id)
+            .with_context(|| format!("cannot write --cidfile {}", self.path.display()))
+    }
+}
+
+impl Drop for CidFile {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// `gcr create`: everything `gcr run` prepares (image, record, spec, upper dir), nothing run;
+/// `gcr start` runs it.
+pub fn create(ctx: &Context, mut args: RunArgs) -> anyhow::Result<u8> {
+    args.create_only = true;
+    run(ctx, args)
+}
+
+pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<u8> {
+    // Flags are checked before anything is pulled or made.
+    let probe = create_options(
+        &args,
+        gcr_containers::ImageSource::Directory(PathBuf::new()),
+    )?;
+    drop(probe);
+    if !matches!(args.pull.as_str(), "missing" | "always" | "never") {
+        bail!(
+            "invalid --pull {:?}: use missing, always or never",
+            args.pull
+        );
+    }
+    let store = ctx.open_store()?;
+    let cidfile = args.cidfile.as_deref().map(CidFile::claim).transpose()?;
+    let source = match &args.rootfs {
+        Some(dir) => gcr_containers::ImageSource::Directory(dir.clone()),
+        None => {
+            let name = args
+                .args
+                .first()
+                .context("no image given: gcr run IMAGE [COMMAND]")?;
+            let record = match (args.pull.as_str(), crate::lookup::find_image(&store, name)) {
+                ("always", _) | ("missing", Err(_)) => {
+                    pull_missing(ctx, name, args.platform.as_deref())?;
+                    crate::lookup::find_image(&store, name)?
+                }
+                (_, Ok(record)) => record,
+                (_, Err(e)) => {
+                    return Err(e.context(format!("--pull never: image {name} is not in the store")))
+                }
+            };
+            gcr_containers::ImageSource::Image {
+                record,
+                reference: name.clone(),
+            }
+        }
+    };
+    let mut opts = create_options(&args, source)?;
+    opts.command = match &args.rootfs {
+        Some(_) => args.args.clone(),
+        None => args.args[1..].to_vec(),
+    };
+    let (launch, notes) = gcr_containers::create(&store, opts)?;
+    for warning in &notes.warnings {
+        eprintln!("WARNING: {warning}");
+    }
+    if let Some(file) = cidfile {
+        file.keep(&launch.id)?;
+    }
+    if args.create_only {
+        println!("{}", launch.leave_created()?);
+        return Ok(0);
+    }
+    if args.detach {
+        let id = launch.id.clone();
+        launch.start_detached()?;
+        println!("{id}");
+        return Ok(0);
+    }
+    match launch.run_attached() {
+        Ok(code) => Ok(status_byte(code)),
+        // The runtime's own failures keep their status (126, 127) and print as they are.
+        Err(err @ gcr_containers::ContainerError::Runtime(_)) => {
+            eprintln!("error: {err}");
+            Ok(u8::try_from(err.exit_code()).unwrap_or(crate::context::EXIT_GCR_FAILED))
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Pulls a missing image in a child `gcr pull`, so this process never starts the threads of
+/// an async runtime before it forks the container.
+fn pull_missing(ctx: &Context, name: &str, platform: Option<&str>) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("cannot find the gcr binary to pull with")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--root").arg(&ctx.root).arg("pull").arg("-q");
+    if let Some(platform) = platform {
+        cmd.arg("--platform").arg(platform);
+    }
+    cmd.arg(name).stdout(std::process::Stdio::null());
+    let status = cmd.status().context("cannot start gcr pull")?;
+    if !status.success() {
+        bail!("image {name} is not in the store and could not be pulled");
+    }
+    Ok(())
+}

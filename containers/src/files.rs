@@ -1,0 +1,114 @@
+//! A container's files for copying in and out (`cp`, `export`, the archive endpoints): a
+//! running one through its own root, a stopped one by mounting its overlay in a child.
+
+use std::path::{Path, PathBuf};
+
+use crate::container::Container;
+use crate::error::{ContainerError, Result};
+use crate::rootfs;
+
+/// Where a container's files are reached, owning what [`gcr_runtime::ContainerFiles`]
+/// borrows.
+pub struct FilesView {
+    running: Option<i32>,
+    rootfs: Option<gcr_runtime::RootfsSource>,
+    mountpoint: PathBuf,
+    /// The scratch upper/work dirs of a throw-away view, removed on drop.
+    _scratch: Option<tempfile::TempDir>,
+}
+
+impl FilesView {
+    pub fn files(&self) -> gcr_runtime::ContainerFiles<'_> {
+        match (&self.running, &self.rootfs) {
+            (Some(pid), _) => gcr_runtime::ContainerFiles::Running(*pid),
+            (None, Some(rootfs)) => gcr_runtime::ContainerFiles::Stopped {
+                rootfs,
+                mountpoint: &self.mountpoint,
+            },
+            // A view is made with one of the two.
+            (None, None) => gcr_runtime::ContainerFiles::Running(0),
+        }
+    }
+}
+
+/// Enters gcr's rootless user namespace when this process is not in it yet: mounting the
+/// layers needs the store's owners.
+fn enter_store_namespace() -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        gcr_runtime::userns::enter_rootless_userns()?;
+    }
+    Ok(())
+}
+
+/// The container's files to copy from or into (`cp`): the live root of a running one, or its
+/// overlay (its own upper dir, so writes land in it) for a stopped one.
+pub fn view(store: &gcr_storage::Store, c: &Container) -> Result<FilesView> {
+    let mountpoint = c.dir.join("rootfs");
+    if let Some(pid) = c.alive().then(|| c.pid()).flatten() {
+        return Ok(FilesView {
+            running: Some(pid.as_raw()),
+            rootfs: None,
+            mountpoint,
+            _scratch: None,
+        });
+    }
+    let image = c.image(store)?;
+    let rootfs = rootfs::image_rootfs(store, &image, None, c.upper_dir(), c.work_dir());
+    enter_store_namespace()?;
+    std::fs::create_dir_all(&mountpoint)
+        .map_err(|e| ContainerError::io("create", &mountpoint, e))?;
+    Ok(FilesView {
+        running: None,
+        rootfs: Some(rootfs),
+        mountpoint,
+        _scratch: None,
+    })
+}
+
+/// A read-only view of the container's files (running or stopped) for `export`: its upper
+/// dir as the top lower layer of a throw-away overlay, so a running container keeps its own
+/// mount and nothing is written to its files.
+pub fn snapshot(store: &gcr_storage::Store, c: &Container) -> Result<FilesView> {
+    let image = c.image(store)?;
+    let scratch = tempfile::Builder::new()
+        .prefix("export-")
+        .tempdir_in(&c.dir)
+        .map_err(|e| ContainerError::io("make a work directory in", &c.dir, e))?;
+    let (upper, work, mountpoint) = (
+        scratch.path().join("upper"),
+        scratch.path().join("work"),
+        scratch.path().join("root"),
+    );
+    for dir in [&upper, &work, &mountpoint] {
+        std::fs::create_dir(dir).map_err(|e| ContainerError::io("create", dir, e))?;
+    }
+    let rootfs = rootfs::image_rootfs(store, &image, Some(c.upper_dir()), upper, work);
+    enter_store_namespace()?;
+    Ok(FilesView {
+        running: None,
+        rootfs: Some(rootfs),
+        mountpoint,
+        _scratch: Some(scratch),
+    })
+}
+
+/// A path in the container: absolute as given, relative to its working directory otherwise
+/// (as Docker's `cp`).
+pub fn container_path(c: &Container, path: &str) -> PathBuf {
+    if path.starts_with('/') {
+        return PathBuf::from(path);
+    }
+    let cwd = c
+        .spec()
+        .ok()
+        .and_then(|s| s.process().clone())
+        .map(|p| p.cwd().clone())
+        .unwrap_or_else(|| Path::new("/").to_path_buf());
+    cwd.join(path)
+}
+
+/// The lower dirs (top first) and upper dir of a container, for `diff`.
+pub fn layers_of(store: &gcr_storage::Store, c: &Container) -> Result<(Vec<PathBuf>, PathBuf)> {
+    let image = c.image(store)?;
+    Ok((rootfs::lower_dirs(store, &image.layers), c.upper_dir()))
+}

@@ -1,0 +1,56 @@
+//! gcr-containers: the container lifecycle, for every front end (the `gcr` command line, the
+//! Docker Engine API, the OCI runtime entry point).
+//!
+//! A container is a record in the store (`containers/<id>/`: meta.json, config.json, pid,
+//! exit-status, log, upper/ and work/) and, while it runs, a supervisor process that owns it.
+//! There is no daemon: state is derived from the record and from whether its owner lives.
+//! This crate owns the record and its files, state derivation, names and their lock, the
+//! spec assembly from an image and typed options, create/start/stop/kill/wait/rm/restart,
+//! the supervisor (detached start, restart policy, log, exit status), the attach handshake,
+//! `--userns=auto` leases, the hand-off of published ports to the runtime, and the one
+//! function that puts a container's root together from an image ([`image_rootfs`]).
+//!
+//! Like the runtime, it is synchronous and forks: call it from a single-threaded process.
+#![deny(unsafe_code)]
+
+mod attach;
+mod container;
+mod create;
+mod error;
+mod exec;
+mod files;
+mod filters;
+mod inspect;
+mod lifecycle;
+mod names;
+mod network;
+mod options;
+mod record;
+mod rootfs;
+mod spec;
+mod supervisor;
+mod userns;
+
+pub use attach::{attach, logs, Tail};
+pub use container::{counts, find, list, lookup, parse_signal, short_id, Container, State};
+pub use create::{create, new_container_id, CreateNotes};
+pub use error::{ContainerError, Result};
+pub use exec::{exec, exec_detached, ExecRequest};
+pub use files::{container_path, layers_of, snapshot, view, FilesView};
+pub use filters::Filters;
+pub use inspect::{
+    inspect, labels, network_mode, port_bindings, processes, usage, using_source, ProcessInfo,
+};
+pub use lifecycle::{kill, prepare_start, remove, remove_stopped, rename, restart, stop, wait};
+pub use names::{check_name, ensure_name_free, NameLock};
+pub use network::{network_options, parse_extra_hosts, parse_publish, NetworkChoice};
+pub use options::{
+    env_file_entries, parse_labels, parse_memory, parse_mount, parse_size, parse_tmpfs,
+    parse_ulimit, parse_volume, resolve_env, CreateOptions, ImageSource, MountFlag, Resources,
+    Volume,
+};
+pub use record::{process_alive, read_meta, ContainerMeta, PublishedPort};
+pub use rootfs::{image_rootfs, lower_dirs, overlay};
+pub use spec::{container_spec, merge_env, process_args, ImageProcess};
+pub use supervisor::{Launch, RestartPolicy};
+pub use userns::{parse_id_maps, UsernsMode};

@@ -1,0 +1,181 @@
+//! What happens to an existing container: start, stop, kill, wait, restart, rename, remove.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::container::{list, parse_signal, short_id, Container};
+use crate::error::{ContainerError, Result};
+use crate::network::{network_options, NetworkChoice};
+use crate::record::{self, wait_gone};
+use crate::supervisor::Launch;
+use crate::{names, rootfs};
+
+/// Makes a stopped (or created) container ready to run again, on its own upper dir, with the
+/// spec it was created with. [`Launch::run_attached`] or [`Launch::start_detached`] runs it.
+pub fn prepare_start(store: &gcr_storage::Store, c: &Container) -> Result<Launch> {
+    let image = c.image_id().ok_or_else(|| {
+        ContainerError::State(format!(
+            "container {} records no image: only containers of images can be started again",
+            c.display_name()
+        ))
+    })?;
+    let image = store.resolve_image(&image)?;
+    let spec = c.spec()?;
+    let (upper, work) = (c.upper_dir(), c.work_dir());
+    if work.join("work/incompat/volatile").exists() {
+        return Err(ContainerError::State(format!(
+            "container {} was mounted volatile (by an older gcr): its files cannot be trusted again; remove it",
+            c.display_name()
+        )));
+    }
+    let rootfs = rootfs::image_rootfs(store, &image, None, upper, work);
+    let mut options = gcr_runtime::RunOptions::new(rootfs, c.id.clone(), &c.dir);
+    options.tty = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    options.init = c.meta.init;
+    options.user = c.meta.user.clone();
+    options.extra_hosts = c.meta.extra_hosts.clone();
+    options.group_add = c.meta.group_add.clone();
+    options.dns = gcr_runtime::DnsOptions {
+        servers: c.meta.dns.clone(),
+        search: c.meta.dns_search.clone(),
+        options: c.meta.dns_options.clone(),
+    };
+    if let Some(name) = &c.meta.network {
+        options.network = network_options(NetworkChoice::parse(name)?, &c.meta.ports)?;
+    }
+    options.overlay_volatile = false;
+    options.pid_file = Some(record::pid_file(&c.dir));
+    for marker in [record::EXIT, record::CREATED, record::STOPPED] {
+        record::clear_mark(&c.dir, marker);
+    }
+    let mut meta = c.meta.clone();
+    // The new owner records itself when it runs it.
+    meta.pid = 0;
+    Ok(Launch {
+        store: store.clone(),
+        id: c.id.clone(),
+        dir: c.dir.clone(),
+        spec,
+        options,
+        meta,
+        keep: !c.meta.remove,
+        userns_lease: None,
+    })
+}
+
+/// `stop`: the container's stop signal (its STOPSIGNAL, else SIGTERM), then SIGKILL after
+/// `timeout` seconds (default: its --stop-timeout, else 10). A stopped one stays stopped: its
+/// restart policy does not run it again.
+pub fn stop(c: &Container, timeout: Option<u64>) -> Result<()> {
+    let time = timeout.or(c.meta.stop_timeout).unwrap_or(10);
+    if c.alive() {
+        let _ = record::mark(&c.dir, record::STOPPED);
+        let signal = parse_signal(c.meta.stop_signal.as_deref().unwrap_or("SIGTERM"))?;
+        c.signal(signal)?;
+        if !wait_gone(&c.meta, Duration::from_secs(time)) {
+            c.signal(Signal::SIGKILL)?;
+            if !wait_gone(&c.meta, Duration::from_secs(10)) {
+                return Err(ContainerError::State(format!(
+                    "container {} did not end after SIGKILL",
+                    c.display_name()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `kill`: a signal to the container's PID 1; SIGKILL and SIGTERM count as stopped by hand.
+pub fn kill(c: &Container, signal: Signal) -> Result<()> {
+    if !c.alive() {
+        return Err(ContainerError::NotRunning(c.display_name()));
+    }
+    if matches!(signal, Signal::SIGKILL | Signal::SIGTERM) {
+        let _ = record::mark(&c.dir, record::STOPPED);
+    }
+    c.signal(signal)
+}
+
+/// `wait`: blocks until the container ends; its exit status (-1 when none was recorded).
+pub fn wait(c: &Container) -> Result<i32> {
+    while c.alive() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The supervisor writes the status just before it exits; a container removed with
+    // --rm has none left to read.
+    match std::fs::read_to_string(c.dir.join(record::EXIT)) {
+        Ok(code) => Ok(code.trim().parse().unwrap_or(-1)),
+        Err(_) if c.meta.remove => Err(ContainerError::State(format!(
+            "container {} was removed when it ended (--rm): its exit status is gone",
+            c.display_name()
+        ))),
+        Err(_) => Ok(-1),
+    }
+}
+
+/// `rm`: removes a container that is not running; with `force` a running one is killed
+/// first (and its restart policy told to leave it).
+pub fn remove(store: &gcr_storage::Store, c: &Container, force: bool) -> Result<()> {
+    if c.running() {
+        if !force {
+            return Err(ContainerError::State(format!(
+                "container {} is running: stop its `gcr run` (pid {}) or use -f",
+                short_id(&c.id),
+                c.meta.pid
+            )));
+        }
+        // Marked first, so that a restart policy does not run it again; killed at PID 1,
+        // the container's supervisor sees it end and cleans up (its cgroups); failing that,
+        // the supervisor goes and takes the container along.
+        let _ = record::mark(&c.dir, record::STOPPED);
+        let _ = record::mark(&c.dir, record::REMOVING);
+        if c.alive() {
+            c.signal(Signal::SIGKILL)?;
+        }
+        if !wait_gone(&c.meta, Duration::from_secs(10)) && c.meta.owner_alive() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.meta.pid as i32),
+                Signal::SIGKILL,
+            );
+            wait_gone(&c.meta, Duration::from_secs(10));
+        }
+    }
+    store.unregister_container(&c.id)?;
+    Ok(())
+}
+
+/// `container prune`: removes every container that is not running; returns their IDs.
+pub fn remove_stopped(store: &gcr_storage::Store) -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for c in list(store)? {
+        if !c.running() {
+            store.unregister_container(&c.id)?;
+            removed.push(c.id);
+        }
+    }
+    Ok(removed)
+}
+
+/// `rename`: a new name, unique as for `--name`.
+pub fn rename(store: &gcr_storage::Store, c: &Container, name: &str) -> Result<()> {
+    names::check_name(name)?;
+    let _names = names::NameLock::take(store)?;
+    names::ensure_name_free(store, name)?;
+    // Re-read under the lock: the supervisor may have rewritten the record meanwhile.
+    let mut meta = record::read_meta(&c.dir);
+    meta.name = Some(name.to_string());
+    record::write_meta(&c.dir, &meta)
+}
+
+/// `restart`: stop (if running), then start in the background.
+pub fn restart(store: &gcr_storage::Store, c: &Container, timeout: Option<u64>) -> Result<()> {
+    stop(c, timeout)?;
+    // Read again: the stop changed the record.
+    let fresh = Container::read(c.id.clone(), c.dir.clone());
+    prepare_start(store, &fresh)?.start_detached()
+}

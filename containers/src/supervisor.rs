@@ -1,0 +1,291 @@
+//! Running a container to its end without a daemon: the supervisor (the foreground `gcr run`,
+//! or a detached child of it) runs the container, applies its restart policy, records its
+//! exit status and removes a `--rm` container.
+
+use std::path::PathBuf;
+
+use crate::attach;
+use crate::error::{ContainerError, Result};
+use crate::record::{self, ContainerMeta};
+
+/// Docker's restart policies, applied by the container's supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RestartPolicy {
+    #[default]
+    No,
+    /// `always` and `unless-stopped` (they differ only when a daemon restarts).
+    Always,
+    /// Restart after a non-zero exit, at most `max` times (0: no limit).
+    OnFailure { max: u32 },
+}
+
+impl RestartPolicy {
+    pub fn parse(text: &str) -> Result<RestartPolicy> {
+        Ok(match text {
+            "no" | "" => RestartPolicy::No,
+            "always" | "unless-stopped" => RestartPolicy::Always,
+            "on-failure" => RestartPolicy::OnFailure { max: 0 },
+            other => match other.strip_prefix("on-failure:").map(str::parse::<u32>) {
+                Some(Ok(max)) => RestartPolicy::OnFailure { max },
+                _ => {
+                    return Err(ContainerError::invalid(format!(
+                    "invalid --restart {other:?}: use no, always, unless-stopped or on-failure[:MAX]"
+                )))
+                }
+            },
+        })
+    }
+
+    /// The policy a container was created with (an unreadable one counts as `no`).
+    pub fn of(meta: &ContainerMeta) -> RestartPolicy {
+        RestartPolicy::parse(meta.restart.as_deref().unwrap_or("no")).unwrap_or_default()
+    }
+
+    /// Whether a run that ended with `code`, after `restarts` restarts, runs again.
+    pub fn wants(self, code: i32, restarts: u32) -> bool {
+        match self {
+            RestartPolicy::No => false,
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure { max } => code != 0 && (max == 0 || restarts < max),
+        }
+    }
+}
+
+/// A container ready to run: its record is written, its spec and runtime options made.
+pub struct Launch {
+    pub store: gcr_storage::Store,
+    pub id: String,
+    pub dir: PathBuf,
+    pub spec: gcr_runtime::Spec,
+    pub options: gcr_runtime::RunOptions,
+    pub meta: ContainerMeta,
+    /// Kept when it ends (not --rm, not a --rootfs container).
+    pub keep: bool,
+    /// Held until the container is gone (a `--userns=auto` range).
+    pub(crate) userns_lease: Option<std::fs::File>,
+}
+
+impl Launch {
+    /// Runs the container in this process to its end (restart policy included) and returns
+    /// its exit status. A kept container's output also goes to its log (`gcr logs`), as
+    /// Docker keeps it, unless it has a terminal.
+    pub fn run_attached(mut self) -> Result<i32> {
+        // `create` records this process already; `start` runs it again from another one.
+        if self.meta.pid != std::process::id() {
+            self.meta.owned_by_this_process();
+            self.meta.started = Some(record::now());
+            record::write_meta(&self.dir, &self.meta)?;
+        }
+        let tee = if self.keep && !self.options.tty {
+            Some(gcr_runtime::OutputTee::start(&record::log_file(&self.dir))?)
+        } else {
+            None
+        };
+        let policy = RestartPolicy::of(&self.meta);
+        let result = self.supervise(policy);
+        drop(tee);
+        Ok(result?)
+    }
+
+    /// `gcr run -d` and `gcr start`: a detached child becomes the container's supervisor
+    /// (new session, output into the container's log) and reports through a pipe whether
+    /// the command started; Ok once it did, else the start failure with its exit status.
+    pub fn start_detached(mut self) -> Result<()> {
+        use std::io::Write as _;
+        use std::os::fd::AsRawFd as _;
+        let log_path = record::log_file(&self.dir);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| ContainerError::io("create", &log_path, e))?;
+        let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|source| ContainerError::Sys {
+                action: "make a pipe for the detached container",
+                source,
+            })?;
+        let mut report_read = std::fs::File::from(report_read);
+        self.options.started_fd = Some(report_write.as_raw_fd());
+        // `-dit`/`-di`: the container's input stays open and empty (the usual way to keep a
+        // shell alive for `gcr exec`); nothing can write to it, as gcr attach has no input.
+        let keep_input_open = self.options.stdin;
+        if self.options.tty {
+            // The pty alone keeps it open; gcr's own /dev/null must not reach it.
+            self.options.stdin = false;
+        }
+        let id = self.id.clone();
+        let store = self.store.clone();
+        let detached = gcr_runtime::run_detached(move || {
+            // Between two runs of a restart policy no container takes the signals `gcr stop`
+            // sends through the supervisor: they must not end it unrecorded.
+            gcr_runtime::ignore_stop_signals();
+            if keep_input_open && !self.options.tty {
+                if let Ok((read_end, write_end)) = nix::unistd::pipe() {
+                    let _ = nix::unistd::dup2_stdin(&read_end);
+                    // Held (never written) for the supervisor's life: no end-of-file comes.
+                    std::mem::forget(write_end);
+                }
+            }
+            let mut report = std::fs::File::from(report_write);
+            let _ = nix::unistd::dup2_stdout(&log);
+            let _ = nix::unistd::dup2_stderr(&log);
+            drop(log);
+            self.meta.owned_by_this_process();
+            self.meta.started = Some(record::now());
+            if let Err(err) = record::write_meta(&self.dir, &self.meta) {
+                let _ = write!(report, "E125 {err}");
+                return;
+            }
+            let policy = RestartPolicy::of(&self.meta);
+            // The runtime writes "S" when the command starts.
+            if let Err(err) = self.supervise(policy) {
+                let _ = write!(report, "E{} {err}", err.exit_code());
+            }
+        });
+        if let Err(source) = detached {
+            remove_finished(&store, &id, false);
+            return Err(ContainerError::Sys {
+                action: "start the container in the background",
+                source,
+            });
+        }
+        await_start(&mut report_read).unwrap_or_else(|| {
+            Err(ContainerError::State(format!(
+                "the background gcr for container {} ended before the command started; see `gcr logs {}`",
+                &id[..12],
+                &id[..12]
+            )))
+        })
+    }
+
+    /// Runs the container to its end, then records its exit status (`keep`) or removes it.
+    fn supervise(&self, policy: RestartPolicy) -> Result<i32, gcr_runtime::RuntimeError> {
+        let (dir, options) = (&self.dir, &self.options);
+        let mut result = gcr_runtime::run_container(&self.spec, options);
+        // Later runs have nobody waiting for the start byte.
+        let mut again = options.clone();
+        again.started_fd = None;
+        let mut restarts = 0u32;
+        let mut delay = std::time::Duration::from_millis(100);
+        let stopped = || record::has_mark(dir, record::STOPPED);
+        loop {
+            let code = result_code(&result);
+            // `gcr stop` and `kill` mark the container: stopped by hand, it stays stopped.
+            if !(self.keep && result.is_ok() && !stopped() && policy.wants(code, restarts)) {
+                break;
+            }
+            restarts += 1;
+            record::record_restart(dir, restarts);
+            // Docker's backoff (doubling from 100 ms), watching for a stop meanwhile.
+            let until = std::time::Instant::now() + delay;
+            while std::time::Instant::now() < until && !stopped() {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            delay = (delay * 2).min(std::time::Duration::from_secs(30));
+            if stopped() {
+                break;
+            }
+            result = gcr_runtime::run_container(&self.spec, &again);
+        }
+        // A container that never started leaves nothing behind; --rm removes it after it ran.
+        let started =
+            result.is_ok() || matches!(&result, Err(gcr_runtime::RuntimeError::Exec { .. }));
+        if !self.keep || !started {
+            if started {
+                // For `gcr attach`, which reads it through a handle of the directory set aside.
+                record::write_exit_status(dir, result_code(&result));
+                attach::wait_for_attached(dir);
+            }
+            remove_finished(&self.store, &self.id, started);
+        } else {
+            let _ = std::fs::remove_file(record::pid_file(dir));
+            record::write_exit_status(dir, result_code(&result));
+        }
+        result
+    }
+}
+
+/// The exit status a run of the container gives.
+fn result_code(result: &Result<i32, gcr_runtime::RuntimeError>) -> i32 {
+    match result {
+        Ok(code) => *code,
+        Err(err) => err.exit_code(),
+    }
+}
+
+/// Reads a background gcr's start report: `S` when the command started, or `E<code>
+/// <message>`; None when it ended silently.
+pub(crate) fn await_start(report: &mut std::fs::File) -> Option<Result<()>> {
+    use std::io::Read as _;
+    // One byte first: the background gcr keeps its end open while the command runs.
+    let mut first = [0u8; 1];
+    let got = report.read(&mut first).unwrap_or(0);
+    if got == 1 && first[0] == b'S' {
+        return Some(Ok(()));
+    }
+    let mut text = String::new();
+    if got == 1 {
+        text.push(first[0] as char);
+        let _ = report.read_to_string(&mut text);
+    }
+    let rest = text.strip_prefix('E')?;
+    let (code, message) = rest.split_once(' ').unwrap_or(("125", rest));
+    Some(Err(ContainerError::StartFailed {
+        code: code.parse().unwrap_or(125),
+        message: message.to_string(),
+    }))
+}
+
+/// Removes a finished container: its directory leaves `containers/` at once (so the image is
+/// free again), and the files are deleted by a detached child so gcr exits without waiting for
+/// the filesystem. A container that never started has little to delete: done in place.
+pub(crate) fn remove_finished(store: &gcr_storage::Store, container_id: &str, started: bool) {
+    let aside = match store.set_aside_container(container_id) {
+        Ok(Some(aside)) => aside,
+        Ok(None) => return,
+        Err(err) => {
+            tracing::warn!(%err, "cannot remove the container's files");
+            return;
+        }
+    };
+    if !started {
+        aside.remove();
+        return;
+    }
+    let mut pending = Some(aside);
+    let detached = gcr_runtime::run_detached(|| {
+        if let Some(aside) = pending.take() {
+            aside.remove();
+        }
+    });
+    match (detached, pending) {
+        // The child deletes; this process must neither delete nor unlock the entry.
+        (Ok(()), Some(aside)) => std::mem::forget(aside),
+        (Err(err), Some(aside)) => {
+            tracing::debug!(%err, "cannot fork a remover; removing in place");
+            aside.remove();
+        }
+        (_, None) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_policies_follow_docker() {
+        assert_eq!(RestartPolicy::parse("no").unwrap(), RestartPolicy::No);
+        assert_eq!(
+            RestartPolicy::parse("unless-stopped").unwrap(),
+            RestartPolicy::Always
+        );
+        let limited = RestartPolicy::parse("on-failure:2").unwrap();
+        assert!(limited.wants(1, 1));
+        assert!(!limited.wants(1, 2));
+        assert!(!limited.wants(0, 0));
+        assert!(RestartPolicy::Always.wants(0, 100));
+        assert!(!RestartPolicy::No.wants(1, 0));
+        assert!(RestartPolicy::parse("sometimes").is_err());
+    }
+}
