@@ -259,6 +259,12 @@ impl Launch {
             ));
         }
         record::mark(&self.dir, record::CREATED)?;
+        // Nobody owns it until it starts: a long-lived caller (the API service) must not
+        // make it look running.
+        let mut meta = self.meta;
+        meta.pid = 0;
+        meta.pid_start = None;
+        record::write_meta(&self.dir, &meta)?;
         Ok(self.id)
     }
 }
