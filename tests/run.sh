@@ -3,7 +3,8 @@
 # (e.g. `-p gcr-storage`, `--test pull`, `-- --nocapture`; GCR_SKIP_LINT=1 skips fmt/clippy
 # outside CI)
 # Sets up the machine (tests/fixtures/setup.sh), starts the fixture registries, pushes the
-# fixture images, then runs cargo fmt --check, cargo clippy -D warnings and cargo test with
+# fixture images, then runs tests/architecture.sh (crate arrows, unsafe confinement, file
+# sizes), cargo fmt --check, cargo clippy -D warnings and cargo test with
 # the fixture environment (tests/fixtures/env.sh). Fails when any step fails.
 # The registries it starts are stopped when it exits, however it exits.
 set -uo pipefail
@@ -118,6 +119,10 @@ for v in GCR_TEST_REGISTRY GCR_TEST_TLS_REGISTRY GCR_TEST_TLS_USER GCR_TEST_TLS_
 done
 echo "GCR_TEST_TLS_PASSWORD=(set, ${#GCR_TEST_TLS_PASSWORD} characters)"
 echo "CI=${CI:-}"
+
+section "architecture (tests/architecture.sh)"
+bash "$REPO/tests/architecture.sh" 9>&-
+record "architecture" $?
 
 # GCR_SKIP_LINT=1 skips fmt and clippy for a quick local run (never in CI).
 if [ "${GCR_SKIP_LINT:-0}" = 1 ] && [ "${CI:-}" != true ]; then
