@@ -14,7 +14,7 @@ use crate::userns::UsernsMode;
 pub enum ImageSource {
     /// A stored image, and the reference the user gave for it (shown by `ps`).
     Image {
-        record: gcr_storage::ImageRecord,
+        record: Box<gcr_storage::ImageRecord>,
         reference: String,
     },
     /// A plain directory used as is (`--rootfs DIR`).

@@ -79,7 +79,7 @@ fn fixture() -> Result<Fixture, String> {
 
 fn options(f: &Fixture, command: &[&str]) -> CreateOptions {
     let mut opts = CreateOptions::new(ImageSource::Image {
-        record: f.image.clone(),
+        record: Box::new(f.image.clone()),
         reference: IMAGE.into(),
     });
     opts.command = command.iter().map(|s| s.to_string()).collect();

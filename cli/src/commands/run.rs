@@ -348,7 +348,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<u8> {
                 }
             };
             gcr_containers::ImageSource::Image {
-                record,
+                record: Box::new(record),
                 reference: name.clone(),
             }
         }
