@@ -8,6 +8,18 @@ use gcr_registry::{PullEvent, PullOptions, Reference};
 
 use crate::context::Context;
 
+/// How gcr talks TLS to a registry (pull, push, login).
+#[derive(Args, Debug)]
+pub struct TlsArgs {
+    /// Require HTTPS with a verified certificate (false allows plain HTTP and any certificate)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub tls_verify: bool,
+    /// Certificates for the registry in one directory (*.crt CAs, *.cert + *.key client
+    /// certificate) instead of /etc/containers/certs.d/HOST[:PORT]
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<std::path::PathBuf>,
+}
+
 #[derive(Args, Debug)]
 pub struct PullArgs {
     /// Platform to pull from a multi-platform image: os/arch[/variant]
@@ -16,13 +28,8 @@ pub struct PullArgs {
     /// Print nothing but the image name when done
     #[arg(short, long)]
     quiet: bool,
-    /// Require HTTPS with a verified certificate (false allows plain HTTP and any certificate)
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
-    tls_verify: bool,
-    /// Certificates for the registry in one directory (*.crt CAs, *.cert + *.key client
-    /// certificate) instead of /etc/containers/certs.d/HOST[:PORT]
-    #[arg(long, value_name = "DIR")]
-    cert_dir: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Image reference: NAME[:TAG|@DIGEST]
     #[arg(value_name = "IMAGE")]
     image: String,
@@ -39,13 +46,8 @@ pub struct LoginArgs {
     /// Read the password from standard input
     #[arg(long)]
     password_stdin: bool,
-    /// Require HTTPS with a verified certificate
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
-    tls_verify: bool,
-    /// Certificates for the registry in one directory (*.crt CAs, *.cert + *.key client
-    /// certificate) instead of /etc/containers/certs.d/HOST[:PORT]
-    #[arg(long, value_name = "DIR")]
-    cert_dir: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Registry host[:port]
     #[arg(value_name = "REGISTRY")]
     registry: String,
@@ -72,8 +74,8 @@ pub fn pull(ctx: &Context, args: PullArgs) -> anyhow::Result<u8> {
     let store = ctx.open_store()?;
     let options = PullOptions {
         platform,
-        tls_verify: args.tls_verify,
-        cert_dir: args.cert_dir.clone(),
+        tls_verify: args.tls.tls_verify,
+        cert_dir: args.tls.cert_dir.clone(),
         ..Default::default()
     };
     let runtime = crate::context::tokio_runtime()?;
@@ -164,8 +166,8 @@ pub fn login(args: LoginArgs) -> anyhow::Result<u8> {
     let runtime = crate::context::tokio_runtime()?;
     // The login error names the registry.
     let client_options = gcr_registry::ClientOptions {
-        tls_verify: args.tls_verify,
-        cert_dir: args.cert_dir.clone(),
+        tls_verify: args.tls.tls_verify,
+        cert_dir: args.tls.cert_dir.clone(),
         ..Default::default()
     };
     let outcome = runtime.block_on(gcr_registry::login_with(

@@ -14,13 +14,8 @@ pub struct PushArgs {
     /// Print nothing but the pushed reference when done
     #[arg(short, long)]
     quiet: bool,
-    /// Require HTTPS with a verified certificate (false allows plain HTTP and any certificate)
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
-    tls_verify: bool,
-    /// Certificates for the registry in one directory (*.crt CAs, *.cert + *.key client
-    /// certificate) instead of /etc/containers/certs.d/HOST[:PORT]
-    #[arg(long, value_name = "DIR")]
-    cert_dir: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    tls: super::pull::TlsArgs,
     /// Write the digest of the pushed manifest to this file
     #[arg(long, value_name = "FILE")]
     digestfile: Option<PathBuf>,
@@ -56,8 +51,8 @@ pub fn push(ctx: &Context, args: PushArgs) -> anyhow::Result<u8> {
         bail!("--chunk-size must be more than 0");
     }
     let options = PushOptions {
-        tls_verify: args.tls_verify,
-        cert_dir: args.cert_dir.clone(),
+        tls_verify: args.tls.tls_verify,
+        cert_dir: args.tls.cert_dir.clone(),
         chunk_size: args.chunk_size,
         ..Default::default()
     };
