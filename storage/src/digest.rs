@@ -1,6 +1,7 @@
 //! Validated content digests.
 
 use std::fmt;
+use std::io::{self, Read};
 use std::str::FromStr;
 
 use sha2::{Digest as _, Sha256};
@@ -157,6 +158,29 @@ impl Hasher {
     /// The digest of everything fed.
     pub fn finish(self) -> Digest {
         Digest::from_sha256(self.hash.finalize().into())
+    }
+}
+
+/// Hashes (and counts) what is read through it.
+pub(crate) struct HashingReader<R> {
+    pub(crate) inner: R,
+    pub(crate) hash: Hasher,
+}
+
+impl<R> HashingReader<R> {
+    pub(crate) fn new(inner: R) -> HashingReader<R> {
+        HashingReader {
+            inner,
+            hash: Hasher::new(),
+        }
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
     }
 }
 

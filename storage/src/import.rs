@@ -10,11 +10,10 @@ use serde_json::json;
 
 use crate::compression::ArchiveCompression;
 use crate::error::{IoContext, StoreError};
-use crate::index::{validate_name, ImageRecord};
+use crate::index::{descriptor, oci_manifest, validate_name, ImageRecord};
 use crate::ingest::LayerExpectation;
 use crate::layer_writer::{Compression, LayerInfo};
 use crate::store::Store;
-use crate::{OCI_CONFIG, OCI_MANIFEST};
 
 /// The kinds of archive `import` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,20 +233,6 @@ fn import_documents(layer: &LayerInfo) -> (Vec<u8>, Vec<u8>) {
         "history": [ { "created": created, "created_by": "gcr import" } ],
     });
     let config = config.to_string().into_bytes();
-    let config_digest = crate::Digest::of(&config);
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {
-            "mediaType": OCI_CONFIG,
-            "digest": config_digest.as_str(),
-            "size": config.len(),
-        },
-        "layers": [ {
-            "mediaType": layer.media_type,
-            "digest": layer.digest.as_str(),
-            "size": layer.size,
-        } ],
-    });
-    (manifest.to_string().into_bytes(), config)
+    let layer = descriptor(&layer.media_type, &layer.digest, layer.size);
+    (oci_manifest(&config, vec![layer]), config)
 }

@@ -11,7 +11,8 @@ use crate::error::{IoContext, StoreError};
 use crate::store::Store;
 use crate::{DOCKER_MANIFEST, MAX_DOCUMENT_SIZE, OCI_MANIFEST, REF_NAME_ANNOTATION};
 
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// Media type of an OCI image index.
+pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 /// One image in the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -169,6 +170,27 @@ pub(crate) fn parse_manifest(digest: &Digest, bytes: &[u8]) -> Result<ParsedMani
         layers,
         source,
     })
+}
+
+/// A content descriptor: `{mediaType, digest, size}`.
+pub(crate) fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Value {
+    serde_json::json!({
+        "mediaType": media_type,
+        "digest": digest.as_str(),
+        "size": size,
+    })
+}
+
+/// The OCI manifest of an image gcr assembles itself (import, a docker-archive load): the
+/// config blob `config` and the layer descriptors `layers`.
+pub(crate) fn oci_manifest(config: &[u8], layers: Vec<Value>) -> Vec<u8> {
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": descriptor(crate::OCI_CONFIG, &Digest::of(config), config.len() as u64),
+        "layers": layers,
+    });
+    manifest.to_string().into_bytes()
 }
 
 /// The OCI equivalent of a Docker schema 2 manifest (same config and layer blobs), so that

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
-use crate::digest::{Digest, Hasher};
+use crate::digest::{Digest, Hasher, HashingReader};
 use crate::error::{IoContext, StoreError};
 use crate::store::{LayerMeta, Store};
 use crate::unpack::{self, UnpackOptions};
@@ -111,20 +111,6 @@ impl Read for BlobTee<'_> {
         if n > 0 {
             (self.progress)(self.hash.len());
         }
-        Ok(n)
-    }
-}
-
-/// Hashes the decompressed stream (diff_id).
-struct DiffHasher<R> {
-    inner: R,
-    hash: Hasher,
-}
-
-impl<R: Read> Read for DiffHasher<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hash.update(&buf[..n]);
         Ok(n)
     }
 }
@@ -366,13 +352,13 @@ impl Store {
         };
         let decompressed = {
             let compressed = io::Cursor::new(head).chain(&mut tee);
-            let mut diff = DiffHasher {
-                inner: decoder(codec, compressed).map_err(|source| StoreError::Decompress {
+            // Hashes the decompressed stream (diff_id).
+            let mut diff = HashingReader::new(decoder(codec, compressed).map_err(|source| {
+                StoreError::Decompress {
                     digest: expect.digest.clone(),
                     source,
-                })?,
-                hash: Hasher::new(),
-            };
+                }
+            })?);
             io::copy(&mut diff, &mut io::sink())
                 .map_err(|source| StoreError::Decompress {
                     digest: expect.digest.clone(),
@@ -467,10 +453,8 @@ impl Store {
             digest: expect.digest.clone(),
             source,
         })?;
-        let mut diff = DiffHasher {
-            inner: decoded,
-            hash: Hasher::new(),
-        };
+        // Hashes the decompressed stream (diff_id).
+        let mut diff = HashingReader::new(decoded);
         let layer = work.join("layer");
         let diff_dir = layer.join("diff");
         fs::DirBuilder::new()
