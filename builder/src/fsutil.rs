@@ -1,8 +1,11 @@
 //! File-system helpers: a private mount namespace, OverlayFS mounts, path resolution that
-//! never leaves a root, and Go-style glob matching of one path component.
+//! never leaves a root, owners and no-follow opens, and Go-style glob matching of one path
+//! component.
 
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
@@ -282,7 +285,7 @@ pub(crate) fn mkdir_in_root(
             Err(Errno::ENOENT) => {
                 let path = current.join(name);
                 std::fs::create_dir(&path)?;
-                crate::source::set_owner(&path, owner.0, owner.1)?;
+                set_owner(&path, owner.0, owner.1)?;
                 std::fs::set_permissions(
                     &path,
                     std::os::unix::fs::PermissionsExt::from_mode(0o755),
@@ -301,6 +304,35 @@ pub(crate) fn mkdir_in_root(
         }
     }
     Ok(current)
+}
+
+/// Give `path` (not followed) the owner `uid:gid`. An owner outside the rootless namespace's
+/// mapping is recorded in the store's owner xattr instead, which the layer commit writes
+/// into the tar (symlinks cannot carry it and keep the mapped owner).
+pub(crate) fn set_owner(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    match std::os::unix::fs::lchown(path, Some(uid), Some(gid)) {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::EPERM)) => {
+            if std::fs::symlink_metadata(path)?.file_type().is_symlink() {
+                return Ok(());
+            }
+            xattr::set(
+                path,
+                gcr_storage::unpack::OWNER_XATTR,
+                format!("{uid}:{gid}").as_bytes(),
+            )
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Open a source file without following a symlink in its last component (the walk saw a
+/// regular file there; a swapped-in link must not redirect the read).
+pub(crate) fn open_nofollow(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
 }
 
 /// True when `s` has glob metacharacters (`*`, `?`, `[`).
