@@ -105,6 +105,20 @@ impl Store {
         let mut report = CheckReport::default();
         let mut bad_blobs = BTreeSet::new();
         let mut bad_layers = BTreeSet::new();
+        // A broken entry of blobs/ or layers/: reported, and with `repair` discarded.
+        let broken = |report: &mut CheckReport,
+                      kind: &'static str,
+                      subject: String,
+                      path: &Path,
+                      detail: String| {
+            let repaired = repair && self.discard_path(path).is_ok();
+            report.problems.push(Problem {
+                kind,
+                subject,
+                detail,
+                repaired,
+            });
+        };
 
         for (name, path) in list_dir(&self.blobs_dir())? {
             report.blobs_checked += 1;
@@ -123,13 +137,7 @@ impl Store {
                 },
             };
             if let Some(detail) = detail {
-                let repaired = repair && self.discard_path(&path).is_ok();
-                report.problems.push(Problem {
-                    kind: "blob",
-                    subject: name,
-                    detail,
-                    repaired,
-                });
+                broken(&mut report, "blob", name, &path, detail);
             }
         }
 
@@ -155,13 +163,7 @@ impl Store {
                 }
             };
             if let Some(detail) = detail {
-                let repaired = repair && self.discard_path(&path).is_ok();
-                report.problems.push(Problem {
-                    kind: "layer",
-                    subject: name,
-                    detail,
-                    repaired,
-                });
+                broken(&mut report, "layer", name, &path, detail);
             }
         }
 

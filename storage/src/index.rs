@@ -139,10 +139,8 @@ pub(crate) fn parse_manifest(digest: &Digest, bytes: &[u8]) -> Result<ParsedMani
         .ok_or_else(|| bad("no config digest".to_string()))?
         .parse::<Digest>()
         .map_err(|e| bad(e.to_string()))?;
-    let layers = v
-        .get("layers")
-        .and_then(Value::as_array)
-        .ok_or_else(|| bad("no layers array".to_string()))?
+    let layers = layers_of(&v)
+        .map_err(bad)?
         .iter()
         .map(|l| {
             l.get("digest")
@@ -170,6 +168,15 @@ pub(crate) fn parse_manifest(digest: &Digest, bytes: &[u8]) -> Result<ParsedMani
         layers,
         source,
     })
+}
+
+/// The `layers` array of a manifest.
+fn layers_of(manifest: &Value) -> Result<&[Value], String> {
+    manifest
+        .get("layers")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .ok_or_else(|| "no layers array".to_string())
 }
 
 /// A content descriptor: `{mediaType, digest, size}`.
@@ -202,7 +209,7 @@ fn oci_from_docker(digest: &Digest, manifest: &[u8]) -> Result<Vec<u8>, StoreErr
         reason,
     };
     let v: Value = serde_json::from_slice(manifest).map_err(|e| bad(format!("not JSON: {e}")))?;
-    let descriptor = |d: &Value, media_type: String| -> Result<Value, StoreError> {
+    let oci_descriptor = |d: &Value, media_type: String| -> Result<Value, StoreError> {
         let mut out = serde_json::Map::new();
         out.insert("mediaType".to_string(), Value::String(media_type));
         for key in ["digest", "size", "urls", "annotations"] {
@@ -215,15 +222,13 @@ fn oci_from_docker(digest: &Digest, manifest: &[u8]) -> Result<Vec<u8>, StoreErr
         }
         Ok(Value::Object(out))
     };
-    let config = descriptor(
+    let config = oci_descriptor(
         v.get("config")
             .ok_or_else(|| bad("no config".to_string()))?,
         crate::OCI_CONFIG.to_string(),
     )?;
-    let layers = v
-        .get("layers")
-        .and_then(Value::as_array)
-        .ok_or_else(|| bad("no layers array".to_string()))?
+    let layers = layers_of(&v)
+        .map_err(bad)?
         .iter()
         .map(|l| {
             let media_type = l
@@ -238,7 +243,7 @@ fn oci_from_docker(digest: &Digest, manifest: &[u8]) -> Result<Vec<u8>, StoreErr
                 "application/vnd.docker.image.rootfs.diff.tar" => crate::OCI_LAYER_TAR,
                 other => other,
             };
-            descriptor(l, oci.to_string())
+            oci_descriptor(l, oci.to_string())
         })
         .collect::<Result<Vec<_>, _>>()?;
     let oci = serde_json::json!({

@@ -1,16 +1,16 @@
 //! Layer ingestion: one pass over a compressed layer stream that stores the blob, verifies
 //! size, digest and diff_id, and unpacks the tar safely.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
 use crate::digest::{Digest, Hasher, HashingReader};
 use crate::error::{IoContext, StoreError};
-use crate::store::{LayerMeta, Store};
+use crate::store::{create_blob_file, LayerMeta, Store};
 use crate::unpack::{self, UnpackOptions};
 
 /// The zstd window limit: 2^27 = 128 MiB, the largest window zstd's own CLI decodes by default
@@ -28,6 +28,20 @@ pub struct LayerExpectation {
     pub media_type: String,
     /// Digest of the uncompressed tar (config `rootfs.diff_ids[i]`).
     pub diff_id: Digest,
+}
+
+impl LayerExpectation {
+    /// The tar a blob decompressed to must be the layer's diff_id.
+    fn check_diff_id(&self, diff_id: Digest) -> Result<(), StoreError> {
+        if diff_id != self.diff_id {
+            return Err(StoreError::DiffIdMismatch {
+                blob: self.digest.clone(),
+                expected: self.diff_id.clone(),
+                actual: diff_id,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// How a layer blob is compressed.
@@ -78,10 +92,25 @@ struct BlobTee<'a> {
     out: Option<BufWriter<File>>,
     hash: Hasher,
     limit: u64,
-    progress: &'a mut dyn FnMut(u64),
+    progress: Option<&'a mut dyn FnMut(u64)>,
     write_error: Option<io::Error>,
     /// The source ended.
     eof: bool,
+}
+
+impl<'a> BlobTee<'a> {
+    /// A tee that only hashes and counts, for a blob that is already stored.
+    fn new(inner: &'a mut dyn Read, limit: u64) -> BlobTee<'a> {
+        BlobTee {
+            inner,
+            out: None,
+            hash: Hasher::new(),
+            limit,
+            progress: None,
+            write_error: None,
+            eof: false,
+        }
+    }
 }
 
 impl Read for BlobTee<'_> {
@@ -108,8 +137,8 @@ impl Read for BlobTee<'_> {
             self.write_error = Some(e);
             return Err(io::Error::new(kind, "writing the blob file failed"));
         }
-        if n > 0 {
-            (self.progress)(self.hash.len());
+        if let Some(progress) = self.progress.as_mut().filter(|_| n > 0) {
+            progress(self.hash.len());
         }
         Ok(n)
     }
@@ -188,20 +217,11 @@ impl Store {
         let codec = codec_for(&expect.media_type, &expect.digest)?;
         let tmp = self.tmp_dir("layer")?;
         let blob_path = tmp.path().join("blob");
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&blob_path)
-            .ctx("creating", &blob_path)?;
+        let file = create_blob_file(&blob_path)?;
         let mut tee = BlobTee {
-            inner: blob,
             out: Some(BufWriter::with_capacity(256 * 1024, file)),
-            hash: Hasher::new(),
-            limit: expect.size,
-            progress,
-            write_error: None,
-            eof: false,
+            progress: Some(progress),
+            ..BlobTee::new(blob, expect.size)
         };
         let unpacked = self.unpack_stream(&mut tee, codec, expect, tmp.path());
         // A failed write of the blob file explains any read error that followed it.
@@ -243,13 +263,7 @@ impl Store {
                 actual: digest,
             });
         }
-        if diff_id != expect.diff_id {
-            return Err(StoreError::DiffIdMismatch {
-                blob: expect.digest.clone(),
-                expected: expect.diff_id.clone(),
-                actual: diff_id,
-            });
-        }
+        expect.check_diff_id(diff_id)?;
         let out = tee.out.take().ok_or_else(|| {
             StoreError::io("writing", &blob_path, io::Error::other("blob file missing"))
         })?;
@@ -331,16 +345,7 @@ impl Store {
         blob: &mut dyn Read,
         expect: &LayerExpectation,
     ) -> Result<(), StoreError> {
-        let mut noop = |_| {};
-        let mut tee = BlobTee {
-            inner: blob,
-            out: None,
-            hash: Hasher::new(),
-            limit: expect.size,
-            progress: &mut noop,
-            write_error: None,
-            eof: false,
-        };
+        let mut tee = BlobTee::new(blob, expect.size);
         let read_err = |source: io::Error| StoreError::Read {
             digest: expect.digest.clone(),
             source,
@@ -387,13 +392,7 @@ impl Store {
                 actual: digest,
             });
         }
-        if diff_id != expect.diff_id {
-            return Err(StoreError::DiffIdMismatch {
-                blob: expect.digest.clone(),
-                expected: expect.diff_id.clone(),
-                actual: diff_id,
-            });
-        }
+        expect.check_diff_id(diff_id)?;
         Ok(())
     }
 
@@ -405,16 +404,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let codec = codec_for(&expect.media_type, &expect.digest)?;
         let tmp = self.tmp_dir("layer")?;
-        let mut noop = |_| {};
-        let mut tee = BlobTee {
-            inner: blob,
-            out: None,
-            hash: Hasher::new(),
-            limit: expect.size,
-            progress: &mut noop,
-            write_error: None,
-            eof: false,
-        };
+        let mut tee = BlobTee::new(blob, expect.size);
         let (diff_id, size) = self.unpack_stream(&mut tee, codec, expect, tmp.path())?;
         drain(&mut tee).map_err(|source| StoreError::Read {
             digest: expect.digest.clone(),

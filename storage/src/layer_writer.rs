@@ -1,13 +1,12 @@
 //! Writing a layer: tar bytes in, compressed blob out, blob digest and diff_id in one pass.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use crate::digest::{Digest, Hasher};
 use crate::error::{IoContext, StoreError};
-use crate::store::Store;
+use crate::store::{create_blob_file, Store};
 use crate::tmp::TmpDir;
 use crate::{OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_LAYER_ZSTD};
 
@@ -88,12 +87,7 @@ impl Store {
     pub fn layer_writer(&self, compression: Compression) -> Result<LayerWriter, StoreError> {
         let tmp = self.tmp_dir("write")?;
         let path = tmp.path().join("blob");
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&path)
-            .ctx("creating", &path)?;
+        let file = create_blob_file(&path)?;
         let out = HashingWriter {
             inner: BufWriter::with_capacity(256 * 1024, file),
             hash: Hasher::new(),

@@ -415,6 +415,17 @@ impl Store {
     }
 }
 
+/// Creates the new (temporary) file a layer blob is written into: world-readable, as the blob
+/// it becomes.
+pub(crate) fn create_blob_file(path: &Path) -> Result<File, StoreError> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(path)
+        .ctx("creating", path)
+}
+
 /// Write a new file and fsync it.
 pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let mut f = OpenOptions::new()

@@ -120,6 +120,38 @@ fn require_tool(name: &str) -> bool {
     found
 }
 
+/// Runs `cmd`, which must succeed: its standard output.
+fn tool_output(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// `skopeo inspect oci:ROOT:NAME`, which must succeed: its JSON.
+fn skopeo_inspect(store: &Store, name: &str) -> Value {
+    let root = store.root().display();
+    let out = tool_output(
+        Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("oci:{root}:{name}")),
+    );
+    serde_json::from_slice(&out).unwrap()
+}
+
+/// `umoci stat --json --image ROOT:NAME`, which must succeed: its output.
+fn umoci_stat(store: &Store, name: &str) -> String {
+    let root = store.root().display();
+    let mut umoci = Command::new("umoci");
+    umoci
+        .args(["stat", "--json", "--image"])
+        .arg(format!("{root}:{name}"));
+    String::from_utf8_lossy(&tool_output(&mut umoci)).into_owned()
+}
+
 // ---- layout and blobs ----
 
 #[test]
@@ -838,34 +870,12 @@ fn skopeo_and_umoci_read_the_store() {
     let (_, unnamed) = image(&store, &[], "etc/unnamed", "2024-01-01T00:00:00Z");
     assert!(unnamed.names.is_empty());
     if require_tool("skopeo") {
-        let out = Command::new("skopeo")
-            .arg("inspect")
-            .arg(format!("oci:{}:localhost/tools:1", store.root().display()))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let v = skopeo_inspect(&store, "localhost/tools:1");
         assert_eq!(v["Digest"], rec.manifest_digest.as_str());
         assert_eq!(v["Layers"][0], rec.layer_blobs[0].as_str());
     }
     if require_tool("umoci") {
-        let out = Command::new("umoci")
-            .arg("stat")
-            .arg("--json")
-            .arg("--image")
-            .arg(format!("{}:localhost/tools:1", store.root().display()))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(String::from_utf8_lossy(&out.stdout).contains("gcr import"));
+        assert!(umoci_stat(&store, "localhost/tools:1").contains("gcr import"));
     }
 }
 
@@ -984,30 +994,11 @@ fn docker_schema2_images_are_stored_and_skopeo_reads_them() {
     assert_eq!(index["manifests"][0]["mediaType"], crate::OCI_MANIFEST);
     assert!(store.check(false).unwrap().is_clean());
     if require_tool("skopeo") {
-        let out = Command::new("skopeo")
-            .arg("inspect")
-            .arg(format!("oci:{}:localhost/docker:1", store.root().display()))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let v = skopeo_inspect(&store, "localhost/docker:1");
         assert_eq!(v["Layers"][0], expect.digest.as_str());
     }
     if require_tool("umoci") {
-        let out = Command::new("umoci")
-            .args(["stat", "--json", "--image"])
-            .arg(format!("{}:localhost/docker:1", store.root().display()))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        umoci_stat(&store, "localhost/docker:1");
     }
     // Removing it removes both manifests.
     store.remove_image(&rec.id, false).unwrap();

@@ -21,10 +21,9 @@ pub(crate) struct FileLock {
     _lock: Flock<File>,
 }
 
-/// Open (creating if needed) `path` and flock it, blocking. When `exclusive` is false the lock
-/// is shared.
-pub(crate) fn lock_file(path: &Path, exclusive: bool) -> Result<FileLock, StoreError> {
-    let file = OpenOptions::new()
+/// Opens `path` for locking, creating it if needed.
+fn open_lock_file(path: &Path) -> Result<File, StoreError> {
+    OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
@@ -32,7 +31,13 @@ pub(crate) fn lock_file(path: &Path, exclusive: bool) -> Result<FileLock, StoreE
         .mode(0o600)
         .custom_flags(libc::O_CLOEXEC)
         .open(path)
-        .ctx("opening lock file", path)?;
+        .ctx("opening lock file", path)
+}
+
+/// Open (creating if needed) `path` and flock it, blocking. When `exclusive` is false the lock
+/// is shared.
+pub(crate) fn lock_file(path: &Path, exclusive: bool) -> Result<FileLock, StoreError> {
+    let file = open_lock_file(path)?;
     let arg = if exclusive {
         FlockArg::LockExclusive
     } else {
@@ -52,37 +57,10 @@ pub(crate) fn try_lock_file(path: &Path, exclusive: bool) -> Result<Option<FileL
         .open(path)
     {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            // Nobody can hold a lock on a file that does not exist; create it and lock.
-            return lock_file_nonblocking_create(path, exclusive);
-        }
+        // Nobody can hold a lock on a file that does not exist; create it and lock.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => open_lock_file(path)?,
         Err(e) => return Err(StoreError::io("opening lock file", path, e)),
     };
-    let arg = if exclusive {
-        FlockArg::LockExclusiveNonblock
-    } else {
-        FlockArg::LockSharedNonblock
-    };
-    match Flock::lock(file, arg) {
-        Ok(lock) => Ok(Some(FileLock { _lock: lock })),
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
-        Err((_, errno)) => Err(StoreError::io("locking", path, io::Error::from(errno))),
-    }
-}
-
-fn lock_file_nonblocking_create(
-    path: &Path,
-    exclusive: bool,
-) -> Result<Option<FileLock>, StoreError> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
-        .ctx("opening lock file", path)?;
     let arg = if exclusive {
         FlockArg::LockExclusiveNonblock
     } else {

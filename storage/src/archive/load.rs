@@ -81,7 +81,9 @@ impl Store {
             codec => {
                 let file = File::open(path).map_err(read_err)?;
                 let mut decoded = decoder(codec, io::BufReader::new(file)).map_err(read_err)?;
-                self.load_archive_stream(&mut decoded, path, normalize)
+                self.load_spooled(&mut decoded, path, |spooled| {
+                    self.load_plain_archive(spooled, normalize)
+                })
             }
         }
     }
@@ -93,37 +95,29 @@ impl Store {
         reader: &mut dyn Read,
         normalize: &dyn Fn(&str) -> Result<String, String>,
     ) -> Result<Vec<LoadedImage>, ArchiveError> {
-        let tmp = self.tmp_dir("load")?;
-        let spooled = tmp.path().join("archive");
-        let shown = PathBuf::from("<stdin>");
-        let mut file =
-            File::create(&spooled).map_err(|e| StoreError::io("creating", &spooled, e))?;
-        io::copy(reader, &mut file).map_err(|source| ArchiveError::Read {
-            path: shown.clone(),
-            source,
-        })?;
-        drop(file);
-        self.load_archive(&spooled, normalize)
-            .map_err(|e| rename_path(e, &spooled, &shown))
+        self.load_spooled(reader, Path::new("<stdin>"), |spooled| {
+            self.load_archive(spooled, normalize)
+        })
     }
 
-    fn load_archive_stream(
+    /// Copies `reader` (what the user knows as `shown`) into the store's tmp, then loads the
+    /// copy with `load`; errors about the copy name `shown` instead.
+    fn load_spooled(
         &self,
-        decoded: &mut dyn Read,
-        path: &Path,
-        normalize: &dyn Fn(&str) -> Result<String, String>,
+        reader: &mut dyn Read,
+        shown: &Path,
+        load: impl FnOnce(&Path) -> Result<Vec<LoadedImage>, ArchiveError>,
     ) -> Result<Vec<LoadedImage>, ArchiveError> {
         let tmp = self.tmp_dir("load")?;
         let spooled = tmp.path().join("archive");
         let mut file =
             File::create(&spooled).map_err(|e| StoreError::io("creating", &spooled, e))?;
-        io::copy(decoded, &mut file).map_err(|source| ArchiveError::Read {
-            path: path.to_path_buf(),
+        io::copy(reader, &mut file).map_err(|source| ArchiveError::Read {
+            path: shown.to_path_buf(),
             source,
         })?;
         drop(file);
-        self.load_plain_archive(&spooled, normalize)
-            .map_err(|e| rename_path(e, &spooled, path))
+        load(&spooled).map_err(|e| rename_path(e, &spooled, shown))
     }
 
     fn load_plain_archive(
