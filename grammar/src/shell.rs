@@ -329,6 +329,20 @@ impl<E: EnvLookup + ?Sized> Lexing<'_, E> {
         result
     }
 
+    /// The word up to `stop` (consumed); an error at the end of the input is `missing`.
+    fn word_until(
+        &mut self,
+        stop: char,
+        raw_escapes: bool,
+        missing: &'static str,
+    ) -> Result<String, Fail> {
+        match self.process_stop_on(Some(stop), raw_escapes) {
+            Ok((word, _)) => Ok(word),
+            Err(_) if self.peek().is_none() => Err(Fail::Syntax(missing)),
+            Err(e) => Err(e),
+        }
+    }
+
     fn process_stop_on_inner(&mut self, stop: Option<char>) -> Result<(String, Vec<String>), Fail> {
         let mut result = String::new();
         let mut words = Words::default();
@@ -510,15 +524,7 @@ impl<E: EnvLookup + ?Sized> Lexing<'_, E> {
                 if null_is_unset && raw_escapes {
                     return Err(Fail::Modifier(modifier));
                 }
-                let word = match self.process_stop_on(Some('}'), raw_escapes) {
-                    Ok((word, _)) => word,
-                    Err(e) => {
-                        if self.peek().is_none() {
-                            return Err(Fail::Syntax("missing '}'"));
-                        }
-                        return Err(e);
-                    }
-                };
+                let word = self.word_until('}', raw_escapes, "missing '}'")?;
                 let value = self.get_env(&name);
                 if self.lexer.skip_unset && value.is_none() {
                     return Ok(format!("${{{name}{modifier}{word}}}"));
@@ -575,24 +581,8 @@ impl<E: EnvLookup + ?Sized> Lexing<'_, E> {
                 if replace_all {
                     self.bump();
                 }
-                let pattern = match self.process_stop_on(Some('/'), true) {
-                    Ok((p, _)) => p,
-                    Err(e) => {
-                        if self.peek().is_none() {
-                            return Err(Fail::Syntax("missing '/' in ${}"));
-                        }
-                        return Err(e);
-                    }
-                };
-                let replacement = match self.process_stop_on(Some('}'), true) {
-                    Ok((r, _)) => r,
-                    Err(e) => {
-                        if self.peek().is_none() {
-                            return Err(Fail::Syntax("missing '}'"));
-                        }
-                        return Err(e);
-                    }
-                };
+                let pattern = self.word_until('/', true, "missing '/' in ${}")?;
+                let replacement = self.word_until('}', true, "missing '}'")?;
                 let value = self.get_env(&name);
                 let Some(value) = value else {
                     if self.lexer.skip_unset {

@@ -55,28 +55,29 @@ pub(super) fn type_copy(
             }
         })
         .collect();
-    if let Some(chmod) = flags.text("chmod") {
-        if !chmod.contains('$') && !is_valid_chmod(&chmod) {
-            return Err(raw
-                .error_at(
-                    flags.offset("chmod").unwrap_or(0),
-                    format!("invalid chmod parameter {chmod:?}"),
-                )
-                .with_hint(
-                    "use an octal mode such as --chmod=0755 or a symbolic one such as u+x",
-                ));
-        }
-    }
-    if let Some(checksum) = flags.text("checksum") {
-        if !checksum.contains('$') && !is_valid_digest(&checksum) {
-            return Err(raw
-                .error_at(
-                    flags.offset("checksum").unwrap_or(0),
-                    format!("invalid checksum digest {checksum:?}"),
-                )
-                .with_hint("use --checksum=sha256:<64 lowercase hex digits>"));
-        }
-    }
+    // A value with a variable is checked after expansion, by the builder.
+    let check = |name: &str, valid: fn(&str) -> bool, what: &str, hint: &str| match flags.text(name)
+    {
+        Some(value) if !value.contains('$') && !valid(&value) => Err(raw
+            .error_at(
+                flags.offset(name).unwrap_or(0),
+                format!("invalid {what} {value:?}"),
+            )
+            .with_hint(hint)),
+        _ => Ok(()),
+    };
+    check(
+        "chmod",
+        is_valid_chmod,
+        "chmod parameter",
+        "use an octal mode such as --chmod=0755 or a symbolic one such as u+x",
+    )?;
+    check(
+        "checksum",
+        is_valid_digest,
+        "checksum digest",
+        "use --checksum=sha256:<64 lowercase hex digits>",
+    )?;
     let copy = CopyInstruction {
         sources,
         destination: dest.to_string(),
