@@ -25,6 +25,7 @@ pub mod pull;
 pub mod push;
 pub mod reference;
 mod retry;
+mod transfer;
 
 pub use client::{ClientOptions, RegistryClient, RegistryError};
 pub use credentials::{Credential, CredentialsError};

@@ -3,101 +3,55 @@
 //! hashes, decompresses, checks the diff_id and unpacks) -> `Store::commit_image`.
 
 use std::io::{self, Read};
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::stream::{self, TryStreamExt};
-use gcr_storage::{Digest, ImageRecord, LayerExpectation, Store, StoreError};
+use gcr_storage::{Digest, ImageRecord, LayerExpectation, Store};
 use reqwest::header::CONTENT_TYPE;
 use tokio::sync::mpsc::{self, UnboundedSender};
 
-use crate::client::{
-    read_capped, ClientOptions, RegistryClient, RegistryError, DEFAULT_CERTS_DIRS,
-    MAX_DOCUMENT_SIZE,
-};
-use crate::credentials::{self, Credential, CredentialsError};
+use crate::client::{read_capped, RegistryClient, RegistryError, MAX_DOCUMENT_SIZE};
 use crate::manifest::{
     index_platforms, parse_config, parse_document, Descriptor, Document, ManifestError,
     ACCEPT_MANIFESTS, LAYER_MEDIA_TYPES,
 };
 use crate::platform::{self, Platform};
 use crate::reference::Reference;
+use crate::transfer::{
+    blocking, content_digest, transfer_error_kind, transfer_events, transfer_options,
+};
 
 /// Progress emitted while emitting less than every chunk: at least this many bytes apart.
 const PROGRESS_STEP: u64 = 256 * 1024;
 
-/// How to pull.
-#[derive(Debug, Clone)]
-pub struct PullOptions {
-    /// The platform to pick from an index; `None` means the host's.
-    pub platform: Option<Platform>,
-    /// Verify TLS; when false, accept any certificate and fall back to plain HTTP.
-    pub tls_verify: bool,
-    /// Directories holding `HOST[:PORT]/*.crt` CA certificates (and client certificates).
-    pub certs_dirs: Vec<PathBuf>,
-    /// The registry's certificates directly in one directory, instead of `certs_dirs`.
-    pub cert_dir: Option<PathBuf>,
-    /// Credentials to use instead of those in the auth files.
-    pub credential: Option<Credential>,
-    /// Layers downloaded at once.
-    pub max_concurrent_downloads: usize,
-    /// Further attempts after a transient failure (connection, 5xx, 429, cut-off body).
-    pub retries: u32,
-    /// Delay before the first retry; doubled for each further one.
-    pub retry_delay: Duration,
-}
-
-impl Default for PullOptions {
-    fn default() -> Self {
-        PullOptions {
-            platform: None,
-            tls_verify: true,
-            certs_dirs: DEFAULT_CERTS_DIRS.iter().map(PathBuf::from).collect(),
-            cert_dir: None,
-            credential: None,
-            max_concurrent_downloads: 3,
-            retries: 4,
-            retry_delay: Duration::from_millis(250),
-        }
+transfer_options! {
+    /// How to pull.
+    pub struct PullOptions {
+        /// The platform to pick from an index; `None` means the host's.
+        pub platform: Option<Platform> = None,
+        /// Layers downloaded at once.
+        pub max_concurrent_downloads: usize = 3,
     }
 }
 
-impl PullOptions {
-    pub(crate) fn client_options(&self) -> ClientOptions {
-        ClientOptions {
-            tls_verify: self.tls_verify,
-            certs_dirs: self.certs_dirs.clone(),
-            cert_dir: self.cert_dir.clone(),
-            ..ClientOptions::default()
-        }
+transfer_events! {
+    /// What a pull reports as it goes (for progress bars or plain lines).
+    pub enum PullEvent {
+        /// Fetching the manifest of `reference`.
+        Resolving { reference: String },
+        /// The image manifest to pull is known (after platform selection).
+        Resolved { manifest_digest: Digest },
+        /// A layer download began (`size` compressed bytes).
+        LayerStarted { digest: Digest, size: u64 },
+        /// Compressed bytes received so far for a layer.
+        LayerProgress { digest: Digest, bytes_done: u64 },
+        /// A layer already in the store.
+        LayerSkipped { digest: Digest },
+        /// A layer is verified, unpacked and in the store.
+        LayerDone { digest: Digest },
+        /// The image is stored (under `PulledImage::name`).
+        Committed { id: Digest },
     }
-}
-
-/// What a pull reports as it goes (for progress bars or plain lines).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PullEvent {
-    /// Fetching the manifest of `reference`.
-    Resolving { reference: String },
-    /// The image manifest to pull is known (after platform selection).
-    Resolved { manifest_digest: Digest },
-    /// A layer download began (`size` compressed bytes).
-    LayerStarted { digest: Digest, size: u64 },
-    /// Compressed bytes received so far for a layer.
-    LayerProgress { digest: Digest, bytes_done: u64 },
-    /// A layer already in the store.
-    LayerSkipped { digest: Digest },
-    /// A layer is verified, unpacked and in the store.
-    LayerDone { digest: Digest },
-    /// A transient failure; trying again after `delay`.
-    Retrying {
-        what: String,
-        attempt: u32,
-        delay: Duration,
-        reason: String,
-    },
-    /// The image is stored (under `PulledImage::name`).
-    Committed { id: Digest },
 }
 
 /// A pulled image.
@@ -122,131 +76,66 @@ pub struct PullError {
     pub kind: PullErrorKind,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum PullErrorKind {
-    #[error("manifest unknown: {registry} has no image {repository}:{tag}")]
-    ManifestUnknown {
-        registry: String,
-        repository: String,
-        tag: String,
-    },
-    #[error("blob {digest} is unknown to the registry")]
-    BlobUnknown { digest: Digest },
-    #[error(transparent)]
-    Registry(RegistryError),
-    #[error("{last} (gave up after {attempts} attempts)")]
-    GaveUp {
-        attempts: u32,
-        last: Box<PullErrorKind>,
-    },
-    #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
-    DigestMismatch {
-        what: String,
-        expected: String,
-        actual: Digest,
-    },
-    #[error("size mismatch for {what}: the descriptor says {expected} bytes, got {actual}")]
-    SizeMismatch {
-        what: String,
-        expected: u64,
-        actual: u64,
-    },
-    #[error("{what} is larger than the {} MiB limit", .limit / (1024 * 1024))]
-    TooLarge { what: String, limit: u64 },
-    #[error("truncated blob {digest}: the connection ended after {received} of {expected} bytes")]
-    Truncated {
-        digest: Digest,
-        received: u64,
-        expected: u64,
-    },
-    #[error("blob {digest} is longer than the {expected} bytes its descriptor announces (endless or wrong size); stopped reading")]
-    TooLong { digest: Digest, expected: u64 },
-    #[error("invalid {what}: {source}")]
-    Manifest {
-        what: String,
-        #[source]
-        source: ManifestError,
-    },
-    #[error("the index has no image for platform {wanted} (available: {available})")]
-    NoMatchingPlatform { wanted: String, available: String },
-    #[error("the image is for {actual}, not the requested platform {wanted}")]
-    PlatformMismatch { wanted: String, actual: String },
-    #[error("this is not a container image: its config is {config_type} (an artifact such as a Helm chart or a signature)")]
-    NotAnImage { config_type: String },
-    #[error("an index inside an index is not supported ({digest})")]
-    NestedIndex { digest: String },
-    #[error(
-        "layer {digest} has media type {media_type:?}, which is not an image layer gcr can unpack"
-    )]
-    UnsupportedLayer { digest: String, media_type: String },
-    #[error("the manifest lists {layers} layers but the config has {diff_ids} diff_ids")]
-    LayerCountMismatch { layers: usize, diff_ids: usize },
-    #[error("layer {digest} needs foreign urls, which gcr does not download")]
-    ForeignLayer { digest: String },
-    #[error(transparent)]
-    Credentials(CredentialsError),
-    #[error(transparent)]
-    Store(StoreError),
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-impl crate::retry::Retryable for PullErrorKind {
-    fn gave_up(attempts: u32, last: Self) -> Self {
-        PullErrorKind::GaveUp {
-            attempts,
-            last: Box::new(last),
-        }
+transfer_error_kind! {
+    pub enum PullErrorKind {
+        #[error("manifest unknown: {registry} has no image {repository}:{tag}")]
+        ManifestUnknown {
+            registry: String,
+            repository: String,
+            tag: String,
+        },
+        #[error("blob {digest} is unknown to the registry")]
+        BlobUnknown { digest: Digest },
+        #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
+        DigestMismatch {
+            what: String,
+            expected: String,
+            actual: Digest,
+        },
+        #[error("size mismatch for {what}: the descriptor says {expected} bytes, got {actual}")]
+        SizeMismatch {
+            what: String,
+            expected: u64,
+            actual: u64,
+        },
+        #[error("{what} is larger than the {} MiB limit", .limit / (1024 * 1024))]
+        TooLarge { what: String, limit: u64 },
+        #[error("truncated blob {digest}: the connection ended after {received} of {expected} bytes")]
+        Truncated {
+            digest: Digest,
+            received: u64,
+            expected: u64,
+        },
+        #[error("blob {digest} is longer than the {expected} bytes its descriptor announces (endless or wrong size); stopped reading")]
+        TooLong { digest: Digest, expected: u64 },
+        #[error("invalid {what}: {source}")]
+        Manifest {
+            what: String,
+            #[source]
+            source: ManifestError,
+        },
+        #[error("the index has no image for platform {wanted} (available: {available})")]
+        NoMatchingPlatform { wanted: String, available: String },
+        #[error("the image is for {actual}, not the requested platform {wanted}")]
+        PlatformMismatch { wanted: String, actual: String },
+        #[error("this is not a container image: its config is {config_type} (an artifact such as a Helm chart or a signature)")]
+        NotAnImage { config_type: String },
+        #[error("an index inside an index is not supported ({digest})")]
+        NestedIndex { digest: String },
+        #[error(
+            "layer {digest} has media type {media_type:?}, which is not an image layer gcr can unpack"
+        )]
+        UnsupportedLayer { digest: String, media_type: String },
+        #[error("the manifest lists {layers} layers but the config has {diff_ids} diff_ids")]
+        LayerCountMismatch { layers: usize, diff_ids: usize },
+        #[error("layer {digest} needs foreign urls, which gcr does not download")]
+        ForeignLayer { digest: String },
     }
-
-    fn retry_after(&self) -> Option<std::time::Duration> {
-        match self {
-            PullErrorKind::Registry(e) => e.retry_after(),
-            _ => None,
-        }
+    transient: |e| match e {
+        PullErrorKind::Registry(e) => e.is_transient(),
+        PullErrorKind::Truncated { .. } => true,
+        _ => false,
     }
-
-    fn is_transient(&self) -> bool {
-        match self {
-            PullErrorKind::Registry(e) => e.is_transient(),
-            PullErrorKind::Truncated { .. } => true,
-            _ => false,
-        }
-    }
-}
-
-impl From<RegistryError> for PullErrorKind {
-    fn from(e: RegistryError) -> Self {
-        PullErrorKind::Registry(e)
-    }
-}
-
-impl From<StoreError> for PullErrorKind {
-    fn from(e: StoreError) -> Self {
-        PullErrorKind::Store(e)
-    }
-}
-
-/// Runs `op` with retries, reporting each one as a `Retrying` event.
-async fn with_retries<T, F, Fut>(
-    opts: &PullOptions,
-    events: &UnboundedSender<PullEvent>,
-    what: &str,
-    op: F,
-) -> Result<T, PullErrorKind>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, PullErrorKind>>,
-{
-    let on_retry = |attempt, delay, e: &PullErrorKind| {
-        let _ = events.send(PullEvent::Retrying {
-            what: what.to_string(),
-            attempt,
-            delay,
-            reason: e.to_string(),
-        });
-    };
-    crate::retry::with_retries(opts.retries, opts.retry_delay, what, on_retry, op).await
 }
 
 pub use crate::retry::backoff;
@@ -282,43 +171,23 @@ async fn pull_inner(
     let _ = events.send(PullEvent::Resolving {
         reference: reference.to_string(),
     });
-    let credential = match &opts.credential {
-        Some(c) => Some(c.clone()),
-        None => {
-            let registry = reference.registry().to_string();
-            let repository = reference.repository().to_string();
-            tokio::task::spawn_blocking(move || credentials::lookup(&registry, Some(&repository)))
-                .await
-                .map_err(|e| PullErrorKind::Internal(e.to_string()))?
-                .map_err(PullErrorKind::Credentials)?
-        }
-    };
-    let client_opts = opts.client_options();
-    let client = with_retries(opts, events, "connecting", || {
-        let credential = credential.clone();
-        let client_opts = &client_opts;
-        async move {
-            RegistryClient::connect(reference.registry(), credential, client_opts)
-                .await
-                .map_err(PullErrorKind::from)
-        }
-    })
-    .await?;
-    let client = Arc::new(client);
+    let retry = opts.retry(events);
+    let client = opts.connect::<PullErrorKind, _>(reference, &retry).await?;
     let repo = reference.repository();
     let scope = format!("repository:{repo}:pull");
 
     // The manifest (or index) the reference names.
-    let top = with_retries(opts, events, "fetching the manifest", || {
-        fetch_manifest(
-            &client,
-            reference,
-            &scope,
-            reference.manifest_reference(),
-            None,
-        )
-    })
-    .await?;
+    let top = retry
+        .run("fetching the manifest", || {
+            fetch_manifest(
+                &client,
+                reference,
+                &scope,
+                reference.manifest_reference(),
+                None,
+            )
+        })
+        .await?;
     let resolved_digest = top.digest.clone();
 
     let wanted = opts.platform.clone();
@@ -354,10 +223,11 @@ async fn pull_inner(
                 .find(|(d, _)| d == entry)
                 .map(|(_, p)| p.clone());
             let entry = entry.clone();
-            let child = with_retries(opts, events, "fetching the platform manifest", || {
-                fetch_manifest(&client, reference, &scope, &entry.digest, Some(&entry))
-            })
-            .await?;
+            let child = retry
+                .run("fetching the platform manifest", || {
+                    fetch_manifest(&client, reference, &scope, &entry.digest, Some(&entry))
+                })
+                .await?;
             if let Document::Index { .. } = child.document {
                 return Err(PullErrorKind::NestedIndex {
                     digest: entry.digest.clone(),
@@ -387,10 +257,11 @@ async fn pull_inner(
     });
 
     // The config: small, capped, verified.
-    let config_bytes = with_retries(opts, events, "fetching the config", || {
-        fetch_config(&client, repo, &scope, config)
-    })
-    .await?;
+    let config_bytes = retry
+        .run("fetching the config", || {
+            fetch_config(&client, repo, &scope, config)
+        })
+        .await?;
     let summary = parse_config(&config_bytes).map_err(|source| PullErrorKind::Manifest {
         what: format!("image config {}", config.digest),
         source,
@@ -439,9 +310,7 @@ async fn pull_inner(
 
     // Keep garbage collection away from what this pull stores until it is named.
     let lease_store = store.clone();
-    let _lease = tokio::task::spawn_blocking(move || lease_store.lease())
-        .await
-        .map_err(|e| PullErrorKind::Internal(e.to_string()))??;
+    let _lease = blocking::<PullErrorKind, _, _>(move || lease_store.lease()).await?;
 
     let mut missing = Vec::new();
     for job in jobs {
@@ -461,16 +330,18 @@ async fn pull_inner(
         .try_for_each_concurrent(concurrency, |job| {
             let client = Arc::clone(&client);
             let scope = scope.as_str();
+            let retry = &retry;
             async move {
                 let what = format!("layer {}", job.digest);
                 let _ = events.send(PullEvent::LayerStarted {
                     digest: job.digest.clone(),
                     size: job.size,
                 });
-                with_retries(opts, events, &what, || {
-                    fetch_layer(&client, store, repo, scope, &job, events, opts)
-                })
-                .await?;
+                retry
+                    .run(&what, || {
+                        fetch_layer(&client, store, repo, scope, &job, events, opts)
+                    })
+                    .await?;
                 let _ = events.send(PullEvent::LayerDone {
                     digest: job.digest.clone(),
                 });
@@ -483,11 +354,10 @@ async fn pull_inner(
     let commit_store = store.clone();
     let names = vec![name.clone()];
     let manifest_bytes = manifest.bytes;
-    let record = tokio::task::spawn_blocking(move || {
+    let record = blocking::<PullErrorKind, _, _>(move || {
         commit_store.commit_image(&names, &manifest_bytes, &config_bytes)
     })
-    .await
-    .map_err(|e| PullErrorKind::Internal(e.to_string()))??;
+    .await?;
     let _ = events.send(PullEvent::Committed {
         id: record.id.clone(),
     });
@@ -535,26 +405,13 @@ async fn fetch_manifest(
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let header_digest = resp
-        .headers()
-        .get("docker-content-digest")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let url = resp.url().clone();
+    let header_digest = content_digest(&resp).map(str::to_string);
     let what = if expected.is_some() {
         format!("manifest {tag_or_digest}")
     } else {
         "manifest".to_string()
     };
-    let bytes = read_capped(resp, &url, &what, MAX_DOCUMENT_SIZE)
-        .await
-        .map_err(|e| match e {
-            RegistryError::TooLarge { limit, .. } => PullErrorKind::TooLarge {
-                what: what.clone(),
-                limit,
-            },
-            other => other.into(),
-        })?;
+    let bytes = read_document(resp, &what).await?;
     let digest = Digest::of(&bytes);
     let wanted_digest = expected
         .map(|d| d.digest.as_str())
@@ -599,6 +456,20 @@ async fn fetch_manifest(
     })
 }
 
+/// The whole body of a manifest or config (`what`), capped at 4 MiB.
+async fn read_document(resp: reqwest::Response, what: &str) -> Result<Vec<u8>, PullErrorKind> {
+    let url = resp.url().clone();
+    read_capped(resp, &url, what, MAX_DOCUMENT_SIZE)
+        .await
+        .map_err(|e| match e {
+            RegistryError::TooLarge { limit, .. } => PullErrorKind::TooLarge {
+                what: what.to_string(),
+                limit,
+            },
+            other => other.into(),
+        })
+}
+
 /// GET the config blob, capped at 4 MiB and at its descriptor size, digest verified.
 async fn fetch_config(
     client: &RegistryClient,
@@ -615,16 +486,7 @@ async fn fetch_config(
     }
     let digest = parse_digest(&config.digest)?;
     let resp = get_blob(client, repo, scope, &digest).await?;
-    let url = resp.url().clone();
-    let bytes = read_capped(resp, &url, &what, MAX_DOCUMENT_SIZE)
-        .await
-        .map_err(|e| match e {
-            RegistryError::TooLarge { limit, .. } => PullErrorKind::TooLarge {
-                what: what.clone(),
-                limit,
-            },
-            other => other.into(),
-        })?;
+    let bytes = read_document(resp, &what).await?;
     if bytes.len() as u64 != config.size() {
         return Err(PullErrorKind::SizeMismatch {
             what,
@@ -720,10 +582,7 @@ async fn fetch_layer(
         // The blob is here (e.g. an earlier pull was killed after storing it): unpack it.
         let store = store.clone();
         let expect = expect.clone();
-        return tokio::task::spawn_blocking(move || store.ingest_layer_from_blob(&expect))
-            .await
-            .map_err(|e| PullErrorKind::Internal(e.to_string()))?
-            .map_err(PullErrorKind::from);
+        return blocking(move || store.ingest_layer_from_blob(&expect)).await;
     }
     let mut resp = get_blob(client, repo, scope, &expect.digest).await?;
     // A whole answer of another length than the descriptor's is the wrong blob, not a cut
@@ -848,71 +707,5 @@ impl Read for ChannelReader {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::retry::Retryable as _;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let base = Duration::from_millis(100);
-        let d1 = backoff(base, 1);
-        let d3 = backoff(base, 3);
-        assert!(d1 >= base && d1 <= base.mul_f64(1.25), "{d1:?}");
-        assert!(d3 >= base * 4 && d3 <= (base * 4).mul_f64(1.25), "{d3:?}");
-        assert!(backoff(base, 30) <= Duration::from_millis(12500));
-    }
-
-    #[test]
-    fn transient_kinds() {
-        assert!(PullErrorKind::Truncated {
-            digest: Digest::of(b""),
-            received: 1,
-            expected: 2
-        }
-        .is_transient());
-        assert!(!PullErrorKind::TooLong {
-            digest: Digest::of(b""),
-            expected: 2
-        }
-        .is_transient());
-        assert!(!PullErrorKind::DigestMismatch {
-            what: "x".into(),
-            expected: "y".into(),
-            actual: Digest::of(b"")
-        }
-        .is_transient());
-        assert!(!PullErrorKind::ManifestUnknown {
-            registry: "r".into(),
-            repository: "x".into(),
-            tag: "t".into()
-        }
-        .is_transient());
-        assert!(PullErrorKind::Registry(RegistryError::Status {
-            url: "u".into(),
-            status: 502,
-            code: None,
-            message: None,
-            retry_after: None,
-        })
-        .is_transient());
-    }
-
-    #[test]
-    fn channel_reader_delivers_bytes_and_errors() {
-        let (tx, rx) = mpsc::channel(4);
-        tx.try_send(Ok(bytes::Bytes::from_static(b"hello ")))
-            .unwrap();
-        tx.try_send(Ok(bytes::Bytes::from_static(b"world")))
-            .unwrap();
-        tx.try_send(Err(io::Error::other("cut"))).unwrap();
-        drop(tx);
-        let mut r = ChannelReader {
-            rx,
-            current: bytes::Bytes::new(),
-        };
-        let mut out = Vec::new();
-        let e = r.read_to_end(&mut out).unwrap_err();
-        assert_eq!(out, b"hello world");
-        assert_eq!(e.to_string(), "cut");
-    }
-}
+#[path = "pull_tests.rs"]
+mod tests;

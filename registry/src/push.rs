@@ -6,10 +6,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, SeekFrom};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::stream::{self, TryStreamExt};
 use gcr_storage::{Digest, ImageRecord, Store, StoreError};
@@ -20,83 +17,52 @@ use reqwest::{Method, StatusCode, Url};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::client::{ClientOptions, RegistryClient, RegistryError, DEFAULT_CERTS_DIRS};
-use crate::credentials::{self, Credential, CredentialsError};
+use crate::client::{RegistryClient, RegistryError};
 use crate::manifest::{parse_document, Document, ManifestError};
 use crate::reference::Reference;
+use crate::transfer::{
+    blocking, content_digest, transfer_error_kind, transfer_events, transfer_options,
+};
 
 /// Bytes read from a blob file per body chunk (and between two progress events).
 const READ_CHUNK: usize = 256 * 1024;
 /// Repositories tried as mount sources for one blob.
 const MAX_MOUNT_SOURCES: usize = 3;
 
-/// How to push.
-#[derive(Debug, Clone)]
-pub struct PushOptions {
-    /// Verify TLS; when false, accept any certificate and fall back to plain HTTP.
-    pub tls_verify: bool,
-    /// Directories holding `HOST[:PORT]/*.crt` CA certificates (and client certificates).
-    pub certs_dirs: Vec<PathBuf>,
-    /// The registry's certificates directly in one directory, instead of `certs_dirs`.
-    pub cert_dir: Option<PathBuf>,
-    /// Credentials to use instead of those in the auth files.
-    pub credential: Option<Credential>,
-    /// Blobs uploaded at once.
-    pub max_concurrent_uploads: usize,
-    /// Further attempts after a transient failure (connection, 5xx, 429).
-    pub retries: u32,
-    /// Delay before the first retry; doubled for each further one.
-    pub retry_delay: Duration,
-    /// Upload blobs in PATCH chunks of this many bytes; `None`: one PUT streaming the whole
-    /// blob (a monolithic upload).
-    pub chunk_size: Option<u64>,
-    /// Try cross-repository mounts from other repositories of the same registry.
-    pub mount: bool,
-}
-
-impl Default for PushOptions {
-    fn default() -> Self {
-        PushOptions {
-            tls_verify: true,
-            certs_dirs: DEFAULT_CERTS_DIRS.iter().map(PathBuf::from).collect(),
-            cert_dir: None,
-            credential: None,
-            max_concurrent_uploads: 3,
-            retries: 4,
-            retry_delay: Duration::from_millis(250),
-            chunk_size: None,
-            mount: true,
-        }
+transfer_options! {
+    /// How to push.
+    pub struct PushOptions {
+        /// Blobs uploaded at once.
+        pub max_concurrent_uploads: usize = 3,
+        /// Upload blobs in PATCH chunks of this many bytes; `None`: one PUT streaming the whole
+        /// blob (a monolithic upload).
+        pub chunk_size: Option<u64> = None,
+        /// Try cross-repository mounts from other repositories of the same registry.
+        pub mount: bool = true,
     }
 }
 
-/// What a push reports as it goes (for progress bars or plain lines).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PushEvent {
-    /// Connected; about to send the blobs of the manifest `manifest_digest`.
-    Preparing {
-        destination: String,
-        manifest_digest: Digest,
-    },
-    /// The registry has the blob already.
-    BlobExists { digest: Digest },
-    /// The registry mounted the blob from another repository (`from`).
-    BlobMounted { digest: Digest, from: String },
-    /// An upload began (`size` bytes).
-    BlobStarted { digest: Digest, size: u64 },
-    /// Bytes of a blob sent so far.
-    BlobProgress { digest: Digest, bytes_done: u64 },
-    /// The registry accepted the uploaded blob.
-    BlobDone { digest: Digest },
-    /// A transient failure; trying again after `delay`.
-    Retrying {
-        what: String,
-        attempt: u32,
-        delay: Duration,
-        reason: String,
-    },
-    /// The manifest is stored under the destination.
-    ManifestPushed { digest: Digest, size: u64 },
+transfer_events! {
+    /// What a push reports as it goes (for progress bars or plain lines).
+    pub enum PushEvent {
+        /// Connected; about to send the blobs of the manifest `manifest_digest`.
+        Preparing {
+            destination: String,
+            manifest_digest: Digest,
+        },
+        /// The registry has the blob already.
+        BlobExists { digest: Digest },
+        /// The registry mounted the blob from another repository (`from`).
+        BlobMounted { digest: Digest, from: String },
+        /// An upload began (`size` bytes).
+        BlobStarted { digest: Digest, size: u64 },
+        /// Bytes of a blob sent so far.
+        BlobProgress { digest: Digest, bytes_done: u64 },
+        /// The registry accepted the uploaded blob.
+        BlobDone { digest: Digest },
+        /// The manifest is stored under the destination.
+        ManifestPushed { digest: Digest, size: u64 },
+    }
 }
 
 /// A pushed image.
@@ -120,96 +86,31 @@ pub struct PushError {
     pub kind: PushErrorKind,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum PushErrorKind {
-    #[error(transparent)]
-    Registry(RegistryError),
-    #[error("blob {digest}: {source}")]
-    Blob {
-        digest: Digest,
-        #[source]
-        source: RegistryError,
-    },
-    #[error("{last} (gave up after {attempts} attempts)")]
-    GaveUp {
-        attempts: u32,
-        last: Box<PushErrorKind>,
-    },
-    #[error("the registry gave no upload location for blob {digest}")]
-    NoLocation { digest: Digest },
-    #[error("the stored manifest {digest} cannot be pushed: {source}")]
-    Manifest {
-        digest: Digest,
-        #[source]
-        source: ManifestError,
-    },
-    #[error("the destination names digest {wanted}, but the image's manifest is {actual}")]
-    DestinationDigest { wanted: String, actual: Digest },
-    #[error("the registry stored the manifest as {actual}, not {expected}")]
-    ManifestDigest { expected: Digest, actual: String },
-    #[error(transparent)]
-    Credentials(CredentialsError),
-    #[error(transparent)]
-    Store(StoreError),
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-impl crate::retry::Retryable for PushErrorKind {
-    fn gave_up(attempts: u32, last: Self) -> Self {
-        PushErrorKind::GaveUp {
-            attempts,
-            last: Box::new(last),
-        }
+transfer_error_kind! {
+    pub enum PushErrorKind {
+        #[error("blob {digest}: {source}")]
+        Blob {
+            digest: Digest,
+            #[source]
+            source: RegistryError,
+        },
+        #[error("the registry gave no upload location for blob {digest}")]
+        NoLocation { digest: Digest },
+        #[error("the stored manifest {digest} cannot be pushed: {source}")]
+        Manifest {
+            digest: Digest,
+            #[source]
+            source: ManifestError,
+        },
+        #[error("the destination names digest {wanted}, but the image's manifest is {actual}")]
+        DestinationDigest { wanted: String, actual: Digest },
+        #[error("the registry stored the manifest as {actual}, not {expected}")]
+        ManifestDigest { expected: Digest, actual: String },
     }
-
-    fn retry_after(&self) -> Option<std::time::Duration> {
-        match self {
-            PushErrorKind::Registry(e) => e.retry_after(),
-            _ => None,
-        }
+    transient: |e| match e {
+        PushErrorKind::Registry(e) | PushErrorKind::Blob { source: e, .. } => e.is_transient(),
+        _ => false,
     }
-
-    fn is_transient(&self) -> bool {
-        match self {
-            PushErrorKind::Registry(e) | PushErrorKind::Blob { source: e, .. } => e.is_transient(),
-            _ => false,
-        }
-    }
-}
-
-impl From<RegistryError> for PushErrorKind {
-    fn from(e: RegistryError) -> Self {
-        PushErrorKind::Registry(e)
-    }
-}
-
-impl From<StoreError> for PushErrorKind {
-    fn from(e: StoreError) -> Self {
-        PushErrorKind::Store(e)
-    }
-}
-
-/// Runs `op` with retries, reporting each one as a `Retrying` event.
-async fn with_retries<T, F, Fut>(
-    opts: &PushOptions,
-    events: &UnboundedSender<PushEvent>,
-    what: &str,
-    op: F,
-) -> Result<T, PushErrorKind>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, PushErrorKind>>,
-{
-    let on_retry = |attempt, delay, e: &PushErrorKind| {
-        let _ = events.send(PushEvent::Retrying {
-            what: what.to_string(),
-            attempt,
-            delay,
-            reason: e.to_string(),
-        });
-    };
-    crate::retry::with_retries(opts.retries, opts.retry_delay, what, on_retry, op).await
 }
 
 /// One blob to send.
@@ -237,15 +138,6 @@ pub async fn push(
         })
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, PushErrorKind> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| PushErrorKind::Internal(e.to_string()))?
-        .map_err(PushErrorKind::Store)
-}
-
 async fn push_inner(
     store: &Store,
     image: &ImageRecord,
@@ -255,13 +147,13 @@ async fn push_inner(
 ) -> Result<PushedImage, PushErrorKind> {
     // Keep garbage collection from deleting the blobs while they are read.
     let lease_store = store.clone();
-    let _lease = blocking(move || lease_store.lease()).await?;
+    let _lease = blocking::<PushErrorKind, _, _>(move || lease_store.lease()).await?;
     let (manifest, sources) = {
         let store = store.clone();
         let image = image.clone();
         let dest = destination.clone();
         let mount = opts.mount;
-        blocking(move || {
+        blocking::<PushErrorKind, _, StoreError>(move || {
             let manifest = store.image_manifest_bytes(&image)?;
             let sources = if mount {
                 mount_sources(&store, &image, &dest)?
@@ -326,34 +218,10 @@ async fn push_inner(
     }
     let config_job = job(&config.digest, config.size())?;
 
-    let credential = match &opts.credential {
-        Some(c) => Some(c.clone()),
-        None => {
-            let registry = destination.registry().to_string();
-            let repository = destination.repository().to_string();
-            tokio::task::spawn_blocking(move || credentials::lookup(&registry, Some(&repository)))
-                .await
-                .map_err(|e| PushErrorKind::Internal(e.to_string()))?
-                .map_err(PushErrorKind::Credentials)?
-        }
-    };
-    let client_opts = ClientOptions {
-        tls_verify: opts.tls_verify,
-        certs_dirs: opts.certs_dirs.clone(),
-        cert_dir: opts.cert_dir.clone(),
-        ..ClientOptions::default()
-    };
-    let client = with_retries(opts, events, "connecting", || {
-        let credential = credential.clone();
-        let client_opts = &client_opts;
-        async move {
-            RegistryClient::connect(destination.registry(), credential, client_opts)
-                .await
-                .map_err(PushErrorKind::from)
-        }
-    })
-    .await?;
-    let client = Arc::new(client);
+    let retry = opts.retry(events);
+    let client = opts
+        .connect::<PushErrorKind, _>(destination, &retry)
+        .await?;
     let _ = events.send(PushEvent::Preparing {
         destination: destination.to_string(),
         manifest_digest: manifest_digest.clone(),
@@ -383,26 +251,23 @@ async fn push_inner(
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, header_value(&media_type)?);
     let body_bytes = bytes::Bytes::from(manifest);
-    let resp = with_retries(opts, events, "pushing the manifest", || {
-        let headers = headers.clone();
-        let body_bytes = body_bytes.clone();
-        let client = &client;
-        let path = &path;
-        let scope = &scope;
-        async move {
-            let body = move || Some(reqwest::Body::from(body_bytes.clone()));
-            client
-                .send(Method::PUT, path, headers, &body, scope)
-                .await
-                .map_err(PushErrorKind::from)
-        }
-    })
-    .await?;
-    if let Some(stored) = resp
-        .headers()
-        .get("docker-content-digest")
-        .and_then(|v| v.to_str().ok())
-    {
+    let resp = retry
+        .run("pushing the manifest", || {
+            let headers = headers.clone();
+            let body_bytes = body_bytes.clone();
+            let client = &client;
+            let path = &path;
+            let scope = &scope;
+            async move {
+                let body = move || Some(reqwest::Body::from(body_bytes.clone()));
+                client
+                    .send(Method::PUT, path, headers, &body, scope)
+                    .await
+                    .map_err(PushErrorKind::from)
+            }
+        })
+        .await?;
+    if let Some(stored) = content_digest(&resp) {
         if stored != manifest_digest.as_str() {
             return Err(PushErrorKind::ManifestDigest {
                 expected: manifest_digest,
@@ -496,8 +361,11 @@ impl BlobContext<'_> {
             }));
         }
         let what = format!("blob {}", job.digest);
-        let outcome =
-            with_retries(self.opts, self.events, &what, || self.push_blob_once(job)).await?;
+        let outcome = self
+            .opts
+            .retry(self.events)
+            .run(&what, || self.push_blob_once(job))
+            .await?;
         match outcome {
             Outcome::Existed => {
                 self.counts.existing.fetch_add(1, Ordering::SeqCst);
@@ -530,18 +398,26 @@ impl BlobContext<'_> {
         }
     }
 
+    /// A request without a body (HEAD, a POST opening an upload or a mount, a DELETE).
+    async fn send_bodiless(
+        &self,
+        method: Method,
+        target: &str,
+        scope: &str,
+    ) -> Result<reqwest::Response, RegistryError> {
+        self.client
+            .send(method, target, HeaderMap::new(), &|| None, scope)
+            .await
+    }
+
     async fn push_blob_once(&self, job: &BlobJob) -> Result<Outcome, PushErrorKind> {
         let repo = self.repo;
         let scope = push_scope(repo);
         let err = self.blob_err(&job.digest);
-        let no_body = || None;
         match self
-            .client
-            .send(
+            .send_bodiless(
                 Method::HEAD,
                 &format!("/v2/{repo}/blobs/{}", job.digest),
-                HeaderMap::new(),
-                &no_body,
                 &scope,
             )
             .await
@@ -556,17 +432,7 @@ impl BlobContext<'_> {
         for (i, from) in job.mount_from.iter().enumerate() {
             let mount_scope = format!("{scope} repository:{from}:pull");
             let path = format!("/v2/{repo}/blobs/uploads/?mount={}&from={from}", job.digest);
-            let resp = match self
-                .client
-                .send(
-                    Method::POST,
-                    &path,
-                    HeaderMap::new(),
-                    &no_body,
-                    &mount_scope,
-                )
-                .await
-            {
+            let resp = match self.send_bodiless(Method::POST, &path, &mount_scope).await {
                 Ok(r) => r,
                 // A source we may not read: try the next, or upload.
                 Err(RegistryError::Unauthorized { .. }) => continue,
@@ -580,14 +446,7 @@ impl BlobContext<'_> {
             if i + 1 < job.mount_from.len() {
                 // Close the session the refused mount opened before trying another source.
                 let _ = self
-                    .client
-                    .send(
-                        Method::DELETE,
-                        location.as_str(),
-                        HeaderMap::new(),
-                        &no_body,
-                        &scope,
-                    )
+                    .send_bodiless(Method::DELETE, location.as_str(), &scope)
                     .await;
             } else {
                 session = Some(location);
@@ -597,14 +456,7 @@ impl BlobContext<'_> {
             Some(l) => l,
             None => {
                 let resp = self
-                    .client
-                    .send(
-                        Method::POST,
-                        &format!("/v2/{repo}/blobs/uploads/"),
-                        HeaderMap::new(),
-                        &no_body,
-                        &scope,
-                    )
+                    .send_bodiless(Method::POST, &format!("/v2/{repo}/blobs/uploads/"), &scope)
                     .await
                     .map_err(&err)?;
                 upload_location(&resp, &job.digest)?
@@ -660,11 +512,7 @@ impl BlobContext<'_> {
                 .await
         }
         .map_err(&err)?;
-        if let Some(stored) = resp
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
-        {
+        if let Some(stored) = content_digest(&resp) {
             if stored != job.digest.as_str() {
                 return Err(PushErrorKind::Blob {
                     digest: job.digest.clone(),
@@ -763,60 +611,5 @@ fn upload_location(resp: &reqwest::Response, digest: &Digest) -> Result<Url, Pus
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::retry::Retryable as _;
-
-    #[test]
-    fn upload_locations_must_be_http_urls() {
-        let answer = |location: &str| {
-            reqwest::Response::from(
-                http::Response::builder()
-                    .status(202)
-                    .header("Location", location)
-                    .body("")
-                    .unwrap(),
-            )
-        };
-        let digest = Digest::of(b"blob");
-        let url = upload_location(&answer("/v2/x/blobs/uploads/1?state=a"), &digest).unwrap();
-        assert!(
-            url.as_str().ends_with("/v2/x/blobs/uploads/1?state=a"),
-            "{url}"
-        );
-        let err = upload_location(&answer("file:///etc/passwd"), &digest).unwrap_err();
-        assert!(!err.is_transient(), "{err}");
-        assert!(err.to_string().contains("not an http(s) URL"), "{err}");
-    }
-
-    #[test]
-    fn transient_kinds() {
-        let status = |s: u16| RegistryError::Status {
-            url: "u".into(),
-            status: s,
-            code: None,
-            message: None,
-            retry_after: None,
-        };
-        assert!(PushErrorKind::Registry(status(503)).is_transient());
-        assert!(PushErrorKind::Blob {
-            digest: Digest::of(b""),
-            source: status(502)
-        }
-        .is_transient());
-        assert!(!PushErrorKind::Blob {
-            digest: Digest::of(b""),
-            source: status(400)
-        }
-        .is_transient());
-        assert!(!PushErrorKind::NoLocation {
-            digest: Digest::of(b"")
-        }
-        .is_transient());
-    }
-
-    #[test]
-    fn scopes() {
-        assert_eq!(push_scope("a/b"), "repository:a/b:pull,push");
-    }
-}
+#[path = "push_tests.rs"]
+mod tests;
