@@ -203,17 +203,6 @@ pub fn create(
     };
     let written = record::write_meta(&dir, &meta);
     drop(names_lock);
-    let keep = !opts.remove && image_id.is_some();
-    let launch = |spec, options| Launch {
-        store: store.clone(),
-        id: container_id.clone(),
-        dir: dir.clone(),
-        spec,
-        options,
-        meta: meta.clone(),
-        keep,
-        userns_lease: None,
-    };
     let undo = |err: ContainerError| {
         crate::supervisor::remove_finished(store, &container_id, false);
         err
@@ -244,9 +233,17 @@ pub fn create(
         search: opts.dns_search.clone(),
         options: opts.dns_options.clone(),
     };
-    let mut made = launch(spec, options);
-    made.userns_lease = userns_lease;
-    Ok((made, notes))
+    let launch = Launch {
+        store: store.clone(),
+        keep: !opts.remove && image_id.is_some(),
+        id: container_id,
+        dir,
+        spec,
+        options,
+        meta,
+        _userns_lease: userns_lease,
+    };
+    Ok((launch, notes))
 }
 
 impl Launch {

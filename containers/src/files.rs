@@ -9,24 +9,25 @@ use crate::rootfs;
 
 /// Where a container's files are reached, owning what [`gcr_runtime::ContainerFiles`]
 /// borrows.
-pub struct FilesView {
-    running: Option<i32>,
-    rootfs: Option<gcr_runtime::RootfsSource>,
-    mountpoint: PathBuf,
-    /// The scratch upper/work dirs of a throw-away view, removed on drop.
-    _scratch: Option<tempfile::TempDir>,
+pub enum FilesView {
+    /// A running container, through its PID 1's root.
+    Running(i32),
+    /// A stopped container's overlay, mounted by the copy in a child.
+    Stopped {
+        rootfs: gcr_runtime::RootfsSource,
+        mountpoint: PathBuf,
+        /// The scratch upper/work dirs of a throw-away view, removed on drop.
+        _scratch: Option<tempfile::TempDir>,
+    },
 }
 
 impl FilesView {
     pub fn files(&self) -> gcr_runtime::ContainerFiles<'_> {
-        match (&self.running, &self.rootfs) {
-            (Some(pid), _) => gcr_runtime::ContainerFiles::Running(*pid),
-            (None, Some(rootfs)) => gcr_runtime::ContainerFiles::Stopped {
-                rootfs,
-                mountpoint: &self.mountpoint,
-            },
-            // A view is made with one of the two.
-            (None, None) => gcr_runtime::ContainerFiles::Running(0),
+        match self {
+            FilesView::Running(pid) => gcr_runtime::ContainerFiles::Running(*pid),
+            FilesView::Stopped {
+                rootfs, mountpoint, ..
+            } => gcr_runtime::ContainerFiles::Stopped { rootfs, mountpoint },
         }
     }
 }
@@ -45,21 +46,15 @@ fn enter_store_namespace() -> Result<()> {
 pub fn view(store: &gcr_storage::Store, c: &Container) -> Result<FilesView> {
     let mountpoint = c.dir.join("rootfs");
     if let Some(pid) = c.alive().then(|| c.pid()).flatten() {
-        return Ok(FilesView {
-            running: Some(pid.as_raw()),
-            rootfs: None,
-            mountpoint,
-            _scratch: None,
-        });
+        return Ok(FilesView::Running(pid.as_raw()));
     }
     let image = c.image(store)?;
     let rootfs = rootfs::image_rootfs(store, &image, None, c.upper_dir(), c.work_dir());
     enter_store_namespace()?;
     std::fs::create_dir_all(&mountpoint)
         .map_err(|e| ContainerError::io("create", &mountpoint, e))?;
-    Ok(FilesView {
-        running: None,
-        rootfs: Some(rootfs),
+    Ok(FilesView::Stopped {
+        rootfs,
         mountpoint,
         _scratch: None,
     })
@@ -84,9 +79,8 @@ pub fn snapshot(store: &gcr_storage::Store, c: &Container) -> Result<FilesView> 
     }
     let rootfs = rootfs::image_rootfs(store, &image, Some(c.upper_dir()), upper, work);
     enter_store_namespace()?;
-    Ok(FilesView {
-        running: None,
-        rootfs: Some(rootfs),
+    Ok(FilesView::Stopped {
+        rootfs,
         mountpoint,
         _scratch: Some(scratch),
     })

@@ -64,7 +64,7 @@ pub fn prepare_start(store: &gcr_storage::Store, c: &Container) -> Result<Launch
         options,
         meta,
         keep: !c.meta.remove,
-        userns_lease: None,
+        _userns_lease: None,
     })
 }
 

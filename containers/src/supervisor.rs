@@ -62,7 +62,7 @@ pub struct Launch {
     /// Kept when it ends (not --rm, not a --rootfs container).
     pub keep: bool,
     /// Held until the container is gone (a `--userns=auto` range).
-    pub(crate) userns_lease: Option<std::fs::File>,
+    pub(crate) _userns_lease: Option<std::fs::File>,
 }
 
 impl Launch {

@@ -3,7 +3,7 @@
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::context::{status_byte, Context, EXIT_GCR_FAILED};
+use crate::context::{status_byte, Context};
 
 #[derive(Args, Debug)]
 #[command(disable_help_flag = true)]
@@ -56,12 +56,6 @@ pub fn exec(ctx: &Context, args: ExecArgs) -> anyhow::Result<u8> {
         gcr_containers::exec_detached(&c, &request)?;
         return Ok(0);
     }
-    match gcr_containers::exec(&c, &request) {
-        Ok(code) => Ok(status_byte(code)),
-        Err(err @ gcr_containers::ContainerError::Runtime(_)) => {
-            eprintln!("error: {err}");
-            Ok(u8::try_from(err.exit_code()).unwrap_or(EXIT_GCR_FAILED))
-        }
-        Err(err) => Err(err.into()),
-    }
+    // A failure to start keeps its status (126, 127): see context::exit_code.
+    Ok(status_byte(gcr_containers::exec(&c, &request)?))
 }

@@ -316,12 +316,11 @@ pub fn create(ctx: &Context, mut args: RunArgs) -> anyhow::Result<u8> {
 }
 
 pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<u8> {
-    // Flags are checked before anything is pulled or made.
-    let probe = create_options(
+    // Flags are checked before anything is pulled or made; the source is set once resolved.
+    let mut opts = create_options(
         &args,
         gcr_containers::ImageSource::Directory(PathBuf::new()),
     )?;
-    drop(probe);
     if !matches!(args.pull.as_str(), "missing" | "always" | "never") {
         bail!(
             "invalid --pull {:?}: use missing, always or never",
@@ -353,7 +352,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<u8> {
             }
         }
     };
-    let mut opts = create_options(&args, source)?;
+    opts.source = source;
     opts.command = match &args.rootfs {
         Some(_) => args.args.clone(),
         None => args.args[1..].to_vec(),
@@ -375,15 +374,8 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<u8> {
         println!("{id}");
         return Ok(0);
     }
-    match launch.run_attached() {
-        Ok(code) => Ok(status_byte(code)),
-        // The runtime's own failures keep their status (126, 127) and print as they are.
-        Err(err @ gcr_containers::ContainerError::Runtime(_)) => {
-            eprintln!("error: {err}");
-            Ok(u8::try_from(err.exit_code()).unwrap_or(crate::context::EXIT_GCR_FAILED))
-        }
-        Err(err) => Err(err.into()),
-    }
+    // A failure to start keeps its status (126, 127): see context::exit_code.
+    Ok(status_byte(launch.run_attached()?))
 }
 
 /// Pulls a missing image in a child `gcr pull`, so this process never starts the threads of
