@@ -15,9 +15,65 @@ use crate::error::RuntimeError;
 const ROOT: &str = "/sys/fs/cgroup";
 
 /// The cgroup directories of one container; removed by [`Cgroup::remove`].
-#[derive(Debug)]
-pub(crate) struct Cgroup {
+#[derive(Debug, Clone)]
+pub struct Cgroup {
     pub dirs: Vec<PathBuf>,
+}
+
+/// The cgroup path of an OCI container (`linux.cgroupsPath`), relative to each hierarchy's
+/// root: an absolute path as is; a relative one under gcr-oci's group; systemd's
+/// `slice:prefix:name` (gcr uses cgroupfs) as the directory systemd would make,
+/// `slice/prefix-name.scope`; none at all: `/gcr-oci/<id>`.
+pub fn oci_path(path: Option<&Path>, id: &str) -> String {
+    let text = path.map(|p| p.to_string_lossy().into_owned());
+    match text.as_deref() {
+        None | Some("") => format!("/gcr-oci/{id}"),
+        Some(p) if p.starts_with('/') => p.to_string(),
+        Some(p) => match p.split(':').collect::<Vec<_>>()[..] {
+            [slice, prefix, name] => {
+                let slice = if slice.is_empty() { "system.slice" } else { slice };
+                format!("/{slice}/{prefix}-{name}.scope")
+            }
+            _ => format!("/gcr-oci/{p}"),
+        },
+    }
+}
+
+/// The v1 hierarchies mounted under /sys/fs/cgroup (their directories), the named systemd one
+/// included; empty on a unified host.
+fn v1_hierarchies() -> Vec<PathBuf> {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = mounts
+        .lines()
+        .filter_map(|line| {
+            let mut f = line.split_whitespace();
+            let (_, point, fstype) = (f.next()?, f.next()?, f.next()?);
+            (fstype == "cgroup" && point.starts_with("/sys/fs/cgroup/")).then(|| PathBuf::from(point))
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
+/// v1 cpuset: a new group has no cpus or mems, and no task may join it until it has: copy
+/// each empty value down from the parent, from the top of `rel` on.
+fn fill_cpuset(hierarchy: &Path, rel: &Path) -> Result<(), RuntimeError> {
+    let mut dir = hierarchy.to_path_buf();
+    for part in rel.components() {
+        let parent = dir.clone();
+        dir.push(part);
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            let current = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+            if current.trim().is_empty() {
+                let value = std::fs::read_to_string(parent.join(file)).unwrap_or_default();
+                write(&dir, file, value.trim())?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn is_unified() -> bool {
@@ -50,6 +106,16 @@ fn settings(res: &LinuxResources, unified: bool) -> Vec<(&'static str, &'static 
             ));
         }
     }
+    if let Some(low) = res.memory().as_ref().and_then(|m| m.reservation()) {
+        if low > 0 {
+            let file = if unified {
+                "memory.low"
+            } else {
+                "memory.soft_limit_in_bytes"
+            };
+            out.push(("memory", file, low.to_string()));
+        }
+    }
     if let Some(limit) = res.pids().as_ref().map(|p| p.limit()) {
         let v = if limit <= 0 {
             "max".to_string()
@@ -68,6 +134,12 @@ fn settings(res: &LinuxResources, unified: bool) -> Vec<(&'static str, &'static 
                 out.push(("cpu", "cpu.cfs_quota_us", quota.to_string()));
             }
         }
+        if let Some(cpus) = cpu.cpus().as_ref().filter(|c| !c.is_empty()) {
+            out.push(("cpuset", "cpuset.cpus", cpus.clone()));
+        }
+        if let Some(mems) = cpu.mems().as_ref().filter(|m| !m.is_empty()) {
+            out.push(("cpuset", "cpuset.mems", mems.clone()));
+        }
         if let Some(shares) = cpu.shares().filter(|s| *s > 0) {
             if unified {
                 // The conversion runc and crun use from shares (2..262144) to weight (1..10000).
@@ -82,6 +154,181 @@ fn settings(res: &LinuxResources, unified: bool) -> Vec<(&'static str, &'static 
 }
 
 impl Cgroup {
+    /// An OCI container's group at `path` (see [`oci_path`]) in every hierarchy, created
+    /// whether or not anything is limited, with `res` applied. Rootless, failing to create
+    /// it is a warning and `None`.
+    pub fn create_at(
+        path: &str,
+        res: Option<&LinuxResources>,
+        rootless: bool,
+    ) -> Result<Option<Cgroup>, RuntimeError> {
+        let rel = Path::new(path.trim_start_matches('/'));
+        if rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+            return Err(RuntimeError::InvalidSpec(format!(
+                "cgroupsPath {path:?} must not contain . or .. components"
+            )));
+        }
+        let unified = is_unified();
+        let cg = Cgroup::at(path);
+        let result = (|| {
+            if unified {
+                let _ = write(
+                    Path::new(ROOT),
+                    "cgroup.subtree_control",
+                    "+cpu +memory +pids +io +cpuset",
+                );
+            }
+            for dir in &cg.dirs {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| RuntimeError::io("create cgroup", dir, e))?;
+                if !unified && dir.starts_with(Path::new(ROOT).join("cpuset")) {
+                    fill_cpuset(&Path::new(ROOT).join("cpuset"), rel)?;
+                }
+            }
+            if let Some(res) = res {
+                cg.update(res)?;
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => Ok(Some(cg)),
+            Err(e) if rootless => {
+                cg.remove();
+                tracing::warn!("cgroup {path} not created (rootless cgroups unavailable): {e}");
+                Ok(None)
+            }
+            Err(e) => {
+                cg.remove();
+                Err(e)
+            }
+        }
+    }
+
+    /// The directories of the group at `path` (see [`oci_path`]) in each hierarchy.
+    pub fn at(path: &str) -> Cgroup {
+        let rel = path.trim_start_matches('/');
+        let dirs = if is_unified() {
+            vec![Path::new(ROOT).join(rel)]
+        } else {
+            v1_hierarchies().into_iter().map(|h| h.join(rel)).collect()
+        };
+        Cgroup { dirs }
+    }
+
+    /// Applies `res` (memory, pids, cpu; device rules on v1) to the existing group.
+    pub fn update(&self, res: &LinuxResources) -> Result<(), RuntimeError> {
+        let unified = is_unified();
+        for (controller, file, value) in settings(res, unified) {
+            let dir = self.controller_dir(controller, unified)?;
+            write(dir, file, &value)?;
+        }
+        if !unified {
+            if let Some(rules) = res.devices() {
+                let dir = self.controller_dir("devices", false)?;
+                for rule in rules {
+                    let kind = rule.typ().map_or("a".to_string(), |t| t.as_str().to_string());
+                    let number = |n: Option<i64>| n.map_or("*".to_string(), |n| n.to_string());
+                    let entry = if kind == "a" {
+                        "a".to_string()
+                    } else {
+                        format!(
+                            "{kind} {}:{} {}",
+                            number(rule.major()),
+                            number(rule.minor()),
+                            rule.access().as_deref().unwrap_or("rwm")
+                        )
+                    };
+                    let file = if rule.allow() { "devices.allow" } else { "devices.deny" };
+                    write(dir, file, &entry)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn controller_dir(&self, controller: &str, unified: bool) -> Result<&Path, RuntimeError> {
+        if unified {
+            return self.dirs.first().map(PathBuf::as_path).ok_or_else(|| {
+                RuntimeError::InvalidSpec("the container has no cgroup".into())
+            });
+        }
+        self.dirs
+            .iter()
+            .find(|d| {
+                d.strip_prefix(ROOT)
+                    .ok()
+                    .and_then(|r| r.components().next())
+                    .is_some_and(|c| {
+                        c.as_os_str()
+                            .to_str()
+                            .is_some_and(|name| name.split(',').any(|n| n == controller))
+                    })
+            })
+            .map(PathBuf::as_path)
+            .ok_or_else(|| {
+                RuntimeError::InvalidSpec(format!(
+                    "the {controller} cgroup controller is not mounted under {ROOT}"
+                ))
+            })
+    }
+
+    /// Freezes (`true`) or thaws every process of the group, and waits until the kernel
+    /// says it is done.
+    pub fn set_frozen(&self, frozen: bool) -> Result<(), RuntimeError> {
+        let unified = is_unified();
+        let dir = self.controller_dir("freezer", unified)?;
+        if unified {
+            write(dir, "cgroup.freeze", if frozen { "1" } else { "0" })?;
+        } else {
+            write(dir, "freezer.state", if frozen { "FROZEN" } else { "THAWED" })?;
+        }
+        for _ in 0..1000 {
+            if self.is_frozen()? == frozen {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        Err(RuntimeError::Setup(format!(
+            "the cgroup {} did not become {} within 1 s",
+            dir.display(),
+            if frozen { "frozen" } else { "thawed" }
+        )))
+    }
+
+    /// Whether the group is frozen.
+    pub fn is_frozen(&self) -> Result<bool, RuntimeError> {
+        let unified = is_unified();
+        let dir = self.controller_dir("freezer", unified)?;
+        if unified {
+            let path = dir.join("cgroup.events");
+            let events =
+                std::fs::read_to_string(&path).map_err(|e| RuntimeError::io("read", path, e))?;
+            Ok(events.lines().any(|l| l == "frozen 1"))
+        } else {
+            let path = dir.join("freezer.state");
+            let state =
+                std::fs::read_to_string(&path).map_err(|e| RuntimeError::io("read", path, e))?;
+            Ok(state.trim() == "FROZEN")
+        }
+    }
+
+    /// The pids of every process in the group (as this process's pid namespace sees them).
+    pub fn pids(&self) -> Vec<i32> {
+        let mut pids: Vec<i32> = self
+            .dirs
+            .iter()
+            .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
+            .flat_map(|text| {
+                text.lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect::<Vec<i32>>()
+            })
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
     /// Creates the container's cgroups and applies the limits; `None` when nothing is limited
     /// (or, rootless, when cgroups cannot be created).
     pub fn create(

@@ -16,6 +16,12 @@ pub(crate) const MSG_PTY: u8 = b'P';
 pub(crate) const MSG_GO: u8 = b'G';
 /// `gcr exec`: the pid of the process that runs the command, as text.
 pub(crate) const MSG_PID: u8 = b'I';
+/// OCI: the namespaces named by path are joined and the new ones made (id maps may follow).
+pub(crate) const MSG_NAMESPACES: u8 = b'N';
+/// OCI: the mounts are done; the parent runs prestart and createRuntime hooks, then goes.
+pub(crate) const MSG_HOOKS: u8 = b'H';
+/// OCI: the process waits at its start gate; `create` is done.
+pub(crate) const MSG_READY: u8 = b'R';
 
 /// A message from the child and the fd that came with it.
 pub(crate) type Message = (Vec<u8>, Option<OwnedFd>);

@@ -12,7 +12,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{SigSet, SigmaskHow};
 use nix::unistd::{Gid, Uid};
 
-use crate::channel::{send, MSG_ERROR, MSG_GO, MSG_PTY};
+use crate::channel::{send, MSG_ERROR, MSG_GO, MSG_HOOKS, MSG_NAMESPACES, MSG_PTY, MSG_READY};
 use crate::error::RuntimeError;
 use crate::fs::Root;
 use crate::plan::Plan;
@@ -32,11 +32,20 @@ fn sys_err(op: &str) -> impl Fn(Errno) -> RuntimeError + '_ {
     move |e| RuntimeError::sys(op, e)
 }
 
-fn wait_for_go(sock: &OwnedFd) -> Result<(), RuntimeError> {
-    let mut buf = [0u8; 1];
+/// Set once an OCI container's process has told its creator it is ready and closed the
+/// socket: from then on an error can only go to its stderr.
+static ON_ITS_OWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Waits for the parent's go; returns what came with it (an OCI state for the hooks).
+fn wait_for_go(sock: &OwnedFd) -> Result<Vec<u8>, RuntimeError> {
+    let mut buf = vec![0u8; 65536];
     loop {
         match nix::unistd::read(sock, &mut buf) {
-            Ok(1) if buf[0] == MSG_GO => return Ok(()),
+            Ok(n) if n >= 1 && buf[0] == MSG_GO => {
+                buf.truncate(n);
+                buf.remove(0);
+                return Ok(buf);
+            }
             Ok(_) => {
                 return Err(RuntimeError::Setup(
                     "the parent gcr process went away".into(),
@@ -53,9 +62,13 @@ fn setup_and_exec(
     sock: &OwnedFd,
     old_mask: &SigSet,
 ) -> Result<Infallible, RuntimeError> {
-    // If gcr dies, so does the container.
+    // If gcr dies, so does the container (an OCI one: until `create` has finished).
     sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64, 0)
         .map_err(sys_err("set the parent death signal"))?;
+    if !plan.joins.is_empty() {
+        join_namespaces(plan)?;
+        send(sock, &[MSG_NAMESPACES], None).map_err(sys_err("report the namespaces"))?;
+    }
     // Until the go, the parent (rootless too) may open our /proc/PID/ns files to set up the
     // network; nothing of the container runs yet, this process is its only one.
     wait_for_go(sock)?;
@@ -85,10 +98,54 @@ fn setup_and_exec(
     }
 
     let rootfs = mounts::prepare_rootfs(plan)?;
-    mounts::pivot(plan, &rootfs)?;
+    if let Some(hooks) = &plan.hooks {
+        // prestart and createRuntime run in the runtime's namespaces (the parent runs them),
+        // createContainer here in the container's, all before pivot_root.
+        send(sock, &[MSG_HOOKS], None).map_err(sys_err("ask for the hooks"))?;
+        let state = wait_for_go(sock)?;
+        let state = String::from_utf8_lossy(&state);
+        crate::hooks::run_hooks(
+            "createContainer",
+            hooks.create_container().as_deref().unwrap_or(&[]),
+            &state,
+        )?;
+    }
+    match plan.opts.oci.as_ref().is_some_and(|o| o.no_pivot) {
+        true => mounts::move_root(&rootfs)?,
+        false => mounts::pivot(plan, &rootfs)?,
+    }
+    if let Some(flags) = plan.rootfs_propagation {
+        nix::mount::mount(None::<&str>, "/", None::<&str>, flags, None::<&str>)
+            .map_err(sys_err("set the rootfs propagation"))?;
+    }
     mounts::finish(plan)?;
     let root = Root::open(Path::new("/"))?;
     become_process(plan, sock, old_mask, root)
+}
+
+/// Joins the namespaces the spec names by path (the user namespace first), then makes the
+/// new ones the clone did not.
+fn join_namespaces(plan: &Plan) -> Result<(), RuntimeError> {
+    for (flag, fd) in &plan.joins {
+        if *flag == nix::sched::CloneFlags::CLONE_NEWPID {
+            continue; // joined by the parent: it applies to children only
+        }
+        nix::sched::setns(fd.as_fd(), *flag)
+            .map_err(|e| RuntimeError::sys(format!("join the {flag:?} namespace"), e))?;
+        if *flag == nix::sched::CloneFlags::CLONE_NEWUSER {
+            let zero = (Gid::from_raw(0), Uid::from_raw(0));
+            nix::unistd::setresgid(zero.0, zero.0, zero.0)
+                .and_then(|()| nix::unistd::setresuid(zero.1, zero.1, zero.1))
+                .map_err(sys_err("become root in the joined user namespace"))?;
+        }
+    }
+    if plan.unshare_flags != 0 {
+        nix::sched::unshare(nix::sched::CloneFlags::from_bits_retain(
+            plan.unshare_flags as i32,
+        ))
+        .map_err(sys_err("create the container's namespaces"))?;
+    }
+    Ok(())
 }
 
 /// Entry point of a process joining a running container (`gcr exec`), already in all its
@@ -118,6 +175,11 @@ fn report_and_exit(
         RuntimeError::Setup(s) => s,
         other => other.to_string(),
     };
+    if ON_ITS_OWN.load(std::sync::atomic::Ordering::Relaxed) {
+        let line = format!("gcr-oci: container process: {text}\n");
+        let _ = sys::write_raw(2, line.as_bytes());
+        sys::exit_now(code)
+    }
     let mut msg = vec![MSG_ERROR, code as u8];
     msg.extend(text.as_bytes().iter().take(8000));
     let _ = send(sock, &msg, None);
@@ -212,13 +274,22 @@ fn become_process(
         root.mkdir_all(&cwd_rel)?;
     }
 
+    if let Some(adj) = plan.oom_score_adj {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .map_err(|e| RuntimeError::io("write", "/proc/self/oom_score_adj", e))?;
+    }
     if plan.opts.tty {
         let (master, slave) = tty::open_pty().map_err(sys_err("allocate a pty"))?;
         // Size the pty from the host terminal (still our stdout) before the command can ask.
         tty::copy_winsize(std::io::stdout().as_fd(), master.as_fd());
         tty::attach_slave(&slave).map_err(sys_err("attach the pty"))?;
+        if plan.opts.oci.is_some() {
+            // runtime-spec: with a terminal, /dev/console is the pty.
+            let _ = mounts::bind_console(&root, &slave);
+        }
         send(sock, &[MSG_PTY], Some(master.as_raw_fd())).map_err(sys_err("send the pty to gcr"))?;
-    } else if !plan.opts.stdin {
+    } else if !plan.opts.stdin && !plan.pass_stdio {
+        // Without -i, stdin is /dev/null (an OCI container keeps what its caller gave).
         let null = nix::fcntl::open(
             "/dev/null",
             nix::fcntl::OFlag::O_RDONLY,
@@ -250,19 +321,27 @@ fn become_process(
     let u = Uid::from_raw(uid);
     nix::unistd::setresuid(u, u, u).map_err(|e| RuntimeError::sys(format!("set uid {uid}"), e))?;
     plan.caps.apply()?;
-    // The uid change cleared these.
-    sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64, 0)
-        .map_err(sys_err("set the parent death signal"))?;
+    // The uid change cleared these. An OCI container outlives its `create`.
+    if !plan.outlives_parent {
+        sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64, 0)
+            .map_err(sys_err("set the parent death signal"))?;
+    }
     sys::prctl(libc::PR_SET_DUMPABLE, 0, 0).map_err(sys_err("make the process non-dumpable"))?;
     if let (Some(prog), true) = (&plan.seccomp, plan.no_new_privileges) {
         sys::seccomp_install(prog).map_err(sys_err("load the seccomp filter"))?;
     }
 
     // CVE-2024-21626: no host fd may reach the container, and none may serve as a cwd.
+    // Kept: the socket to the parent, an OCI container's start gate and `--preserve-fds`.
     drop(root);
     let keep = sock.as_raw_fd() as u32;
-    sys::close_range(3, keep - 1);
-    sys::close_range(keep + 1, u32::MAX);
+    let mut kept = vec![keep];
+    if let Some(gate) = &plan.gate {
+        kept.push(gate.as_raw_fd() as u32);
+    }
+    let preserved = plan.opts.oci.as_ref().map_or(0, |o| o.preserve_fds);
+    kept.extend(3..3 + preserved);
+    close_all_but(&kept);
     nix::unistd::chdir(&plan.cwd).map_err(|e| RuntimeError::Exec {
         code: 126,
         message: format!(
@@ -292,6 +371,12 @@ fn become_process(
             }
         }
     }
+    if let Some(mask) = plan.umask {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask as libc::mode_t));
+    }
+    if let Some(gate) = &plan.gate {
+        wait_at_gate(plan, sock, gate)?;
+    }
     reset_signals(old_mask);
     let err = match nix::unistd::execve(&exe, &plan.args, &env) {
         Ok(never) => match never {},
@@ -308,6 +393,55 @@ fn become_process(
             message: format!("exec {name}: {}", e.desc()),
         },
     })
+}
+
+/// Closes every fd from 3 up except `kept`.
+fn close_all_but(kept: &[u32]) {
+    let mut kept = kept.to_vec();
+    kept.sort_unstable();
+    kept.dedup();
+    let mut next = 3u32;
+    for fd in kept {
+        if fd < next {
+            continue;
+        }
+        if fd > next {
+            sys::close_range(next, fd - 1);
+        }
+        next = fd + 1;
+    }
+    sys::close_range(next, u32::MAX);
+}
+
+/// An OCI container's last step before its exec: tell `create` it is ready (its process
+/// then exits and this one is on its own), wait until `start` opens the gate with the state
+/// JSON, run the startContainer hooks. The gate's fd closes with the exec, which `start`
+/// waits for.
+fn wait_at_gate(plan: &Plan, sock: &OwnedFd, gate: &OwnedFd) -> Result<(), RuntimeError> {
+    sys::prctl(libc::PR_SET_PDEATHSIG, 0, 0).map_err(sys_err("clear the parent death signal"))?;
+    send(sock, &[MSG_READY], None).map_err(sys_err("report the container ready"))?;
+    ON_ITS_OWN.store(true, std::sync::atomic::Ordering::Relaxed);
+    let fd = sock.as_raw_fd() as u32;
+    sys::close_range(fd, fd);
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match nix::unistd::read(gate, &mut byte) {
+            Ok(1) if byte[0] == b'\n' => break,
+            Ok(1) => line.push(byte[0]),
+            Ok(_) => return Err(RuntimeError::Setup("the start gate closed".into())),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(RuntimeError::sys("wait at the start gate", e)),
+        }
+    }
+    if let Some(hooks) = &plan.hooks {
+        crate::hooks::run_hooks(
+            "startContainer",
+            hooks.start_container().as_deref().unwrap_or(&[]),
+            &String::from_utf8_lossy(&line),
+        )?;
+    }
+    Ok(())
 }
 
 fn reset_signals(old_mask: &SigSet) {

@@ -27,6 +27,14 @@ pub enum RuntimeError {
     /// The command could not be executed (126) or was not found (127).
     #[error("{message}")]
     Exec { code: i32, message: String },
+    /// An OCI hook failed: its stage, its place in that stage's list, its program.
+    #[error("{stage} hook #{index} ({}) failed: {message}", path.display())]
+    Hook {
+        stage: String,
+        index: usize,
+        path: PathBuf,
+        message: String,
+    },
     #[error(transparent)]
     Seccomp(#[from] crate::seccomp::SeccompError),
     #[error(transparent)]

@@ -33,6 +33,18 @@ pub struct ExecOptions {
     /// Gets one byte (`S`) once the command has been executed (`gcr exec -d` reports the
     /// start through it).
     pub started_fd: Option<std::os::fd::RawFd>,
+    /// OCI semantics: the command's stdio is what the caller gave (no /dev/null stdin).
+    pub oci: bool,
+    /// OCI `exec --console-socket`: with `tty`, the pty master goes there instead of being
+    /// relayed.
+    pub console_socket: Option<PathBuf>,
+}
+
+/// An OCI `exec --detach`: the command runs on, reparented to the caller's subreaper.
+#[derive(Debug)]
+pub struct ExecStarted {
+    /// The command's pid as this process sees it.
+    pub pid: i32,
 }
 
 /// The namespaces joined, the user namespace first (it owns the others), the mount namespace
@@ -55,6 +67,28 @@ pub fn exec_in(
     container_pid: i32,
     opts: &ExecOptions,
 ) -> Result<ExitStatusCode, RuntimeError> {
+    run_exec(spec, container_pid, opts, false)
+}
+
+/// Starts `spec.process` in the container of `container_pid` as [`exec_in`] does, but
+/// returns once the command has been executed, leaving it running without a parent of
+/// gcr's (OCI `exec --detach`). With `opts.tty` the pty master goes to
+/// `opts.console_socket`.
+pub fn exec_detached_oci(
+    spec: &Spec,
+    container_pid: i32,
+    opts: &ExecOptions,
+) -> Result<ExecStarted, RuntimeError> {
+    run_exec(spec, container_pid, opts, true).map(|pid| ExecStarted { pid })
+}
+
+/// Joins, forks and execs; with `detach` returns the command's pid, otherwise its status.
+fn run_exec(
+    spec: &Spec,
+    container_pid: i32,
+    opts: &ExecOptions,
+    detach: bool,
+) -> Result<i32, RuntimeError> {
     let threads = std::fs::read_dir("/proc/self/task")
         .map(|d| d.count())
         .unwrap_or(1);
@@ -73,7 +107,9 @@ pub fn exec_in(
         .iter()
         .any(|(flag, _)| *flag == CloneFlags::CLONE_NEWUSER);
     let in_userns = joins_userns || in_non_initial_userns();
-    let plan = Plan::for_exec(spec, &run_opts, in_userns)?;
+    let mut plan = Plan::for_exec(spec, &run_opts, in_userns)?;
+    plan.pass_stdio = opts.oci;
+    plan.outlives_parent = detach;
     let cgroups = cgroup_procs_files(target);
 
     let (parent_sock, child_sock, old_mask, restore) = prepare_fork()?;
@@ -82,7 +118,7 @@ pub fn exec_in(
     let child = match sys::clone_fork(0) {
         Ok(sys::ForkResult::Child) => {
             drop(parent_sock);
-            joiner(&plan, &namespaces, child_sock, &old_mask)
+            joiner(&plan, &namespaces, child_sock, &old_mask, detach)
         }
         Ok(sys::ForkResult::Parent { child }) => child,
         Err(e) => return Err(RuntimeError::sys("fork the exec process", e)),
@@ -97,11 +133,21 @@ pub fn exec_in(
         }
         send(&parent_sock, &[MSG_GO], None)
             .map_err(|e| RuntimeError::sys("signal the exec process", e))?;
-        let started = until_exec(&parent_sock, child)?;
+        let mut started = until_exec(&parent_sock, child)?;
         if let Some(fd) = opts.started_fd {
             write_all(fd, b"S");
         }
         let command = started.command_pid.unwrap_or(child);
+        if opts.console_socket.is_some() {
+            if let Some(master) = started.master.take() {
+                crate::oci::send_console(opts.console_socket.as_deref(), &master)?;
+            }
+        }
+        if detach {
+            // The joiner left right after its fork: reap it; the command is on its own.
+            let _ = waitpid(child, None);
+            return Ok(command.as_raw());
+        }
         relay(plan.opts.stdin, command, child, started.master)
     })();
     if result.is_err() {
@@ -119,6 +165,7 @@ fn joiner(
     namespaces: &[(CloneFlags, OwnedFd)],
     sock: OwnedFd,
     old_mask: &SigSet,
+    detach: bool,
 ) -> ! {
     let fail = |sock: &OwnedFd, text: String| -> ! {
         let mut msg = vec![MSG_ERROR, 125];
@@ -166,6 +213,10 @@ fn joiner(
                 None,
             );
             drop(sock);
+            if detach {
+                // The command is reparented to the caller's subreaper, which reaps it.
+                sys::exit_now(0)
+            }
             let code = loop {
                 match waitpid(child, None) {
                     Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => break code,

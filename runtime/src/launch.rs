@@ -91,6 +91,18 @@ fn run_planned(plan: &Plan) -> Result<ExitStatusCode, RuntimeError> {
     result
 }
 
+/// Blocks every signal until the guard goes (a relay reads them from a signalfd).
+pub(crate) fn block_signals() -> Result<SigmaskGuard, RuntimeError> {
+    let mut old_mask = SigSet::empty();
+    nix::sys::signal::pthread_sigmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::all()),
+        Some(&mut old_mask),
+    )
+    .map_err(|e| RuntimeError::sys("block signals", e))?;
+    Ok(SigmaskGuard(old_mask))
+}
+
 pub(crate) struct SigmaskGuard(SigSet);
 
 impl Drop for SigmaskGuard {

@@ -23,7 +23,7 @@
 #![deny(unsafe_code)]
 
 mod caps;
-mod cgroups;
+pub mod cgroups;
 mod channel;
 mod child;
 mod copy;
@@ -32,9 +32,11 @@ mod error;
 mod etc_files;
 mod exec;
 mod fs;
+mod hooks;
 mod launch;
 mod mounts;
 mod network;
+mod oci;
 mod plan;
 mod relay;
 pub mod seccomp;
@@ -53,10 +55,12 @@ pub use copy::{copy_in, copy_out, copy_out_tar, ContainerFiles, CopyOptions};
 pub use detach::run_detached;
 pub use error::RuntimeError;
 pub use etc_files::DnsOptions;
-pub use exec::{exec_in, ExecOptions};
+pub use exec::{exec_detached_oci, exec_in, ExecOptions, ExecStarted};
 pub use launch::run_container;
 pub use network::{process_start, NetworkOptions, PortMapping, PrivateNetwork, BRIDGE, SLIRP_DNS};
-pub use plan::{RootfsSource, RunOptions};
+pub use hooks::run_hooks;
+pub use oci::{create_container, send_console, start_container, wait_container, Created};
+pub use plan::{OciLaunch, RootfsSource, RunOptions};
 pub use relay::ExitStatusCode;
 pub use spec::{
     bind_mount, docker_default_capabilities, docker_default_spec, remove_namespace,

@@ -5,6 +5,7 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -78,6 +79,26 @@ pub struct RunOptions {
     /// `--group-add`: supplementary groups (names from the container's /etc/group, or
     /// numbers) added to the user's.
     pub group_add: Vec<String>,
+    /// An OCI runtime's `create` (gcr-oci): the spec alone decides what the container gets,
+    /// and the command waits at a start gate instead of running at once.
+    pub oci: Option<OciLaunch>,
+}
+
+/// What an OCI runtime's `create` adds to a launch (see [`crate::create_container`]).
+#[derive(Debug, Clone)]
+pub struct OciLaunch {
+    /// The start gate: a FIFO the command waits on just before its exec; `start` writes the
+    /// state JSON (one line) into it.
+    pub exec_fifo: PathBuf,
+    /// `--console-socket`: with `process.terminal`, the pty master goes there (SCM_RIGHTS).
+    pub console_socket: Option<PathBuf>,
+    /// The state the hooks get on stdin; the runtime fills in the pid and status.
+    pub state: oci_spec::runtime::State,
+    /// `--preserve-fds N`: fds 3..3+N stay open in the container.
+    pub preserve_fds: u32,
+    /// `--no-pivot`: move the rootfs onto / and chroot instead of pivot_root (a rootfs on
+    /// ramfs cannot be pivoted).
+    pub no_pivot: bool,
 }
 
 impl RunOptions {
@@ -103,6 +124,7 @@ impl RunOptions {
             extra_hosts: Vec::new(),
             dns: DnsOptions::default(),
             group_add: Vec::new(),
+            oci: None,
         }
     }
 }
@@ -144,6 +166,31 @@ pub(crate) struct Plan<'a> {
     /// child unshares its cgroup ns.
     pub cgroup: Option<Cgroup>,
     pub unshare_cgroupns: bool,
+    /// Namespaces joined by path (OCI `linux.namespaces[].path`), opened by the parent; the
+    /// user namespace first. A pid namespace is joined by the parent (it applies to children).
+    pub joins: Vec<(nix::sched::CloneFlags, OwnedFd)>,
+    /// With namespaces to join, the new ones are made by the child with unshare after the
+    /// joins (a namespace joined by path must be entered from the caller's user namespace).
+    pub unshare_flags: u64,
+    /// `linux.sysctl`, written after the mounts, before the read-only paths.
+    pub sysctl: Vec<(String, String)>,
+    /// `linux.devices`: nodes made in /dev beside the default ones.
+    pub devices: Vec<oci_spec::runtime::LinuxDevice>,
+    /// `linux.rootfsPropagation`, applied to / after pivot_root.
+    pub rootfs_propagation: Option<nix::mount::MsFlags>,
+    /// `process.oomScoreAdj`.
+    pub oom_score_adj: Option<i32>,
+    /// `process.user.umask`.
+    pub umask: Option<u32>,
+    /// The spec's hooks (OCI launches only).
+    pub hooks: Option<oci_spec::runtime::Hooks>,
+    /// The start gate's FIFO, opened read-write by the parent (OCI launches only).
+    pub gate: Option<OwnedFd>,
+    /// The process keeps the stdio its caller gave (OCI), instead of /dev/null for stdin.
+    pub pass_stdio: bool,
+    /// The process outlives the gcr process that made it (OCI create, exec --detach): no
+    /// parent-death signal.
+    pub outlives_parent: bool,
 }
 
 /// What the parent (real root) prepares for a child in a user namespace of its own, which may
@@ -212,16 +259,22 @@ fn cpath(path: &Path) -> Result<CString, RuntimeError> {
 
 fn prepare_for_userns(
     opts: &RunOptions,
+    idmap: bool,
     mountpoint: &Path,
     mounts: &[Mount],
     etc_files: &[(PathBuf, PathBuf)],
     uid_map: &str,
     gid_map: &str,
 ) -> Result<Prepared, RuntimeError> {
-    let rootfs = idmapped_rootfs(opts, mountpoint, uid_map, gid_map)?;
     let clone = |source: &Path, recursive: bool| {
         sys::clone_tree(&cpath(source)?, recursive)
             .map_err(|e| RuntimeError::io("open the mount source", source, e.into()))
+    };
+    // An OCI bundle's rootfs is used as the caller made it (already owned by the
+    // container's ids); gcr's image layers are idmapped.
+    let rootfs = match (&opts.rootfs, idmap) {
+        (RootfsSource::Directory(dir), false) => clone(dir, true)?,
+        _ => idmapped_rootfs(opts, mountpoint, uid_map, gid_map)?,
     };
     let mut binds = Vec::new();
     for m in mounts {
@@ -391,6 +444,17 @@ impl<'a> Plan<'a> {
             prepared: None,
             cgroup: None,
             unshare_cgroupns: false,
+            joins: Vec::new(),
+            unshare_flags: 0,
+            sysctl: Vec::new(),
+            devices: Vec::new(),
+            rootfs_propagation: None,
+            oom_score_adj: None,
+            umask: user.umask(),
+            hooks: None,
+            gate: None,
+            pass_stdio: false,
+            outlives_parent: false,
         })
     }
 
@@ -398,23 +462,38 @@ impl<'a> Plan<'a> {
         let (process, args, env) = command_and_env(spec)?;
         let linux = spec.linux().clone().unwrap_or_default();
         let mut clone_flags = 0u64;
+        let mut joins = Vec::new();
+        let mut seen = 0u64;
         for ns in linux.namespaces().iter().flatten() {
-            if ns.path().is_some() {
+            let flag = namespace_flag(ns.typ())?;
+            if seen & flag != 0 {
                 return Err(RuntimeError::InvalidSpec(format!(
-                    "joining an existing {:?} namespace is not supported",
+                    "namespace {:?} is listed twice",
                     ns.typ()
                 )));
             }
-            clone_flags |= namespace_flag(ns.typ())?;
+            seen |= flag;
+            match ns.path() {
+                Some(path) => joins.push((
+                    nix::sched::CloneFlags::from_bits_retain(flag as i32),
+                    open_namespace(path, ns.typ())?,
+                )),
+                None => clone_flags |= flag,
+            }
         }
-        if clone_flags & libc::CLONE_NEWNS as u64 == 0 {
+        if seen & libc::CLONE_NEWNS as u64 == 0 {
             return Err(RuntimeError::InvalidSpec(
                 "a mount namespace is required".into(),
             ));
         }
+        // The user namespace is joined first: it owns the others.
+        joins.sort_by_key(|(flag, _)| *flag != nix::sched::CloneFlags::CLONE_NEWUSER);
+        let joins_userns = joins
+            .iter()
+            .any(|(flag, _)| *flag == nix::sched::CloneFlags::CLONE_NEWUSER);
         let new_userns = clone_flags & libc::CLONE_NEWUSER as u64 != 0;
         let new_netns = clone_flags & libc::CLONE_NEWNET as u64 != 0;
-        let in_userns = new_userns || in_non_initial_userns();
+        let in_userns = new_userns || joins_userns || in_non_initial_userns();
         let uid_map = id_map(linux.uid_mappings().as_ref());
         let gid_map = id_map(linux.gid_mappings().as_ref());
         if new_userns && (uid_map.is_empty() || gid_map.is_empty()) {
@@ -453,8 +532,10 @@ impl<'a> Plan<'a> {
                 .map_err(|e| RuntimeError::io("create", &rootfs_mountpoint, e))?;
         }
 
+        // An OCI launch keeps the hostname the caller's namespace has unless the spec sets one.
         let hostname = spec.hostname().clone().or_else(|| {
-            (opts.container_id.len() >= 12).then(|| opts.container_id[..12].to_string())
+            (opts.oci.is_none() && opts.container_id.len() >= 12)
+                .then(|| opts.container_id[..12].to_string())
         });
         if opts.network.private.is_some() && !new_netns {
             return Err(RuntimeError::InvalidSpec(
@@ -479,7 +560,13 @@ impl<'a> Plan<'a> {
         }
 
         let mounts = spec.mounts().clone().unwrap_or_default();
-        let prepared = if new_userns && !in_non_initial_userns() {
+        // Only real root can open mount sources for the child; an unprivileged caller's child
+        // reaches its own files itself.
+        let prepared = if new_userns
+            && !in_non_initial_userns()
+            && joins.is_empty()
+            && nix::unistd::geteuid().is_root()
+        {
             // The generated /etc files belong to the container's root, as in a rootful run.
             if let (Some(uid), Some(gid)) = (host_id_of_root(&uid_map), host_id_of_root(&gid_map)) {
                 for (path, _) in &etc_files {
@@ -489,6 +576,7 @@ impl<'a> Plan<'a> {
             }
             Some(prepare_for_userns(
                 opts,
+                opts.oci.is_none(),
                 &rootfs_mountpoint,
                 &mounts,
                 &etc_files,
@@ -503,12 +591,45 @@ impl<'a> Plan<'a> {
             Some(profile) => Some(seccomp::compile(profile)?),
             None => None,
         };
-        let cgroup = Cgroup::create(&opts.container_id, linux.resources().as_ref(), in_userns)?;
+        let cgroup = match (&opts.oci, linux.cgroups_path()) {
+            // An OCI container always gets its cgroup (its caller reads stats and pauses it
+            // there), at the path the spec names.
+            (Some(_), path) => Some(Cgroup::create_at(
+                &crate::cgroups::oci_path(path.as_deref(), &opts.container_id),
+                linux.resources().as_ref(),
+                in_userns,
+            )?)
+            .flatten(),
+            (None, _) => {
+                Cgroup::create(&opts.container_id, linux.resources().as_ref(), in_userns)?
+            }
+        };
         let mut unshare_cgroupns = false;
         if cgroup.is_some() && clone_flags & libc::CLONE_NEWCGROUP as u64 != 0 {
             clone_flags &= !(libc::CLONE_NEWCGROUP as u64);
             unshare_cgroupns = true;
         }
+        // Joining namespaces by path: only a new pid namespace comes from the clone, the
+        // child makes the others after its joins.
+        let mut unshare_flags = 0u64;
+        if !joins.is_empty() {
+            unshare_flags = clone_flags & !(libc::CLONE_NEWPID as u64);
+            clone_flags &= libc::CLONE_NEWPID as u64;
+        }
+        let sysctl = linux
+            .sysctl()
+            .iter()
+            .flatten()
+            .map(|(k, v)| check_sysctl(k, seen).map(|()| (k.clone(), v.clone())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let rootfs_propagation = match linux.rootfs_propagation().as_deref() {
+            None | Some("") => None,
+            Some(p) => Some(propagation_flags(p)?),
+        };
+        let gate = match &opts.oci {
+            Some(oci) => Some(open_gate(&oci.exec_fifo)?),
+            None => None,
+        };
         Ok(Plan {
             opts,
             clone_flags,
@@ -542,6 +663,96 @@ impl<'a> Plan<'a> {
             prepared,
             cgroup,
             unshare_cgroupns,
+            joins,
+            unshare_flags,
+            sysctl,
+            devices: linux.devices().clone().unwrap_or_default(),
+            rootfs_propagation,
+            oom_score_adj: process.oom_score_adj(),
+            umask: user.umask(),
+            hooks: opts.oci.as_ref().and(spec.hooks().clone()),
+            gate,
+            pass_stdio: opts.oci.is_some(),
+            outlives_parent: opts.oci.is_some(),
         })
     }
+}
+
+/// Opens a namespace file named by the spec (`linux.namespaces[].path`).
+fn open_namespace(path: &Path, typ: LinuxNamespaceType) -> Result<OwnedFd, RuntimeError> {
+    std::fs::File::open(path).map(OwnedFd::from).map_err(|e| {
+        RuntimeError::InvalidSpec(format!(
+            "cannot open the {typ:?} namespace {}: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// The start gate, opened read-write: the open does not wait for a writer, and the child's
+/// copy keeps the FIFO open until its exec closes it (which is how `start` learns the exec
+/// happened).
+fn open_gate(path: &Path) -> Result<OwnedFd, RuntimeError> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .map(OwnedFd::from)
+        .map_err(|e| RuntimeError::io("open the start gate", path, e))
+}
+
+/// A sysctl the container may set: one of a namespace it has of its own (runc's rule), so
+/// that no container changes the host's kernel settings.
+fn check_sysctl(key: &str, namespaces: u64) -> Result<(), RuntimeError> {
+    let has = |flag: i32| namespaces & flag as u64 != 0;
+    let ipc = [
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    let allowed = if ipc.contains(&key) || key.starts_with("fs.mqueue.") {
+        has(libc::CLONE_NEWIPC)
+    } else if key.starts_with("net.") {
+        has(libc::CLONE_NEWNET)
+    } else if key == "kernel.hostname" || key == "kernel.domainname" {
+        has(libc::CLONE_NEWUTS)
+    } else {
+        false
+    };
+    if key.split('.').any(|part| part.is_empty() || part == "..") || key.contains('/') {
+        return Err(RuntimeError::InvalidSpec(format!(
+            "sysctl {key:?} is not a sysctl name"
+        )));
+    }
+    if !allowed {
+        return Err(RuntimeError::InvalidSpec(format!(
+            "sysctl {key:?} is not allowed: it is not namespaced, or the container does not have the namespace it belongs to"
+        )));
+    }
+    Ok(())
+}
+
+/// `linux.rootfsPropagation` as mount flags.
+fn propagation_flags(value: &str) -> Result<nix::mount::MsFlags, RuntimeError> {
+    use nix::mount::MsFlags as F;
+    Ok(match value {
+        "shared" => F::MS_SHARED,
+        "rshared" => F::MS_SHARED | F::MS_REC,
+        "slave" => F::MS_SLAVE,
+        "rslave" => F::MS_SLAVE | F::MS_REC,
+        "private" => F::MS_PRIVATE,
+        "rprivate" => F::MS_PRIVATE | F::MS_REC,
+        "unbindable" => F::MS_UNBINDABLE,
+        "runbindable" => F::MS_UNBINDABLE | F::MS_REC,
+        other => {
+            return Err(RuntimeError::InvalidSpec(format!(
+                "rootfsPropagation {other:?} is not one of shared, slave, private, unbindable (r-prefixed for recursive)"
+            )))
+        }
+    })
 }

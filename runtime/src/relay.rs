@@ -40,7 +40,9 @@ pub(crate) fn relay(
         );
     }
     let mut stdin_open = master.is_some() && stdin;
-    let mut status: Option<ExitStatusCode> = None;
+    // It may have exited before its SIGCHLD could reach the signalfd (an OCI `run` blocks
+    // signals only after `start`).
+    let mut status: Option<ExitStatusCode> = reap(reap_pid)?;
     let mut buf = vec![0u8; 16384];
     loop {
         if let Some(code) = status {

@@ -459,6 +459,117 @@ fn create_devices(root: &Root, plan: &Plan) -> Result<(), RuntimeError> {
     Ok(())
 }
 
+/// `linux.devices`: each node at its path in the rootfs (made with mknod, or where that is
+/// not allowed the host's node bound onto an empty file), with its mode and owner.
+fn create_spec_devices(root: &Root, plan: &Plan) -> Result<(), RuntimeError> {
+    use oci_spec::runtime::LinuxDeviceType as T;
+    for device in &plan.devices {
+        let path = device.path();
+        let rel = relative(path)?;
+        let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+            return Err(RuntimeError::InvalidSpec(format!(
+                "device path {} names no file",
+                path.display()
+            )));
+        };
+        let dir = root.mkdir_all(parent)?;
+        let cname = CString::new(name.as_encoded_bytes())
+            .map_err(|_| RuntimeError::InvalidSpec(format!("device path {}", path.display())))?;
+        let kind = match device.typ() {
+            T::C | T::U => libc::S_IFCHR,
+            T::B => libc::S_IFBLK,
+            T::P => libc::S_IFIFO,
+            T::A => {
+                return Err(RuntimeError::InvalidSpec(format!(
+                    "device {}: type \"a\" is for cgroup rules, not a node",
+                    path.display()
+                )))
+            }
+        };
+        let mode = device.file_mode().unwrap_or(0o666);
+        let _ = nix::unistd::unlinkat(&dir, cname.as_c_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
+        let made = !plan.in_userns
+            && sys::mknod_node(
+                dir.as_raw_fd(),
+                &cname,
+                kind,
+                mode,
+                device.major() as u32,
+                device.minor() as u32,
+            )
+            .is_ok();
+        if !made {
+            nix::fcntl::openat(
+                &dir,
+                cname.as_c_str(),
+                nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o600),
+            )
+            .map_err(|e| RuntimeError::sys(format!("create {}", path.display()), e))?;
+            let target = root
+                .resolve(&rel, true)
+                .map_err(|e| RuntimeError::sys(format!("resolve {}", path.display()), e))?;
+            mount(
+                Some(path.as_path()),
+                sys::fd_path(&target).as_str(),
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| mount_err(&path.display().to_string(), path, e))?;
+            continue;
+        }
+        // mknod honours the umask; make the mode exact, then the owner.
+        let _ = nix::sys::stat::fchmodat(
+            &dir,
+            cname.as_c_str(),
+            Mode::from_bits_truncate(mode as libc::mode_t),
+            nix::sys::stat::FchmodatFlags::NoFollowSymlink,
+        );
+        if device.uid().is_some() || device.gid().is_some() {
+            nix::unistd::fchownat(
+                &dir,
+                cname.as_c_str(),
+                device.uid().map(nix::unistd::Uid::from_raw),
+                device.gid().map(nix::unistd::Gid::from_raw),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| RuntimeError::sys(format!("chown {}", path.display()), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// With a terminal, an OCI container's /dev/console is its pty (bound onto an empty file).
+pub(crate) fn bind_console(root: &Root, slave: &OwnedFd) -> Result<(), RuntimeError> {
+    let console = root.ensure_file(Path::new("dev/console"))?;
+    mount(
+        Some(sys::fd_path(slave).as_str()),
+        sys::fd_path(&console).as_str(),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| mount_err("the pty", Path::new("/dev/console"), e))
+}
+
+/// `--no-pivot`: moves the rootfs onto / and chroots into it (a rootfs on ramfs cannot be
+/// pivoted; the old root stays reachable to a process that escapes the chroot, which is
+/// why this is only an option).
+pub(crate) fn move_root(rootfs: &Path) -> Result<(), RuntimeError> {
+    nix::unistd::chdir(rootfs).map_err(|e| RuntimeError::sys("chdir to the rootfs", e))?;
+    mount(
+        Some("."),
+        "/",
+        None::<&str>,
+        MsFlags::MS_MOVE,
+        None::<&str>,
+    )
+    .map_err(|e| RuntimeError::sys("move the rootfs onto /", e))?;
+    nix::unistd::chroot(".").map_err(|e| RuntimeError::sys("chroot", e))?;
+    nix::unistd::chdir("/").map_err(|e| RuntimeError::sys("chdir /", e))
+}
+
 /// Everything before pivot_root: rootfs, mounts, devices, /etc files. Returns the rootfs path.
 pub(crate) fn prepare_rootfs(plan: &Plan) -> Result<PathBuf, RuntimeError> {
     // Our mount namespace is a copy of the caller's: stop propagation back to it first.
@@ -499,6 +610,9 @@ pub(crate) fn prepare_rootfs(plan: &Plan) -> Result<PathBuf, RuntimeError> {
             _ if o.bind => mount_bind(&root, m, &o, source, &plan.opts.copy_up)?,
             typ => mount_fs(&root, m, typ, &o, plan)?,
         }
+    }
+    if !plan.devices.is_empty() {
+        create_spec_devices(&root, plan)?;
     }
     for (i, (host, dest)) in plan.etc_files.iter().enumerate() {
         let rel = relative(dest)?;
@@ -605,6 +719,11 @@ pub(crate) fn finish(plan: &Plan) -> Result<(), RuntimeError> {
             };
             result.map_err(|e| mount_err("mask", Path::new(path), e))?;
         }
+    }
+    // Before the read-only paths: /proc/sys is one of them.
+    for (key, value) in &plan.sysctl {
+        let file = Path::new("/proc/sys").join(key.replace('.', "/"));
+        std::fs::write(&file, value).map_err(|e| RuntimeError::io("set sysctl", file, e))?;
     }
     for path in &plan.readonly_paths {
         let rel = relative(Path::new(path))?;

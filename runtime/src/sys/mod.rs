@@ -183,12 +183,24 @@ pub fn mknod_char(
     major: u32,
     minor: u32,
 ) -> Result<(), Errno> {
+    mknod_node(dirfd, name, libc::S_IFCHR, mode, major, minor)
+}
+
+/// `mknodat` of a node of file type `kind` (`S_IFCHR`, `S_IFBLK`, `S_IFIFO`).
+pub fn mknod_node(
+    dirfd: RawFd,
+    name: &CStr,
+    kind: libc::mode_t,
+    mode: u32,
+    major: u32,
+    minor: u32,
+) -> Result<(), Errno> {
     // SAFETY: plain syscall with a NUL-terminated name.
     let ret = unsafe {
         libc::mknodat(
             dirfd,
             name.as_ptr(),
-            libc::S_IFCHR | mode,
+            kind | (mode & 0o7777),
             libc::makedev(major, minor),
         )
     };

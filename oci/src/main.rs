@@ -1,0 +1,6 @@
+//! The gcr-oci binary: runc's command line over gcr's runtime (see the library's docs).
+
+fn main() {
+    // Exit without unwinding through the runtime's forks; the status is the command's.
+    std::process::exit(gcr_oci::main_with_args(std::env::args().collect()));
+}
