@@ -61,6 +61,7 @@ fn exec_options(c: &Container, request: &ExecRequest) -> gcr_runtime::ExecOption
         stdin: request.stdin,
         user: request.user.clone().or_else(|| c.meta.user.clone()),
         started_fd: None,
+        ..Default::default()
     }
 }
 

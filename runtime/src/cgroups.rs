@@ -14,6 +14,22 @@ use crate::error::RuntimeError;
 
 const ROOT: &str = "/sys/fs/cgroup";
 
+/// Device rules every container gets after its spec's (v1 devices cgroup).
+const DEFAULT_DEVICE_RULES: &[&str] = &[
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:1 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+    "c 10:200 rwm",
+];
+
 /// The cgroup directories of one container; removed by [`Cgroup::remove`].
 #[derive(Debug, Clone)]
 pub struct Cgroup {
@@ -225,20 +241,29 @@ impl Cgroup {
         if !unified {
             if let Some(rules) = res.devices() {
                 let dir = self.controller_dir("devices", false)?;
-                for rule in rules {
-                    let kind = rule.typ().map_or("a".to_string(), |t| t.as_str().to_string());
-                    let number = |n: Option<i64>| n.map_or("*".to_string(), |n| n.to_string());
-                    let entry = if kind == "a" {
-                        "a".to_string()
-                    } else {
-                        format!(
-                            "{kind} {}:{} {}",
-                            number(rule.major()),
-                            number(rule.minor()),
-                            rule.access().as_deref().unwrap_or("rwm")
-                        )
-                    };
-                    let file = if rule.allow() { "devices.allow" } else { "devices.deny" };
+                let mut entries: Vec<(bool, String)> = rules
+                    .iter()
+                    .map(|rule| {
+                        let kind = rule.typ().map_or("a".to_string(), |t| t.as_str().to_string());
+                        let number = |n: Option<i64>| n.map_or("*".to_string(), |n| n.to_string());
+                        let entry = if kind == "a" {
+                            "a".to_string()
+                        } else {
+                            format!(
+                                "{kind} {}:{} {}",
+                                number(rule.major()),
+                                number(rule.minor()),
+                                rule.access().as_deref().unwrap_or("rwm")
+                            )
+                        };
+                        (rule.allow(), entry)
+                    })
+                    .collect();
+                // What every container may use whatever the spec says (runc's list): its
+                // /dev nodes, ptys, and mknod of anything (opening one is another matter).
+                entries.extend(DEFAULT_DEVICE_RULES.iter().map(|r| (true, r.to_string())));
+                for (allow, entry) in entries {
+                    let file = if allow { "devices.allow" } else { "devices.deny" };
                     write(dir, file, &entry)?;
                 }
             }

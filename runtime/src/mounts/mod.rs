@@ -374,9 +374,30 @@ fn mount_cgroups(
         Some("mode=755,size=64k"),
     )
     .map_err(|e| mount_err("tmpfs", dest, e))?;
+    // Without a cgroup namespace (an OCI spec may ask for none), a fresh mount would show
+    // the host's whole hierarchy: bind the container's own group instead, as runc does.
+    let own_groups = match &plan.cgroup {
+        Some(cg) if !plan.unshare_cgroupns && plan.clone_flags & libc::CLONE_NEWCGROUP as u64 == 0 => {
+            cg.dirs.clone()
+        }
+        _ => Vec::new(),
+    };
     for (name, fstype, options) in host_cgroup_hierarchies() {
         let sub = rel.join(&name);
         let fd = root.mkdir_all(&sub)?;
+        let hierarchy = Path::new("/sys/fs/cgroup").join(&name);
+        if let Some(own) = own_groups.iter().find(|d| d.starts_with(&hierarchy)) {
+            if let Err(e) = mount(
+                Some(own.as_path()),
+                sys::fd_path(&fd).as_str(),
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            ) {
+                tracing::warn!("cgroup {} not bound in the container: {e}", own.display());
+            }
+            continue;
+        }
         let data = (!options.is_empty()).then_some(options.as_str());
         if let Err(e) = mount(
             Some("cgroup"),
