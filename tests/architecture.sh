@@ -24,7 +24,8 @@ declare -A ALLOWED=(
     [registry]="gcr-storage"
     [containers]="gcr-storage gcr-runtime"
     [builder]="gcr-grammar gcr-storage gcr-runtime gcr-containers"
-    [cli]="gcr-grammar gcr-registry gcr-storage gcr-runtime gcr-containers gcr-builder"
+    [oci]="gcr-runtime"
+    [cli]="gcr-grammar gcr-registry gcr-storage gcr-runtime gcr-containers gcr-builder gcr-oci"
 )
 
 members=$(sed -n 's/^members = \[\(.*\)\]/\1/p' Cargo.toml | tr -d '", ' | tr '\n' ' ')
@@ -46,7 +47,7 @@ for crate in $(sed -n 's/^members = \[\(.*\)\]/\1/p' Cargo.toml | tr -d '"' | tr
         fi
     done
     # A crate root without the lint lets unsafe in unnoticed.
-    for root in "$crate/src/lib.rs" "$crate/src/main.rs"; do
+    for root in "$crate/src/lib.rs" "$crate/src/main.rs" "$crate"/src/bin/*.rs; do
         if [ -f "$root" ] && ! grep -q '^#!\[deny(unsafe_code)\]' "$root"; then
             fail "$root lacks #![deny(unsafe_code)]"
         fi

@@ -1,4 +1,6 @@
-//! The gcr-oci binary: runc's command line over gcr's runtime (see the library's docs).
+//! The gcr-oci binary: runc's command line over gcr's runtime (see the gcr-oci library).
+
+#![deny(unsafe_code)]
 
 fn main() {
     // Exit without unwinding through the runtime's forks; the status is the command's.
