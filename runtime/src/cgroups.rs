@@ -104,7 +104,7 @@ fn write(dir: &Path, file: &str, value: &str) -> Result<(), RuntimeError> {
 }
 
 /// (controller, file, value) triples the spec asks for, in v1 or v2 terms.
-fn settings(res: &LinuxResources, unified: bool) -> Vec<(&'static str, &'static str, String)> {
+fn settings(res: &LinuxResources, unified: bool) -> Vec<(&'static str, String, String)> {
     let mut out = Vec::new();
     if let Some(limit) = res.memory().as_ref().and_then(|m| m.limit()) {
         let v = if limit < 0 {
@@ -113,11 +113,9 @@ fn settings(res: &LinuxResources, unified: bool) -> Vec<(&'static str, &'static 
             limit.to_string()
         };
         if unified {
-            out.push(("memory", "memory.max", v));
+            out.push(("memory", "memory.max".into(), v));
         } else {
-            out.push((
-                "memory",
-                "memory.limit_in_bytes",
+            out.push(("memory", "memory.limit_in_bytes".into(),
                 if limit < 0 { "-1".into() } else { v },
             ));
         }
@@ -129,8 +127,17 @@ fn settings(res: &LinuxResources, unified: bool) -> Vec<(&'static str, &'static 
             } else {
                 "memory.soft_limit_in_bytes"
             };
-            out.push(("memory", file, low.to_string()));
+            out.push(("memory", file.to_string(), low.to_string()));
         }
+    }
+    for page in res.hugepage_limits().iter().flatten() {
+        // An unknown page size has no file: the write fails and says so.
+        let file = if unified {
+            format!("hugetlb.{}.max", page.page_size())
+        } else {
+            format!("hugetlb.{}.limit_in_bytes", page.page_size())
+        };
+        out.push(("hugetlb", file, page.limit().to_string()));
     }
     if let Some(limit) = res.pids().as_ref().map(|p| p.limit()) {
         let v = if limit <= 0 {
@@ -138,31 +145,31 @@ fn settings(res: &LinuxResources, unified: bool) -> Vec<(&'static str, &'static 
         } else {
             limit.to_string()
         };
-        out.push(("pids", "pids.max", v));
+        out.push(("pids", "pids.max".into(), v));
     }
     if let Some(cpu) = res.cpu() {
         let period = cpu.period().unwrap_or(100_000);
         if let Some(quota) = cpu.quota().filter(|q| *q > 0) {
             if unified {
-                out.push(("cpu", "cpu.max", format!("{quota} {period}")));
+                out.push(("cpu", "cpu.max".into(), format!("{quota} {period}")));
             } else {
-                out.push(("cpu", "cpu.cfs_period_us", period.to_string()));
-                out.push(("cpu", "cpu.cfs_quota_us", quota.to_string()));
+                out.push(("cpu", "cpu.cfs_period_us".into(), period.to_string()));
+                out.push(("cpu", "cpu.cfs_quota_us".into(), quota.to_string()));
             }
         }
         if let Some(cpus) = cpu.cpus().as_ref().filter(|c| !c.is_empty()) {
-            out.push(("cpuset", "cpuset.cpus", cpus.clone()));
+            out.push(("cpuset", "cpuset.cpus".into(), cpus.clone()));
         }
         if let Some(mems) = cpu.mems().as_ref().filter(|m| !m.is_empty()) {
-            out.push(("cpuset", "cpuset.mems", mems.clone()));
+            out.push(("cpuset", "cpuset.mems".into(), mems.clone()));
         }
         if let Some(shares) = cpu.shares().filter(|s| *s > 0) {
             if unified {
                 // The conversion runc and crun use from shares (2..262144) to weight (1..10000).
                 let weight = 1 + ((shares.clamp(2, 262_144) - 2) * 9999) / 262_142;
-                out.push(("cpu", "cpu.weight", weight.to_string()));
+                out.push(("cpu", "cpu.weight".into(), weight.to_string()));
             } else {
-                out.push(("cpu", "cpu.shares", shares.to_string()));
+                out.push(("cpu", "cpu.shares".into(), shares.to_string()));
             }
         }
     }
@@ -236,7 +243,7 @@ impl Cgroup {
         let unified = is_unified();
         for (controller, file, value) in settings(res, unified) {
             let dir = self.controller_dir(controller, unified)?;
-            write(dir, file, &value)?;
+            write(dir, &file, &value)?;
         }
         if !unified {
             if let Some(rules) = res.devices() {
@@ -379,7 +386,7 @@ impl Cgroup {
 
     fn create_with(
         id: &str,
-        wanted: &[(&'static str, &'static str, String)],
+        wanted: &[(&'static str, String, String)],
         unified: bool,
     ) -> Result<Cgroup, RuntimeError> {
         let mut cg = Cgroup { dirs: Vec::new() };

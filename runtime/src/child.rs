@@ -110,9 +110,12 @@ fn setup_and_exec(
             &state,
         )?;
     }
-    match plan.opts.oci.as_ref().is_some_and(|o| o.no_pivot) {
-        true => mounts::move_root(&rootfs)?,
-        false => mounts::pivot(plan, &rootfs)?,
+    if !plan.own_mount_ns {
+        mounts::chroot_into(&rootfs)?;
+    } else if plan.opts.oci.as_ref().is_some_and(|o| o.no_pivot) {
+        mounts::move_root(&rootfs)?;
+    } else {
+        mounts::pivot(plan, &rootfs)?;
     }
     if let Some(flags) = plan.rootfs_propagation {
         nix::mount::mount(None::<&str>, "/", None::<&str>, flags, None::<&str>)
@@ -327,9 +330,6 @@ fn become_process(
             .map_err(sys_err("set the parent death signal"))?;
     }
     sys::prctl(libc::PR_SET_DUMPABLE, 0, 0).map_err(sys_err("make the process non-dumpable"))?;
-    if let (Some(prog), true) = (&plan.seccomp, plan.no_new_privileges) {
-        sys::seccomp_install(prog).map_err(sys_err("load the seccomp filter"))?;
-    }
 
     // CVE-2024-21626: no host fd may reach the container, and none may serve as a cwd.
     // Kept: the socket to the parent, an OCI container's start gate and `--preserve-fds`.
@@ -350,8 +350,13 @@ fn become_process(
             e.desc()
         ),
     })?;
-    nix::unistd::getcwd()
-        .map_err(|_| RuntimeError::Setup("working directory is outside the container".into()))?;
+    // An unreachable cwd makes getcwd fail with ENOENT; another error is the spec's seccomp
+    // profile denying getcwd, which is the command's business.
+    if let Err(Errno::ENOENT) = nix::unistd::getcwd() {
+        return Err(RuntimeError::Setup(
+            "working directory is outside the container".into(),
+        ));
+    }
 
     let path_env = env.iter().find_map(|e| e.strip_prefix("PATH="));
     let exe = find_executable(&plan.args[0], path_env)?;
@@ -359,6 +364,11 @@ fn become_process(
         .into_iter()
         .filter_map(|e| CString::new(e).ok())
         .collect();
+    // With no_new_privs the filter comes last, so that a profile denying what gcr itself
+    // calls on the way (getcwd, stat) fails only the command.
+    if let (Some(prog), true) = (&plan.seccomp, plan.no_new_privileges) {
+        sys::seccomp_install(prog).map_err(sys_err("load the seccomp filter"))?;
+    }
 
     if plan.opts.init {
         match sys::fork().map_err(sys_err("fork the command"))? {

@@ -20,6 +20,16 @@ pub fn run_hooks(stage: &str, hooks: &[Hook], state: &str) -> Result<(), Runtime
     Ok(())
 }
 
+/// Runs every hook of `hooks` whatever happens to the others, and gives back the failures
+/// (poststart and poststop: a failure is a warning, the remaining hooks still run).
+pub fn run_all_hooks(stage: &str, hooks: &[Hook], state: &str) -> Vec<RuntimeError> {
+    hooks
+        .iter()
+        .enumerate()
+        .filter_map(|(index, hook)| run_hook(stage, index, hook, state).err())
+        .collect()
+}
+
 fn run_hook(stage: &str, index: usize, hook: &Hook, state: &str) -> Result<(), RuntimeError> {
     let path = hook.path();
     let fail = |what: String| RuntimeError::Hook {

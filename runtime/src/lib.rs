@@ -58,7 +58,7 @@ pub use etc_files::DnsOptions;
 pub use exec::{exec_detached_oci, exec_in, ExecOptions, ExecStarted};
 pub use launch::run_container;
 pub use network::{process_start, NetworkOptions, PortMapping, PrivateNetwork, BRIDGE, SLIRP_DNS};
-pub use hooks::run_hooks;
+pub use hooks::{run_all_hooks, run_hooks};
 pub use oci::{create_container, send_console, start_container, wait_container, Created};
 pub use plan::{OciLaunch, RootfsSource, RunOptions};
 pub use relay::ExitStatusCode;

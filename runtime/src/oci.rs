@@ -172,9 +172,12 @@ fn set_up(
             Some(&MSG_HOOKS) => {
                 let state = state_json(oci, pid, ContainerState::Creating);
                 if let Some(h) = &plan.hooks {
+                    // prestart (the older hook) sees the container as created, as runc's
+                    // callers and the runtime-tools suite expect.
                     #[allow(deprecated)]
                     let prestart = h.prestart().clone().unwrap_or_default();
-                    hooks::run_hooks("prestart", &prestart, &state)?;
+                    let created = state_json(oci, pid, ContainerState::Created);
+                    hooks::run_hooks("prestart", &prestart, &created)?;
                     hooks::run_hooks(
                         "createRuntime",
                         h.create_runtime().as_deref().unwrap_or(&[]),

@@ -191,6 +191,9 @@ pub(crate) struct Plan<'a> {
     /// The process outlives the gcr process that made it (OCI create, exec --detach): no
     /// parent-death signal.
     pub outlives_parent: bool,
+    /// False only for an OCI spec without a mount namespace: no propagation change of the
+    /// caller's mounts, no self-bind of the rootfs, chroot instead of pivot_root.
+    pub own_mount_ns: bool,
 }
 
 /// What the parent (real root) prepares for a child in a user namespace of its own, which may
@@ -455,6 +458,7 @@ impl<'a> Plan<'a> {
             gate: None,
             pass_stdio: false,
             outlives_parent: false,
+            own_mount_ns: true,
         })
     }
 
@@ -481,7 +485,10 @@ impl<'a> Plan<'a> {
                 None => clone_flags |= flag,
             }
         }
-        if seen & libc::CLONE_NEWNS as u64 == 0 {
+        // An OCI spec may leave the mount namespace out: the mounts are then made in the
+        // caller's namespace (under the rootfs, which is entered with chroot), as runc does.
+        let own_mount_ns = seen & libc::CLONE_NEWNS as u64 != 0;
+        if !own_mount_ns && opts.oci.is_none() {
             return Err(RuntimeError::InvalidSpec(
                 "a mount namespace is required".into(),
             ));
@@ -491,6 +498,13 @@ impl<'a> Plan<'a> {
         let joins_userns = joins
             .iter()
             .any(|(flag, _)| *flag == nix::sched::CloneFlags::CLONE_NEWUSER);
+        let readonly_root = spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false);
+        if !own_mount_ns && readonly_root {
+            // The remount would reach the caller's own mount of the rootfs' filesystem.
+            return Err(RuntimeError::InvalidSpec(
+                "root.readonly needs a mount namespace of the container's own".into(),
+            ));
+        }
         let new_userns = clone_flags & libc::CLONE_NEWUSER as u64 != 0;
         let new_netns = clone_flags & libc::CLONE_NEWNET as u64 != 0;
         let in_userns = new_userns || joins_userns || in_non_initial_userns();
@@ -642,11 +656,7 @@ impl<'a> Plan<'a> {
             etc_files,
             masked_paths: linux.masked_paths().clone().unwrap_or_default(),
             readonly_paths: linux.readonly_paths().clone().unwrap_or_default(),
-            readonly_root: spec
-                .root()
-                .as_ref()
-                .and_then(|r| r.readonly())
-                .unwrap_or(false),
+            readonly_root,
             rootfs_mountpoint,
             args,
             env,
@@ -674,6 +684,7 @@ impl<'a> Plan<'a> {
             gate,
             pass_stdio: opts.oci.is_some(),
             outlives_parent: opts.oci.is_some(),
+            own_mount_ns,
         })
     }
 }

@@ -173,10 +173,10 @@ pub fn start(log: &Log, root: &Path, id: &str) -> Result<(), OciError> {
     let spec = container.spec()?;
     if let Some(hooks) = spec.hooks() {
         let poststart = hooks.poststart().clone().unwrap_or_default();
-        // runtime-spec: a failing poststart hook is a warning; the container runs on.
-        if let Err(e) =
-            gcr_runtime::run_hooks("poststart", &poststart, &container.hook_state(Status::Running))
-        {
+        // runtime-spec: a failing poststart hook is a warning; the others and the container
+        // go on.
+        let state = container.hook_state(Status::Running);
+        for e in gcr_runtime::run_all_hooks("poststart", &poststart, &state) {
             log.warn(&e.to_string());
         }
     }
@@ -331,17 +331,62 @@ pub fn delete(log: &Log, root: &Path, id: &str, force: bool) -> Result<(), OciEr
         cg.remove();
     }
     let spec = container.spec();
+    let own_mount_ns = spec.as_ref().ok().and_then(|s| s.linux().as_ref()).is_none_or(|l| {
+        l.namespaces()
+            .iter()
+            .flatten()
+            .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Mount)
+    });
+    if !own_mount_ns {
+        unmount_under(&container.record.rootfs);
+    }
     if let Ok(Some(hooks)) = spec.as_ref().map(|s| s.hooks()) {
         let poststop = hooks.poststop().clone().unwrap_or_default();
-        // runtime-spec: a failing poststop hook is a warning; the delete goes on.
-        if let Err(e) =
-            gcr_runtime::run_hooks("poststop", &poststop, &container.hook_state(Status::Stopped))
-        {
+        // runtime-spec: a failing poststop hook is a warning; the others and the delete go on.
+        let state = container.hook_state(Status::Stopped);
+        for e in gcr_runtime::run_all_hooks("poststop", &poststop, &state) {
             log.warn(&e.to_string());
         }
     }
     std::fs::remove_dir_all(&container.dir)
         .map_err(|e| OciError::io("remove", &container.dir, e))
+}
+
+/// A container without a mount namespace of its own made its mounts in ours, under its
+/// rootfs: they go with it, deepest first.
+fn unmount_under(rootfs: &Path) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let mut points: Vec<std::path::PathBuf> = info
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(4))
+        .map(|p| std::path::PathBuf::from(unescape_mountinfo(p)))
+        .filter(|p| p.starts_with(rootfs))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for point in points {
+        let _ = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// mountinfo writes space, tab, newline and backslash as \ooo.
+fn unescape_mountinfo(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 4 <= bytes.len() && text.is_char_boundary(i + 4) {
+            if let Ok(v) = u8::from_str_radix(&text[i + 1..i + 4], 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn running(container: &Container, action: &'static str) -> Result<(), OciError> {

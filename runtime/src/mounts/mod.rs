@@ -574,6 +574,14 @@ pub(crate) fn bind_console(root: &Root, slave: &OwnedFd) -> Result<(), RuntimeEr
     .map_err(|e| mount_err("the pty", Path::new("/dev/console"), e))
 }
 
+/// No mount namespace of its own: the rootfs is entered with chroot (the caller's root stays
+/// where it is).
+pub(crate) fn chroot_into(rootfs: &Path) -> Result<(), RuntimeError> {
+    nix::unistd::chdir(rootfs).map_err(|e| RuntimeError::sys("chdir to the rootfs", e))?;
+    nix::unistd::chroot(".").map_err(|e| RuntimeError::sys("chroot", e))?;
+    nix::unistd::chdir("/").map_err(|e| RuntimeError::sys("chdir /", e))
+}
+
 /// `--no-pivot`: moves the rootfs onto / and chroots into it (a rootfs on ramfs cannot be
 /// pivoted; the old root stays reachable to a process that escapes the chroot, which is
 /// why this is only an option).
@@ -594,15 +602,21 @@ pub(crate) fn move_root(rootfs: &Path) -> Result<(), RuntimeError> {
 /// Everything before pivot_root: rootfs, mounts, devices, /etc files. Returns the rootfs path.
 pub(crate) fn prepare_rootfs(plan: &Plan) -> Result<PathBuf, RuntimeError> {
     // Our mount namespace is a copy of the caller's: stop propagation back to it first.
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_SLAVE | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(|e| RuntimeError::sys("make / a slave mount", e))?;
-    let rootfs = mount_rootfs(plan)?;
+    // Without a namespace of our own these are the caller's mounts: leave them be.
+    if plan.own_mount_ns {
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| RuntimeError::sys("make / a slave mount", e))?;
+    }
+    let rootfs = match (&plan.opts.rootfs, plan.own_mount_ns) {
+        (crate::plan::RootfsSource::Directory(dir), false) => dir.clone(),
+        _ => mount_rootfs(plan)?,
+    };
     let root = match &plan.prepared {
         // The rootfs path may be out of our reach: use the mount itself.
         Some(prepared) => Root::from_fd(
