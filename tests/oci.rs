@@ -167,10 +167,9 @@ fn pre_made_out(config: &mut Value) -> PathBuf {
         .tempdir()
         .unwrap()
         .keep();
-    config["mounts"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"destination": "/out", "type": "bind", "source": dir, "options": ["rbind", "rw"]}));
+    config["mounts"].as_array_mut().unwrap().push(
+        json!({"destination": "/out", "type": "bind", "source": dir, "options": ["rbind", "rw"]}),
+    );
     dir
 }
 
@@ -181,7 +180,10 @@ fn create_waits_start_releases_and_the_runtime_does_not_stay() {
     }
     let mut out_dir = PathBuf::new();
     let b = Bundle::new(|c| {
-        args(c, &["sh", "-c", "echo started > /out/started; exec sleep 30"]);
+        args(
+            c,
+            &["sh", "-c", "echo started > /out/started; exec sleep 30"],
+        );
         out_dir = pre_made_out(c);
     });
     let pid_file = b.path().join("pid");
@@ -197,7 +199,10 @@ fn create_waits_start_releases_and_the_runtime_does_not_stay() {
     ]);
     assert!(begun.elapsed() < Duration::from_secs(10));
     let pid_text = std::fs::read_to_string(&pid_file).unwrap();
-    assert!(!pid_text.ends_with('\n'), "containerd's shim parses the pid file with Atoi");
+    assert!(
+        !pid_text.ends_with('\n'),
+        "containerd's shim parses the pid file with Atoi"
+    );
     let pid: i32 = pid_text.parse().unwrap();
     let state = b.state("c1");
     assert_eq!(state["status"], "created");
@@ -210,7 +215,10 @@ fn create_waits_start_releases_and_the_runtime_does_not_stay() {
     );
     // Not run yet: nothing written, and its parent is not a gcr-oci that stayed behind.
     std::thread::sleep(Duration::from_millis(200));
-    assert!(!out_dir.join("started").exists(), "the command ran before start");
+    assert!(
+        !out_dir.join("started").exists(),
+        "the command ran before start"
+    );
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let ppid: i32 = status
         .lines()
@@ -236,7 +244,11 @@ fn create_waits_start_releases_and_the_runtime_does_not_stay() {
     // Deleting a running container needs --force.
     let refused = b.run(&["delete", "c1"]);
     assert!(!refused.status.success());
-    assert!(stderr(&refused).contains("not stopped"), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("not stopped"),
+        "{}",
+        stderr(&refused)
+    );
     b.ok(&["kill", "c1", "KILL"]);
     b.wait_status("c1", "stopped");
     b.ok(&["delete", "c1"]);
@@ -265,7 +277,10 @@ fn run_carries_the_exit_status_and_deletes() {
         "{}",
         stderr(&out)
     );
-    assert!(!b.root.join("r2").exists(), "a failed create left its record");
+    assert!(
+        !b.root.join("r2").exists(),
+        "a failed create left its record"
+    );
 }
 
 #[test]
@@ -368,7 +383,11 @@ fn exec_detached_and_foreground_ps_pause_resume_update() {
         .parse()
         .unwrap();
     let ns = |p: i64| std::fs::read_link(format!("/proc/{p}/ns/pid")).unwrap();
-    assert_eq!(ns(exec_pid), ns(pid), "the exec'd process is not in the container");
+    assert_eq!(
+        ns(exec_pid),
+        ns(pid),
+        "the exec'd process is not in the container"
+    );
     // ps lists both.
     let pids: Vec<i64> = serde_json::from_str(&b.ok(&["ps", "--format", "json", "x1"])).unwrap();
     assert!(pids.contains(&pid) && pids.contains(&exec_pid), "{pids:?}");
@@ -408,11 +427,17 @@ fn exec_detached_and_foreground_ps_pause_resume_update() {
                 .unwrap()
         };
         (
-            format!("/sys/fs/cgroup/memory{}/memory.limit_in_bytes", find("memory")),
+            format!(
+                "/sys/fs/cgroup/memory{}/memory.limit_in_bytes",
+                find("memory")
+            ),
             format!("/sys/fs/cgroup/pids{}/pids.max", find("pids")),
         )
     };
-    assert_eq!(std::fs::read_to_string(limit_file).unwrap().trim(), "104857600");
+    assert_eq!(
+        std::fs::read_to_string(limit_file).unwrap().trim(),
+        "104857600"
+    );
     assert_eq!(std::fs::read_to_string(pids_file).unwrap().trim(), "77");
     // kill --all reaches the exec'd process too.
     b.ok(&["kill", "--all", "x1", "9"]);
@@ -457,7 +482,14 @@ fn console_socket_gets_the_pty_master() {
     }
     let b = Bundle::new(|c| {
         c["process"]["terminal"] = json!(true);
-        args(c, &["sh", "-c", "tty; test -t 0 && echo stdin-is-a-tty; ls -l /dev/console; sleep 1"]);
+        args(
+            c,
+            &[
+                "sh",
+                "-c",
+                "tty; test -t 0 && echo stdin-is-a-tty; ls -l /dev/console; sleep 1",
+            ],
+        );
     });
     let sock = b.path().join("console.sock");
     // Without a console socket a detached terminal is refused, as runc does.
@@ -496,9 +528,7 @@ fn hooks_run_in_order_with_the_state_on_stdin() {
     let log = log_dir.path().to_path_buf();
     // Each hook appends its stage and its stdin; the in-container ones see the container's
     // filesystem only after pivot_root (startContainer), so they write to /out.
-    let host_hook = |stage: &str| {
-        json!({"path": "/bin/sh", "args": ["sh", "-c", format!("echo {stage} $(cat) >> {}/hooks", log.display())]})
-    };
+    let host_hook = |stage: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("echo {stage} $(cat) >> {}/hooks", log.display())]});
     let mut out_dir = PathBuf::new();
     let b = Bundle::new(|c| {
         args(c, &["sh", "-c", "echo command >> /out/hooks"]);
@@ -521,18 +551,33 @@ fn hooks_run_in_order_with_the_state_on_stdin() {
     let host = std::fs::read_to_string(log.join("hooks")).unwrap();
     let inside = std::fs::read_to_string(out_dir.join("hooks")).unwrap();
     let stages: Vec<&str> = host.lines().map(|l| l.split(' ').next().unwrap()).collect();
-    assert_eq!(stages, ["prestart", "createRuntime", "poststart", "poststop"], "{host}");
-    let inner: Vec<&str> = inside.lines().map(|l| l.split(' ').next().unwrap()).collect();
-    assert_eq!(inner, ["createContainer", "startContainer", "command"], "{inside}");
+    assert_eq!(
+        stages,
+        ["prestart", "createRuntime", "poststart", "poststop"],
+        "{host}"
+    );
+    let inner: Vec<&str> = inside
+        .lines()
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(
+        inner,
+        ["createContainer", "startContainer", "command"],
+        "{inside}"
+    );
     for line in host.lines().chain(inside.lines().take(2)) {
         let (_, state) = line.split_once(' ').unwrap();
         let state: Value = serde_json::from_str(state).unwrap_or_else(|e| panic!("{line}: {e}"));
         assert_eq!(state["id"], "h1", "{line}");
         assert_eq!(state["ociVersion"], "1.1.0");
-        assert!(state["pid"].as_i64().unwrap() > 0 || state["status"] == "stopped", "{line}");
-        assert!(state["bundle"].as_str().unwrap().ends_with(
-            b.path().file_name().unwrap().to_str().unwrap()
-        ));
+        assert!(
+            state["pid"].as_i64().unwrap() > 0 || state["status"] == "stopped",
+            "{line}"
+        );
+        assert!(state["bundle"]
+            .as_str()
+            .unwrap()
+            .ends_with(b.path().file_name().unwrap().to_str().unwrap()));
     }
     // A failing createRuntime hook fails create and leaves nothing.
     let b = Bundle::new(|c| {
@@ -556,7 +601,9 @@ fn namespaces_are_joined_by_path() {
         c["hostname"] = json!("sandbox");
     });
     sandbox.ok(&["run", "--detach", "pod"]);
-    let pod_pid = sandbox.wait_status("pod", "running")["pid"].as_i64().unwrap();
+    let pod_pid = sandbox.wait_status("pod", "running")["pid"]
+        .as_i64()
+        .unwrap();
     let mut out_dir = PathBuf::new();
     let member = Bundle::new(|c| {
         args(c, &["sh", "-c", "hostname > /out/host; readlink /proc/self/ns/net > /out/net; readlink /proc/self/ns/ipc > /out/ipc"]);
@@ -573,9 +620,19 @@ fn namespaces_are_joined_by_path() {
     });
     let out = member.run(&["run", "m1"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let read = |n: &str| std::fs::read_to_string(out_dir.join(n)).unwrap().trim().to_string();
+    let read = |n: &str| {
+        std::fs::read_to_string(out_dir.join(n))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
     assert_eq!(read("host"), "sandbox");
-    let link = |p: &str| std::fs::read_link(p).unwrap().to_string_lossy().into_owned();
+    let link = |p: &str| {
+        std::fs::read_link(p)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
     assert_eq!(read("net"), link(&format!("/proc/{pod_pid}/ns/net")));
     // Its ipc namespace is new: neither the pod's nor the host's.
     assert_ne!(read("ipc"), link(&format!("/proc/{pod_pid}/ns/ipc")));
@@ -612,11 +669,13 @@ fn config_fields_are_honoured() {
             .as_array_mut()
             .unwrap()
             .push(json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev"]}));
-        c["process"]["user"] = json!({"uid": 1000, "gid": 1000, "additionalGids": [5, 6], "umask": 63});
+        c["process"]["user"] =
+            json!({"uid": 1000, "gid": 1000, "additionalGids": [5, 6], "umask": 63});
         c["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "hard": 321, "soft": 123}]);
         c["process"]["noNewPrivileges"] = json!(true);
         let caps = json!(["CAP_CHOWN"]);
-        c["process"]["capabilities"] = json!({"bounding": caps, "effective": caps, "permitted": caps});
+        c["process"]["capabilities"] =
+            json!({"bounding": caps, "effective": caps, "permitted": caps});
         c["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"});
         c["linux"]["devices"] = json!([{"path": "/dev/mynull", "type": "c", "major": 1, "minor": 3, "fileMode": 438, "uid": 0, "gid": 0}]);
         c["linux"]["seccomp"] = json!({
@@ -630,10 +689,19 @@ fn config_fields_are_honoured() {
     assert!(text.contains("uid=1000 gid=1000 groups=5,6"), "{text}");
     assert!(text.contains("\n123\n"), "rlimit: {text}");
     assert!(text.contains("NoNewPrivs:\t1"), "{text}");
-    assert!(text.contains("CapEff:\t0000000000000000"), "uid 1000 keeps no effective caps: {text}");
+    assert!(
+        text.contains("CapEff:\t0000000000000000"),
+        "uid 1000 keeps no effective caps: {text}"
+    );
     assert!(text.contains("\n1\n"), "sysctl: {text}");
-    assert!(text.contains("1,   3") && text.contains("devok"), "device: {text}");
-    assert!(text.contains("keys=1,3"), "masked /proc/keys is /dev/null: {text}");
+    assert!(
+        text.contains("1,   3") && text.contains("devok"),
+        "device: {text}"
+    );
+    assert!(
+        text.contains("keys=1,3"),
+        "masked /proc/keys is /dev/null: {text}"
+    );
     assert!(text.contains("sys-ro"), "read-only /proc/sys: {text}");
     assert!(text.contains("fields\n"), "{text}");
     assert!(text.contains("0077"), "umask: {text}");
@@ -666,7 +734,10 @@ fn spec_features_version_list() {
     assert_eq!(spec["root"]["path"], "rootfs");
     assert!(spec["linux"]["namespaces"].as_array().unwrap().len() >= 4);
     let again = run(&["spec"]);
-    assert!(!again.status.success(), "an existing config.json was overwritten");
+    assert!(
+        !again.status.success(),
+        "an existing config.json was overwritten"
+    );
     std::fs::remove_file(dir.path().join("config.json")).unwrap();
     assert!(run(&["spec", "--rootless"]).status.success());
     let rootless: Value =
@@ -700,7 +771,14 @@ fn log_file_gets_errors_as_json() {
     }
     let b = Bundle::new(|c| args(c, &["/no/such"]));
     let log = b.path().join("log.json");
-    let out = b.run(&["--log", log.to_str().unwrap(), "--log-format", "json", "create", "j1"]);
+    let out = b.run(&[
+        "--log",
+        log.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "create",
+        "j1",
+    ]);
     assert!(!out.status.success());
     let text = std::fs::read_to_string(&log).unwrap();
     let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
@@ -721,8 +799,11 @@ fn rootless_run_as_the_fixture_user() {
         .prefix("gcr-oci-rootless-")
         .tempdir()
         .unwrap();
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let bundle = dir.path().join("bundle");
     std::fs::create_dir_all(&bundle).unwrap();
     let sh = format!(
@@ -742,13 +823,24 @@ fn rootless_run_as_the_fixture_user() {
         .args(["-u", &user, "--", "sh", "-c", &sh])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(4), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
     let text = stdout(&out);
     assert!(text.starts_with("0\n"), "{text}");
     let uid = Command::new("id").args(["-u", &user]).output().unwrap();
     let uid = stdout(&uid).trim().to_string();
     assert!(
-        text.lines().nth(1).unwrap().split_whitespace().collect::<Vec<_>>() == ["0", uid.as_str(), "1"],
+        text.lines()
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            == ["0", uid.as_str(), "1"],
         "{text}"
     );
 }

@@ -18,16 +18,17 @@ pub fn bundle_dir(bundle: Option<&Path>) -> Result<PathBuf, OciError> {
 /// Loads and checks `bundle/config.json`.
 pub fn load(bundle: &Path) -> Result<Spec, OciError> {
     let path = bundle.join("config.json");
-    let text = match std::fs::read(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(OciError::Config {
+    let text =
+        match std::fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(OciError::Config {
                 path,
-                message: "JSON specification file config.json not found (write one with `gcr-oci spec`)".into(),
-            })
-        }
-        Err(e) => return Err(OciError::io("read", &path, e)),
-    };
+                message:
+                    "JSON specification file config.json not found (write one with `gcr-oci spec`)"
+                        .into(),
+            }),
+            Err(e) => return Err(OciError::io("read", &path, e)),
+        };
     let spec: Spec = serde_json::from_slice(&text).map_err(|e| OciError::Config {
         path: path.clone(),
         message: format!("not a valid runtime spec: {e}"),
@@ -70,7 +71,10 @@ pub fn rootfs(spec: &Spec, bundle: &Path) -> PathBuf {
 /// and read-only paths); `rootless` maps the caller's own uid and gid in a user namespace.
 pub fn default_spec(rootless: bool) -> Spec {
     let mut spec = if rootless {
-        Spec::rootless(nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw())
+        Spec::rootless(
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        )
     } else {
         Spec::default()
     };

@@ -47,7 +47,11 @@ pub fn oci_path(path: Option<&Path>, id: &str) -> String {
         Some(p) if p.starts_with('/') => p.to_string(),
         Some(p) => match p.split(':').collect::<Vec<_>>()[..] {
             [slice, prefix, name] => {
-                let slice = if slice.is_empty() { "system.slice" } else { slice };
+                let slice = if slice.is_empty() {
+                    "system.slice"
+                } else {
+                    slice
+                };
                 format!("/{slice}/{prefix}-{name}.scope")
             }
             _ => format!("/gcr-oci/{p}"),
@@ -66,7 +70,8 @@ fn v1_hierarchies() -> Vec<PathBuf> {
         .filter_map(|line| {
             let mut f = line.split_whitespace();
             let (_, point, fstype) = (f.next()?, f.next()?, f.next()?);
-            (fstype == "cgroup" && point.starts_with("/sys/fs/cgroup/")).then(|| PathBuf::from(point))
+            (fstype == "cgroup" && point.starts_with("/sys/fs/cgroup/"))
+                .then(|| PathBuf::from(point))
         })
         .collect();
     dirs.sort();
@@ -115,7 +120,9 @@ fn settings(res: &LinuxResources, unified: bool) -> Vec<(&'static str, String, S
         if unified {
             out.push(("memory", "memory.max".into(), v));
         } else {
-            out.push(("memory", "memory.limit_in_bytes".into(),
+            out.push((
+                "memory",
+                "memory.limit_in_bytes".into(),
                 if limit < 0 { "-1".into() } else { v },
             ));
         }
@@ -186,7 +193,10 @@ impl Cgroup {
         rootless: bool,
     ) -> Result<Option<Cgroup>, RuntimeError> {
         let rel = Path::new(path.trim_start_matches('/'));
-        if rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+        if rel
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
             return Err(RuntimeError::InvalidSpec(format!(
                 "cgroupsPath {path:?} must not contain . or .. components"
             )));
@@ -251,7 +261,9 @@ impl Cgroup {
                 let mut entries: Vec<(bool, String)> = rules
                     .iter()
                     .map(|rule| {
-                        let kind = rule.typ().map_or("a".to_string(), |t| t.as_str().to_string());
+                        let kind = rule
+                            .typ()
+                            .map_or("a".to_string(), |t| t.as_str().to_string());
                         let number = |n: Option<i64>| n.map_or("*".to_string(), |n| n.to_string());
                         let entry = if kind == "a" {
                             "a".to_string()
@@ -270,7 +282,11 @@ impl Cgroup {
                 // /dev nodes, ptys, and mknod of anything (opening one is another matter).
                 entries.extend(DEFAULT_DEVICE_RULES.iter().map(|r| (true, r.to_string())));
                 for (allow, entry) in entries {
-                    let file = if allow { "devices.allow" } else { "devices.deny" };
+                    let file = if allow {
+                        "devices.allow"
+                    } else {
+                        "devices.deny"
+                    };
                     write(dir, file, &entry)?;
                 }
             }
@@ -280,9 +296,11 @@ impl Cgroup {
 
     fn controller_dir(&self, controller: &str, unified: bool) -> Result<&Path, RuntimeError> {
         if unified {
-            return self.dirs.first().map(PathBuf::as_path).ok_or_else(|| {
-                RuntimeError::InvalidSpec("the container has no cgroup".into())
-            });
+            return self
+                .dirs
+                .first()
+                .map(PathBuf::as_path)
+                .ok_or_else(|| RuntimeError::InvalidSpec("the container has no cgroup".into()));
         }
         self.dirs
             .iter()
@@ -312,7 +330,11 @@ impl Cgroup {
         if unified {
             write(dir, "cgroup.freeze", if frozen { "1" } else { "0" })?;
         } else {
-            write(dir, "freezer.state", if frozen { "FROZEN" } else { "THAWED" })?;
+            write(
+                dir,
+                "freezer.state",
+                if frozen { "FROZEN" } else { "THAWED" },
+            )?;
         }
         for _ in 0..1000 {
             if self.is_frozen()? == frozen {

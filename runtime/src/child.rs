@@ -382,7 +382,9 @@ fn become_process(
         }
     }
     if let Some(mask) = plan.umask {
-        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask as libc::mode_t));
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
+            mask as libc::mode_t,
+        ));
     }
     if let Some(gate) = &plan.gate {
         wait_at_gate(plan, sock, gate)?;

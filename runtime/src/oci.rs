@@ -23,7 +23,9 @@ use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use oci_spec::runtime::{ContainerState, Spec};
 
-use crate::channel::{receive, send, MSG_ERROR, MSG_GO, MSG_HOOKS, MSG_NAMESPACES, MSG_PTY, MSG_READY};
+use crate::channel::{
+    receive, send, MSG_ERROR, MSG_GO, MSG_HOOKS, MSG_NAMESPACES, MSG_PTY, MSG_READY,
+};
 use crate::error::RuntimeError;
 use crate::launch::prepare_fork;
 use crate::plan::{Plan, RunOptions};
@@ -221,8 +223,8 @@ pub fn send_console(socket: Option<&Path>, master: &OwnedFd) -> Result<(), Runti
             "process.terminal is set but no --console-socket was given".into(),
         ));
     };
-    let stream =
-        UnixStream::connect(path).map_err(|e| RuntimeError::io("connect to the console socket", path, e))?;
+    let stream = UnixStream::connect(path)
+        .map_err(|e| RuntimeError::io("connect to the console socket", path, e))?;
     let stream = OwnedFd::from(stream);
     send(&stream, b"/dev/ptmx", Some(master.as_raw_fd()))
         .map_err(|e| RuntimeError::sys(format!("send the pty to {}", path.display()), e))

@@ -498,7 +498,11 @@ impl<'a> Plan<'a> {
         let joins_userns = joins
             .iter()
             .any(|(flag, _)| *flag == nix::sched::CloneFlags::CLONE_NEWUSER);
-        let readonly_root = spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false);
+        let readonly_root = spec
+            .root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false);
         if !own_mount_ns && readonly_root {
             // The remount would reach the caller's own mount of the rootfs' filesystem.
             return Err(RuntimeError::InvalidSpec(
@@ -614,9 +618,7 @@ impl<'a> Plan<'a> {
                 in_userns,
             )?)
             .flatten(),
-            (None, _) => {
-                Cgroup::create(&opts.container_id, linux.resources().as_ref(), in_userns)?
-            }
+            (None, _) => Cgroup::create(&opts.container_id, linux.resources().as_ref(), in_userns)?,
         };
         let mut unshare_cgroupns = false;
         if cgroup.is_some() && clone_flags & libc::CLONE_NEWCGROUP as u64 != 0 {

@@ -173,9 +173,7 @@ pub fn exec(root: &Path, args: &ExecArgs) -> Result<i32, OciError> {
         return Ok(0);
     }
     if args.pid_file.is_some() {
-        return Err(OciError::NotSupported(
-            "exec --pid-file without --detach",
-        ));
+        return Err(OciError::NotSupported("exec --pid-file without --detach"));
     }
     Ok(gcr_runtime::exec_in(&spec, container.record.pid, &opts)?)
 }

@@ -331,12 +331,16 @@ pub fn delete(log: &Log, root: &Path, id: &str, force: bool) -> Result<(), OciEr
         cg.remove();
     }
     let spec = container.spec();
-    let own_mount_ns = spec.as_ref().ok().and_then(|s| s.linux().as_ref()).is_none_or(|l| {
-        l.namespaces()
-            .iter()
-            .flatten()
-            .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Mount)
-    });
+    let own_mount_ns = spec
+        .as_ref()
+        .ok()
+        .and_then(|s| s.linux().as_ref())
+        .is_none_or(|l| {
+            l.namespaces()
+                .iter()
+                .flatten()
+                .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Mount)
+        });
     if !own_mount_ns {
         unmount_under(&container.record.rootfs);
     }
@@ -348,8 +352,7 @@ pub fn delete(log: &Log, root: &Path, id: &str, force: bool) -> Result<(), OciEr
             log.warn(&e.to_string());
         }
     }
-    std::fs::remove_dir_all(&container.dir)
-        .map_err(|e| OciError::io("remove", &container.dir, e))
+    std::fs::remove_dir_all(&container.dir).map_err(|e| OciError::io("remove", &container.dir, e))
 }
 
 /// A container without a mount namespace of its own made its mounts in ours, under its
@@ -467,10 +470,17 @@ pub fn list(root: &Path, format: &str, quiet: bool) -> Result<(), OciError> {
             println!("{}", serde_json::to_string(&all).unwrap_or_default());
         }
         "table" => {
-            println!("{:<20} {:<8} {:<10} {:<40} CREATED", "ID", "PID", "STATUS", "BUNDLE");
+            println!(
+                "{:<20} {:<8} {:<10} {:<40} CREATED",
+                "ID", "PID", "STATUS", "BUNDLE"
+            );
             for c in &containers {
                 let status = c.status();
-                let pid = if status == Status::Stopped { 0 } else { c.record.pid };
+                let pid = if status == Status::Stopped {
+                    0
+                } else {
+                    c.record.pid
+                };
                 println!(
                     "{:<20} {:<8} {:<10} {:<40} {}",
                     c.record.id,

@@ -377,7 +377,9 @@ fn mount_cgroups(
     // Without a cgroup namespace (an OCI spec may ask for none), a fresh mount would show
     // the host's whole hierarchy: bind the container's own group instead, as runc does.
     let own_groups = match &plan.cgroup {
-        Some(cg) if !plan.unshare_cgroupns && plan.clone_flags & libc::CLONE_NEWCGROUP as u64 == 0 => {
+        Some(cg)
+            if !plan.unshare_cgroupns && plan.clone_flags & libc::CLONE_NEWCGROUP as u64 == 0 =>
+        {
             cg.dirs.clone()
         }
         _ => Vec::new(),
@@ -508,7 +510,11 @@ fn create_spec_devices(root: &Root, plan: &Plan) -> Result<(), RuntimeError> {
             }
         };
         let mode = device.file_mode().unwrap_or(0o666);
-        let _ = nix::unistd::unlinkat(&dir, cname.as_c_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
+        let _ = nix::unistd::unlinkat(
+            &dir,
+            cname.as_c_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
         let made = !plan.in_userns
             && sys::mknod_node(
                 dir.as_raw_fd(),
@@ -523,7 +529,9 @@ fn create_spec_devices(root: &Root, plan: &Plan) -> Result<(), RuntimeError> {
             nix::fcntl::openat(
                 &dir,
                 cname.as_c_str(),
-                nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::fcntl::OFlag::O_CREAT
+                    | nix::fcntl::OFlag::O_WRONLY
+                    | nix::fcntl::OFlag::O_CLOEXEC,
                 Mode::from_bits_truncate(0o600),
             )
             .map_err(|e| RuntimeError::sys(format!("create {}", path.display()), e))?;
@@ -587,14 +595,8 @@ pub(crate) fn chroot_into(rootfs: &Path) -> Result<(), RuntimeError> {
 /// why this is only an option).
 pub(crate) fn move_root(rootfs: &Path) -> Result<(), RuntimeError> {
     nix::unistd::chdir(rootfs).map_err(|e| RuntimeError::sys("chdir to the rootfs", e))?;
-    mount(
-        Some("."),
-        "/",
-        None::<&str>,
-        MsFlags::MS_MOVE,
-        None::<&str>,
-    )
-    .map_err(|e| RuntimeError::sys("move the rootfs onto /", e))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(|e| RuntimeError::sys("move the rootfs onto /", e))?;
     nix::unistd::chroot(".").map_err(|e| RuntimeError::sys("chroot", e))?;
     nix::unistd::chdir("/").map_err(|e| RuntimeError::sys("chdir /", e))
 }
