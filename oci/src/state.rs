@@ -227,3 +227,30 @@ pub fn list(root: &Path) -> Result<Vec<Container>, OciError> {
     out.sort_by(|a, b| a.record.id.cmp(&b.record.id));
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_directory_names() {
+        for ok in ["a", "abc-1.2_3+x", "0123456789abcdef"] {
+            assert!(check_id(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "../x", "a b", "x\0"] {
+            assert!(
+                matches!(check_id(bad), Err(OciError::InvalidId(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn start_time_tells_processes_apart() {
+        let own = start_time(std::process::id() as i32);
+        assert!(own.is_some());
+        assert_eq!(own, start_time(std::process::id() as i32));
+        // Pid 0 has no /proc entry.
+        assert_eq!(start_time(0), None);
+    }
+}

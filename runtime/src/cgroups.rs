@@ -476,3 +476,32 @@ impl Cgroup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oci_cgroup_paths() {
+        assert_eq!(oci_path(None, "c1"), "/gcr-oci/c1");
+        assert_eq!(
+            oci_path(Some(Path::new("/libpod_parent/x")), "c1"),
+            "/libpod_parent/x"
+        );
+        assert_eq!(oci_path(Some(Path::new("rel/x")), "c1"), "/gcr-oci/rel/x");
+        assert_eq!(
+            oci_path(Some(Path::new("machine.slice:libpod:abc")), "c1"),
+            "/machine.slice/libpod-abc.scope"
+        );
+        assert_eq!(
+            oci_path(Some(Path::new(":cri:abc")), "c1"),
+            "/system.slice/cri-abc.scope"
+        );
+    }
+
+    #[test]
+    fn cgroups_path_may_not_climb() {
+        let err = Cgroup::create_at("/a/../../etc", None, false).unwrap_err();
+        assert!(err.to_string().contains(".."), "{err}");
+    }
+}
