@@ -360,6 +360,20 @@ fn exec_detached_and_foreground_ps_pause_resume_update() {
     let out = b.run(&["exec", "x1", "sh", "-c", "echo in; exit 5"]);
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     assert_eq!(stdout(&out), "in\n");
+    // A foreground exec writes its pid file too.
+    let fg_pid_file = b.path().join("fg.pid");
+    b.ok(&[
+        "exec",
+        "--pid-file",
+        fg_pid_file.to_str().unwrap(),
+        "x1",
+        "true",
+    ]);
+    let fg: i64 = std::fs::read_to_string(&fg_pid_file)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(fg > 0);
     // Detached exec with --process and a pid file: the process runs in the container.
     let process = b.path().join("process.json");
     std::fs::write(

@@ -33,6 +33,8 @@ pub struct ExecOptions {
     /// Gets one byte (`S`) once the command has been executed (`gcr exec -d` reports the
     /// start through it).
     pub started_fd: Option<std::os::fd::RawFd>,
+    /// Written with the command's pid once it runs (OCI `exec --pid-file`).
+    pub pid_file: Option<PathBuf>,
     /// OCI semantics: the command's stdio is what the caller gave (no /dev/null stdin).
     pub oci: bool,
     /// OCI `exec --console-socket`: with `tty`, the pty master goes there instead of being
@@ -138,6 +140,9 @@ fn run_exec(
             write_all(fd, b"S");
         }
         let command = started.command_pid.unwrap_or(child);
+        if let Some(path) = &opts.pid_file {
+            crate::fs::write_atomic(path, &command.to_string())?;
+        }
         if opts.console_socket.is_some() {
             if let Some(master) = started.master.take() {
                 crate::oci::send_console(opts.console_socket.as_deref(), &master)?;

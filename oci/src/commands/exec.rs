@@ -7,7 +7,7 @@ use clap::Args;
 use oci_spec::runtime::{Capability, Process};
 
 use crate::error::OciError;
-use crate::state::{self, Container, Status};
+use crate::state::{Container, Status};
 
 #[derive(Debug, Clone, Args)]
 pub struct ExecArgs {
@@ -160,20 +160,15 @@ pub fn exec(root: &Path, args: &ExecArgs) -> Result<i32, OciError> {
         user: None,
         started_fd: None,
         console_socket: args.console_socket.clone(),
+        pid_file: args.pid_file.clone(),
         oci: true,
     };
     if args.preserve_fds > 0 {
         return Err(OciError::NotSupported("exec --preserve-fds"));
     }
     if args.detach {
-        let started = gcr_runtime::exec_detached_oci(&spec, container.record.pid, &opts)?;
-        if let Some(path) = &args.pid_file {
-            state::write_atomic(path, started.pid.to_string().as_bytes())?;
-        }
+        gcr_runtime::exec_detached_oci(&spec, container.record.pid, &opts)?;
         return Ok(0);
-    }
-    if args.pid_file.is_some() {
-        return Err(OciError::NotSupported("exec --pid-file without --detach"));
     }
     Ok(gcr_runtime::exec_in(&spec, container.record.pid, &opts)?)
 }
