@@ -175,12 +175,24 @@ impl CapMasks {
         .map_err(|e| RuntimeError::sys("clear ambient capabilities", e))?;
         for cap in 0..=self.last_cap.min(63) {
             if self.ambient & (1 << cap) != 0 {
-                sys::prctl(
+                match sys::prctl(
                     libc::PR_CAP_AMBIENT,
                     libc::PR_CAP_AMBIENT_RAISE as u64,
                     cap as u64,
-                )
-                .map_err(|e| RuntimeError::sys(format!("raise ambient capability {cap}"), e))?;
+                ) {
+                    Ok(()) => {}
+                    // Only a capability also permitted and inheritable can be ambient; a spec
+                    // that asks for more (runc's own default does) gets what is possible, as
+                    // with runc.
+                    Err(nix::errno::Errno::EPERM)
+                        if self.inheritable & self.permitted & (1 << cap) == 0 => {}
+                    Err(e) => {
+                        return Err(RuntimeError::sys(
+                            format!("raise ambient capability {cap}"),
+                            e,
+                        ))
+                    }
+                }
             }
         }
         Ok(())
