@@ -858,3 +858,25 @@ fn rootless_run_as_the_fixture_user() {
         "{text}"
     );
 }
+
+#[test]
+fn ambient_capabilities_beyond_inheritable_are_left_out_as_runc_does() {
+    if !need_root() {
+        return;
+    }
+    // runc's own `runc spec` asks for ambient capabilities without inheritable ones.
+    let b = Bundle::new(|c| {
+        args(
+            c,
+            &["sh", "-c", "grep -E '^Cap(Eff|Amb)' /proc/self/status"],
+        );
+        let caps = json!(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
+        c["process"]["capabilities"] =
+            json!({"bounding": caps, "effective": caps, "permitted": caps, "ambient": caps});
+    });
+    let out = b.run(&["run", "a1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("CapEff:\t0000000020000420"), "{text}");
+    assert!(text.contains("CapAmb:\t0000000000000000"), "{text}");
+}
