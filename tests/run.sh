@@ -2,11 +2,12 @@
 # The one test command: sudo bash tests/run.sh [extra cargo test args...]
 # (e.g. `-p gcr-storage`, `--test pull`, `-- --nocapture`; GCR_SKIP_LINT=1 skips fmt/clippy
 # outside CI)
-# Sets up the machine (tests/fixtures/setup.sh), starts the fixture registries, pushes the
-# fixture images, then runs tests/architecture.sh (crate arrows, unsafe confinement, file
-# sizes), cargo fmt --check, cargo clippy -D warnings and cargo test with
-# the fixture environment (tests/fixtures/env.sh). Fails when any step fails.
-# The registries it starts are stopped when it exits, however it exits.
+# Sets up the machine (tests/fixtures/setup.sh), starts the fixture registries and a private
+# containerd, pushes the fixture images, then runs tests/architecture.sh (crate arrows, unsafe
+# confinement, file sizes), cargo fmt --check, cargo clippy -D warnings and cargo test with
+# the fixture environment (tests/fixtures/env.sh), then tests/oci-validation.sh (gcr-oci
+# against the OCI validation suite). Fails when any step fails.
+# The registries and containerd it starts are stopped when it exits, however it exits.
 set -uo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -85,9 +86,13 @@ if [ "${CI:-}" != true ] && bash "$FIX/registry.sh" status >/dev/null 2>&1; then
     STOP_REGISTRIES=0
     echo "registries were already running; leaving them running after the tests"
 fi
+STOP_CONTAINERD=0
 cleanup() {
     if [ "$STOP_REGISTRIES" = 1 ]; then
         bash "$FIX/registry.sh" stop 9>&-
+    fi
+    if [ "$STOP_CONTAINERD" = 1 ]; then
+        bash "$FIX/containerd.sh" stop 9>&- >/dev/null
     fi
 }
 trap cleanup EXIT
@@ -100,6 +105,21 @@ if [ $rc -ne 0 ]; then
     summary
     exit 1
 fi
+
+section "containerd (tests/fixtures/containerd.sh start)"
+# A private containerd for the OCI runtime tests (ctr run --runc-binary gcr-oci); like the
+# registries, one a developer started stays up, in CI it is always stopped.
+if [ "${CI:-}" = true ] || ! bash "$FIX/containerd.sh" status >/dev/null 2>&1; then
+    STOP_CONTAINERD=1
+fi
+GCR_TEST_CONTAINERD=$(bash "$FIX/containerd.sh" start 9>&-)
+rc=$?
+record containerd $rc
+if [ $rc -ne 0 ]; then
+    summary
+    exit 1
+fi
+export GCR_TEST_CONTAINERD
 
 section "images (tests/fixtures/images.sh)"
 bash "$FIX/images.sh" 9>&-
@@ -114,7 +134,7 @@ fi
 source "$FIX/env.sh" || exit 1
 section "fixture environment"
 for v in GCR_TEST_REGISTRY GCR_TEST_TLS_REGISTRY GCR_TEST_TLS_USER GCR_TEST_TLS_CA \
-    GCR_TEST_USER GCR_TEST_FIXTURES; do
+    GCR_TEST_USER GCR_TEST_FIXTURES GCR_TEST_CONTAINERD; do
     echo "$v=${!v}"
 done
 echo "GCR_TEST_TLS_PASSWORD=(set, ${#GCR_TEST_TLS_PASSWORD} characters)"
@@ -149,6 +169,14 @@ done
 section "cargo test ${SCOPE[*]} $*"
 cargo test --no-fail-fast "${SCOPE[@]}" "$@" 9>&-
 record "cargo test" $?
+
+# gcr-oci against the OCI runtime-tools validation suite: what runc passes here must pass.
+# Part of the whole run only (not when the caller names packages or tests).
+if [ "${#SCOPE[@]}" -gt 0 ] && [ "$#" -eq 0 ]; then
+    section "OCI validation (tests/oci-validation.sh)"
+    cargo build -q --bin gcr-oci 9>&- && bash "$REPO/tests/oci-validation.sh" 9>&-
+    record "OCI validation" $?
+fi
 
 summary
 exit "$FAILED"
