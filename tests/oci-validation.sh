@@ -40,23 +40,25 @@ only="^($(
 
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-bash "$REPO/bench/oci-validation.sh" --only "$only" "$RUNC" "$GCR_OCI" | tee "$out"
+if ! bash "$REPO/bench/oci-validation.sh" --only "$only" "$RUNC" "$GCR_OCI" | tee "$out"; then
+    echo "oci-validation: bench/oci-validation.sh stopped early; judging what it printed" >&2
+fi
 
-# The per-runtime lines: "<test> <runtime-name> <ok>/<total> PASS|FAIL".
+# The summary table on stdout: "<test> <ok>/<total> <verdict> <ok>/<total> <verdict>", the
+# columns in the order of the runtimes given (runc, then gcr-oci).
 declare -A RESULT
-while read -r test runtime _ verdict; do
-    RESULT["$test/$runtime"]=$verdict
-done < <(awk 'NF == 4 && ($4 == "PASS" || $4 == "FAIL" || $4 == "SKIP" || $4 == "TIMEOUT")' "$out")
+while read -r test _ runc_verdict _ gcr_verdict; do
+    RESULT["$test/runc"]=$runc_verdict
+    RESULT["$test/gcr-oci"]=$gcr_verdict
+done < <(awk 'NF == 5 && $2 ~ /^[0-9]+\/[0-9]+$/ && $4 ~ /^[0-9]+\/[0-9]+$/' "$out")
 
-runc_name=$(basename "$RUNC")
-gcr_name=$(basename "$GCR_OCI")
 checked=0
 failed=0
 for test in "${RUNC_PASSES[@]}"; do
-    [ "${RESULT[$test/$runc_name]:-}" = PASS ] || continue
+    [ "${RESULT[$test/runc]:-}" = PASS ] || continue
     checked=$((checked + 1))
-    if [ "${RESULT[$test/$gcr_name]:-}" != PASS ]; then
-        echo "oci-validation: $test passes with runc but not with gcr-oci (${RESULT[$test/$gcr_name]:-no result})" >&2
+    if [ "${RESULT[$test/gcr-oci]:-}" != PASS ]; then
+        echo "oci-validation: $test passes with runc but not with gcr-oci (${RESULT[$test/gcr-oci]:-no result})" >&2
         failed=$((failed + 1))
     fi
 done
