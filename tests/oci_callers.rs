@@ -48,7 +48,11 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{}", std::process::id(), nanos % 1_000_000_000)
 }
 
-/// Podman with a store of its own (the machine's stays untouched) and gcr-oci as runtime.
+/// Podman with a store of its own (root, runroot and tmpdir in a temp dir: the machine's
+/// store and /run/libpod stay untouched) and gcr-oci as runtime. gcr-oci keeps its default
+/// state root (/run/gcr-oci): podman hands `--runtime-flag root=DIR` on to create, start,
+/// exec and kill, but not to the `delete --force` of the `podman container cleanup` conmon
+/// runs at exit, so a private root would leave every record (and cgroup) behind.
 struct Podman {
     dir: tempfile::TempDir,
 }
@@ -69,6 +73,8 @@ impl Podman {
             .arg(self.dir.path().join("storage"))
             .arg("--runroot")
             .arg(self.dir.path().join("run"))
+            .arg("--tmpdir")
+            .arg(self.dir.path().join("tmp"))
             .arg("--runtime")
             .arg(oci_bin())
             .args(args);
@@ -82,8 +88,53 @@ impl Podman {
 
 impl Drop for Podman {
     fn drop(&mut self) {
+        // Not `podman system reset`: it also removes every network but the default one from
+        // /etc/containers/networks, which belongs to the machine.
         let _ = self.run(&["rm", "--all", "--force", "--time", "0"]);
-        let _ = self.run(&["system", "reset", "--force"]);
+        // conmon and the `podman container cleanup` it starts (the runtime's delete) name
+        // this store on their command lines: let them finish before the store goes.
+        let dir = self.dir.path().display().to_string();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !procs_mentioning(&dir).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut points: Vec<&str> = info
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|p| p.starts_with(&format!("{dir}/")))
+            .collect();
+        points.sort_unstable_by(|a, b| b.cmp(a));
+        for point in points {
+            let _ = Command::new("umount").args(["-l", point]).status();
+        }
+    }
+}
+
+/// Pids of other processes whose command line contains `needle`.
+fn procs_mentioning(needle: &str) -> Vec<u32> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            (pid != me && String::from_utf8_lossy(&cmdline).contains(needle)).then_some(pid)
+        })
+        .collect()
+}
+
+/// Removes the cgroup directories ctr's default cgroup path (/<namespace>[/<id>]) made in
+/// every v1 hierarchy, when empty (the runtime's delete removes a container's own one).
+fn remove_cgroups(relative: &str) {
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let _ = std::fs::remove_dir(hierarchy.path().join(relative));
     }
 }
 
@@ -251,12 +302,25 @@ impl Drop for Ctr {
             std::thread::sleep(Duration::from_millis(100));
             let _ = self.run(&["task", "delete", "--force", id]);
             let _ = self.run(&["container", "rm", id]);
+            remove_cgroups(&format!("{}/{id}", self.namespace));
         }
         let out = self.run(&["images", "ls", "-q"]);
         for image in stdout(&out).lines() {
             let _ = self.run(&["images", "rm", image]);
         }
-        let _ = self.run(&["namespaces", "rm", &self.namespace.clone()]);
+        // containerd refuses to remove a namespace until its garbage collector has dropped
+        // the image's content and snapshots, a moment after `images rm`.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self
+            .run(&["namespaces", "rm", &self.namespace.clone()])
+            .status
+            .success()
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // The namespace's parent cgroups (a fresh name each run: they would pile up).
+        remove_cgroups(&self.namespace);
     }
 }
 
@@ -367,4 +431,12 @@ fn containerd_runs_containers_with_gcr_oci() {
         .map(|e| e.file_name())
         .collect();
     assert!(left.is_empty(), "gcr-oci records left: {left:?}");
+    // ... nor its cgroups (ctr's default path /<namespace>/<id>).
+    let cgroups: Vec<_> = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .map(|h| h.path().join(&ctr.namespace).join(&id))
+        .filter(|d| d.exists())
+        .collect();
+    assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
 }
