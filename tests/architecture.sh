@@ -25,7 +25,8 @@ declare -A ALLOWED=(
     [containers]="gcr-storage gcr-runtime"
     [builder]="gcr-grammar gcr-storage gcr-runtime gcr-containers"
     [oci]="gcr-runtime"
-    [cli]="gcr-grammar gcr-registry gcr-storage gcr-runtime gcr-containers gcr-builder gcr-oci"
+    [api]="gcr-storage gcr-containers"
+    [cli]="gcr-grammar gcr-registry gcr-storage gcr-runtime gcr-containers gcr-builder gcr-oci gcr-api"
 )
 
 members=$(sed -n 's/^members = \[\(.*\)\]/\1/p' Cargo.toml | tr -d '", ' | tr '\n' ' ')

@@ -16,6 +16,7 @@
 mod attach;
 mod container;
 mod create;
+pub mod engine;
 mod error;
 mod exec;
 mod files;

@@ -1,4 +1,5 @@
-//! `gcr system check|df|prune`: store maintenance.
+//! `gcr system check|df|prune`: store maintenance; `gcr system service`: the Docker Engine
+//! API on a socket (gcr-api).
 
 use std::io::{BufRead, IsTerminal};
 
@@ -16,6 +17,18 @@ pub enum SystemCommand {
     Df,
     /// Remove unused data
     Prune(PruneArgs),
+    /// Serve the Docker Engine API on a socket (for docker -H, Compose, the SDKs)
+    Service(ServiceArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServiceArgs {
+    /// Stop after this many seconds without a request (0: never)
+    #[arg(short, long, default_value_t = 5)]
+    time: u64,
+    /// unix:///path/to.sock or tcp://127.0.0.1:PORT (default /run/gcr/gcr.sock as root,
+    /// $XDG_RUNTIME_DIR/gcr/gcr.sock otherwise)
+    uri: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -43,7 +56,36 @@ pub fn system(ctx: &Context, cmd: SystemCommand) -> anyhow::Result<u8> {
         SystemCommand::Check(args) => check(ctx, args),
         SystemCommand::Df => df(ctx),
         SystemCommand::Prune(args) => prune(ctx, args),
+        SystemCommand::Service(args) => service(ctx, args),
     }
+}
+
+/// The default socket: Podman's places, under gcr's name.
+fn default_socket() -> std::path::PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return "/run/gcr/gcr.sock".into();
+    }
+    let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR")
+        .filter(|d| !d.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| format!("/tmp/gcr-{}", nix::unistd::geteuid()).into());
+    runtime_dir.join("gcr/gcr.sock")
+}
+
+fn service(ctx: &Context, args: ServiceArgs) -> anyhow::Result<u8> {
+    let listen = match &args.uri {
+        Some(uri) => gcr_api::Listen::parse(uri)?,
+        None => gcr_api::Listen::Unix(default_socket()),
+    };
+    // Opened once here so that a store that cannot be opened fails now, not per request.
+    ctx.open_store()?;
+    let opts = gcr_api::ServiceOptions {
+        store_root: ctx.root.clone(),
+        listen,
+        idle: (args.time > 0).then(|| std::time::Duration::from_secs(args.time)),
+    };
+    crate::context::tokio_runtime()?.block_on(gcr_api::serve(opts))?;
+    Ok(0)
 }
 
 fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<u8> {
