@@ -7,23 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{gcr_bin, in_ci, stderr, stdout};
-
-fn have(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !found {
-        assert!(
-            !in_ci(),
-            "{tool} is missing: tests/fixtures/setup.sh installs it"
-        );
-        eprintln!("SKIP: {tool} is missing");
-    }
-    found
-}
+use support::{gcr_bin, stderr, stdout};
 
 /// A service on a private socket over a private store; stopped on drop.
 struct ServiceUnderTest {
@@ -108,7 +92,7 @@ impl Drop for ServiceUnderTest {
 
 #[test]
 fn docker_client_talks_to_the_service() {
-    if !have("docker") || !have("curl") {
+    if support::tool("docker").is_none() || support::tool("curl").is_none() {
         return;
     }
     let s = ServiceUnderTest::start(&["--time", "0"]);
@@ -151,7 +135,7 @@ fn docker_client_talks_to_the_service() {
 
 #[test]
 fn endpoints_not_done_answer_501_naming_themselves() {
-    if !have("docker") || !have("curl") {
+    if support::tool("docker").is_none() || support::tool("curl").is_none() {
         return;
     }
     let s = ServiceUnderTest::start(&["--time", "0"]);

@@ -25,19 +25,7 @@ fn need(tool: &str) -> bool {
         eprintln!("SKIP: not root");
         return false;
     }
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !found {
-        assert!(
-            !in_ci(),
-            "{tool} is missing: tests/fixtures/setup.sh installs it"
-        );
-        eprintln!("SKIP: {tool} is missing");
-    }
-    found
+    support::tool(tool).is_some()
 }
 
 fn unique(prefix: &str) -> String {

@@ -6,6 +6,23 @@ use oci_spec::runtime::Spec;
 
 use crate::error::OciError;
 
+/// Parses the JSON in `path` (`-`: stdin) as a `T`; `what` names the expected object in
+/// the error.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T, OciError> {
+    let text = if path == Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+            .map_err(|e| OciError::io("read", "stdin", e))?;
+        buf
+    } else {
+        std::fs::read(path).map_err(|e| OciError::io("read", path, e))?
+    };
+    serde_json::from_slice(&text).map_err(|e| OciError::Config {
+        path: path.to_path_buf(),
+        message: format!("not a runtime-spec {what}: {e}"),
+    })
+}
+
 /// The bundle directory, absolute.
 pub fn bundle_dir(bundle: Option<&Path>) -> Result<PathBuf, OciError> {
     let dir = match bundle {

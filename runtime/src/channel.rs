@@ -23,6 +23,20 @@ pub(crate) const MSG_HOOKS: u8 = b'H';
 /// OCI: the process waits at its start gate; `create` is done.
 pub(crate) const MSG_READY: u8 = b'R';
 
+/// The error an `E` message carries: its exit code (126/127: the command could not run) and
+/// its text.
+pub(crate) fn child_error(msg: &[u8]) -> RuntimeError {
+    let code = msg.get(1).copied().unwrap_or(125) as i32;
+    let text = String::from_utf8_lossy(msg.get(2..).unwrap_or(&[])).into_owned();
+    match code {
+        126 | 127 => RuntimeError::Exec {
+            code,
+            message: text,
+        },
+        _ => RuntimeError::Setup(text),
+    }
+}
+
 /// A message from the child and the fd that came with it.
 pub(crate) type Message = (Vec<u8>, Option<OwnedFd>);
 

@@ -10,7 +10,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
 
-use crate::channel::{receive, send, MSG_ERROR, MSG_GO, MSG_PID, MSG_PTY};
+use crate::channel::{child_error, receive, send, MSG_ERROR, MSG_GO, MSG_PID, MSG_PTY};
 use crate::error::RuntimeError;
 use crate::fs::write_atomic;
 use crate::plan::{Plan, RunOptions};
@@ -174,16 +174,8 @@ pub(crate) fn until_exec(sock: &OwnedFd, reap: Pid) -> Result<Started, RuntimeEr
                     .map(Pid::from_raw);
             }
             Some(&MSG_ERROR) => {
-                let code = msg.get(1).copied().unwrap_or(125) as i32;
-                let text = String::from_utf8_lossy(msg.get(2..).unwrap_or(&[])).into_owned();
                 let _ = waitpid(reap, None);
-                return Err(match code {
-                    126 | 127 => RuntimeError::Exec {
-                        code,
-                        message: text,
-                    },
-                    _ => RuntimeError::Setup(text),
-                });
+                return Err(child_error(&msg));
             }
             _ => {}
         }

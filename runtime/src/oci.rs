@@ -24,7 +24,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{ContainerState, Spec};
 
 use crate::channel::{
-    receive, send, MSG_ERROR, MSG_GO, MSG_HOOKS, MSG_NAMESPACES, MSG_PTY, MSG_READY,
+    child_error, receive, send, MSG_ERROR, MSG_GO, MSG_HOOKS, MSG_NAMESPACES, MSG_PTY, MSG_READY,
 };
 use crate::error::RuntimeError;
 use crate::launch::prepare_fork;
@@ -199,16 +199,8 @@ fn set_up(
             }
             Some(&MSG_READY) => return Ok(kept_master),
             Some(&MSG_ERROR) => {
-                let code = msg.get(1).copied().unwrap_or(125) as i32;
-                let text = String::from_utf8_lossy(msg.get(2..).unwrap_or(&[])).into_owned();
                 let _ = waitpid(pid, None);
-                return Err(match code {
-                    126 | 127 => RuntimeError::Exec {
-                        code,
-                        message: text,
-                    },
-                    _ => RuntimeError::Setup(text),
-                });
+                return Err(child_error(&msg));
             }
             _ => {}
         }

@@ -58,21 +58,6 @@ pub struct ExecArgs {
     pub command: Vec<String>,
 }
 
-fn read_process(path: &Path) -> Result<Process, OciError> {
-    let text = if path == Path::new("-") {
-        let mut buf = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
-            .map_err(|e| OciError::io("read", "stdin", e))?;
-        buf
-    } else {
-        std::fs::read(path).map_err(|e| OciError::io("read", path, e))?
-    };
-    serde_json::from_slice(&text).map_err(|e| OciError::Config {
-        path: path.to_path_buf(),
-        message: format!("not a runtime-spec process: {e}"),
-    })
-}
-
 /// The process the command line describes, over the container's own.
 fn process_from_args(base: Option<Process>, args: &ExecArgs) -> Result<Process, OciError> {
     if args.command.is_empty() {
@@ -144,7 +129,7 @@ pub fn exec(root: &Path, args: &ExecArgs) -> Result<i32, OciError> {
     }
     let mut spec = container.spec()?;
     let process = match &args.process {
-        Some(path) => read_process(path)?,
+        Some(path) => crate::spec::read_json(path, "process")?,
         None => process_from_args(spec.process().clone(), args)?,
     };
     let tty = process.terminal().unwrap_or(false);

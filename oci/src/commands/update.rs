@@ -41,21 +41,6 @@ pub struct UpdateArgs {
     pub id: String,
 }
 
-fn read_resources(path: &Path) -> Result<LinuxResources, OciError> {
-    let text = if path == Path::new("-") {
-        let mut buf = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
-            .map_err(|e| OciError::io("read", "stdin", e))?;
-        buf
-    } else {
-        std::fs::read(path).map_err(|e| OciError::io("read", path, e))?
-    };
-    serde_json::from_slice(&text).map_err(|e| OciError::Config {
-        path: path.to_path_buf(),
-        message: format!("not a runtime-spec linux.resources object: {e}"),
-    })
-}
-
 /// The resources the flags name, over `res`.
 fn apply_flags(mut res: LinuxResources, args: &UpdateArgs) -> LinuxResources {
     if args.memory.is_some() || args.memory_reservation.is_some() {
@@ -119,7 +104,7 @@ pub fn update(root: &Path, args: &UpdateArgs) -> Result<(), OciError> {
         ))
     })?;
     let base = match &args.resources {
-        Some(path) => read_resources(path)?,
+        Some(path) => crate::spec::read_json(path, "linux.resources object")?,
         None => LinuxResources::default(),
     };
     let res = apply_flags(base, args);
