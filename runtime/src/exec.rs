@@ -91,14 +91,7 @@ fn run_exec(
     opts: &ExecOptions,
     detach: bool,
 ) -> Result<i32, RuntimeError> {
-    let threads = std::fs::read_dir("/proc/self/task")
-        .map(|d| d.count())
-        .unwrap_or(1);
-    if threads > 1 {
-        return Err(RuntimeError::InvalidSpec(format!(
-            "exec_in needs a single-threaded process, this one has {threads} threads"
-        )));
-    }
+    crate::launch::ensure_single_threaded("exec_in")?;
     let target = Pid::from_raw(container_pid);
     let mut run_opts = RunOptions::new(RootfsSource::Directory(PathBuf::from("/")), "", "/");
     run_opts.tty = opts.tty;

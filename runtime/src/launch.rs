@@ -21,22 +21,27 @@ use crate::{child, sys};
 /// exit status. Must be called from a single-threaded process. Errors: [`RuntimeError`]
 /// (`exit_code()` gives 125, or 126/127 when the command cannot be executed or found).
 pub fn run_container(spec: &Spec, opts: &RunOptions) -> Result<ExitStatusCode, RuntimeError> {
-    // A clone of a multi-threaded process may copy a lock another thread holds (malloc, stdio)
-    // and deadlock in the child: refuse instead of hanging.
-    let threads = std::fs::read_dir("/proc/self/task")
-        .map(|d| d.count())
-        .unwrap_or(1);
-    if threads > 1 {
-        return Err(RuntimeError::InvalidSpec(format!(
-            "run_container needs a single-threaded process, this one has {threads} threads (shut the async runtime down first)"
-        )));
-    }
+    ensure_single_threaded("run_container")?;
     let plan = Plan::new(spec, opts)?;
     let result = run_planned(&plan);
     if let Some(cg) = &plan.cgroup {
         cg.remove();
     }
     result
+}
+
+/// A clone of a multi-threaded process may copy a lock another thread holds (malloc, stdio)
+/// and deadlock in the child: `caller` refuses instead of hanging.
+pub(crate) fn ensure_single_threaded(caller: &str) -> Result<(), RuntimeError> {
+    let threads = std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(1);
+    if threads > 1 {
+        return Err(RuntimeError::InvalidSpec(format!(
+            "{caller} needs a single-threaded process, this one has {threads} threads (shut the async runtime down first)"
+        )));
+    }
+    Ok(())
 }
 
 /// The parent/child socket pair, and every signal blocked (the previous mask restored when
@@ -111,7 +116,13 @@ impl Drop for SigmaskGuard {
     }
 }
 
-fn write_id_maps(plan: &Plan, pid: Pid) -> Result<(), RuntimeError> {
+/// Writes the child's uid and gid maps (an unprivileged caller may map its own gid only with
+/// setgroups denied).
+pub(crate) fn write_id_maps(plan: &Plan, pid: Pid) -> Result<(), RuntimeError> {
+    if !nix::unistd::geteuid().is_root() {
+        let path = format!("/proc/{pid}/setgroups");
+        std::fs::write(&path, "deny").map_err(|e| RuntimeError::io("write", &path, e))?;
+    }
     for (file, content) in [("uid_map", &plan.uid_map), ("gid_map", &plan.gid_map)] {
         let path = format!("/proc/{pid}/{file}");
         std::fs::write(&path, content.as_bytes())

@@ -59,7 +59,9 @@ pub use exec::{exec_detached_oci, exec_in, ExecOptions, ExecStarted};
 pub use hooks::{run_all_hooks, run_hooks};
 pub use launch::run_container;
 pub use network::{process_start, NetworkOptions, PortMapping, PrivateNetwork, BRIDGE, SLIRP_DNS};
-pub use oci::{create_container, send_console, start_container, wait_container, Created};
+pub use oci::{
+    create_container, remove_mounts_under, send_console, start_container, wait_container, Created,
+};
 pub use plan::{OciLaunch, RootfsSource, RunOptions};
 pub use relay::ExitStatusCode;
 pub use spec::{

@@ -38,6 +38,9 @@ pub struct Created {
     pub pid: i32,
     /// With a terminal and no console socket (`run` in the foreground): the pty master.
     pub master: Option<OwnedFd>,
+    /// Its cgroup's path (see [`crate::cgroups::oci_path`]); `None` when none could be made
+    /// (rootless without delegation).
+    pub cgroup: Option<String>,
 }
 
 /// Sets up the container of `spec` (namespaces, cgroup at `linux.cgroupsPath`, mounts,
@@ -50,16 +53,16 @@ pub fn create_container(spec: &Spec, opts: &RunOptions) -> Result<Created, Runti
             "create_container needs RunOptions::oci".into(),
         ));
     };
-    let threads = std::fs::read_dir("/proc/self/task")
-        .map(|d| d.count())
-        .unwrap_or(1);
-    if threads > 1 {
-        return Err(RuntimeError::InvalidSpec(format!(
-            "create_container needs a single-threaded process, this one has {threads} threads"
-        )));
-    }
+    crate::launch::ensure_single_threaded("create_container")?;
     let plan = Plan::new(spec, opts)?;
-    let result = create_planned(&plan, oci);
+    let cgroup = plan.cgroup.as_ref().map(|_| {
+        let linux = spec.linux().as_ref();
+        crate::cgroups::oci_path(
+            linux.and_then(|l| l.cgroups_path().as_deref()),
+            &opts.container_id,
+        )
+    });
+    let result = create_planned(&plan, oci, cgroup);
     if result.is_err() {
         if let Some(cg) = &plan.cgroup {
             cg.remove();
@@ -68,7 +71,11 @@ pub fn create_container(spec: &Spec, opts: &RunOptions) -> Result<Created, Runti
     result
 }
 
-fn create_planned(plan: &Plan, oci: &crate::plan::OciLaunch) -> Result<Created, RuntimeError> {
+fn create_planned(
+    plan: &Plan,
+    oci: &crate::plan::OciLaunch,
+    cgroup: Option<String>,
+) -> Result<Created, RuntimeError> {
     let (parent_sock, child_sock, old_mask, restore) = prepare_fork()?;
     // A pid namespace given by path applies to the children of whoever joins it: this
     // process joins it for the clone and goes back to its own right after.
@@ -109,6 +116,7 @@ fn create_planned(plan: &Plan, oci: &crate::plan::OciLaunch) -> Result<Created, 
     result.map(|master| Created {
         pid: pid.as_raw(),
         master,
+        cgroup,
     })
 }
 
@@ -135,16 +143,7 @@ fn set_up(
     let mut maps_written = false;
     let write_maps = |plan: &Plan| -> Result<(), RuntimeError> {
         if plan.new_userns || plan.unshare_flags & libc::CLONE_NEWUSER as u64 != 0 {
-            // An unprivileged caller may map its own gid only with setgroups denied.
-            if !nix::unistd::geteuid().is_root() {
-                let path = format!("/proc/{pid}/setgroups");
-                std::fs::write(&path, "deny").map_err(|e| RuntimeError::io("write", &path, e))?;
-            }
-            for (file, content) in [("uid_map", &plan.uid_map), ("gid_map", &plan.gid_map)] {
-                let path = format!("/proc/{pid}/{file}");
-                std::fs::write(&path, content.as_bytes())
-                    .map_err(|e| RuntimeError::io("write", &path, e))?;
-            }
+            crate::launch::write_id_maps(plan, pid)?;
         }
         if let Some(cg) = &plan.cgroup {
             cg.add(pid.as_raw())?;
@@ -222,6 +221,44 @@ pub fn send_console(socket: Option<&Path>, master: &OwnedFd) -> Result<(), Runti
         .map_err(|e| RuntimeError::sys(format!("send the pty to {}", path.display()), e))
 }
 
+/// What `delete` must undo for a container without a mount namespace of its own: the mounts
+/// it made in the caller's namespace, under its rootfs, deepest first. (With a namespace of
+/// its own they went with its processes.)
+pub fn remove_mounts_under(rootfs: &Path) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let mut points: Vec<std::path::PathBuf> = info
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(4))
+        .map(|p| std::path::PathBuf::from(unescape_mountinfo(p)))
+        .filter(|p| p.starts_with(rootfs))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for point in points {
+        let _ = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// mountinfo writes space, tab, newline and backslash as \ooo.
+fn unescape_mountinfo(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 4 <= bytes.len() && text.is_char_boundary(i + 4) {
+            if let Ok(v) = u8::from_str_radix(&text[i + 1..i + 4], 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// `run` in the foreground: waits for the started container's process (a child of this
 /// one) while forwarding signals to it and relaying its pty, and returns its exit status.
 pub fn wait_container(
@@ -287,4 +324,16 @@ pub fn start_container(exec_fifo: &Path, pid: i32, state_json: &str) -> Result<(
     // the exec failed, said on the container's stderr), its exit status now belongs to its
     // parent (the caller's subreaper), as with runc.
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+        assert_eq!(unescape_mountinfo("/end\\"), "/end\\");
+    }
 }

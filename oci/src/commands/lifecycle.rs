@@ -105,16 +105,6 @@ pub fn create(
     // Relative mount sources are relative to the bundle (runtime-spec "Mounts").
     std::env::set_current_dir(&bundle).map_err(|e| OciError::io("chdir to", &bundle, e))?;
     let created = gcr_runtime::create_container(&spec, &opts)?;
-    let cgroup = Some(gcr_runtime::cgroups::oci_path(
-        cgroups_path.as_deref(),
-        &args.id,
-    ))
-    .filter(|path| {
-        gcr_runtime::cgroups::Cgroup::at(path)
-            .dirs
-            .iter()
-            .any(|d| d.is_dir())
-    });
     let container = Container {
         dir: dir.clone(),
         record: Record {
@@ -126,7 +116,7 @@ pub fn create(
             created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
             owner: String::new(),
             annotations,
-            cgroup,
+            cgroup: created.cgroup.clone(),
         },
     };
     let saved = container.save().and_then(|()| match &args.pid_file {
@@ -342,7 +332,7 @@ pub fn delete(log: &Log, root: &Path, id: &str, force: bool) -> Result<(), OciEr
                 .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Mount)
         });
     if !own_mount_ns {
-        unmount_under(&container.record.rootfs);
+        gcr_runtime::remove_mounts_under(&container.record.rootfs);
     }
     if let Ok(Some(hooks)) = spec.as_ref().map(|s| s.hooks()) {
         let poststop = hooks.poststop().clone().unwrap_or_default();
@@ -353,43 +343,6 @@ pub fn delete(log: &Log, root: &Path, id: &str, force: bool) -> Result<(), OciEr
         }
     }
     std::fs::remove_dir_all(&container.dir).map_err(|e| OciError::io("remove", &container.dir, e))
-}
-
-/// A container without a mount namespace of its own made its mounts in ours, under its
-/// rootfs: they go with it, deepest first.
-fn unmount_under(rootfs: &Path) {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return;
-    };
-    let mut points: Vec<std::path::PathBuf> = info
-        .lines()
-        .filter_map(|line| line.split_whitespace().nth(4))
-        .map(|p| std::path::PathBuf::from(unescape_mountinfo(p)))
-        .filter(|p| p.starts_with(rootfs))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    for point in points {
-        let _ = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH);
-    }
-}
-
-/// mountinfo writes space, tab, newline and backslash as \ooo.
-fn unescape_mountinfo(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 4 <= bytes.len() && text.is_char_boundary(i + 4) {
-            if let Ok(v) = u8::from_str_radix(&text[i + 1..i + 4], 8) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn running(container: &Container, action: &'static str) -> Result<(), OciError> {
@@ -539,12 +492,5 @@ mod tests {
         assert_eq!(parse_signal("SIGUSR1").unwrap(), Signal::SIGUSR1);
         assert!(parse_signal("NOPE").is_err());
         assert!(parse_signal("999").is_err());
-    }
-
-    #[test]
-    fn mountinfo_escapes() {
-        assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
-        assert_eq!(unescape_mountinfo("/plain"), "/plain");
-        assert_eq!(unescape_mountinfo("/end\\"), "/end\\");
     }
 }
