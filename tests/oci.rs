@@ -234,6 +234,11 @@ fn create_waits_start_releases_and_the_runtime_does_not_stay() {
     );
     // A second start is refused once started; state says running.
     b.ok(&["start", "c1"]);
+    // start returns once the command was executed; sh writes the file a moment later.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !out_dir.join("started").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert_eq!(
         std::fs::read_to_string(out_dir.join("started")).unwrap(),
         "started\n"
