@@ -4,15 +4,13 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
 use clap::Args;
-use gcr_storage::{ImageRecord, Store};
+use gcr_images::{familiar_name, Removal};
+use gcr_storage::Store;
 use serde_json::{json, Value};
 
 use crate::context::Context;
 use crate::format::{human_age, human_size, short_id, split_name, table};
 use crate::lookup::{find_image, normalize_name};
-
-/// Largest image config gcr reads back from its own store.
-const MAX_CONFIG_BYTES: u64 = 4 << 20;
 
 #[derive(Args, Debug)]
 pub struct ImagesArgs {
@@ -95,17 +93,8 @@ pub struct ImportArgs {
 
 pub fn images(ctx: &Context, args: ImagesArgs) -> anyhow::Result<u8> {
     let store = ctx.open_store()?;
-    let mut records = store.images()?;
-    records.sort_by(|a, b| b.created.cmp(&a.created));
-    // One image (one config) may be stored under two manifests, e.g. loaded from an archive
-    // and then pulled: the unnamed one is the same image, not a dangling one.
-    let named_ids: std::collections::HashSet<String> = records
-        .iter()
-        .filter(|r| !r.names.is_empty())
-        .map(|r| r.id.to_string())
-        .collect();
-    records.retain(|r| !r.names.is_empty() || !named_ids.contains(&r.id.to_string()));
-    let records = select_images(&store, records, &args)?;
+    let records = gcr_images::list(&store)?;
+    let records = gcr_images::select(&store, records, args.reference.as_deref(), &args.filter)?;
     if args.quiet {
         let mut seen = std::collections::HashSet::new();
         for record in &records {
@@ -160,144 +149,6 @@ pub fn images(ctx: &Context, args: ImagesArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-/// `gcr images [REPOSITORY[:TAG]] [-f ...]`: the images (with only their matching names)
-/// that pass every filter; values of one key may match any.
-fn select_images(
-    store: &Store,
-    records: Vec<ImageRecord>,
-    args: &ImagesArgs,
-) -> anyhow::Result<Vec<ImageRecord>> {
-    let mut filters: Vec<(String, String)> = Vec::new();
-    for f in &args.filter {
-        let (key, value) = f
-            .split_once('=')
-            .with_context(|| format!("invalid filter {f:?}: use KEY=VALUE"))?;
-        match key {
-            "dangling" if matches!(value, "true" | "false") => {}
-            "dangling" => bail!("invalid filter {f:?}: dangling is true or false"),
-            "reference" | "label" => {}
-            other => bail!("unknown filter {other:?}: use dangling, reference or label"),
-        }
-        filters.push((key.to_string(), value.to_string()));
-    }
-    // The short forms people type: `busybox:latest` for docker.io/library/busybox:latest.
-    let short = |name: &str| -> String {
-        name.strip_prefix("docker.io/library/")
-            .or_else(|| name.strip_prefix("docker.io/"))
-            .unwrap_or(name)
-            .to_string()
-    };
-    let wanted = match &args.reference {
-        None => None,
-        Some(r) => {
-            let full = normalize_name(r)?;
-            // Without a tag every tag of the repository is meant.
-            let tagged =
-                r.rsplit('/').next().is_some_and(|last| last.contains(':')) || r.contains('@');
-            Some((full, tagged))
-        }
-    };
-    let mut out = Vec::new();
-    for mut record in records {
-        if let Some((full, tagged)) = &wanted {
-            record.names.retain(|n| {
-                if *tagged {
-                    n == full
-                } else {
-                    split_name(n).0 == split_name(full).0
-                }
-            });
-            if record.names.is_empty() {
-                continue;
-            }
-        }
-        let mut labels: Option<std::collections::BTreeMap<String, String>> = None;
-        let mut keep = true;
-        let keys: std::collections::BTreeSet<&str> =
-            filters.iter().map(|(k, _)| k.as_str()).collect();
-        for key in keys {
-            let values = filters
-                .iter()
-                .filter(|(k, _)| k == key)
-                .map(|(_, v)| v.as_str());
-            let pass = match key {
-                "dangling" => values
-                    .into_iter()
-                    .any(|v| (v == "true") == record.names.is_empty()),
-                "reference" => {
-                    let matching: Vec<String> = record
-                        .names
-                        .iter()
-                        .filter(|n| {
-                            filters.iter().any(|(k, pattern)| {
-                                k == "reference"
-                                    && (glob_match(pattern, n)
-                                        || glob_match(pattern, &short(n))
-                                        || glob_match(pattern, &split_name(&short(n)).0))
-                            })
-                        })
-                        .cloned()
-                        .collect();
-                    record.names = matching;
-                    !record.names.is_empty()
-                }
-                _ => {
-                    let have = labels.get_or_insert_with(|| image_labels(store, &record));
-                    values.into_iter().any(|v| match v.split_once('=') {
-                        Some((k, want)) => have.get(k).is_some_and(|x| x == want),
-                        None => have.contains_key(v),
-                    })
-                }
-            };
-            keep &= pass;
-        }
-        if keep {
-            out.push(record);
-        }
-    }
-    Ok(out)
-}
-
-/// The labels of an image's config.
-fn image_labels(store: &Store, record: &ImageRecord) -> std::collections::BTreeMap<String, String> {
-    store
-        .image_config_bytes(record)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-        .and_then(|c| c["config"]["Labels"].as_object().cloned())
-        .map(|labels| {
-            labels
-                .into_iter()
-                .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Shell-style `*` and `?` matching of a whole name.
-fn glob_match(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    // Classic two-pointer match with backtracking to the last `*`.
-    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            pi += 1;
-            mark = ti;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
-}
-
 /// One row per name of each image (one `<none>` row for an image without names), with the
 /// fields Docker's `images --format` templates use.
 fn image_rows(records: &[gcr_storage::ImageRecord], no_trunc: bool) -> Vec<Value> {
@@ -313,11 +164,7 @@ fn image_rows(records: &[gcr_storage::ImageRecord], no_trunc: bool) -> Vec<Value
                 ("<none>".to_string(), "<none>".to_string())
             } else {
                 // Docker Hub names as Docker shows them: `app`, `user/app`.
-                let familiar = name
-                    .strip_prefix("docker.io/library/")
-                    .or_else(|| name.strip_prefix("docker.io/"))
-                    .unwrap_or(&name);
-                split_name(familiar)
+                split_name(&familiar_name(&name))
             };
             rows.push(json!({
                 "Repository": repository,
@@ -345,75 +192,30 @@ pub fn rmi(ctx: &Context, args: RmiArgs) -> anyhow::Result<u8> {
     let store = ctx.open_store()?;
     let mut failed = false;
     for input in &args.images {
-        // As Docker: with -f an image that is not there is no error.
-        if args.force && find_image(&store, input).is_err() {
-            continue;
-        }
-        if let Err(err) = remove_one(&store, input, args.force) {
-            eprintln!("error: {}", crate::format::error_chain(&err));
-            failed = true;
+        match gcr_images::remove(&store, input, args.force) {
+            Ok(done) => {
+                for removal in done {
+                    match removal {
+                        Removal::Untagged(name) => println!("Untagged: {name}"),
+                        Removal::Deleted(id) => println!("Deleted: {id}"),
+                    }
+                }
+            }
+            // As Docker: with -f an image that is not there is no error (an ambiguous ID is).
+            Err(gcr_images::ImageError::NotFound { .. }) if args.force => {}
+            Err(err) => {
+                eprintln!("error: {}", crate::format::error_chain(&err.into()));
+                failed = true;
+            }
         }
     }
     Ok(if failed { 1 } else { 0 })
 }
 
-fn remove_one(store: &Store, input: &str, force: bool) -> anyhow::Result<()> {
-    let record = find_image(store, input)?;
-    // A name given and the image has other names: only that name goes, like `docker rmi`.
-    let name_given = record
-        .names
-        .iter()
-        .find(|n| n.as_str() == input || normalize_name(input).ok().as_deref() == Some(n))
-        .cloned();
-    if let Some(name) = &name_given {
-        if record.names.len() > 1 {
-            store.untag(name)?;
-            println!("Untagged: {name}");
-            return Ok(());
-        }
-    } else if record.names.len() > 1 && !force {
-        bail!(
-            "image {} has several names ({}): remove them by name, or use -f",
-            short_id(&record.id.to_string()),
-            record.names.join(", ")
-        );
-    }
-    // As Docker: -f on an image that containers use takes its names away and keeps it.
-    if force && !record.names.is_empty() && !store.containers_using(&record.id)?.is_empty() {
-        for name in &record.names {
-            store.untag(name)?;
-            println!("Untagged: {name}");
-        }
-        return Ok(());
-    }
-    let removed = store.remove_image(&record.id, force)?;
-    for name in &record.names {
-        println!("Untagged: {name}");
-    }
-    println!("Deleted: {}", record.id);
-    let _ = removed;
-    Ok(())
-}
-
 pub fn tag(ctx: &Context, args: TagArgs) -> anyhow::Result<u8> {
     let store = ctx.open_store()?;
-    let record = find_image(&store, &args.source)?;
-    let target = normalize_name(&args.target)?;
-    if target.contains('@') {
-        bail!("cannot tag with a digest reference {target:?}: give NAME[:TAG]");
-    }
-    store.tag(&record.id, &target)?;
+    gcr_images::tag(&store, &args.source, &args.target)?;
     Ok(0)
-}
-
-/// The image's config JSON, as stored.
-fn config_json(store: &Store, record: &ImageRecord) -> anyhow::Result<Value> {
-    let bytes = store.image_config_bytes(record)?;
-    if bytes.len() as u64 > MAX_CONFIG_BYTES {
-        bail!("image config of {} is larger than 4 MiB", record.id);
-    }
-    serde_json::from_slice(&bytes)
-        .with_context(|| format!("image config {} is not JSON", record.id))
 }
 
 impl InspectArgs {
@@ -481,93 +283,30 @@ pub fn inspect(ctx: &Context, args: InspectArgs) -> anyhow::Result<u8> {
 
 fn inspect_image(store: &Store, input: &str) -> anyhow::Result<Value> {
     let record = find_image(store, input)?;
-    let config = config_json(store, &record)?;
-    let repo_tags: Vec<&String> = record.names.iter().filter(|n| !n.contains('@')).collect();
-    let repo_digests: Vec<String> = record
-        .names
-        .iter()
-        .map(|n| {
-            let (repo, _) = split_name(n);
-            format!("{repo}@{}", record.manifest_digest)
-        })
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    Ok(json!({
-        "Id": record.id.to_string(),
-        "Digest": record.manifest_digest.to_string(),
-        "RepoTags": repo_tags,
-        "RepoDigests": repo_digests,
-        "Created": config.get("created"),
-        "Author": config.get("author"),
-        "Architecture": config.get("architecture"),
-        "Variant": config.get("variant"),
-        "Os": config.get("os"),
-        "Config": config.get("config").cloned().unwrap_or(Value::Object(Default::default())),
-        "RootFS": {
-            "Type": "layers",
-            "Layers": record.layers.iter().map(|l| l.to_string()).collect::<Vec<_>>(),
-        },
-        "History": config.get("history"),
-        "Size": record.size,
-    }))
+    Ok(gcr_images::inspect(store, &record)?)
 }
 
 pub fn history(ctx: &Context, args: HistoryArgs) -> anyhow::Result<u8> {
     let store = ctx.open_store()?;
     let record = find_image(&store, &args.image)?;
-    let config = config_json(&store, &record)?;
-    let entries = config
-        .get("history")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let layer_sizes = manifest_layer_sizes(&store, &record);
-    // Docker lists newest first; non-empty entries take the layers in order.
-    let mut layer_index = 0usize;
-    let mut rows: Vec<(String, String, String, u64, String)> = Vec::new();
-    for entry in &entries {
-        let empty = entry
-            .get("empty_layer")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        let size = if empty {
-            0
-        } else {
-            let s = layer_sizes.get(layer_index).copied().unwrap_or(0);
-            layer_index += 1;
-            s
-        };
-        let text = |k: &str| {
-            entry
-                .get(k)
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string()
-        };
-        rows.push((
-            "<missing>".to_string(),
-            text("created"),
-            text("created_by"),
-            size,
-            text("comment"),
-        ));
-    }
-    if let Some(top) = rows.last_mut() {
-        top.0 = record.id.to_string();
-    }
-    rows.reverse();
+    let rows = gcr_images::history(&store, &record)?;
     if args.quiet {
         for row in &rows {
-            println!("{}", display_id(&row.0, args.no_trunc));
+            println!("{}", display_id(&row.id, args.no_trunc));
         }
         return Ok(0);
     }
     if args.format == "json" {
         let list: Vec<Value> = rows
             .iter()
-            .map(|(id, created, by, size, comment)| {
-                json!({"id": id, "created": created, "createdBy": by, "size": size, "comment": comment})
+            .map(|row| {
+                json!({
+                    "id": row.id,
+                    "created": row.created,
+                    "createdBy": row.created_by,
+                    "size": row.size,
+                    "comment": row.comment,
+                })
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&list)?);
@@ -577,7 +316,8 @@ pub fn history(ctx: &Context, args: HistoryArgs) -> anyhow::Result<u8> {
     }
     let table_rows: Vec<Vec<String>> = rows
         .iter()
-        .map(|(id, created, by, size, comment)| {
+        .map(|row| {
+            let (id, created, by) = (&row.id, &row.created, &row.created_by);
             let id = if id == "<missing>" {
                 id.clone()
             } else {
@@ -592,8 +332,8 @@ pub fn history(ctx: &Context, args: HistoryArgs) -> anyhow::Result<u8> {
                 id,
                 human_age(Some(created.as_str()).filter(|c| !c.is_empty())),
                 by,
-                human_size(*size),
-                comment.clone(),
+                human_size(row.size),
+                row.comment.clone(),
             ]
         })
         .collect();
@@ -605,26 +345,6 @@ pub fn history(ctx: &Context, args: HistoryArgs) -> anyhow::Result<u8> {
         )
     );
     Ok(0)
-}
-
-/// Sizes of the image's layers as its manifest gives them (compressed sizes).
-fn manifest_layer_sizes(store: &Store, record: &ImageRecord) -> Vec<u64> {
-    let Ok(bytes) = store.image_manifest_bytes(record) else {
-        return Vec::new();
-    };
-    let Ok(manifest) = serde_json::from_slice::<Value>(&bytes) else {
-        return Vec::new();
-    };
-    manifest
-        .get("layers")
-        .and_then(Value::as_array)
-        .map(|layers| {
-            layers
-                .iter()
-                .map(|l| l.get("size").and_then(Value::as_u64).unwrap_or(0))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 pub fn import(ctx: &Context, args: ImportArgs) -> anyhow::Result<u8> {
@@ -699,20 +419,4 @@ pub fn print_prune_report(report: &gcr_storage::PruneReport) {
         "Total reclaimed space: {}",
         crate::format::human_size(report.reclaimed)
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn glob_matches_whole_names() {
-        assert!(glob_match("busy*", "busybox:latest"));
-        assert!(glob_match("*box", "busybox"));
-        assert!(glob_match("b?sybox", "busybox"));
-        assert!(glob_match("*", ""));
-        assert!(!glob_match("busy", "busybox"));
-        assert!(!glob_match("*x", "busybox:latest"));
-        assert!(glob_match("*/app:*", "localhost/app:1"));
-    }
 }
