@@ -3,7 +3,7 @@
 # `bash tests/architecture.sh`). Fails when
 #   - a crate depends on a gcr crate against the arrows (cli -> builder -> containers ->
 #     {runtime, storage}, builder -> grammar, registry -> storage, {cli, api} -> images ->
-#     {registry, storage}; grammar, storage and runtime depend on no gcr crate),
+#     {registry, storage}, api -> {containers, registry, storage}; grammar, storage and runtime depend on no gcr crate),
 #   - `unsafe` appears outside the runtime's syscall layer (runtime/src/sys/), or a crate
 #     root lacks #![deny(unsafe_code)],
 #   - a source file outside tests is over 820 lines ("about 800").
@@ -26,7 +26,7 @@ declare -A ALLOWED=(
     [builder]="gcr-grammar gcr-storage gcr-runtime gcr-containers"
     [oci]="gcr-runtime"
     [images]="gcr-registry gcr-storage"
-    [api]="gcr-storage gcr-containers gcr-images"
+    [api]="gcr-storage gcr-containers gcr-images gcr-registry"
     [cli]="gcr-grammar gcr-registry gcr-storage gcr-runtime gcr-containers gcr-builder gcr-oci gcr-api gcr-images"
 )
 

@@ -1133,20 +1133,32 @@ fn detached_containers_log_stop_kill_and_wait() {
         drop(reader.stdout.take());
         let quiet = reader.wait_with_output().unwrap();
         assert!(!stderr(&quiet).contains("panicked"), "{}", stderr(&quiet));
-        // Output goes to the log, stdout and stderr alike.
+        // Output goes to the log, each stream kept apart (logs writes them back to its own
+        // stdout and stderr, as docker logs).
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let logs = loop {
-            let logs = expect(&gcr(&["logs", "bg"]), 0);
-            if logs.contains("err") || std::time::Instant::now() > deadline {
+            let logs = gcr(&["logs", "bg"]);
+            if stderr(&logs).contains("err") || std::time::Instant::now() > deadline {
                 break logs;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         };
-        assert_eq!(logs, "out\nerr\n", "{who:?}");
+        assert_eq!(expect(&logs, 0), "out\n", "{who:?}");
+        assert_eq!(stderr(&logs), "err\n", "{who:?}");
+        let last = gcr(&["logs", "--tail", "1", &id[..12]]);
         assert_eq!(
-            expect(&gcr(&["logs", "--tail", "1", &id[..12]]), 0),
-            "err\n"
+            (stdout(&last), stderr(&last)),
+            (String::new(), "err\n".to_string())
         );
+        // -t puts each line's time first; --since a time after them shows none.
+        let timed = gcr(&["logs", "-t", "bg"]);
+        let line = stdout(&timed);
+        let (time, text) = line.trim_end().split_once(' ').unwrap();
+        assert!(time.ends_with('Z') && time.contains('T'), "{line:?}");
+        assert_eq!(text, "out");
+        let later = gcr(&["logs", "--since", "2099-01-01T00:00:00Z", "bg"]);
+        assert_eq!(expect(&later, 0), "");
+        assert_eq!(expect(&gcr(&["logs", "--since", "10m", "bg"]), 0), "out\n");
         // stop sends SIGTERM (the trap answers), the status is recorded, logs -f ends.
         assert_eq!(expect(&gcr(&["stop", "bg"]), 0), "bg\n");
         assert_eq!(expect(&gcr(&["wait", "bg"]), 0), "3\n");
@@ -2651,11 +2663,9 @@ fn a_foreground_containers_output_is_kept_in_its_log_too() {
         assert_eq!(stdout(&out), "out\n", "{who:?}");
         assert!(stderr(&out).contains("err"), "{who:?}: {}", stderr(&out));
         assert!(!stderr(&out).contains("out"), "{who:?}: {}", stderr(&out));
-        let logs = expect(&gcr(&["logs", "fg"]), 0);
-        assert!(
-            logs.contains("out\n") && logs.contains("err\n"),
-            "{who:?}: {logs:?}"
-        );
+        let logs = gcr(&["logs", "fg"]);
+        assert_eq!(expect(&logs, 0), "out\n", "{who:?}");
+        assert_eq!(stderr(&logs), "err\n", "{who:?}");
         // start -a adds the next run's output.
         assert_eq!(gcr(&["start", "-a", "fg"]).status.code(), Some(2));
         assert_eq!(expect(&gcr(&["logs", "fg"]), 0).matches("out\n").count(), 2);

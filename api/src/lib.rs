@@ -5,7 +5,12 @@
 
 #![deny(unsafe_code)]
 
+mod containers;
+mod create_body;
+mod error;
 mod handlers;
+mod images;
+mod stream;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,7 +22,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, delete, get, post};
 use axum::Router;
 
 pub use gcr_containers::engine::API_VERSION;
@@ -71,11 +76,15 @@ pub struct ServiceOptions {
     pub listen: Listen,
     /// Stop after this long without a request (None: never), as `podman system service --time`.
     pub idle: Option<Duration>,
+    /// The gcr binary, started as a worker for what forks into the runtime (see
+    /// `gcr_containers::worker`).
+    pub worker_exe: PathBuf,
 }
 
 /// What every handler shares.
 pub(crate) struct Service {
     pub store_root: PathBuf,
+    worker_exe: PathBuf,
     started: Instant,
     /// Milliseconds since `started` of the last request's end.
     last_activity: AtomicU64,
@@ -85,6 +94,14 @@ pub(crate) struct Service {
 impl Service {
     pub fn store(&self) -> Result<gcr_storage::Store, gcr_storage::StoreError> {
         gcr_storage::Store::open(self.store_root.clone())
+    }
+
+    /// Runs a job that starts container processes in a fresh single-threaded gcr process.
+    pub fn in_worker(
+        &self,
+        job: &gcr_containers::worker::Job,
+    ) -> Result<(), gcr_containers::ContainerError> {
+        gcr_containers::worker::run_in_worker(&self.worker_exe, &self.store_root, job)
     }
 
     fn touch(&self) {
@@ -104,6 +121,23 @@ fn routes() -> Router<Arc<Service>> {
         .route("/_ping", get(handlers::ping).head(handlers::ping))
         .route("/version", get(handlers::version))
         .route("/info", get(handlers::info))
+        .route("/containers/json", get(containers::list))
+        .route("/containers/create", post(containers::create))
+        .route("/containers/prune", post(containers::prune))
+        .route("/containers/{id}/json", get(containers::inspect))
+        .route("/containers/{id}/start", post(containers::start))
+        .route("/containers/{id}/stop", post(containers::stop))
+        .route("/containers/{id}/restart", post(containers::restart))
+        .route("/containers/{id}/kill", post(containers::kill))
+        .route("/containers/{id}/wait", post(containers::wait))
+        .route("/containers/{id}/logs", get(containers::logs))
+        .route("/containers/{id}/attach", post(containers::attach))
+        .route("/containers/{id}/rename", post(containers::rename))
+        .route("/containers/{id}/top", get(containers::top))
+        .route("/containers/{id}", delete(containers::remove))
+        .route("/images/json", get(images::list))
+        .route("/images/create", post(images::create))
+        .route("/images/{*rest}", any(images::by_name))
 }
 
 pub(crate) fn app(service: Arc<Service>) -> Router {
@@ -184,6 +218,7 @@ fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, ApiError> {
 pub async fn serve(opts: ServiceOptions) -> Result<(), ApiError> {
     let service = Arc::new(Service {
         store_root: opts.store_root.clone(),
+        worker_exe: opts.worker_exe.clone(),
         started: Instant::now(),
         last_activity: AtomicU64::new(0),
         in_flight: AtomicUsize::new(0),

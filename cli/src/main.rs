@@ -285,6 +285,10 @@ impl Command {
 
 fn main() -> ExitCode {
     gcr_runtime::default_sigpipe();
+    // The API service's worker (a fresh single-threaded gcr that starts containers for it).
+    if let Some(code) = gcr_containers::worker::main_if_worker() {
+        return ExitCode::from(code);
+    }
     // A bad command line is gcr's failure: 125, as Docker and Podman (clap's own is 2);
     // --help and --version still end with 0.
     let cli = match Cli::try_parse() {

@@ -8,16 +8,20 @@ use std::path::{Path, PathBuf};
 
 use crate::container::Container;
 use crate::error::{ContainerError, Result};
+use crate::logfile::{self, LogRecord, OutputStream};
 use crate::record;
 
 const ATTACHED: &str = "attached.";
 
-/// `attached.PID` in the container's directory while a reader follows it.
+/// `attached.PID.N` in the container's directory while a reader follows it (N tells apart
+/// the readers of one long-lived process, the API service).
 struct AttachMark(PathBuf);
 
 impl AttachMark {
     fn new(dir: &Path) -> Result<AttachMark> {
-        let path = dir.join(format!("{ATTACHED}{}", std::process::id()));
+        static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!("{ATTACHED}{}.{n}", std::process::id()));
         std::fs::write(&path, b"").map_err(|e| ContainerError::io("write", &path, e))?;
         Ok(AttachMark(path))
     }
@@ -41,12 +45,121 @@ pub(crate) fn wait_for_attached(dir: &Path) {
             .flatten()
             .any(|entry| {
                 let name = entry.file_name();
-                let pid = name.to_str().and_then(|n| n.strip_prefix(ATTACHED));
+                let reader = name.to_str().and_then(|n| n.strip_prefix(ATTACHED));
+                let pid = reader.map(|r| r.split('.').next().unwrap_or(r));
                 pid.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
             })
     };
     while attached() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// A reader that follows one container: it holds the container's directory open (readable
+/// even after --rm set it aside) and a mark that makes the supervisor keep the files until
+/// the reader has the last output and the exit status.
+pub struct Follower {
+    id: String,
+    /// Where the record is in the store.
+    store_path: PathBuf,
+    dir: std::fs::File,
+    mark: Option<AttachMark>,
+    /// Which run of the container was current when the reader came (owner and start time).
+    run_seen: (u32, Option<String>),
+    /// The log's length when the reader came: what follows is new.
+    log_offset: u64,
+    name: String,
+}
+
+impl Follower {
+    pub fn new(c: &Container) -> Result<Follower> {
+        let dir = std::fs::File::open(&c.dir).map_err(|e| ContainerError::io("open", &c.dir, e))?;
+        let mark = AttachMark::new(&c.dir)?;
+        // Read after the mark exists: a run that starts later is a new one.
+        let meta = record::read_meta(&c.dir);
+        Ok(Follower {
+            id: c.id.clone(),
+            store_path: c.dir.clone(),
+            dir,
+            mark: Some(mark),
+            run_seen: (meta.pid, meta.started),
+            log_offset: std::fs::metadata(c.log_path()).map_or(0, |m| m.len()),
+            name: c.display_name(),
+        })
+    }
+
+    /// The directory as it is now, wherever it was moved.
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.dir.as_raw_fd()))
+    }
+
+    /// The container as it is now.
+    pub fn current(&self) -> Container {
+        Container::read(self.id.clone(), self.path())
+    }
+
+    /// Whether a run began after this reader came.
+    fn new_run(&self, now: &Container) -> bool {
+        (now.meta.pid, now.meta.started.clone()) != self.run_seen && now.meta.started.is_some()
+    }
+
+    /// Whether the record is still in the store (not removed, not set aside by --rm).
+    pub fn registered(&self) -> bool {
+        // Set aside, the directory is no longer the one at the store path.
+        std::fs::metadata(&self.store_path).is_ok_and(|m| {
+            use std::os::unix::fs::MetadataExt as _;
+            self.dir
+                .metadata()
+                .is_ok_and(|d| d.ino() == m.ino() && d.dev() == m.dev() && d.nlink() > 0)
+        })
+    }
+
+    /// Lets the supervisor go on without this reader (a waiter that has the exit status and
+    /// now waits for the removal).
+    pub fn release(&mut self) {
+        self.mark = None;
+    }
+
+    /// Blocks until the record left the store (removed, or set aside by --rm).
+    pub fn until_removed(&self, tick: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+        while self.registered() {
+            tick()?;
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// The exit status of its last run, if recorded.
+    pub fn exit_status(&self) -> Option<i32> {
+        std::fs::read_to_string(self.path().join(record::EXIT))
+            .ok()
+            .and_then(|code| code.trim().parse().ok())
+    }
+
+    /// Blocks until the container runs (now or in a run that begins later), calling `tick`
+    /// between looks (a front end ends the wait there when its client left); false when the
+    /// container went away first.
+    pub fn until_running(&self, tick: &mut dyn FnMut() -> Result<()>) -> Result<bool> {
+        loop {
+            let now = self.current();
+            if now.alive() || self.new_run(&now) {
+                return Ok(true);
+            }
+            if !self.registered() {
+                return Ok(false);
+            }
+            tick()?;
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Blocks until the current run ends; its exit status.
+    pub fn until_ended(&self, tick: &mut dyn FnMut() -> Result<()>) -> Result<Option<i32>> {
+        while self.current().alive() {
+            tick()?;
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(self.exit_status())
     }
 }
 
@@ -80,55 +193,133 @@ impl Tail {
     }
 }
 
-/// `logs`: what the container wrote so far (its last lines with `tail`) into `out`; with
+/// What `logs` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogOptions {
+    pub tail: Tail,
+    /// Then what it writes until it ends.
+    pub follow: bool,
+    /// Only records from this time on (RFC 3339, as the log writes it).
+    pub since: Option<String>,
+    /// Only records before this time.
+    pub until: Option<String>,
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            tail: Tail::All,
+            follow: false,
+            since: None,
+            until: None,
+            stdout: true,
+            stderr: true,
+        }
+    }
+}
+
+impl LogOptions {
+    fn wants(&self, record: &LogRecord) -> bool {
+        let stream = match record.stream {
+            OutputStream::Stdout => self.stdout,
+            OutputStream::Stderr => self.stderr,
+        };
+        // A line of unknown time (an older log) is always shown.
+        let timed = !record.time.is_empty();
+        stream
+            && !(timed && self.since.as_deref().is_some_and(|s| record.time < s))
+            && !(timed && self.until.as_deref().is_some_and(|u| record.time >= u))
+    }
+}
+
+/// Where the records of a log go (the CLI: its stdout and stderr; the API: its stream).
+pub type LogSink<'a> = dyn FnMut(&LogRecord) -> Result<()> + 'a;
+
+/// `logs`: what the container wrote so far (its last lines with `tail`) into `sink`; with
 /// `follow`, then what it writes until it ends.
-pub fn logs(c: &Container, tail: Tail, follow: bool, out: &mut impl Write) -> Result<()> {
+pub fn logs(c: &Container, options: &LogOptions, sink: &mut LogSink) -> Result<()> {
     let mut file = open_log(c)?;
     let path = c.log_path();
     let mut text = Vec::new();
     file.read_to_end(&mut text)
         .map_err(|e| ContainerError::io("read", &path, e))?;
-    let shown: Vec<u8> = match tail {
-        Tail::All => text.clone(),
-        Tail::Lines(n) => {
-            let lines: Vec<&[u8]> = text.split_inclusive(|b| *b == b'\n').collect();
-            lines[lines.len().saturating_sub(n)..].concat()
-        }
+    let (records, used) = logfile::records(&text);
+    let records: Vec<&LogRecord> = records.iter().filter(|r| options.wants(r)).collect();
+    let first = match options.tail {
+        Tail::All => 0,
+        Tail::Lines(n) => first_of_last_lines(&records, n),
     };
-    write_out(out, &shown)?;
-    if follow {
-        follow_from(c, &mut file, text.len() as u64, out, &mut || Ok(()))?;
+    for record in &records[first..] {
+        sink(record)?;
+    }
+    if options.follow {
+        let mut wanted = |r: &LogRecord| if options.wants(r) { sink(r) } else { Ok(()) };
+        let alive = || c.current().alive();
+        follow_from(
+            &path,
+            &mut file,
+            used as u64,
+            &alive,
+            &mut wanted,
+            &mut || Ok(()),
+        )?;
     }
     Ok(())
 }
 
-fn write_out(out: &mut impl Write, data: &[u8]) -> Result<()> {
-    out.write_all(data)
+/// The index of the first record of the last `n` lines.
+fn first_of_last_lines(records: &[&LogRecord], n: usize) -> usize {
+    let mut first = records.len();
+    let mut lines = 0;
+    while first > 0 {
+        if records[first - 1].data.ends_with(b"\n") {
+            if lines == n {
+                break;
+            }
+            lines += 1;
+        }
+        first -= 1;
+    }
+    first
+}
+
+/// Writes a record's bytes to `out`.
+pub fn write_record(out: &mut impl Write, record: &LogRecord) -> Result<()> {
+    out.write_all(&record.data)
         .and_then(|()| out.flush())
         .map_err(|e| ContainerError::io("write", "the output", e))
 }
 
-/// Copies what the log gets from `offset` on into `out` until the container ends, calling
-/// `tick` between reads (e.g. to forward signals).
+/// Hands what the log at `path` gets from `offset` on to `sink` until the container ends
+/// (`alive` says), calling `tick` between reads (e.g. to forward signals).
 fn follow_from(
-    c: &Container,
+    path: &Path,
     log: &mut std::fs::File,
     mut offset: u64,
-    out: &mut impl Write,
+    alive: &dyn Fn() -> bool,
+    sink: &mut LogSink,
     tick: &mut dyn FnMut() -> Result<()>,
 ) -> Result<()> {
-    let path = c.log_path();
+    let mut pending: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let running = c.alive();
+        let running = alive();
         tick()?;
         let n = log
             .seek(std::io::SeekFrom::Start(offset))
             .and_then(|_| log.read(&mut buf))
-            .map_err(|e| ContainerError::io("read", &path, e))?;
+            .map_err(|e| ContainerError::io("read", path, e))?;
         if n > 0 {
-            write_out(out, &buf[..n])?;
             offset += n as u64;
+            pending.extend_from_slice(&buf[..n]);
+            let (records, used) = logfile::records(&pending);
+            for record in &records {
+                sink(record)?;
+            }
+            drop(records);
+            pending.drain(..used);
             continue;
         }
         if !running {
@@ -138,48 +329,52 @@ fn follow_from(
     }
 }
 
-/// `attach`: the output of a running container from now on into `out`, calling `tick`
-/// between reads (the CLI forwards its signals there), until it ends; returns its exit
-/// status. Only a container whose output is logged (started in the background, or kept)
-/// can be attached to.
+/// `attach`: the output of a container from now on into `sink`, calling `tick` between
+/// reads (the CLI forwards its signals there; the API ends when its client left), until it
+/// ends; returns its exit status. A running container is followed at once; with
+/// `wait_for_start` a container not running yet is followed from its next start (Docker's
+/// attach before start, as `docker run` and `docker start -a` do). Only a container whose
+/// output is logged (started in the background, or kept) can be attached to.
 pub fn attach(
     c: &Container,
-    out: &mut impl Write,
+    wait_for_start: bool,
+    sink: &mut LogSink,
     tick: &mut dyn FnMut() -> Result<()>,
 ) -> Result<i32> {
-    if !c.alive() {
+    if !wait_for_start && !c.alive() {
         return Err(ContainerError::State(format!(
             "container {} is not running: start it first (gcr start -a {})",
             c.display_name(),
             c.display_name()
         )));
     }
-    let path = c.log_path();
-    let mut log = std::fs::File::open(&path).map_err(|_| {
-        ContainerError::State(format!(
-            "container {} has no output to attach to: only containers started in the background keep it",
-            c.display_name()
-        ))
-    })?;
-    // The directory stays readable through this handle when --rm takes it away at the end;
-    // the mark asks the supervisor to wait for this reader before it deletes the files.
-    let dir = std::fs::File::open(&c.dir).map_err(|e| ContainerError::io("open", &c.dir, e))?;
-    let _mark = AttachMark::new(&c.dir)?;
-    let offset = log
-        .seek(std::io::SeekFrom::End(0))
-        .map_err(|e| ContainerError::io("read", &path, e))?;
-    follow_from(c, &mut log, offset, out, tick)?;
-    let status = format!("/proc/self/fd/{}/{}", dir.as_raw_fd(), record::EXIT);
-    match std::fs::read_to_string(status) {
-        Ok(code) => code.trim().parse::<i32>().map_err(|_| {
+    Follower::new(c)?.attach(sink, tick)
+}
+
+impl Follower {
+    /// Hands the output written since this reader came to `sink` until the run (current,
+    /// or the next one to start) ends; its exit status.
+    pub fn attach(&self, sink: &mut LogSink, tick: &mut dyn FnMut() -> Result<()>) -> Result<i32> {
+        if !self.until_running(tick)? {
+            return Err(ContainerError::State(format!(
+                "container {} was removed before it started",
+                self.name
+            )));
+        }
+        let log_path = self.path().join(record::LOG);
+        let mut log = std::fs::File::open(&log_path).map_err(|_| {
             ContainerError::State(format!(
-                "container {} ended with an unreadable exit status",
-                c.display_name()
+                "container {} has no output to attach to: only containers started in the background keep it",
+                self.name
             ))
-        }),
-        Err(_) => Err(ContainerError::State(format!(
-            "container {} ended, but its exit status is gone (removed with --rm)",
-            c.display_name()
-        ))),
+        })?;
+        let alive = || self.current().alive();
+        follow_from(&log_path, &mut log, self.log_offset, &alive, sink, tick)?;
+        self.exit_status().ok_or_else(|| {
+            ContainerError::State(format!(
+                "container {} ended, but its exit status is gone (removed with --rm)",
+                self.name
+            ))
+        })
     }
 }

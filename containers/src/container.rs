@@ -81,6 +81,11 @@ impl Container {
         }
     }
 
+    /// The same container read again now.
+    pub fn current(&self) -> Container {
+        Container::read(self.id.clone(), self.dir.clone())
+    }
+
     /// Running when it was read.
     pub fn running(&self) -> bool {
         self.exit.is_none()

@@ -23,6 +23,8 @@ mod files;
 mod filters;
 mod inspect;
 mod lifecycle;
+mod listing;
+pub mod logfile;
 mod names;
 mod network;
 mod options;
@@ -31,8 +33,9 @@ mod rootfs;
 mod spec;
 mod supervisor;
 mod userns;
+pub mod worker;
 
-pub use attach::{attach, logs, Tail};
+pub use attach::{attach, logs, write_record, Follower, LogOptions, LogSink, Tail};
 pub use container::{counts, find, list, lookup, parse_signal, short_id, Container, State};
 pub use create::{create, new_container_id, CreateNotes};
 pub use error::{ContainerError, Result};
@@ -43,6 +46,7 @@ pub use inspect::{
     inspect, labels, network_mode, port_bindings, processes, usage, using_source, ProcessInfo,
 };
 pub use lifecycle::{kill, prepare_start, remove, remove_stopped, rename, restart, stop, wait};
+pub use listing::{human_duration, status_text, summary};
 pub use names::{check_name, ensure_name_free, NameLock};
 pub use network::{network_options, parse_extra_hosts, parse_publish, NetworkChoice};
 pub use options::{

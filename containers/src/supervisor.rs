@@ -77,7 +77,7 @@ impl Launch {
             record::write_meta(&self.dir, &self.meta)?;
         }
         let tee = if self.keep && !self.options.tty {
-            Some(gcr_runtime::OutputTee::start(&record::log_file(&self.dir))?)
+            Some(gcr_runtime::OutputTee::start(open_log(&self.dir)?, true)?)
         } else {
             None
         };
@@ -93,12 +93,7 @@ impl Launch {
     pub fn start_detached(mut self) -> Result<()> {
         use std::io::Write as _;
         use std::os::fd::AsRawFd as _;
-        let log_path = record::log_file(&self.dir);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| ContainerError::io("create", &log_path, e))?;
+        let log = open_log(&self.dir)?;
         let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|source| ContainerError::Sys {
                 action: "make a pipe for the detached container",
@@ -127,9 +122,15 @@ impl Launch {
                 }
             }
             let mut report = std::fs::File::from(report_write);
-            let _ = nix::unistd::dup2_stdout(&log);
-            let _ = nix::unistd::dup2_stderr(&log);
-            drop(log);
+            // The container's output (and this supervisor's messages) go to the log as
+            // records of their stream; the tee lives as long as this process.
+            let _tee = match gcr_runtime::OutputTee::start(log, false) {
+                Ok(tee) => tee,
+                Err(err) => {
+                    let _ = write!(report, "E125 cannot keep the container's log: {err}");
+                    return;
+                }
+            };
             self.meta.owned_by_this_process();
             self.meta.started = Some(record::now());
             if let Err(err) = record::write_meta(&self.dir, &self.meta) {
@@ -203,6 +204,17 @@ impl Launch {
         }
         result
     }
+}
+
+/// The container's log, opened for appending, as the tee's record writer.
+fn open_log(dir: &std::path::Path) -> Result<impl FnMut(gcr_runtime::OutputStream, &[u8]) + Send> {
+    let path = record::log_file(dir);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| ContainerError::io("create", &path, e))?;
+    Ok(crate::logfile::writer(file))
 }
 
 /// The exit status a run of the container gives.

@@ -89,7 +89,15 @@ fn options(f: &Fixture, command: &[&str]) -> CreateOptions {
 
 fn logs_of(c: &gcr_containers::Container) -> Result<String, String> {
     let mut out = Vec::new();
-    gcr_containers::logs(c, Tail::All, false, &mut out).map_err(|e| e.to_string())?;
+    let mut sink = |record: &gcr_containers::logfile::LogRecord| {
+        out.extend_from_slice(&record.data);
+        Ok(())
+    };
+    let options = gcr_containers::LogOptions {
+        tail: Tail::All,
+        ..Default::default()
+    };
+    gcr_containers::logs(c, &options, &mut sink).map_err(|e| e.to_string())?;
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 

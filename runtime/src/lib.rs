@@ -70,4 +70,4 @@ pub use spec::{
     SpecError,
 };
 pub use sys::{default_sigpipe, ignore_stop_signals};
-pub use tee::OutputTee;
+pub use tee::{OutputStream, OutputTee};

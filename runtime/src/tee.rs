@@ -1,7 +1,7 @@
-//! The output of a foreground container kept in its log as well (`gcr logs` after a plain
-//! `gcr run --name x`), as Docker keeps it: while an [`OutputTee`] lives, fds 1 and 2 of this
-//! process are pipes; a forked copier writes what comes through to the original stdout and
-//! stderr and appends it to the log.
+//! A container's output kept in its log (`gcr logs`), as Docker keeps it: while an
+//! [`OutputTee`] lives, fds 1 and 2 of this process are pipes; a forked copier hands what
+//! comes through, stream by stream, to the log writer it was given (the log's format is the
+//! caller's), and for a foreground container also to the original stdout and stderr.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -15,9 +15,16 @@ use nix::unistd::Pid;
 
 use crate::error::RuntimeError;
 
-/// Copies this process's stdout and stderr into a log too, until dropped. Start it from a
-/// single-threaded process, before the container is cloned (the container inherits the
-/// pipes as its stdout and stderr).
+/// Which of the two output streams a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// Copies this process's stdout and stderr into a log (and, when echoing, to where they
+/// went before), until dropped. Start it from a single-threaded process, before the
+/// container is cloned (the container inherits the pipes as its stdout and stderr).
 pub struct OutputTee {
     /// The original stdout and stderr, put back when the tee ends.
     saved: [OwnedFd; 2],
@@ -33,12 +40,12 @@ fn dup_cloexec(fd: std::os::fd::BorrowedFd) -> Result<OwnedFd, RuntimeError> {
 }
 
 impl OutputTee {
-    pub fn start(log: &Path) -> Result<OutputTee, RuntimeError> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .map_err(|e| RuntimeError::io("open", log, e))?;
+    /// `log` gets every chunk with its stream, in the order they were read; with `echo` the
+    /// chunks also go to the original stdout and stderr.
+    pub fn start(
+        log: impl FnMut(OutputStream, &[u8]) + Send + 'static,
+        echo: bool,
+    ) -> Result<OutputTee, RuntimeError> {
         let saved = [
             dup_cloexec(std::io::stdout().as_fd())?,
             dup_cloexec(std::io::stderr().as_fd())?,
@@ -64,7 +71,7 @@ impl OutputTee {
             }
             copy_both(
                 [File::from(out_read), File::from(err_read)],
-                targets.map(File::from),
+                echo.then(|| targets.map(File::from)),
                 log,
             );
         })
@@ -89,8 +96,13 @@ impl Drop for OutputTee {
     }
 }
 
-/// Until both pipes end: each chunk to its own target and to the log.
-fn copy_both(mut from: [File; 2], mut to: [File; 2], mut log: File) {
+/// Until both pipes end: each chunk to the log and to its own target.
+fn copy_both(
+    mut from: [File; 2],
+    mut to: Option<[File; 2]>,
+    mut log: impl FnMut(OutputStream, &[u8]),
+) {
+    const STREAMS: [OutputStream; 2] = [OutputStream::Stdout, OutputStream::Stderr];
     let mut open = [true, true];
     let mut buf = vec![0u8; 64 * 1024];
     while open[0] || open[1] {
@@ -116,8 +128,10 @@ fn copy_both(mut from: [File; 2], mut to: [File; 2], mut log: File) {
                 Ok(0) | Err(_) => open[i] = false,
                 Ok(n) => {
                     // A closed terminal must not stop the log (nor the other way round).
-                    let _ = to[i].write_all(&buf[..n]);
-                    let _ = log.write_all(&buf[..n]);
+                    if let Some(to) = &mut to {
+                        let _ = to[i].write_all(&buf[..n]);
+                    }
+                    log(STREAMS[i], &buf[..n]);
                 }
             }
         }

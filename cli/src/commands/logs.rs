@@ -13,6 +13,15 @@ pub struct LogsArgs {
     /// Only the last N lines ("all" for everything)
     #[arg(short = 'n', long, value_name = "N", default_value = "all")]
     tail: String,
+    /// Show the time of each line (RFC 3339, nanoseconds)
+    #[arg(short, long)]
+    timestamps: bool,
+    /// Only lines from this time on (Unix time, RFC 3339, or a duration ago such as 10m)
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Only lines before this time (same forms as --since)
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
     #[arg(value_name = "CONTAINER")]
     container: String,
 }
@@ -21,9 +30,53 @@ pub struct LogsArgs {
 pub fn logs(ctx: &Context, args: LogsArgs) -> anyhow::Result<u8> {
     let store = ctx.open_store()?;
     let c = gcr_containers::lookup(&store, &args.container)?;
-    let tail = gcr_containers::Tail::parse(&args.tail)?;
-    gcr_containers::logs(&c, tail, args.follow, &mut std::io::stdout().lock())?;
+    let options = gcr_containers::LogOptions {
+        tail: gcr_containers::Tail::parse(&args.tail)?,
+        follow: args.follow,
+        since: args
+            .since
+            .map(|t| gcr_containers::logfile::parse_time("--since", &t))
+            .transpose()?,
+        until: args
+            .until
+            .map(|t| gcr_containers::logfile::parse_time("--until", &t))
+            .transpose()?,
+        ..Default::default()
+    };
+    let mut sink = terminal_sink(args.timestamps);
+    gcr_containers::logs(&c, &options, &mut sink)?;
     Ok(0)
+}
+
+/// Each record to gcr's own stdout or stderr, as the container wrote it (with its time first
+/// when asked, as `docker logs -t`).
+fn terminal_sink(
+    timestamps: bool,
+) -> impl FnMut(&gcr_containers::logfile::LogRecord) -> gcr_containers::Result<()> {
+    use gcr_containers::logfile::OutputStream;
+    let mut at_line_start = [true, true];
+    move |record| {
+        let index = usize::from(record.stream == OutputStream::Stderr);
+        let mut data = Vec::with_capacity(record.data.len() + 32);
+        if timestamps && at_line_start[index] && !record.time.is_empty() {
+            data.extend_from_slice(record.time.as_bytes());
+            data.push(b' ');
+        }
+        data.extend_from_slice(&record.data);
+        at_line_start[index] = record.data.ends_with(b"\n");
+        let shown = gcr_containers::logfile::LogRecord {
+            data,
+            ..record.clone()
+        };
+        match record.stream {
+            OutputStream::Stdout => {
+                gcr_containers::write_record(&mut std::io::stdout().lock(), &shown)
+            }
+            OutputStream::Stderr => {
+                gcr_containers::write_record(&mut std::io::stderr().lock(), &shown)
+            }
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -83,6 +136,7 @@ pub fn attach(ctx: &Context, args: AttachArgs) -> anyhow::Result<u8> {
         }
         Ok(())
     };
-    let code = gcr_containers::attach(&c, &mut std::io::stdout().lock(), &mut forward)?;
+    let mut sink = terminal_sink(false);
+    let code = gcr_containers::attach(&c, false, &mut sink, &mut forward)?;
     Ok(status_byte(code))
 }

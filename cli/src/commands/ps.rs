@@ -1,7 +1,7 @@
 //! `gcr ps`: the containers of the store, as Docker lists them.
 
 use clap::Args;
-use gcr_containers::{Container, Filters, State};
+use gcr_containers::{Container, Filters};
 
 use crate::context::Context;
 use crate::format::{human_age, short_id, table};
@@ -30,27 +30,6 @@ pub struct PsArgs {
     /// table, json, or a Go template such as '{{.Names}}' or 'table {{.ID}}\t{{.Status}}'
     #[arg(long, default_value = "table")]
     format: String,
-}
-
-/// Docker's STATUS column: `Up 5 minutes`, `Exited (0)`, `Created`.
-pub fn status(c: &Container) -> String {
-    match c.state() {
-        State::Running | State::Paused => {
-            let up = human_age(Some(c.meta.started.as_ref().unwrap_or(&c.meta.created)));
-            let up = format!("Up {}", up.trim_end_matches(" ago"));
-            if c.state() == State::Paused {
-                format!("{up} (Paused)")
-            } else {
-                up
-            }
-        }
-        State::Removing => "Removal In Progress".to_string(),
-        State::Created => "Created".to_string(),
-        State::Exited => match c.exit_code() {
-            Some(code) => format!("Exited ({code})"),
-            None => "Exited (unknown)".to_string(),
-        },
-    }
 }
 
 pub fn ps(ctx: &Context, args: PsArgs) -> anyhow::Result<u8> {
@@ -109,7 +88,7 @@ pub fn ps(ctx: &Context, args: PsArgs) -> anyhow::Result<u8> {
                     "Command": command(c),
                     "CreatedAt": c.meta.created,
                     "RunningFor": human_age(Some(&c.meta.created)),
-                    "Status": status(c),
+                    "Status": gcr_containers::status_text(c),
                     "State": c.state().as_str(),
                     "Names": c.meta.name.clone().unwrap_or_default(),
                     "Ports": ports(c),
@@ -135,7 +114,7 @@ pub fn ps(ctx: &Context, args: PsArgs) -> anyhow::Result<u8> {
                 c.meta.image.clone(),
                 command(c),
                 human_age(Some(&c.meta.created)),
-                status(c),
+                gcr_containers::status_text(c),
                 ports(c),
                 c.meta.name.clone().unwrap_or_default(),
             ]

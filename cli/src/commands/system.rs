@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, IsTerminal};
 
-use anyhow::bail;
+use anyhow::{bail, Context as _};
 use clap::{Args, Subcommand};
 
 use crate::context::Context;
@@ -83,6 +83,8 @@ fn service(ctx: &Context, args: ServiceArgs) -> anyhow::Result<u8> {
         store_root: ctx.root.clone(),
         listen,
         idle: (args.time > 0).then(|| std::time::Duration::from_secs(args.time)),
+        worker_exe: std::env::current_exe()
+            .context("cannot find the gcr binary to start workers with")?,
     };
     crate::context::tokio_runtime()?.block_on(gcr_api::serve(opts))?;
     Ok(0)

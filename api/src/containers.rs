@@ -1,0 +1,504 @@
+//! `/containers/...`: each handler reads the request, calls gcr-containers (on the blocking
+//! pool, or in a worker process for what starts a container) and shapes Docker's answer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use gcr_containers::{Container, ContainerError};
+
+use crate::create_body::CreateBody;
+use crate::error::{blocking, Answer, Failure};
+use crate::stream::{self, Framing};
+use crate::Service;
+
+type Params = Query<HashMap<String, String>>;
+type PathParams = Path<HashMap<String, String>>;
+
+/// A query flag as Docker reads them (`1`, `true`, `True`; absent: `default`).
+pub(crate) fn flag(query: &HashMap<String, String>, key: &str, default: bool) -> bool {
+    match query.get(key).map(|v| v.to_ascii_lowercase()) {
+        None => default,
+        Some(v) => matches!(v.as_str(), "1" | "true" | "yes"),
+    }
+}
+
+/// Docker's `filters` query parameter (`{"key":["v1","v2"]}` or the older
+/// `{"key":{"v1":true}}`) as `key=value` entries.
+pub(crate) fn filter_entries(query: &HashMap<String, String>) -> Result<Vec<String>, Failure> {
+    let Some(text) = query.get("filters").filter(|t| !t.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let parsed: Value = serde_json::from_str(text)
+        .map_err(|e| Failure::bad_request(format!("invalid filters {text:?}: {e}")))?;
+    let mut out = Vec::new();
+    for (key, values) in parsed.as_object().into_iter().flatten() {
+        let values: Vec<String> = match values {
+            Value::Array(list) => list
+                .iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect(),
+            Value::Object(map) => map.keys().cloned().collect(),
+            _ => {
+                return Err(Failure::bad_request(format!(
+                    "invalid filter {key}: give a list of values"
+                )))
+            }
+        };
+        out.extend(values.into_iter().map(|v| format!("{key}={v}")));
+    }
+    Ok(out)
+}
+
+fn id_of(params: &HashMap<String, String>) -> String {
+    params.get("id").cloned().unwrap_or_default()
+}
+
+/// The container a path names, read now.
+fn find(service: &Service, wanted: &str) -> Answer<(gcr_storage::Store, Container)> {
+    let store = service.store()?;
+    let c = gcr_containers::lookup(&store, wanted).map_err(|e| match e {
+        ContainerError::NotFound(_) => Failure::not_found(format!("No such container: {wanted}")),
+        other => other.into(),
+    })?;
+    Ok((store, c))
+}
+
+fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
+fn not_modified() -> Response {
+    StatusCode::NOT_MODIFIED.into_response()
+}
+
+/// `GET /containers/json?all&limit&filters`.
+pub async fn list(State(service): State<Arc<Service>>, Query(query): Params) -> Answer {
+    blocking(move || {
+        let filters = gcr_containers::Filters::parse(&filter_entries(&query)?)?;
+        let store = service.store()?;
+        let all = flag(&query, "all", false) || filters.wants_stopped();
+        let normalize = |n: &str| gcr_images::normalize_name(n).ok();
+        let mut shown: Vec<Value> = gcr_containers::list(&store)?
+            .iter()
+            .filter(|c| all || c.running())
+            .filter(|c| filters.matches(c, &normalize))
+            .map(|c| gcr_containers::summary(&store, c))
+            .collect();
+        if let Some(limit) = query.get("limit").and_then(|l| l.parse::<i64>().ok()) {
+            if limit > 0 {
+                shown.truncate(limit as usize);
+            }
+        }
+        Ok(Json(shown).into_response())
+    })
+    .await
+}
+
+/// `GET /containers/{id}/json`.
+pub async fn inspect(State(service): State<Arc<Service>>, Path(params): PathParams) -> Answer {
+    blocking(move || {
+        let (store, c) = find(&service, &id_of(&params))?;
+        Ok(Json(gcr_containers::inspect(&store, &c)).into_response())
+    })
+    .await
+}
+
+/// `POST /containers/create?name=`: 201 with the new ID; 404 for an image not in the store
+/// (the docker CLI then pulls it and asks again).
+pub async fn create(
+    State(service): State<Arc<Service>>,
+    Query(query): Params,
+    body: Bytes,
+) -> Answer {
+    let body: CreateBody = serde_json::from_slice(&body)
+        .map_err(|e| Failure::bad_request(format!("invalid container config JSON: {e}")))?;
+    blocking(move || {
+        let store = service.store()?;
+        if body.image.is_empty() {
+            return Err(Failure::bad_request(
+                "no image given: set Image in the container config",
+            ));
+        }
+        let record = gcr_images::find(&store, &body.image).map_err(|e| match e {
+            gcr_images::ImageError::NotFound { .. } => {
+                Failure::not_found(format!("No such image: {}", body.image))
+            }
+            other => other.into(),
+        })?;
+        let source = gcr_containers::ImageSource::Image {
+            record: Box::new(record),
+            reference: body.image.clone(),
+        };
+        let options = body.into_options(source, query.get("name").cloned())?;
+        let (launch, notes) = gcr_containers::create(&store, options)?;
+        let id = launch.leave_created()?;
+        Ok((
+            StatusCode::CREATED,
+            Json(json!({ "Id": id, "Warnings": notes.warnings })),
+        )
+            .into_response())
+    })
+    .await
+}
+
+/// `POST /containers/{id}/start`: in a worker (the supervisor must not be a fork of this
+/// multi-threaded service); 304 when it runs already.
+pub async fn start(State(service): State<Arc<Service>>, Path(params): PathParams) -> Answer {
+    blocking(move || {
+        let (_, c) = find(&service, &id_of(&params))?;
+        if c.alive() {
+            return Ok(not_modified());
+        }
+        service.in_worker(&gcr_containers::worker::Job::Start { container: c.id })?;
+        Ok(no_content())
+    })
+    .await
+}
+
+fn timeout_of(query: &HashMap<String, String>) -> Result<Option<u64>, Failure> {
+    match query.get("t") {
+        None => Ok(None),
+        Some(t) => match t.parse::<i64>() {
+            Ok(t) if t < 0 => Ok(Some(0)),
+            Ok(t) => Ok(Some(t as u64)),
+            Err(_) => Err(Failure::bad_request(format!(
+                "invalid t {t:?}: give seconds"
+            ))),
+        },
+    }
+}
+
+/// `POST /containers/{id}/stop?t=`: 304 when it is not running.
+pub async fn stop(
+    State(service): State<Arc<Service>>,
+    Path(params): PathParams,
+    Query(query): Params,
+) -> Answer {
+    blocking(move || {
+        let timeout = timeout_of(&query)?;
+        let (_, c) = find(&service, &id_of(&params))?;
+        if !c.alive() {
+            return Ok(not_modified());
+        }
+        gcr_containers::stop(&c, timeout)?;
+        Ok(no_content())
+    })
+    .await
+}
+
+/// `POST /containers/{id}/restart?t=`.
+pub async fn restart(
+    State(service): State<Arc<Service>>,
+    Path(params): PathParams,
+    Query(query): Params,
+) -> Answer {
+    blocking(move || {
+        let timeout = timeout_of(&query)?;
+        let (_, c) = find(&service, &id_of(&params))?;
+        service.in_worker(&gcr_containers::worker::Job::Restart {
+            container: c.id,
+            timeout,
+        })?;
+        Ok(no_content())
+    })
+    .await
+}
+
+/// `POST /containers/{id}/kill?signal=`: 409 when it is not running.
+pub async fn kill(
+    State(service): State<Arc<Service>>,
+    Path(params): PathParams,
+    Query(query): Params,
+) -> Answer {
+    blocking(move || {
+        let signal = query.get("signal").map_or("SIGKILL", String::as_str);
+        let signal = gcr_containers::parse_signal(signal)
+            .map_err(|e| Failure::bad_request(e.to_string()))?;
+        let (_, c) = find(&service, &id_of(&params))?;
+        gcr_containers::kill(&c, signal)?;
+        Ok(no_content())
+    })
+    .await
+}
+
+/// `DELETE /containers/{id}?force&v`.
+pub async fn remove(
+    State(service): State<Arc<Service>>,
+    Path(params): PathParams,
+    Query(query): Params,
+) -> Answer {
+    blocking(move || {
+        let (store, c) = find(&service, &id_of(&params))?;
+        if c.running() && !flag(&query, "force", false) {
+            return Err(Failure::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "You cannot remove a running container {}. Stop the container before attempting removal or force remove",
+                    c.id
+                ),
+            ));
+        }
+        gcr_containers::remove(&store, &c, flag(&query, "force", false))?;
+        Ok(no_content())
+    })
+    .await
+}
+
+/// `POST /containers/{id}/rename?name=`.
+pub async fn rename(
+    State(service): State<Arc<Service>>,
+    Path(params): PathParams,
+    Query(query): Params,
+) -> Answer {
+    blocking(move || {
+        let name = query
+            .get("name")
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| Failure::bad_request("give the new name: ?name=NAME"))?;
+        let (store, c) = find(&service, &id_of(&params))?;
+        gcr_containers::rename(&store, &c, name.trim_start_matches('/'))?;
+        Ok(no_content())
+    })
+    .await
+}
+
+/// `POST /containers/prune`.
+pub async fn prune(State(service): State<Arc<Service>>, Query(query): Params) -> Answer {
+    blocking(move || {
+        if !filter_entries(&query)?.is_empty() {
+            return Err(Failure::not_implemented(
+                "filters on POST /containers/prune",
+            ));
+        }
+        let store = service.store()?;
+        let removed = gcr_containers::remove_stopped(&store)?;
+        Ok(Json(json!({"ContainersDeleted": removed, "SpaceReclaimed": 0})).into_response())
+    })
+    .await
+}
+
+/// `GET /containers/{id}/top`: `ps -ef`'s columns.
+pub async fn top(
+    State(service): State<Arc<Service>>,
+    Path(params): PathParams,
+    Query(query): Params,
+) -> Answer {
+    blocking(move || {
+        if query
+            .get("ps_args")
+            .is_some_and(|a| !a.is_empty() && a != "-ef")
+        {
+            return Err(Failure::not_implemented(
+                "ps_args other than -ef in GET /containers/{id}/top",
+            ));
+        }
+        let (_, c) = find(&service, &id_of(&params))?;
+        let processes = gcr_containers::processes(&c)?;
+        let rows: Vec<Value> = processes
+            .iter()
+            .map(|p| json!([p.uid, p.pid.to_string(), p.ppid, p.command]))
+            .collect();
+        Ok(
+            Json(json!({"Titles": ["UID", "PID", "PPID", "CMD"], "Processes": rows}))
+                .into_response(),
+        )
+    })
+    .await
+}
+
+/// `POST /containers/{id}/wait?condition=not-running|next-exit|removed`: the headers at
+/// once (the docker CLI starts the container only once its wait is answered), the exit
+/// status in the body when that happened (a `--rm` container's is read before its files go).
+pub async fn wait(
+    State(service): State<Arc<Service>>,
+    Path(params): PathParams,
+    Query(query): Params,
+) -> Answer {
+    let condition = query
+        .get("condition")
+        .cloned()
+        .unwrap_or_else(|| "not-running".into());
+    if !matches!(condition.as_str(), "not-running" | "next-exit" | "removed") {
+        return Err(Failure::bad_request(format!(
+            "invalid condition {condition:?}: use not-running, next-exit or removed"
+        )));
+    }
+    // The reader is made before the answer, so a start that follows is seen.
+    let wanted = id_of(&params);
+    let (c, mut follower) = blocking(move || {
+        let c = find(&service, &wanted)?.1;
+        let follower = gcr_containers::Follower::new(&c)?;
+        Ok((c, follower))
+    })
+    .await?;
+    let (sender, receiver) = mpsc::channel::<Bytes>(1);
+    tokio::task::spawn_blocking(move || {
+        // The client going away ends the wait.
+        let mut tick = stream::until_closed(&sender);
+        let mut outcome = || -> gcr_containers::Result<i32> {
+            if (condition != "not-running" || c.alive())
+                && !follower.until_running(&mut tick)?
+                && condition != "removed"
+            {
+                return Err(ContainerError::NotFound(c.id.clone()));
+            }
+            let code = follower.until_ended(&mut tick)?.unwrap_or(-1);
+            if condition == "removed" {
+                follower.release();
+                follower.until_removed(&mut tick)?;
+            }
+            Ok(code)
+        };
+        let body = match outcome() {
+            Ok(code) => json!({"StatusCode": code, "Error": null}),
+            Err(err) => json!({"StatusCode": -1, "Error": {"Message": err.to_string()}}),
+        };
+        let _ = sender.blocking_send(Bytes::from(body.to_string()));
+    });
+    let mut response = stream::body(receiver).into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
+/// Whether the container was created with a terminal (its output is then one raw stream).
+fn has_tty(c: &Container) -> bool {
+    c.spec()
+        .ok()
+        .and_then(|s| s.process().as_ref().and_then(|p| p.terminal()))
+        .unwrap_or(false)
+}
+
+/// `GET /containers/{id}/logs?follow&stdout&stderr&timestamps&tail&since&until`.
+pub async fn logs(
+    State(service): State<Arc<Service>>,
+    Path(params): PathParams,
+    Query(query): Params,
+) -> Answer {
+    let (stdout, stderr) = (flag(&query, "stdout", false), flag(&query, "stderr", false));
+    if !stdout && !stderr {
+        return Err(Failure::bad_request(
+            "Bad parameters: you must choose at least one stream",
+        ));
+    }
+    let time = |key: &str| -> Result<Option<String>, Failure> {
+        match query
+            .get(key)
+            .filter(|t| !t.is_empty() && t.as_str() != "0")
+        {
+            None => Ok(None),
+            Some(t) => gcr_containers::logfile::parse_time(key, t)
+                .map(Some)
+                .map_err(|e| Failure::bad_request(e.to_string())),
+        }
+    };
+    let options = gcr_containers::LogOptions {
+        tail: gcr_containers::Tail::parse(query.get("tail").map_or("all", String::as_str))
+            .map_err(|e| Failure::bad_request(e.to_string()))?,
+        follow: flag(&query, "follow", false),
+        since: time("since")?,
+        until: time("until")?,
+        stdout,
+        stderr,
+    };
+    let timestamps = flag(&query, "timestamps", false);
+    let service2 = service.clone();
+    let wanted = id_of(&params);
+    let c = blocking(move || Ok(find(&service2, &wanted)?.1)).await?;
+    let framing = Framing {
+        tty: has_tty(&c),
+        timestamps,
+    };
+    // The first read happens before the answer, so an error (no log) is a proper status.
+    let (sender, receiver) = mpsc::channel::<Bytes>(64);
+    let (ready_send, ready) = tokio::sync::oneshot::channel::<Result<(), Failure>>();
+    tokio::task::spawn_blocking(move || {
+        let mut ready_send = Some(ready_send);
+        let mut sink = stream::record_sink(sender, framing);
+        let mut first = |record: &gcr_containers::logfile::LogRecord| {
+            if let Some(ready) = ready_send.take() {
+                let _ = ready.send(Ok(()));
+            }
+            sink(record)
+        };
+        let result = gcr_containers::logs(&c, &options, &mut first);
+        if let Some(ready) = ready_send.take() {
+            let _ = ready.send(result.map_err(Failure::from));
+        }
+    });
+    ready
+        .await
+        .map_err(|_| Failure::internal("the log reader ended abnormally"))??;
+    let mut response = stream::body(receiver).into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static(stream::content_type(framing.tty)),
+    );
+    Ok(response)
+}
+
+/// `POST /containers/{id}/attach?stream&stdout&stderr&logs&stdin`: the output from now on
+/// (with `logs`, what was written before first), over the hijacked connection. A container
+/// not running yet is followed from its start (`docker run` attaches before it starts).
+pub async fn attach(
+    State(service): State<Arc<Service>>,
+    Path(params): PathParams,
+    Query(query): Params,
+    request: Request,
+) -> Answer {
+    if flag(&query, "stdin", false) {
+        return Err(Failure::not_implemented(
+            "attaching stdin (POST /containers/{id}/attach?stdin=1, docker run -i)",
+        ));
+    }
+    let (stdout, stderr) = (flag(&query, "stdout", false), flag(&query, "stderr", false));
+    let (logs, follow) = (flag(&query, "logs", false), flag(&query, "stream", false));
+    let wanted = id_of(&params);
+    // The reader is there before the answer: a start that follows is seen.
+    let (c, follower) = blocking(move || {
+        let c = find(&service, &wanted)?.1;
+        let follower = gcr_containers::Follower::new(&c)?;
+        Ok((c, follower))
+    })
+    .await?;
+    let tty = has_tty(&c);
+    let framing = Framing {
+        tty,
+        timestamps: false,
+    };
+    let (sender, receiver) = mpsc::channel::<Bytes>(64);
+    tokio::task::spawn_blocking(move || {
+        let mut sink = stream::record_sink(sender.clone(), framing);
+        let mut wanted = |record: &gcr_containers::logfile::LogRecord| {
+            let shown = match record.stream {
+                gcr_containers::logfile::OutputStream::Stdout => stdout,
+                gcr_containers::logfile::OutputStream::Stderr => stderr,
+            };
+            if shown {
+                sink(record)
+            } else {
+                Ok(())
+            }
+        };
+        if logs {
+            let _ = gcr_containers::logs(&c, &Default::default(), &mut wanted);
+        }
+        if follow {
+            let mut tick = stream::until_closed(&sender);
+            if let Err(err) = follower.attach(&mut wanted, &mut tick) {
+                tracing::debug!(%err, "attach ended");
+            }
+        }
+    });
+    Ok(stream::hijack_or_stream(request, receiver, tty))
+}

@@ -1,0 +1,407 @@
+//! `POST /containers/create`'s body (Docker's container Config with its HostConfig) read into
+//! the library's typed [`CreateOptions`], as the CLI reads its flags into them. A setting gcr
+//! cannot honour yet is refused by name (501), never dropped in silence.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use gcr_containers::{CreateOptions, ImageSource};
+
+use crate::error::Failure;
+
+/// A string or a list of strings (Docker accepts both for Cmd, Entrypoint, Shell).
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum StrOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StrOrList {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            // A string is a shell command line for Docker's CLI, but the API takes it as one
+            // argument (what the Go client sends for a bare string).
+            StrOrList::One(s) => vec![s],
+            StrOrList::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct CreateBody {
+    pub image: String,
+    pub cmd: Option<StrOrList>,
+    pub entrypoint: Option<StrOrList>,
+    pub env: Option<Vec<String>>,
+    pub working_dir: String,
+    pub user: String,
+    pub hostname: String,
+    pub domainname: String,
+    pub tty: bool,
+    pub open_stdin: bool,
+    pub labels: Option<BTreeMap<String, String>>,
+    pub stop_signal: Option<String>,
+    pub stop_timeout: Option<i64>,
+    pub healthcheck: Option<Value>,
+    pub host_config: Option<HostConfig>,
+    pub networking_config: Option<Value>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct HostConfig {
+    pub binds: Option<Vec<String>>,
+    pub mounts: Option<Vec<MountBody>>,
+    pub tmpfs: Option<BTreeMap<String, String>>,
+    pub port_bindings: Option<BTreeMap<String, Option<Vec<PortBinding>>>>,
+    pub publish_all_ports: bool,
+    pub memory: i64,
+    pub nano_cpus: i64,
+    pub cpu_shares: i64,
+    pub cpu_quota: i64,
+    pub pids_limit: Option<i64>,
+    pub restart_policy: Option<RestartPolicyBody>,
+    pub network_mode: String,
+    pub auto_remove: bool,
+    pub privileged: bool,
+    pub cap_add: Option<Vec<String>>,
+    pub cap_drop: Option<Vec<String>>,
+    pub security_opt: Option<Vec<String>>,
+    pub readonly_rootfs: bool,
+    pub dns: Option<Vec<String>>,
+    pub dns_search: Option<Vec<String>>,
+    pub dns_options: Option<Vec<String>>,
+    pub extra_hosts: Option<Vec<String>>,
+    pub init: Option<bool>,
+    pub shm_size: i64,
+    pub ulimits: Option<Vec<UlimitBody>>,
+    pub group_add: Option<Vec<String>>,
+    pub pid_mode: String,
+    pub ipc_mode: String,
+    pub userns_mode: String,
+    pub devices: Option<Vec<Value>>,
+    pub volumes_from: Option<Vec<String>>,
+    pub links: Option<Vec<String>>,
+    pub cgroup_parent: String,
+    pub log_config: Option<LogConfigBody>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct MountBody {
+    #[serde(rename = "Type")]
+    pub kind: String,
+    pub source: String,
+    pub target: String,
+    pub read_only: bool,
+    pub volume_options: Option<Value>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct PortBinding {
+    pub host_ip: String,
+    pub host_port: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct RestartPolicyBody {
+    pub name: String,
+    pub maximum_retry_count: u32,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct UlimitBody {
+    pub name: String,
+    pub soft: i64,
+    pub hard: i64,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct LogConfigBody {
+    #[serde(rename = "Type")]
+    pub kind: String,
+}
+
+fn unsupported(what: &str) -> Failure {
+    Failure::not_implemented(&format!("{what} in POST /containers/create"))
+}
+
+fn invalid(err: gcr_containers::ContainerError) -> Failure {
+    Failure::bad_request(err.to_string())
+}
+
+impl CreateBody {
+    /// The options for a container of `source` (the image the caller resolved) named `name`.
+    pub fn into_options(
+        self,
+        source: ImageSource,
+        name: Option<String>,
+    ) -> Result<CreateOptions, Failure> {
+        let host = self.host_config.unwrap_or_default();
+        host.refuse_unsupported()?;
+        if self.healthcheck.as_ref().is_some_and(has_health_test) {
+            return Err(unsupported("Healthcheck"));
+        }
+        if !self.domainname.is_empty() {
+            return Err(unsupported("Domainname"));
+        }
+        let mut opts = CreateOptions::new(source);
+        opts.name = name.filter(|n| !n.is_empty());
+        // Docker's process: Entrypoint ++ Cmd; an Entrypoint given drops the image's CMD.
+        let entrypoint = self.entrypoint.map(StrOrList::into_vec);
+        let cmd = self.cmd.map(StrOrList::into_vec).unwrap_or_default();
+        match entrypoint {
+            None => opts.command = cmd,
+            Some(list) if list.is_empty() => {
+                opts.entrypoint = Some(String::new());
+                opts.command = cmd;
+            }
+            Some(list) => {
+                opts.entrypoint = Some(list[0].clone());
+                opts.command = list[1..].iter().cloned().chain(cmd).collect();
+            }
+        }
+        opts.env = self.env.unwrap_or_default();
+        opts.workdir = Some(self.working_dir).filter(|w| !w.is_empty());
+        opts.user = Some(self.user).filter(|u| !u.is_empty());
+        opts.hostname = Some(self.hostname).filter(|h| !h.is_empty());
+        opts.tty = self.tty;
+        opts.stdin = self.open_stdin;
+        opts.labels = self.labels.unwrap_or_default();
+        if let Some(signal) = &self.stop_signal {
+            gcr_containers::parse_signal(signal).map_err(invalid)?;
+            opts.stop_signal = Some(signal.clone());
+        }
+        opts.stop_timeout = self.stop_timeout.and_then(|t| u64::try_from(t).ok());
+
+        for bind in host.binds.unwrap_or_default() {
+            let source = bind.split(':').next().unwrap_or_default();
+            if !source.starts_with('/') && !gcr_storage::valid_volume_name(source) {
+                return Err(Failure::bad_request(format!(
+                    "invalid bind {bind:?}: the source must be an absolute path or a volume name"
+                )));
+            }
+            opts.volumes
+                .push(gcr_containers::parse_volume(&bind).map_err(invalid)?);
+        }
+        for mount in host.mounts.unwrap_or_default() {
+            mount_into(&mut opts, mount)?;
+        }
+        for (destination, options) in host.tmpfs.unwrap_or_default() {
+            opts.tmpfs.push((destination, options));
+        }
+        for (port, bindings) in host.port_bindings.unwrap_or_default() {
+            let container_port = match port.split_once('/') {
+                Some((number, "tcp")) => number.to_string(),
+                Some((_, proto)) => {
+                    return Err(unsupported(&format!("publishing {proto} ports ({port})")))
+                }
+                None => port.clone(),
+            };
+            for binding in bindings.unwrap_or_default() {
+                let text = match (binding.host_ip.as_str(), binding.host_port.as_str()) {
+                    ("", "") => container_port.clone(),
+                    ("", host_port) => format!("{host_port}:{container_port}"),
+                    (ip, host_port) if ip.contains(':') => {
+                        format!("[{ip}]:{host_port}:{container_port}")
+                    }
+                    (ip, host_port) => format!("{ip}:{host_port}:{container_port}"),
+                };
+                opts.publish
+                    .extend(gcr_containers::parse_publish(&text).map_err(invalid)?);
+            }
+        }
+        opts.publish_all = host.publish_all_ports;
+        opts.resources = gcr_containers::Resources {
+            memory: Some(host.memory).filter(|m| *m > 0),
+            pids_limit: host.pids_limit.filter(|p| *p != 0),
+            cpus: Some(host.nano_cpus)
+                .filter(|n| *n > 0)
+                .map(|n| n as f64 / 1e9),
+            cpu_shares: u64::try_from(host.cpu_shares).ok().filter(|s| *s > 0),
+        };
+        if host.cpu_quota > 0 {
+            return Err(unsupported("HostConfig.CpuQuota (use NanoCpus)"));
+        }
+        if let Some(policy) = host.restart_policy {
+            opts.restart = match (policy.name.as_str(), policy.maximum_retry_count) {
+                ("", _) => "no".to_string(),
+                ("on-failure", n) if n > 0 => format!("on-failure:{n}"),
+                (name, _) => name.to_string(),
+            };
+            gcr_containers::RestartPolicy::parse(&opts.restart).map_err(invalid)?;
+        }
+        opts.network = match host.network_mode.as_str() {
+            "" | "default" | "bridge" => gcr_containers::NetworkChoice::parse("bridge"),
+            other => gcr_containers::NetworkChoice::parse(other),
+        }
+        .map_err(|_| {
+            unsupported(&format!(
+                "HostConfig.NetworkMode {:?} (user-defined networks and container: modes)",
+                host.network_mode
+            ))
+        })?;
+        opts.remove = host.auto_remove;
+        opts.privileged = host.privileged;
+        opts.cap_add = host.cap_add.unwrap_or_default();
+        opts.cap_drop = host.cap_drop.unwrap_or_default();
+        opts.security_opt = host.security_opt.unwrap_or_default();
+        opts.read_only = host.readonly_rootfs;
+        opts.dns = host.dns.unwrap_or_default();
+        opts.dns_search = host.dns_search.unwrap_or_default();
+        opts.dns_options = host.dns_options.unwrap_or_default();
+        opts.extra_hosts = host.extra_hosts.unwrap_or_default();
+        opts.init = host.init.unwrap_or(false);
+        opts.shm_size = Some(host.shm_size).filter(|s| *s > 0);
+        for ulimit in host.ulimits.unwrap_or_default() {
+            let text = format!("{}={}:{}", ulimit.name, ulimit.soft, ulimit.hard);
+            opts.rlimits
+                .push(gcr_containers::parse_ulimit(&text).map_err(invalid)?);
+        }
+        opts.group_add = host.group_add.unwrap_or_default();
+        let shared = |what: &str, mode: &str| match mode {
+            "" | "private" => Ok(false),
+            "host" => Ok(true),
+            other => Err(unsupported(&format!("{what} {other:?}"))),
+        };
+        opts.pid_host = shared("HostConfig.PidMode", &host.pid_mode)?;
+        opts.ipc_host = shared("HostConfig.IpcMode", &host.ipc_mode)?;
+        let userns = Some(host.userns_mode.as_str()).filter(|m| !m.is_empty());
+        opts.userns = gcr_containers::UsernsMode::parse(userns, &[], &[]).map_err(invalid)?;
+        Ok(opts)
+    }
+}
+
+/// Whether a Healthcheck asks for a test (`NONE` or an empty one asks for none).
+fn has_health_test(check: &Value) -> bool {
+    check["Test"]
+        .as_array()
+        .and_then(|t| t.first())
+        .and_then(Value::as_str)
+        .is_some_and(|first| first != "NONE")
+}
+
+impl HostConfig {
+    fn refuse_unsupported(&self) -> Result<(), Failure> {
+        let non_empty = |v: &Option<Vec<_>>| v.as_ref().is_some_and(|v: &Vec<_>| !v.is_empty());
+        if self.devices.as_ref().is_some_and(|d| !d.is_empty()) {
+            return Err(unsupported("HostConfig.Devices"));
+        }
+        if non_empty(&self.volumes_from) {
+            return Err(unsupported("HostConfig.VolumesFrom"));
+        }
+        if non_empty(&self.links) {
+            return Err(unsupported("HostConfig.Links"));
+        }
+        if !self.cgroup_parent.is_empty() {
+            return Err(unsupported("HostConfig.CgroupParent"));
+        }
+        if let Some(log) = &self.log_config {
+            if !matches!(log.kind.as_str(), "" | "json-file" | "k8s-file" | "local") {
+                return Err(unsupported(&format!(
+                    "HostConfig.LogConfig.Type {:?} (gcr keeps its own log file)",
+                    log.kind
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn mount_into(opts: &mut CreateOptions, mount: MountBody) -> Result<(), Failure> {
+    let ro = if mount.read_only { ",readonly" } else { "" };
+    let no_copy = mount
+        .volume_options
+        .as_ref()
+        .and_then(|o| o["NoCopy"].as_bool())
+        .unwrap_or(false);
+    let text = match mount.kind.as_str() {
+        "bind" | "volume" => {
+            if mount.kind == "bind" && !mount.source.starts_with('/') {
+                return Err(Failure::bad_request(format!(
+                    "invalid mount source {:?}: a bind needs an absolute path",
+                    mount.source
+                )));
+            }
+            let nocopy = if no_copy { ",volume-nocopy" } else { "" };
+            format!(
+                "type={},source={},target={}{ro}{nocopy}",
+                mount.kind, mount.source, mount.target
+            )
+        }
+        "tmpfs" => format!("type=tmpfs,target={}", mount.target),
+        other => return Err(unsupported(&format!("HostConfig.Mounts of type {other:?}"))),
+    };
+    match gcr_containers::parse_mount(&text).map_err(invalid)? {
+        gcr_containers::MountFlag::Volume(v) => opts.volumes.push(v),
+        gcr_containers::MountFlag::Tmpfs {
+            destination,
+            options,
+        } => opts.tmpfs.push((destination, options)),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(body: &str) -> Result<CreateOptions, Failure> {
+        let body: CreateBody = serde_json::from_str(body).unwrap();
+        body.into_options(ImageSource::Directory("/".into()), Some("web".into()))
+    }
+
+    #[test]
+    fn docker_cli_body_becomes_options() {
+        let opts = options(
+            r#"{"Image":"busybox","Cmd":["httpd","-f"],"Env":["A=1"],"Tty":false,
+                "Labels":{"x":"y"},"HostConfig":{"AutoRemove":true,"Memory":67108864,
+                "NanoCpus":500000000,"PortBindings":{"80/tcp":[{"HostIp":"127.0.0.1","HostPort":"8080"}]},
+                "RestartPolicy":{"Name":"on-failure","MaximumRetryCount":3},"NetworkMode":"default",
+                "LogConfig":{"Type":"json-file","Config":{}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(opts.command, ["httpd", "-f"]);
+        assert_eq!(opts.name.as_deref(), Some("web"));
+        assert!(opts.remove);
+        assert_eq!(opts.resources.memory, Some(64 << 20));
+        assert_eq!(opts.resources.cpus, Some(0.5));
+        assert_eq!(opts.publish.len(), 1);
+        assert_eq!(opts.publish[0].host_port, 8080);
+        assert_eq!(opts.restart, "on-failure:3");
+        assert_eq!(opts.labels["x"], "y");
+    }
+
+    #[test]
+    fn entrypoint_list_and_cmd_join() {
+        let opts = options(r#"{"Image":"x","Entrypoint":["sh","-c"],"Cmd":["echo hi"]}"#).unwrap();
+        assert_eq!(opts.entrypoint.as_deref(), Some("sh"));
+        assert_eq!(opts.command, ["-c", "echo hi"]);
+        let cleared = options(r#"{"Image":"x","Entrypoint":[],"Cmd":["ls"]}"#).unwrap();
+        assert_eq!(cleared.entrypoint.as_deref(), Some(""));
+    }
+
+    #[test]
+    fn what_gcr_cannot_do_is_refused_by_name() {
+        let devices = options(r#"{"HostConfig":{"Devices":[{"PathOnHost":"/dev/fuse"}]}}"#);
+        let failure = devices.err().unwrap();
+        assert_eq!(failure.status, axum::http::StatusCode::NOT_IMPLEMENTED);
+        assert!(failure.message.contains("HostConfig.Devices"));
+        let relative = options(r#"{"HostConfig":{"Binds":["./x:/x"]}}"#)
+            .err()
+            .unwrap();
+        assert_eq!(relative.status, axum::http::StatusCode::BAD_REQUEST);
+        let network = options(r#"{"HostConfig":{"NetworkMode":"mynet"}}"#)
+            .err()
+            .unwrap();
+        assert!(network.message.contains("NetworkMode"));
+    }
+}
