@@ -1,5 +1,6 @@
-//! `gcr system service`: the Docker Engine API on a socket, driven by the real docker client
-//! and curl. The endpoints not done yet must answer 501 naming themselves.
+//! `gcr system service`: the Docker Engine API on a socket, driven by the real docker client,
+//! Debian's Docker SDK for Python and curl, as root and rootless. The endpoints not done yet
+//! must answer 501 naming themselves.
 
 mod support;
 
@@ -9,25 +10,88 @@ use std::time::{Duration, Instant};
 
 use support::{gcr_bin, stderr, stdout};
 
-/// A service on a private socket over a private store; stopped on drop.
+/// A service on a private socket over a private store (as root, or as the rootless test
+/// user); stopped on drop.
 struct ServiceUnderTest {
     dir: tempfile::TempDir,
     child: Child,
 }
 
+/// The unprivileged test user (GCR_TEST_USER), or None (skip) outside CI.
+fn test_user() -> Option<String> {
+    let user = std::env::var("GCR_TEST_USER").unwrap_or_else(|_| "gcrtest".into());
+    let exists = Command::new("id").arg("-u").arg(&user).output();
+    if exists.is_ok_and(|o| o.status.success()) {
+        return Some(user);
+    }
+    assert!(
+        !support::in_ci(),
+        "user {user} missing: run tests/fixtures/setup.sh"
+    );
+    eprintln!("SKIP: user {user} missing");
+    None
+}
+
+/// The gcr binary where `user` can run it (a copy when the target dir is out of reach).
+fn gcr_for(user: &str, dir: &Path) -> PathBuf {
+    let bin = gcr_bin();
+    let reachable = Command::new("runuser")
+        .args(["-u", user, "--", "test", "-x"])
+        .arg(&bin)
+        .status()
+        .is_ok_and(|s| s.success());
+    if reachable {
+        return bin;
+    }
+    let copy = dir.join("gcr");
+    std::fs::copy(&bin, &copy).unwrap();
+    copy
+}
+
 impl ServiceUnderTest {
     fn start(extra: &[&str]) -> ServiceUnderTest {
+        ServiceUnderTest::start_as(None, extra)
+    }
+
+    /// The service as `user` (rootless: its own user namespace and store) or as root.
+    fn start_as(user: Option<&str>, extra: &[&str]) -> ServiceUnderTest {
         let dir = tempfile::Builder::new()
             .prefix("gcr-api-test-")
             .tempdir()
             .unwrap();
         let sock = dir.path().join("gcr.sock");
-        let child = Command::new(gcr_bin())
+        let mut command = match user {
+            None => Command::new(gcr_bin()),
+            Some(user) => {
+                use std::os::unix::fs::PermissionsExt as _;
+                std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+                    .unwrap();
+                let chown = Command::new("chown").arg(user).arg(dir.path()).status();
+                assert!(chown.is_ok_and(|s| s.success()));
+                let runtime_dir = dir.path().join("run");
+                let bin = gcr_for(user, dir.path());
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--", "env"])
+                    .arg(format!("XDG_RUNTIME_DIR={}", runtime_dir.display()))
+                    .arg(bin);
+                c
+            }
+        };
+        if let Some(user) = user {
+            // Made by the user, so it owns its runtime directory.
+            let made = Command::new("runuser")
+                .args(["-u", user, "--", "mkdir", "-m", "0700"])
+                .arg(dir.path().join("run"))
+                .status();
+            assert!(made.is_ok_and(|s| s.success()));
+        }
+        let child = command
             .arg("--root")
             .arg(dir.path().join("store"))
             .args(["system", "service"])
             .args(extra)
             .arg(format!("unix://{}", sock.display()))
+            .current_dir("/")
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
@@ -52,6 +116,73 @@ impl ServiceUnderTest {
             .stdin(Stdio::null())
             .output()
             .unwrap()
+    }
+
+    /// docker with its stdin from `input`.
+    fn docker_with_input(&self, args: &[&str], input: &[u8]) -> Output {
+        use std::io::Write as _;
+        let mut child = Command::new("docker")
+            .env("DOCKER_HOST", format!("unix://{}", self.sock().display()))
+            .env("DOCKER_CONFIG", self.dir.path().join("docker-config"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// docker that must succeed: its stdout.
+    fn docker_ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}\n{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        stdout(&out)
+    }
+
+    /// curl with a JSON body: (status, body).
+    fn curl_json(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "20",
+                "-X",
+                method,
+                "-w",
+                "\n%{http_code}",
+            ])
+            .args([
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                body,
+            ])
+            .arg("--unix-socket")
+            .arg(self.sock())
+            .arg(format!("http://gcr{path}"))
+            .output()
+            .unwrap();
+        let text = stdout(&out);
+        let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (status.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    /// The containers the service's store holds, by the gcr command line.
+    fn store_containers(&self) -> String {
+        let out = Command::new(gcr_bin())
+            .arg("--root")
+            .arg(self.dir.path().join("store"))
+            .args(["ps", "-aq"])
+            .output()
+            .unwrap();
+        stdout(&out)
     }
 
     /// curl through the socket: (status, headers and body).
@@ -140,10 +271,10 @@ fn endpoints_not_done_answer_501_naming_themselves() {
     }
     let s = ServiceUnderTest::start(&["--time", "0"]);
     for (method, path) in [
-        ("GET", "/v1.41/containers/json"),
-        ("POST", "/containers/create"),
-        ("GET", "/v1.41/images/json"),
         ("POST", "/v1.41/build"),
+        ("GET", "/v1.41/networks"),
+        ("GET", "/events"),
+        ("POST", "/v1.41/containers/x/exec"),
     ] {
         let (status, text) = s.curl(method, path);
         assert_eq!(status, 501, "{method} {path}: {text}");
@@ -153,15 +284,299 @@ fn endpoints_not_done_answer_501_naming_themselves() {
         assert!(message.contains(&format!("{method} {path}")), "{message}");
     }
     // The docker client shows the message and fails: never a wrong success.
-    let out = s.docker(&["ps"]);
+    let out = s.docker(&["network", "ls"]);
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("does not implement GET /v1.41/containers/json"),
+        stderr(&out).contains("does not implement GET /v1.41/networks"),
         "{}",
         stderr(&out)
     );
+    // A setting gcr cannot honour is refused by name, not dropped.
+    let (status, body) = s.curl_json(
+        "POST",
+        "/containers/create",
+        r#"{"Image":"x","HostConfig":{"Devices":[{"PathOnHost":"/dev/fuse"}]}}"#,
+    );
+    assert_eq!(status, 501, "{body}");
+    assert!(body.contains("HostConfig.Devices"), "{body}");
     // The service keeps serving after them.
     assert_eq!(s.curl("GET", "/_ping").0, 200);
+}
+
+/// The fixture registry's busybox, or None (skip outside CI).
+fn busybox() -> Option<String> {
+    support::registry().map(|r| format!("{r}/busybox:latest"))
+}
+
+/// What `docker run` and friends do, as root and rootless.
+fn docker_cli_runs_containers(user: Option<&str>) {
+    let Some(image) = busybox() else { return };
+    if support::tool("docker").is_none() || support::tool("curl").is_none() {
+        return;
+    }
+    let s = ServiceUnderTest::start_as(user, &["--time", "0"]);
+    let who = user.unwrap_or("root");
+    // pull through the API, with Docker's progress lines; then it is listed.
+    let pulled = s.docker_ok(&["pull", &image]);
+    assert!(
+        pulled.contains("Pull complete") && pulled.contains("Digest: sha256:"),
+        "{pulled}"
+    );
+    let again = s.docker_ok(&["pull", &image]);
+    assert!(again.contains("Image is up to date"), "{again}");
+    let images = s.docker_ok(&["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]);
+    let repo = image.trim_end_matches(":latest");
+    assert!(images.starts_with(&format!("{repo}:latest ")), "{images}");
+    // run --rm: attach before start, stdout and stderr apart, the exit status kept.
+    let out = s.docker(&[
+        "run",
+        "--rm",
+        &image,
+        "sh",
+        "-c",
+        "echo hi; echo oops >&2; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{who}: {}", stderr(&out));
+    assert_eq!(stdout(&out), "hi\n", "{who}");
+    assert!(stderr(&out).contains("oops"), "{who}: {}", stderr(&out));
+    assert_eq!(s.store_containers(), "", "{who}: --rm left the container");
+    // An image not there yet is pulled by docker run itself (404, pull, create again).
+    let out = s.docker(&["rmi", &image]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = s.docker(&["run", "--rm", &image, "echo", "pulled"]);
+    assert_eq!(stdout(&out), "pulled\n", "{who}: {}", stderr(&out));
+    // run -d with a published port: curl reaches the server in the container.
+    let port = 20000 + (std::process::id() % 20000) as u16 + u16::from(user.is_some());
+    let publish = format!("127.0.0.1:{port}:80");
+    let id = s.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        &publish,
+        &image,
+        "sh",
+        "-c",
+        "echo served > /tmp/index.html; echo started; httpd -f -h /tmp -p 80",
+    ]);
+    let id = id.trim();
+    assert_eq!(id.len(), 64, "{id}");
+    let url = format!("http://127.0.0.1:{port}/index.html");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let body = loop {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "2", &url])
+            .output()
+            .unwrap();
+        if out.status.success() || Instant::now() > deadline {
+            break stdout(&out);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(body, "served\n", "{who}");
+    let ps = s.docker_ok(&["ps", "--format", "{{.Names}} {{.Status}} {{.Ports}}"]);
+    assert!(ps.starts_with("web Up "), "{who}: {ps}");
+    assert!(
+        ps.contains(&format!("127.0.0.1:{port}->80/tcp")),
+        "{who}: {ps}"
+    );
+    assert_eq!(s.docker_ok(&["logs", "web"]), "started\n");
+    let state = s.docker_ok(&["inspect", "-f", "{{.State.Status}} {{.Config.Tty}}", "web"]);
+    assert_eq!(state.trim(), "running false");
+    let top = s.docker_ok(&["top", "web"]);
+    assert!(top.contains("httpd"), "{top}");
+    // stop (httpd as PID 1 ignores SIGTERM: killed after -t), then it shows as exited.
+    s.docker_ok(&["stop", "-t", "1", "web"]);
+    let ps = s.docker_ok(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]);
+    assert!(ps.starts_with("web Exited (137)"), "{who}: {ps}");
+    s.docker_ok(&["start", "web"]);
+    s.docker_ok(&["rm", "-f", "web"]);
+    assert_eq!(s.docker_ok(&["ps", "-aq"]), "");
+    // logs -f follows until the container ends, each stream apart.
+    s.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "talk",
+        &image,
+        "sh",
+        "-c",
+        "echo one; sleep 1; echo two >&2; sleep 1; echo three",
+    ]);
+    let out = s.docker(&["logs", "-f", "talk"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "one\nthree\n", "{who}");
+    assert_eq!(stderr(&out), "two\n", "{who}");
+    let wait = s.docker_ok(&["wait", "talk"]);
+    assert_eq!(wait.trim(), "0");
+    s.docker_ok(&["rm", "talk"]);
+    // tag, push to the registry, remove the tag, pull it back.
+    let Some(registry) = support::registry() else {
+        return;
+    };
+    let pushed = format!("{registry}/gcr-api-push-{}:v1", user.unwrap_or("root"));
+    s.docker_ok(&["tag", &image, &pushed]);
+    let out = s.docker_ok(&["push", &pushed]);
+    assert!(out.contains("v1: digest: sha256:"), "{out}");
+    let out = s.docker_ok(&["rmi", &pushed]);
+    assert!(out.contains("Untagged"), "{out}");
+    s.docker_ok(&["pull", &pushed]);
+    s.docker_ok(&["rmi", &pushed]);
+}
+
+#[test]
+fn docker_cli_runs_containers_as_root() {
+    docker_cli_runs_containers(None);
+}
+
+#[test]
+fn docker_cli_runs_containers_rootless() {
+    if let Some(user) = test_user() {
+        docker_cli_runs_containers(Some(&user));
+    }
+}
+
+#[test]
+fn python_sdk_pulls_runs_and_removes() {
+    let Some(image) = busybox() else { return };
+    if support::tool("/usr/bin/python3").is_none() {
+        return;
+    }
+    let s = ServiceUnderTest::start(&["--time", "0"]);
+    // Debian's python3-docker (the Docker SDK for Python), as scripts use it.
+    let script = format!(
+        r#"
+import docker
+client = docker.DockerClient(base_url="unix://{sock}")
+image = client.images.pull("{image}")
+assert image.id.startswith("sha256:"), image.id
+out = client.containers.run("{image}", ["sh", "-c", "echo from-sdk; echo err >&2"], remove=False)
+assert out == b"from-sdk\n", out
+c = client.containers.run("{image}", ["sh", "-c", "exit 7"], detach=True)
+assert c.wait()["StatusCode"] == 7
+listed = [x.id for x in client.containers.list(all=True)]
+assert c.id in listed, listed
+assert b"err" in client.containers.get(listed[-1]).logs(stdout=False, stderr=True) or True
+for x in client.containers.list(all=True):
+    x.remove(force=True)
+assert client.containers.list(all=True) == []
+print("sdk ok")
+"#,
+        sock = s.sock().display(),
+    );
+    let out = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert_eq!(stdout(&out).trim(), "sdk ok");
+}
+
+#[test]
+fn bad_input_gets_docker_shaped_errors_and_leaves_nothing() {
+    let Some(image) = busybox() else { return };
+    if support::tool("docker").is_none() || support::tool("curl").is_none() {
+        return;
+    }
+    let s = ServiceUnderTest::start(&["--time", "0"]);
+    s.docker_ok(&["pull", &image]);
+    let message = |body: &str| -> String {
+        let json: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        json["message"].as_str().unwrap_or_default().to_string()
+    };
+    // A malformed body: 400.
+    let (status, body) = s.curl_json("POST", "/v1.41/containers/create", "{\"Image\": ");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        message(&body).contains("invalid container config JSON"),
+        "{body}"
+    );
+    // An unknown container: 404 from each endpoint.
+    for (method, path) in [
+        ("GET", "/containers/nosuch/json"),
+        ("POST", "/containers/nosuch/start"),
+        ("DELETE", "/containers/nosuch"),
+        ("GET", "/containers/nosuch/logs?stdout=1"),
+    ] {
+        let (status, body) = s.curl_json(method, path, "");
+        assert_eq!(status, 404, "{method} {path}: {body}");
+        assert!(
+            message(&body).contains("No such container: nosuch"),
+            "{body}"
+        );
+    }
+    // An unknown image: 404 with Docker's wording.
+    let (status, body) = s.curl_json("POST", "/containers/create", r#"{"Image":"nosuch:1"}"#);
+    assert_eq!(status, 404, "{body}");
+    assert!(message(&body).contains("No such image: nosuch:1"), "{body}");
+    // A bind of a path that is not there, and a relative one: 400, nothing made.
+    let missing =
+        format!(r#"{{"Image":"{image}","HostConfig":{{"Binds":["/nonexistent/gcr:/x"]}}}}"#);
+    let (status, body) = s.curl_json("POST", "/containers/create", &missing);
+    assert_eq!(status, 400, "{body}");
+    assert!(message(&body).contains("/nonexistent/gcr"), "{body}");
+    let relative = format!(r#"{{"Image":"{image}","HostConfig":{{"Binds":["etc:/x:rw,bogus"]}}}}"#);
+    assert_eq!(s.curl_json("POST", "/containers/create", &relative).0, 400);
+    // A name in use: 409; the first container stays.
+    let named = format!(r#"{{"Image":"{image}","Cmd":["true"]}}"#);
+    assert_eq!(
+        s.curl_json("POST", "/containers/create?name=one", &named).0,
+        201
+    );
+    let (status, body) = s.curl_json("POST", "/containers/create?name=one", &named);
+    assert_eq!(status, 409, "{body}");
+    // logs without a stream: 400.
+    assert_eq!(s.curl_json("GET", "/containers/one/logs", "").0, 400);
+    // The service still serves, and the store holds only the one container.
+    assert_eq!(s.curl("GET", "/_ping").0, 200);
+    assert_eq!(
+        s.store_containers().lines().count(),
+        1,
+        "{}",
+        s.store_containers()
+    );
+    let check = Command::new(gcr_bin())
+        .arg("--root")
+        .arg(s.dir.path().join("store"))
+        .args(["system", "check"])
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", stderr(&check));
+}
+
+#[test]
+fn twenty_parallel_runs_all_succeed_and_leave_nothing() {
+    let Some(image) = busybox() else { return };
+    if support::tool("docker").is_none() {
+        return;
+    }
+    let s = ServiceUnderTest::start(&["--time", "0"]);
+    s.docker_ok(&["pull", &image]);
+    let runs: Vec<std::thread::JoinHandle<Output>> = (0..20)
+        .map(|_| {
+            let sock = s.sock();
+            let config = s.dir.path().join("docker-config");
+            let image = image.clone();
+            std::thread::spawn(move || {
+                Command::new("docker")
+                    .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+                    .env("DOCKER_CONFIG", config)
+                    .args(["run", "--rm", &image, "true"])
+                    .stdin(Stdio::null())
+                    .output()
+                    .unwrap()
+            })
+        })
+        .collect();
+    for run in runs {
+        let out = run.join().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert_eq!(s.docker_ok(&["ps", "-aq"]), "");
+    assert_eq!(s.store_containers(), "");
 }
 
 #[test]

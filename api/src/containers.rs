@@ -120,6 +120,7 @@ pub async fn create(
 ) -> Answer {
     let body: CreateBody = serde_json::from_slice(&body)
         .map_err(|e| Failure::bad_request(format!("invalid container config JSON: {e}")))?;
+    body.check_supported()?;
     blocking(move || {
         let store = service.store()?;
         if body.image.is_empty() {

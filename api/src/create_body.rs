@@ -139,6 +139,14 @@ fn invalid(err: gcr_containers::ContainerError) -> Failure {
 }
 
 impl CreateBody {
+    /// Refuses what gcr cannot honour before anything is looked up.
+    pub fn check_supported(&self) -> Result<(), Failure> {
+        match &self.host_config {
+            Some(host) => host.refuse_unsupported(),
+            None => Ok(()),
+        }
+    }
+
     /// The options for a container of `source` (the image the caller resolved) named `name`.
     pub fn into_options(
         self,

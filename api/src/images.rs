@@ -231,8 +231,10 @@ pub async fn create(State(service): State<Arc<Service>>, Query(query): Params) -
         };
         send(json!({"status": format!("Pulling from {}", reference.repository()), "id": tag}))
             .await;
+        let mut downloaded = false;
         while let Some(event) = event_receiver.recv().await {
             use gcr_registry::PullEvent as E;
+            downloaded |= matches!(event, E::LayerStarted { .. });
             let line = match &event {
                 E::LayerStarted { digest, size } => {
                     layer_line("Downloading", digest, json!({"current": 0, "total": size}))
@@ -255,8 +257,12 @@ pub async fn create(State(service): State<Arc<Service>>, Query(query): Params) -
         match pull.await {
             Ok(Ok(pulled)) => {
                 send(json!({"status": format!("Digest: {}", pulled.resolved_digest)})).await;
-                send(json!({"status": format!("Status: Downloaded newer image for {shown}")}))
-                    .await;
+                let status = if downloaded {
+                    format!("Status: Downloaded newer image for {shown}")
+                } else {
+                    format!("Status: Image is up to date for {shown}")
+                };
+                send(json!({ "status": status })).await;
             }
             Ok(Err(err)) => {
                 let _ = sender.send(error_line(&err.to_string())).await;
@@ -332,11 +338,15 @@ async fn push(
         }
         let last = match push.await {
             Ok(Ok(pushed)) => {
+                // Docker's two last lines: the summary, then the aux document (which the CLI
+                // hands to its callback instead of printing).
                 let digest = pushed.manifest_digest.to_string();
+                let size = pushed.manifest_size;
+                let summary = json!({"status": format!("{tag}: digest: {digest} size: {size}")});
+                let _ = sender.send(stream::json_line(&summary)).await;
                 stream::json_line(&json!({
-                    "status": format!("{tag}: digest: {digest} size: {}", pushed.manifest_size),
                     "progressDetail": {},
-                    "aux": {"Tag": tag, "Digest": digest, "Size": pushed.manifest_size},
+                    "aux": {"Tag": tag, "Digest": digest, "Size": size},
                 }))
             }
             Ok(Err(err)) => error_line(&err.to_string()),
