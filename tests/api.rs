@@ -274,7 +274,7 @@ fn endpoints_not_done_answer_501_naming_themselves() {
         ("POST", "/v1.41/build"),
         ("GET", "/v1.41/networks"),
         ("GET", "/events"),
-        ("POST", "/v1.41/containers/x/exec"),
+        ("POST", "/v1.41/containers/x/resize"),
     ] {
         let (status, text) = s.curl(method, path);
         assert_eq!(status, 501, "{method} {path}: {text}");
@@ -386,11 +386,78 @@ fn docker_cli_runs_containers(user: Option<&str>) {
     assert_eq!(state.trim(), "running false");
     let top = s.docker_ok(&["top", "web"]);
     assert!(top.contains("httpd"), "{top}");
+    // exec: output by stream and the exit status; input with -i; a tty through script.
+    let out = s.docker(&["exec", "web", "sh", "-c", "echo out; echo err >&2; exit 4"]);
+    assert_eq!(out.status.code(), Some(4), "{who}: {}", stderr(&out));
+    assert_eq!(stdout(&out), "out\n", "{who}");
+    assert_eq!(stderr(&out), "err\n", "{who}");
+    let out = s.docker_with_input(&["exec", "-i", "web", "cat"], b"typed\n");
+    assert_eq!(stdout(&out), "typed\n", "{who}: {}", stderr(&out));
+    let out = s.docker(&["exec", "web", "nosuchcommand"]);
+    assert_eq!(out.status.code(), Some(127), "{who}: {}", stderr(&out));
+    if support::tool("script").is_some() {
+        let line = format!(
+            "DOCKER_HOST=unix://{} DOCKER_CONFIG={} docker exec -it web sh -c 'tty; echo in-tty'",
+            s.sock().display(),
+            s.dir.path().join("docker-config").display()
+        );
+        let out = Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = stdout(&out);
+        assert!(
+            text.contains("/dev/pts/") && text.contains("in-tty"),
+            "{who}: {text}"
+        );
+    }
+    s.docker_ok(&["exec", "-d", "web", "sh", "-c", "echo bg > /tmp/bg"]);
+    // cp both ways, of a running container; a missing path is an error.
+    let host = s.dir.path().join("cp");
+    std::fs::create_dir_all(host.join("dir")).unwrap();
+    std::fs::write(host.join("dir/inner"), "inner\n").unwrap();
+    std::fs::write(host.join("file"), "from-host\n").unwrap();
+    let to = |p: &str| format!("web:{p}");
+    s.docker_ok(&["cp", host.join("file").to_str().unwrap(), &to("/tmp/")]);
+    s.docker_ok(&["cp", host.join("dir").to_str().unwrap(), &to("/tmp/copied")]);
+    assert_eq!(
+        s.docker_ok(&["exec", "web", "cat", "/tmp/file", "/tmp/copied/inner"]),
+        "from-host\ninner\n"
+    );
+    let back = host.join("back");
+    s.docker_ok(&["cp", &to("/tmp/copied"), back.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(back.join("inner")).unwrap(),
+        "inner\n"
+    );
+    s.docker_ok(&["cp", &to("/tmp/bg"), host.join("bg").to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(host.join("bg")).unwrap(), "bg\n");
+    let out = s.docker(&["cp", &to("/nonexistent"), host.join("x").to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("Could not find the file /nonexistent"),
+        "{}",
+        stderr(&out)
+    );
     // stop (httpd as PID 1 ignores SIGTERM: killed after -t), then it shows as exited.
     s.docker_ok(&["stop", "-t", "1", "web"]);
     let ps = s.docker_ok(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]);
     assert!(ps.starts_with("web Exited (137)"), "{who}: {ps}");
+    // cp of a stopped container: its files are mounted aside.
+    s.docker_ok(&[
+        "cp",
+        host.join("file").to_str().unwrap(),
+        &to("/stopped-in"),
+    ]);
+    let out = host.join("stopped-out");
+    s.docker_ok(&["cp", &to("/tmp/file"), out.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "from-host\n");
     s.docker_ok(&["start", "web"]);
+    assert_eq!(
+        s.docker_ok(&["exec", "web", "cat", "/stopped-in"]),
+        "from-host\n"
+    );
     s.docker_ok(&["rm", "-f", "web"]);
     assert_eq!(s.docker_ok(&["ps", "-aq"]), "");
     // logs -f follows until the container ends, each stream apart.

@@ -501,5 +501,5 @@ pub async fn attach(
             }
         }
     });
-    Ok(stream::hijack_or_stream(request, receiver, tty))
+    Ok(stream::hijack_or_stream(request, receiver, tty, None))
 }

@@ -5,9 +5,11 @@
 
 #![deny(unsafe_code)]
 
+mod archive;
 mod containers;
 mod create_body;
 mod error;
+mod exec;
 mod handlers;
 mod images;
 mod stream;
@@ -85,6 +87,8 @@ pub struct ServiceOptions {
 pub(crate) struct Service {
     pub store_root: PathBuf,
     worker_exe: PathBuf,
+    /// Exec instances, by ID (in memory, as Docker keeps them).
+    execs: std::sync::Mutex<std::collections::HashMap<String, exec::ExecEntry>>,
     started: Instant,
     /// Milliseconds since `started` of the last request's end.
     last_activity: AtomicU64,
@@ -102,6 +106,28 @@ impl Service {
         job: &gcr_containers::worker::Job,
     ) -> Result<(), gcr_containers::ContainerError> {
         gcr_containers::worker::run_in_worker(&self.worker_exe, &self.store_root, job)
+    }
+
+    /// The command of a worker whose stdio the service relays.
+    pub fn worker_command(
+        &self,
+        job: &gcr_containers::worker::Job,
+    ) -> Result<std::process::Command, gcr_containers::ContainerError> {
+        gcr_containers::worker::command(&self.worker_exe, &self.store_root, job)
+    }
+
+    pub fn execs(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, exec::ExecEntry>> {
+        // A poisoned map still holds valid entries (each update is one assignment).
+        self.execs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that an exec ended (with its exit status, when attached).
+    pub fn finish_exec(&self, id: &str, code: Option<i32>) {
+        if let Some(entry) = self.execs().get_mut(id) {
+            entry.finish(code);
+        }
     }
 
     fn touch(&self) {
@@ -135,6 +161,16 @@ fn routes() -> Router<Arc<Service>> {
         .route("/containers/{id}/rename", post(containers::rename))
         .route("/containers/{id}/top", get(containers::top))
         .route("/containers/{id}", delete(containers::remove))
+        .route("/containers/{id}/exec", post(exec::create))
+        .route(
+            "/containers/{id}/archive",
+            get(archive::archive)
+                .head(archive::archive)
+                .put(archive::archive),
+        )
+        .route("/exec/{id}/start", post(exec::start))
+        .route("/exec/{id}/json", get(exec::inspect))
+        .route("/exec/{id}/resize", post(exec::resize))
         .route("/images/json", get(images::list))
         .route("/images/create", post(images::create))
         .route("/images/{*rest}", any(images::by_name))
@@ -219,6 +255,7 @@ pub async fn serve(opts: ServiceOptions) -> Result<(), ApiError> {
     let service = Arc::new(Service {
         store_root: opts.store_root.clone(),
         worker_exe: opts.worker_exe.clone(),
+        execs: Default::default(),
         started: Instant::now(),
         last_activity: AtomicU64::new(0),
         in_flight: AtomicUsize::new(0),

@@ -105,12 +105,14 @@ pub fn content_type(_tty: bool) -> &'static str {
 }
 
 /// Answers a request for a stream of the output: when the client asked to upgrade the
-/// connection (`Upgrade: tcp`, as the docker CLI's attach), a 101 and the raw connection
-/// carry `receiver`'s bytes; otherwise a 200 with a streamed body.
+/// connection (`Upgrade: tcp`, as the docker CLI's attach and exec), a 101 and the raw
+/// connection carry `receiver`'s bytes (and what the client sends goes to `stdin`);
+/// otherwise a 200 with a streamed body.
 pub fn hijack_or_stream(
     mut request: Request,
     receiver: mpsc::Receiver<Bytes>,
     tty: bool,
+    stdin: Option<tokio::process::ChildStdin>,
 ) -> Response {
     let wants_upgrade = request
         .headers()
@@ -129,15 +131,23 @@ pub fn hijack_or_stream(
         let Ok(upgraded) = upgrade.await else {
             return;
         };
-        let mut connection = hyper_util::rt::TokioIo::new(upgraded);
+        let connection = hyper_util::rt::TokioIo::new(upgraded);
+        let (mut from_client, mut to_client) = tokio::io::split(connection);
+        if let Some(mut stdin) = stdin {
+            // What the client types goes to the process; its end of input closes it.
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut from_client, &mut stdin).await;
+                let _ = stdin.shutdown().await;
+            });
+        }
         let mut receiver = receiver;
         while let Some(chunk) = receiver.recv().await {
-            if connection.write_all(&chunk).await.is_err() {
+            if to_client.write_all(&chunk).await.is_err() {
                 return;
             }
-            let _ = connection.flush().await;
+            let _ = to_client.flush().await;
         }
-        let _ = connection.shutdown().await;
+        let _ = to_client.shutdown().await;
     });
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

@@ -5,7 +5,7 @@ use crate::container::Container;
 use crate::error::{ContainerError, Result};
 
 /// What to run in the container.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ExecRequest {
     pub command: Vec<String>,
     /// KEY=VALUE entries over the container's environment.

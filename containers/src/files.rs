@@ -106,3 +106,86 @@ pub fn layers_of(store: &gcr_storage::Store, c: &Container) -> Result<(Vec<PathB
     let image = c.image(store)?;
     Ok((rootfs::lower_dirs(store, &image.layers), c.upper_dir()))
 }
+
+/// A container path as the Docker API's archive endpoints take it: `DIR/.` names the
+/// directory's contents.
+fn archive_path(c: &Container, path: &str) -> (PathBuf, bool) {
+    let (path, contents) = match path.strip_suffix("/.") {
+        Some("") => ("/", true),
+        Some(dir) => (dir, true),
+        None if path == "." => (".", true),
+        None => (path, false),
+    };
+    (container_path(c, path), contents)
+}
+
+/// `HEAD|GET /containers/{id}/archive`: what `path` is (not followed if a symlink).
+pub fn archive_stat(
+    store: &gcr_storage::Store,
+    c: &Container,
+    path: &str,
+) -> Result<gcr_runtime::EntryStat> {
+    let (path, _) = archive_path(c, path);
+    let view = view(store, c)?;
+    Ok(gcr_runtime::stat_entry(view.files(), &path)?)
+}
+
+/// `GET /containers/{id}/archive`: `path` as a tar stream into `out` (named by its last
+/// component; `DIR/.`: the directory's entries).
+pub fn archive_out(
+    store: &gcr_storage::Store,
+    c: &Container,
+    path: &str,
+    out: &std::fs::File,
+) -> Result<()> {
+    let (path, contents) = archive_path(c, path);
+    let view = view(store, c)?;
+    let options = gcr_runtime::CopyOptions {
+        contents,
+        follow_link: false,
+    };
+    Ok(gcr_runtime::copy_out_tar(
+        view.files(),
+        &path,
+        options,
+        out,
+    )?)
+}
+
+/// `PUT /containers/{id}/archive`: the tar stream `input` unpacked into the existing
+/// directory `dir`. The stream is unpacked aside first (the tar crate keeps every entry
+/// beneath that directory: `..` and links out are refused), then copied in beneath the
+/// container's root, owned by its root.
+pub fn archive_in(
+    store: &gcr_storage::Store,
+    c: &Container,
+    dir: &str,
+    input: impl std::io::Read,
+) -> Result<()> {
+    let stat = archive_stat(store, c, dir)?;
+    if !stat.is_dir {
+        return Err(ContainerError::invalid(format!(
+            "{dir} in container {} is not a directory: give the directory to extract into",
+            c.display_name()
+        )));
+    }
+    let (dir, _) = archive_path(c, dir);
+    let unpacked =
+        tempfile::tempdir().map_err(|e| ContainerError::io("make", std::env::temp_dir(), e))?;
+    let mut archive = tar::Archive::new(input);
+    archive.set_preserve_permissions(true);
+    archive
+        .unpack(unpacked.path())
+        .map_err(|e| ContainerError::invalid(format!("the tar stream cannot be unpacked: {e}")))?;
+    let view = view(store, c)?;
+    let options = gcr_runtime::CopyOptions {
+        contents: true,
+        follow_link: false,
+    };
+    Ok(gcr_runtime::copy_in(
+        view.files(),
+        unpacked.path(),
+        &dir,
+        options,
+    )?)
+}

@@ -40,7 +40,9 @@ pub use container::{counts, find, list, lookup, parse_signal, short_id, Containe
 pub use create::{create, new_container_id, CreateNotes};
 pub use error::{ContainerError, Result};
 pub use exec::{exec, exec_detached, ExecRequest};
-pub use files::{container_path, layers_of, snapshot, view, FilesView};
+pub use files::{
+    archive_in, archive_out, archive_stat, container_path, layers_of, snapshot, view, FilesView,
+};
 pub use filters::Filters;
 pub use inspect::{
     inspect, labels, network_mode, port_bindings, processes, usage, using_source, ProcessInfo,

@@ -28,6 +28,28 @@ pub enum Job {
         container: String,
         timeout: Option<u64>,
     },
+    /// Runs a command in the running container with the worker's stdio (the front end relays
+    /// it); the answer, with the command's exit status, goes to `answer_file`.
+    Exec {
+        container: String,
+        request: crate::exec::ExecRequest,
+        answer_file: PathBuf,
+    },
+    /// Runs a command in the running container in the background.
+    ExecDetached {
+        container: String,
+        request: crate::exec::ExecRequest,
+    },
+    /// What a path in the container is (answered with its stat).
+    ArchiveStat { container: String, path: String },
+    /// A path of the container as a tar stream on stdout; the answer goes to `answer_file`.
+    ArchiveOut {
+        container: String,
+        path: String,
+        answer_file: PathBuf,
+    },
+    /// A tar stream on stdin unpacked into a directory of the container.
+    ArchiveIn { container: String, path: String },
 }
 
 /// A worker's answer.
@@ -37,6 +59,61 @@ struct Answer {
     /// What kind of error, for the front end's status code.
     kind: Option<ErrorKind>,
     code: Option<i32>,
+    /// The exit status of an exec'd command.
+    exit_code: Option<i32>,
+    /// What an archive stat found.
+    stat: Option<EntryStat>,
+}
+
+/// A container entry as an archive stat answers it (Docker's path stat fields).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EntryStat {
+    pub name: String,
+    pub size: u64,
+    /// Go's `os.FileMode` bits, as the docker CLI decodes them.
+    pub mode: u32,
+    /// RFC 3339.
+    pub mtime: String,
+    #[serde(rename = "linkTarget")]
+    pub link_target: String,
+}
+
+impl From<gcr_runtime::EntryStat> for EntryStat {
+    fn from(st: gcr_runtime::EntryStat) -> EntryStat {
+        let mtime = chrono::DateTime::from_timestamp(st.mtime, 0)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        EntryStat {
+            name: st.name,
+            size: st.size,
+            mode: st.go_mode,
+            mtime,
+            link_target: st.link_target,
+        }
+    }
+}
+
+impl Answer {
+    fn parse(text: &str) -> Option<Answer> {
+        text.lines()
+            .last()
+            .and_then(|line| serde_json::from_str(line).ok())
+    }
+
+    fn into_result(self) -> Result<Option<i32>> {
+        match self.error {
+            None => Ok(self.exit_code),
+            Some(message) => Err(match self.kind.unwrap_or(ErrorKind::Other) {
+                ErrorKind::NotFound => ContainerError::NotFound(message),
+                ErrorKind::Conflict => ContainerError::State(message),
+                ErrorKind::Invalid => ContainerError::Invalid(message),
+                ErrorKind::StartFailed | ErrorKind::Other => ContainerError::StartFailed {
+                    code: self.code.unwrap_or(125),
+                    message,
+                },
+            }),
+        }
+    }
 }
 
 /// The kinds of [`ContainerError`] a front end tells apart (the Docker API: 404, 409, 400),
@@ -53,6 +130,7 @@ enum ErrorKind {
 
 fn kind_of(err: &ContainerError) -> ErrorKind {
     match err {
+        ContainerError::Runtime(e) if e.is_not_found() => ErrorKind::NotFound,
         ContainerError::NotFound(_) => ErrorKind::NotFound,
         ContainerError::NameInUse { .. }
         | ContainerError::State(_)
@@ -63,44 +141,89 @@ fn kind_of(err: &ContainerError) -> ErrorKind {
     }
 }
 
-/// Runs `job` in a worker over the store at `root`, waiting for its answer. Safe to call
-/// from a multi-threaded process (the worker is a new program, not a fork that goes on).
-pub fn run_in_worker(exe: &Path, root: &Path, job: &Job) -> Result<()> {
+/// The command that runs `job` in a worker over the store at `root` (a front end that
+/// relays the worker's stdio spawns it itself, e.g. as a tokio process).
+pub fn command(exe: &Path, root: &Path, job: &Job) -> Result<std::process::Command> {
     let request = serde_json::to_string(job).map_err(|source| ContainerError::Json {
         path: PathBuf::from("the worker's job"),
         source,
     })?;
-    let output = std::process::Command::new(exe)
-        .arg(WORKER_ARG)
-        .arg(root)
-        .arg(request)
+    let mut command = std::process::Command::new(exe);
+    command.arg(WORKER_ARG).arg(root).arg(request);
+    Ok(command)
+}
+
+/// Runs `job` in a worker over the store at `root`, waiting for its answer. Safe to call
+/// from a multi-threaded process (the worker is a new program, not a fork that goes on).
+pub fn run_in_worker(exe: &Path, root: &Path, job: &Job) -> Result<()> {
+    run_for_answer(exe, root, job).map(|_| ())
+}
+
+/// What a path in the container is (see [`Job::ArchiveStat`]).
+pub fn archive_stat_in_worker(
+    exe: &Path,
+    root: &Path,
+    container: &str,
+    path: &str,
+) -> Result<EntryStat> {
+    let job = Job::ArchiveStat {
+        container: container.to_string(),
+        path: path.to_string(),
+    };
+    let answer = run_for_answer(exe, root, &job)?;
+    answer
+        .stat
+        .ok_or_else(|| ContainerError::State(format!("the worker answered no stat of {path}")))
+}
+
+fn run_for_answer(exe: &Path, root: &Path, job: &Job) -> Result<Answer> {
+    let output = command(exe, root, job)?
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::inherit())
         .output()
         .map_err(|e| ContainerError::io("start the worker", exe, e))?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    let answer: Answer = text
-        .lines()
-        .last()
-        .and_then(|line| serde_json::from_str(line).ok())
-        .ok_or_else(|| {
-            ContainerError::State(format!(
-                "the gcr worker for {job:?} ended ({}) without an answer",
-                output.status
-            ))
-        })?;
-    match answer.error {
-        None => Ok(()),
-        Some(message) => Err(match answer.kind.unwrap_or(ErrorKind::Other) {
-            ErrorKind::NotFound => ContainerError::NotFound(message),
-            ErrorKind::Conflict => ContainerError::State(message),
-            ErrorKind::Invalid => ContainerError::Invalid(message),
-            ErrorKind::StartFailed | ErrorKind::Other => ContainerError::StartFailed {
-                code: answer.code.unwrap_or(125),
-                message,
-            },
-        }),
-    }
+    let answer = Answer::parse(&String::from_utf8_lossy(&output.stdout)).ok_or_else(|| {
+        ContainerError::State(format!(
+            "the gcr worker for {job:?} ended ({}) without an answer",
+            output.status
+        ))
+    })?;
+    answer.clone().into_result()?;
+    Ok(answer)
+}
+
+/// Reads the answer a worker printed (a job whose stdin was a stream).
+pub fn parse_answer(text: &str) -> Result<()> {
+    let answer = Answer::parse(text)
+        .ok_or_else(|| ContainerError::State("the worker ended without an answer".into()))?;
+    answer.into_result().map(|_| ())
+}
+
+/// The answer a worker whose stdout was a stream left in its answer file (an exec: the
+/// command's exit status; an archive: none).
+pub fn stream_answer(answer_file: &Path) -> Result<Option<i32>> {
+    let text = std::fs::read_to_string(answer_file)
+        .map_err(|e| ContainerError::io("read the worker's answer", answer_file, e))?;
+    let answer = Answer::parse(&text).ok_or_else(|| {
+        ContainerError::State(format!(
+            "the worker left no answer in {}",
+            answer_file.display()
+        ))
+    })?;
+    answer.into_result()
+}
+
+/// The answer an exec worker left in its answer file: the command's exit status.
+pub fn exec_answer(answer_file: &Path) -> Result<i32> {
+    let text = std::fs::read_to_string(answer_file)
+        .map_err(|e| ContainerError::io("read the worker's answer", answer_file, e))?;
+    let answer = Answer::parse(&text).ok_or_else(|| {
+        ContainerError::State(format!(
+            "the exec worker left no answer in {}",
+            answer_file.display()
+        ))
+    })?;
+    Ok(answer.into_result()?.unwrap_or(-1))
 }
 
 /// When this process was started as a worker: does the job and returns the exit status
@@ -111,32 +234,92 @@ pub fn main_if_worker() -> Option<u8> {
         return None;
     }
     let root = args.next().map(PathBuf::from);
-    let job = args.next();
+    let job = args.next().map(|job| {
+        serde_json::from_str::<Job>(&job.to_string_lossy()).map_err(|source| ContainerError::Json {
+            path: PathBuf::from("the worker's job"),
+            source,
+        })
+    });
+    // An exec's or archive's stdout is the stream: its answer goes to a file.
+    let answer_file = match &job {
+        Some(Ok(Job::Exec { answer_file, .. } | Job::ArchiveOut { answer_file, .. })) => {
+            Some(answer_file.clone())
+        }
+        _ => None,
+    };
     let result = match (root, job) {
-        (Some(root), Some(job)) => serde_json::from_str::<Job>(&job.to_string_lossy())
-            .map_err(|source| ContainerError::Json {
-                path: PathBuf::from("the worker's job"),
-                source,
-            })
-            .and_then(|job| run_job(&root, &job)),
+        (Some(root), Some(job)) => job.and_then(|job| run_job(&root, &job)),
         _ => Err(ContainerError::invalid(format!(
             "{WORKER_ARG} takes the store root and a job"
         ))),
     };
-    let answer = match &result {
-        Ok(()) => Answer::default(),
+    let answer = match result {
+        Ok(answer) => answer,
         Err(err) => Answer {
             error: Some(err.to_string()),
-            kind: Some(kind_of(err)),
+            kind: Some(kind_of(&err)),
             code: Some(err.exit_code()),
+            ..Default::default()
         },
     };
-    println!("{}", serde_json::to_string(&answer).unwrap_or_default());
-    Some(u8::from(result.is_err()))
+    let failed = answer.error.is_some();
+    let text = serde_json::to_string(&answer).unwrap_or_default();
+    match answer_file {
+        Some(path) => {
+            let _ = std::fs::write(path, text);
+        }
+        None => println!("{text}"),
+    }
+    Some(u8::from(failed))
 }
 
-fn run_job(root: &Path, job: &Job) -> Result<()> {
+/// Does the job; its answer.
+fn run_job(root: &Path, job: &Job) -> Result<Answer> {
     let store = gcr_storage::Store::open(root.to_path_buf())?;
+    let answer = Answer::default();
+    match job {
+        Job::Exec {
+            container, request, ..
+        } => {
+            let c = lookup(&store, container)?;
+            let code = crate::exec::exec(&c, request)?;
+            Ok(Answer {
+                exit_code: Some(code),
+                ..answer
+            })
+        }
+        Job::ArchiveStat { container, path } => {
+            let c = lookup(&store, container)?;
+            let stat = crate::files::archive_stat(&store, &c, path)?;
+            Ok(Answer {
+                stat: Some(stat.into()),
+                ..answer
+            })
+        }
+        Job::ArchiveOut {
+            container, path, ..
+        } => {
+            let c = lookup(&store, container)?;
+            let stdout = std::io::stdout();
+            let out = std::fs::File::from(
+                std::os::fd::AsFd::as_fd(&stdout)
+                    .try_clone_to_owned()
+                    .map_err(|e| ContainerError::io("write", "stdout", e))?,
+            );
+            crate::files::archive_out(&store, &c, path, &out)?;
+            Ok(answer)
+        }
+        Job::ArchiveIn { container, path } => {
+            let c = lookup(&store, container)?;
+            crate::files::archive_in(&store, &c, path, std::io::stdin().lock())?;
+            Ok(answer)
+        }
+        other => run_simple_job(&store, other).map(|()| answer),
+    }
+}
+
+fn run_simple_job(store: &gcr_storage::Store, job: &Job) -> Result<()> {
+    let store = store.clone();
     match job {
         Job::Start { container } => {
             let c = lookup(&store, container)?;
@@ -149,5 +332,10 @@ fn run_job(root: &Path, job: &Job) -> Result<()> {
             let c = lookup(&store, container)?;
             restart(&store, &c, *timeout)
         }
+        Job::ExecDetached { container, request } => {
+            let c = lookup(&store, container)?;
+            crate::exec::exec_detached(&c, request)
+        }
+        _ => Err(ContainerError::invalid("this job needs the worker's stdio")),
     }
 }

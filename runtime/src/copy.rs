@@ -110,6 +110,110 @@ pub fn copy_out_tar(
     })
 }
 
+/// What `stat` tells of a container entry (Docker's `X-Docker-Container-Path-Stat`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryStat {
+    pub name: String,
+    pub size: u64,
+    /// The permission bits and the file type as Go's `os.FileMode` packs them.
+    pub go_mode: u32,
+    /// Seconds since the epoch.
+    pub mtime: i64,
+    pub link_target: String,
+    pub is_dir: bool,
+}
+
+/// Go's `os.FileMode` bits for the file types (what the docker CLI decodes).
+fn go_mode(st: &FileStat) -> u32 {
+    const DIR: u32 = 1 << 31;
+    const SYMLINK: u32 = 1 << 27;
+    const DEVICE: u32 = 1 << 26;
+    const NAMED_PIPE: u32 = 1 << 25;
+    const SOCKET: u32 = 1 << 24;
+    const SETUID: u32 = 1 << 23;
+    const SETGID: u32 = 1 << 22;
+    const CHAR_DEVICE: u32 = 1 << 21;
+    const STICKY: u32 = 1 << 20;
+    let mut mode = st.st_mode & 0o777;
+    mode |= match kind(st) {
+        SFlag::S_IFDIR => DIR,
+        SFlag::S_IFLNK => SYMLINK,
+        SFlag::S_IFBLK => DEVICE,
+        SFlag::S_IFCHR => DEVICE | CHAR_DEVICE,
+        SFlag::S_IFIFO => NAMED_PIPE,
+        SFlag::S_IFSOCK => SOCKET,
+        _ => 0,
+    };
+    for (bit, go) in [(0o4000, SETUID), (0o2000, SETGID), (0o1000, STICKY)] {
+        if st.st_mode & bit != 0 {
+            mode |= go;
+        }
+    }
+    mode
+}
+
+/// The entry `path` (absolute, in the container; a symlink itself, not followed). The look
+/// may happen in a child (a stopped container's mount, a rootless user namespace), so the
+/// answer comes back over a pipe as one line.
+pub fn stat_entry(files: ContainerFiles, path: &Path) -> Result<EntryStat, RuntimeError> {
+    let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+        .map_err(|e| RuntimeError::sys("make a pipe for stat", e))?;
+    let mut write_end = Some(File::from(write_end));
+    with_root(files, |root| {
+        // A missing entry is an answer, not a failure of the child (whose error would come
+        // back as text only).
+        let fd = match open_source(root, path, CopyOptions::default()) {
+            Err(e) if e.is_not_found() => return Ok(()),
+            other => other?,
+        };
+        let st = fstat(&fd).map_err(|e| RuntimeError::io("stat", path, e.into()))?;
+        let link_target = if kind(&st) == SFlag::S_IFLNK {
+            nix::fcntl::readlinkat(&fd, "")
+                .map(|t| t.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let line = format!(
+            "{} {} {} {}\0{}",
+            st.st_size.max(0),
+            go_mode(&st),
+            st.st_mtime,
+            u8::from(kind(&st) == SFlag::S_IFDIR),
+            link_target
+        );
+        if let Some(out) = write_end.as_mut() {
+            io::Write::write_all(out, line.as_bytes())
+                .map_err(|e| RuntimeError::io("stat", path, e))?;
+        }
+        Ok(())
+    })?;
+    drop(write_end);
+    let mut text = String::new();
+    io::Read::read_to_string(&mut File::from(read_end), &mut text)
+        .map_err(|e| RuntimeError::io("stat", path, e))?;
+    let (numbers, link_target) = text.split_once('\0').unwrap_or((&text, ""));
+    let numbers: Vec<i64> = numbers.split(' ').filter_map(|n| n.parse().ok()).collect();
+    let [size, mode, mtime, is_dir] = numbers[..] else {
+        return Err(RuntimeError::io(
+            "find in the container",
+            path,
+            io::Error::from(io::ErrorKind::NotFound),
+        ));
+    };
+    let name = path
+        .file_name()
+        .map_or_else(|| "/".to_string(), |n| n.to_string_lossy().into_owned());
+    Ok(EntryStat {
+        name,
+        size: size as u64,
+        go_mode: mode as u32,
+        mtime,
+        link_target: link_target.to_string(),
+        is_dir: is_dir == 1,
+    })
+}
+
 /// Copies the host path `src` to `dest` (absolute, in the container; its parent directories
 /// are created, an existing non-directory there is replaced). Files get owner 0:0 (the
 /// container's root), as `docker cp` gives them, and keep their modes. With `contents`, the

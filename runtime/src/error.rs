@@ -50,6 +50,11 @@ impl RuntimeError {
         }
     }
 
+    /// Whether a path the operation needed does not exist (e.g. a path in a container).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, RuntimeError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         RuntimeError::Io {
             op,

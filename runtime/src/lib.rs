@@ -51,7 +51,9 @@ pub mod users;
 pub use oci_spec::runtime::Spec;
 
 pub use caps::{capability_names, parse_capability};
-pub use copy::{copy_in, copy_out, copy_out_tar, ContainerFiles, CopyOptions};
+pub use copy::{
+    copy_in, copy_out, copy_out_tar, stat_entry, ContainerFiles, CopyOptions, EntryStat,
+};
 pub use detach::run_detached;
 pub use error::RuntimeError;
 pub use etc_files::DnsOptions;
@@ -69,5 +71,5 @@ pub use spec::{
     set_capabilities, set_privileged, set_seccomp_profile, set_user_namespace, tmpfs_mount,
     SpecError,
 };
-pub use sys::{default_sigpipe, ignore_stop_signals};
+pub use sys::{default_sigpipe, ignore_sigpipe, ignore_stop_signals};
 pub use tee::{OutputStream, OutputTee};

@@ -86,6 +86,9 @@ fn service(ctx: &Context, args: ServiceArgs) -> anyhow::Result<u8> {
         worker_exe: std::env::current_exe()
             .context("cannot find the gcr binary to start workers with")?,
     };
+    // A client that hangs up must cost its connection, not the service (gcr's default
+    // SIGPIPE action ends the process; workers set it back to the default for themselves).
+    gcr_runtime::ignore_sigpipe();
     crate::context::tokio_runtime()?.block_on(gcr_api::serve(opts))?;
     Ok(0)
 }
