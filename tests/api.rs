@@ -478,6 +478,49 @@ fn docker_cli_runs_containers(user: Option<&str>) {
     let wait = s.docker_ok(&["wait", "talk"]);
     assert_eq!(wait.trim(), "0");
     s.docker_ok(&["rm", "talk"]);
+    // A named volume: created, written by one container, read by the next; in use it stays.
+    s.docker_ok(&["volume", "create", "--label", "kind=test", "data"]);
+    s.docker_ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "data:/data",
+        &image,
+        "sh",
+        "-c",
+        "echo kept > /data/f",
+    ]);
+    let read = s.docker_ok(&["run", "--rm", "-v", "data:/data", &image, "cat", "/data/f"]);
+    assert_eq!(read, "kept\n", "{who}");
+    assert_eq!(
+        s.docker_ok(&["volume", "ls", "-q", "-f", "label=kind=test"]),
+        "data\n"
+    );
+    s.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "user",
+        "-v",
+        "data:/data",
+        &image,
+        "sleep",
+        "60",
+    ]);
+    let out = s.docker(&["volume", "rm", "data"]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("in use"),
+        "{}",
+        stderr(&out)
+    );
+    s.docker_ok(&["rm", "-f", "user"]);
+    s.docker_ok(&["volume", "rm", "data"]);
+    let out = s.docker(&["volume", "inspect", "data"]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("no such volume"),
+        "{}",
+        stderr(&out)
+    );
     // tag, push to the registry, remove the tag, pull it back.
     let Some(registry) = support::registry() else {
         return;

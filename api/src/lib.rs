@@ -13,6 +13,7 @@ mod exec;
 mod handlers;
 mod images;
 mod stream;
+mod volumes;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -171,6 +172,13 @@ fn routes() -> Router<Arc<Service>> {
         .route("/exec/{id}/start", post(exec::start))
         .route("/exec/{id}/json", get(exec::inspect))
         .route("/exec/{id}/resize", post(exec::resize))
+        .route("/volumes", get(volumes::list))
+        .route("/volumes/create", post(volumes::create))
+        .route("/volumes/prune", post(volumes::prune))
+        .route(
+            "/volumes/{name}",
+            get(volumes::inspect).delete(volumes::remove),
+        )
         .route("/images/json", get(images::list))
         .route("/images/create", post(images::create))
         .route("/images/{*rest}", any(images::by_name))

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 pub enum ContainerError {
     #[error("no such container: {0} (see `gcr ps -a`)")]
     NotFound(String),
+    #[error("no such volume: {0} (see `gcr volume ls`)")]
+    NoSuchVolume(String),
     #[error("container ID prefix {0} is ambiguous: give more of it")]
     Ambiguous(String),
     #[error("container {0} is not running")]

@@ -33,6 +33,7 @@ mod rootfs;
 mod spec;
 mod supervisor;
 mod userns;
+mod volumes;
 pub mod worker;
 
 pub use attach::{attach, logs, write_record, Follower, LogOptions, LogSink, Tail};
@@ -61,3 +62,4 @@ pub use rootfs::{image_rootfs, lower_dirs, overlay};
 pub use spec::{container_spec, merge_env, process_args, ImageProcess};
 pub use supervisor::{Launch, RestartPolicy};
 pub use userns::{parse_id_maps, UsernsMode};
+pub use volumes::{create_volume, prune_volumes, remove_volume, volume_info, volumes};

@@ -180,7 +180,7 @@ fn prune(ctx: &Context, args: PruneArgs) -> anyhow::Result<u8> {
         println!("Deleted container: {id}");
     }
     if args.volumes {
-        for name in crate::commands::volumes::prune_unused(&store)? {
+        for name in gcr_containers::prune_volumes(&store)? {
             println!("Deleted volume: {name}");
         }
     }

@@ -1,8 +1,6 @@
 //! `gcr volume ls|create|inspect|rm|prune`: named volumes (`-v NAME:/path`).
 
-use anyhow::bail;
 use clap::{Args, Subcommand};
-use serde_json::json;
 
 use crate::context::Context;
 use crate::format::table;
@@ -75,24 +73,14 @@ pub fn volume(ctx: &Context, cmd: VolumeCommand) -> anyhow::Result<u8> {
             Ok(0)
         }
         VolumeCommand::Create(args) => {
-            store.create_volume(&args.name)?;
+            gcr_containers::create_volume(&store, &args.name, &Default::default())?;
             println!("{}", args.name);
             Ok(0)
         }
         VolumeCommand::Inspect(args) => {
             let mut out = Vec::new();
             for name in &args.names {
-                let dir = store.volume_dir(name)?;
-                if !dir.is_dir() {
-                    bail!("no such volume: {name} (see `gcr volume ls`)");
-                }
-                out.push(json!({
-                    "Name": name,
-                    "Driver": "local",
-                    "Mountpoint": dir,
-                    "Scope": "local",
-                    "UsedBy": gcr_containers::using_source(&store, &dir)?,
-                }));
+                out.push(gcr_containers::volume_info(&store, name)?);
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(0)
@@ -101,19 +89,11 @@ pub fn volume(ctx: &Context, cmd: VolumeCommand) -> anyhow::Result<u8> {
             let mut failed = false;
             for name in &args.names {
                 let result = (|| -> anyhow::Result<()> {
-                    let dir = store.volume_dir(name)?;
                     // As Docker: with -f a volume that is not there is no error.
-                    if args.force && !dir.exists() {
+                    if args.force && !store.volume_dir(name)?.exists() {
                         return Ok(());
                     }
-                    let users = gcr_containers::using_source(&store, &dir)?;
-                    if !users.is_empty() && !args.force {
-                        bail!(
-                            "volume {name} is used by container(s) {}: remove them first (`gcr rm`)",
-                            users.join(", ")
-                        );
-                    }
-                    store.remove_volume(name)?;
+                    gcr_containers::remove_volume(&store, name, args.force)?;
                     println!("{name}");
                     Ok(())
                 })();
@@ -125,23 +105,10 @@ pub fn volume(ctx: &Context, cmd: VolumeCommand) -> anyhow::Result<u8> {
             Ok(if failed { 1 } else { 0 })
         }
         VolumeCommand::Prune(_) => {
-            for name in prune_unused(&store)? {
+            for name in gcr_containers::prune_volumes(&store)? {
                 println!("Deleted volume {name}");
             }
             Ok(0)
         }
     }
-}
-
-/// Removes every volume no container's spec mounts; returns their names.
-pub fn prune_unused(store: &gcr_storage::Store) -> anyhow::Result<Vec<String>> {
-    let mut removed = Vec::new();
-    for name in store.volumes()? {
-        let dir = store.volume_dir(&name)?;
-        if gcr_containers::using_source(store, &dir)?.is_empty() {
-            store.remove_volume(&name)?;
-            removed.push(name);
-        }
-    }
-    Ok(removed)
 }
