@@ -112,6 +112,8 @@ impl ServiceUnderTest {
         Command::new("docker")
             .env("DOCKER_HOST", format!("unix://{}", self.sock().display()))
             .env("DOCKER_CONFIG", self.dir.path().join("docker-config"))
+            // The classic build API (a newer client would want BuildKit's session instead).
+            .env("DOCKER_BUILDKIT", "0")
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -271,7 +273,7 @@ fn endpoints_not_done_answer_501_naming_themselves() {
     }
     let s = ServiceUnderTest::start(&["--time", "0"]);
     for (method, path) in [
-        ("POST", "/v1.41/build"),
+        ("POST", "/v1.41/images/load"),
         ("GET", "/v1.41/networks"),
         ("GET", "/events"),
         ("POST", "/v1.41/containers/x/resize"),
@@ -478,6 +480,57 @@ fn docker_cli_runs_containers(user: Option<&str>) {
     let wait = s.docker_ok(&["wait", "talk"]);
     assert_eq!(wait.trim(), "0");
     s.docker_ok(&["rm", "talk"]);
+    // build a context with a build argument and a label, then run the image.
+    let context = s.dir.path().join("context");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(
+        context.join("Dockerfile"),
+        format!("FROM {image}\nARG WHO=nobody\nCOPY hello.txt /hello.txt\nRUN echo built-by-$WHO > /built\nCMD [\"cat\", \"/hello.txt\", \"/built\"]\n"),
+    )
+    .unwrap();
+    std::fs::write(context.join("hello.txt"), "hello\n").unwrap();
+    let ctx = context.to_str().unwrap();
+    let built = s.docker_ok(&[
+        "build",
+        "--build-arg",
+        "WHO=api",
+        "--label",
+        "made=api",
+        "-t",
+        "built:1",
+        ctx,
+    ]);
+    assert!(
+        built.contains("Successfully built") && built.contains("Successfully tagged built:1"),
+        "{built}"
+    );
+    assert_eq!(
+        s.docker_ok(&["run", "--rm", "built:1"]),
+        "hello\nbuilt-by-api\n",
+        "{who}"
+    );
+    let label = s.docker_ok(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{index .Config.Labels \"made\"}}",
+        "built:1",
+    ]);
+    assert_eq!(label.trim(), "api");
+    std::fs::write(
+        context.join("Dockerfile.bad"),
+        format!("FROM {image}\nRUN exit 3\n"),
+    )
+    .unwrap();
+    let bad = context.join("Dockerfile.bad");
+    let out = s.docker(&["build", "-f", bad.to_str().unwrap(), ctx]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("exited with status 3"),
+        "{}",
+        stderr(&out)
+    );
+    s.docker_ok(&["rmi", "built:1"]);
     // A named volume: created, written by one container, read by the next; in use it stays.
     s.docker_ok(&["volume", "create", "--label", "kind=test", "data"]);
     s.docker_ok(&[
@@ -638,6 +691,36 @@ fn bad_input_gets_docker_shaped_errors_and_leaves_nothing() {
     );
     let (status, body) = s.curl_json("POST", "/containers/create?name=one", &named);
     assert_eq!(status, 409, "{body}");
+    // A build context with an entry outside it: 400, and nothing is built.
+    let mut evil = tar::Builder::new(Vec::new());
+    for (name, data) in [("Dockerfile", &b"FROM scratch\n"[..]), ("../escape", b"x")] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        // set_path refuses `..`: the name goes into the header bytes as an attacker writes it.
+        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        header.set_cksum();
+        evil.append(&header, data).unwrap();
+    }
+    let evil_tar = s.dir.path().join("evil.tar");
+    std::fs::write(&evil_tar, evil.into_inner().unwrap()).unwrap();
+    let out = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "-X", "POST", "--data-binary"])
+        .arg(format!("@{}", evil_tar.display()))
+        .arg("--unix-socket")
+        .arg(s.sock())
+        .arg("http://gcr/v1.41/build?t=evil")
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    assert_eq!(status, "400", "{text}");
+    assert!(
+        message(body).contains("../escape is outside the context"),
+        "{body}"
+    );
+    assert!(!s.dir.path().join("escape").exists());
+    assert!(!s.docker_ok(&["images"]).contains("evil"));
     // logs without a stream: 400.
     assert_eq!(s.curl_json("GET", "/containers/one/logs", "").0, 400);
     // The service still serves, and the store holds only the one container.

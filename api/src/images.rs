@@ -51,6 +51,7 @@ pub async fn by_name(
     Path(params): Path<HashMap<String, String>>,
     Query(query): Params,
     method: Method,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
     request: Request,
 ) -> Answer {
     let rest = params.get("rest").cloned().unwrap_or_default();
@@ -70,7 +71,9 @@ pub async fn by_name(
             }
             if let Some(name) = split("/get") {
                 let _ = name;
-                return Err(Failure::not_implemented("GET /images/{name}/get"));
+                return Err(Failure::not_implemented(
+                    "GET /images/{name}/get (image export)",
+                ));
             }
         }
         Method::POST => {
@@ -103,7 +106,8 @@ pub async fn by_name(
         _ => {}
     }
     Err(Failure::not_implemented(&format!(
-        "{method} /images/{rest}"
+        "{method} {}",
+        uri.path()
     )))
 }
 

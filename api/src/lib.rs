@@ -6,6 +6,7 @@
 #![deny(unsafe_code)]
 
 mod archive;
+mod build;
 mod containers;
 mod create_body;
 mod error;
@@ -179,6 +180,7 @@ fn routes() -> Router<Arc<Service>> {
             "/volumes/{name}",
             get(volumes::inspect).delete(volumes::remove),
         )
+        .route("/build", post(build::build))
         .route("/images/json", get(images::list))
         .route("/images/create", post(images::create))
         .route("/images/{*rest}", any(images::by_name))

@@ -134,12 +134,10 @@ fn stdin_context(dir: &std::path::Path) -> anyhow::Result<(PathBuf, Option<PathB
     std::fs::create_dir(&context)
         .with_context(|| format!("cannot create {}", context.display()))?;
     if tar_head.get(257..262) == Some(b"ustar") {
-        // The tar crate keeps every entry beneath `context` (no `..`, no way through links).
-        let mut archive = tar::Archive::new(std::io::Cursor::new(tar_head).chain(decoded));
-        archive.set_preserve_permissions(true);
-        archive
-            .unpack(&context)
-            .context("cannot unpack the build context tar archive from stdin")?;
+        unpack_context(
+            tar::Archive::new(std::io::Cursor::new(tar_head).chain(decoded)),
+            &context,
+        )?;
         return Ok((context, None));
     }
     if compression != ArchiveCompression::None {
@@ -155,6 +153,39 @@ fn stdin_context(dir: &std::path::Path) -> anyhow::Result<(PathBuf, Option<PathB
     let file = dir.join("Containerfile");
     std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
     Ok((context, Some(file)))
+}
+
+/// Unpacks a context archive into `context`. An entry that names a path out of the context
+/// (`..`) fails the build, as BuildKit's does, instead of being skipped; the tar crate keeps
+/// every other entry beneath `context` (no way out through links either).
+fn unpack_context(
+    mut archive: tar::Archive<impl std::io::Read>,
+    context: &std::path::Path,
+) -> anyhow::Result<()> {
+    archive.set_preserve_permissions(true);
+    let entries = archive
+        .entries()
+        .context("cannot read the build context tar archive from stdin")?;
+    for entry in entries {
+        let mut entry = entry.context("cannot read the build context tar archive from stdin")?;
+        let path = entry
+            .path()
+            .context("a build context entry has an unreadable name")?
+            .into_owned();
+        if path
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            bail!(
+                "the build context archive has an entry out of the context: {} (`..` is not allowed)",
+                path.display()
+            );
+        }
+        entry
+            .unpack_in(context)
+            .with_context(|| format!("cannot unpack {} of the build context", path.display()))?;
+    }
+    Ok(())
 }
 
 pub fn build(ctx: &Context, mut args: BuildArgs) -> anyhow::Result<u8> {
