@@ -275,7 +275,7 @@ fn endpoints_not_done_answer_501_naming_themselves() {
     for (method, path) in [
         ("POST", "/v1.41/images/load"),
         ("GET", "/v1.41/networks"),
-        ("GET", "/events"),
+        ("GET", "/v1.41/system/df"),
         ("POST", "/v1.41/containers/x/resize"),
     ] {
         let (status, text) = s.curl(method, path);
@@ -303,6 +303,13 @@ fn endpoints_not_done_answer_501_naming_themselves() {
     assert!(body.contains("HostConfig.Devices"), "{body}");
     // The service keeps serving after them.
     assert_eq!(s.curl("GET", "/_ping").0, 200);
+}
+
+/// Now in seconds since the epoch.
+fn chrono_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The fixture registry's busybox, or None (skip outside CI).
@@ -342,6 +349,37 @@ fn docker_cli_runs_containers(user: Option<&str>) {
     assert_eq!(stdout(&out), "hi\n", "{who}");
     assert!(stderr(&out).contains("oops"), "{who}: {}", stderr(&out));
     assert_eq!(s.store_containers(), "", "{who}: --rm left the container");
+    // events: the run's create, start, die (with its status) and destroy, and the pull,
+    // replayed from the journal and filtered.
+    let until = format!("{}", chrono_now() + 1);
+    let out = s.docker_ok(&[
+        "events",
+        "--since",
+        "0",
+        "--until",
+        &until,
+        "--filter",
+        "type=container",
+        "--format",
+        "{{.Action}} {{.Actor.Attributes.exitCode}}",
+    ]);
+    let cleaned = out.replace("<no value>", "");
+    let actions: Vec<&str> = cleaned.lines().map(str::trim_end).collect();
+    assert_eq!(
+        actions,
+        ["create", "start", "die 3", "destroy"],
+        "{who}: {out}"
+    );
+    let out = s.docker_ok(&[
+        "events",
+        "--since",
+        "0",
+        "--until",
+        &until,
+        "--filter",
+        "event=pull",
+    ]);
+    assert!(out.contains("image pull"), "{who}: {out}");
     // An image not there yet is pulled by docker run itself (404, pull, create again).
     let out = s.docker(&["rmi", &image]);
     assert!(out.status.success(), "{}", stderr(&out));

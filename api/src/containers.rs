@@ -185,11 +185,11 @@ pub async fn stop(
 ) -> Answer {
     blocking(move || {
         let timeout = timeout_of(&query)?;
-        let (_, c) = find(&service, &id_of(&params))?;
+        let (store, c) = find(&service, &id_of(&params))?;
         if !c.alive() {
             return Ok(not_modified());
         }
-        gcr_containers::stop(&c, timeout)?;
+        gcr_containers::stop(&store, &c, timeout)?;
         Ok(no_content())
     })
     .await
@@ -223,8 +223,8 @@ pub async fn kill(
         let signal = query.get("signal").map_or("SIGKILL", String::as_str);
         let signal = gcr_containers::parse_signal(signal)
             .map_err(|e| Failure::bad_request(e.to_string()))?;
-        let (_, c) = find(&service, &id_of(&params))?;
-        gcr_containers::kill(&c, signal)?;
+        let (store, c) = find(&service, &id_of(&params))?;
+        gcr_containers::kill(&store, &c, signal)?;
         Ok(no_content())
     })
     .await

@@ -10,6 +10,7 @@ mod build;
 mod containers;
 mod create_body;
 mod error;
+mod events;
 mod exec;
 mod handlers;
 mod images;
@@ -181,6 +182,7 @@ fn routes() -> Router<Arc<Service>> {
             get(volumes::inspect).delete(volumes::remove),
         )
         .route("/build", post(build::build))
+        .route("/events", get(events::events))
         .route("/images/json", get(images::list))
         .route("/images/create", post(images::create))
         .route("/images/{*rest}", any(images::by_name))

@@ -208,6 +208,7 @@ pub fn create(
         err
     };
     written.map_err(undo)?;
+    crate::events::container_event(store, &container_id, &meta, "create", &[]);
     // The OCI runtime spec, as a bundle's config.json: `gcr exec` starts from its process.
     record::write_spec(&dir, &spec).map_err(undo)?;
     if let gcr_runtime::RootfsSource::Overlay { upper, work, .. } = &rootfs {

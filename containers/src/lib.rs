@@ -18,6 +18,7 @@ mod container;
 mod create;
 pub mod engine;
 mod error;
+mod events;
 mod exec;
 mod files;
 mod filters;

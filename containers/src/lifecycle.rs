@@ -6,6 +6,7 @@ use nix::sys::signal::Signal;
 
 use crate::container::{list, parse_signal, short_id, Container};
 use crate::error::{ContainerError, Result};
+use crate::events::container_event;
 use crate::network::{network_options, NetworkChoice};
 use crate::record::{self, wait_gone};
 use crate::supervisor::Launch;
@@ -71,13 +72,19 @@ pub fn prepare_start(store: &gcr_storage::Store, c: &Container) -> Result<Launch
 /// `stop`: the container's stop signal (its STOPSIGNAL, else SIGTERM), then SIGKILL after
 /// `timeout` seconds (default: its --stop-timeout, else 10). A stopped one stays stopped: its
 /// restart policy does not run it again.
-pub fn stop(c: &Container, timeout: Option<u64>) -> Result<()> {
+pub fn stop(store: &gcr_storage::Store, c: &Container, timeout: Option<u64>) -> Result<()> {
     let time = timeout.or(c.meta.stop_timeout).unwrap_or(10);
     if c.alive() {
         let _ = record::mark(&c.dir, record::STOPPED);
         let signal = parse_signal(c.meta.stop_signal.as_deref().unwrap_or("SIGTERM"))?;
+        let kill_event = |signal: Signal| {
+            let number = (signal as i32).to_string();
+            container_event(store, &c.id, &c.meta, "kill", &[("signal", number)]);
+        };
+        kill_event(signal);
         c.signal(signal)?;
         if !wait_gone(&c.meta, Duration::from_secs(time)) {
+            kill_event(Signal::SIGKILL);
             c.signal(Signal::SIGKILL)?;
             if !wait_gone(&c.meta, Duration::from_secs(10)) {
                 return Err(ContainerError::State(format!(
@@ -87,17 +94,20 @@ pub fn stop(c: &Container, timeout: Option<u64>) -> Result<()> {
             }
         }
     }
+    container_event(store, &c.id, &c.meta, "stop", &[]);
     Ok(())
 }
 
 /// `kill`: a signal to the container's PID 1; SIGKILL and SIGTERM count as stopped by hand.
-pub fn kill(c: &Container, signal: Signal) -> Result<()> {
+pub fn kill(store: &gcr_storage::Store, c: &Container, signal: Signal) -> Result<()> {
     if !c.alive() {
         return Err(ContainerError::NotRunning(c.display_name()));
     }
     if matches!(signal, Signal::SIGKILL | Signal::SIGTERM) {
         let _ = record::mark(&c.dir, record::STOPPED);
     }
+    let number = (signal as i32).to_string();
+    container_event(store, &c.id, &c.meta, "kill", &[("signal", number)]);
     c.signal(signal)
 }
 
@@ -146,6 +156,7 @@ pub fn remove(store: &gcr_storage::Store, c: &Container, force: bool) -> Result<
         }
     }
     store.unregister_container(&c.id)?;
+    container_event(store, &c.id, &c.meta, "destroy", &[]);
     Ok(())
 }
 
@@ -155,6 +166,7 @@ pub fn remove_stopped(store: &gcr_storage::Store) -> Result<Vec<String>> {
     for c in list(store)? {
         if !c.running() {
             store.unregister_container(&c.id)?;
+            container_event(store, &c.id, &c.meta, "destroy", &[]);
             removed.push(c.id);
         }
     }
@@ -168,13 +180,21 @@ pub fn rename(store: &gcr_storage::Store, c: &Container, name: &str) -> Result<(
     names::ensure_name_free(store, name)?;
     // Re-read under the lock: the supervisor may have rewritten the record meanwhile.
     let mut meta = record::read_meta(&c.dir);
-    meta.name = Some(name.to_string());
-    record::write_meta(&c.dir, &meta)
+    let old_name = meta.name.replace(name.to_string()).unwrap_or_default();
+    record::write_meta(&c.dir, &meta)?;
+    container_event(
+        store,
+        &c.id,
+        &meta,
+        "rename",
+        &[("oldName", format!("/{old_name}"))],
+    );
+    Ok(())
 }
 
 /// `restart`: stop (if running), then start in the background.
 pub fn restart(store: &gcr_storage::Store, c: &Container, timeout: Option<u64>) -> Result<()> {
-    stop(c, timeout)?;
+    stop(store, c, timeout)?;
     // Read again: the stop changed the record.
     let fresh = Container::read(c.id.clone(), c.dir.clone());
     prepare_start(store, &fresh)?.start_detached()

@@ -160,9 +160,28 @@ impl Launch {
     }
 
     /// Runs the container to its end, then records its exit status (`keep`) or removes it.
+    /// One run of the container, between its start and die events.
+    fn run_once(
+        &self,
+        options: &gcr_runtime::RunOptions,
+    ) -> Result<i32, gcr_runtime::RuntimeError> {
+        use crate::events::container_event;
+        container_event(&self.store, &self.id, &self.meta, "start", &[]);
+        let result = gcr_runtime::run_container(&self.spec, options);
+        let code = result_code(&result).to_string();
+        container_event(
+            &self.store,
+            &self.id,
+            &self.meta,
+            "die",
+            &[("exitCode", code)],
+        );
+        result
+    }
+
     fn supervise(&self, policy: RestartPolicy) -> Result<i32, gcr_runtime::RuntimeError> {
         let (dir, options) = (&self.dir, &self.options);
-        let mut result = gcr_runtime::run_container(&self.spec, options);
+        let mut result = self.run_once(options);
         // Later runs have nobody waiting for the start byte.
         let mut again = options.clone();
         again.started_fd = None;
@@ -186,7 +205,7 @@ impl Launch {
             if stopped() {
                 break;
             }
-            result = gcr_runtime::run_container(&self.spec, &again);
+            result = self.run_once(&again);
         }
         // A container that never started leaves nothing behind; --rm removes it after it ran.
         let started =
@@ -198,6 +217,9 @@ impl Launch {
                 attach::wait_for_attached(dir);
             }
             remove_finished(&self.store, &self.id, started);
+            if started {
+                crate::events::container_event(&self.store, &self.id, &self.meta, "destroy", &[]);
+            }
         } else {
             let _ = std::fs::remove_file(record::pid_file(dir));
             record::write_exit_status(dir, result_code(&result));

@@ -26,6 +26,9 @@ pub fn create_volume(
     labels: &BTreeMap<String, String>,
 ) -> Result<Value> {
     let (data, created) = store.create_volume(name)?;
+    if created {
+        crate::events::volume_event(store, name, "create");
+    }
     if created && !labels.is_empty() {
         let path = labels_file(&data);
         let text = serde_json::to_vec(labels).map_err(|source| ContainerError::Json {
@@ -89,7 +92,9 @@ pub fn remove_volume(store: &gcr_storage::Store, name: &str, force: bool) -> Res
             users.join(", ")
         )));
     }
-    Ok(store.remove_volume(name)?)
+    store.remove_volume(name)?;
+    crate::events::volume_event(store, name, "destroy");
+    Ok(())
 }
 
 /// Removes every volume no container uses; their names.
@@ -99,6 +104,7 @@ pub fn prune_volumes(store: &gcr_storage::Store) -> Result<Vec<String>> {
         let data = store.volume_dir(&name)?;
         if using_source(store, &data)?.is_empty() {
             store.remove_volume(&name)?;
+            crate::events::volume_event(store, &name, "destroy");
             removed.push(name);
         }
     }

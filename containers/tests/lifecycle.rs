@@ -223,7 +223,7 @@ fn t_detached_lifecycle() -> Result<(), String> {
     check!(filters.matches(&c, &|_| None), "label filter missed it");
 
     // stop: SIGTERM, which the script turns into status 3; stopped by hand.
-    gcr_containers::stop(&c, Some(10)).map_err(|e| e.to_string())?;
+    gcr_containers::stop(&f.store, &c, Some(10)).map_err(|e| e.to_string())?;
     let c = gcr_containers::lookup(&f.store, "web").map_err(|e| e.to_string())?;
     check!(c.state() == State::Exited, "after stop: {:?}", c.state());
     check!(c.exit_code() == Some(3), "stop status {:?}", c.exit_code());
@@ -238,7 +238,8 @@ fn t_detached_lifecycle() -> Result<(), String> {
     wait_until("the second start's output", || {
         logs_of(&c).is_ok_and(|l| l.matches("started").count() == 2)
     })?;
-    gcr_containers::kill(&c, nix::sys::signal::Signal::SIGKILL).map_err(|e| e.to_string())?;
+    gcr_containers::kill(&f.store, &c, nix::sys::signal::Signal::SIGKILL)
+        .map_err(|e| e.to_string())?;
     let code = gcr_containers::wait(&c).map_err(|e| e.to_string())?;
     check!(code == 137, "wait after kill: {code}");
 

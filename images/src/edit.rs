@@ -17,6 +17,20 @@ pub enum Removal {
 /// image that containers use loses its names and stays (their rootfs needs its layers);
 /// without, it is a conflict. Otherwise the image goes with every blob and layer only it used.
 pub fn remove(store: &Store, input: &str, force: bool) -> Result<Vec<Removal>> {
+    let done = remove_quietly(store, input, force)?;
+    for step in &done {
+        // Docker's image events: untag with the name, delete with the ID.
+        let (action, actor) = match step {
+            Removal::Untagged(name) => ("untag", name),
+            Removal::Deleted(id) => ("delete", id),
+        };
+        let attributes = std::collections::BTreeMap::from([("name".to_string(), actor.clone())]);
+        store.record_event(&gcr_storage::Event::new("image", action, actor, attributes));
+    }
+    Ok(done)
+}
+
+fn remove_quietly(store: &Store, input: &str, force: bool) -> Result<Vec<Removal>> {
     let record = find(store, input)?;
     let normalized = normalize_name(input).ok();
     let name_given = record
@@ -86,5 +100,12 @@ pub fn tag(store: &Store, source: &str, target: &str) -> Result<()> {
         });
     }
     store.tag(&record.id, &name)?;
+    let attributes = std::collections::BTreeMap::from([("name".to_string(), name.clone())]);
+    store.record_event(&gcr_storage::Event::new(
+        "image",
+        "tag",
+        &record.id.to_string(),
+        attributes,
+    ));
     Ok(())
 }

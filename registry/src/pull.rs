@@ -361,6 +361,9 @@ async fn pull_inner(
     let _ = events.send(PullEvent::Committed {
         id: record.id.clone(),
     });
+    // Docker's `image pull` event: the reference as pulled.
+    let attributes = std::collections::BTreeMap::from([("name".to_string(), name.clone())]);
+    store.record_event(&gcr_storage::Event::new("image", "pull", &name, attributes));
     Ok(PulledImage {
         id: record.id.clone(),
         name,

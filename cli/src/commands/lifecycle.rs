@@ -80,7 +80,7 @@ pub fn stop(ctx: &Context, args: StopArgs) -> anyhow::Result<u8> {
     let store = ctx.open_store()?;
     let all = gcr_containers::list(&store)?;
     each(&args.containers, |wanted| {
-        gcr_containers::stop(gcr_containers::find(&all, wanted)?, args.time)?;
+        gcr_containers::stop(&store, gcr_containers::find(&all, wanted)?, args.time)?;
         println!("{wanted}");
         Ok(())
     })
@@ -119,7 +119,7 @@ pub fn kill(ctx: &Context, args: KillArgs) -> anyhow::Result<u8> {
     let all = gcr_containers::list(&store)?;
     let signal = gcr_containers::parse_signal(&args.signal)?;
     each(&args.containers, |wanted| {
-        gcr_containers::kill(gcr_containers::find(&all, wanted)?, signal)?;
+        gcr_containers::kill(&store, gcr_containers::find(&all, wanted)?, signal)?;
         println!("{wanted}");
         Ok(())
     })
