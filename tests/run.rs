@@ -1162,10 +1162,9 @@ fn detached_containers_log_stop_kill_and_wait() {
         // stop sends SIGTERM (the trap answers), the status is recorded, logs -f ends.
         assert_eq!(expect(&gcr(&["stop", "bg"]), 0), "bg\n");
         assert_eq!(expect(&gcr(&["wait", "bg"]), 0), "3\n");
-        assert_eq!(
-            expect(&gcr(&["logs", "-f", "bg"]), 0),
-            "out\nerr\ngot-term\n"
-        );
+        let followed = gcr(&["logs", "-f", "bg"]);
+        assert_eq!(expect(&followed, 0), "out\ngot-term\n");
+        assert_eq!(stderr(&followed), "err\n");
         assert!(stdout(&gcr(&["ps", "-a"])).contains("Exited (3)"));
 
         // A PID 1 that ignores SIGTERM is killed after -t seconds: 137.
