@@ -380,6 +380,46 @@ fn docker_cli_runs_containers(user: Option<&str>) {
         "event=pull",
     ]);
     assert!(out.contains("image pull"), "{who}: {out}");
+    // run -i: what the client pipes in reaches the container, and its end ends it.
+    let out = s.docker_with_input(
+        &["run", "-i", "--rm", &image, "wc", "-l"],
+        b"one\ntwo\nthree\n",
+    );
+    assert_eq!(stdout(&out).trim(), "3", "{who}: {}", stderr(&out));
+    // run -it through script: a terminal in the container, typed input, its status.
+    if support::tool("script").is_some() {
+        let line = format!(
+            "DOCKER_HOST=unix://{} DOCKER_CONFIG={} docker run -it --rm {image} sh",
+            s.sock().display(),
+            s.dir.path().join("docker-config").display()
+        );
+        let mut child = Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write as _;
+            let mut input = child.stdin.take().unwrap();
+            input
+                .write_all(b"tty; echo typed-$((6*7))\nexit 7\n")
+                .unwrap();
+            // script ends its session when its input ends: let the shell answer first.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let out = child.wait_with_output().unwrap();
+        let text = stdout(&out);
+        assert!(
+            text.contains("/dev/pts/") && text.contains("typed-42"),
+            "{who}: {text}"
+        );
+        assert_eq!(out.status.code(), Some(7), "{who}: {text}");
+    }
     // An image not there yet is pulled by docker run itself (404, pull, create again).
     let out = s.docker(&["rmi", &image]);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -457,21 +457,31 @@ pub async fn attach(
     Query(query): Params,
     request: Request,
 ) -> Answer {
-    if flag(&query, "stdin", false) {
-        return Err(Failure::not_implemented(
-            "attaching stdin (POST /containers/{id}/attach?stdin=1, docker run -i)",
-        ));
-    }
+    let with_stdin = flag(&query, "stdin", false);
     let (stdout, stderr) = (flag(&query, "stdout", false), flag(&query, "stderr", false));
     let (logs, follow) = (flag(&query, "logs", false), flag(&query, "stream", false));
     let wanted = id_of(&params);
     // The reader is there before the answer: a start that follows is seen.
-    let (c, follower) = blocking(move || {
+    let (c, follower, stdin) = blocking(move || {
         let c = find(&service, &wanted)?.1;
         let follower = gcr_containers::Follower::new(&c)?;
-        Ok((c, follower))
+        let stdin = if with_stdin {
+            Some(gcr_containers::stdin_writer(&c).map_err(|e| {
+                Failure::not_implemented(&format!(
+                    "attaching stdin to this container (POST /containers/{{id}}/attach?stdin=1): {e}"
+                ))
+            })?)
+        } else {
+            None
+        };
+        Ok((c, follower, stdin))
     })
     .await?;
+    let (started_send, started) = tokio::sync::oneshot::channel::<()>();
+    let stdin = stdin.map(|file| stream::StdinSink {
+        writer: Box::new(tokio::fs::File::from_std(file)),
+        hold_until: Some(started),
+    });
     let tty = has_tty(&c);
     let framing = Framing {
         tty,
@@ -496,10 +506,13 @@ pub async fn attach(
         }
         if follow {
             let mut tick = stream::until_closed(&sender);
+            if follower.until_running(&mut tick).unwrap_or(false) {
+                let _ = started_send.send(());
+            }
             if let Err(err) = follower.attach(&mut wanted, &mut tick) {
                 tracing::debug!(%err, "attach ended");
             }
         }
     });
-    Ok(stream::hijack_or_stream(request, receiver, tty, None))
+    Ok(stream::hijack_or_stream(request, receiver, tty, stdin))
 }

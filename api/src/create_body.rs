@@ -43,6 +43,7 @@ pub struct CreateBody {
     pub domainname: String,
     pub tty: bool,
     pub open_stdin: bool,
+    pub attach_stdin: bool,
     pub labels: Option<BTreeMap<String, String>>,
     pub stop_signal: Option<String>,
     pub stop_timeout: Option<i64>,
@@ -183,6 +184,7 @@ impl CreateBody {
         opts.hostname = Some(self.hostname).filter(|h| !h.is_empty());
         opts.tty = self.tty;
         opts.stdin = self.open_stdin;
+        opts.attach_stdin = self.attach_stdin && self.open_stdin;
         opts.labels = self.labels.unwrap_or_default();
         if let Some(signal) = &self.stop_signal {
             gcr_containers::parse_signal(signal).map_err(invalid)?;

@@ -255,7 +255,10 @@ pub async fn start(
             sender.clone(),
         ));
     }
-    let stdin = child.stdin.take();
+    let stdin = child.stdin.take().map(|s| stream::StdinSink {
+        writer: Box::new(s),
+        hold_until: None,
+    });
     let service2 = service.clone();
     tokio::spawn(async move {
         for pump in pumps {

@@ -104,6 +104,14 @@ pub fn content_type(_tty: bool) -> &'static str {
     "application/vnd.docker.raw-stream"
 }
 
+/// Where a hijacked connection's input goes: a process's stdin, held open after the client's
+/// end of input until `hold_until` fires (a FIFO loses what it holds when its last writer
+/// closes before the reader came).
+pub struct StdinSink {
+    pub writer: Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+    pub hold_until: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
 /// Answers a request for a stream of the output: when the client asked to upgrade the
 /// connection (`Upgrade: tcp`, as the docker CLI's attach and exec), a 101 and the raw
 /// connection carry `receiver`'s bytes (and what the client sends goes to `stdin`);
@@ -112,7 +120,7 @@ pub fn hijack_or_stream(
     mut request: Request,
     receiver: mpsc::Receiver<Bytes>,
     tty: bool,
-    stdin: Option<tokio::process::ChildStdin>,
+    stdin: Option<StdinSink>,
 ) -> Response {
     let wants_upgrade = request
         .headers()
@@ -133,11 +141,20 @@ pub fn hijack_or_stream(
         };
         let connection = hyper_util::rt::TokioIo::new(upgraded);
         let (mut from_client, mut to_client) = tokio::io::split(connection);
-        if let Some(mut stdin) = stdin {
-            // What the client types goes to the process; its end of input closes it.
+        if let Some(StdinSink {
+            mut writer,
+            hold_until,
+        }) = stdin
+        {
+            // What the client types goes to the process; its end of input closes it (once
+            // the process is there to read what came before).
             tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut from_client, &mut stdin).await;
-                let _ = stdin.shutdown().await;
+                let _ = tokio::io::copy(&mut from_client, &mut writer).await;
+                let _ = writer.flush().await;
+                if let Some(started) = hold_until {
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(60), started).await;
+                }
+                let _ = writer.shutdown().await;
             });
         }
         let mut receiver = receiver;

@@ -378,3 +378,22 @@ impl Follower {
         })
     }
 }
+
+/// The writer of a container's attached stdin (a container created with `attach_stdin`):
+/// what is written goes to its stdin when it runs; closing it ends its input. Opened before
+/// the start (read-write, so the open never waits), it keeps the start from reading an
+/// early end of input.
+pub fn stdin_writer(c: &Container) -> Result<std::fs::File> {
+    let fifo = c.dir.join(record::STDIN_FIFO);
+    if !fifo.exists() {
+        return Err(ContainerError::State(format!(
+            "container {} was not created with its stdin attached (docker run -i, AttachStdin)",
+            c.display_name()
+        )));
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo)
+        .map_err(|e| ContainerError::io("open", &fifo, e))
+}

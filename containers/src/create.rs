@@ -200,6 +200,7 @@ pub fn create(
         dns: opts.dns.clone(),
         dns_search: opts.dns_search.clone(),
         dns_options: opts.dns_options.clone(),
+        stdin: opts.stdin,
     };
     let written = record::write_meta(&dir, &meta);
     drop(names_lock);
@@ -219,6 +220,15 @@ pub fn create(
     let mut options = gcr_runtime::RunOptions::new(rootfs, container_id.clone(), &dir);
     options.tty = opts.tty;
     options.stdin = opts.stdin;
+    if opts.attach_stdin && opts.stdin {
+        let fifo = dir.join(record::STDIN_FIFO);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).map_err(
+            |source| ContainerError::Sys {
+                action: "make the stdin FIFO of the container",
+                source,
+            },
+        )?;
+    }
     options.init = opts.init;
     // A kept container's upper dir may be mounted again (`gcr start`): the kernel refuses to
     // reuse one that was mounted `volatile`, so only --rm containers skip the syncs.

@@ -38,6 +38,7 @@ pub fn prepare_start(store: &gcr_storage::Store, c: &Container) -> Result<Launch
         .and_then(|p| p.terminal())
         .unwrap_or(false);
     options.init = c.meta.init;
+    options.stdin = c.meta.stdin;
     options.user = c.meta.user.clone();
     options.extra_hosts = c.meta.extra_hosts.clone();
     options.group_add = c.meta.group_add.clone();

@@ -37,6 +37,9 @@ pub struct CreateOptions {
     pub hostname: Option<String>,
     pub tty: bool,
     pub stdin: bool,
+    /// A client attaches the container's stdin (Docker's AttachStdin, as `docker run -i`
+    /// asks): a FIFO in the record carries what it sends to the container's stdin.
+    pub attach_stdin: bool,
     /// Removed when it ends (`--rm`).
     pub remove: bool,
     /// Docker's policy text: no, always, unless-stopped, on-failure[:MAX].
@@ -89,6 +92,7 @@ impl CreateOptions {
             hostname: None,
             tty: false,
             stdin: false,
+            attach_stdin: false,
             remove: false,
             restart: "no".into(),
             init: false,

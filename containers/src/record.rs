@@ -52,6 +52,9 @@ pub struct ContainerMeta {
     /// `--stop-timeout`: what `gcr stop` waits without -t (default 10 s).
     #[serde(default)]
     pub stop_timeout: Option<u64>,
+    /// Its stdin kept open (`-i`, OpenStdin): `start` runs it so again.
+    #[serde(default)]
+    pub stdin: bool,
     /// `--label` values.
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
@@ -141,6 +144,8 @@ pub(crate) const SPEC: &str = "config.json";
 pub(crate) const IMAGE: &str = "image";
 /// The container's address on its private network (written by the runtime).
 pub(crate) const ADDRESS: &str = "address";
+/// The FIFO an attached client writes the container's stdin into (`attach_stdin`).
+pub(crate) const STDIN_FIFO: &str = "stdin";
 /// Marks a container made by `gcr create` that has not run yet.
 pub(crate) const CREATED: &str = "created";
 /// Marks a container stopped by hand (`stop`, `kill`): its restart policy leaves it stopped.

@@ -103,8 +103,11 @@ impl Launch {
         self.options.started_fd = Some(report_write.as_raw_fd());
         // `-dit`/`-di`: the container's input stays open and empty (the usual way to keep a
         // shell alive for `gcr exec`); nothing can write to it, as gcr attach has no input.
-        let keep_input_open = self.options.stdin;
-        if self.options.tty {
+        // An API client that attaches stdin writes into the record's FIFO instead.
+        let stdin_fifo = self.dir.join(record::STDIN_FIFO);
+        let attached_input = self.options.stdin && stdin_fifo.exists();
+        let keep_input_open = self.options.stdin && !attached_input;
+        if self.options.tty && !attached_input {
             // The pty alone keeps it open; gcr's own /dev/null must not reach it.
             self.options.stdin = false;
         }
@@ -114,14 +117,21 @@ impl Launch {
             // Between two runs of a restart policy no container takes the signals `gcr stop`
             // sends through the supervisor: they must not end it unrecorded.
             gcr_runtime::ignore_stop_signals();
-            if keep_input_open && !self.options.tty {
+            let mut report = std::fs::File::from(report_write);
+            if attached_input {
+                // Never waits: with no writer (nobody attached) the input is at its end at
+                // once; the attached client holds a writer from before the start.
+                if let Err(err) = open_stdin_fifo(&stdin_fifo) {
+                    let _ = write!(report, "E125 {err}");
+                    return;
+                }
+            } else if keep_input_open && !self.options.tty {
                 if let Ok((read_end, write_end)) = nix::unistd::pipe() {
                     let _ = nix::unistd::dup2_stdin(&read_end);
                     // Held (never written) for the supervisor's life: no end-of-file comes.
                     std::mem::forget(write_end);
                 }
             }
-            let mut report = std::fs::File::from(report_write);
             // The container's output (and this supervisor's messages) go to the log as
             // records of their stream; the tee lives as long as this process.
             let _tee = match gcr_runtime::OutputTee::start(log, false) {
@@ -226,6 +236,27 @@ impl Launch {
         }
         result
     }
+}
+
+/// The stdin FIFO as this process's stdin (read side, blocking reads).
+fn open_stdin_fifo(fifo: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(fifo)
+        .map_err(|e| ContainerError::io("open", fifo, e))?;
+    nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty())).map_err(
+        |source| ContainerError::Sys {
+            action: "make the stdin FIFO blocking",
+            source,
+        },
+    )?;
+    nix::unistd::dup2_stdin(&file).map_err(|source| ContainerError::Sys {
+        action: "take the stdin FIFO as input",
+        source,
+    })?;
+    Ok(())
 }
 
 /// The container's log, opened for appending, as the tee's record writer.
