@@ -273,9 +273,9 @@ fn endpoints_not_done_answer_501_naming_themselves() {
     }
     let s = ServiceUnderTest::start(&["--time", "0"]);
     for (method, path) in [
-        ("POST", "/v1.41/images/load"),
+        ("POST", "/v1.41/plugins/pull"),
         ("GET", "/v1.41/networks"),
-        ("GET", "/v1.41/system/df"),
+        ("GET", "/v1.41/containers/x/stats"),
         ("POST", "/v1.41/containers/x/resize"),
     ] {
         let (status, text) = s.curl(method, path);
@@ -676,6 +676,73 @@ fn docker_cli_runs_containers_rootless() {
     if let Some(user) = test_user() {
         docker_cli_runs_containers(Some(&user));
     }
+}
+
+#[test]
+fn docker_save_load_df_and_an_authenticated_registry() {
+    let Some(image) = busybox() else { return };
+    if support::tool("docker").is_none() {
+        return;
+    }
+    let (Some(tls), Some(user), Some(password)) = (
+        support::fixture_env("GCR_TEST_TLS_REGISTRY"),
+        support::fixture_env("GCR_TEST_TLS_USER"),
+        support::fixture_env("GCR_TEST_TLS_PASSWORD"),
+    ) else {
+        return;
+    };
+    let s = ServiceUnderTest::start(&["--time", "0"]);
+    s.docker_ok(&["pull", &image]);
+    // save and load: a docker-archive out and back in.
+    let archive = s.dir.path().join("saved.tar");
+    s.docker_ok(&["save", "-o", archive.to_str().unwrap(), &image]);
+    let listing = Command::new("tar")
+        .arg("tf")
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&listing).contains("manifest.json"),
+        "{}",
+        stdout(&listing)
+    );
+    s.docker_ok(&["rmi", &image]);
+    let loaded = s.docker_ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert!(
+        loaded.contains(&format!("Loaded image: {image}")),
+        "{loaded}"
+    );
+    let df = s.docker_ok(&["system", "df", "--format", "{{.Type}} {{.TotalCount}}"]);
+    assert!(df.contains("Images 1"), "{df}");
+    // login checks the password at the registry (a wrong one is refused); pull and push
+    // then carry the client's credentials (X-Registry-Auth).
+    let out = s.docker_with_input(
+        &["login", "-u", &user, "--password-stdin", &tls],
+        b"wrong\n",
+    );
+    assert!(
+        !out.status.success() && stderr(&out).contains("wrong username or password"),
+        "{}",
+        stderr(&out)
+    );
+    let out = s.docker_with_input(
+        &["login", "-u", &user, "--password-stdin", &tls],
+        format!("{password}\n").as_bytes(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let private = format!("{tls}/gcr-api-private:1");
+    s.docker_ok(&["tag", &image, &private]);
+    s.docker_ok(&["push", &private]);
+    s.docker_ok(&["rmi", &private]);
+    s.docker_ok(&["pull", &private]);
+    s.docker_ok(&["logout", &tls]);
+    s.docker_ok(&["rmi", &private]);
+    let out = s.docker(&["pull", &private]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("unauthorized"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

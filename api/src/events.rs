@@ -45,9 +45,11 @@ impl EventFilters {
             let (key, value) = entry.split_once('=').unwrap_or((&entry, ""));
             match key {
                 "type" | "event" | "container" | "image" | "volume" | "label" | "scope" => {}
-                other => return Err(Failure::bad_request(format!(
+                other => {
+                    return Err(Failure::bad_request(format!(
                     "invalid filter {other:?}: use type, event, container, image, volume or label"
-                ))),
+                )))
+                }
             }
             pairs.push((key.to_string(), value.to_string()));
         }

@@ -70,10 +70,7 @@ pub async fn by_name(
                 return blocking(move || history(&service, &name)).await;
             }
             if let Some(name) = split("/get") {
-                let _ = name;
-                return Err(Failure::not_implemented(
-                    "GET /images/{name}/get (image export)",
-                ));
+                return save(service, vec![name]).await;
             }
         }
         Method::POST => {
@@ -182,7 +179,11 @@ fn progress_response(receiver: mpsc::Receiver<Bytes>) -> Response {
 
 /// `POST /images/create?fromImage=&tag=&platform=`: a pull, streamed as Docker's progress
 /// lines. A failure before anything was sent (an unknown image) is a proper status (404).
-pub async fn create(State(service): State<Arc<Service>>, Query(query): Params) -> Answer {
+pub async fn create(
+    State(service): State<Arc<Service>>,
+    Query(query): Params,
+    headers: axum::http::HeaderMap,
+) -> Answer {
     if query.contains_key("fromSrc") {
         return Err(Failure::not_implemented(
             "POST /images/create?fromSrc (import)",
@@ -198,6 +199,7 @@ pub async fn create(State(service): State<Arc<Service>>, Query(query): Params) -
     let store = service.store()?;
     let options = gcr_registry::PullOptions {
         platform,
+        credential: crate::system::registry_auth(&headers)?,
         ..Default::default()
     };
     let (events, mut event_receiver) = mpsc::unbounded_channel();
@@ -296,7 +298,7 @@ async fn push(
     service: Arc<Service>,
     name: String,
     query: HashMap<String, String>,
-    _request: Request,
+    request: Request,
 ) -> Answer {
     let text = match query.get("tag").filter(|t| !t.is_empty()) {
         Some(tag) => format!("{name}:{tag}"),
@@ -309,7 +311,10 @@ async fn push(
     let record = find(&store, &destination.store_name())?;
     let (events, mut event_receiver) = mpsc::unbounded_channel();
     let (sender, receiver) = mpsc::channel::<Bytes>(64);
-    let options = gcr_registry::PushOptions::default();
+    let options = gcr_registry::PushOptions {
+        credential: crate::system::registry_auth(request.headers())?,
+        ..Default::default()
+    };
     let push = tokio::spawn(async move {
         gcr_registry::push(&store, &record, &destination, &options, events).await
     });
@@ -359,4 +364,112 @@ async fn push(
         let _ = sender.send(last).await;
     });
     Ok(progress_response(receiver))
+}
+
+/// A `Write` for blocking code whose bytes become a streamed answer.
+struct ChannelWriter(mpsc::Sender<Bytes>);
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Bytes::copy_from_slice(buf))
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `GET /images/get?names=A&names=B` and `GET /images/{name}/get`: a docker-archive of the
+/// images (as `docker save`). Unknown names are a 404 before anything is sent.
+pub async fn get(
+    State(service): State<Arc<Service>>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Answer {
+    let names: Vec<String> = query
+        .into_iter()
+        .filter(|(k, _)| k == "names")
+        .map(|(_, v)| v)
+        .collect();
+    save(service, names).await
+}
+
+async fn save(service: Arc<Service>, names: Vec<String>) -> Answer {
+    if names.is_empty() {
+        return Err(Failure::bad_request("give the images: ?names=NAME"));
+    }
+    let store = service.store()?;
+    let requests = {
+        let store = store.clone();
+        blocking(move || {
+            for name in &names {
+                find(&store, name)?;
+            }
+            Ok(gcr_images::save_requests(&store, &names)?)
+        })
+        .await?
+    };
+    let (sender, receiver) = mpsc::channel::<Bytes>(16);
+    tokio::task::spawn_blocking(move || {
+        let mut out = std::io::BufWriter::with_capacity(256 * 1024, ChannelWriter(sender));
+        if let Err(err) = store.save_archive(
+            &requests,
+            gcr_storage::ArchiveFormat::DockerArchive,
+            &mut out,
+        ) {
+            tracing::warn!(%err, "saving images for the API failed");
+        }
+        let _ = std::io::Write::flush(&mut out);
+    });
+    let mut response = crate::stream::body(receiver).into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-tar"),
+    );
+    Ok(response)
+}
+
+/// `POST /images/load?quiet`: a docker-archive or oci-archive in the body, loaded as `docker
+/// load` does; answered with `{"stream": "Loaded image: NAME\n"}` lines.
+pub async fn load(State(service): State<Arc<Service>>, body: axum::body::Body) -> Answer {
+    use futures_util::StreamExt as _;
+    use tokio::io::AsyncWriteExt as _;
+    let keep = |e: std::io::Error| Failure::internal(format!("cannot keep the archive: {e}"));
+    let file = tempfile::NamedTempFile::new().map_err(keep)?;
+    let mut out = tokio::fs::File::from_std(file.reopen().map_err(keep)?);
+    let mut chunks = body.into_data_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk =
+            chunk.map_err(|e| Failure::bad_request(format!("cannot read the archive: {e}")))?;
+        out.write_all(&chunk).await.map_err(keep)?;
+    }
+    out.flush().await.map_err(keep)?;
+    drop(out);
+    let loaded = blocking(move || {
+        let store = service.store()?;
+        store
+            .load_archive(file.path(), &gcr_images::load_name)
+            .map_err(|e| Failure::bad_request(format!("cannot load the archive: {e}")))
+    })
+    .await?;
+    let mut lines = String::new();
+    for image in loaded {
+        if image.names.is_empty() {
+            let line = json!({"stream": format!("Loaded image ID: {}\n", image.id)});
+            lines.push_str(&String::from_utf8_lossy(&stream::json_line(&line)));
+        }
+        for name in image.names {
+            let shown = gcr_images::familiar_name(&name);
+            lines.push_str(&String::from_utf8_lossy(&stream::json_line(
+                &json!({"stream": format!("Loaded image: {shown}\n")}),
+            )));
+        }
+    }
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        lines,
+    )
+        .into_response())
 }

@@ -15,6 +15,7 @@ mod exec;
 mod handlers;
 mod images;
 mod stream;
+mod system;
 mod volumes;
 
 use std::net::SocketAddr;
@@ -183,8 +184,12 @@ fn routes() -> Router<Arc<Service>> {
         )
         .route("/build", post(build::build))
         .route("/events", get(events::events))
+        .route("/auth", post(system::auth))
+        .route("/system/df", get(system::df))
         .route("/images/json", get(images::list))
         .route("/images/create", post(images::create))
+        .route("/images/get", get(images::get))
+        .route("/images/load", post(images::load))
         .route("/images/{*rest}", any(images::by_name))
 }
 

@@ -259,8 +259,13 @@ pub fn using_source(store: &gcr_storage::Store, source: &Path) -> Result<Vec<Str
     Ok(users)
 }
 
+/// Bytes a container's record takes (its upper dir, log and files).
+pub fn size_of(c: &Container) -> u64 {
+    dir_size(&c.dir)
+}
+
 /// Bytes under `dir` (files as allocated on disk, not followed through symlinks).
-fn dir_size(dir: &Path) -> u64 {
+pub fn dir_size(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let mut total = 0;
     let mut stack = vec![dir.to_path_buf()];

@@ -49,7 +49,8 @@ pub use files::{
 };
 pub use filters::Filters;
 pub use inspect::{
-    inspect, labels, network_mode, port_bindings, processes, usage, using_source, ProcessInfo,
+    dir_size, inspect, labels, network_mode, port_bindings, processes, size_of, usage,
+    using_source, ProcessInfo,
 };
 pub use lifecycle::{kill, prepare_start, remove, remove_stopped, rename, restart, stop, wait};
 pub use listing::{human_duration, status_text, summary};

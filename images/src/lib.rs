@@ -6,6 +6,7 @@
 //! prints nothing: it returns records, JSON values in Docker's shapes, and what it did.
 #![deny(unsafe_code)]
 
+mod archive;
 mod edit;
 mod select;
 mod views;
@@ -18,6 +19,7 @@ use std::collections::BTreeMap;
 use gcr_storage::{ImageRecord, Store, StoreError};
 use serde_json::Value;
 
+pub use archive::{load_name, save_requests};
 pub use edit::{remove, tag, Removal};
 pub use select::select;
 pub use views::{history, inspect, summary, HistoryEntry};

@@ -29,7 +29,7 @@ mod transfer;
 
 pub use client::{ClientOptions, RegistryClient, RegistryError};
 pub use credentials::{Credential, CredentialsError};
-pub use login::{login, login_with, logout, LoginError, LoginOutcome};
+pub use login::{login, login_with, logout, verify_login, LoginError, LoginOutcome};
 pub use platform::{Platform, PlatformError};
 pub use pull::{pull, PullError, PullErrorKind, PullEvent, PullOptions, PulledImage};
 pub use push::{push, PushError, PushErrorKind, PushEvent, PushOptions, PushedImage};

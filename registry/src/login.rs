@@ -52,13 +52,14 @@ pub async fn login(
     login_with(registry, username, password, &opts).await
 }
 
-/// `login` with explicit client options (e.g. other certs.d directories).
-pub async fn login_with(
+/// Checks `username`/`password` against `registry` without saving them (the Docker API's
+/// `POST /auth`: the client keeps its credentials itself); the registry as normalised.
+pub async fn verify_login(
     registry: &str,
     username: &str,
     password: &str,
     opts: &ClientOptions,
-) -> Result<LoginOutcome, LoginError> {
+) -> Result<String, LoginError> {
     let registry = normalize_registry(registry)?;
     if username.is_empty() {
         return Err(LoginError::EmptyUsername { registry });
@@ -67,19 +68,39 @@ pub async fn login_with(
         username: username.to_string(),
         password: password.to_string(),
     };
-    let verify = async {
-        let client = RegistryClient::connect(&registry, Some(credential.clone()), opts).await?;
-        client.verify_credential().await
-    };
-    verify.await.map_err(|source| match source {
-        RegistryError::Unauthorized { .. } => LoginError::Rejected {
-            registry: registry.clone(),
-        },
-        source => LoginError::Verify {
+    let client = RegistryClient::connect(&registry, Some(credential), opts)
+        .await
+        .map_err(|source| LoginError::Verify {
             registry: registry.clone(),
             source,
-        },
-    })?;
+        })?;
+    client
+        .verify_credential()
+        .await
+        .map_err(|source| match source {
+            RegistryError::Unauthorized { .. } => LoginError::Rejected {
+                registry: registry.clone(),
+            },
+            source => LoginError::Verify {
+                registry: registry.clone(),
+                source,
+            },
+        })?;
+    Ok(registry)
+}
+
+/// `login` with explicit client options (e.g. other certs.d directories).
+pub async fn login_with(
+    registry: &str,
+    username: &str,
+    password: &str,
+    opts: &ClientOptions,
+) -> Result<LoginOutcome, LoginError> {
+    let registry = verify_login(registry, username, password, opts).await?;
+    let credential = Credential {
+        username: username.to_string(),
+        password: password.to_string(),
+    };
     let auth_file = tokio::task::spawn_blocking({
         let registry = registry.clone();
         move || credentials::store(&registry, &credential)

@@ -5,10 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 use clap::Args;
-use gcr_storage::{ArchiveFormat, SaveRequest};
+use gcr_storage::ArchiveFormat;
 
 use crate::context::Context;
-use crate::lookup::{find_image, normalize_name};
 
 #[derive(Args, Debug)]
 pub struct SaveArgs {
@@ -47,27 +46,7 @@ pub fn save(ctx: &Context, args: SaveArgs) -> anyhow::Result<u8> {
         bail!("refusing to write an archive to a terminal: use -o FILE or redirect the output");
     }
     let store = ctx.open_store()?;
-    let mut requests: Vec<SaveRequest> = Vec::new();
-    for input in &args.images {
-        let record = find_image(&store, input)?;
-        // Named as given when given by name (Docker's rule); given by ID, the archive names none.
-        let name = [input.clone(), normalize_name(input).unwrap_or_default()]
-            .into_iter()
-            .find(|n| record.names.contains(n));
-        match requests.iter_mut().find(|r| r.record.id == record.id) {
-            Some(existing) => {
-                if let Some(name) = name {
-                    if !existing.names.contains(&name) {
-                        existing.names.push(name);
-                    }
-                }
-            }
-            None => requests.push(SaveRequest {
-                record,
-                names: name.into_iter().collect(),
-            }),
-        }
-    }
+    let requests = gcr_images::save_requests(&store, &args.images)?;
     match &args.output {
         Some(path) => write_atomically(path, |out| {
             store
@@ -128,7 +107,7 @@ pub fn load(ctx: &Context, args: LoadArgs) -> anyhow::Result<u8> {
         bail!("no archive to load: use -i FILE or pipe one to standard input");
     }
     let store = ctx.open_store()?;
-    let normalize = |name: &str| normalize_name(name).map_err(|e| format!("{e:#}"));
+    let normalize = gcr_images::load_name;
     let loaded = match &args.input {
         Some(path) => store
             .load_archive(path, &normalize)
