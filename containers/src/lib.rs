@@ -37,9 +37,7 @@ mod userns;
 mod volumes;
 pub mod worker;
 
-pub use attach::{
-    attach, logs, stdin_writer, write_record, Follower, LogOptions, LogSink, Tail,
-};
+pub use attach::{attach, logs, stdin_writer, write_record, Follower, LogOptions, LogSink, Tail};
 pub use container::{counts, find, list, lookup, parse_signal, short_id, Container, State};
 pub use create::{create, new_container_id, CreateNotes};
 pub use error::{ContainerError, Result};

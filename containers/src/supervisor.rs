@@ -246,12 +246,14 @@ fn open_stdin_fifo(fifo: &std::path::Path) -> Result<()> {
         .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
         .open(fifo)
         .map_err(|e| ContainerError::io("open", fifo, e))?;
-    nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty())).map_err(
-        |source| ContainerError::Sys {
-            action: "make the stdin FIFO blocking",
-            source,
-        },
-    )?;
+    nix::fcntl::fcntl(
+        &file,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+    )
+    .map_err(|source| ContainerError::Sys {
+        action: "make the stdin FIFO blocking",
+        source,
+    })?;
     nix::unistd::dup2_stdin(&file).map_err(|source| ContainerError::Sys {
         action: "take the stdin FIFO as input",
         source,
