@@ -274,7 +274,7 @@ fn endpoints_not_done_answer_501_naming_themselves() {
     let s = ServiceUnderTest::start(&["--time", "0"]);
     for (method, path) in [
         ("POST", "/v1.41/plugins/pull"),
-        ("GET", "/v1.41/networks"),
+        ("POST", "/v1.41/networks/x/connect"),
         ("GET", "/v1.41/containers/x/stats"),
         ("POST", "/v1.41/containers/x/resize"),
     ] {
@@ -286,13 +286,8 @@ fn endpoints_not_done_answer_501_naming_themselves() {
         assert!(message.contains(&format!("{method} {path}")), "{message}");
     }
     // The docker client shows the message and fails: never a wrong success.
-    let out = s.docker(&["network", "ls"]);
+    let out = s.docker(&["container", "stats", "--no-stream", "x"]);
     assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("does not implement GET /v1.41/networks"),
-        "{}",
-        stderr(&out)
-    );
     // A setting gcr cannot honour is refused by name, not dropped.
     let (status, body) = s.curl_json(
         "POST",
@@ -740,6 +735,195 @@ fn docker_save_load_df_and_an_authenticated_registry() {
     let out = s.docker(&["pull", &private]);
     assert!(
         !out.status.success() && stderr(&out).contains("unauthorized"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// The host's links and nftables tables (what a network may leave behind).
+fn host_network_state() -> (String, String) {
+    let links = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .unwrap();
+    let names: Vec<String> = stdout(&links)
+        .lines()
+        .filter_map(|l| {
+            l.split(':')
+                .nth(1)
+                .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
+        })
+        .filter(|n| n.starts_with("gcr") && n != "gcr0")
+        .collect();
+    let tables = Command::new("nft").args(["list", "tables"]).output();
+    let tables = tables.map(|o| stdout(&o)).unwrap_or_default();
+    (names.join(","), tables)
+}
+
+#[test]
+fn user_networks_resolve_names_and_compose_runs_a_project() {
+    let Some(image) = busybox() else { return };
+    for tool in ["docker", "docker-compose", "curl", "nft"] {
+        if support::tool(tool).is_none() {
+            return;
+        }
+    }
+    let s = ServiceUnderTest::start(&["--time", "0"]);
+    s.docker_ok(&["pull", &image]);
+    let before = host_network_state();
+    // Two containers of a user network reach each other by name and by alias.
+    s.docker_ok(&["network", "create", "--label", "made=test", "gcrtestnet"]);
+    s.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "srv",
+        "--network",
+        "gcrtestnet",
+        "--network-alias",
+        "www",
+        &image,
+        "sh",
+        "-c",
+        "echo by-name > /tmp/index.html; httpd -f -h /tmp -p 80",
+    ]);
+    let fetched = s.docker_ok(&[
+        "run", "--rm", "--network", "gcrtestnet", &image, "sh", "-c",
+        "for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://srv/index.html && wget -qO- http://www/index.html && exit 0; sleep 0.3; done; exit 1",
+    ]);
+    assert_eq!(fetched, "by-name\nby-name\n");
+    let inspect = s.docker_ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{range .Containers}}{{.Name}} {{end}}{{.Labels.made}}",
+        "gcrtestnet",
+    ]);
+    assert_eq!(inspect.trim(), "srv test");
+    assert!(
+        s.docker_ok(&["network", "ls", "-f", "label=made=test", "-q"])
+            .trim()
+            .len()
+            >= 12
+    );
+    // The default network resolves no names, as Docker's.
+    let out = s.docker(&[
+        "run",
+        "--rm",
+        &image,
+        "wget",
+        "-qO-",
+        "-T",
+        "2",
+        "http://srv/index.html",
+    ]);
+    assert!(!out.status.success());
+    // In use it stays; a built-in one is never removed.
+    let out = s.docker(&["network", "rm", "gcrtestnet"]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("active endpoints"),
+        "{}",
+        stderr(&out)
+    );
+    let out = s.docker(&["network", "rm", "bridge"]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("pre-defined"),
+        "{}",
+        stderr(&out)
+    );
+    s.docker_ok(&["rm", "-f", "srv"]);
+    s.docker_ok(&["network", "rm", "gcrtestnet"]);
+    assert_eq!(
+        host_network_state(),
+        before,
+        "the network left links or nftables tables"
+    );
+
+    // Compose: a web server and a client fetching from it by service name, a named volume, a
+    // published port; then down -v takes everything away.
+    let project = s.dir.path().join("project");
+    std::fs::create_dir_all(&project).unwrap();
+    let port = 30000 + (std::process::id() % 20000) as u16;
+    std::fs::write(
+        project.join("docker-compose.yml"),
+        format!(
+            r#"version: "3.8"
+services:
+  web:
+    image: {image}
+    command: ["sh", "-c", "echo from-web > /data/index.html; httpd -f -h /data -p 80"]
+    volumes: ["site:/data"]
+    ports: ["127.0.0.1:{port}:80"]
+  client:
+    image: {image}
+    depends_on: [web]
+    command: ["sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://web/index.html && break; sleep 0.5; done; sleep 300"]
+volumes:
+  site:
+"#
+        ),
+    )
+    .unwrap();
+    let compose = |args: &[&str]| {
+        Command::new("docker-compose")
+            .env("DOCKER_HOST", format!("unix://{}", s.sock().display()))
+            .args(["-p", "gcrapitest"])
+            .args(args)
+            .current_dir(&project)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = compose(&["up", "-d"]);
+    assert!(
+        out.status.success(),
+        "compose up: {}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let ps = stdout(&compose(&["ps"]));
+    assert_eq!(ps.matches(" Up ").count(), 2, "{ps}");
+    assert!(
+        ps.contains("gcrapitest_web_1") && ps.contains("gcrapitest_client_1"),
+        "{ps}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let logs = loop {
+        let logs = stdout(&compose(&["logs", "client"]));
+        if logs.contains("from-web") || Instant::now() > deadline {
+            break logs;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(logs.contains("from-web"), "{logs}");
+    let served = Command::new("curl")
+        .args(["-s", &format!("http://127.0.0.1:{port}/index.html")])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&served), "from-web\n");
+    let out = compose(&["down", "-v", "-t", "1"]);
+    assert!(out.status.success(), "compose down: {}", stderr(&out));
+    assert_eq!(s.docker_ok(&["ps", "-aq"]), "");
+    assert!(!s.docker_ok(&["network", "ls"]).contains("gcrapitest"));
+    assert_eq!(s.docker_ok(&["volume", "ls", "-q"]), "");
+    assert_eq!(
+        host_network_state(),
+        before,
+        "compose left links or nftables tables"
+    );
+}
+
+#[test]
+fn user_networks_are_refused_rootless_with_one_clear_line() {
+    let Some(user) = test_user() else { return };
+    if support::tool("docker").is_none() {
+        return;
+    }
+    let s = ServiceUnderTest::start_as(Some(&user), &["--time", "0"]);
+    let out = s.docker(&["network", "create", "rootlessnet"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not supported rootless yet"),
         "{}",
         stderr(&out)
     );

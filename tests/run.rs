@@ -2190,7 +2190,7 @@ fn version_and_info_answer_what_docker_scripts_ask() {
             "{all}"
         );
         assert_eq!(all["DockerRootDir"], s.store.root().display().to_string());
-        // The built-in networks; user-defined ones are refused as not supported yet.
+        // The built-in networks; user networks as root (by name, alias), refused rootless.
         let private = if rootless { "slirp4netns" } else { "bridge" };
         assert_eq!(
             expect(&gcr(&["network", "ls", "-q"]), 0),
@@ -2200,12 +2200,54 @@ fn version_and_info_answer_what_docker_scripts_ask() {
             serde_json::from_str(&expect(&gcr(&["network", "inspect", "private"]), 0)).unwrap();
         assert_eq!(inspected[0]["Name"], private);
         let create = gcr(&["network", "create", "mine"]);
-        assert_eq!(create.status.code(), Some(125));
-        assert!(
-            stderr(&create).contains("not supported yet"),
-            "{}",
-            stderr(&create)
-        );
+        if rootless {
+            assert_eq!(create.status.code(), Some(125));
+            assert!(
+                stderr(&create).contains("not supported rootless yet"),
+                "{}",
+                stderr(&create)
+            );
+        } else {
+            assert_eq!(expect(&create, 0).trim().len(), 64);
+            assert!(expect(&gcr(&["network", "ls", "-q"]), 0).ends_with("none\nmine\n"));
+            expect(
+                &gcr(&[
+                    "run",
+                    "-d",
+                    "--name",
+                    "named",
+                    "--network",
+                    "mine",
+                    "--network-alias",
+                    "other",
+                    &image,
+                    "sleep",
+                    "30",
+                ]),
+                0,
+            );
+            let lookup = gcr(&[
+                "run",
+                "--rm",
+                "--network",
+                "mine",
+                &image,
+                "sh",
+                "-c",
+                "ping -c1 -W2 named >/dev/null && ping -c1 -W2 other >/dev/null && echo found",
+            ]);
+            assert_eq!(expect(&lookup, 0), "found\n");
+            let busy = gcr(&["network", "rm", "mine"]);
+            assert!(
+                stderr(&busy).contains("active endpoints"),
+                "{}",
+                stderr(&busy)
+            );
+            expect(&gcr(&["rm", "-f", "named"]), 0);
+            expect(&gcr(&["network", "rm", "mine"]), 0);
+            let alias_alone = gcr(&["run", "--rm", "--network-alias", "x", &image, "true"]);
+            assert!(stderr(&alias_alone).contains("needs a user network"));
+        }
         expect(&gcr(&["rm", "kept"]), 0);
         assert_no_leftovers(&s);
     }

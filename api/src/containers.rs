@@ -138,7 +138,22 @@ pub async fn create(
             record: Box::new(record),
             reference: body.image.clone(),
         };
-        let options = body.into_options(source, query.get("name").cloned())?;
+        let (network_mode, aliases) = body.network_request()?;
+        let mut options = body.into_options(source, query.get("name").cloned())?;
+        if !matches!(network_mode.as_str(), "" | "default" | "bridge") {
+            let (network, user_network) = gcr_containers::resolve_network(&store, &network_mode)
+                .map_err(|e| match e {
+                    gcr_containers::ContainerError::Invalid(_) => {
+                        Failure::not_found(format!("network {network_mode} not found"))
+                    }
+                    other => other.into(),
+                })?;
+            options.network = network;
+            options.user_network = user_network;
+        }
+        if options.user_network.is_some() {
+            options.network_aliases = aliases;
+        }
         let (launch, notes) = gcr_containers::create(&store, options)?;
         let id = launch.leave_created()?;
         Ok((

@@ -140,6 +140,45 @@ fn invalid(err: gcr_containers::ContainerError) -> Failure {
 }
 
 impl CreateBody {
+    /// The network the container asks for (HostConfig.NetworkMode) and its aliases there
+    /// (NetworkingConfig.EndpointsConfig); one network only.
+    pub fn network_request(&self) -> Result<(String, Vec<String>), Failure> {
+        let mode = self
+            .host_config
+            .as_ref()
+            .map(|h| h.network_mode.clone())
+            .unwrap_or_default();
+        if mode.starts_with("container:") {
+            return Err(unsupported("HostConfig.NetworkMode container:NAME"));
+        }
+        let endpoints = self
+            .networking_config
+            .as_ref()
+            .and_then(|n| n["EndpointsConfig"].as_object().cloned())
+            .unwrap_or_default();
+        let mut aliases = Vec::new();
+        for (network, endpoint) in &endpoints {
+            if *network != mode && !(mode.is_empty() && network == "bridge") {
+                return Err(unsupported(
+                    "more than one network (NetworkingConfig.EndpointsConfig names another)",
+                ));
+            }
+            for alias in endpoint["Aliases"].as_array().into_iter().flatten() {
+                if let Some(alias) = alias.as_str() {
+                    aliases.push(alias.to_string());
+                }
+            }
+            let fixed_address = endpoint["IPAMConfig"].as_object().is_some_and(|c| {
+                c.values()
+                    .any(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+            });
+            if fixed_address {
+                return Err(unsupported("a fixed address (EndpointsConfig.IPAMConfig)"));
+            }
+        }
+        Ok((mode, aliases))
+    }
+
     /// Refuses what gcr cannot honour before anything is looked up.
     pub fn check_supported(&self) -> Result<(), Failure> {
         match &self.host_config {
@@ -253,12 +292,8 @@ impl CreateBody {
             "" | "default" | "bridge" => gcr_containers::NetworkChoice::parse("bridge"),
             other => gcr_containers::NetworkChoice::parse(other),
         }
-        .map_err(|_| {
-            unsupported(&format!(
-                "HostConfig.NetworkMode {:?} (user-defined networks and container: modes)",
-                host.network_mode
-            ))
-        })?;
+        // Not a built-in one: a user network, which the caller resolves in the store.
+        .unwrap_or(gcr_containers::NetworkChoice::None);
         opts.remove = host.auto_remove;
         opts.privileged = host.privileged;
         opts.cap_add = host.cap_add.unwrap_or_default();
@@ -409,9 +444,13 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(relative.status, axum::http::StatusCode::BAD_REQUEST);
-        let network = options(r#"{"HostConfig":{"NetworkMode":"mynet"}}"#)
-            .err()
-            .unwrap();
-        assert!(network.message.contains("NetworkMode"));
+        let two =
+            r#"{"HostConfig":{"NetworkMode":"a"},"NetworkingConfig":{"EndpointsConfig":{"b":{}}}}"#;
+        let body: CreateBody = serde_json::from_str(two).unwrap();
+        assert!(body.network_request().is_err());
+        let one = r#"{"HostConfig":{"NetworkMode":"a"},"NetworkingConfig":{"EndpointsConfig":{"a":{"Aliases":["web"]}}}}"#;
+        let body: CreateBody = serde_json::from_str(one).unwrap();
+        let wanted = ("a".to_string(), vec!["web".to_string()]);
+        assert_eq!(body.network_request().unwrap(), wanted);
     }
 }

@@ -51,7 +51,9 @@ impl IntoResponse for Failure {
 impl From<ContainerError> for Failure {
     fn from(err: ContainerError) -> Failure {
         let status = match &err {
-            ContainerError::NotFound(_) | ContainerError::NoSuchVolume(_) => StatusCode::NOT_FOUND,
+            ContainerError::NotFound(_)
+            | ContainerError::NoSuchVolume(_)
+            | ContainerError::NoSuchNetwork(_) => StatusCode::NOT_FOUND,
             ContainerError::Ambiguous(_) | ContainerError::Invalid(_) => StatusCode::BAD_REQUEST,
             ContainerError::NameInUse { .. }
             | ContainerError::NotRunning(_)

@@ -83,10 +83,13 @@ impl EventFilters {
         let keys: std::collections::BTreeSet<&str> =
             self.0.iter().map(|(k, _)| k.as_str()).collect();
         keys.into_iter().all(|key| {
-            self.0
-                .iter()
-                .filter(|(k, _)| k == key)
-                .any(|(_, v)| self.one(key, v, event))
+            let mut values = self.0.iter().filter(|(k, _)| k == key);
+            // Values of one key: any may match, but every label must (Docker's rule).
+            if key == "label" {
+                values.all(|(_, v)| self.one(key, v, event))
+            } else {
+                values.any(|(_, v)| self.one(key, v, event))
+            }
         })
     }
 }

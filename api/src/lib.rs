@@ -14,6 +14,7 @@ mod events;
 mod exec;
 mod handlers;
 mod images;
+mod networks;
 mod stream;
 mod system;
 mod volumes;
@@ -175,6 +176,13 @@ fn routes() -> Router<Arc<Service>> {
         .route("/exec/{id}/start", post(exec::start))
         .route("/exec/{id}/json", get(exec::inspect))
         .route("/exec/{id}/resize", post(exec::resize))
+        .route("/networks", get(networks::list))
+        .route("/networks/create", post(networks::create))
+        .route("/networks/prune", post(networks::prune))
+        .route(
+            "/networks/{id}",
+            get(networks::inspect).delete(networks::remove),
+        )
         .route("/volumes", get(volumes::list))
         .route("/volumes/create", post(volumes::create))
         .route("/volumes/prune", post(volumes::prune))

@@ -62,7 +62,14 @@ pub async fn list(State(service): State<Arc<Service>>, Query(query): Params) -> 
             for filter in &filters {
                 let key = filter.split_once('=').map_or(filter.as_str(), |(k, _)| k);
                 let pass = passes(&volume, filter)?;
-                *by_key.entry(key).or_insert(false) |= pass;
+                // Values of one key: any may match, but every label must (Docker's rule).
+                let all_must = key == "label";
+                let entry = by_key.entry(key).or_insert(all_must);
+                *entry = if all_must {
+                    *entry && pass
+                } else {
+                    *entry || pass
+                };
             }
             if by_key.values().all(|p| *p) {
                 shown.push(volume);

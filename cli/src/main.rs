@@ -272,8 +272,7 @@ impl Command {
             Command::Login(_)
             | Command::Logout(_)
             | Command::FetchUrl { .. }
-            | Command::Version(_)
-            | Command::Network(_) => false,
+            | Command::Version(_) => false,
             // Join the container's own user namespace instead (reading the store needs none;
             // cp of a stopped container enters gcr's namespace itself to mount its files).
             Command::Exec(_) | Command::Cp(_) | Command::Top(_) => false,
@@ -378,7 +377,7 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
         Command::Build(args) => build::build(&ctx, args),
         Command::System(cmd) => system::system(&ctx, cmd),
         Command::Version(args) => info::version(args),
-        Command::Network(cmd) => networks::network(cmd),
+        Command::Network(cmd) => networks::network(&ctx, cmd),
         Command::Info(args) => info::info(&ctx, args),
         Command::FetchUrl { url, dest } => build::fetch_url_command(&url, &dest),
     }

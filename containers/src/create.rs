@@ -54,6 +54,9 @@ pub fn create(
             ContainerError::invalid(format!("invalid --dns {server:?}: give an IP address"))
         })?;
     }
+    if opts.user_network.is_some() {
+        opts.network = NetworkChoice::Private(gcr_runtime::PrivateNetwork::Bridge);
+    }
     let extra_hosts = network::parse_extra_hosts(&opts.extra_hosts, opts.network)?;
     match opts.network {
         NetworkChoice::Host if !opts.publish.is_empty() || opts.publish_all => {
@@ -194,7 +197,12 @@ pub fn create(
         started: None,
         restart: (opts.restart != "no").then(|| opts.restart.clone()),
         restarts: 0,
-        network: Some(opts.network.name().to_string()),
+        network: Some(
+            opts.user_network
+                .clone()
+                .unwrap_or_else(|| opts.network.name().to_string()),
+        ),
+        network_aliases: opts.network_aliases.clone(),
         ports: published.clone(),
         extra_hosts: extra_hosts.clone(),
         dns: opts.dns.clone(),
@@ -236,7 +244,16 @@ pub fn create(
     options.user = user;
     options.pid_file = Some(record::pid_file(&dir));
     options.copy_up = copy_up;
-    options.network = network::network_options(opts.network, &published).map_err(undo)?;
+    options.network = match &opts.user_network {
+        Some(name) => crate::user_networks::runtime_options(
+            store,
+            name,
+            &published,
+            crate::user_networks::member_names(&container_id, &meta),
+        ),
+        None => network::network_options(opts.network, &published),
+    }
+    .map_err(undo)?;
     options.extra_hosts = extra_hosts;
     options.group_add = opts.group_add.clone();
     options.dns = gcr_runtime::DnsOptions {

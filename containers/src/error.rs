@@ -9,6 +9,8 @@ pub enum ContainerError {
     NotFound(String),
     #[error("no such volume: {0} (see `gcr volume ls`)")]
     NoSuchVolume(String),
+    #[error("no such network: {0} (see `gcr network ls`)")]
+    NoSuchNetwork(String),
     #[error("container ID prefix {0} is ambiguous: give more of it")]
     Ambiguous(String),
     #[error("container {0} is not running")]

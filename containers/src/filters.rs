@@ -56,34 +56,37 @@ impl Filters {
         let keys: std::collections::BTreeSet<&str> =
             self.0.iter().map(|(k, _)| k.as_str()).collect();
         keys.into_iter().all(|key| {
-            self.0
-                .iter()
-                .filter(|(k, _)| k == key)
-                .any(|(_, value)| match key {
-                    "id" => c.id.starts_with(value.as_str()),
-                    // A regular expression, as Docker's (`^db$`), tried on the name with and
-                    // without Docker's leading slash; checked when the filters are parsed.
-                    "name" => c.meta.name.as_deref().is_some_and(|n| {
-                        regex::Regex::new(value)
-                            .is_ok_and(|re| re.is_match(n) || re.is_match(&format!("/{n}")))
-                    }),
-                    "status" => c.state().as_str() == value,
-                    "ancestor" => {
-                        let image_id = c.image_id().unwrap_or_default();
-                        let id = image_id.trim_start_matches("sha256:");
-                        c.meta.image == *value
-                            || normalize(&c.meta.image).is_some_and(|n| Some(n) == normalize(value))
-                            || (value.len() >= 4
-                                && id.starts_with(value.trim_start_matches("sha256:")))
-                    }
-                    "exited" => c.exit_code().is_some_and(|code| code.to_string() == *value),
-                    // label=KEY or label=KEY=VALUE
-                    "label" => match value.split_once('=') {
-                        Some((k, v)) => c.meta.labels.get(k).is_some_and(|have| have == v),
-                        None => c.meta.labels.contains_key(value.as_str()),
-                    },
-                    _ => false,
-                })
+            let mut values = self.0.iter().filter(|(k, _)| k == key);
+            let one = |(_, value): &(String, String)| match key {
+                "id" => c.id.starts_with(value.as_str()),
+                // A regular expression, as Docker's (`^db$`), tried on the name with and
+                // without Docker's leading slash; checked when the filters are parsed.
+                "name" => c.meta.name.as_deref().is_some_and(|n| {
+                    regex::Regex::new(value)
+                        .is_ok_and(|re| re.is_match(n) || re.is_match(&format!("/{n}")))
+                }),
+                "status" => c.state().as_str() == value,
+                "ancestor" => {
+                    let image_id = c.image_id().unwrap_or_default();
+                    let id = image_id.trim_start_matches("sha256:");
+                    c.meta.image == *value
+                        || normalize(&c.meta.image).is_some_and(|n| Some(n) == normalize(value))
+                        || (value.len() >= 4 && id.starts_with(value.trim_start_matches("sha256:")))
+                }
+                "exited" => c.exit_code().is_some_and(|code| code.to_string() == *value),
+                // label=KEY or label=KEY=VALUE
+                "label" => match value.split_once('=') {
+                    Some((k, v)) => c.meta.labels.get(k).is_some_and(|have| have == v),
+                    None => c.meta.labels.contains_key(value.as_str()),
+                },
+                _ => false,
+            };
+            // Values of one key: any may match, but every label must (Docker's rule).
+            if key == "label" {
+                values.all(one)
+            } else {
+                values.any(one)
+            }
         })
     }
 }

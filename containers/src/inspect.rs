@@ -107,7 +107,7 @@ pub fn inspect(store: &gcr_storage::Store, c: &Container) -> Value {
         "NetworkSettings": {
             "IPAddress": address.clone().unwrap_or_default(),
             "Ports": port_bindings(&c.meta.ports),
-            "Networks": networks_of(&c.meta, spec.as_ref(), address.as_deref()),
+            "Networks": networks_of(&c.id, &c.meta, spec.as_ref(), address.as_deref()),
         },
         "Mounts": mounts,
         "LogPath": if c.log_path().exists() { Some(c.log_path()) } else { None },
@@ -152,6 +152,7 @@ pub fn network_mode(meta: &ContainerMeta, spec: Option<&gcr_runtime::Spec>) -> S
 
 /// Docker's `NetworkSettings.Networks`: the container's network by name, with its address.
 fn networks_of(
+    id: &str,
     meta: &ContainerMeta,
     spec: Option<&gcr_runtime::Spec>,
     address: Option<&str>,
@@ -161,10 +162,18 @@ fn networks_of(
         .ok()
         .and_then(NetworkChoice::gateway)
         .unwrap_or(("", 0));
-    let entry = match address {
+    let mut entry = match address {
         Some(ip) => json!({"IPAddress": ip, "Gateway": gateway, "IPPrefixLen": prefix}),
         None => json!({"IPAddress": "", "Gateway": "", "IPPrefixLen": 0}),
     };
+    // On a user network: its aliases there and, as Docker adds it, the short ID (Compose
+    // checks for it before it would reconnect the container).
+    if NetworkChoice::parse(&mode).is_err() {
+        let mut aliases = meta.network_aliases.clone();
+        aliases.push(crate::short_id(id));
+        entry["Aliases"] = json!(aliases);
+        entry["NetworkID"] = json!(mode);
+    }
     json!({ mode: entry })
 }
 

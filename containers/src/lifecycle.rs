@@ -48,7 +48,16 @@ pub fn prepare_start(store: &gcr_storage::Store, c: &Container) -> Result<Launch
         options: c.meta.dns_options.clone(),
     };
     if let Some(name) = &c.meta.network {
-        options.network = network_options(NetworkChoice::parse(name)?, &c.meta.ports)?;
+        options.network = match NetworkChoice::parse(name) {
+            Ok(choice) => network_options(choice, &c.meta.ports)?,
+            // Not a built-in one: a user network.
+            Err(_) => crate::user_networks::runtime_options(
+                store,
+                name,
+                &c.meta.ports,
+                crate::user_networks::member_names(&c.id, &c.meta),
+            )?,
+        };
     }
     options.overlay_volatile = false;
     options.pid_file = Some(record::pid_file(&c.dir));

@@ -25,7 +25,7 @@ impl NetworkChoice {
             "slirp4netns" => NetworkChoice::Private(Slirp),
             other => {
                 return Err(ContainerError::invalid(format!(
-                "unknown --network {other:?}: use private (the default), bridge, slirp4netns, host or none"
+                "unknown --network {other:?}: use private (the default), bridge, slirp4netns, host, none or a network of `gcr network ls`"
             )))
             }
         })
@@ -72,7 +72,11 @@ pub fn network_options(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(gcr_runtime::NetworkOptions { private, ports })
+    Ok(gcr_runtime::NetworkOptions {
+        private,
+        ports,
+        bridge: None,
+    })
 }
 
 /// `--add-host NAME:IP` (or NAME=IP); `host-gateway` is the host as the network reaches it.

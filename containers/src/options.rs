@@ -57,6 +57,10 @@ pub struct CreateOptions {
     pub shm_size: Option<i64>,
     pub read_only: bool,
     pub network: NetworkChoice,
+    /// A user network to join instead (`network` is then the private bridge).
+    pub user_network: Option<String>,
+    /// Names the network's other members resolve to this container, beside its name.
+    pub network_aliases: Vec<String>,
     pub publish: Vec<PublishedPort>,
     /// Publish every EXPOSEd port (`-P`).
     pub publish_all: bool,
@@ -106,6 +110,8 @@ impl CreateOptions {
             shm_size: None,
             read_only: false,
             network: NetworkChoice::None,
+            user_network: None,
+            network_aliases: Vec::new(),
             publish: Vec::new(),
             publish_all: false,
             extra_hosts: Vec::new(),

@@ -52,6 +52,9 @@ pub struct ContainerMeta {
     /// `--stop-timeout`: what `gcr stop` waits without -t (default 10 s).
     #[serde(default)]
     pub stop_timeout: Option<u64>,
+    /// Names it has on its user network beside its name (`--network-alias`).
+    #[serde(default)]
+    pub network_aliases: Vec<String>,
     /// Its stdin kept open (`-i`, OpenStdin): `start` runs it so again.
     #[serde(default)]
     pub stdin: bool,

@@ -70,8 +70,9 @@ pub fn select(
                     !record.names.is_empty()
                 }
                 _ => {
+                    // Every label given must match (Docker's rule for labels).
                     let have = have.get_or_insert_with(|| labels(store, &record));
-                    values.any(|v| match v.split_once('=') {
+                    values.all(|v| match v.split_once('=') {
                         Some((k, want)) => have.get(k).is_some_and(|x| x == want),
                         None => have.contains_key(v),
                     })

@@ -146,7 +146,12 @@ fn supervise(plan: &Plan, pid: Pid, sock: &OwnedFd) -> Result<ExitStatusCode, Ru
                 &plan.opts.state_dir.join("address"),
                 &network.address.to_string(),
             )?;
-            Some(network.attach(pid, &plan.opts.container_id)?)
+            let hosts = plan
+                .etc_files
+                .iter()
+                .find(|(_, dest)| dest == std::path::Path::new("/etc/hosts"))
+                .map(|(path, _)| path.as_path());
+            Some(network.attach(pid, &plan.opts.container_id, hosts)?)
         }
         None => None,
     };

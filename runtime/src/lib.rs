@@ -37,6 +37,7 @@ mod launch;
 mod mounts;
 mod network;
 mod oci;
+mod peers;
 mod plan;
 mod relay;
 pub mod seccomp;
@@ -60,7 +61,10 @@ pub use etc_files::DnsOptions;
 pub use exec::{exec_detached_oci, exec_in, ExecOptions, ExecStarted};
 pub use hooks::{run_all_hooks, run_hooks};
 pub use launch::run_container;
-pub use network::{process_start, NetworkOptions, PortMapping, PrivateNetwork, BRIDGE, SLIRP_DNS};
+pub use network::{
+    process_start, remove_bridge_network, BridgeSpec, NetworkOptions, PortMapping, PrivateNetwork,
+    BRIDGE, SLIRP_DNS,
+};
 pub use oci::{
     create_container, remove_mounts_under, send_console, start_container, wait_container, Created,
 };

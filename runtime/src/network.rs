@@ -29,7 +29,7 @@ const BRIDGE_PREFIX: u8 = 16;
 const SLIRP_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 100);
 pub const SLIRP_DNS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
 /// Leases and the bridge's setup lock (tmpfs: gone at reboot, as the bridge is).
-const NET_STATE: &str = "/run/gcr/net";
+pub(crate) const NET_STATE: &str = "/run/gcr/net";
 
 /// How a container with a network namespace of its own reaches the outside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +53,51 @@ pub struct PortMapping {
 pub struct NetworkOptions {
     pub private: Option<PrivateNetwork>,
     pub ports: Vec<PortMapping>,
+    /// A user network's bridge (none: the default `gcr0`).
+    pub bridge: Option<BridgeSpec>,
+}
+
+/// A bridge network: its host bridge, subnet (the gateway is the bridge's address) and, for
+/// a user network, the names the container is known by to the network's other members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeSpec {
+    /// The host bridge (at most 15 bytes).
+    pub bridge: String,
+    pub gateway: Ipv4Addr,
+    pub prefix: u8,
+    /// No NAT to other networks: the members reach each other only.
+    pub internal: bool,
+    /// The names the other members resolve to this container (name, aliases); empty on the
+    /// default network, which resolves no names (as Docker's).
+    pub names: Vec<String>,
+    /// Whether members resolve each other by name (user networks).
+    pub resolves_names: bool,
+}
+
+impl BridgeSpec {
+    /// The default network: `gcr0`, 10.88.0.0/16, no names.
+    pub fn default_bridge() -> BridgeSpec {
+        BridgeSpec {
+            bridge: BRIDGE.to_string(),
+            gateway: BRIDGE_GATEWAY,
+            prefix: BRIDGE_PREFIX,
+            internal: false,
+            names: Vec::new(),
+            resolves_names: false,
+        }
+    }
+
+    fn is_default(&self) -> bool {
+        self.bridge == BRIDGE
+    }
+
+    /// The subnet's first address.
+    fn network(&self) -> Ipv4Addr {
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(self.prefix))
+            .unwrap_or(0);
+        Ipv4Addr::from(u32::from(self.gateway) & mask)
+    }
 }
 
 /// What `Plan::new` prepared before the clone: the address (leased for the bridge) and the
@@ -61,6 +106,7 @@ pub struct NetworkOptions {
 pub(crate) struct NetworkPlan {
     pub kind: PrivateNetwork,
     pub address: Ipv4Addr,
+    bridge: BridgeSpec,
     /// Held for the run; dropping it frees the address.
     _lease: Option<Lease>,
     listeners: Vec<(TcpListener, u16)>,
@@ -76,9 +122,18 @@ impl NetworkPlan {
             }
             return Ok(None);
         };
+        let bridge = options
+            .bridge
+            .clone()
+            .unwrap_or_else(BridgeSpec::default_bridge);
+        if kind == PrivateNetwork::Slirp && !bridge.is_default() {
+            return Err(RuntimeError::Setup(
+                "user networks are not supported rootless yet: use the default network".into(),
+            ));
+        }
         let (address, lease) = match kind {
             PrivateNetwork::Bridge => {
-                let lease = Lease::take()?;
+                let lease = Lease::take(&bridge)?;
                 (lease.address, Some(lease))
             }
             PrivateNetwork::Slirp => (SLIRP_ADDRESS, None),
@@ -97,6 +152,7 @@ impl NetworkPlan {
         Ok(Some(NetworkPlan {
             kind,
             address,
+            bridge,
             _lease: lease,
             listeners,
         }))
@@ -108,17 +164,37 @@ impl NetworkPlan {
     }
 
     /// Connects the namespace of the container process `pid` (cloned, not yet started) and
-    /// starts the port proxy. The result undoes it all when dropped.
-    pub(crate) fn attach(&self, pid: Pid, container_id: &str) -> Result<Attached, RuntimeError> {
+    /// starts the port proxy; on a user network the container joins its members (`hosts`:
+    /// its generated /etc/hosts). The result undoes it all when dropped.
+    pub(crate) fn attach(
+        &self,
+        pid: Pid,
+        container_id: &str,
+        hosts: Option<&Path>,
+    ) -> Result<Attached, RuntimeError> {
         let mut attached = Attached::default();
         match self.kind {
             PrivateNetwork::Bridge => {
-                attached.veth = Some(bridge_attach(pid, container_id, self.address)?)
+                attached.veth = Some(bridge_attach(
+                    pid,
+                    container_id,
+                    self.address,
+                    &self.bridge,
+                )?)
             }
             PrivateNetwork::Slirp => attached.slirp = Some(slirp_attach(pid)?),
         }
         if !self.listeners.is_empty() {
             attached.proxy = Some(start_proxy(&self.listeners, pid, self.address)?);
+        }
+        if let (true, Some(hosts)) = (self.bridge.resolves_names, hosts) {
+            attached.member = Some(crate::peers::join(
+                &self.bridge.bridge,
+                container_id,
+                self.address,
+                hosts,
+                &self.bridge.names,
+            )?);
         }
         Ok(attached)
     }
@@ -132,6 +208,8 @@ pub(crate) struct Attached {
     /// The bridge side of the veth, deleted at the end rather than left to the kernel's
     /// asynchronous teardown of the namespace.
     veth: Option<String>,
+    /// Its place in a user network's hosts files (left before the veth goes).
+    member: Option<crate::peers::Member>,
 }
 
 struct Slirp {
@@ -142,6 +220,7 @@ struct Slirp {
 
 impl Drop for Attached {
     fn drop(&mut self) {
+        drop(self.member.take());
         if let Some(pid) = self.proxy.take() {
             let _ = kill(pid, Signal::SIGKILL);
             let _ = waitpid(pid, None);
@@ -172,15 +251,24 @@ impl Drop for Lease {
 }
 
 impl Lease {
-    fn take() -> Result<Lease, RuntimeError> {
-        let dir = Path::new(NET_STATE).join("leases");
+    fn take(bridge: &BridgeSpec) -> Result<Lease, RuntimeError> {
+        let dir = if bridge.is_default() {
+            Path::new(NET_STATE).join("leases")
+        } else {
+            Path::new(NET_STATE).join(format!("leases-{}", bridge.bridge))
+        };
         std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::io("create", &dir, e))?;
         let _lock = StateLock::take()?;
         let me = std::process::id();
         let owner = format!("{me} {}", process_start(me).unwrap_or(0));
-        // 10.88.0.2 to 10.88.255.254; the gateway is .0.1.
-        for n in 2u32..(1 << (32 - BRIDGE_PREFIX)) - 1 {
-            let address = Ipv4Addr::from(u32::from(BRIDGE_GATEWAY) - 1 + n);
+        // The subnet's addresses but its own, the gateway and the broadcast address.
+        let first = u32::from(bridge.network());
+        let size = 1u32 << (32 - u32::from(bridge.prefix).min(30));
+        for n in 1..size - 1 {
+            let address = Ipv4Addr::from(first + n);
+            if address == bridge.gateway {
+                continue;
+            }
             let path = dir.join(address.to_string());
             if let Ok(text) = std::fs::read_to_string(&path) {
                 if owner_alive(&text) {
@@ -190,9 +278,10 @@ impl Lease {
             std::fs::write(&path, &owner).map_err(|e| RuntimeError::io("write", &path, e))?;
             return Ok(Lease { address, path });
         }
-        Err(RuntimeError::Setup(
-            "the bridge network has no free address left".into(),
-        ))
+        Err(RuntimeError::Setup(format!(
+            "the network of bridge {} has no free address left",
+            bridge.bridge
+        )))
     }
 }
 
@@ -206,7 +295,7 @@ pub fn process_start(pid: u32) -> Option<u64> {
         .ok()
 }
 
-fn owner_alive(record: &str) -> bool {
+pub(crate) fn owner_alive(record: &str) -> bool {
     let mut words = record.split_whitespace();
     match (
         words.next().and_then(|p| p.parse::<u32>().ok()),
@@ -218,10 +307,10 @@ fn owner_alive(record: &str) -> bool {
 }
 
 /// An exclusive lock on the network state (the bridge's setup and the leases).
-struct StateLock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
+pub(crate) struct StateLock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
 
 impl StateLock {
-    fn take() -> Result<StateLock, RuntimeError> {
+    pub(crate) fn take() -> Result<StateLock, RuntimeError> {
         let path = Path::new(NET_STATE).join("lock");
         std::fs::create_dir_all(NET_STATE)
             .map_err(|e| RuntimeError::io("create", Path::new(NET_STATE), e))?;
@@ -274,12 +363,52 @@ fn ip_batch(commands: &str) -> Result<(), RuntimeError> {
     Ok(())
 }
 
-/// The bridge with its address, forwarding on, and NAT for its subnet (once per boot).
-fn ensure_bridge() -> Result<(), RuntimeError> {
+/// The nftables table of a bridge's NAT and forward rules.
+fn nat_table(spec_bridge: &str) -> String {
+    if spec_bridge == BRIDGE {
+        "gcr".to_string()
+    } else {
+        format!("gcr_{}", spec_bridge.replace('-', "_"))
+    }
+}
+
+/// Removes what a user network left on the host: its bridge, its nftables table and its
+/// lease and member records (the network itself is gone; its containers are not running).
+pub fn remove_bridge_network(bridge: &str) -> Result<(), RuntimeError> {
+    if bridge == BRIDGE {
+        return Err(RuntimeError::InvalidSpec(format!(
+            "{BRIDGE} is the default network's bridge"
+        )));
+    }
     let _lock = StateLock::take()?;
-    if !Path::new("/sys/class/net").join(BRIDGE).exists() {
+    if Path::new("/sys/class/net").join(bridge).exists() {
+        ip_batch(&format!("link del {bridge}\n"))?;
+    }
+    let table = nat_table(bridge);
+    if let Some(nft) = ["/usr/sbin/nft", "/sbin/nft"]
+        .iter()
+        .find(|p| Path::new(p).is_file())
+    {
+        let _ = Command::new(nft)
+            .args(["delete", "table", "ip", &table])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    let state = Path::new(NET_STATE);
+    let _ = std::fs::remove_file(state.join(format!("nat-checked-{table}")));
+    let _ = std::fs::remove_dir_all(state.join(format!("leases-{bridge}")));
+    let _ = std::fs::remove_dir_all(state.join(format!("members-{bridge}")));
+    Ok(())
+}
+
+/// The bridge with its address, forwarding on, and NAT for its subnet (once per boot).
+fn ensure_bridge(spec: &BridgeSpec) -> Result<(), RuntimeError> {
+    let _lock = StateLock::take()?;
+    let (bridge, gateway, prefix) = (&spec.bridge, spec.gateway, spec.prefix);
+    if !Path::new("/sys/class/net").join(bridge).exists() {
         ip_batch(&format!(
-            "link add {BRIDGE} type bridge\naddr add {BRIDGE_GATEWAY}/{BRIDGE_PREFIX} dev {BRIDGE}\nlink set {BRIDGE} up\n"
+            "link add {bridge} type bridge\naddr add {gateway}/{prefix} dev {bridge}\nlink set {bridge} up\n"
         ))?;
     }
     let forward = "/proc/sys/net/ipv4/ip_forward";
@@ -289,26 +418,29 @@ fn ensure_bridge() -> Result<(), RuntimeError> {
     {
         std::fs::write(forward, "1").map_err(|e| RuntimeError::io("write", forward, e))?;
     }
-    ensure_nat();
+    ensure_nat(spec);
     Ok(())
 }
 
 /// Masquerading for traffic from the bridge to other interfaces, with nftables. Without nft
 /// the containers still reach the host and published ports work: a warning says what lacks.
-fn ensure_nat() {
-    let subnet = format!("{}/{BRIDGE_PREFIX}", Ipv4Addr::new(10, 88, 0, 0));
+fn ensure_nat(spec: &BridgeSpec) {
+    let subnet = format!("{}/{}", spec.network(), spec.prefix);
+    let bridge = &spec.bridge;
+    // The default network's table keeps its old name; each user network has its own.
+    let table = nat_table(bridge);
     let nft = ["/usr/sbin/nft", "/sbin/nft"]
         .iter()
         .find(|p| Path::new(p).is_file());
     let Some(nft) = nft else {
         tracing::warn!(
-            "nft (nftables) is missing: containers on {BRIDGE} cannot reach other networks"
+            "nft (nftables) is missing: containers on {bridge} cannot reach other networks"
         );
         return;
     };
     // Checked at most once a minute (an nft run costs a few ms on every `gcr run`): the
     // marker says when the table was last seen complete.
-    let marker = Path::new(NET_STATE).join("nat-checked");
+    let marker = Path::new(NET_STATE).join(format!("nat-checked-{table}"));
     let fresh = std::fs::metadata(&marker)
         .and_then(|m| m.modified())
         .ok()
@@ -320,7 +452,7 @@ fn ensure_nat() {
     // Up to date when the table has the rule that keeps the outside from opening
     // connections into the bridge (older gcr versions lacked it).
     let listed = Command::new(nft)
-        .args(["list", "table", "ip", "gcr"])
+        .args(["list", "table", "ip", &table])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .output();
@@ -333,11 +465,20 @@ fn ensure_nat() {
     // One transaction: the old table (if any) goes, the new one comes. Containers reach out
     // and get their answers; nothing from outside opens a connection to them (published
     // ports come through gcr's proxy, not the forward path); the bridge talks to itself.
+    // An internal network neither masquerades nor forwards out of its bridge.
+    let (nat, outbound) = if spec.internal {
+        (String::new(), format!("iifname \"{bridge}\" drop;"))
+    } else {
+        (
+            format!("ip saddr {subnet} oifname != \"{bridge}\" masquerade;"),
+            format!("iifname \"{bridge}\" accept;"),
+        )
+    };
     let rules = format!(
-        "table ip gcr {{}}\ndelete table ip gcr\n\
-         table ip gcr {{\n\
-         chain postrouting {{ type nat hook postrouting priority srcnat; policy accept; ip saddr {subnet} oifname != \"{BRIDGE}\" masquerade; }}\n\
-         chain forward {{ type filter hook forward priority filter; policy accept; iifname \"{BRIDGE}\" accept; oifname \"{BRIDGE}\" ct state related,established accept; oifname \"{BRIDGE}\" ct state new drop; }}\n\
+        "table ip {table} {{}}\ndelete table ip {table}\n\
+         table ip {table} {{\n\
+         chain postrouting {{ type nat hook postrouting priority srcnat; policy accept; {nat} }}\n\
+         chain forward {{ type filter hook forward priority filter; policy accept; {outbound} oifname \"{bridge}\" ct state related,established accept; oifname \"{bridge}\" ct state new drop; }}\n\
          }}\n"
     );
     let added = Command::new(nft)
@@ -357,17 +498,23 @@ fn ensure_nat() {
             let _ = std::fs::write(&marker, b"");
         }
         Ok(out) => tracing::warn!(
-            "cannot add the NAT rules for {BRIDGE}: {}",
+            "cannot add the NAT rules for {bridge}: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         ),
-        Err(e) => tracing::warn!("cannot run nft for the NAT rules of {BRIDGE}: {e}"),
+        Err(e) => tracing::warn!("cannot run nft for the NAT rules of {bridge}: {e}"),
     }
 }
 
 /// A veth pair: `gcr<id>` on the bridge, `eth0` with the leased address in the container.
 /// Returns the bridge side's name.
-fn bridge_attach(pid: Pid, container_id: &str, address: Ipv4Addr) -> Result<String, RuntimeError> {
-    ensure_bridge()?;
+fn bridge_attach(
+    pid: Pid,
+    container_id: &str,
+    address: Ipv4Addr,
+    spec: &BridgeSpec,
+) -> Result<String, RuntimeError> {
+    ensure_bridge(spec)?;
+    let (bridge, gateway, prefix) = (&spec.bridge, spec.gateway, spec.prefix);
     // Interface names hold 15 bytes.
     let host_side = format!("gcr{}", &container_id[..container_id.len().min(12)]);
     // The previous run's veth of this container (a restart) may outlive its namespace for a
@@ -376,7 +523,7 @@ fn bridge_attach(pid: Pid, container_id: &str, address: Ipv4Addr) -> Result<Stri
         let _ = ip_batch(&format!("link del {host_side}\n"));
     }
     ip_batch(&format!(
-        "link add {host_side} type veth peer name eth0 netns {pid}\nlink set {host_side} master {BRIDGE} up\n"
+        "link add {host_side} type veth peer name eth0 netns {pid}\nlink set {host_side} master {bridge} up\n"
     ))?;
     let netns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
         .map_err(|e| RuntimeError::io("open", format!("/proc/{pid}/ns/net"), e))?;
@@ -384,7 +531,7 @@ fn bridge_attach(pid: Pid, container_id: &str, address: Ipv4Addr) -> Result<Stri
         nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(|e| RuntimeError::sys("join the container's network namespace", e))?;
         ip_batch(&format!(
-            "addr add {address}/{BRIDGE_PREFIX} dev eth0\nlink set eth0 up\nroute add default via {BRIDGE_GATEWAY}\n"
+            "addr add {address}/{prefix} dev eth0\nlink set eth0 up\nroute add default via {gateway}\n"
         ))
     });
     if let Err(e) = configured {

@@ -1,11 +1,11 @@
-//! `gcr network ls|inspect`: the networks a container can join. gcr has the built-in ones
-//! only (`bridge` as root, `slirp4netns` rootless, `host`, `none`); user-defined networks are
-//! not supported yet, and `create` says so.
+//! `gcr network create|ls|inspect|rm|prune`: the built-in networks (`bridge` as root,
+//! `slirp4netns` rootless, `host`, `none`) and user networks (root only for now), whose
+//! members resolve each other by name.
 
-use anyhow::bail;
 use clap::{Args, Subcommand};
-use serde_json::{json, Value};
+use serde_json::Value;
 
+use crate::context::Context;
 use crate::format::table;
 
 #[derive(Subcommand, Debug)]
@@ -14,10 +14,13 @@ pub enum NetworkCommand {
     Ls(LsArgs),
     /// Show networks as JSON
     Inspect(NamesArgs),
-    /// Create a network (not supported yet)
-    Create(NamesArgs),
-    /// Remove networks (the built-in ones cannot be removed)
+    /// Create a user network: its own bridge and subnet; its containers find each other by
+    /// name and --network-alias
+    Create(CreateArgs),
+    /// Remove user networks (the built-in ones cannot be removed)
     Rm(NamesArgs),
+    /// Remove every user network no container is on
+    Prune(PruneArgs),
 }
 
 #[derive(Args, Debug)]
@@ -33,33 +36,48 @@ pub struct NamesArgs {
     names: Vec<String>,
 }
 
-/// The built-in networks, as `network inspect` shows them.
-fn networks() -> Vec<Value> {
-    let rootless = gcr_runtime::userns::is_rootless();
-    let private = if rootless {
-        json!({
-            "Name": "slirp4netns", "Driver": "slirp4netns", "Scope": "local",
-            "IPAM": {"Config": [{"Subnet": "10.0.2.0/24", "Gateway": "10.0.2.2"}]},
-            "Options": {"dns": gcr_runtime::SLIRP_DNS.to_string()},
-        })
-    } else {
-        json!({
-            "Name": "bridge", "Driver": "bridge", "Scope": "local",
-            "IPAM": {"Config": [{"Subnet": "10.88.0.0/16", "Gateway": "10.88.0.1"}]},
-            "Options": {"com.docker.network.bridge.name": gcr_runtime::BRIDGE},
-        })
-    };
-    vec![
-        private,
-        json!({"Name": "host", "Driver": "host", "Scope": "local", "IPAM": {"Config": []}, "Options": {}}),
-        json!({"Name": "none", "Driver": "null", "Scope": "local", "IPAM": {"Config": []}, "Options": {}}),
-    ]
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// The network's IPv4 subnet (default: a free 10.89.N.0/24)
+    #[arg(long, value_name = "CIDR")]
+    subnet: Option<String>,
+    /// The bridge's address (default: the subnet's first)
+    #[arg(long, value_name = "IP")]
+    gateway: Option<String>,
+    /// No traffic out of the network: its members reach each other only
+    #[arg(long)]
+    internal: bool,
+    /// Driver: bridge (the only one)
+    #[arg(short, long, default_value = "bridge")]
+    driver: String,
+    /// Set a label: KEY=VALUE (repeatable)
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    label: Vec<String>,
+    #[arg(value_name = "NAME")]
+    name: String,
 }
 
-pub fn network(cmd: NetworkCommand) -> anyhow::Result<u8> {
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Do not ask (gcr never asks)
+    #[arg(short, long)]
+    force: bool,
+}
+
+/// Every network's document: the built-in ones, then the user networks.
+fn all_networks(store: &gcr_storage::Store) -> anyhow::Result<Vec<Value>> {
+    let mut all = gcr_containers::builtin_networks();
+    for record in gcr_containers::networks(store)? {
+        all.push(gcr_containers::network_document(store, &record));
+    }
+    Ok(all)
+}
+
+pub fn network(ctx: &Context, cmd: NetworkCommand) -> anyhow::Result<u8> {
+    let store = ctx.open_store()?;
     match cmd {
         NetworkCommand::Ls(args) => {
-            let all = networks();
+            let all = all_networks(&store)?;
             if args.quiet {
                 for n in &all {
                     println!("{}", n["Name"].as_str().unwrap_or_default());
@@ -79,7 +97,7 @@ pub fn network(cmd: NetworkCommand) -> anyhow::Result<u8> {
             Ok(0)
         }
         NetworkCommand::Inspect(args) => {
-            let all = networks();
+            let all = all_networks(&store)?;
             let mut out = Vec::new();
             let mut failed = false;
             for name in &args.names {
@@ -88,7 +106,10 @@ pub fn network(cmd: NetworkCommand) -> anyhow::Result<u8> {
                     "private" | "default" => all[0]["Name"].as_str().unwrap_or_default(),
                     other => other,
                 };
-                match all.iter().find(|n| n["Name"] == wanted) {
+                match all
+                    .iter()
+                    .find(|n| n["Name"] == wanted || n["Id"] == wanted)
+                {
                     Some(n) => out.push(n.clone()),
                     None => {
                         eprintln!("error: no such network: {name} (see `gcr network ls`)");
@@ -99,13 +120,49 @@ pub fn network(cmd: NetworkCommand) -> anyhow::Result<u8> {
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(if failed { 1 } else { 0 })
         }
-        NetworkCommand::Create(args) => bail!(
-            "cannot create network {}: user-defined networks are not supported yet (containers use the built-in private network, host or none)",
-            args.names.join(", ")
-        ),
-        NetworkCommand::Rm(args) => bail!(
-            "cannot remove {}: gcr has only its built-in networks",
-            args.names.join(", ")
-        ),
+        NetworkCommand::Create(args) => {
+            if args.driver != "bridge" {
+                anyhow::bail!(
+                    "network driver {:?} is not supported: use bridge",
+                    args.driver
+                );
+            }
+            let options = gcr_containers::UserNetworkOptions {
+                subnet: args.subnet,
+                gateway: args.gateway,
+                internal: args.internal,
+                labels: gcr_containers::parse_labels(&args.label)?,
+            };
+            let record = gcr_containers::create_network(&store, &args.name, &options)?;
+            println!("{}", record.id);
+            Ok(0)
+        }
+        NetworkCommand::Rm(args) => {
+            let mut failed = false;
+            for name in &args.names {
+                if gcr_containers::builtin_networks()
+                    .iter()
+                    .any(|n| n["Name"] == name.as_str())
+                {
+                    eprintln!("error: {name} is a built-in network: it cannot be removed");
+                    failed = true;
+                    continue;
+                }
+                match gcr_containers::remove_network(&store, name) {
+                    Ok(()) => println!("{name}"),
+                    Err(err) => {
+                        eprintln!("error: {err}");
+                        failed = true;
+                    }
+                }
+            }
+            Ok(if failed { 1 } else { 0 })
+        }
+        NetworkCommand::Prune(_) => {
+            for name in gcr_containers::prune_networks(&store)? {
+                println!("Deleted Network: {name}");
+            }
+            Ok(0)
+        }
     }
 }

@@ -33,6 +33,9 @@ pub struct RunArgs {
     /// gcr supervises it; gcr has no daemon to start containers at boot)
     #[arg(long, value_name = "POLICY", default_value = "no")]
     restart: String,
+    /// More names the container has on its user network (repeatable)
+    #[arg(long = "network-alias", value_name = "ALIAS")]
+    network_alias: Vec<String>,
     /// Container name
     #[arg(long)]
     name: Option<String>,
@@ -217,7 +220,10 @@ fn create_options(
         .as_deref()
         .map(|s| gcr_containers::parse_size("--shm-size", s))
         .transpose()?;
-    opts.network = gcr_containers::NetworkChoice::parse(&args.network)?;
+    // A user network is known once the store is open (see `run`).
+    opts.network = gcr_containers::NetworkChoice::parse(&args.network)
+        .unwrap_or(gcr_containers::NetworkChoice::None);
+    opts.network_aliases = args.network_alias.clone();
     for p in &args.publish {
         opts.publish.extend(gcr_containers::parse_publish(p)?);
     }
@@ -328,6 +334,14 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<u8> {
         );
     }
     let store = ctx.open_store()?;
+    let (network, user_network) = gcr_containers::resolve_network(&store, &args.network)?;
+    opts.network = network;
+    opts.user_network = user_network;
+    if opts.user_network.is_none() && !opts.network_aliases.is_empty() {
+        bail!(
+            "--network-alias needs a user network (gcr network create NAME, then --network NAME)"
+        );
+    }
     let cidfile = args.cidfile.as_deref().map(CidFile::claim).transpose()?;
     let source = match &args.rootfs {
         Some(dir) => gcr_containers::ImageSource::Directory(dir.clone()),
