@@ -57,6 +57,27 @@ pub(crate) fn filter_entries(query: &HashMap<String, String>) -> Result<Vec<Stri
     Ok(out)
 }
 
+/// Whether an object passes `key=value` filters as Docker applies them: values of one key
+/// match if any does, except labels, which must all; different keys must all pass.
+pub(crate) fn passes_filters(
+    filters: &[String],
+    mut one: impl FnMut(&str, &str) -> Result<bool, Failure>,
+) -> Result<bool, Failure> {
+    let mut by_key: std::collections::BTreeMap<&str, bool> = Default::default();
+    for filter in filters {
+        let (key, value) = filter.split_once('=').unwrap_or((filter, ""));
+        let pass = one(key, value)?;
+        let all_must = key == "label";
+        let entry = by_key.entry(key).or_insert(all_must);
+        *entry = if all_must {
+            *entry && pass
+        } else {
+            *entry || pass
+        };
+    }
+    Ok(by_key.values().all(|p| *p))
+}
+
 fn id_of(params: &HashMap<String, String>) -> String {
     params.get("id").cloned().unwrap_or_default()
 }

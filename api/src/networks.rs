@@ -13,7 +13,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::containers::filter_entries;
+use crate::containers::{filter_entries, passes_filters};
 use crate::error::{blocking, Answer, Failure};
 use crate::Service;
 
@@ -101,20 +101,7 @@ pub async fn list(
         let store = service.store()?;
         let mut shown = Vec::new();
         for network in all(&store)? {
-            let mut by_key: BTreeMap<&str, bool> = BTreeMap::new();
-            for filter in &filters {
-                let (key, value) = filter.split_once('=').unwrap_or((filter, ""));
-                let pass = passes(&network, key, value)?;
-                // Values of one key: any may match, but every label must (Docker's rule).
-                let all_must = key == "label";
-                let entry = by_key.entry(key).or_insert(all_must);
-                *entry = if all_must {
-                    *entry && pass
-                } else {
-                    *entry || pass
-                };
-            }
-            if by_key.values().all(|p| *p) {
+            if passes_filters(&filters, |key, value| passes(&network, key, value))? {
                 shown.push(network);
             }
         }

@@ -11,7 +11,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::containers::{filter_entries, flag};
+use crate::containers::{filter_entries, flag, passes_filters};
 use crate::error::{blocking, Answer, Failure};
 use crate::Service;
 
@@ -58,20 +58,9 @@ pub async fn list(State(service): State<Arc<Service>>, Query(query): Params) -> 
         let store = service.store()?;
         let mut shown = Vec::new();
         for volume in gcr_containers::volumes(&store)? {
-            let mut by_key: BTreeMap<&str, bool> = BTreeMap::new();
-            for filter in &filters {
-                let key = filter.split_once('=').map_or(filter.as_str(), |(k, _)| k);
-                let pass = passes(&volume, filter)?;
-                // Values of one key: any may match, but every label must (Docker's rule).
-                let all_must = key == "label";
-                let entry = by_key.entry(key).or_insert(all_must);
-                *entry = if all_must {
-                    *entry && pass
-                } else {
-                    *entry || pass
-                };
-            }
-            if by_key.values().all(|p| *p) {
+            if passes_filters(&filters, |key, value| {
+                passes(&volume, &format!("{key}={value}"))
+            })? {
                 shown.push(volume);
             }
         }

@@ -215,15 +215,7 @@ pub fn stream_answer(answer_file: &Path) -> Result<Option<i32>> {
 
 /// The answer an exec worker left in its answer file: the command's exit status.
 pub fn exec_answer(answer_file: &Path) -> Result<i32> {
-    let text = std::fs::read_to_string(answer_file)
-        .map_err(|e| ContainerError::io("read the worker's answer", answer_file, e))?;
-    let answer = Answer::parse(&text).ok_or_else(|| {
-        ContainerError::State(format!(
-            "the exec worker left no answer in {}",
-            answer_file.display()
-        ))
-    })?;
-    Ok(answer.into_result()?.unwrap_or(-1))
+    Ok(stream_answer(answer_file)?.unwrap_or(-1))
 }
 
 /// When this process was started as a worker: does the job and returns the exit status
