@@ -57,9 +57,7 @@ fn all(store: &gcr_storage::Store) -> Result<Vec<Value>, Failure> {
 }
 
 fn is_builtin(name: &str) -> bool {
-    gcr_containers::builtin_networks()
-        .iter()
-        .any(|n| n["Name"] == name)
+    gcr_containers::is_builtin_network(name)
 }
 
 fn passes(network: &Value, key: &str, value: &str) -> Result<bool, Failure> {

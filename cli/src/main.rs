@@ -288,6 +288,11 @@ fn main() -> ExitCode {
     if let Some(code) = gcr_containers::worker::main_if_worker() {
         return ExitCode::from(code);
     }
+    // The holder of the rootless network namespace (started by the first container on a
+    // rootless user network).
+    if let Some(code) = gcr_runtime::keeper_main_if_asked() {
+        return ExitCode::from(code);
+    }
     // A bad command line is gcr's failure: 125, as Docker and Podman (clap's own is 2);
     // --help and --version still end with 0.
     let cli = match Cli::try_parse() {

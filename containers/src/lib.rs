@@ -65,8 +65,9 @@ pub use rootfs::{image_rootfs, lower_dirs, overlay};
 pub use spec::{container_spec, merge_env, process_args, ImageProcess};
 pub use supervisor::{Launch, RestartPolicy};
 pub use user_networks::{
-    builtin_networks, create_network, find_network, network_document, networks, prune_networks,
-    remove_network, resolve_network, NetworkOptions as UserNetworkOptions, NetworkRecord,
+    builtin_networks, create_network, find_network, is_builtin_network, network_document, networks,
+    prune_networks, remove_network, resolve_network, NetworkOptions as UserNetworkOptions,
+    NetworkRecord,
 };
 pub use userns::{parse_id_maps, UsernsMode};
 pub use volumes::{create_volume, prune_volumes, remove_volume, volume_info, volumes};

@@ -1,8 +1,8 @@
 //! User networks (`gcr network create`, the Docker API's `/networks`): each is its own host
 //! bridge and /24 subnet (10.89.N.0/24, never one the host already routes), recorded in the
 //! store (`networks/<name>.json`); its members resolve each other by name and alias (the
-//! runtime keeps their /etc/hosts current). Root only for now: rootless containers have
-//! slirp4netns, one namespace each, and no bridge to share.
+//! runtime keeps their /etc/hosts current). Rootless, the bridges live in the user's
+//! rootless network namespace (the runtime's `switch`), which slirp4netns connects out.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -158,11 +158,6 @@ pub fn create_network(
     options: &NetworkOptions,
 ) -> Result<NetworkRecord> {
     check_network_name(name)?;
-    if gcr_runtime::userns::is_rootless() {
-        return Err(ContainerError::invalid(
-            "user networks are not supported rootless yet: containers use the default network (slirp4netns)",
-        ));
-    }
     let _names = crate::names::NameLock::take(store)?;
     let taken = networks(store)?;
     if taken.iter().any(|n| n.name == name) {
@@ -329,13 +324,13 @@ pub fn network_document(store: &gcr_storage::Store, record: &NetworkRecord) -> V
     })
 }
 
-/// The built-in networks' documents (`bridge` as root or `slirp4netns` rootless, `host`,
-/// `none`).
+/// The built-in networks' documents (`bridge`: gcr0 as root, slirp4netns rootless, as
+/// `--network bridge` is; `host`, `none`).
 pub fn builtin_networks() -> Vec<Value> {
     let rootless = gcr_runtime::userns::is_rootless();
     let private = if rootless {
         json!({
-            "Name": "slirp4netns", "Id": "slirp4netns", "Driver": "slirp4netns", "Scope": "local",
+            "Name": "bridge", "Id": "bridge", "Driver": "slirp4netns", "Scope": "local",
             "IPAM": {"Driver": "default", "Config": [{"Subnet": "10.0.2.0/24", "Gateway": "10.0.2.2"}]},
             "Options": {"dns": gcr_runtime::SLIRP_DNS.to_string()}, "Labels": {}, "Containers": {},
         })
@@ -351,6 +346,12 @@ pub fn builtin_networks() -> Vec<Value> {
         json!({"Name": "host", "Id": "host", "Driver": "host", "Scope": "local", "IPAM": {"Driver": "default", "Config": []}, "Options": {}, "Labels": {}, "Containers": {}}),
         json!({"Name": "none", "Id": "none", "Driver": "null", "Scope": "local", "IPAM": {"Driver": "default", "Config": []}, "Options": {}, "Labels": {}, "Containers": {}}),
     ]
+}
+
+/// Whether `name` is a built-in network (`bridge`, `host`, `none` and gcr's other names of
+/// the default one: `default`, `private`, `slirp4netns`).
+pub fn is_builtin_network(name: &str) -> bool {
+    crate::network::NetworkChoice::parse(name).is_ok()
 }
 
 /// What `--network NAME` (or the API's NetworkMode) asks for: a built-in network, or a user

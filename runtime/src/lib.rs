@@ -42,6 +42,7 @@ mod plan;
 mod relay;
 pub mod seccomp;
 mod spec;
+mod switch;
 #[allow(unsafe_code)]
 mod sys;
 mod tee;
@@ -62,8 +63,8 @@ pub use exec::{exec_detached_oci, exec_in, ExecOptions, ExecStarted};
 pub use hooks::{run_all_hooks, run_hooks};
 pub use launch::run_container;
 pub use network::{
-    process_start, remove_bridge_network, BridgeSpec, NetworkOptions, PortMapping, PrivateNetwork,
-    BRIDGE, SLIRP_DNS,
+    prepare_rootless_networks, process_start, release_rootless_networks, remove_bridge_network,
+    BridgeSpec, NetworkOptions, PortMapping, PrivateNetwork, BRIDGE, SLIRP_DNS,
 };
 pub use oci::{
     create_container, remove_mounts_under, send_console, start_container, wait_container, Created,
@@ -75,5 +76,6 @@ pub use spec::{
     set_capabilities, set_privileged, set_seccomp_profile, set_user_namespace, tmpfs_mount,
     SpecError,
 };
+pub use switch::keeper_main_if_asked;
 pub use sys::{default_sigpipe, ignore_sigpipe, ignore_stop_signals};
 pub use tee::{OutputStream, OutputTee};

@@ -28,8 +28,59 @@ const BRIDGE_PREFIX: u8 = 16;
 /// slirp4netns's fixed addresses: the container, the host (gateway) and its DNS forwarder.
 const SLIRP_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 100);
 pub const SLIRP_DNS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
-/// Leases and the bridge's setup lock (tmpfs: gone at reboot, as the bridge is).
-pub(crate) const NET_STATE: &str = "/run/gcr/net";
+/// Leases and the bridge's setup lock as root (tmpfs: gone at reboot, as the bridge is).
+const NET_STATE: &str = "/run/gcr/net";
+
+/// Where the network state lives: /run/gcr/net as root; rootless, the user's own runtime
+/// directory (its bridges are in the rootless network namespace, see `switch`).
+pub(crate) fn state_dir() -> PathBuf {
+    match crate::userns::rootless_ids() {
+        Some((uid, _)) => crate::userns::user_state_dir(uid).join("net"),
+        None => PathBuf::from(NET_STATE),
+    }
+}
+
+/// Makes the network state directory. Rootless, its parent must be the user's own and
+/// closed to others (under /tmp anybody could have made it first).
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), RuntimeError> {
+    if let Some((uid, _)) = crate::userns::rootless_ids() {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        let base = crate::userns::user_state_dir(uid);
+        match std::fs::DirBuilder::new().mode(0o700).create(&base) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let meta = std::fs::symlink_metadata(&base)
+                    .map_err(|e| RuntimeError::io("inspect", &base, e))?;
+                if !meta.is_dir()
+                    || meta.uid() != nix::unistd::geteuid().as_raw()
+                    || meta.mode() & 0o022 != 0
+                {
+                    return Err(RuntimeError::Setup(format!(
+                        "{} is not a directory of yours closed to others: remove it, or set XDG_RUNTIME_DIR",
+                        base.display()
+                    )));
+                }
+            }
+            Err(e) => return Err(RuntimeError::io("create", &base, e)),
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io("create", dir, e))
+}
+
+/// Whether bridges live in the rootless network namespace rather than on the host.
+fn in_rootless_switch() -> bool {
+    crate::userns::rootless_ids().is_some()
+}
+
+/// Whether the interface `name` exists in this process's network namespace.
+fn link_exists(name: &str) -> bool {
+    // /proc/net is this process's network namespace (/sys/class/net is the mounter's).
+    std::fs::read_to_string("/proc/net/dev").is_ok_and(|dev| {
+        dev.lines()
+            .filter_map(|line| line.split_once(':'))
+            .any(|(interface, _)| interface.trim() == name)
+    })
+}
 
 /// How a container with a network namespace of its own reaches the outside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,8 +178,13 @@ impl NetworkPlan {
             .clone()
             .unwrap_or_else(BridgeSpec::default_bridge);
         if kind == PrivateNetwork::Slirp && !bridge.is_default() {
-            return Err(RuntimeError::Setup(
-                "user networks are not supported rootless yet: use the default network".into(),
+            return Err(RuntimeError::InvalidSpec(
+                "a user network is a bridge network, not slirp4netns".into(),
+            ));
+        }
+        if kind == PrivateNetwork::Bridge && bridge.is_default() && in_rootless_switch() {
+            return Err(RuntimeError::InvalidSpec(
+                "rootless, the default network is slirp4netns: the gcr0 bridge is root's".into(),
             ));
         }
         let (address, lease) = match kind {
@@ -230,9 +286,12 @@ impl Drop for Attached {
             let _ = slirp.child.wait();
         }
         if let Some(veth) = self.veth.take() {
-            if Path::new("/sys/class/net").join(&veth).exists() {
-                let _ = ip_batch(&format!("link del {veth}\n"));
-            }
+            let _ = in_bridge_namespace(|| {
+                if link_exists(&veth) {
+                    ip_batch(&format!("link del {veth}\n"))?;
+                }
+                Ok(())
+            });
         }
     }
 }
@@ -253,11 +312,11 @@ impl Drop for Lease {
 impl Lease {
     fn take(bridge: &BridgeSpec) -> Result<Lease, RuntimeError> {
         let dir = if bridge.is_default() {
-            Path::new(NET_STATE).join("leases")
+            state_dir().join("leases")
         } else {
-            Path::new(NET_STATE).join(format!("leases-{}", bridge.bridge))
+            state_dir().join(format!("leases-{}", bridge.bridge))
         };
-        std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::io("create", &dir, e))?;
+        create_private_dir(&dir)?;
         let _lock = StateLock::take()?;
         let me = std::process::id();
         let owner = format!("{me} {}", process_start(me).unwrap_or(0));
@@ -311,9 +370,9 @@ pub(crate) struct StateLock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>
 
 impl StateLock {
     pub(crate) fn take() -> Result<StateLock, RuntimeError> {
-        let path = Path::new(NET_STATE).join("lock");
-        std::fs::create_dir_all(NET_STATE)
-            .map_err(|e| RuntimeError::io("create", Path::new(NET_STATE), e))?;
+        let state = state_dir();
+        let path = state.join("lock");
+        create_private_dir(&state)?;
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -381,45 +440,108 @@ pub fn remove_bridge_network(bridge: &str) -> Result<(), RuntimeError> {
         )));
     }
     let _lock = StateLock::take()?;
-    if Path::new("/sys/class/net").join(bridge).exists() {
-        ip_batch(&format!("link del {bridge}\n"))?;
-    }
     let table = nat_table(bridge);
-    if let Some(nft) = ["/usr/sbin/nft", "/sbin/nft"]
-        .iter()
-        .find(|p| Path::new(p).is_file())
-    {
-        let _ = Command::new(nft)
-            .args(["delete", "table", "ip", &table])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+    let remove = || {
+        if link_exists(bridge) {
+            ip_batch(&format!("link del {bridge}\n"))?;
+        }
+        if let Some(nft) = nft_command() {
+            let _ = Command::new(nft)
+                .args(["delete", "table", "ip", &table])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        Ok(())
+    };
+    let state = state_dir();
+    if in_rootless_switch() {
+        crate::switch::in_switch_if_alive(&state, remove)?;
+    } else {
+        remove()?;
     }
-    let state = Path::new(NET_STATE);
     let _ = std::fs::remove_file(state.join(format!("nat-checked-{table}")));
+    let _ = std::fs::remove_file(state.join(format!("bridge-{bridge}")));
     let _ = std::fs::remove_dir_all(state.join(format!("leases-{bridge}")));
     let _ = std::fs::remove_dir_all(state.join(format!("members-{bridge}")));
+    if in_rootless_switch() {
+        crate::switch::stop_keeper_if_unused(&state, std::time::Duration::ZERO);
+    }
     Ok(())
+}
+
+/// Rootless: starts the rootless network namespace now (for a long-lived caller such as the
+/// API service, whose workers inherit its user namespace: they and later gcr commands then
+/// share one). Nothing as root.
+pub fn prepare_rootless_networks() -> Result<(), RuntimeError> {
+    if !in_rootless_switch() {
+        return Ok(());
+    }
+    let _lock = StateLock::take()?;
+    crate::switch::HELD_BY_THIS_PROCESS.store(true, std::sync::atomic::Ordering::SeqCst);
+    crate::switch::in_switch(&state_dir(), || Ok(()))
+}
+
+/// Rootless: stops the rootless network namespace if nothing uses it any more.
+pub fn release_rootless_networks() {
+    if !in_rootless_switch() {
+        return;
+    }
+    crate::switch::HELD_BY_THIS_PROCESS.store(false, std::sync::atomic::Ordering::SeqCst);
+    if let Ok(_lock) = StateLock::take() {
+        crate::switch::stop_keeper_if_unused(&state_dir(), std::time::Duration::from_secs(3));
+    }
+}
+
+/// Runs `work` where the bridges are: on the host as root, in the rootless network
+/// namespace (started if need be) rootless.
+fn in_bridge_namespace(
+    work: impl FnOnce() -> Result<(), RuntimeError>,
+) -> Result<(), RuntimeError> {
+    if in_rootless_switch() {
+        crate::switch::in_switch(&state_dir(), work)
+    } else {
+        work()
+    }
+}
+
+fn nft_command() -> Option<&'static str> {
+    ["/usr/sbin/nft", "/sbin/nft"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
 }
 
 /// The bridge with its address, forwarding on, and NAT for its subnet (once per boot).
 fn ensure_bridge(spec: &BridgeSpec) -> Result<(), RuntimeError> {
     let _lock = StateLock::take()?;
     let (bridge, gateway, prefix) = (&spec.bridge, spec.gateway, spec.prefix);
-    if !Path::new("/sys/class/net").join(bridge).exists() {
-        ip_batch(&format!(
-            "link add {bridge} type bridge\naddr add {gateway}/{prefix} dev {bridge}\nlink set {bridge} up\n"
-        ))?;
+    let setup = || {
+        if !link_exists(bridge) {
+            ip_batch(&format!(
+                "link add {bridge} type bridge\naddr add {gateway}/{prefix} dev {bridge}\nlink set {bridge} up\n"
+            ))?;
+        }
+        // Per network namespace: the host's as root, the rootless one's rootless.
+        let forward = "/proc/sys/net/ipv4/ip_forward";
+        if std::fs::read_to_string(forward)
+            .map(|v| v.trim() != "1")
+            .unwrap_or(true)
+        {
+            std::fs::write(forward, "1").map_err(|e| RuntimeError::io("write", forward, e))?;
+        }
+        ensure_nat(spec);
+        Ok(())
+    };
+    if in_rootless_switch() {
+        let state = state_dir();
+        crate::switch::in_switch(&state, setup)?;
+        // Counted by the keeper's stop: the namespace goes with the last bridge.
+        let marker = state.join(format!("bridge-{bridge}"));
+        std::fs::write(&marker, b"").map_err(|e| RuntimeError::io("write", &marker, e))?;
+        Ok(())
+    } else {
+        setup()
     }
-    let forward = "/proc/sys/net/ipv4/ip_forward";
-    if std::fs::read_to_string(forward)
-        .map(|v| v.trim() != "1")
-        .unwrap_or(true)
-    {
-        std::fs::write(forward, "1").map_err(|e| RuntimeError::io("write", forward, e))?;
-    }
-    ensure_nat(spec);
-    Ok(())
 }
 
 /// Masquerading for traffic from the bridge to other interfaces, with nftables. Without nft
@@ -429,10 +551,7 @@ fn ensure_nat(spec: &BridgeSpec) {
     let bridge = &spec.bridge;
     // The default network's table keeps its old name; each user network has its own.
     let table = nat_table(bridge);
-    let nft = ["/usr/sbin/nft", "/sbin/nft"]
-        .iter()
-        .find(|p| Path::new(p).is_file());
-    let Some(nft) = nft else {
+    let Some(nft) = nft_command() else {
         tracing::warn!(
             "nft (nftables) is missing: containers on {bridge} cannot reach other networks"
         );
@@ -440,7 +559,7 @@ fn ensure_nat(spec: &BridgeSpec) {
     };
     // Checked at most once a minute (an nft run costs a few ms on every `gcr run`): the
     // marker says when the table was last seen complete.
-    let marker = Path::new(NET_STATE).join(format!("nat-checked-{table}"));
+    let marker = state_dir().join(format!("nat-checked-{table}"));
     let fresh = std::fs::metadata(&marker)
         .and_then(|m| m.modified())
         .ok()
@@ -519,12 +638,14 @@ fn bridge_attach(
     let host_side = format!("gcr{}", &container_id[..container_id.len().min(12)]);
     // The previous run's veth of this container (a restart) may outlive its namespace for a
     // moment: the kernel tears namespaces down asynchronously.
-    if Path::new("/sys/class/net").join(&host_side).exists() {
-        let _ = ip_batch(&format!("link del {host_side}\n"));
-    }
-    ip_batch(&format!(
-        "link add {host_side} type veth peer name eth0 netns {pid}\nlink set {host_side} master {bridge} up\n"
-    ))?;
+    in_bridge_namespace(|| {
+        if link_exists(&host_side) {
+            let _ = ip_batch(&format!("link del {host_side}\n"));
+        }
+        ip_batch(&format!(
+            "link add {host_side} type veth peer name eth0 netns {pid}\nlink set {host_side} master {bridge} up\n"
+        ))
+    })?;
     let netns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
         .map_err(|e| RuntimeError::io("open", format!("/proc/{pid}/ns/net"), e))?;
     let configured = crate::sys::in_child(|| {
@@ -535,15 +656,15 @@ fn bridge_attach(
         ))
     });
     if let Err(e) = configured {
-        let _ = ip_batch(&format!("link del {host_side}\n"));
+        let _ = in_bridge_namespace(|| ip_batch(&format!("link del {host_side}\n")));
         return Err(e);
     }
     Ok(host_side)
 }
 
-/// slirp4netns on `tap0` of the container's namespace, started and ready.
-fn slirp_attach(pid: Pid) -> Result<Slirp, RuntimeError> {
-    let binary = [
+/// The slirp4netns binary.
+pub(crate) fn slirp_binary() -> Result<PathBuf, RuntimeError> {
+    [
         "/usr/bin/slirp4netns",
         "/bin/slirp4netns",
         "/usr/local/bin/slirp4netns",
@@ -553,10 +674,15 @@ fn slirp_attach(pid: Pid) -> Result<Slirp, RuntimeError> {
     .find(|p| p.is_file())
     .ok_or_else(|| {
         RuntimeError::Setup(
-            "a rootless private network needs slirp4netns: install it, or use --network host"
+            "a rootless private network needs slirp4netns (Debian package slirp4netns): install it, or use --network host"
                 .into(),
         )
-    })?;
+    })
+}
+
+/// slirp4netns on `tap0` of the container's namespace, started and ready.
+fn slirp_attach(pid: Pid) -> Result<Slirp, RuntimeError> {
+    let binary = slirp_binary()?;
     // Both pipes are inherited by slirp4netns (no O_CLOEXEC on its ends) and closed here
     // right after the spawn.
     let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)

@@ -31,7 +31,7 @@ struct Entry {
 }
 
 fn members_dir(bridge: &str) -> PathBuf {
-    Path::new(super::network::NET_STATE).join(format!("members-{bridge}"))
+    super::network::state_dir().join(format!("members-{bridge}"))
 }
 
 /// Joins the network of `bridge`: records the member and brings every live member's hosts
@@ -44,7 +44,7 @@ pub(crate) fn join(
     names: &[String],
 ) -> Result<Member, RuntimeError> {
     let dir = members_dir(bridge);
-    std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::io("create", &dir, e))?;
+    super::network::create_private_dir(&dir)?;
     let _lock = super::network::StateLock::take()?;
     let me = std::process::id();
     let owner = format!("{me} {}", super::network::process_start(me).unwrap_or(0));

@@ -101,6 +101,35 @@ pub fn rootless_ids() -> Option<(u32, u32)> {
     Some((u.parse().ok()?, g.parse().ok()?))
 }
 
+/// The user's own directory for gcr's run-time state (network leases, the rootless network
+/// namespace's keeper): `$XDG_RUNTIME_DIR/gcr`, else `/tmp/gcr-run-UID` (made 0700 and
+/// checked to be the user's by whoever creates state in it).
+pub fn user_state_dir(uid: u32) -> std::path::PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => std::path::PathBuf::from(dir).join("gcr"),
+        None => std::path::PathBuf::from(format!("/tmp/gcr-run-{uid}")),
+    }
+}
+
+/// Joins the user namespace of the rootless network namespace's keeper (see `switch`), so
+/// that this process's containers and that namespace have one owner; then a mount namespace
+/// of its own, as a new rootless namespace would have. False when there is no keeper or it
+/// cannot be joined (a new namespace is made then).
+fn join_keeper(uid: u32) -> bool {
+    let state = user_state_dir(uid).join("net");
+    let Some(keeper) = crate::switch::live_keeper(&state) else {
+        return false;
+    };
+    let Ok(userns) = std::fs::File::open(format!("/proc/{keeper}/ns/user")) else {
+        return false;
+    };
+    if nix::sched::setns(&userns, CloneFlags::CLONE_NEWUSER).is_err() {
+        return false;
+    }
+    // Past the setns there is no way back: a failure here is the caller's error.
+    nix::sched::unshare(CloneFlags::CLONE_NEWNS).is_ok()
+}
+
 /// Whether gcr runs rootless: inside its own user namespace already, or as a user not yet
 /// in it.
 pub fn is_rootless() -> bool {
@@ -141,7 +170,9 @@ pub fn enter_rootless_userns() -> Result<Rootless, UsernsError> {
     let tools = helper_exists("newuidmap") && helper_exists("newgidmap");
     let subordinate = !uid_ranges.is_empty() && !gid_ranges.is_empty() && tools;
 
-    if !subordinate {
+    if join_keeper(uid) {
+        tracing::debug!("joined the user namespace of the rootless network namespace");
+    } else if !subordinate {
         tracing::warn!(
             "no subordinate id range for {name} in /etc/subuid and /etc/subgid{}: only uid {uid} is mapped (as root) inside containers",
             if tools { "" } else { " (or newuidmap/newgidmap missing: install uidmap)" }

@@ -1,6 +1,6 @@
-//! `gcr network create|ls|inspect|rm|prune`: the built-in networks (`bridge` as root,
-//! `slirp4netns` rootless, `host`, `none`) and user networks (root only for now), whose
-//! members resolve each other by name.
+//! `gcr network create|ls|inspect|rm|prune`: the built-in networks (`bridge`: the gcr0
+//! bridge as root, slirp4netns rootless; `host`, `none`) and user networks (rootless in the
+//! rootless network namespace), whose members resolve each other by name.
 
 use clap::{Args, Subcommand};
 use serde_json::Value;
@@ -103,7 +103,9 @@ pub fn network(ctx: &Context, cmd: NetworkCommand) -> anyhow::Result<u8> {
             for name in &args.names {
                 // `private` and `default` are the names `--network` also takes for it.
                 let wanted = match name.as_str() {
-                    "private" | "default" => all[0]["Name"].as_str().unwrap_or_default(),
+                    "private" | "default" | "slirp4netns" => {
+                        all[0]["Name"].as_str().unwrap_or_default()
+                    }
                     other => other,
                 };
                 match all

@@ -89,7 +89,14 @@ fn service(ctx: &Context, args: ServiceArgs) -> anyhow::Result<u8> {
     // A client that hangs up must cost its connection, not the service (gcr's default
     // SIGPIPE action ends the process; workers set it back to the default for themselves).
     gcr_runtime::ignore_sigpipe();
-    crate::context::tokio_runtime()?.block_on(gcr_api::serve(opts))?;
+    // Rootless: the service, its workers and the gcr commands run beside it share the
+    // rootless network namespace's user namespace, so their user networks are one.
+    if let Err(err) = gcr_runtime::prepare_rootless_networks() {
+        tracing::warn!("rootless user networks will not work: {err}");
+    }
+    let served = crate::context::tokio_runtime()?.block_on(gcr_api::serve(opts));
+    gcr_runtime::release_rootless_networks();
+    served?;
     Ok(0)
 }
 
