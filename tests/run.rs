@@ -2234,6 +2234,81 @@ fn version_and_info_answer_what_docker_scripts_ask() {
                 "ping -c1 -W2 named >/dev/null && ping -c1 -W2 other >/dev/null && echo found",
             ]);
             assert_eq!(expect(&lookup, 0), "found\n");
+            // A second network: a container on both (--network twice) finds the members of
+            // each; a running one is connected (at the address asked for) and disconnected.
+            expect(
+                &gcr(&["network", "create", "--subnet", "10.89.200.0/24", "theirs"]),
+                0,
+            );
+            let both = gcr(&[
+                "run", "--rm", "--network", "mine", "--network", "theirs", &image, "sh", "-c",
+                "ip -o -4 addr show eth1 | grep -q 10.89.200. && ping -c1 -W2 named >/dev/null && echo both",
+            ]);
+            assert_eq!(expect(&both, 0), "both\n");
+            expect(
+                &gcr(&[
+                    "network",
+                    "connect",
+                    "--alias",
+                    "there",
+                    "--ip",
+                    "10.89.200.77",
+                    "theirs",
+                    "named",
+                ]),
+                0,
+            );
+            let seen = gcr(&[
+                "run",
+                "--rm",
+                "--network",
+                "theirs",
+                &image,
+                "sh",
+                "-c",
+                "ping -c1 -W2 there >/dev/null && grep there /etc/hosts",
+            ]);
+            assert!(expect(&seen, 0).starts_with("10.89.200.77\t"), "{who:?}");
+            let inspected = expect(
+                &gcr(&[
+                    "inspect",
+                    "-f",
+                    "{{json .NetworkSettings.Networks}}",
+                    "named",
+                ]),
+                0,
+            );
+            let networks: serde_json::Value = serde_json::from_str(&inspected).unwrap();
+            assert_eq!(
+                networks["theirs"]["IPAddress"], "10.89.200.77",
+                "{networks}"
+            );
+            let again = gcr(&["network", "connect", "theirs", "named"]);
+            assert!(
+                stderr(&again).contains("already connected"),
+                "{}",
+                stderr(&again)
+            );
+            expect(&gcr(&["network", "disconnect", "theirs", "named"]), 0);
+            let gone = gcr(&[
+                "run",
+                "--rm",
+                "--network",
+                "theirs",
+                &image,
+                "grep",
+                "-c",
+                "there",
+                "/etc/hosts",
+            ]);
+            assert_eq!(stdout(&gone).trim(), "0", "{who:?}");
+            let first = gcr(&["network", "disconnect", "mine", "named"]);
+            assert!(
+                stderr(&first).contains("first network"),
+                "{}",
+                stderr(&first)
+            );
+            expect(&gcr(&["network", "rm", "theirs"]), 0);
             let busy = gcr(&["network", "rm", "mine"]);
             assert!(
                 stderr(&busy).contains("active endpoints"),

@@ -68,7 +68,8 @@ pub async fn archive(
             &stat_path,
         )
         .map_err(|e| match e {
-            gcr_containers::ContainerError::NotFound(_) => Failure::not_found(format!(
+            gcr_containers::ContainerError::NotFound(_)
+            | gcr_containers::ContainerError::Missing(_) => Failure::not_found(format!(
                 "Could not find the file {stat_path} in container {stat_id}"
             )),
             other => other.into(),

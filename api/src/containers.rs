@@ -83,7 +83,7 @@ fn id_of(params: &HashMap<String, String>) -> String {
 }
 
 /// The container a path names, read now.
-fn find(service: &Service, wanted: &str) -> Answer<(gcr_storage::Store, Container)> {
+pub(crate) fn find(service: &Service, wanted: &str) -> Answer<(gcr_storage::Store, Container)> {
     let store = service.store()?;
     let c = gcr_containers::lookup(&store, wanted).map_err(|e| match e {
         ContainerError::NotFound(_) => Failure::not_found(format!("No such container: {wanted}")),
@@ -159,7 +159,8 @@ pub async fn create(
             record: Box::new(record),
             reference: body.image.clone(),
         };
-        let (network_mode, aliases) = body.network_request()?;
+        let requested = body.network_request()?;
+        let network_mode = requested.mode.clone();
         let mut options = body.into_options(source, query.get("name").cloned())?;
         if !matches!(network_mode.as_str(), "" | "default" | "bridge") {
             let (network, user_network) = gcr_containers::resolve_network(&store, &network_mode)
@@ -173,7 +174,13 @@ pub async fn create(
             options.user_network = user_network;
         }
         if options.user_network.is_some() {
-            options.network_aliases = aliases;
+            options.network_aliases = requested.aliases;
+            options.ip = requested.ip;
+            options.more_networks = requested.more;
+        } else if requested.ip.is_some() || !requested.more.is_empty() {
+            return Err(Failure::bad_request(
+                "user specified IP address and further networks are supported on user defined networks only",
+            ));
         }
         let (launch, notes) = gcr_containers::create(&store, options)?;
         let id = launch.leave_created()?;
@@ -318,6 +325,38 @@ pub async fn prune(State(service): State<Arc<Service>>, Query(query): Params) ->
         let store = service.store()?;
         let removed = gcr_containers::remove_stopped(&store)?;
         Ok(Json(json!({"ContainersDeleted": removed, "SpaceReclaimed": 0})).into_response())
+    })
+    .await
+}
+
+/// The `h` and `w` of a resize.
+pub(crate) fn terminal_size(query: &HashMap<String, String>) -> Result<(u16, u16), Failure> {
+    let number = |key: &str| -> Result<u16, Failure> {
+        query
+            .get(key)
+            .map(String::as_str)
+            .unwrap_or("0")
+            .parse()
+            .map_err(|_| {
+                Failure::bad_request(format!(
+                    "invalid {key}: give the terminal size in characters"
+                ))
+            })
+    };
+    Ok((number("h")?, number("w")?))
+}
+
+/// `POST /containers/{id}/resize?h=&w=`: the terminal size of a container run with `-t`.
+pub async fn resize(
+    State(service): State<Arc<Service>>,
+    Path(params): PathParams,
+    Query(query): Params,
+) -> Answer {
+    let (rows, cols) = terminal_size(&query)?;
+    blocking(move || {
+        let (_, c) = find(&service, &id_of(&params))?;
+        gcr_containers::resize(&c, rows, cols)?;
+        Ok(StatusCode::OK.into_response())
     })
     .await
 }

@@ -142,7 +142,7 @@ fn invalid(err: gcr_containers::ContainerError) -> Failure {
 impl CreateBody {
     /// The network the container asks for (HostConfig.NetworkMode) and its aliases there
     /// (NetworkingConfig.EndpointsConfig); one network only.
-    pub fn network_request(&self) -> Result<(String, Vec<String>), Failure> {
+    pub fn network_request(&self) -> Result<NetworkRequests, Failure> {
         let mode = self
             .host_config
             .as_ref()
@@ -156,27 +156,30 @@ impl CreateBody {
             .as_ref()
             .and_then(|n| n["EndpointsConfig"].as_object().cloned())
             .unwrap_or_default();
-        let mut aliases = Vec::new();
+        let mut out = NetworkRequests {
+            mode: mode.clone(),
+            ..Default::default()
+        };
         for (network, endpoint) in &endpoints {
-            if *network != mode && !(mode.is_empty() && network == "bridge") {
-                return Err(unsupported(
-                    "more than one network (NetworkingConfig.EndpointsConfig names another)",
-                ));
-            }
-            for alias in endpoint["Aliases"].as_array().into_iter().flatten() {
-                if let Some(alias) = alias.as_str() {
-                    aliases.push(alias.to_string());
+            let (aliases, ip) = endpoint_request(endpoint)?;
+            let primary = *network == mode
+                || (matches!(mode.as_str(), "" | "default") && network == "bridge");
+            if primary || (mode.is_empty() && out.mode.is_empty()) {
+                // No NetworkMode: the first endpoint is the network (as Docker takes it).
+                if out.mode.is_empty() {
+                    out.mode = network.clone();
                 }
-            }
-            let fixed_address = endpoint["IPAMConfig"].as_object().is_some_and(|c| {
-                c.values()
-                    .any(|v| v.as_str().is_some_and(|s| !s.is_empty()))
-            });
-            if fixed_address {
-                return Err(unsupported("a fixed address (EndpointsConfig.IPAMConfig)"));
+                out.aliases = aliases;
+                out.ip = ip;
+            } else {
+                out.more.push(gcr_containers::NetworkRequest {
+                    network: network.clone(),
+                    aliases,
+                    ip,
+                });
             }
         }
-        Ok((mode, aliases))
+        Ok(out)
     }
 
     /// Refuses what gcr cannot honour before anything is looked up.
@@ -395,6 +398,37 @@ fn mount_into(opts: &mut CreateOptions, mount: MountBody) -> Result<(), Failure>
     Ok(())
 }
 
+/// The networks a create asks for: the first (NetworkMode) with its aliases and address,
+/// and further user networks (EndpointsConfig naming others).
+#[derive(Debug, Default)]
+pub struct NetworkRequests {
+    pub mode: String,
+    pub aliases: Vec<String>,
+    pub ip: Option<String>,
+    pub more: Vec<gcr_containers::NetworkRequest>,
+}
+
+/// An EndpointSettings object's aliases and IPv4 address (an IPv6 one is refused).
+pub fn endpoint_request(endpoint: &Value) -> Result<(Vec<String>, Option<String>), Failure> {
+    let aliases = endpoint["Aliases"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str().map(String::from))
+        .collect();
+    let ipam = &endpoint["IPAMConfig"];
+    if ipam["IPv6Address"].as_str().is_some_and(|s| !s.is_empty()) {
+        return Err(unsupported(
+            "an IPv6 address (EndpointsConfig.IPAMConfig.IPv6Address)",
+        ));
+    }
+    let ip = ipam["IPv4Address"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(String::from);
+    Ok((aliases, ip))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,13 +478,23 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(relative.status, axum::http::StatusCode::BAD_REQUEST);
-        let two =
-            r#"{"HostConfig":{"NetworkMode":"a"},"NetworkingConfig":{"EndpointsConfig":{"b":{}}}}"#;
+        // Further endpoints are further networks; the mode's own carries aliases and --ip.
+        let two = r#"{"HostConfig":{"NetworkMode":"a"},"NetworkingConfig":{"EndpointsConfig":{"a":{"Aliases":["web"],"IPAMConfig":{"IPv4Address":"10.89.9.9"}},"b":{"Aliases":["w2"]}}}}"#;
         let body: CreateBody = serde_json::from_str(two).unwrap();
+        let asked = body.network_request().unwrap();
+        assert_eq!(
+            (
+                asked.mode.as_str(),
+                asked.aliases.clone(),
+                asked.ip.as_deref()
+            ),
+            ("a", vec!["web".to_string()], Some("10.89.9.9"))
+        );
+        assert_eq!(asked.more.len(), 1);
+        assert_eq!(asked.more[0].network, "b");
+        assert_eq!(asked.more[0].aliases, ["w2"]);
+        let v6 = r#"{"NetworkingConfig":{"EndpointsConfig":{"a":{"IPAMConfig":{"IPv6Address":"fd00::9"}}}}}"#;
+        let body: CreateBody = serde_json::from_str(v6).unwrap();
         assert!(body.network_request().is_err());
-        let one = r#"{"HostConfig":{"NetworkMode":"a"},"NetworkingConfig":{"EndpointsConfig":{"a":{"Aliases":["web"]}}}}"#;
-        let body: CreateBody = serde_json::from_str(one).unwrap();
-        let wanted = ("a".to_string(), vec!["web".to_string()]);
-        assert_eq!(body.network_request().unwrap(), wanted);
     }
 }

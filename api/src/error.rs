@@ -52,9 +52,11 @@ impl From<ContainerError> for Failure {
     fn from(err: ContainerError) -> Failure {
         let status = match &err {
             ContainerError::NotFound(_)
+            | ContainerError::Missing(_)
             | ContainerError::NoSuchVolume(_)
             | ContainerError::NoSuchNetwork(_) => StatusCode::NOT_FOUND,
             ContainerError::Ambiguous(_) | ContainerError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ContainerError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
             ContainerError::NameInUse { .. }
             | ContainerError::NotRunning(_)
             | ContainerError::State(_) => StatusCode::CONFLICT,

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
@@ -33,6 +33,8 @@ pub struct ExecEntry {
     running: bool,
     started: bool,
     exit_code: Option<i32>,
+    /// The worker relaying it (its command is among the worker's descendants).
+    worker: Option<u32>,
 }
 
 impl ExecEntry {
@@ -130,6 +132,7 @@ pub async fn create(
         running: false,
         started: false,
         exit_code: None,
+        worker: None,
     };
     service.execs().insert(id.clone(), entry);
     Ok((StatusCode::CREATED, Json(json!({ "Id": id }))).into_response())
@@ -234,6 +237,9 @@ pub async fn start(
     let mut child = command
         .spawn()
         .map_err(|e| Failure::internal(format!("cannot start the exec worker: {e}")))?;
+    if let Some(entry) = service.execs().get_mut(&id) {
+        entry.worker = child.id();
+    }
     let (sender, receiver) = mpsc::channel::<Bytes>(64);
     let mut pumps = Vec::new();
     if let Some(pipe) = child.stdout.take() {
@@ -320,7 +326,39 @@ fn pump(
     })
 }
 
-/// `POST /exec/{id}/resize`: not yet (the docker CLI goes on without it).
-pub async fn resize() -> Response {
-    Failure::not_implemented("POST /exec/{id}/resize (terminal size of an exec)").into_response()
+/// `POST /exec/{id}/resize?h=&w=`: the terminal size of an exec run with a tty (its command
+/// is found below the worker that relays it). Before the command has its terminal the
+/// answer is 409, which the docker CLI retries; an exec without a tty has none to resize.
+pub async fn resize(
+    State(service): State<Arc<Service>>,
+    Path(params): Path<HashMap<String, String>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Answer {
+    let id = params.get("id").cloned().unwrap_or_default();
+    let (rows, cols) = crate::containers::terminal_size(&query)?;
+    let (tty, running, worker) = {
+        let execs = service.execs();
+        let entry = execs.get(&id).ok_or_else(|| unknown_exec(&id))?;
+        (entry.request.tty, entry.running, entry.worker)
+    };
+    if !tty {
+        return Ok(StatusCode::OK.into_response());
+    }
+    let Some(worker) = worker.filter(|_| running) else {
+        return Err(Failure::new(
+            StatusCode::CONFLICT,
+            format!("exec {id} is not running"),
+        ));
+    };
+    blocking(move || {
+        let resized = gcr_containers::resize_exec(worker, rows, cols)?;
+        if !resized {
+            return Err(Failure::new(
+                StatusCode::CONFLICT,
+                format!("exec {id} has no terminal yet"),
+            ));
+        }
+        Ok(StatusCode::OK.into_response())
+    })
+    .await
 }

@@ -207,3 +207,86 @@ pub async fn prune(
     })
     .await
 }
+
+/// The body of `POST /networks/{id}/connect` and `/disconnect`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct MembershipBody {
+    container: String,
+    endpoint_config: Option<Value>,
+    force: bool,
+}
+
+fn membership_body(body: &Bytes) -> Result<MembershipBody, Failure> {
+    let body: MembershipBody = serde_json::from_slice(body)
+        .map_err(|e| Failure::bad_request(format!("invalid request JSON: {e}")))?;
+    if body.container.is_empty() {
+        return Err(Failure::bad_request("the request names no Container"));
+    }
+    Ok(body)
+}
+
+/// `POST /networks/{id}/connect`: the container joins the network (at once when it runs,
+/// in a worker: joining forks into the runtime).
+pub async fn connect(
+    State(service): State<Arc<Service>>,
+    Path(params): Path<HashMap<String, String>>,
+    body: Bytes,
+) -> Answer {
+    let wanted = params.get("id").cloned().unwrap_or_default();
+    let body = membership_body(&body)?;
+    if is_builtin(&wanted) {
+        return Err(Failure::not_implemented(&format!(
+            "connecting a container to the built-in network {wanted}"
+        )));
+    }
+    let endpoint = body.endpoint_config.unwrap_or(Value::Null);
+    let (aliases, ip) = crate::create_body::endpoint_request(&endpoint)?;
+    blocking(move || {
+        let (store, c) = crate::containers::find(&service, &body.container)?;
+        let record = gcr_containers::find_network(&store, &wanted)?;
+        let job = gcr_containers::worker::Job::Connect {
+            container: c.id,
+            request: gcr_containers::NetworkRequest {
+                network: record.name,
+                aliases,
+                ip,
+            },
+        };
+        service.in_worker(&job).map_err(|e| match e {
+            // Docker's answer to a second connect.
+            gcr_containers::ContainerError::State(m) if m.contains("already connected") => {
+                Failure::new(StatusCode::FORBIDDEN, m)
+            }
+            other => other.into(),
+        })?;
+        Ok(StatusCode::OK.into_response())
+    })
+    .await
+}
+
+/// `POST /networks/{id}/disconnect`.
+pub async fn disconnect(
+    State(service): State<Arc<Service>>,
+    Path(params): Path<HashMap<String, String>>,
+    body: Bytes,
+) -> Answer {
+    let wanted = params.get("id").cloned().unwrap_or_default();
+    let body = membership_body(&body)?;
+    let _ = body.force;
+    if is_builtin(&wanted) {
+        return Err(Failure::not_implemented(&format!(
+            "disconnecting a container from the built-in network {wanted}"
+        )));
+    }
+    blocking(move || {
+        let (store, c) = crate::containers::find(&service, &body.container)?;
+        let record = gcr_containers::find_network(&store, &wanted)?;
+        service.in_worker(&gcr_containers::worker::Job::Disconnect {
+            container: c.id,
+            network: record.name,
+        })?;
+        Ok(StatusCode::OK.into_response())
+    })
+    .await
+}

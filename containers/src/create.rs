@@ -56,6 +56,10 @@ pub fn create(
     }
     if opts.user_network.is_some() {
         opts.network = NetworkChoice::Private(gcr_runtime::PrivateNetwork::Bridge);
+    } else if opts.ip.is_some() || !opts.more_networks.is_empty() {
+        return Err(ContainerError::invalid(
+            "--ip and further networks need a user network as the first --network (see `gcr network create`)",
+        ));
     }
     let extra_hosts = network::parse_extra_hosts(&opts.extra_hosts, opts.network)?;
     match opts.network {
@@ -203,6 +207,7 @@ pub fn create(
                 .unwrap_or_else(|| opts.network.name().to_string()),
         ),
         network_aliases: opts.network_aliases.clone(),
+        ip: opts.ip.clone(),
         ports: published.clone(),
         extra_hosts: extra_hosts.clone(),
         dns: opts.dns.clone(),
@@ -217,6 +222,13 @@ pub fn create(
         err
     };
     written.map_err(undo)?;
+    crate::attachments::record_at_create(
+        store,
+        &dir,
+        opts.user_network.as_deref(),
+        &opts.more_networks,
+    )
+    .map_err(undo)?;
     crate::events::container_event(store, &container_id, &meta, "create", &[]);
     // The OCI runtime spec, as a bundle's config.json: `gcr exec` starts from its process.
     record::write_spec(&dir, &spec).map_err(undo)?;
@@ -250,10 +262,13 @@ pub fn create(
             name,
             &published,
             crate::user_networks::member_names(&container_id, &meta),
+            opts.ip.as_deref(),
         ),
         None => network::network_options(opts.network, &published),
     }
     .map_err(undo)?;
+    options.network.more_bridges =
+        crate::attachments::extra_bridges(store, &container_id, &meta, &dir).map_err(undo)?;
     options.extra_hosts = extra_hosts;
     options.group_add = opts.group_add.clone();
     options.dns = gcr_runtime::DnsOptions {

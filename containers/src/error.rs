@@ -23,6 +23,13 @@ pub enum ContainerError {
     /// A container whose state forbids the operation (the message says what to do).
     #[error("{0}")]
     State(String),
+    /// Something that is not there, its message whole (from a worker: the kind of
+    /// NotFound, NoSuchNetwork, ... kept across the process boundary).
+    #[error("{0}")]
+    Missing(String),
+    /// Something gcr does not do yet (the message says so and what to do instead).
+    #[error("{0}")]
+    Unsupported(String),
     /// The container's command did not start: the message and the exit status it gives
     /// (125 gcr failed, 126 cannot execute, 127 not found).
     #[error("{message}")]

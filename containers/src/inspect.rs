@@ -107,7 +107,7 @@ pub fn inspect(store: &gcr_storage::Store, c: &Container) -> Value {
         "NetworkSettings": {
             "IPAddress": address.clone().unwrap_or_default(),
             "Ports": port_bindings(&c.meta.ports),
-            "Networks": networks_of(&c.id, &c.meta, spec.as_ref(), address.as_deref()),
+            "Networks": networks_of(store, c, spec.as_ref(), address.as_deref()),
         },
         "Mounts": mounts,
         "LogPath": if c.log_path().exists() { Some(c.log_path()) } else { None },
@@ -150,31 +150,65 @@ pub fn network_mode(meta: &ContainerMeta, spec: Option<&gcr_runtime::Spec>) -> S
     if own_netns { "none" } else { "host" }.to_string()
 }
 
-/// Docker's `NetworkSettings.Networks`: the container's network by name, with its address.
+/// Docker's `NetworkSettings.Networks`: the container's networks by name, with its
+/// addresses.
 fn networks_of(
-    id: &str,
-    meta: &ContainerMeta,
+    store: &gcr_storage::Store,
+    c: &Container,
     spec: Option<&gcr_runtime::Spec>,
     address: Option<&str>,
 ) -> Value {
+    let (id, meta) = (&c.id, &c.meta);
     let mode = network_mode(meta, spec);
-    let (gateway, prefix) = NetworkChoice::parse(&mode)
-        .ok()
-        .and_then(NetworkChoice::gateway)
-        .unwrap_or(("", 0));
-    let mut entry = match address {
+    let user_network = |name: &str| crate::user_networks::find_network(store, name).ok();
+    let endpoint = |address: Option<&str>, gateway: &str, prefix: u8| match address {
         Some(ip) => json!({"IPAddress": ip, "Gateway": gateway, "IPPrefixLen": prefix}),
         None => json!({"IPAddress": "", "Gateway": "", "IPPrefixLen": 0}),
     };
-    // On a user network: its aliases there and, as Docker adds it, the short ID (Compose
-    // checks for it before it would reconnect the container).
-    if NetworkChoice::parse(&mode).is_err() {
-        let mut aliases = meta.network_aliases.clone();
+    let prefix_of = |record: &crate::user_networks::NetworkRecord| {
+        record
+            .subnet
+            .split('/')
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(24)
+    };
+    let mut out = serde_json::Map::new();
+    match NetworkChoice::parse(&mode) {
+        Ok(choice) => {
+            let (gateway, prefix) = choice.gateway().unwrap_or(("", 0));
+            out.insert(mode.clone(), endpoint(address, gateway, prefix));
+        }
+        // A user network: its aliases there and, as Docker adds it, the short ID (Compose
+        // checks for it before it would reconnect the container).
+        Err(_) => {
+            let record = user_network(&mode);
+            let mut entry = match &record {
+                Some(r) => endpoint(address, &r.gateway, prefix_of(r)),
+                None => endpoint(address, "", 0),
+            };
+            let mut aliases = meta.network_aliases.clone();
+            aliases.push(crate::short_id(id));
+            entry["Aliases"] = json!(aliases);
+            entry["NetworkID"] = json!(record.map(|r| r.id).unwrap_or_else(|| mode.clone()));
+            entry["IPAMConfig"] = json!(meta.ip.as_ref().map(|ip| json!({"IPv4Address": ip})));
+            out.insert(mode.clone(), entry);
+        }
+    }
+    for attachment in crate::attachments::attachments(&c.dir) {
+        let Some(record) = user_network(&attachment.network) else {
+            continue;
+        };
+        let address = crate::attachments::address_on(c, &record.bridge);
+        let mut entry = endpoint(address.as_deref(), &record.gateway, prefix_of(&record));
+        let mut aliases = attachment.aliases.clone();
         aliases.push(crate::short_id(id));
         entry["Aliases"] = json!(aliases);
-        entry["NetworkID"] = json!(mode);
+        entry["NetworkID"] = json!(record.id);
+        entry["IPAMConfig"] = json!(attachment.ip.as_ref().map(|ip| json!({"IPv4Address": ip})));
+        out.insert(attachment.network, entry);
     }
-    json!({ mode: entry })
+    Value::Object(out)
 }
 
 /// Docker's `{"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}`.

@@ -14,6 +14,7 @@
 #![deny(unsafe_code)]
 
 mod attach;
+mod attachments;
 mod container;
 mod create;
 pub mod engine;
@@ -39,6 +40,9 @@ mod volumes;
 pub mod worker;
 
 pub use attach::{attach, logs, stdin_writer, write_record, Follower, LogOptions, LogSink, Tail};
+pub use attachments::{
+    attachments, connect_network, disconnect_network, Attachment, NetworkRequest,
+};
 pub use container::{counts, find, list, lookup, parse_signal, short_id, Container, State};
 pub use create::{create, new_container_id, CreateNotes};
 pub use error::{ContainerError, Result};
@@ -51,7 +55,9 @@ pub use inspect::{
     dir_size, inspect, labels, network_mode, port_bindings, processes, size_of, usage,
     using_source, ProcessInfo,
 };
-pub use lifecycle::{kill, prepare_start, remove, remove_stopped, rename, restart, stop, wait};
+pub use lifecycle::{
+    kill, prepare_start, remove, remove_stopped, rename, resize, resize_exec, restart, stop, wait,
+};
 pub use listing::{human_duration, status_text, summary};
 pub use names::{check_name, ensure_name_free, NameLock};
 pub use network::{network_options, parse_extra_hosts, parse_publish, NetworkChoice};

@@ -56,8 +56,11 @@ pub fn prepare_start(store: &gcr_storage::Store, c: &Container) -> Result<Launch
                 name,
                 &c.meta.ports,
                 crate::user_networks::member_names(&c.id, &c.meta),
+                c.meta.ip.as_deref(),
             )?,
         };
+        options.network.more_bridges =
+            crate::attachments::extra_bridges(store, &c.id, &c.meta, &c.dir)?;
     }
     options.overlay_volatile = false;
     options.pid_file = Some(record::pid_file(&c.dir));
@@ -208,4 +211,21 @@ pub fn restart(store: &gcr_storage::Store, c: &Container, timeout: Option<u64>) 
     // Read again: the stop changed the record.
     let fresh = Container::read(c.id.clone(), c.dir.clone());
     prepare_start(store, &fresh)?.start_detached()
+}
+
+/// `resize` (the Docker API's, for a container run with a terminal): its terminal's size.
+/// A container without a terminal has nothing to resize (as Docker, not an error).
+pub fn resize(c: &Container, rows: u16, cols: u16) -> Result<()> {
+    let c = c.current();
+    let Some(pid) = c.pid().filter(|_| c.alive()) else {
+        return Err(ContainerError::NotRunning(c.display_name()));
+    };
+    gcr_runtime::resize_terminal(pid.as_raw() as u32, rows, cols)?;
+    Ok(())
+}
+
+/// The terminal size of an exec's command, found below `worker`, the process that relays
+/// it (false: it has no terminal yet).
+pub fn resize_exec(worker: u32, rows: u16, cols: u16) -> Result<bool> {
+    Ok(gcr_runtime::resize_terminal(worker, rows, cols)?)
 }

@@ -76,6 +76,7 @@ pub fn network_options(
         private,
         ports,
         bridge: None,
+        more_bridges: Vec::new(),
     })
 }
 

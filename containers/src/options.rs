@@ -61,6 +61,10 @@ pub struct CreateOptions {
     pub user_network: Option<String>,
     /// Names the network's other members resolve to this container, beside its name.
     pub network_aliases: Vec<String>,
+    /// `--ip`: its address on the user network.
+    pub ip: Option<String>,
+    /// Further user networks (`--network a --network b`, the API's EndpointsConfig).
+    pub more_networks: Vec<crate::attachments::NetworkRequest>,
     pub publish: Vec<PublishedPort>,
     /// Publish every EXPOSEd port (`-P`).
     pub publish_all: bool,
@@ -112,6 +116,8 @@ impl CreateOptions {
             network: NetworkChoice::None,
             user_network: None,
             network_aliases: Vec::new(),
+            ip: None,
+            more_networks: Vec::new(),
             publish: Vec::new(),
             publish_all: false,
             extra_hosts: Vec::new(),

@@ -55,6 +55,9 @@ pub struct ContainerMeta {
     /// Names it has on its user network beside its name (`--network-alias`).
     #[serde(default)]
     pub network_aliases: Vec<String>,
+    /// `--ip`: its address on its user network.
+    #[serde(default)]
+    pub ip: Option<String>,
     /// Its stdin kept open (`-i`, OpenStdin): `start` runs it so again.
     #[serde(default)]
     pub stdin: bool,

@@ -243,11 +243,11 @@ fn network_event(store: &gcr_storage::Store, record: &NetworkRecord, action: &st
     ));
 }
 
-/// The containers of the store on network `name`.
+/// The containers of the store on network `name` (first or further).
 fn members(store: &gcr_storage::Store, name: &str) -> Result<Vec<Container>> {
     Ok(list(store)?
         .into_iter()
-        .filter(|c| c.meta.network.as_deref() == Some(name))
+        .filter(|c| crate::attachments::is_on(c, name))
         .collect())
 }
 
@@ -294,13 +294,18 @@ pub fn network_document(store: &gcr_storage::Store, record: &NetworkRecord) -> V
             continue;
         }
         let prefix = record.subnet.split('/').nth(1).unwrap_or("24");
+        let address = if c.meta.network.as_deref() == Some(record.name.as_str()) {
+            c.address()
+        } else {
+            crate::attachments::address_on(&c, &record.bridge)
+        };
         containers.insert(
             c.id.clone(),
             json!({
                 "Name": c.display_name(),
                 "EndpointID": c.id,
                 "MacAddress": "",
-                "IPv4Address": c.address().map(|a| format!("{a}/{prefix}")).unwrap_or_default(),
+                "IPv4Address": address.map(|a| format!("{a}/{prefix}")).unwrap_or_default(),
                 "IPv6Address": "",
             }),
         );
@@ -376,8 +381,17 @@ pub fn resolve_network(
 /// The names the members of its network resolve to a container: its name, aliases and short
 /// ID (as Docker's resolver).
 pub(crate) fn member_names(id: &str, meta: &crate::record::ContainerMeta) -> Vec<String> {
+    member_names_with(id, meta, &meta.network_aliases)
+}
+
+/// The names on a network where the container has `aliases`.
+pub(crate) fn member_names_with(
+    id: &str,
+    meta: &crate::record::ContainerMeta,
+    aliases: &[String],
+) -> Vec<String> {
     let mut names: Vec<String> = meta.name.iter().cloned().collect();
-    for alias in &meta.network_aliases {
+    for alias in aliases {
         if !names.contains(alias) {
             names.push(alias.clone());
         }
@@ -387,32 +401,53 @@ pub(crate) fn member_names(id: &str, meta: &crate::record::ContainerMeta) -> Vec
 }
 
 /// The runtime's options for a container on user network `name`, known to the others by
-/// `names`.
+/// `names`, at address `ip` if given.
 pub(crate) fn runtime_options(
     store: &gcr_storage::Store,
     name: &str,
     ports: &[crate::record::PublishedPort],
     names: Vec<String>,
+    ip: Option<&str>,
 ) -> Result<gcr_runtime::NetworkOptions> {
+    let mut options = crate::network::network_options(
+        crate::network::NetworkChoice::Private(gcr_runtime::PrivateNetwork::Bridge),
+        ports,
+    )?;
+    options.bridge = Some(bridge_spec(store, name, names, ip)?);
+    Ok(options)
+}
+
+/// The runtime's view of user network `name` for one member.
+pub(crate) fn bridge_spec(
+    store: &gcr_storage::Store,
+    name: &str,
+    names: Vec<String>,
+    ip: Option<&str>,
+) -> Result<gcr_runtime::BridgeSpec> {
     let record = find_network(store, name)?;
     let (_, prefix) = parse_cidr(&record.subnet)?;
     let gateway: Ipv4Addr = record
         .gateway
         .parse()
         .map_err(|_| ContainerError::invalid(format!("network {name} records a bad gateway")))?;
-    let mut options = crate::network::network_options(
-        crate::network::NetworkChoice::Private(gcr_runtime::PrivateNetwork::Bridge),
-        ports,
-    )?;
-    options.bridge = Some(gcr_runtime::BridgeSpec {
+    let address = match ip {
+        Some(ip) => Some(ip.parse::<Ipv4Addr>().map_err(|_| {
+            ContainerError::invalid(format!(
+                "invalid --ip {ip:?}: give an IPv4 address of {}",
+                record.subnet
+            ))
+        })?),
+        None => None,
+    };
+    Ok(gcr_runtime::BridgeSpec {
         bridge: record.bridge,
         gateway,
         prefix,
         internal: record.internal,
         names,
         resolves_names: true,
-    });
-    Ok(options)
+        address,
+    })
 }
 
 #[cfg(test)]

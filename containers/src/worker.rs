@@ -50,6 +50,13 @@ pub enum Job {
     },
     /// A tar stream on stdin unpacked into a directory of the container.
     ArchiveIn { container: String, path: String },
+    /// Connects the container to a user network (at once when it runs).
+    Connect {
+        container: String,
+        request: crate::attachments::NetworkRequest,
+    },
+    /// Disconnects the container from a user network.
+    Disconnect { container: String, network: String },
 }
 
 /// A worker's answer.
@@ -104,7 +111,8 @@ impl Answer {
         match self.error {
             None => Ok(self.exit_code),
             Some(message) => Err(match self.kind.unwrap_or(ErrorKind::Other) {
-                ErrorKind::NotFound => ContainerError::NotFound(message),
+                ErrorKind::NotFound => ContainerError::Missing(message),
+                ErrorKind::Unsupported => ContainerError::Unsupported(message),
                 ErrorKind::Conflict => ContainerError::State(message),
                 ErrorKind::Invalid => ContainerError::Invalid(message),
                 ErrorKind::StartFailed | ErrorKind::Other => ContainerError::StartFailed {
@@ -124,6 +132,7 @@ enum ErrorKind {
     NotFound,
     Conflict,
     Invalid,
+    Unsupported,
     StartFailed,
     Other,
 }
@@ -131,7 +140,11 @@ enum ErrorKind {
 fn kind_of(err: &ContainerError) -> ErrorKind {
     match err {
         ContainerError::Runtime(e) if e.is_not_found() => ErrorKind::NotFound,
-        ContainerError::NotFound(_) => ErrorKind::NotFound,
+        ContainerError::NotFound(_)
+        | ContainerError::Missing(_)
+        | ContainerError::NoSuchNetwork(_)
+        | ContainerError::NoSuchVolume(_) => ErrorKind::NotFound,
+        ContainerError::Unsupported(_) => ErrorKind::Unsupported,
         ContainerError::NameInUse { .. }
         | ContainerError::State(_)
         | ContainerError::NotRunning(_) => ErrorKind::Conflict,
@@ -327,6 +340,14 @@ fn run_simple_job(store: &gcr_storage::Store, job: &Job) -> Result<()> {
         Job::ExecDetached { container, request } => {
             let c = lookup(&store, container)?;
             crate::exec::exec_detached(&c, request)
+        }
+        Job::Connect { container, request } => {
+            let c = lookup(&store, container)?;
+            crate::attachments::connect_network(&store, &request.network, &c, request)
+        }
+        Job::Disconnect { container, network } => {
+            let c = lookup(&store, container)?;
+            crate::attachments::disconnect_network(&store, network, &c)
         }
         _ => Err(ContainerError::invalid("this job needs the worker's stdio")),
     }

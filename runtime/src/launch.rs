@@ -146,6 +146,12 @@ fn supervise(plan: &Plan, pid: Pid, sock: &OwnedFd) -> Result<ExitStatusCode, Ru
                 &plan.opts.state_dir.join("address"),
                 &network.address.to_string(),
             )?;
+            for (bridge, address) in network.extra_addresses() {
+                write_atomic(
+                    &plan.opts.state_dir.join(format!("address.{bridge}")),
+                    &address.to_string(),
+                )?;
+            }
             let hosts = plan
                 .etc_files
                 .iter()

@@ -63,8 +63,9 @@ pub use exec::{exec_detached_oci, exec_in, ExecOptions, ExecStarted};
 pub use hooks::{run_all_hooks, run_hooks};
 pub use launch::run_container;
 pub use network::{
-    prepare_rootless_networks, process_start, release_rootless_networks, remove_bridge_network,
-    BridgeSpec, NetworkOptions, PortMapping, PrivateNetwork, BRIDGE, SLIRP_DNS,
+    connect_running, disconnect_running, prepare_rootless_networks, process_start,
+    release_rootless_networks, remove_bridge_network, BridgeSpec, ExtraBridge, NetworkOptions,
+    PortMapping, PrivateNetwork, BRIDGE, SLIRP_DNS,
 };
 pub use oci::{
     create_container, remove_mounts_under, send_console, start_container, wait_container, Created,
@@ -79,3 +80,4 @@ pub use spec::{
 pub use switch::keeper_main_if_asked;
 pub use sys::{default_sigpipe, ignore_sigpipe, ignore_stop_signals};
 pub use tee::{OutputStream, OutputTee};
+pub use tty::resize_terminal;

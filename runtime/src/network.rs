@@ -106,6 +106,16 @@ pub struct NetworkOptions {
     pub ports: Vec<PortMapping>,
     /// A user network's bridge (none: the default `gcr0`).
     pub bridge: Option<BridgeSpec>,
+    /// The further user networks the container is on (`network connect`), each on its own
+    /// interface (`eth1`, ...), without a default route.
+    pub more_bridges: Vec<ExtraBridge>,
+}
+
+/// A further network of a container: the interface in its namespace and the bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraBridge {
+    pub interface: String,
+    pub spec: BridgeSpec,
 }
 
 /// A bridge network: its host bridge, subnet (the gateway is the bridge's address) and, for
@@ -123,6 +133,8 @@ pub struct BridgeSpec {
     pub names: Vec<String>,
     /// Whether members resolve each other by name (user networks).
     pub resolves_names: bool,
+    /// The address asked for (`--ip`); none: the first free one.
+    pub address: Option<Ipv4Addr>,
 }
 
 impl BridgeSpec {
@@ -135,6 +147,7 @@ impl BridgeSpec {
             internal: false,
             names: Vec::new(),
             resolves_names: false,
+            address: None,
         }
     }
 
@@ -161,6 +174,8 @@ pub(crate) struct NetworkPlan {
     /// Held for the run; dropping it frees the address.
     _lease: Option<Lease>,
     listeners: Vec<(TcpListener, u16)>,
+    /// The further networks, each with its leased address.
+    extra: Vec<(ExtraBridge, Lease)>,
 }
 
 impl NetworkPlan {
@@ -187,13 +202,18 @@ impl NetworkPlan {
                 "rootless, the default network is slirp4netns: the gcr0 bridge is root's".into(),
             ));
         }
+        let owner = own_owner_record();
         let (address, lease) = match kind {
             PrivateNetwork::Bridge => {
-                let lease = Lease::take(&bridge)?;
+                let lease = Lease::take(&bridge, &owner)?;
                 (lease.address, Some(lease))
             }
             PrivateNetwork::Slirp => (SLIRP_ADDRESS, None),
         };
+        let mut extra = Vec::new();
+        for more in &options.more_bridges {
+            extra.push((more.clone(), Lease::take(&more.spec, &owner)?));
+        }
         let mut listeners = Vec::new();
         for port in &options.ports {
             let at = SocketAddr::new(port.host_ip, port.host_port);
@@ -211,7 +231,15 @@ impl NetworkPlan {
             bridge,
             _lease: lease,
             listeners,
+            extra,
         }))
+    }
+
+    /// The further networks' bridges and the addresses there.
+    pub(crate) fn extra_addresses(&self) -> impl Iterator<Item = (&str, Ipv4Addr)> {
+        self.extra
+            .iter()
+            .map(|(more, lease)| (more.spec.bridge.as_str(), lease.address))
     }
 
     /// The /etc/hosts line that names the container.
@@ -233,9 +261,11 @@ impl NetworkPlan {
             PrivateNetwork::Bridge => {
                 attached.veth = Some(bridge_attach(
                     pid,
-                    container_id,
+                    &primary_host_side(container_id),
+                    "eth0",
                     self.address,
                     &self.bridge,
+                    true,
                 )?)
             }
             PrivateNetwork::Slirp => attached.slirp = Some(slirp_attach(pid)?),
@@ -244,13 +274,32 @@ impl NetworkPlan {
             attached.proxy = Some(start_proxy(&self.listeners, pid, self.address)?);
         }
         if let (true, Some(hosts)) = (self.bridge.resolves_names, hosts) {
-            attached.member = Some(crate::peers::join(
+            attached.members.push(crate::peers::join(
                 &self.bridge.bridge,
                 container_id,
                 self.address,
                 hosts,
                 &self.bridge.names,
             )?);
+        }
+        for (more, lease) in &self.extra {
+            attached.more_veths.push(bridge_attach(
+                pid,
+                &extra_host_side(container_id, &more.spec.bridge),
+                &more.interface,
+                lease.address,
+                &more.spec,
+                false,
+            )?);
+            if let Some(hosts) = hosts {
+                attached.members.push(crate::peers::join(
+                    &more.spec.bridge,
+                    container_id,
+                    lease.address,
+                    hosts,
+                    &more.spec.names,
+                )?);
+            }
         }
         Ok(attached)
     }
@@ -264,8 +313,10 @@ pub(crate) struct Attached {
     /// The bridge side of the veth, deleted at the end rather than left to the kernel's
     /// asynchronous teardown of the namespace.
     veth: Option<String>,
-    /// Its place in a user network's hosts files (left before the veth goes).
-    member: Option<crate::peers::Member>,
+    /// Its places in user networks' hosts files (left before the veths go).
+    members: Vec<crate::peers::Member>,
+    /// The bridge sides of the veths to further networks.
+    more_veths: Vec<String>,
 }
 
 struct Slirp {
@@ -276,7 +327,13 @@ struct Slirp {
 
 impl Drop for Attached {
     fn drop(&mut self) {
-        drop(self.member.take());
+        let on_user_networks = !self.members.is_empty();
+        self.members.clear();
+        if on_user_networks {
+            // Networks joined later (`network connect`) are owned by the container's PID 1,
+            // now gone: its peers forget it too.
+            crate::peers::forget_the_dead();
+        }
         if let Some(pid) = self.proxy.take() {
             let _ = kill(pid, Signal::SIGKILL);
             let _ = waitpid(pid, None);
@@ -285,10 +342,18 @@ impl Drop for Attached {
             let _ = slirp.child.kill();
             let _ = slirp.child.wait();
         }
-        if let Some(veth) = self.veth.take() {
+        let veths: Vec<String> = self
+            .veth
+            .take()
+            .into_iter()
+            .chain(self.more_veths.drain(..))
+            .collect();
+        if !veths.is_empty() {
             let _ = in_bridge_namespace(|| {
-                if link_exists(&veth) {
-                    ip_batch(&format!("link del {veth}\n"))?;
+                for veth in &veths {
+                    if link_exists(veth) {
+                        ip_batch(&format!("link del {veth}\n"))?;
+                    }
                 }
                 Ok(())
             });
@@ -310,38 +375,154 @@ impl Drop for Lease {
 }
 
 impl Lease {
-    fn take(bridge: &BridgeSpec) -> Result<Lease, RuntimeError> {
-        let dir = if bridge.is_default() {
-            state_dir().join("leases")
-        } else {
-            state_dir().join(format!("leases-{}", bridge.bridge))
-        };
+    /// The address `bridge.address` asks for, or the first free one, for `owner` (a
+    /// process record: PID and start time).
+    fn take(bridge: &BridgeSpec, owner: &str) -> Result<Lease, RuntimeError> {
+        let dir = lease_dir(bridge);
         create_private_dir(&dir)?;
         let _lock = StateLock::take()?;
-        let me = std::process::id();
-        let owner = format!("{me} {}", process_start(me).unwrap_or(0));
         // The subnet's addresses but its own, the gateway and the broadcast address.
         let first = u32::from(bridge.network());
         let size = 1u32 << (32 - u32::from(bridge.prefix).min(30));
-        for n in 1..size - 1 {
-            let address = Ipv4Addr::from(first + n);
-            if address == bridge.gateway {
-                continue;
-            }
-            let path = dir.join(address.to_string());
-            if let Ok(text) = std::fs::read_to_string(&path) {
-                if owner_alive(&text) {
-                    continue;
+        let free = |address: Ipv4Addr| {
+            std::fs::read_to_string(dir.join(address.to_string()))
+                .map(|text| !owner_alive(&text))
+                .unwrap_or(true)
+        };
+        let chosen = match bridge.address {
+            Some(wanted) => {
+                let n = u32::from(wanted).wrapping_sub(first);
+                if n == 0 || n >= size - 1 || wanted == bridge.gateway {
+                    return Err(RuntimeError::InvalidSpec(format!(
+                        "address {wanted} is not a free host address of the network's subnet {}/{}",
+                        bridge.network(),
+                        bridge.prefix
+                    )));
                 }
+                if !free(wanted) {
+                    return Err(RuntimeError::Setup(format!(
+                        "address {wanted} is already in use on the network: choose another --ip"
+                    )));
+                }
+                Some(wanted)
             }
-            std::fs::write(&path, &owner).map_err(|e| RuntimeError::io("write", &path, e))?;
-            return Ok(Lease { address, path });
-        }
-        Err(RuntimeError::Setup(format!(
-            "the network of bridge {} has no free address left",
-            bridge.bridge
-        )))
+            None => (1..size - 1)
+                .map(|n| Ipv4Addr::from(first + n))
+                .find(|a| *a != bridge.gateway && free(*a)),
+        };
+        let Some(address) = chosen else {
+            return Err(RuntimeError::Setup(format!(
+                "the network of bridge {} has no free address left",
+                bridge.bridge
+            )));
+        };
+        let path = dir.join(address.to_string());
+        std::fs::write(&path, owner).map_err(|e| RuntimeError::io("write", &path, e))?;
+        Ok(Lease { address, path })
     }
+}
+
+fn lease_dir(bridge: &BridgeSpec) -> PathBuf {
+    if bridge.is_default() {
+        state_dir().join("leases")
+    } else {
+        state_dir().join(format!("leases-{}", bridge.bridge))
+    }
+}
+
+/// This process as a lease or member owner.
+fn own_owner_record() -> String {
+    owner_record(std::process::id())
+}
+
+fn owner_record(pid: u32) -> String {
+    format!("{pid} {}", process_start(pid).unwrap_or(0))
+}
+
+/// The bridge side of a container's first veth (interface names hold 15 bytes).
+fn primary_host_side(container_id: &str) -> String {
+    format!("gcr{}", &container_id[..container_id.len().min(12)])
+}
+
+/// The bridge side of a container's veth to a further network: `gcx`, 6 of its ID, 6 of
+/// the bridge's.
+fn extra_host_side(container_id: &str, bridge: &str) -> String {
+    let tail = bridge.strip_prefix("gcr").unwrap_or(bridge);
+    format!(
+        "gcx{}{}",
+        &container_id[..container_id.len().min(6)],
+        &tail[..tail.len().min(6)]
+    )
+}
+
+/// `network connect` of a running container (its PID 1 `pid`): a lease and a veth to the
+/// network's bridge on `interface`, and its names in the members' hosts files (`hosts`: the
+/// container's own). The lease and the membership last as long as the container's PID 1.
+/// Returns the address.
+pub fn connect_running(
+    pid: u32,
+    container_id: &str,
+    interface: &str,
+    spec: &BridgeSpec,
+    hosts: &Path,
+) -> Result<Ipv4Addr, RuntimeError> {
+    let owner = owner_record(pid);
+    let lease = Lease::take(spec, &owner)?;
+    let address = lease.address;
+    let host_side = extra_host_side(container_id, &spec.bridge);
+    bridge_attach(
+        Pid::from_raw(pid as i32),
+        &host_side,
+        interface,
+        address,
+        spec,
+        false,
+    )?;
+    if spec.resolves_names {
+        if let Err(e) = crate::peers::record(
+            &spec.bridge,
+            container_id,
+            address,
+            hosts,
+            &spec.names,
+            &owner,
+        ) {
+            let _ = in_bridge_namespace(|| ip_batch(&format!("link del {host_side}\n")));
+            return Err(e);
+        }
+    }
+    // Owned by PID 1 now: the file stays when this process ends.
+    std::mem::forget(lease);
+    Ok(address)
+}
+
+/// `network disconnect` of a running container: its veth to `bridge` goes, with its lease
+/// and its names in the members' hosts files.
+pub fn disconnect_running(pid: u32, container_id: &str, bridge: &str) -> Result<(), RuntimeError> {
+    crate::peers::leave(bridge, container_id);
+    let host_side = extra_host_side(container_id, bridge);
+    in_bridge_namespace(|| {
+        if link_exists(&host_side) {
+            ip_batch(&format!("link del {host_side}\n"))?;
+        }
+        Ok(())
+    })?;
+    let owner = owner_record(pid);
+    let spec = BridgeSpec {
+        bridge: bridge.to_string(),
+        ..BridgeSpec::default_bridge()
+    };
+    let _lock = StateLock::take()?;
+    for entry in std::fs::read_dir(lease_dir(&spec))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if std::fs::read_to_string(entry.path()).is_ok_and(|text| text == owner) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    Ok(())
 }
 
 /// Field 22 of /proc/PID/stat: with the PID, it names one process even after PID reuse.
@@ -624,42 +805,47 @@ fn ensure_nat(spec: &BridgeSpec) {
     }
 }
 
-/// A veth pair: `gcr<id>` on the bridge, `eth0` with the leased address in the container.
-/// Returns the bridge side's name.
+/// A veth pair: `host_side` on the bridge, `interface` with `address` in the container
+/// (with the default route through the bridge when `default_route`). Returns `host_side`.
 fn bridge_attach(
     pid: Pid,
-    container_id: &str,
+    host_side: &str,
+    interface: &str,
     address: Ipv4Addr,
     spec: &BridgeSpec,
+    default_route: bool,
 ) -> Result<String, RuntimeError> {
     ensure_bridge(spec)?;
     let (bridge, gateway, prefix) = (&spec.bridge, spec.gateway, spec.prefix);
-    // Interface names hold 15 bytes.
-    let host_side = format!("gcr{}", &container_id[..container_id.len().min(12)]);
     // The previous run's veth of this container (a restart) may outlive its namespace for a
     // moment: the kernel tears namespaces down asynchronously.
     in_bridge_namespace(|| {
-        if link_exists(&host_side) {
+        if link_exists(host_side) {
             let _ = ip_batch(&format!("link del {host_side}\n"));
         }
         ip_batch(&format!(
-            "link add {host_side} type veth peer name eth0 netns {pid}\nlink set {host_side} master {bridge} up\n"
+            "link add {host_side} type veth peer name {interface} netns {pid}\nlink set {host_side} master {bridge} up\n"
         ))
     })?;
     let netns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
         .map_err(|e| RuntimeError::io("open", format!("/proc/{pid}/ns/net"), e))?;
+    let route = if default_route {
+        format!("route add default via {gateway}\n")
+    } else {
+        String::new()
+    };
     let configured = crate::sys::in_child(|| {
         nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(|e| RuntimeError::sys("join the container's network namespace", e))?;
         ip_batch(&format!(
-            "addr add {address}/{prefix} dev eth0\nlink set eth0 up\nroute add default via {gateway}\n"
+            "addr add {address}/{prefix} dev {interface}\nlink set {interface} up\n{route}"
         ))
     });
     if let Err(e) = configured {
         let _ = in_bridge_namespace(|| ip_batch(&format!("link del {host_side}\n")));
         return Err(e);
     }
-    Ok(host_side)
+    Ok(host_side.to_string())
 }
 
 /// The slirp4netns binary.

@@ -19,7 +19,6 @@ const MARKER: &str = "# gcr network peers (kept current by gcr)\n";
 /// hosts files.
 pub(crate) struct Member {
     file: PathBuf,
-    dir: PathBuf,
 }
 
 struct Entry {
@@ -27,15 +26,14 @@ struct Entry {
     hosts: PathBuf,
     names: Vec<String>,
     owner_alive: bool,
-    file: PathBuf,
 }
 
 fn members_dir(bridge: &str) -> PathBuf {
     super::network::state_dir().join(format!("members-{bridge}"))
 }
 
-/// Joins the network of `bridge`: records the member and brings every live member's hosts
-/// file (this one's too) up to date.
+/// Joins the network of `bridge` for as long as this process lives: records the member and
+/// brings every live member's hosts file (this one's too) up to date.
 pub(crate) fn join(
     bridge: &str,
     container_id: &str,
@@ -43,11 +41,25 @@ pub(crate) fn join(
     hosts: &Path,
     names: &[String],
 ) -> Result<Member, RuntimeError> {
+    let me = std::process::id();
+    let owner = format!("{me} {}", super::network::process_start(me).unwrap_or(0));
+    let file = record(bridge, container_id, address, hosts, names, &owner)?;
+    Ok(Member { file })
+}
+
+/// Records a member owned by `owner` (PID and start time: the member lasts as long as that
+/// process) and refreshes every hosts file. Returns the member's file.
+pub(crate) fn record(
+    bridge: &str,
+    container_id: &str,
+    address: Ipv4Addr,
+    hosts: &Path,
+    names: &[String],
+    owner: &str,
+) -> Result<PathBuf, RuntimeError> {
     let dir = members_dir(bridge);
     super::network::create_private_dir(&dir)?;
     let _lock = super::network::StateLock::take()?;
-    let me = std::process::id();
-    let owner = format!("{me} {}", super::network::process_start(me).unwrap_or(0));
     // Names hold no whitespace (they are container names and aliases).
     let names: Vec<&str> = names
         .iter()
@@ -61,8 +73,24 @@ pub(crate) fn join(
     );
     let file = dir.join(container_id);
     std::fs::write(&file, text).map_err(|e| RuntimeError::io("write", &file, e))?;
-    refresh(&dir);
-    Ok(Member { file, dir })
+    refresh();
+    Ok(file)
+}
+
+/// Takes `container_id` off the network of `bridge` (network disconnect).
+pub(crate) fn leave(bridge: &str, container_id: &str) {
+    let Ok(_lock) = super::network::StateLock::take() else {
+        return;
+    };
+    let _ = std::fs::remove_file(members_dir(bridge).join(container_id));
+    refresh();
+}
+
+/// Drops the members whose owners are gone (a container that ended) from every hosts file.
+pub(crate) fn forget_the_dead() {
+    if let Ok(_lock) = super::network::StateLock::take() {
+        refresh();
+    }
 }
 
 impl Drop for Member {
@@ -71,7 +99,7 @@ impl Drop for Member {
             return;
         };
         let _ = std::fs::remove_file(&self.file);
-        refresh(&self.dir);
+        refresh();
     }
 }
 
@@ -92,30 +120,59 @@ fn read_entry(file: &Path) -> Option<Entry> {
         hosts,
         names,
         owner_alive: super::network::owner_alive(owner),
-        file: file.to_path_buf(),
     })
 }
 
-/// Rewrites each live member's hosts file with the other live members; drops dead members.
-/// Called under the network state lock.
-fn refresh(dir: &Path) {
-    let mut live = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        match read_entry(&entry.path()) {
-            Some(member) if member.owner_alive => live.push(member),
-            _ => {
-                let _ = std::fs::remove_file(entry.path());
+/// Rewrites each live member's hosts file with the live members of every network it is on
+/// (a container on two networks finds the members of both); drops dead members. Called
+/// under the network state lock.
+fn refresh() {
+    let state = super::network::state_dir();
+    let mut networks: Vec<Vec<Entry>> = Vec::new();
+    for dir in std::fs::read_dir(&state).into_iter().flatten().flatten() {
+        if !dir.file_name().to_string_lossy().starts_with("members-") {
+            continue;
+        }
+        let mut live = Vec::new();
+        for entry in std::fs::read_dir(dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            match read_entry(&entry.path()) {
+                Some(member) if member.owner_alive => live.push(member),
+                _ => {
+                    let _ = std::fs::remove_file(entry.path());
+                }
             }
         }
+        networks.push(live);
     }
-    for member in &live {
-        let peers: String = live
+    let mut hosts_files: Vec<&Path> = networks
+        .iter()
+        .flatten()
+        .map(|m| m.hosts.as_path())
+        .collect();
+    hosts_files.sort();
+    hosts_files.dedup();
+    for hosts in hosts_files {
+        let mut peers = String::new();
+        for network in networks
             .iter()
-            .filter(|other| other.file != member.file && !other.names.is_empty())
-            .map(|other| format!("{}\t{}\n", other.address, other.names.join(" ")))
-            .collect();
-        if let Err(err) = rewrite_hosts(&member.hosts, &peers) {
-            tracing::warn!(%err, hosts = %member.hosts.display(), "cannot update a network member's hosts file");
+            .filter(|n| n.iter().any(|m| m.hosts == hosts))
+        {
+            for other in network
+                .iter()
+                .filter(|other| other.hosts != hosts && !other.names.is_empty())
+            {
+                let line = format!("{}\t{}\n", other.address, other.names.join(" "));
+                if !peers.contains(&line) {
+                    peers.push_str(&line);
+                }
+            }
+        }
+        if let Err(err) = rewrite_hosts(hosts, &peers) {
+            tracing::warn!(%err, hosts = %hosts.display(), "cannot update a network member's hosts file");
         }
     }
 }

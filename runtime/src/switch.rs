@@ -243,10 +243,15 @@ pub(crate) fn stop_keeper_if_unused(state: &Path, patience: std::time::Duration)
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    for pid in &helpers {
+    // The record goes first: the keeper may be this very process.
+    let _ = std::fs::remove_file(record_path(state));
+    let me = std::process::id();
+    for pid in helpers.iter().filter(|pid| **pid != me) {
         let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
     }
-    let _ = std::fs::remove_file(record_path(state));
+    if helpers.contains(&me) {
+        std::process::exit(0);
+    }
 }
 
 /// Whether a process other than `helpers` and this one (unless it holds the keeper) is in `keeper`'s user namespace.
@@ -275,7 +280,7 @@ fn inheritable(fd: &OwnedFd) -> Result<OwnedFd, RuntimeError> {
 
 /// The keeper itself, when this process was started as one (`gcr __gcr-network-keeper FD`,
 /// FD the write end slirp4netns watches): makes the network namespace, says `ready` on
-/// stdout and waits to be killed. Returns `None` for any other process. Call first in main.
+/// stdout and lives until nothing needs it. Returns `None` for any other process. Call first in main.
 pub fn keeper_main_if_asked() -> Option<u8> {
     let mut args = std::env::args_os().skip(1);
     if args.next()? != KEEPER_ARG {
@@ -309,7 +314,13 @@ fn keeper_main() -> Result<std::convert::Infallible, RuntimeError> {
     for signal in [libc::SIGHUP, libc::SIGINT, libc::SIGPIPE] {
         crate::sys::process::ignore_signal(signal);
     }
+    // Every few seconds the keeper asks itself whether anything still needs it: a bridge,
+    // or another process in its user namespace (when a container or the API service that
+    // used the last network ends, nobody else may be there to stop it).
     loop {
-        nix::unistd::pause();
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        if let Ok(_lock) = crate::network::StateLock::take() {
+            stop_keeper_if_unused(&crate::network::state_dir(), std::time::Duration::ZERO);
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The container's pty (allocated inside its own devpts) and the host terminal's raw mode.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 
 use nix::errno::Errno;
 use nix::sys::termios::{self, SetArg, Termios};
@@ -63,4 +64,52 @@ impl Drop for RawMode {
             let _ = termios::tcsetattr(std::io::stdin().as_fd(), SetArg::TCSANOW, saved);
         }
     }
+}
+
+/// Sets the window size of the terminal of the process tree under `root` (the first
+/// process, `root` included, whose stdin is a terminal: a container's PID 1, or the command
+/// an exec worker started), which also sends SIGWINCH to its foreground group. False when
+/// no process of the tree has a terminal (it runs without one, or has not set it up yet).
+pub fn resize_terminal(root: u32, rows: u16, cols: u16) -> Result<bool, crate::RuntimeError> {
+    let mut queue = std::collections::VecDeque::from([root]);
+    let mut seen = 0;
+    while let Some(pid) = queue.pop_front() {
+        seen += 1;
+        if seen > 256 {
+            break;
+        }
+        let stdin = format!("/proc/{pid}/fd/0");
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open(&stdin);
+        if let Ok(terminal) = opened {
+            if nix::unistd::isatty(&terminal).unwrap_or(false) {
+                let ws = libc::winsize {
+                    ws_row: rows,
+                    ws_col: cols,
+                    ws_xpixel: 0,
+                    ws_ypixel: 0,
+                };
+                sys::tty::set_window_size(&terminal, &ws)
+                    .map_err(|e| crate::RuntimeError::sys("set the terminal size", e))?;
+                return Ok(true);
+            }
+        }
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(children) = std::fs::read_to_string(task.path().join("children")) {
+                queue.extend(
+                    children
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
+            }
+        }
+    }
+    Ok(false)
 }

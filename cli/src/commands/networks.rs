@@ -21,6 +21,36 @@ pub enum NetworkCommand {
     Rm(NamesArgs),
     /// Remove every user network no container is on
     Prune(PruneArgs),
+    /// Connect a container to a user network (a running one at once, on its next free
+    /// ethN; every start after that too)
+    Connect(ConnectArgs),
+    /// Disconnect a container from a user network it was connected to
+    Disconnect(DisconnectArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ConnectArgs {
+    /// More names the container has on this network (repeatable)
+    #[arg(long = "alias", value_name = "ALIAS")]
+    alias: Vec<String>,
+    /// Its address on the network
+    #[arg(long, value_name = "IPv4")]
+    ip: Option<String>,
+    #[arg(value_name = "NETWORK")]
+    network: String,
+    #[arg(value_name = "CONTAINER")]
+    container: String,
+}
+
+#[derive(Args, Debug)]
+pub struct DisconnectArgs {
+    /// Accepted for Docker's sake (a running container is disconnected anyway)
+    #[arg(short, long)]
+    force: bool,
+    #[arg(value_name = "NETWORK")]
+    network: String,
+    #[arg(value_name = "CONTAINER")]
+    container: String,
 }
 
 #[derive(Args, Debug)]
@@ -159,6 +189,23 @@ pub fn network(ctx: &Context, cmd: NetworkCommand) -> anyhow::Result<u8> {
                 }
             }
             Ok(if failed { 1 } else { 0 })
+        }
+        NetworkCommand::Connect(args) => {
+            let all = gcr_containers::list(&store)?;
+            let c = gcr_containers::find(&all, &args.container)?;
+            let request = gcr_containers::NetworkRequest {
+                network: args.network.clone(),
+                aliases: args.alias,
+                ip: args.ip,
+            };
+            gcr_containers::connect_network(&store, &args.network, c, &request)?;
+            Ok(0)
+        }
+        NetworkCommand::Disconnect(args) => {
+            let all = gcr_containers::list(&store)?;
+            let c = gcr_containers::find(&all, &args.container)?;
+            gcr_containers::disconnect_network(&store, &args.network, c)?;
+            Ok(0)
         }
         NetworkCommand::Prune(_) => {
             for name in gcr_containers::prune_networks(&store)? {

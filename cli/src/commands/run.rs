@@ -114,9 +114,13 @@ pub struct RunArgs {
     #[arg(long)]
     read_only: bool,
     /// Network: private (the default: the gcr0 bridge with NAT as root, slirp4netns
-    /// rootless), host, none; bridge or slirp4netns name the private kind
-    #[arg(long, alias = "net", default_value = "private", value_name = "MODE")]
-    network: String,
+    /// rootless), host, none; bridge or slirp4netns name the private kind; or a user
+    /// network (`gcr network create`). Repeat it to join further user networks
+    #[arg(long, alias = "net", value_name = "MODE")]
+    network: Vec<String>,
+    /// The container's address on its (first) user network
+    #[arg(long, value_name = "IPv4")]
+    ip: Option<String>,
     /// Publish a container port on the host: [IP:][HOST_PORT:]CONTAINER_PORT[/tcp], ranges
     /// as 8000-8009:8000-8009; without HOST_PORT a free one is picked (see `gcr port`)
     #[arg(short = 'p', long = "publish", value_name = "PORTS")]
@@ -177,6 +181,11 @@ pub struct RunArgs {
 }
 
 /// The library's options for these flags (everything but the image, resolved later).
+/// The first `--network` (the default: private).
+fn first_network(args: &RunArgs) -> &str {
+    args.network.first().map_or("private", String::as_str)
+}
+
 fn create_options(
     args: &RunArgs,
     source: gcr_containers::ImageSource,
@@ -221,9 +230,19 @@ fn create_options(
         .map(|s| gcr_containers::parse_size("--shm-size", s))
         .transpose()?;
     // A user network is known once the store is open (see `run`).
-    opts.network = gcr_containers::NetworkChoice::parse(&args.network)
+    opts.network = gcr_containers::NetworkChoice::parse(first_network(args))
         .unwrap_or(gcr_containers::NetworkChoice::None);
     opts.network_aliases = args.network_alias.clone();
+    opts.ip = args.ip.clone();
+    opts.more_networks = args
+        .network
+        .iter()
+        .skip(1)
+        .map(|name| gcr_containers::NetworkRequest {
+            network: name.clone(),
+            ..Default::default()
+        })
+        .collect();
     for p in &args.publish {
         opts.publish.extend(gcr_containers::parse_publish(p)?);
     }
@@ -334,7 +353,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<u8> {
         );
     }
     let store = ctx.open_store()?;
-    let (network, user_network) = gcr_containers::resolve_network(&store, &args.network)?;
+    let (network, user_network) = gcr_containers::resolve_network(&store, first_network(&args))?;
     opts.network = network;
     opts.user_network = user_network;
     if opts.user_network.is_none() && !opts.network_aliases.is_empty() {
