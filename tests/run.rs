@@ -9,7 +9,7 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use support::{in_ci, stderr, stdout, TestStore};
 
@@ -3239,4 +3239,91 @@ fn rootless_refuses_userns_choices_it_cannot_honour() {
         );
     }
     assert_no_leftovers(&s);
+}
+
+#[test]
+fn events_show_a_lifecycle_in_order_and_follow() {
+    let Some(image) = image() else { return };
+    for who in [As::Root, As::Rootless] {
+        let Some(s) = Setup::new(who) else { continue };
+        let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+        // A follower started first sees what happens after it (and only that).
+        let follower = s
+            .cmd()
+            .args([
+                "events",
+                "-f",
+                "type=container",
+                "--format",
+                "{{.Action}} {{.Actor.Attributes.name}}",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let since = chrono_like_now();
+        expect(
+            &gcr(&["run", "--name", "ev", &image, "sh", "-c", "exit 3"]),
+            3,
+        );
+        expect(&gcr(&["rm", "ev"]), 0);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let until = chrono_like_now();
+        let replay = expect(
+            &gcr(&[
+                "events",
+                "--since",
+                &since,
+                "--until",
+                &until,
+                "-f",
+                "container=ev",
+                "--format",
+                "{{.Type}} {{.Action}}",
+            ]),
+            0,
+        );
+        assert_eq!(
+            replay, "container create\ncontainer start\ncontainer die\ncontainer destroy\n",
+            "{who:?}"
+        );
+        let exit = expect(
+            &gcr(&[
+                "events",
+                "--since",
+                &since,
+                "--until",
+                &until,
+                "-f",
+                "event=die",
+                "--format",
+                "{{.Actor.Attributes.exitCode}}",
+            ]),
+            0,
+        );
+        assert_eq!(exit, "3\n", "{who:?}");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(follower.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let followed = follower.wait_with_output().unwrap();
+        let followed = stdout(&followed);
+        assert!(
+            followed.starts_with("create ev\nstart ev\ndie ev\ndestroy ev\n"),
+            "{who:?}: {followed}"
+        );
+        let bad = gcr(&["events", "--since", "yesterday", "--until", "0s"]);
+        assert_eq!(bad.status.code(), Some(125));
+        assert!(stderr(&bad).contains("--since"), "{}", stderr(&bad));
+        assert_no_leftovers(&s);
+    }
+}
+
+/// Now as Unix seconds with nanoseconds, as `events --since/--until` take it.
+fn chrono_like_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    format!("{}.{:09}", now.as_secs(), now.subsec_nanos())
 }

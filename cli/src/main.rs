@@ -111,6 +111,8 @@ enum Command {
     Rename(lifecycle::RenameArgs),
     /// List a running container's processes
     Top(observe::TopArgs),
+    /// Show what happens to containers, images, volumes and networks (the store's journal)
+    Events(observe::EventsArgs),
     /// Manage named volumes
     #[command(subcommand)]
     Volume(volumes::VolumeCommand),
@@ -372,6 +374,7 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
         Command::Cp(args) => files::cp(&ctx, args),
         Command::Rename(args) => lifecycle::rename(&ctx, args),
         Command::Top(args) => observe::top(&ctx, args),
+        Command::Events(args) => observe::events(&ctx, args),
         Command::Volume(cmd) => volumes::volume(&ctx, cmd),
         Command::ImagePrune(args) => images::prune(&ctx, args),
         Command::ContainerPrune(args) => lifecycle::prune(&ctx, args),

@@ -46,6 +46,7 @@ pub use attachments::{
 pub use container::{counts, find, list, lookup, parse_signal, short_id, Container, State};
 pub use create::{create, new_container_id, CreateNotes};
 pub use error::{ContainerError, Result};
+pub use events::{event_time, follow_events, EventFilters};
 pub use exec::{exec, exec_detached, ExecRequest};
 pub use files::{
     archive_in, archive_out, archive_stat, container_path, layers_of, snapshot, view, FilesView,

@@ -75,3 +75,89 @@ pub fn port(ctx: &Context, args: PortArgs) -> anyhow::Result<u8> {
     }
     Ok(0)
 }
+
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    /// Show events from this time on: Unix seconds, an RFC 3339 time or a duration back
+    /// from now (10m); without it only events from now on
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Stop at this time (same forms as --since); without it follow until interrupted
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
+    /// Filter: type=, event=, container=, image=, volume=, network=, label= (repeatable)
+    #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+    filter: Vec<String>,
+    /// Go template over each event (.Type, .Action, .Actor.ID, .Actor.Attributes, .time),
+    /// or json
+    #[arg(long, value_name = "TEMPLATE")]
+    format: Option<String>,
+}
+
+/// `gcr events`: the store's event journal, replayed from --since and followed, as
+/// `docker events` prints it.
+pub fn events(ctx: &Context, args: EventsArgs) -> anyhow::Result<u8> {
+    let store = ctx.open_store()?;
+    let since = args
+        .since
+        .as_deref()
+        .map(|t| gcr_containers::event_time("--since", t))
+        .transpose()?;
+    let until = args
+        .until
+        .as_deref()
+        .map(|t| gcr_containers::event_time("--until", t))
+        .transpose()?;
+    let filters = gcr_containers::EventFilters::parse(&args.filter)?;
+    let template = match args.format.as_deref() {
+        None | Some("") => None,
+        Some("json") => Some(crate::template::Template::parse("{{json .}}")?),
+        Some(text) => Some(crate::template::Template::parse(text)?),
+    };
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let mut failure = None;
+    gcr_containers::follow_events(&store, since, until, &filters, |event| {
+        let Some(event) = event else { return true };
+        let line = match &template {
+            Some(template) => {
+                match serde_json::to_value(event)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|v| template.render(&v))
+                {
+                    Ok(line) => line,
+                    Err(err) => {
+                        failure = Some(err);
+                        return false;
+                    }
+                }
+            }
+            None => event_line(event),
+        };
+        // A reader that went away (a closed pipe) ends the follow.
+        writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
+    })?;
+    match failure {
+        Some(err) => Err(err),
+        None => Ok(0),
+    }
+}
+
+/// Docker's default line: `TIME TYPE ACTION ID (key=value, ...)`.
+fn event_line(event: &gcr_storage::Event) -> String {
+    let time = chrono::DateTime::from_timestamp_nanos(event.time_nano)
+        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    let attributes: Vec<String> = event
+        .actor
+        .attributes
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    format!(
+        "{time} {} {} {} ({})",
+        event.kind,
+        event.action,
+        event.actor.id,
+        attributes.join(", ")
+    )
+}
