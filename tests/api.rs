@@ -471,6 +471,21 @@ fn docker_cli_runs_containers(user: Option<&str>) {
     assert_eq!(state.trim(), "running false");
     let top = s.docker_ok(&["top", "web"]);
     assert!(top.contains("httpd"), "{top}");
+    // pause/unpause (the freezer: root's on cgroup v1, where rootless says so).
+    let cgroup_v1 = !Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    if user.is_some() && cgroup_v1 {
+        let out = s.docker(&["pause", "web"]);
+        assert!(
+            !out.status.success() && stderr(&out).contains("not supported rootless"),
+            "{}",
+            stderr(&out)
+        );
+    } else {
+        s.docker_ok(&["pause", "web"]);
+        let ps = s.docker_ok(&["ps", "--format", "{{.Status}}", "-f", "name=web"]);
+        assert!(ps.contains("(Paused)"), "{who}: {ps}");
+        s.docker_ok(&["unpause", "web"]);
+    }
     // exec: output by stream and the exit status; input with -i; a tty through script.
     let out = s.docker(&["exec", "web", "sh", "-c", "echo out; echo err >&2; exit 4"]);
     assert_eq!(out.status.code(), Some(4), "{who}: {}", stderr(&out));
@@ -779,24 +794,39 @@ fn docker_save_load_df_and_an_authenticated_registry() {
     );
 }
 
-/// The host's links and nftables tables (what a network may leave behind).
-fn host_network_state() -> (String, String) {
-    let links = Command::new("ip")
-        .args(["-o", "link", "show"])
-        .output()
-        .unwrap();
-    let names: Vec<String> = stdout(&links)
-        .lines()
-        .filter_map(|l| {
-            l.split(':')
-                .nth(1)
-                .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
-        })
-        .filter(|n| n.starts_with("gcr") && n != "gcr0")
-        .collect();
+/// The bridge a network of the service has (its inspect's bridge name option).
+fn bridge_of(s: &ServiceUnderTest, network: &str) -> String {
+    let bridge = s.docker_ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{index .Options \"com.docker.network.bridge.name\"}}",
+        network,
+    ]);
+    let bridge = bridge.trim().to_string();
+    assert!(bridge.starts_with("gcr"), "{network}: {bridge}");
+    bridge
+}
+
+/// What of `bridges` is left on the host: the link, its veths, its nftables table.
+fn left_on_host(bridges: &[String]) -> Vec<String> {
     let tables = Command::new("nft").args(["list", "tables"]).output();
     let tables = tables.map(|o| stdout(&o)).unwrap_or_default();
-    (names.join(","), tables)
+    let mut left = Vec::new();
+    for bridge in bridges {
+        let dir = Path::new("/sys/class/net").join(bridge);
+        if dir.exists() {
+            left.push(format!("link {bridge}"));
+        }
+        let table = format!("gcr_{bridge}");
+        if tables
+            .lines()
+            .any(|l| l.split_whitespace().last() == Some(table.as_str()))
+        {
+            left.push(format!("nft table {table}"));
+        }
+    }
+    left
 }
 
 #[test]
@@ -814,6 +844,7 @@ fn user_networks_resolve_names_and_compose_runs_a_project_rootless() {
 /// (rootless: the networks live in the rootless network namespace, whose keeper goes with
 /// the service) or as root.
 fn user_networks_and_compose(user: Option<&str>) {
+    let who = user.unwrap_or("root");
     let Some(image) = busybox() else { return };
     for tool in ["docker", "docker-compose", "curl", "nft"] {
         if support::tool(tool).is_none() {
@@ -822,9 +853,12 @@ fn user_networks_and_compose(user: Option<&str>) {
     }
     let s = ServiceUnderTest::start_as(user, &["--time", "0"]);
     s.docker_ok(&["pull", &image]);
-    let before = host_network_state();
+    // Every bridge this test makes, checked gone from the host at the end (other tests
+    // make and remove their own meanwhile).
+    let mut bridges: Vec<String> = Vec::new();
     // Two containers of a user network reach each other by name and by alias.
     s.docker_ok(&["network", "create", "--label", "made=test", "gcrtestnet"]);
+    bridges.push(bridge_of(&s, "gcrtestnet"));
     s.docker_ok(&[
         "run",
         "-d",
@@ -879,6 +913,7 @@ fn user_networks_and_compose(user: Option<&str>) {
     // there, the members of that network find it, inspect shows both; disconnect takes it
     // off again.
     s.docker_ok(&["network", "create", "gcrtestnet2"]);
+    bridges.push(bridge_of(&s, "gcrtestnet2"));
     s.docker_ok(&[
         "network",
         "connect",
@@ -955,15 +990,8 @@ fn user_networks_and_compose(user: Option<&str>) {
     );
     s.docker_ok(&["rm", "-f", "srv"]);
     s.docker_ok(&["network", "rm", "gcrtestnet"]);
-    // Rootless, nothing of gcr's is made on the host (a root test beside this one may
-    // change the host's state meanwhile): the bridges live in the rootless namespace.
-    if user.is_none() {
-        assert_eq!(
-            host_network_state(),
-            before,
-            "the network left links or nftables tables"
-        );
-    }
+    // None of its bridges, veths or tables is left on the host (rootless: never there).
+    assert_eq!(left_on_host(&bridges), Vec::<String>::new(), "{who}");
 
     // Compose: a web server and a client fetching from it by service name, a named volume, a
     // published port; then down -v takes everything away.
@@ -1006,6 +1034,11 @@ networks:
             .unwrap()
     };
     let out = compose(&["up", "-d"]);
+    for network in ["gcrapitest_front", "gcrapitest_back"] {
+        if out.status.success() {
+            bridges.push(bridge_of(&s, network));
+        }
+    }
     assert!(
         out.status.success(),
         "compose up: {}\n{}",
@@ -1037,15 +1070,11 @@ networks:
     assert_eq!(s.docker_ok(&["ps", "-aq"]), "");
     assert!(!s.docker_ok(&["network", "ls"]).contains("gcrapitest"));
     assert_eq!(s.docker_ok(&["volume", "ls", "-q"]), "");
-    // Rootless, nothing of gcr's is made on the host (a root test beside this one may
-    // change the host's state meanwhile): the bridges live in the rootless namespace.
-    if user.is_none() {
-        assert_eq!(
-            host_network_state(),
-            before,
-            "compose left links or nftables tables"
-        );
-    }
+    assert_eq!(
+        left_on_host(&bridges),
+        Vec::<String>::new(),
+        "{who}: compose"
+    );
     if user.is_some() {
         // The rootless network namespace's keeper and its slirp4netns end with the service.
         let record = s.dir.path().join("run/gcr/net/keeper");

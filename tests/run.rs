@@ -3327,3 +3327,112 @@ fn chrono_like_now() -> String {
         .unwrap();
     format!("{}.{:09}", now.as_secs(), now.subsec_nanos())
 }
+
+#[test]
+fn pause_freezes_a_counter_and_unpause_lets_it_go_on() {
+    let Some(image) = image() else { return };
+    for who in [As::Root, As::Rootless] {
+        let Some(s) = Setup::new(who) else { continue };
+        let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+        expect(
+            &gcr(&[
+                "run",
+                "-d",
+                "--name",
+                "counter",
+                &image,
+                "sh",
+                "-c",
+                "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.05; done",
+            ]),
+            0,
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let count = || -> u64 {
+            expect(&gcr(&["exec", "counter", "cat", "/tmp/n"]), 0)
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        let cgroup_v1 = !std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        let paused = gcr(&["pause", "counter"]);
+        if who == As::Rootless && cgroup_v1 {
+            // The kernel gives the freezer to root only there: one clear line.
+            assert_eq!(paused.status.code(), Some(1));
+            assert!(
+                stderr(&paused).contains("not supported rootless on cgroup v1"),
+                "{}",
+                stderr(&paused)
+            );
+            expect(&gcr(&["rm", "-f", "counter"]), 0);
+            assert_no_leftovers(&s);
+            continue;
+        }
+        expect(&paused, 0);
+        let status = expect(&gcr(&["ps", "--format", "{{.Names}} {{.Status}}"]), 0);
+        assert!(status.contains("(Paused)"), "{who:?}: {status}");
+        let state = expect(
+            &gcr(&[
+                "inspect",
+                "-f",
+                "{{.State.Status}} {{.State.Paused}}",
+                "counter",
+            ]),
+            0,
+        );
+        assert_eq!(state.trim(), "paused true");
+        // Frozen: exec, stop and kill are refused (Docker's rule) and nothing counts.
+        for refused in [
+            gcr(&["exec", "counter", "true"]),
+            gcr(&["stop", "counter"]),
+            gcr(&["kill", "counter"]),
+        ] {
+            assert!(
+                stderr(&refused).contains("is paused"),
+                "{}",
+                stderr(&refused)
+            );
+        }
+        let frozen_at = std::fs::read_dir(s.store.root().join("containers"))
+            .unwrap()
+            .flatten()
+            .find_map(|e| std::fs::read_to_string(e.path().join("pid")).ok())
+            .and_then(|pid| {
+                std::fs::read_to_string(format!("/proc/{}/root/tmp/n", pid.trim())).ok()
+            })
+            .expect("the counter's file");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        expect(&gcr(&["unpause", "counter"]), 0);
+        let after_thaw = count();
+        assert!(
+            after_thaw <= frozen_at.trim().parse::<u64>().unwrap() + 1,
+            "{who:?}: counted while paused: {frozen_at} -> {after_thaw}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        assert!(
+            count() > after_thaw + 2,
+            "{who:?}: the counter did not go on"
+        );
+        // rm -f takes a paused container too.
+        expect(&gcr(&["pause", "counter"]), 0);
+        expect(&gcr(&["rm", "-f", "counter"]), 0);
+        let events = expect(
+            &gcr(&[
+                "events",
+                "--since",
+                "1m",
+                "--until",
+                "0s",
+                "-f",
+                "event=pause",
+                "-f",
+                "event=unpause",
+                "--format",
+                "{{.Action}}",
+            ]),
+            0,
+        );
+        assert_eq!(events, "pause\nunpause\npause\n", "{who:?}");
+        assert_no_leftovers(&s);
+    }
+}

@@ -361,6 +361,26 @@ pub async fn resize(
     .await
 }
 
+/// `POST /containers/{id}/pause`: 204 once every process is frozen.
+pub async fn pause(State(service): State<Arc<Service>>, Path(params): PathParams) -> Answer {
+    blocking(move || {
+        let (store, c) = find(&service, &id_of(&params))?;
+        gcr_containers::pause(&store, &c)?;
+        Ok(no_content())
+    })
+    .await
+}
+
+/// `POST /containers/{id}/unpause`.
+pub async fn unpause(State(service): State<Arc<Service>>, Path(params): PathParams) -> Answer {
+    blocking(move || {
+        let (store, c) = find(&service, &id_of(&params))?;
+        gcr_containers::unpause(&store, &c)?;
+        Ok(no_content())
+    })
+    .await
+}
+
 /// `GET /containers/{id}/top`: `ps -ef`'s columns.
 pub async fn top(
     State(service): State<Arc<Service>>,

@@ -166,6 +166,8 @@ fn routes() -> Router<Arc<Service>> {
         .route("/containers/{id}/rename", post(containers::rename))
         .route("/containers/{id}/top", get(containers::top))
         .route("/containers/{id}/resize", post(containers::resize))
+        .route("/containers/{id}/pause", post(containers::pause))
+        .route("/containers/{id}/unpause", post(containers::unpause))
         .route("/containers/{id}", delete(containers::remove))
         .route("/containers/{id}/exec", post(exec::create))
         .route(

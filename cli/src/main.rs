@@ -113,6 +113,10 @@ enum Command {
     Top(observe::TopArgs),
     /// Show what happens to containers, images, volumes and networks (the store's journal)
     Events(observe::EventsArgs),
+    /// Freeze every process of running containers
+    Pause(lifecycle::PauseArgs),
+    /// Thaw paused containers
+    Unpause(lifecycle::PauseArgs),
     /// Manage named volumes
     #[command(subcommand)]
     Volume(volumes::VolumeCommand),
@@ -375,6 +379,8 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
         Command::Rename(args) => lifecycle::rename(&ctx, args),
         Command::Top(args) => observe::top(&ctx, args),
         Command::Events(args) => observe::events(&ctx, args),
+        Command::Pause(args) => lifecycle::pause(&ctx, args),
+        Command::Unpause(args) => lifecycle::unpause(&ctx, args),
         Command::Volume(cmd) => volumes::volume(&ctx, cmd),
         Command::ImagePrune(args) => images::prune(&ctx, args),
         Command::ContainerPrune(args) => lifecycle::prune(&ctx, args),

@@ -23,6 +23,7 @@ fn exec_spec(c: &Container, request: &ExecRequest) -> Result<(i32, gcr_runtime::
     if !c.alive() {
         return Err(ContainerError::NotRunning(c.display_name()));
     }
+    crate::lifecycle::refuse_if_paused(c, "exec in")?;
     let pid = c.pid().ok_or_else(|| {
         ContainerError::State(format!(
             "container {} has no recorded process yet",

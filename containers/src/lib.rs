@@ -57,7 +57,8 @@ pub use inspect::{
     using_source, ProcessInfo,
 };
 pub use lifecycle::{
-    kill, prepare_start, remove, remove_stopped, rename, resize, resize_exec, restart, stop, wait,
+    kill, pause, prepare_start, remove, remove_stopped, rename, resize, resize_exec, restart, stop,
+    unpause, wait,
 };
 pub use listing::{human_duration, status_text, summary};
 pub use names::{check_name, ensure_name_free, NameLock};

@@ -64,7 +64,12 @@ pub fn prepare_start(store: &gcr_storage::Store, c: &Container) -> Result<Launch
     }
     options.overlay_volatile = false;
     options.pid_file = Some(record::pid_file(&c.dir));
-    for marker in [record::EXIT, record::CREATED, record::STOPPED] {
+    for marker in [
+        record::EXIT,
+        record::CREATED,
+        record::STOPPED,
+        record::PAUSED,
+    ] {
         record::clear_mark(&c.dir, marker);
     }
     let mut meta = c.meta.clone();
@@ -87,6 +92,7 @@ pub fn prepare_start(store: &gcr_storage::Store, c: &Container) -> Result<Launch
 /// restart policy does not run it again.
 pub fn stop(store: &gcr_storage::Store, c: &Container, timeout: Option<u64>) -> Result<()> {
     let time = timeout.or(c.meta.stop_timeout).unwrap_or(10);
+    refuse_if_paused(c, "stop")?;
     if c.alive() {
         let _ = record::mark(&c.dir, record::STOPPED);
         let signal = parse_signal(c.meta.stop_signal.as_deref().unwrap_or("SIGTERM"))?;
@@ -116,6 +122,7 @@ pub fn kill(store: &gcr_storage::Store, c: &Container, signal: Signal) -> Result
     if !c.alive() {
         return Err(ContainerError::NotRunning(c.display_name()));
     }
+    refuse_if_paused(c, "kill")?;
     if matches!(signal, Signal::SIGKILL | Signal::SIGTERM) {
         let _ = record::mark(&c.dir, record::STOPPED);
     }
@@ -157,6 +164,11 @@ pub fn remove(store: &gcr_storage::Store, c: &Container, force: bool) -> Result<
         // the supervisor goes and takes the container along.
         let _ = record::mark(&c.dir, record::STOPPED);
         let _ = record::mark(&c.dir, record::REMOVING);
+        // A frozen process would not die of its SIGKILL until thawed (v1).
+        if record::has_mark(&c.dir, record::PAUSED) {
+            gcr_runtime::cgroups::thaw_container(&c.id)?;
+            record::clear_mark(&c.dir, record::PAUSED);
+        }
         if c.alive() {
             c.signal(Signal::SIGKILL)?;
         }
@@ -228,4 +240,61 @@ pub fn resize(c: &Container, rows: u16, cols: u16) -> Result<()> {
 /// it (false: it has no terminal yet).
 pub fn resize_exec(worker: u32, rows: u16, cols: u16) -> Result<bool> {
     Ok(gcr_runtime::resize_terminal(worker, rows, cols)?)
+}
+
+/// Docker's answer to stop, kill or exec of a paused container: unpause it first.
+pub(crate) fn refuse_if_paused(c: &Container, what: &str) -> Result<()> {
+    if c.state() == crate::State::Paused {
+        return Err(ContainerError::State(format!(
+            "cannot {what} container {}: it is paused; unpause it first (`gcr unpause {}`)",
+            c.display_name(),
+            c.display_name()
+        )));
+    }
+    Ok(())
+}
+
+/// `pause`: freezes every process of the running container (the cgroup freezer), as root;
+/// rootless where the kernel lets the user freeze its own cgroups (v2 with delegation).
+pub fn pause(store: &gcr_storage::Store, c: &Container) -> Result<()> {
+    let c = c.current();
+    if !c.alive() {
+        return Err(ContainerError::NotRunning(c.display_name()));
+    }
+    if c.state() == crate::State::Paused {
+        return Err(ContainerError::State(format!(
+            "container {} is already paused",
+            c.display_name()
+        )));
+    }
+    let v1 = !std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    if gcr_runtime::userns::is_rootless() && v1 {
+        return Err(ContainerError::Unsupported(
+            "pause is not supported rootless on cgroup v1: the freezer there is root's (run as root, or on a cgroup v2 system with a delegated user session)".into(),
+        ));
+    }
+    let pids = || {
+        crate::inspect::processes(&c)
+            .map(|list| list.iter().map(|p| p.pid as i32).collect())
+            .unwrap_or_default()
+    };
+    gcr_runtime::cgroups::freeze_container(&c.id, pids)?;
+    record::mark(&c.dir, record::PAUSED)?;
+    container_event(store, &c.id, &c.meta, "pause", &[]);
+    Ok(())
+}
+
+/// `unpause`: thaws a paused container.
+pub fn unpause(store: &gcr_storage::Store, c: &Container) -> Result<()> {
+    let c = c.current();
+    if c.state() != crate::State::Paused {
+        return Err(ContainerError::State(format!(
+            "container {} is not paused",
+            c.display_name()
+        )));
+    }
+    gcr_runtime::cgroups::thaw_container(&c.id)?;
+    record::clear_mark(&c.dir, record::PAUSED);
+    container_event(store, &c.id, &c.meta, "unpause", &[]);
+    Ok(())
 }

@@ -307,6 +307,8 @@ pub(crate) fn await_start(report: &mut std::fs::File) -> Option<Result<()>> {
 /// free again), and the files are deleted by a detached child so gcr exits without waiting for
 /// the filesystem. A container that never started has little to delete: done in place.
 pub(crate) fn remove_finished(store: &gcr_storage::Store, container_id: &str, started: bool) {
+    // The freezer group a `pause` made (empty once the container ended).
+    gcr_runtime::cgroups::remove_pause_group(container_id);
     let aside = match store.set_aside_container(container_id) {
         Ok(Some(aside)) => aside,
         Ok(None) => return,

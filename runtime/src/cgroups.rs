@@ -505,3 +505,71 @@ mod tests {
         assert!(err.to_string().contains(".."), "{err}");
     }
 }
+
+/// The freezer group `pause` puts a gcr container's processes in: v1's freezer hierarchy, or
+/// on v2 the container's own group (`gcr/<id>`, made by its limits or here).
+fn pause_group(id: &str) -> Cgroup {
+    let dir = if is_unified() {
+        Path::new(ROOT).join("gcr").join(id)
+    } else {
+        Path::new(ROOT).join("freezer").join("gcr").join(id)
+    };
+    Cgroup { dirs: vec![dir] }
+}
+
+/// `pause`: moves the container's processes (`pids`, as the host sees them) into its freezer
+/// group and freezes it. Processes forked meanwhile follow their parent into the group; the
+/// move is repeated until every one of `more_pids()` is in it.
+pub fn freeze_container(id: &str, more_pids: impl Fn() -> Vec<i32>) -> Result<(), RuntimeError> {
+    let group = pause_group(id);
+    let dir = &group.dirs[0];
+    if !is_unified() && !Path::new(ROOT).join("freezer").is_dir() {
+        return Err(RuntimeError::Setup(format!(
+            "pause needs the freezer cgroup controller, which is not mounted under {ROOT}"
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io("create cgroup", dir, e))?;
+    for _ in 0..10 {
+        let inside = group.pids();
+        let missing: Vec<i32> = more_pids()
+            .into_iter()
+            .filter(|p| !inside.contains(p))
+            .collect();
+        if missing.is_empty() {
+            return group.set_frozen(true);
+        }
+        for pid in missing {
+            // A process that ended meanwhile is no longer there to move.
+            if let Err(e) = group.add(pid) {
+                if Path::new(&format!("/proc/{pid}")).exists() {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    group.set_frozen(true)
+}
+
+/// `unpause`: thaws the container's freezer group.
+pub fn thaw_container(id: &str) -> Result<(), RuntimeError> {
+    let group = pause_group(id);
+    if !group.dirs[0].is_dir() {
+        return Ok(());
+    }
+    group.set_frozen(false)
+}
+
+/// Whether the container's freezer group is frozen now.
+pub fn container_frozen(id: &str) -> bool {
+    let group = pause_group(id);
+    group.dirs[0].is_dir() && group.is_frozen().unwrap_or(false)
+}
+
+/// Removes the freezer group of an ended container (v1; on v2 the group goes with the
+/// container's other limits, or here if pause made it).
+pub fn remove_pause_group(id: &str) {
+    let group = pause_group(id);
+    if group.dirs[0].is_dir() {
+        let _ = std::fs::remove_dir(&group.dirs[0]);
+    }
+}

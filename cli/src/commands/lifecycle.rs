@@ -126,6 +126,34 @@ pub fn kill(ctx: &Context, args: KillArgs) -> anyhow::Result<u8> {
 }
 
 #[derive(Args, Debug)]
+pub struct PauseArgs {
+    #[arg(required = true, value_name = "CONTAINER")]
+    containers: Vec<String>,
+}
+
+/// `gcr pause`: freezes every process of the containers (the cgroup freezer).
+pub fn pause(ctx: &Context, args: PauseArgs) -> anyhow::Result<u8> {
+    let store = ctx.open_store()?;
+    let all = gcr_containers::list(&store)?;
+    each(&args.containers, |wanted| {
+        gcr_containers::pause(&store, gcr_containers::find(&all, wanted)?)?;
+        println!("{wanted}");
+        Ok(())
+    })
+}
+
+/// `gcr unpause`: thaws paused containers.
+pub fn unpause(ctx: &Context, args: PauseArgs) -> anyhow::Result<u8> {
+    let store = ctx.open_store()?;
+    let all = gcr_containers::list(&store)?;
+    each(&args.containers, |wanted| {
+        gcr_containers::unpause(&store, gcr_containers::find(&all, wanted)?)?;
+        println!("{wanted}");
+        Ok(())
+    })
+}
+
+#[derive(Args, Debug)]
 pub struct WaitArgs {
     #[arg(required = true, value_name = "CONTAINER")]
     containers: Vec<String>,
