@@ -477,35 +477,6 @@ impl Cgroup {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn oci_cgroup_paths() {
-        assert_eq!(oci_path(None, "c1"), "/gcr-oci/c1");
-        assert_eq!(
-            oci_path(Some(Path::new("/libpod_parent/x")), "c1"),
-            "/libpod_parent/x"
-        );
-        assert_eq!(oci_path(Some(Path::new("rel/x")), "c1"), "/gcr-oci/rel/x");
-        assert_eq!(
-            oci_path(Some(Path::new("machine.slice:libpod:abc")), "c1"),
-            "/machine.slice/libpod-abc.scope"
-        );
-        assert_eq!(
-            oci_path(Some(Path::new(":cri:abc")), "c1"),
-            "/system.slice/cri-abc.scope"
-        );
-    }
-
-    #[test]
-    fn cgroups_path_may_not_climb() {
-        let err = Cgroup::create_at("/a/../../etc", None, false).unwrap_err();
-        assert!(err.to_string().contains(".."), "{err}");
-    }
-}
-
 /// The freezer group `pause` puts a gcr container's processes in: v1's freezer hierarchy, or
 /// on v2 the container's own group (`gcr/<id>`, made by its limits or here).
 fn pause_group(id: &str) -> Cgroup {
@@ -571,5 +542,34 @@ pub fn remove_pause_group(id: &str) {
     let group = pause_group(id);
     if group.dirs[0].is_dir() {
         let _ = std::fs::remove_dir(&group.dirs[0]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oci_cgroup_paths() {
+        assert_eq!(oci_path(None, "c1"), "/gcr-oci/c1");
+        assert_eq!(
+            oci_path(Some(Path::new("/libpod_parent/x")), "c1"),
+            "/libpod_parent/x"
+        );
+        assert_eq!(oci_path(Some(Path::new("rel/x")), "c1"), "/gcr-oci/rel/x");
+        assert_eq!(
+            oci_path(Some(Path::new("machine.slice:libpod:abc")), "c1"),
+            "/machine.slice/libpod-abc.scope"
+        );
+        assert_eq!(
+            oci_path(Some(Path::new(":cri:abc")), "c1"),
+            "/system.slice/cri-abc.scope"
+        );
+    }
+
+    #[test]
+    fn cgroups_path_may_not_climb() {
+        let err = Cgroup::create_at("/a/../../etc", None, false).unwrap_err();
+        assert!(err.to_string().contains(".."), "{err}");
     }
 }

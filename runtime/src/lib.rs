@@ -22,6 +22,7 @@
 
 #![deny(unsafe_code)]
 
+mod bridge;
 mod caps;
 pub mod cgroups;
 mod channel;
@@ -39,6 +40,7 @@ mod network;
 mod oci;
 mod peers;
 mod plan;
+mod proxy;
 mod relay;
 pub mod seccomp;
 mod spec;
@@ -62,10 +64,13 @@ pub use etc_files::DnsOptions;
 pub use exec::{exec_detached_oci, exec_in, ExecOptions, ExecStarted};
 pub use hooks::{run_all_hooks, run_hooks};
 pub use launch::run_container;
+pub use bridge::{
+    connect_running, disconnect_running, prepare_rootless_networks, release_rootless_networks,
+    remove_bridge_network,
+};
 pub use network::{
-    connect_running, disconnect_running, prepare_rootless_networks, process_start,
-    release_rootless_networks, remove_bridge_network, BridgeSpec, ExtraBridge, NetworkOptions,
-    PortMapping, PrivateNetwork, BRIDGE, SLIRP_DNS,
+    process_start, BridgeSpec, ExtraBridge, NetworkOptions, PortMapping, PrivateNetwork, BRIDGE,
+    SLIRP_DNS,
 };
 pub use oci::{
     create_container, remove_mounts_under, send_console, start_container, wait_container, Created,
