@@ -3436,3 +3436,54 @@ fn pause_freezes_a_counter_and_unpause_lets_it_go_on() {
         assert_no_leftovers(&s);
     }
 }
+
+#[test]
+fn a_published_udp_port_echoes_through_the_proxy() {
+    let Some(registry) = support::registry() else {
+        return;
+    };
+    let debian = format!("{registry}/debian:bookworm");
+    for who in [As::Root, As::Rootless] {
+        let Some(s) = Setup::new(who) else { continue };
+        let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+        let port = 24000 + (std::process::id() % 10000) as u16 + u16::from(who == As::Rootless);
+        let publish = format!("127.0.0.1:{port}:9999/udp");
+        // perl-base is in every Debian: a udp echo server in the container.
+        expect(
+            &gcr(&[
+                "run", "-d", "--name", "udp", "-p", &publish, &debian, "perl",
+                "-MIO::Socket::INET", "-e",
+                "$s=IO::Socket::INET->new(LocalPort=>9999,Proto=>'udp') or die; while($s->recv($d,2048)){ $s->send(\"echo:$d\") }",
+            ]),
+            0,
+        );
+        assert_eq!(
+            expect(&gcr(&["port", "udp"]), 0),
+            format!("9999/udp -> 127.0.0.1:{port}\n")
+        );
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_millis(500)))
+            .unwrap();
+        let mut answers = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while answers.len() < 2 && std::time::Instant::now() < deadline {
+            let n = answers.len();
+            socket
+                .send_to(format!("ping{n}").as_bytes(), ("127.0.0.1", port))
+                .unwrap();
+            let mut buf = [0u8; 64];
+            if let Ok(got) = socket.recv(&mut buf) {
+                answers.push(String::from_utf8_lossy(&buf[..got]).to_string());
+            }
+        }
+        assert_eq!(answers, ["echo:ping0", "echo:ping1"], "{who:?}");
+        let inspected = expect(
+            &gcr(&["inspect", "-f", "{{json .HostConfig.PortBindings}}", "udp"]),
+            0,
+        );
+        assert!(inspected.contains("\"9999/udp\""), "{inspected}");
+        expect(&gcr(&["rm", "-f", "udp"]), 0);
+        assert_no_leftovers(&s);
+    }
+}

@@ -252,11 +252,10 @@ impl CreateBody {
         }
         for (port, bindings) in host.port_bindings.unwrap_or_default() {
             let container_port = match port.split_once('/') {
-                Some((number, "tcp")) => number.to_string(),
+                Some((_, "tcp" | "udp")) | None => port.clone(),
                 Some((_, proto)) => {
                     return Err(unsupported(&format!("publishing {proto} ports ({port})")))
                 }
-                None => port.clone(),
             };
             for binding in bindings.unwrap_or_default() {
                 let text = match (binding.host_ip.as_str(), binding.host_port.as_str()) {

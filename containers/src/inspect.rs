@@ -216,7 +216,7 @@ pub fn port_bindings(ports: &[PublishedPort]) -> Value {
     let mut out = serde_json::Map::new();
     for p in ports {
         let entry = out
-            .entry(format!("{}/tcp", p.container_port))
+            .entry(p.key())
             .or_insert_with(|| Value::Array(Vec::new()));
         if let Value::Array(list) = entry {
             list.push(json!({"HostIp": p.host_ip, "HostPort": p.host_port.to_string()}));

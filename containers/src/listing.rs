@@ -80,7 +80,7 @@ pub fn summary(store: &gcr_storage::Store, c: &Container) -> Value {
         .iter()
         .map(|p| {
             json!({"IP": p.host_ip, "PrivatePort": p.container_port,
-                   "PublicPort": p.host_port, "Type": "tcp"})
+                   "PublicPort": p.host_port, "Type": p.protocol})
         })
         .collect();
     let spec = c.spec().ok();

@@ -69,6 +69,7 @@ pub fn network_options(
                 })?,
                 host_port: p.host_port,
                 container_port: p.container_port,
+                udp: p.is_udp(),
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -138,13 +139,13 @@ fn host_address() -> Option<String> {
     (!ip.is_unspecified() && !ip.is_loopback()).then(|| ip.to_string())
 }
 
-/// One `-p` value: `[IP:][HOST_PORT:]CONTAINER_PORT[/tcp]` with optional ranges; a host port
-/// of 0 means "pick a free one".
+/// One `-p` value: `[IP:][HOST_PORT:]CONTAINER_PORT[/tcp|/udp]` with optional ranges; a
+/// host port of 0 means "pick a free one".
 pub fn parse_publish(text: &str) -> Result<Vec<PublishedPort>> {
     let bad = |why: String| ContainerError::invalid(why);
     let usage = || {
         bad(format!(
-            "invalid -p {text:?}: use [IP:][HOST_PORT:]CONTAINER_PORT[/tcp]"
+            "invalid -p {text:?}: use [IP:][HOST_PORT:]CONTAINER_PORT[/tcp|/udp]"
         ))
     };
     let (rest, proto) = match text.rsplit_once('/') {
@@ -152,10 +153,10 @@ pub fn parse_publish(text: &str) -> Result<Vec<PublishedPort>> {
         None => (text, "tcp".to_string()),
     };
     match proto.as_str() {
-        "tcp" => {}
-        "udp" | "sctp" => {
+        "tcp" | "udp" => {}
+        "sctp" => {
             return Err(bad(format!(
-                "-p {text}: publishing {proto} ports is not supported yet (tcp only)"
+                "-p {text}: publishing sctp ports is not supported yet (tcp and udp)"
             )))
         }
         _ => return Err(usage()),
@@ -220,25 +221,25 @@ pub fn parse_publish(text: &str) -> Result<Vec<PublishedPort>> {
             host_ip: host_ip.to_string(),
             host_port,
             container_port,
+            protocol: proto.clone(),
         })
         .collect())
 }
 
-/// The image's EXPOSEd tcp ports on free host ports (`-P`); returns the ones it cannot
-/// publish (not tcp).
+/// The image's EXPOSEd tcp and udp ports on free host ports (`-P`); returns the ones it
+/// cannot publish (sctp).
 pub(crate) fn publish_exposed(exposed: &[String], out: &mut Vec<PublishedPort>) -> Vec<String> {
     let mut skipped = Vec::new();
     for entry in exposed {
-        match entry.split_once('/') {
-            Some((port, "tcp")) | Some((port, "")) => {
-                if let Ok(port) = port.parse::<u16>() {
-                    out.push(PublishedPort {
-                        host_ip: "0.0.0.0".into(),
-                        host_port: 0,
-                        container_port: port,
-                    });
-                }
-            }
+        let (port, proto) = entry.split_once('/').unwrap_or((entry, "tcp"));
+        let proto = if proto.is_empty() { "tcp" } else { proto };
+        match (port.parse::<u16>(), proto) {
+            (Ok(port), "tcp" | "udp") => out.push(PublishedPort {
+                host_ip: "0.0.0.0".into(),
+                host_port: 0,
+                container_port: port,
+                protocol: proto.to_string(),
+            }),
             _ => skipped.push(entry.clone()),
         }
     }
@@ -252,8 +253,11 @@ pub(crate) fn pick_free_ports(ports: &mut [PublishedPort]) -> Result<()> {
             .host_ip
             .parse()
             .map_err(|_| ContainerError::invalid(format!("bad host address {}", port.host_ip)))?;
-        let probe = std::net::TcpListener::bind((ip, 0))
-            .and_then(|l| l.local_addr())
+        let probe = if port.is_udp() {
+            std::net::UdpSocket::bind((ip, 0)).and_then(|s| s.local_addr())
+        } else {
+            std::net::TcpListener::bind((ip, 0)).and_then(|l| l.local_addr())
+        }
             .map_err(|e| {
                 ContainerError::Invalid(format!("cannot find a free port on {ip}: {e}"))
             })?;
@@ -281,6 +285,9 @@ mod tests {
         assert_eq!(one("127.0.0.1::80"), [("127.0.0.1".into(), 0, 80)]);
         assert_eq!(one("127.0.0.1:81:80"), [("127.0.0.1".into(), 81, 80)]);
         assert_eq!(one("[::1]:81:80"), [("::1".into(), 81, 80)]);
+        assert_eq!(one("5353:53/udp"), [("0.0.0.0".into(), 5353, 53)]);
+        assert!(parse_publish("5353:53/udp").unwrap()[0].is_udp());
+        assert!(!parse_publish("80").unwrap()[0].is_udp());
         assert_eq!(
             one("9000-9001:8000-8001"),
             [
@@ -296,7 +303,7 @@ mod tests {
             "1:2:3:4",
             "9000-9002:8000-8001",
             "81-80",
-            "80/udp",
+            "80/sctp",
             "80/xyz",
             "bad-ip:80:80",
             "[::1:80",
@@ -320,11 +327,15 @@ mod tests {
     }
 
     #[test]
-    fn exposed_ports_publish_tcp_only() {
+    fn exposed_ports_publish_tcp_and_udp() {
         let mut out = Vec::new();
-        let skipped = publish_exposed(&["80/tcp".into(), "53/udp".into()], &mut out);
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].container_port, 80);
-        assert_eq!(skipped, ["53/udp"]);
+        let skipped = publish_exposed(
+            &["80/tcp".into(), "53/udp".into(), "9/sctp".into()],
+            &mut out,
+        );
+        assert_eq!(out.len(), 2);
+        assert_eq!((out[0].container_port, out[0].is_udp()), (80, false));
+        assert_eq!((out[1].container_port, out[1].is_udp()), (53, true));
+        assert_eq!(skipped, ["9/sctp"]);
     }
 }

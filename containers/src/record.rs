@@ -82,6 +82,24 @@ pub struct PublishedPort {
     pub host_ip: String,
     pub host_port: u16,
     pub container_port: u16,
+    /// `tcp` or `udp` (older records: tcp).
+    #[serde(default = "tcp")]
+    pub protocol: String,
+}
+
+fn tcp() -> String {
+    "tcp".to_string()
+}
+
+impl PublishedPort {
+    pub fn is_udp(&self) -> bool {
+        self.protocol == "udp"
+    }
+
+    /// Docker's key of the port: `80/tcp`, `53/udp`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.container_port, self.protocol)
+    }
 }
 
 impl std::fmt::Display for PublishedPort {
@@ -92,7 +110,7 @@ impl std::fmt::Display for PublishedPort {
         } else {
             self.host_ip.clone()
         };
-        write!(f, "{ip}:{}->{}/tcp", self.host_port, self.container_port)
+        write!(f, "{ip}:{}->{}", self.host_port, self.key())
     }
 }
 

@@ -79,12 +79,14 @@ pub enum PrivateNetwork {
     Slirp,
 }
 
-/// `-p [IP:]HOST_PORT:CONTAINER_PORT` (TCP).
+/// `-p [IP:]HOST_PORT:CONTAINER_PORT[/udp]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortMapping {
     pub host_ip: IpAddr,
     pub host_port: u16,
     pub container_port: u16,
+    /// A udp port (else tcp).
+    pub udp: bool,
 }
 
 /// The container's network beyond its namespace: a private network and published ports.
@@ -161,7 +163,7 @@ pub(crate) struct NetworkPlan {
     bridge: BridgeSpec,
     /// Held for the run; dropping it frees the address.
     _lease: Option<Lease>,
-    listeners: Vec<(TcpListener, u16)>,
+    listeners: crate::proxy::HostSockets,
     /// The further networks, each with its leased address.
     extra: Vec<(ExtraBridge, Lease)>,
 }
@@ -202,16 +204,22 @@ impl NetworkPlan {
         for more in &options.more_bridges {
             extra.push((more.clone(), Lease::take(&more.spec, &owner)?));
         }
-        let mut listeners = Vec::new();
+        let mut listeners = crate::proxy::HostSockets::default();
         for port in &options.ports {
             let at = SocketAddr::new(port.host_ip, port.host_port);
-            let listener = TcpListener::bind(at).map_err(|e| {
+            let taken = |e: std::io::Error| {
                 RuntimeError::Setup(format!(
-                    "cannot publish port {}: {at} is not free ({e}); choose another host port",
-                    port.container_port
+                    "cannot publish port {}/{}: {at} is not free ({e}); choose another host port",
+                    port.container_port,
+                    if port.udp { "udp" } else { "tcp" }
                 ))
-            })?;
-            listeners.push((listener, port.container_port));
+            };
+            if port.udp {
+                let socket = std::net::UdpSocket::bind(at).map_err(taken)?;
+                listeners.udp.push((socket, port.container_port));
+            } else {
+                listeners.tcp.push((TcpListener::bind(at).map_err(taken)?, port.container_port));
+            }
         }
         Ok(Some(NetworkPlan {
             kind,

@@ -3,7 +3,10 @@
 //! (as docker-proxy and rootlesskit's builtin port driver do).
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use std::os::fd::AsFd;
 use std::path::Path;
 
@@ -14,14 +17,29 @@ use nix::unistd::Pid;
 
 use crate::error::RuntimeError;
 
-/// A process that accepts on each host socket and connects to the container's port from
-/// inside its network namespace, copying both ways. It dies with the `gcr run` that started
-/// it (parent-death signal) and is killed when the container ends.
+/// The host sockets of a container's published ports, each with its container port.
+#[derive(Default)]
+pub(crate) struct HostSockets {
+    pub tcp: Vec<(TcpListener, u16)>,
+    pub udp: Vec<(UdpSocket, u16)>,
+}
+
+impl HostSockets {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.tcp.is_empty() && self.udp.is_empty()
+    }
+}
+
+/// A process that accepts on each host socket (tcp) or receives on it (udp) and connects to
+/// the container's port from inside its network namespace, copying both ways. It dies with
+/// the `gcr run` that started it (parent-death signal) and is killed when the container
+/// ends.
 pub(crate) fn start_proxy(
-    listeners: &[(TcpListener, u16)],
+    sockets: &HostSockets,
     pid: Pid,
     address: Ipv4Addr,
 ) -> Result<Pid, RuntimeError> {
+    let listeners = &sockets.tcp;
     let netns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
         .map_err(|e| RuntimeError::io("open", format!("/proc/{pid}/ns/net"), e))?;
     let userns = std::fs::File::open(format!("/proc/{pid}/ns/user"))
@@ -29,6 +47,12 @@ pub(crate) fn start_proxy(
     let listeners: Vec<(TcpListener, u16)> = listeners
         .iter()
         .map(|(l, port)| l.try_clone().map(|l| (l, *port)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| RuntimeError::io("duplicate", Path::new("the published port"), e))?;
+    let datagrams: Vec<(UdpSocket, u16)> = sockets
+        .udp
+        .iter()
+        .map(|(s, port)| s.try_clone().map(|s| (s, *port)))
         .collect::<Result<_, _>>()
         .map_err(|e| RuntimeError::io("duplicate", Path::new("the published port"), e))?;
     let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
@@ -55,13 +79,17 @@ pub(crate) fn start_proxy(
             Some(&nix::sys::signal::SigSet::empty()),
             None,
         );
-        let threads: Vec<_> = listeners
+        let mut threads: Vec<_> = listeners
             .into_iter()
             .map(|(listener, port)| {
                 let target = SocketAddr::new(IpAddr::V4(address), port);
                 std::thread::spawn(move || accept_loop(listener, target))
             })
             .collect();
+        threads.extend(datagrams.into_iter().map(|(socket, port)| {
+            let target = SocketAddr::new(IpAddr::V4(address), port);
+            std::thread::spawn(move || datagram_loop(socket, target))
+        }));
         for thread in threads {
             let _ = thread.join();
         }
@@ -96,6 +124,54 @@ fn accept_loop(listener: TcpListener, target: SocketAddr) {
                 splice_both_ways(client, server);
             }
         });
+    }
+}
+
+/// How long a udp client's flow lives without a datagram either way (as conntrack's udp
+/// stream timeout).
+const UDP_IDLE: Duration = Duration::from_secs(120);
+
+/// Relays the datagrams of each client of the host socket to the container's port through a
+/// socket of its own inside the container's namespace (so replies find their client), and
+/// the replies back from the host socket.
+fn datagram_loop(host: UdpSocket, target: SocketAddr) {
+    let host = Arc::new(host);
+    let flows: Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>> = Arc::default();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let Ok((n, client)) = host.recv_from(&mut buf) else {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
+        let known = flows.lock().ok().and_then(|f| f.get(&client).cloned());
+        let inner = match known {
+            Some(inner) => inner,
+            None => {
+                let Ok(inner) = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+                    .and_then(|s| s.connect(target).map(|()| s))
+                else {
+                    continue;
+                };
+                let _ = inner.set_read_timeout(Some(UDP_IDLE));
+                let inner = Arc::new(inner);
+                if let Ok(mut f) = flows.lock() {
+                    f.insert(client, inner.clone());
+                }
+                let (host, flows, replies) = (host.clone(), flows.clone(), inner.clone());
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 65536];
+                    // Refused (nothing listens) or idle: the flow ends.
+                    while let Ok(n) = replies.recv(&mut buf) {
+                        let _ = host.send_to(&buf[..n], client);
+                    }
+                    if let Ok(mut f) = flows.lock() {
+                        f.remove(&client);
+                    }
+                });
+                inner
+            }
+        };
+        let _ = inner.send(&buf[..n]);
     }
 }
 

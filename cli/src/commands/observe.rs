@@ -28,7 +28,7 @@ pub fn top(ctx: &Context, args: TopArgs) -> anyhow::Result<u8> {
 pub struct PortArgs {
     #[arg(value_name = "CONTAINER")]
     container: String,
-    /// Only this container port: PORT[/tcp]
+    /// Only this container port: PORT[/tcp|/udp]
     #[arg(value_name = "PRIVATE_PORT[/PROTO]")]
     port: Option<String>,
 }
@@ -43,22 +43,26 @@ pub fn port(ctx: &Context, args: PortArgs) -> anyhow::Result<u8> {
             let (number, proto) = p.split_once('/').unwrap_or((p, "tcp"));
             let number: u16 = number
                 .parse()
-                .with_context(|| format!("invalid port {p:?}: use PORT[/tcp]"))?;
-            if proto != "tcp" {
-                bail!("no {proto} port is published: gcr publishes tcp ports only");
+                .with_context(|| format!("invalid port {p:?}: use PORT[/tcp|/udp]"))?;
+            if !matches!(proto, "tcp" | "udp") {
+                bail!("invalid port {p:?}: use PORT[/tcp|/udp]");
             }
-            Some(number)
+            Some((number, proto.to_string()))
         }
     };
     let shown: Vec<_> = c
         .meta
         .ports
         .iter()
-        .filter(|p| wanted.is_none_or(|w| w == p.container_port))
+        .filter(|p| {
+            wanted
+                .as_ref()
+                .is_none_or(|(n, proto)| *n == p.container_port && *proto == p.protocol)
+        })
         .collect();
     if shown.is_empty() {
-        if let Some(w) = wanted {
-            bail!("no public port {w}/tcp published for {}", c.display_name());
+        if let Some((n, proto)) = wanted {
+            bail!("no public port {n}/{proto} published for {}", c.display_name());
         }
     }
     for p in shown {
@@ -70,7 +74,7 @@ pub fn port(ctx: &Context, args: PortArgs) -> anyhow::Result<u8> {
         if wanted.is_some() {
             println!("{host}");
         } else {
-            println!("{}/tcp -> {host}", p.container_port);
+            println!("{} -> {host}", p.key());
         }
     }
     Ok(0)

@@ -121,7 +121,7 @@ pub struct RunArgs {
     /// The container's address on its (first) user network
     #[arg(long, value_name = "IPv4")]
     ip: Option<String>,
-    /// Publish a container port on the host: [IP:][HOST_PORT:]CONTAINER_PORT[/tcp], ranges
+    /// Publish a container port on the host: [IP:][HOST_PORT:]CONTAINER_PORT[/tcp|/udp], ranges
     /// as 8000-8009:8000-8009; without HOST_PORT a free one is picked (see `gcr port`)
     #[arg(short = 'p', long = "publish", value_name = "PORTS")]
     publish: Vec<String>,
