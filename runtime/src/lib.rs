@@ -54,6 +54,10 @@ pub mod users;
 
 pub use oci_spec::runtime::Spec;
 
+pub use bridge::{
+    connect_running, disconnect_running, prepare_rootless_networks, release_rootless_networks,
+    remove_bridge_network,
+};
 pub use caps::{capability_names, parse_capability};
 pub use copy::{
     copy_in, copy_out, copy_out_tar, stat_entry, ContainerFiles, CopyOptions, EntryStat,
@@ -64,10 +68,6 @@ pub use etc_files::DnsOptions;
 pub use exec::{exec_detached_oci, exec_in, ExecOptions, ExecStarted};
 pub use hooks::{run_all_hooks, run_hooks};
 pub use launch::run_container;
-pub use bridge::{
-    connect_running, disconnect_running, prepare_rootless_networks, release_rootless_networks,
-    remove_bridge_network,
-};
 pub use network::{
     process_start, BridgeSpec, ExtraBridge, NetworkOptions, PortMapping, PrivateNetwork, BRIDGE,
     SLIRP_DNS,

@@ -102,11 +102,18 @@ pub fn rootless_ids() -> Option<(u32, u32)> {
 }
 
 /// The user's own directory for gcr's run-time state (network leases, the rootless network
-/// namespace's keeper): `$XDG_RUNTIME_DIR/gcr`, else `/tmp/gcr-run-UID` (made 0700 and
-/// checked to be the user's by whoever creates state in it).
+/// namespace's keeper): `$XDG_RUNTIME_DIR/gcr` when that directory is the user's, else
+/// `/tmp/gcr-run-UID` (made 0700 and checked to be the user's by whoever creates state in
+/// it).
 pub fn user_state_dir(uid: u32) -> std::path::PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        Some(dir) => std::path::PathBuf::from(dir).join("gcr"),
+    use std::os::unix::fs::MetadataExt;
+    // Only a runtime directory of this user's own (`su` and `runuser` pass the caller's on).
+    let own = std::env::var_os("XDG_RUNTIME_DIR")
+        .filter(|d| !d.is_empty())
+        .map(std::path::PathBuf::from)
+        .filter(|d| std::fs::metadata(d).is_ok_and(|m| m.uid() == Uid::effective().as_raw()));
+    match own {
+        Some(dir) => dir.join("gcr"),
         None => std::path::PathBuf::from(format!("/tmp/gcr-run-{uid}")),
     }
 }
