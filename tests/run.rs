@@ -8,7 +8,7 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use support::{in_ci, stderr, stdout, TestStore};
@@ -3484,6 +3484,129 @@ fn a_published_udp_port_echoes_through_the_proxy() {
         );
         assert!(inspected.contains("\"9999/udp\""), "{inspected}");
         expect(&gcr(&["rm", "-f", "udp"]), 0);
+        assert_no_leftovers(&s);
+    }
+}
+
+/// What a user network holds where its bridge lives (the host as root, the rootless network
+/// namespace rootless, read through its keeper): the bridge's ports, its routes, its
+/// nftables table and its address leases.
+fn user_network_state(who: As, user: &str, bridge: &str) -> String {
+    let (prefix, leases): (Vec<String>, PathBuf) = match who {
+        As::Root => (Vec::new(), PathBuf::from("/run/gcr/net")),
+        As::Rootless => {
+            let uid = stdout(&Command::new("id").args(["-u", user]).output().unwrap());
+            let state = PathBuf::from(format!("/tmp/gcr-run-{}/net", uid.trim()));
+            let record = std::fs::read_to_string(state.join("keeper")).expect("a keeper record");
+            let keeper = record.split_whitespace().next().unwrap().to_string();
+            (
+                vec!["nsenter".into(), "-t".into(), keeper, "-n".into()],
+                state,
+            )
+        }
+    };
+    let run = |args: &[&str]| {
+        let mut all: Vec<String> = prefix.clone();
+        all.extend(args.iter().map(|a| a.to_string()));
+        let out = Command::new(&all[0]).args(&all[1..]).output().unwrap();
+        format!("{}{}", stdout(&out), stderr(&out))
+    };
+    let mut leased: Vec<String> = std::fs::read_dir(leases.join(format!("leases-{bridge}")))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    leased.sort();
+    format!(
+        "ports: {}\nroutes: {}\nnft: {}\nleases: {leased:?}\n",
+        run(&["ip", "-o", "link", "show", "master", bridge]),
+        run(&["ip", "route", "show", "dev", bridge]),
+        run(&["nft", "list", "table", "ip", &format!("gcr_{bridge}")]),
+    )
+}
+
+#[test]
+fn a_hundred_cycles_over_a_user_network_leave_nothing_behind() {
+    let Some(image) = image() else { return };
+    if support::tool("nsenter").is_none() || support::tool("nft").is_none() {
+        return;
+    }
+    for who in [As::Root, As::Rootless] {
+        let Some(s) = Setup::new(who) else { continue };
+        let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+        expect(&gcr(&["network", "create", "cycles"]), 0);
+        // A member that stays keeps the bridge (and rootless, its namespace) up throughout.
+        expect(
+            &gcr(&[
+                "run",
+                "-d",
+                "--name",
+                "anchor",
+                "--network",
+                "cycles",
+                &image,
+                "sleep",
+                "300",
+            ]),
+            0,
+        );
+        let inspected = expect(&gcr(&["network", "inspect", "cycles"]), 0);
+        let doc: serde_json::Value = serde_json::from_str(&inspected).unwrap();
+        let bridge = doc[0]["Options"]["com.docker.network.bridge.name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let before = user_network_state(who, &s.user, &bridge);
+        // The state is read for real: the anchor's veth is the bridge's one port, the
+        // network's table is there, the anchor holds one lease.
+        assert_eq!(before.matches("master ").count(), 1, "{who:?}: {before}");
+        assert!(before.contains(&format!("table ip gcr_{bridge}")), "{who:?}: {before}");
+        assert!(before.contains("leases: [\"10."), "{who:?}: {before}");
+        for i in 0..100 {
+            if i % 10 == 0 {
+                // create, start, rm -f of a running one.
+                let name = format!("cyc{i}");
+                expect(
+                    &gcr(&[
+                        "create",
+                        "--name",
+                        &name,
+                        "--network",
+                        "cycles",
+                        &image,
+                        "sleep",
+                        "60",
+                    ]),
+                    0,
+                );
+                expect(&gcr(&["start", &name]), 0);
+                expect(&gcr(&["rm", "-f", &name]), 0);
+            } else {
+                let out = gcr(&[
+                    "run",
+                    "--rm",
+                    "--network",
+                    "cycles",
+                    &image,
+                    "ping",
+                    "-c1",
+                    "-W2",
+                    "anchor",
+                ]);
+                assert!(out.status.success(), "{who:?} cycle {i}: {}", stderr(&out));
+            }
+        }
+        // The kernel takes a namespace's veth away asynchronously: give it a moment.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut after = user_network_state(who, &s.user, &bridge);
+        while after != before && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            after = user_network_state(who, &s.user, &bridge);
+        }
+        assert_eq!(after, before, "{who:?}");
+        expect(&gcr(&["rm", "-f", "anchor"]), 0);
+        expect(&gcr(&["network", "rm", "cycles"]), 0);
         assert_no_leftovers(&s);
     }
 }
