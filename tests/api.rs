@@ -541,6 +541,18 @@ fn docker_cli_runs_containers(user: Option<&str>) {
             assert!(text.contains(size), "{who}: {docker}: {text}");
         }
     }
+    // --network container:web: its loopback, where its server answers.
+    let shared = s.docker_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "container:web",
+        &image,
+        "wget",
+        "-qO-",
+        "http://127.0.0.1/index.html",
+    ]);
+    assert_eq!(shared, "served\n", "{who}");
     s.docker_ok(&["exec", "-d", "web", "sh", "-c", "echo bg > /tmp/bg"]);
     // cp both ways, of a running container; a missing path is an error.
     let host = s.dir.path().join("cp");

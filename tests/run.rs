@@ -3561,7 +3561,10 @@ fn a_hundred_cycles_over_a_user_network_leave_nothing_behind() {
         // The state is read for real: the anchor's veth is the bridge's one port, the
         // network's table is there, the anchor holds one lease.
         assert_eq!(before.matches("master ").count(), 1, "{who:?}: {before}");
-        assert!(before.contains(&format!("table ip gcr_{bridge}")), "{who:?}: {before}");
+        assert!(
+            before.contains(&format!("table ip gcr_{bridge}")),
+            "{who:?}: {before}"
+        );
         assert!(before.contains("leases: [\"10."), "{who:?}: {before}");
         for i in 0..100 {
             if i % 10 == 0 {
@@ -3607,6 +3610,113 @@ fn a_hundred_cycles_over_a_user_network_leave_nothing_behind() {
         assert_eq!(after, before, "{who:?}");
         expect(&gcr(&["rm", "-f", "anchor"]), 0);
         expect(&gcr(&["network", "rm", "cycles"]), 0);
+        assert_no_leftovers(&s);
+    }
+}
+
+#[test]
+fn network_container_shares_a_running_containers_namespace() {
+    let Some(image) = image() else { return };
+    for who in [As::Root, As::Rootless] {
+        let Some(s) = Setup::new(who) else { continue };
+        let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+        expect(
+            &gcr(&[
+                "run",
+                "-d",
+                "--name",
+                "owner",
+                &image,
+                "sh",
+                "-c",
+                "echo shared > /tmp/i; httpd -f -p 8080 -h /tmp",
+            ]),
+            0,
+        );
+        let fetch = "for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://127.0.0.1:8080/i && exit 0; sleep 0.2; done; exit 1";
+        // Its loopback is the owner's: the server there answers on 127.0.0.1.
+        let fetched = gcr(&[
+            "run",
+            "--rm",
+            "--network",
+            "container:owner",
+            &image,
+            "sh",
+            "-c",
+            fetch,
+        ]);
+        assert_eq!(expect(&fetched, 0), "shared\n", "{who:?}");
+        let addresses = |args: &[&str]| {
+            let out = expect(&gcr(args), 0);
+            out.lines()
+                .filter(|l| !l.contains(" lo "))
+                .map(|l| l.split_whitespace().nth(3).unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+        };
+        let own = addresses(&["exec", "owner", "ip", "-o", "-4", "addr"]);
+        let joined = addresses(&[
+            "run",
+            "--rm",
+            "--network",
+            "container:owner",
+            &image,
+            "ip",
+            "-o",
+            "-4",
+            "addr",
+        ]);
+        assert_eq!(own, joined, "{who:?}");
+        assert!(!own.is_empty(), "{who:?}");
+        // Made now, started later: it joins the owner's namespace at its start.
+        expect(
+            &gcr(&[
+                "create",
+                "--name",
+                "side",
+                "--network",
+                "container:owner",
+                &image,
+                "sh",
+                "-c",
+                fetch,
+            ]),
+            0,
+        );
+        assert_eq!(
+            expect(&gcr(&["start", "-a", "side"]), 0),
+            "shared\n",
+            "{who:?}"
+        );
+        let mode = expect(
+            &gcr(&["inspect", "-f", "{{.HostConfig.NetworkMode}}", "side"]),
+            0,
+        );
+        assert!(mode.starts_with("container:"), "{mode}");
+        let refused = gcr(&[
+            "run",
+            "--rm",
+            "--network",
+            "container:owner",
+            "-p",
+            "81:80",
+            &image,
+            "true",
+        ]);
+        assert!(
+            stderr(&refused).contains("conflicting options"),
+            "{}",
+            stderr(&refused)
+        );
+        expect(&gcr(&["rm", "-f", "side", "owner"]), 0);
+        let gone = gcr(&[
+            "run",
+            "--rm",
+            "--network",
+            "container:owner",
+            &image,
+            "true",
+        ]);
+        assert_eq!(gone.status.code(), Some(125));
         assert_no_leftovers(&s);
     }
 }

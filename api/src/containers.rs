@@ -162,7 +162,9 @@ pub async fn create(
         let requested = body.network_request()?;
         let network_mode = requested.mode.clone();
         let mut options = body.into_options(source, query.get("name").cloned())?;
-        if !matches!(network_mode.as_str(), "" | "default" | "bridge") {
+        if let Some(target) = network_mode.strip_prefix("container:") {
+            options.network_container = Some(target.to_string());
+        } else if !matches!(network_mode.as_str(), "" | "default" | "bridge") {
             let (network, user_network) = gcr_containers::resolve_network(&store, &network_mode)
                 .map_err(|e| match e {
                     gcr_containers::ContainerError::Invalid(_) => {

@@ -148,9 +148,6 @@ impl CreateBody {
             .as_ref()
             .map(|h| h.network_mode.clone())
             .unwrap_or_default();
-        if mode.starts_with("container:") {
-            return Err(unsupported("HostConfig.NetworkMode container:NAME"));
-        }
         let endpoints = self
             .networking_config
             .as_ref()

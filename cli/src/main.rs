@@ -342,7 +342,17 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
         // The re-exec'd process inherits the environment, so pass the root chosen from the
         // real user's XDG directories down; inside the namespace it would look like root's.
         std::env::set_var("GCR_ROOT", &root);
-        gcr_runtime::userns::enter_rootless_userns()
+        // `--network container:NAME` shares a namespace of that container's user namespace.
+        let beside = match &cli.command {
+            Command::Run(args) | Command::Create(args) => run::shared_network(args)
+                .and_then(|name| gcr_containers::container_pid_for_sharing(&root, name)),
+            Command::Start(lifecycle::StartArgs { containers, .. })
+            | Command::Restart(lifecycle::StopArgs { containers, .. }) => containers
+                .iter()
+                .find_map(|name| gcr_containers::shared_network_pid_of(&root, name)),
+            _ => None,
+        };
+        gcr_runtime::userns::enter_rootless_userns_beside(beside)
             .context("cannot enter the rootless user namespace")?;
     }
     let ctx = Context { root };

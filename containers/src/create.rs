@@ -54,6 +54,27 @@ pub fn create(
             ContainerError::invalid(format!("invalid --dns {server:?}: give an IP address"))
         })?;
     }
+    // `--network container:NAME`: that container's namespace, nothing of its own.
+    let shared_network = match &opts.network_container {
+        Some(target) => {
+            if !opts.publish.is_empty() || opts.publish_all {
+                return Err(ContainerError::invalid(
+                    "conflicting options: port publishing and --network container:NAME (publish on that container)",
+                ));
+            }
+            if !opts.network_aliases.is_empty()
+                || opts.ip.is_some()
+                || !opts.more_networks.is_empty()
+            {
+                return Err(ContainerError::invalid(
+                    "conflicting options: --network-alias, --ip or further networks and --network container:NAME",
+                ));
+            }
+            opts.network = NetworkChoice::None;
+            Some(network::shared_network_of(store, target)?)
+        }
+        None => None,
+    };
     if opts.user_network.is_some() {
         opts.network = NetworkChoice::Private(gcr_runtime::PrivateNetwork::Bridge);
     } else if opts.ip.is_some() || !opts.more_networks.is_empty() {
@@ -145,7 +166,7 @@ pub fn create(
     if opts.publish_all && matches!(opts.network, NetworkChoice::Private(_)) {
         for skipped in network::publish_exposed(&image.exposed_ports, &mut published) {
             notes.warnings.push(format!(
-                "-P publishes tcp ports only; {skipped} is not published"
+                "-P publishes tcp and udp ports; {skipped} is not published"
             ));
         }
     }
@@ -201,11 +222,11 @@ pub fn create(
         started: None,
         restart: (opts.restart != "no").then(|| opts.restart.clone()),
         restarts: 0,
-        network: Some(
-            opts.user_network
-                .clone()
-                .unwrap_or_else(|| opts.network.name().to_string()),
-        ),
+        network: Some(match (&shared_network, &opts.user_network) {
+            (Some((id, _)), _) => format!("{}{id}", network::CONTAINER_MODE),
+            (None, Some(name)) => name.clone(),
+            (None, None) => opts.network.name().to_string(),
+        }),
         network_aliases: opts.network_aliases.clone(),
         ip: opts.ip.clone(),
         ports: published.clone(),
@@ -232,6 +253,14 @@ pub fn create(
     crate::events::container_event(store, &container_id, &meta, "create", &[]);
     // The OCI runtime spec, as a bundle's config.json: `gcr exec` starts from its process.
     record::write_spec(&dir, &spec).map_err(undo)?;
+    // Joined at each start (the other container's PID 1 then), not recorded in config.json.
+    if let Some((_, netns)) = &shared_network {
+        gcr_runtime::set_namespace_path(
+            &mut spec,
+            oci_spec::runtime::LinuxNamespaceType::Network,
+            netns,
+        );
+    }
     if let gcr_runtime::RootfsSource::Overlay { upper, work, .. } = &rootfs {
         for sub in [upper, work] {
             std::fs::create_dir_all(sub).map_err(|e| undo(ContainerError::io("create", sub, e)))?;

@@ -174,6 +174,10 @@ fn networks_of(
             .unwrap_or(24)
     };
     let mut out = serde_json::Map::new();
+    // Another container's network: its settings are that container's (Docker shows none).
+    if mode.starts_with(crate::network::CONTAINER_MODE) {
+        return Value::Object(out);
+    }
     match NetworkChoice::parse(&mode) {
         Ok(choice) => {
             let (gateway, prefix) = choice.gateway().unwrap_or(("", 0));

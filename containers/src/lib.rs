@@ -62,7 +62,10 @@ pub use lifecycle::{
 };
 pub use listing::{human_duration, status_text, summary};
 pub use names::{check_name, ensure_name_free, NameLock};
-pub use network::{network_options, parse_extra_hosts, parse_publish, NetworkChoice};
+pub use network::{
+    container_pid_for_sharing, network_options, parse_extra_hosts, parse_publish,
+    shared_network_pid_of, NetworkChoice,
+};
 pub use options::{
     env_file_entries, parse_labels, parse_memory, parse_mount, parse_size, parse_tmpfs,
     parse_ulimit, parse_volume, resolve_env, CreateOptions, ImageSource, MountFlag, Resources,

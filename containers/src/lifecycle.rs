@@ -47,7 +47,20 @@ pub fn prepare_start(store: &gcr_storage::Store, c: &Container) -> Result<Launch
         search: c.meta.dns_search.clone(),
         options: c.meta.dns_options.clone(),
     };
-    if let Some(name) = &c.meta.network {
+    let mut spec = spec;
+    if let Some(target) = c
+        .meta
+        .network
+        .as_deref()
+        .and_then(|n| n.strip_prefix(crate::network::CONTAINER_MODE))
+    {
+        let (_, netns) = crate::network::shared_network_of(store, target)?;
+        gcr_runtime::set_namespace_path(
+            &mut spec,
+            oci_spec::runtime::LinuxNamespaceType::Network,
+            &netns,
+        );
+    } else if let Some(name) = &c.meta.network {
         options.network = match NetworkChoice::parse(name) {
             Ok(choice) => network_options(choice, &c.meta.ports)?,
             // Not a built-in one: a user network.

@@ -51,6 +51,43 @@ impl NetworkChoice {
     }
 }
 
+/// How `--network container:NAME` is recorded: `container:<ID>`.
+pub(crate) const CONTAINER_MODE: &str = "container:";
+
+/// The running container whose network namespace `--network container:NAME` joins: its ID
+/// and the namespace's path (its PID 1's).
+pub(crate) fn shared_network_of(
+    store: &gcr_storage::Store,
+    wanted: &str,
+) -> Result<(String, std::path::PathBuf)> {
+    let c = crate::container::lookup(store, wanted)?;
+    let pid = c.pid().filter(|_| c.alive()).ok_or_else(|| {
+        ContainerError::State(format!(
+            "cannot join the network of container {}: it is not running (start it first)",
+            c.display_name()
+        ))
+    })?;
+    Ok((c.id, format!("/proc/{pid}/ns/net").into()))
+}
+
+/// The PID 1 of container `wanted` of the store at `root`, read before gcr enters its
+/// rootless user namespace (so it can join that container's instead); None when it does
+/// not run or cannot be read (the create says why later).
+pub fn container_pid_for_sharing(root: &std::path::Path, wanted: &str) -> Option<u32> {
+    let store = gcr_storage::Store::open(root.to_path_buf()).ok()?;
+    let c = crate::container::lookup(&store, wanted).ok()?;
+    c.pid().filter(|_| c.alive()).map(|pid| pid.as_raw() as u32)
+}
+
+/// For `start` of container `wanted` made with `--network container:NAME`: that other
+/// container's PID 1 (see [`container_pid_for_sharing`]).
+pub fn shared_network_pid_of(root: &std::path::Path, wanted: &str) -> Option<u32> {
+    let store = gcr_storage::Store::open(root.to_path_buf()).ok()?;
+    let c = crate::container::lookup(&store, wanted).ok()?;
+    let target = c.meta.network.as_deref()?.strip_prefix(CONTAINER_MODE)?;
+    container_pid_for_sharing(root, target)
+}
+
 /// The runtime's network options for a container.
 pub fn network_options(
     choice: NetworkChoice,
@@ -258,9 +295,7 @@ pub(crate) fn pick_free_ports(ports: &mut [PublishedPort]) -> Result<()> {
         } else {
             std::net::TcpListener::bind((ip, 0)).and_then(|l| l.local_addr())
         }
-            .map_err(|e| {
-                ContainerError::Invalid(format!("cannot find a free port on {ip}: {e}"))
-            })?;
+        .map_err(|e| ContainerError::Invalid(format!("cannot find a free port on {ip}: {e}")))?;
         port.host_port = probe.port();
     }
     Ok(())

@@ -63,6 +63,8 @@ pub struct CreateOptions {
     pub network_aliases: Vec<String>,
     /// `--ip`: its address on the user network.
     pub ip: Option<String>,
+    /// `--network container:NAME`: the running container whose network namespace it joins.
+    pub network_container: Option<String>,
     /// Further user networks (`--network a --network b`, the API's EndpointsConfig).
     pub more_networks: Vec<crate::attachments::NetworkRequest>,
     pub publish: Vec<PublishedPort>,
@@ -117,6 +119,7 @@ impl CreateOptions {
             user_network: None,
             network_aliases: Vec::new(),
             ip: None,
+            network_container: None,
             more_networks: Vec::new(),
             publish: Vec::new(),
             publish_all: false,

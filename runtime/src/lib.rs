@@ -79,8 +79,8 @@ pub use plan::{OciLaunch, RootfsSource, RunOptions};
 pub use relay::ExitStatusCode;
 pub use spec::{
     bind_mount, docker_default_capabilities, docker_default_spec, remove_namespace,
-    set_capabilities, set_privileged, set_seccomp_profile, set_user_namespace, tmpfs_mount,
-    SpecError,
+    set_capabilities, set_namespace_path, set_privileged, set_seccomp_profile, set_user_namespace,
+    tmpfs_mount, SpecError,
 };
 pub use switch::keeper_main_if_asked;
 pub use sys::{default_sigpipe, ignore_sigpipe, ignore_stop_signals};

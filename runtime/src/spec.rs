@@ -319,6 +319,26 @@ pub fn remove_namespace(spec: &mut Spec, typ: LinuxNamespaceType) {
     }
 }
 
+/// Joins the namespace of type `typ` at `path` (e.g. another container's
+/// `/proc/PID/ns/net`) instead of making a new one.
+pub fn set_namespace_path(spec: &mut Spec, typ: LinuxNamespaceType, path: &Path) {
+    if let Some(mut linux) = spec.linux().clone() {
+        let mut list: Vec<LinuxNamespace> = linux
+            .namespaces()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|n| n.typ() != typ)
+            .collect();
+        let mut ns = LinuxNamespace::default();
+        ns.set_typ(typ);
+        ns.set_path(Some(path.to_path_buf()));
+        list.push(ns);
+        linux.set_namespaces(Some(list));
+        spec.set_linux(Some(linux));
+    }
+}
+
 /// Adds a new user namespace with the given mappings `(container_id, host_id, size)` (rootful
 /// `--userns`). Rootless gcr does not need this: it already runs inside its own user namespace.
 pub fn set_user_namespace(

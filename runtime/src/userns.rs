@@ -124,10 +124,16 @@ pub fn user_state_dir(uid: u32) -> std::path::PathBuf {
 /// cannot be joined (a new namespace is made then).
 fn join_keeper(uid: u32) -> bool {
     let state = user_state_dir(uid).join("net");
-    let Some(keeper) = crate::switch::live_keeper(&state) else {
-        return false;
-    };
-    let Ok(userns) = std::fs::File::open(format!("/proc/{keeper}/ns/user")) else {
+    match crate::switch::live_keeper(&state) {
+        Some(keeper) => join_user_namespace_of(keeper),
+        None => false,
+    }
+}
+
+/// Joins the user namespace of process `pid` (a keeper, or a container whose namespaces a
+/// new container shares), then a mount namespace of its own.
+fn join_user_namespace_of(pid: u32) -> bool {
+    let Ok(userns) = std::fs::File::open(format!("/proc/{pid}/ns/user")) else {
         return false;
     };
     if nix::sched::setns(&userns, CloneFlags::CLONE_NEWUSER).is_err() {
@@ -162,6 +168,13 @@ fn helper_exists(tool: &str) -> bool {
 /// Enters gcr's rootless user + mount namespace (see the module docs). Call it before any
 /// thread exists (before building a tokio runtime).
 pub fn enter_rootless_userns() -> Result<Rootless, UsernsError> {
+    enter_rootless_userns_beside(None)
+}
+
+/// As [`enter_rootless_userns`], but into the user namespace of process `beside` when it
+/// is given and can be joined (`--network container:NAME`: a namespace of that container's
+/// is only joined from the user namespace that owns it).
+pub fn enter_rootless_userns_beside(beside: Option<u32>) -> Result<Rootless, UsernsError> {
     let uid = Uid::effective().as_raw();
     let gid = Gid::effective().as_raw();
     if uid == 0 {
@@ -177,7 +190,9 @@ pub fn enter_rootless_userns() -> Result<Rootless, UsernsError> {
     let tools = helper_exists("newuidmap") && helper_exists("newgidmap");
     let subordinate = !uid_ranges.is_empty() && !gid_ranges.is_empty() && tools;
 
-    if join_keeper(uid) {
+    if beside.is_some_and(|pid| Uid::effective().as_raw() != 0 && join_user_namespace_of(pid)) {
+        tracing::debug!("joined the user namespace of the container whose network is shared");
+    } else if join_keeper(uid) {
         tracing::debug!("joined the user namespace of the rootless network namespace");
     } else if !subordinate {
         tracing::warn!(

@@ -12,7 +12,7 @@ pub struct StartArgs {
     #[arg(short, long)]
     attach: bool,
     #[arg(required = true, value_name = "CONTAINER")]
-    containers: Vec<String>,
+    pub containers: Vec<String>,
 }
 
 /// `gcr start`: runs a stopped container again, on its own upper directory, with the spec it
@@ -72,7 +72,7 @@ pub struct StopArgs {
     )]
     time: Option<u64>,
     #[arg(required = true, value_name = "CONTAINER")]
-    containers: Vec<String>,
+    pub containers: Vec<String>,
 }
 
 /// `gcr stop`: the image's STOPSIGNAL (SIGTERM by default), then SIGKILL after the timeout.

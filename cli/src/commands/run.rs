@@ -114,8 +114,9 @@ pub struct RunArgs {
     #[arg(long)]
     read_only: bool,
     /// Network: private (the default: the gcr0 bridge with NAT as root, slirp4netns
-    /// rootless), host, none; bridge or slirp4netns name the private kind; or a user
-    /// network (`gcr network create`). Repeat it to join further user networks
+    /// rootless), host, none; bridge or slirp4netns name the private kind; a user network
+    /// (`gcr network create`; repeat --network to join further ones); or container:NAME,
+    /// the network of a running container
     #[arg(long, alias = "net", value_name = "MODE")]
     network: Vec<String>,
     /// The container's address on its (first) user network
@@ -184,6 +185,13 @@ pub struct RunArgs {
 /// The first `--network` (the default: private).
 fn first_network(args: &RunArgs) -> &str {
     args.network.first().map_or("private", String::as_str)
+}
+
+/// `--network container:NAME`: the container whose network it shares.
+pub fn shared_network(args: &RunArgs) -> Option<&str> {
+    first_network(args)
+        .strip_prefix("container:")
+        .filter(|name| !name.is_empty())
 }
 
 fn create_options(
@@ -353,9 +361,15 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<u8> {
         );
     }
     let store = ctx.open_store()?;
-    let (network, user_network) = gcr_containers::resolve_network(&store, first_network(&args))?;
-    opts.network = network;
-    opts.user_network = user_network;
+    match shared_network(&args) {
+        Some(target) => opts.network_container = Some(target.to_string()),
+        None => {
+            let (network, user_network) =
+                gcr_containers::resolve_network(&store, first_network(&args))?;
+            opts.network = network;
+            opts.user_network = user_network;
+        }
+    }
     if opts.user_network.is_none() && !opts.network_aliases.is_empty() {
         bail!(
             "--network-alias needs a user network (gcr network create NAME, then --network NAME)"
