@@ -218,7 +218,9 @@ impl NetworkPlan {
                 let socket = std::net::UdpSocket::bind(at).map_err(taken)?;
                 listeners.udp.push((socket, port.container_port));
             } else {
-                listeners.tcp.push((TcpListener::bind(at).map_err(taken)?, port.container_port));
+                listeners
+                    .tcp
+                    .push((TcpListener::bind(at).map_err(taken)?, port.container_port));
             }
         }
         Ok(Some(NetworkPlan {

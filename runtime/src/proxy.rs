@@ -2,13 +2,13 @@
 //! connects to the container's port from inside its network namespace, copying both ways
 //! (as docker-proxy and rootlesskit's builtin port driver do).
 
-use std::io::{Read, Write};
 use std::collections::HashMap;
+use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use std::os::fd::AsFd;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};

@@ -62,7 +62,10 @@ pub fn port(ctx: &Context, args: PortArgs) -> anyhow::Result<u8> {
         .collect();
     if shown.is_empty() {
         if let Some((n, proto)) = wanted {
-            bail!("no public port {n}/{proto} published for {}", c.display_name());
+            bail!(
+                "no public port {n}/{proto} published for {}",
+                c.display_name()
+            );
         }
     }
     for p in shown {
