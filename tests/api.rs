@@ -1113,12 +1113,22 @@ networks:
 }
 
 #[test]
-fn python_sdk_pulls_runs_and_removes() {
+fn python_sdk_pulls_runs_and_removes_as_root() {
+    python_sdk(None);
+}
+
+#[test]
+fn python_sdk_pulls_runs_and_removes_rootless() {
+    let Some(user) = test_user() else { return };
+    python_sdk(Some(&user));
+}
+
+fn python_sdk(user: Option<&str>) {
     let Some(image) = busybox() else { return };
     if support::tool("/usr/bin/python3").is_none() {
         return;
     }
-    let s = ServiceUnderTest::start(&["--time", "0"]);
+    let s = ServiceUnderTest::start_as(user, &["--time", "0"]);
     // Debian's python3-docker (the Docker SDK for Python), as scripts use it.
     let script = format!(
         r#"
@@ -1250,15 +1260,49 @@ fn bad_input_gets_docker_shaped_errors_and_leaves_nothing() {
         .output()
         .unwrap();
     assert!(check.status.success(), "{}", stderr(&check));
+    // Rootless: a bind of a path the user may not open is refused by name (400), nothing made.
+    if let Some(user) = test_user() {
+        let secret = tempfile::Builder::new()
+            .prefix("gcr-api-secret-")
+            .tempdir()
+            .unwrap();
+        std::fs::write(secret.path().join("file"), "root only\n").unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(secret.path(), std::fs::Permissions::from_mode(0o700))
+                .unwrap();
+        }
+        let s = ServiceUnderTest::start_as(Some(&user), &["--time", "0"]);
+        s.docker_ok(&["pull", &image]);
+        let bind = format!("{}/file:/x", secret.path().display());
+        let (status, body) = s.curl_json(
+            "POST",
+            "/containers/create",
+            &format!(r#"{{"Image":"{image}","HostConfig":{{"Binds":["{bind}"]}}}}"#),
+        );
+        assert_eq!(status, 400, "{body}");
+        assert!(body.contains("permission denied"), "{body}");
+        assert_eq!(s.store_containers(), "");
+    }
 }
 
 #[test]
-fn twenty_parallel_runs_all_succeed_and_leave_nothing() {
+fn twenty_parallel_runs_all_succeed_and_leave_nothing_as_root() {
+    twenty_parallel_runs(None);
+}
+
+#[test]
+fn twenty_parallel_runs_all_succeed_and_leave_nothing_rootless() {
+    let Some(user) = test_user() else { return };
+    twenty_parallel_runs(Some(&user));
+}
+
+fn twenty_parallel_runs(user: Option<&str>) {
     let Some(image) = busybox() else { return };
     if support::tool("docker").is_none() {
         return;
     }
-    let s = ServiceUnderTest::start(&["--time", "0"]);
+    let s = ServiceUnderTest::start_as(user, &["--time", "0"]);
     s.docker_ok(&["pull", &image]);
     let runs: Vec<std::thread::JoinHandle<Output>> = (0..20)
         .map(|_| {

@@ -218,10 +218,16 @@ pub fn parse_volume(spec: &str) -> Result<Volume> {
             no_copy,
         });
     }
-    let source_path = std::fs::canonicalize(Path::new(source)).map_err(|_| {
-        invalid(format!(
-            "volume source {source} does not exist: create it first or fix the path"
-        ))
+    let source_path = std::fs::canonicalize(Path::new(source)).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            invalid(format!(
+                "volume source {source} cannot be reached: permission denied (a container binds only what its caller may open)"
+            ))
+        } else {
+            invalid(format!(
+                "volume source {source} does not exist: create it first or fix the path"
+            ))
+        }
     })?;
     Ok(Volume {
         source: source_path,
