@@ -2004,12 +2004,12 @@ fn the_default_private_network_publishes_ports_and_leaves_nothing_behind() {
         ]);
         assert_eq!(taken.status.code(), Some(125), "{who:?}");
         assert!(stderr(&taken).contains("not free"), "{}", stderr(&taken));
-        let udp = gcr(&["run", "--rm", "-p", "53:53/udp", &image, "true"]);
-        assert_eq!(udp.status.code(), Some(125));
+        let sctp = gcr(&["run", "--rm", "-p", "53:53/sctp", &image, "true"]);
+        assert_eq!(sctp.status.code(), Some(125));
         assert!(
-            stderr(&udp).contains("not supported yet"),
+            stderr(&sctp).contains("not supported yet"),
             "{}",
-            stderr(&udp)
+            stderr(&sctp)
         );
         let bad = gcr(&["run", "--rm", "-p", "70000:80", &image, "true"]);
         assert_eq!(bad.status.code(), Some(125));
