@@ -285,7 +285,7 @@ fn endpoints_not_done_answer_501_naming_themselves() {
     let s = ServiceUnderTest::start(&["--time", "0"]);
     for (method, path) in [
         ("POST", "/v1.41/plugins/pull"),
-        ("GET", "/v1.41/containers/x/stats"),
+        ("GET", "/v1.41/containers/x/changes"),
         ("POST", "/v1.41/containers/x/update"),
     ] {
         let (status, text) = s.curl(method, path);
@@ -295,9 +295,9 @@ fn endpoints_not_done_answer_501_naming_themselves() {
         let message = json["message"].as_str().unwrap();
         assert!(message.contains(&format!("{method} {path}")), "{message}");
     }
-    // The docker client shows the message and fails: never a wrong success.
-    let out = s.docker(&["container", "stats", "--no-stream", "x"]);
-    assert!(!out.status.success());
+    // A done endpoint on a container that is not there: Docker's 404.
+    let (status, text) = s.curl("GET", "/v1.41/containers/x/stats?stream=false");
+    assert_eq!(status, 404, "{text}");
     // A setting gcr cannot honour is refused by name, not dropped.
     let (status, body) = s.curl_json(
         "POST",
@@ -471,6 +471,28 @@ fn docker_cli_runs_containers(user: Option<&str>) {
     assert_eq!(state.trim(), "running false");
     let top = s.docker_ok(&["top", "web"]);
     assert!(top.contains("httpd"), "{top}");
+    // stats: the docker CLI reads gcr's stats documents (the container, its PIDs).
+    let stats = s.docker_ok(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}} {{.PIDs}}",
+        "web",
+    ]);
+    let (name, pids) = stats.trim().split_once(' ').unwrap_or_default();
+    assert_eq!(name, "web", "{who}: {stats}");
+    assert!(pids.parse::<u64>().is_ok_and(|n| n >= 1), "{who}: {stats}");
+    let line = s.docker_ok(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.MemUsage}}|{{.NetIO}}",
+        "web",
+    ]);
+    assert!(
+        !line.contains("--") && line.contains("iB / "),
+        "{who}: {line}"
+    );
     // pause/unpause (the freezer: root's on cgroup v1, where rootless says so).
     let cgroup_v1 = !Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
     if user.is_some() && cgroup_v1 {

@@ -986,6 +986,206 @@ fn memory_pids_and_cpu_limits_reach_the_cgroup() {
     assert!(stderr(&bad).contains("--memory"), "{}", stderr(&bad));
 }
 
+/// "20.37MiB" (the docker CLI's binary sizes) in bytes.
+fn binary_bytes(text: &str) -> f64 {
+    let split = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale = match unit {
+        "B" => 1.0,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        other => panic!("unit {other:?} in {text:?}"),
+    };
+    number.parse::<f64>().unwrap() * scale
+}
+
+/// A /proc/PID/status field as a number (kB for sizes).
+fn status_number(pid: &str, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn stats_numbers_are_the_cgroups_or_said_to_come_from_proc() {
+    let Some(image) = image() else { return };
+    for who in [As::Root, As::Rootless] {
+        let Some(s) = Setup::new(who) else { continue };
+        let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+        let id = expect(
+            &gcr(&[
+                "run",
+                "-d",
+                "--name",
+                "st",
+                "-m",
+                "64m",
+                &image,
+                "sh",
+                "-c",
+                "dd if=/dev/zero of=/dev/shm/x bs=1M count=20 2>/dev/null; touch /tmp/done; sleep 60",
+            ]),
+            0,
+        )
+        .trim()
+        .to_string();
+        let info: serde_json::Value =
+            serde_json::from_str(&expect(&gcr(&["inspect", "st"]), 0)).unwrap();
+        let pid1 = info[0]["State"]["Pid"].as_i64().unwrap().to_string();
+        // Until the 20 MiB are written (the shell then runs sleep).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !Path::new(&format!("/proc/{pid1}/root/tmp/done")).exists() {
+            assert!(std::time::Instant::now() < deadline, "dd did not finish");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let out = gcr(&["stats", "--no-stream", "--format", "json", "st"]);
+        let row: serde_json::Value = serde_json::from_str(expect(&out, 0).trim()).unwrap();
+        let note = stderr(&out);
+        assert_eq!(row["Name"], "st", "{row}");
+        assert_eq!(row["ID"], &id[..12], "{row}");
+        assert!(row["CPUPerc"].as_str().unwrap().ends_with('%'), "{row}");
+        let (used, limit) = row["MemUsage"].as_str().unwrap().split_once(" / ").unwrap();
+        let used = binary_bytes(used);
+        let pids: u64 = row["PIDs"].as_str().unwrap().parse().unwrap();
+        let (rx, _) = row["NetIO"].as_str().unwrap().split_once(" / ").unwrap();
+        assert!(rx.ends_with('B'), "{row}");
+        if who == As::Root {
+            // The container's own groups: v1 (this machine) or v2.
+            let v1 = format!("/sys/fs/cgroup/memory/gcr/{id}");
+            let (usage_file, pids_file) = if Path::new(&v1).is_dir() {
+                (
+                    format!("{v1}/memory.usage_in_bytes"),
+                    format!("/sys/fs/cgroup/pids/gcr/{id}/pids.current"),
+                )
+            } else {
+                (
+                    format!("/sys/fs/cgroup/gcr/{id}/memory.current"),
+                    format!("/sys/fs/cgroup/gcr/{id}/pids.current"),
+                )
+            };
+            let read = |f: &str| -> f64 {
+                std::fs::read_to_string(f)
+                    .unwrap_or_else(|e| panic!("{f}: {e}"))
+                    .trim()
+                    .parse()
+                    .unwrap()
+            };
+            let usage = read(&usage_file);
+            assert!(
+                usage > 20.0 * 1048576.0,
+                "the cgroup counts the tmpfs file: {usage}"
+            );
+            assert!(
+                (used - usage).abs() <= usage * 0.1,
+                "stats {used} vs {usage_file} {usage}: {row}"
+            );
+            assert_eq!(limit, "64MiB", "{row}");
+            assert_eq!(pids as f64, read(&pids_file), "{row}");
+            assert!(
+                note.is_empty(),
+                "figures from its cgroup need no note: {note}"
+            );
+            // The other formats show the same reading.
+            let text = stdout(&gcr(&[
+                "stats",
+                "--no-stream",
+                "--format",
+                "{{.Name}}: {{.MemUsage}}",
+            ]));
+            assert!(
+                text.starts_with("st: ") && text.contains("/ 64MiB"),
+                "{text}"
+            );
+            let table = stdout(&gcr(&["stats", "--no-stream"]));
+            assert!(
+                table.starts_with("CONTAINER ID   NAME   CPU %")
+                    && table.contains("MEM USAGE / LIMIT")
+                    && table.contains(&id[..12]),
+                "{table}"
+            );
+        } else {
+            // Rootless on cgroup v1: no cgroup. Counted from /proc, and said so: resident
+            // memory of its processes, the host's memory as the limit, their tasks.
+            let theirs = std::fs::read_link(format!("/proc/{pid1}/ns/pid")).unwrap();
+            let members: Vec<String> = std::fs::read_dir("/proc")
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|p| p.parse::<u32>().is_ok())
+                .filter(|p| {
+                    std::fs::read_link(format!("/proc/{p}/ns/pid")).ok() == Some(theirs.clone())
+                })
+                .collect();
+            let rss: u64 = members
+                .iter()
+                .map(|p| status_number(p, "VmRSS:") * 1024)
+                .sum();
+            let threads: u64 = members.iter().map(|p| status_number(p, "Threads:")).sum();
+            assert!(
+                (used - rss as f64).abs() <= rss as f64 * 0.1,
+                "stats {used} vs resident {rss}: {row}"
+            );
+            let host = status_number_meminfo() as f64;
+            let limit = binary_bytes(limit);
+            assert!(
+                (limit - host).abs() <= host * 0.001,
+                "{limit} vs MemTotal {host}: {row}"
+            );
+            assert_eq!(pids, threads, "{row}");
+            assert!(
+                note.contains("no cgroup of its own") && note.contains("64 MiB is not enforced"),
+                "{note}"
+            );
+        }
+        // A container that is not running shows Docker's zeros with -a, none without.
+        expect(&gcr(&["rm", "-f", "st"]), 0);
+        let out = gcr(&["create", "--name", "idle", &image, "true"]);
+        expect(&out, 0);
+        assert_eq!(
+            expect(&gcr(&["stats", "--no-stream", "--format", "{{.Name}}"]), 0),
+            ""
+        );
+        let all = expect(
+            &gcr(&[
+                "stats",
+                "-a",
+                "--no-stream",
+                "--format",
+                "{{.Name}} {{.MemUsage}} {{.PIDs}}",
+            ]),
+            0,
+        );
+        assert_eq!(all, "idle 0B / 0B 0\n");
+        let missing = gcr(&["stats", "--no-stream", "nosuch"]);
+        assert_ne!(missing.status.code(), Some(0));
+        assert!(
+            stderr(&missing).contains("no such container"),
+            "{}",
+            stderr(&missing)
+        );
+        expect(&gcr(&["rm", "idle"]), 0);
+        assert_no_leftovers(&s);
+    }
+}
+
+/// The machine's memory (MemTotal), bytes.
+fn status_number_meminfo() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap()
+        * 1024
+}
+
 #[test]
 fn images_with_more_layers_than_one_page_of_mount_options_run() {
     let Some(image) = image() else { return };

@@ -15,6 +15,7 @@ mod exec;
 mod handlers;
 mod images;
 mod networks;
+mod stats;
 mod stream;
 mod system;
 mod volumes;
@@ -165,6 +166,7 @@ fn routes() -> Router<Arc<Service>> {
         .route("/containers/{id}/attach", post(containers::attach))
         .route("/containers/{id}/rename", post(containers::rename))
         .route("/containers/{id}/top", get(containers::top))
+        .route("/containers/{id}/stats", get(stats::stats))
         .route("/containers/{id}/resize", post(containers::resize))
         .route("/containers/{id}/pause", post(containers::pause))
         .route("/containers/{id}/unpause", post(containers::unpause))

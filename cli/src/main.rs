@@ -21,7 +21,7 @@ use clap::{Parser, Subcommand};
 
 use commands::{
     archive, build, commit, exec, files, images, info, lifecycle, logs, networks, observe, ps,
-    pull, push, run, system, volumes,
+    pull, push, run, stats, system, volumes,
 };
 use context::{Context, EXIT_GCR_FAILED};
 
@@ -111,6 +111,8 @@ enum Command {
     Rename(lifecycle::RenameArgs),
     /// List a running container's processes
     Top(observe::TopArgs),
+    /// Show what running containers use: CPU, memory, network and block I/O, PIDs
+    Stats(stats::StatsArgs),
     /// Show what happens to containers, images, volumes and networks (the store's journal)
     Events(observe::EventsArgs),
     /// Freeze every process of running containers
@@ -225,6 +227,8 @@ enum ContainerCommand {
     Rename(lifecycle::RenameArgs),
     /// List a running container's processes
     Top(observe::TopArgs),
+    /// Show what running containers use: CPU, memory, network and block I/O, PIDs
+    Stats(stats::StatsArgs),
 }
 
 impl Command {
@@ -267,6 +271,7 @@ impl Command {
                 ContainerCommand::Prune(a) => Command::ContainerPrune(a),
                 ContainerCommand::Rename(a) => Command::Rename(a),
                 ContainerCommand::Top(a) => Command::Top(a),
+                ContainerCommand::Stats(a) => Command::Stats(a),
             },
             other => other,
         }
@@ -282,6 +287,8 @@ impl Command {
             // Join the container's own user namespace instead (reading the store needs none;
             // cp of a stopped container enters gcr's namespace itself to mount its files).
             Command::Exec(_) | Command::Cp(_) | Command::Top(_) => false,
+            // Reads cgroup files and /proc as the user (its containers' processes are its).
+            Command::Stats(_) => false,
             Command::Build(args) => args.needs_store(),
             _ => true,
         }
@@ -388,6 +395,7 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
         Command::Cp(args) => files::cp(&ctx, args),
         Command::Rename(args) => lifecycle::rename(&ctx, args),
         Command::Top(args) => observe::top(&ctx, args),
+        Command::Stats(args) => stats::stats(&ctx, args),
         Command::Events(args) => observe::events(&ctx, args),
         Command::Pause(args) => lifecycle::pause(&ctx, args),
         Command::Unpause(args) => lifecycle::unpause(&ctx, args),

@@ -33,6 +33,7 @@ mod options;
 mod record;
 mod rootfs;
 mod spec;
+mod stats;
 mod supervisor;
 mod user_networks;
 mod userns;
@@ -74,6 +75,7 @@ pub use options::{
 pub use record::{process_alive, read_meta, ContainerMeta, PublishedPort};
 pub use rootfs::{image_rootfs, lower_dirs, overlay};
 pub use spec::{container_spec, merge_env, process_args, ImageProcess};
+pub use stats::{docker_stats, sample, NetCounters, Sample, Source};
 pub use supervisor::{Launch, RestartPolicy};
 pub use user_networks::{
     builtin_networks, create_network, find_network, is_builtin_network, network_document, networks,

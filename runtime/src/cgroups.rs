@@ -61,7 +61,7 @@ pub fn oci_path(path: Option<&Path>, id: &str) -> String {
 
 /// The v1 hierarchies mounted under /sys/fs/cgroup (their directories), the named systemd one
 /// included; empty on a unified host.
-fn v1_hierarchies() -> Vec<PathBuf> {
+pub(crate) fn v1_hierarchies() -> Vec<PathBuf> {
     let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
         return Vec::new();
     };
@@ -97,7 +97,7 @@ fn fill_cpuset(hierarchy: &Path, rel: &Path) -> Result<(), RuntimeError> {
     Ok(())
 }
 
-fn is_unified() -> bool {
+pub(crate) fn is_unified() -> bool {
     nix::sys::statfs::statfs(ROOT)
         .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
         .unwrap_or(false)
@@ -424,6 +424,7 @@ impl Cgroup {
                 // as a missing file with its path.
                 let _ = write(Path::new(ROOT), "cgroup.subtree_control", enable.trim());
                 let _ = write(&parent, "cgroup.subtree_control", enable.trim());
+                crate::cgroup_usage::enable_counters(Path::new(ROOT), &parent);
                 let dir = parent.join(id);
                 std::fs::create_dir(&dir)
                     .map_err(|e| RuntimeError::io("create cgroup", &dir, e))?;
@@ -441,6 +442,7 @@ impl Cgroup {
                     }
                     write(&dir, file, value)?;
                 }
+                cg.add_counting_groups(id);
             }
             Ok(())
         })();

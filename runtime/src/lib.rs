@@ -24,6 +24,7 @@
 
 mod bridge;
 mod caps;
+mod cgroup_usage;
 pub mod cgroups;
 mod channel;
 mod child;
@@ -59,6 +60,7 @@ pub use bridge::{
     remove_bridge_network,
 };
 pub use caps::{capability_names, parse_capability};
+pub use cgroup_usage::{container_cgroup, CgroupUsage, CpuCounters, IoCounter, MemoryCounters};
 pub use copy::{
     copy_in, copy_out, copy_out_tar, stat_entry, ContainerFiles, CopyOptions, EntryStat,
 };

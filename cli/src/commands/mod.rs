@@ -16,6 +16,7 @@ pub mod ps;
 pub mod pull;
 pub mod push;
 pub mod run;
+pub mod stats;
 pub mod system;
 pub mod volumes;
 
