@@ -6,13 +6,19 @@
 #   podman: podman run --rm --network=none IMAGE true          (image already pulled)
 #   gcr-tmpfs: gcr as above with its store on a tmpfs: shows what the store's disk work
 #           (fsync, creating and deleting the container's directories on ext4) costs
+#   gcr-slirp, gcr-pasta: rootless gcr (as $BENCH_USER, default gcrtest) with a private
+#           network by slirp4netns and by pasta: which of the two starts faster (issue 12)
 # Interleaved (gcr crun podman gcr crun podman ...), wall time of each invocation, medians and
 # ratios. Targets (issue 4): gcr <= 2x crun, gcr <= 0.1x podman.
 #
 # Usage: sudo bash bench/run.sh [ROUNDS]                    (default 30 rounds)
 # Env:   GCR=/path/to/gcr (default: $CARGO_TARGET_DIR or target, release build, built if missing)
-#        BENCH_TOOLS="gcr crun podman gcr-tmpfs"   BENCH_REF=127.0.0.1:5000/busybox:latest
+#        BENCH_TOOLS="gcr crun podman gcr-tmpfs gcr-slirp gcr-pasta"
+#        BENCH_REF=127.0.0.1:5000/busybox:latest   BENCH_USER=gcrtest
 #
+# Rootless private network, measured 2026-12-07 (15 rounds, release gcr, this 2-core VM):
+# gcr-slirp 43.8 ms, gcr-pasta 45.4 ms -> pasta/slirp 1.04x: pasta does not start faster
+# here, so slirp4netns stays the rootless default and pasta is `--network pasta`.
 # Measured 2026-12-07 (10 rounds, idle machine, after the gcr-containers move): gcr 10.7 ms,
 # crun 16.3 ms, podman 148 ms, gcr on tmpfs 9.0 ms -> 0.66x crun, 0.07x podman.
 # Measured 2026-11-24 on the 2-core Debian 12 VM, release gcr, medians of 30 interleaved
@@ -30,7 +36,8 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 FIX="$REPO/tests/fixtures"
 ROUNDS="${1:-30}"
-read -r -a TOOLS <<<"${BENCH_TOOLS:-gcr crun podman gcr-tmpfs}"
+read -r -a TOOLS <<<"${BENCH_TOOLS:-gcr crun podman gcr-tmpfs gcr-slirp gcr-pasta}"
+BENCH_USER="${BENCH_USER:-gcrtest}"
 REF="${BENCH_REF:-127.0.0.1:5000/busybox:latest}"
 
 [ "$(id -u)" -eq 0 ] || {
@@ -43,7 +50,7 @@ REF="${BENCH_REF:-127.0.0.1:5000/busybox:latest}"
 }
 has_tool() { [[ " ${TOOLS[*]} " == *" $1 "* ]]; }
 
-if has_tool gcr || has_tool gcr-tmpfs; then
+if has_tool gcr || has_tool gcr-tmpfs || has_tool gcr-slirp || has_tool gcr-pasta; then
     if [ -z "${GCR:-}" ]; then
         GCR="${CARGO_TARGET_DIR:-$REPO/target}/release/gcr"
         if [ ! -x "$GCR" ]; then
@@ -97,6 +104,21 @@ if has_tool gcr; then
     "$GCR" --root "$GCR_ROOT" pull -q "$REF" >/dev/null
     "$GCR" --root "$GCR_ROOT" run --rm --network none "$REF" true
 fi
+if has_tool gcr-slirp || has_tool gcr-pasta; then
+    id -u "$BENCH_USER" >/dev/null 2>&1 || {
+        echo "no user $BENCH_USER for the rootless cases: run tests/fixtures/setup.sh or set BENCH_USER" >&2
+        exit 1
+    }
+    # The rootless user's own copy of the binary and store (the work dir is root's).
+    RL="$WORK/rootless"
+    mkdir -p "$RL"
+    cp "$GCR" "$RL/gcr"
+    chown -R "$BENCH_USER" "$RL"
+    chmod 755 "$WORK"
+    rootless_gcr() { runuser -u "$BENCH_USER" -- "$RL/gcr" --root "$RL/store" "$@"; }
+    rootless_gcr pull -q "$REF" >/dev/null
+    for n in slirp4netns pasta; do rootless_gcr run --rm --network "$n" "$REF" true; done
+fi
 if has_tool crun; then
     if crun --version >/dev/null 2>&1 && ! mountpoint -q /sys/fs/cgroup/hugetlb &&
         grep -qw hugetlb /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null; then
@@ -135,6 +157,8 @@ for ((i = 1; i <= ROUNDS; i++)); do
         case $tool in
         gcr) "$GCR" --root "$GCR_ROOT" run --rm --network none "$REF" true ;;
         gcr-tmpfs) "$GCR" --root "$GCR_TMPFS_ROOT" run --rm --network none "$REF" true ;;
+        gcr-slirp) rootless_gcr run --rm --network slirp4netns "$REF" true ;;
+        gcr-pasta) rootless_gcr run --rm --network pasta "$REF" true ;;
         crun) crun run --bundle "$BUNDLE" "gcr-bench-$i" ;;
         podman) podman run --rm --network=none "$REF" true ;;
         *)
@@ -167,4 +191,8 @@ fi
 if has_tool gcr-tmpfs && has_tool crun; then
     ratio=$(awk -v a="${MED[gcr-tmpfs]}" -v b="${MED[crun]}" 'BEGIN{printf "%.2f", a/b}')
     echo "  gcr-tmpfs/crun = ${ratio}x   (the store on tmpfs)"
+fi
+if has_tool gcr-slirp && has_tool gcr-pasta; then
+    ratio=$(awk -v a="${MED[gcr-pasta]}" -v b="${MED[gcr-slirp]}" 'BEGIN{printf "%.2f", a/b}')
+    echo "  gcr-pasta/gcr-slirp = ${ratio}x   (rootless private network; < 1 would make pasta the better default)"
 fi

@@ -3548,11 +3548,16 @@ fn pause_freezes_a_counter_and_unpause_lets_it_go_on() {
             0,
         );
         std::thread::sleep(std::time::Duration::from_millis(300));
+        // The counter rewrites its file: a read between truncate and write is retried.
         let count = || -> u64 {
-            expect(&gcr(&["exec", "counter", "cat", "/tmp/n"]), 0)
-                .trim()
-                .parse()
-                .unwrap()
+            for _ in 0..20 {
+                let text = expect(&gcr(&["exec", "counter", "cat", "/tmp/n"]), 0);
+                if let Ok(n) = text.trim().parse() {
+                    return n;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            panic!("the counter's file stays empty");
         };
         let cgroup_v1 = !std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
         let paused = gcr(&["pause", "counter"]);
@@ -3593,29 +3598,37 @@ fn pause_freezes_a_counter_and_unpause_lets_it_go_on() {
                 stderr(&refused)
             );
         }
-        let frozen_at = std::fs::read_dir(s.store.root().join("containers"))
-            .unwrap()
-            .flatten()
-            .find_map(|e| std::fs::read_to_string(e.path().join("pid")).ok())
-            .and_then(|pid| {
-                std::fs::read_to_string(format!("/proc/{}/root/tmp/n", pid.trim())).ok()
-            })
-            .expect("the counter's file");
+        let counter_file = || {
+            std::fs::read_dir(s.store.root().join("containers"))
+                .unwrap()
+                .flatten()
+                .find_map(|e| std::fs::read_to_string(e.path().join("pid")).ok())
+                .and_then(|pid| {
+                    std::fs::read_to_string(format!("/proc/{}/root/tmp/n", pid.trim())).ok()
+                })
+                .expect("the counter's file")
+        };
+        // Frozen: the file stays as it is (even half-written, between truncate and write).
+        let frozen_at = counter_file();
         std::thread::sleep(std::time::Duration::from_millis(500));
+        assert_eq!(counter_file(), frozen_at, "{who:?}: counted while paused");
         expect(&gcr(&["unpause", "counter"]), 0);
         let after_thaw = count();
-        assert!(
-            after_thaw <= frozen_at.trim().parse::<u64>().unwrap() + 1,
-            "{who:?}: counted while paused: {frozen_at} -> {after_thaw}"
-        );
         std::thread::sleep(std::time::Duration::from_millis(400));
         assert!(
             count() > after_thaw + 2,
             "{who:?}: the counter did not go on"
         );
-        // rm -f takes a paused container too.
+        // rm -f takes a paused container too, and its freezer group.
+        let id = expect(&gcr(&["inspect", "-f", "{{.Id}}", "counter"]), 0);
         expect(&gcr(&["pause", "counter"]), 0);
         expect(&gcr(&["rm", "-f", "counter"]), 0);
+        let group = Path::new("/sys/fs/cgroup/freezer/gcr").join(id.trim());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while group.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(!group.exists(), "{} left", group.display());
         let events = expect(
             &gcr(&[
                 "events",
@@ -3917,6 +3930,136 @@ fn network_container_shares_a_running_containers_namespace() {
             "true",
         ]);
         assert_eq!(gone.status.code(), Some(125));
+        assert_no_leftovers(&s);
+    }
+}
+
+#[test]
+fn network_pasta_gives_the_hosts_address_reaches_the_host_and_publishes() {
+    let Some(image) = image() else { return };
+    if support::tool("pasta").is_none() {
+        assert!(
+            !support::in_ci(),
+            "pasta missing: run tests/fixtures/setup.sh"
+        );
+        return;
+    }
+    // The host's address on its default route: pasta gives it to the container.
+    let route = std::fs::read_to_string("/proc/net/route").unwrap();
+    let fields: Vec<Vec<String>> = route
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().map(String::from).collect())
+        .collect();
+    let Some(default) = fields.iter().find(|f| f[1] == "00000000") else {
+        return;
+    };
+    let gateway = u32::from_str_radix(&default[2], 16).unwrap();
+    let gateway = std::net::Ipv4Addr::from(gateway.swap_bytes());
+    let dev = &default[0];
+    let addr = stdout(
+        &Command::new("ip")
+            .args(["-4", "-o", "addr", "show", "dev", dev])
+            .output()
+            .unwrap(),
+    );
+    let host_ip = addr
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    // A server on the host: pasta takes the container's traffic to the gateway's address to
+    // the host itself.
+    let server = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in server.incoming().flatten() {
+            use std::io::{Read as _, Write as _};
+            let mut conn = conn;
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 9\r\n\r\nfrom-host");
+        }
+    });
+    for who in [As::Root, As::Rootless] {
+        let Some(s) = Setup::new(who) else { continue };
+        let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+        let inside = expect(
+            &gcr(&[
+                "run",
+                "--rm",
+                "--network",
+                "pasta",
+                &image,
+                "ip",
+                "-o",
+                "-4",
+                "addr",
+            ]),
+            0,
+        );
+        assert!(
+            inside.contains(&format!("inet {host_ip}/")),
+            "{who:?}: {inside}"
+        );
+        let fetched = gcr(&[
+            "run",
+            "--rm",
+            "--network",
+            "pasta",
+            &image,
+            "wget",
+            "-qO-",
+            &format!("http://{gateway}:{port}/"),
+        ]);
+        assert_eq!(expect(&fetched, 0), "from-host", "{who:?}");
+        let published =
+            26000 + (std::process::id() % 10000) as u16 + u16::from(who == As::Rootless);
+        expect(
+            &gcr(&[
+                "run",
+                "-d",
+                "--name",
+                "pw",
+                "--network",
+                "pasta",
+                "-p",
+                &format!("127.0.0.1:{published}:80"),
+                &image,
+                "sh",
+                "-c",
+                "echo via-pasta > /tmp/i; httpd -f -p 80 -h /tmp",
+            ]),
+            0,
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let body = loop {
+            let out = Command::new("curl")
+                .args([
+                    "-s",
+                    "--max-time",
+                    "2",
+                    &format!("http://127.0.0.1:{published}/i"),
+                ])
+                .output()
+                .unwrap();
+            if out.status.success() || std::time::Instant::now() > deadline {
+                break stdout(&out);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        assert_eq!(body, "via-pasta\n", "{who:?}");
+        expect(&gcr(&["rm", "-f", "pw"]), 0);
+        // Its pasta goes with it.
+        let left = Command::new("pgrep")
+            .args(["-f", "pasta --config-net --quiet .*--runas 0"])
+            .output()
+            .unwrap();
+        assert_eq!(stdout(&left), "", "{who:?}: pasta left running");
         assert_no_leftovers(&s);
     }
 }

@@ -23,9 +23,10 @@ impl NetworkChoice {
             "private" | "default" | "bridge" if rootless => NetworkChoice::Private(Slirp),
             "private" | "default" | "bridge" => NetworkChoice::Private(Bridge),
             "slirp4netns" => NetworkChoice::Private(Slirp),
+            "pasta" => NetworkChoice::Private(gcr_runtime::PrivateNetwork::Pasta),
             other => {
                 return Err(ContainerError::invalid(format!(
-                "unknown --network {other:?}: use private (the default), bridge, slirp4netns, host, none or a network of `gcr network ls`"
+                "unknown --network {other:?}: use private (the default), bridge, slirp4netns, pasta, host, none, container:NAME or a network of `gcr network ls`"
             )))
             }
         })
@@ -38,6 +39,7 @@ impl NetworkChoice {
             NetworkChoice::None => "none",
             NetworkChoice::Private(gcr_runtime::PrivateNetwork::Bridge) => "bridge",
             NetworkChoice::Private(gcr_runtime::PrivateNetwork::Slirp) => "slirp4netns",
+            NetworkChoice::Private(gcr_runtime::PrivateNetwork::Pasta) => "pasta",
         }
     }
 
@@ -46,6 +48,8 @@ impl NetworkChoice {
         match self {
             NetworkChoice::Private(gcr_runtime::PrivateNetwork::Bridge) => Some(("10.88.0.1", 16)),
             NetworkChoice::Private(gcr_runtime::PrivateNetwork::Slirp) => Some(("10.0.2.2", 24)),
+            // pasta gives the container the host's own addresses and routes.
+            NetworkChoice::Private(gcr_runtime::PrivateNetwork::Pasta) => None,
             _ => None,
         }
     }
@@ -147,6 +151,11 @@ pub fn parse_extra_hosts(
                     })?
                 }
                 ("host-gateway", NetworkChoice::Host) => "127.0.0.1".to_string(),
+                ("host-gateway", NetworkChoice::Private(gcr_runtime::PrivateNetwork::Pasta)) => {
+                    return Err(ContainerError::Unsupported(format!(
+                        "--add-host {entry}: host-gateway with --network pasta is not supported yet (the container has the host's own address)"
+                    )))
+                }
                 ("host-gateway", NetworkChoice::None) => {
                     return Err(ContainerError::invalid(format!(
                         "--add-host {entry}: with --network none the host cannot be reached"

@@ -217,6 +217,8 @@ impl Launch {
             }
             result = self.run_once(&again);
         }
+        // The freezer group a `pause` made is empty now that the container has ended.
+        gcr_runtime::cgroups::remove_pause_group(&self.id);
         // A container that never started leaves nothing behind; --rm removes it after it ran.
         let started =
             result.is_ok() || matches!(&result, Err(gcr_runtime::RuntimeError::Exec { .. }));

@@ -55,7 +55,9 @@ pub(crate) fn generate(
     let mut resolv = resolv_conf(&host_resolv, own_netns);
     if let Some(network) = network {
         hosts = hosts.replace(&format!("127.0.1.1\t{name}\n"), &network.hosts_line(name));
-        if network.kind == PrivateNetwork::Slirp || crate::userns::rootless_ids().is_some() {
+        let rootless_bridge =
+            network.kind == PrivateNetwork::Bridge && crate::userns::rootless_ids().is_some();
+        if network.kind == PrivateNetwork::Slirp || rootless_bridge {
             // slirp4netns forwards DNS from its own address to the host's resolvers (a
             // rootless user network reaches it through the rootless network namespace).
             resolv = format!("nameserver {SLIRP_DNS}\n");

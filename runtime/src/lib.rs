@@ -39,6 +39,7 @@ mod launch;
 mod mounts;
 mod network;
 mod oci;
+mod pasta;
 mod peers;
 mod plan;
 mod proxy;

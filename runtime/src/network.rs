@@ -77,6 +77,8 @@ pub enum PrivateNetwork {
     Bridge,
     /// slirp4netns on a tap device (rootless).
     Slirp,
+    /// pasta: the host's address and routes, its sockets translated (`--network pasta`).
+    Pasta,
 }
 
 /// `-p [IP:]HOST_PORT:CONTAINER_PORT[/udp]`.
@@ -199,6 +201,7 @@ impl NetworkPlan {
                 (lease.address, Some(lease))
             }
             PrivateNetwork::Slirp => (SLIRP_ADDRESS, None),
+            PrivateNetwork::Pasta => (crate::pasta::host_address()?, None),
         };
         let mut extra = Vec::new();
         for more in &options.more_bridges {
@@ -267,6 +270,7 @@ impl NetworkPlan {
                 )?)
             }
             PrivateNetwork::Slirp => attached.slirp = Some(slirp_attach(pid)?),
+            PrivateNetwork::Pasta => attached.pasta = Some(crate::pasta::pasta_attach(pid)?),
         }
         if !self.listeners.is_empty() {
             attached.proxy = Some(crate::proxy::start_proxy(
@@ -319,6 +323,7 @@ pub(crate) struct Attached {
     members: Vec<crate::peers::Member>,
     /// The bridge sides of the veths to further networks.
     more_veths: Vec<String>,
+    pasta: Option<crate::pasta::Pasta>,
 }
 
 struct Slirp {
@@ -340,6 +345,7 @@ impl Drop for Attached {
             let _ = kill(pid, Signal::SIGKILL);
             let _ = waitpid(pid, None);
         }
+        drop(self.pasta.take());
         if let Some(mut slirp) = self.slirp.take() {
             let _ = slirp.child.kill();
             let _ = slirp.child.wait();
@@ -481,7 +487,7 @@ fn slirp_attach(pid: Pid) -> Result<Slirp, RuntimeError> {
 }
 
 /// Whether two namespace files name the same namespace.
-fn same_namespace(a: &str, b: &str) -> bool {
+pub(crate) fn same_namespace(a: &str, b: &str) -> bool {
     match (nix::sys::stat::stat(a), nix::sys::stat::stat(b)) {
         (Ok(x), Ok(y)) => x.st_ino == y.st_ino && x.st_dev == y.st_dev,
         _ => false,
