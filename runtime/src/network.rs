@@ -428,6 +428,22 @@ pub(crate) fn slirp_binary() -> Result<PathBuf, RuntimeError> {
     })
 }
 
+/// slirp4netns's arguments for `tap0` of the namespace at `netns`: configured, sandboxed,
+/// telling readiness on `ready` and ending when `exit` reads end-of-file.
+pub(crate) fn slirp_arguments(command: &mut Command, ready: &OwnedFd, exit: &OwnedFd, netns: &str) {
+    command
+        .arg("--configure")
+        .arg("--mtu=65520")
+        .arg("--disable-host-loopback")
+        .arg("--enable-sandbox")
+        .arg("--enable-seccomp")
+        .arg(format!("--ready-fd={}", ready.as_raw_fd()))
+        .arg(format!("--exit-fd={}", exit.as_raw_fd()))
+        .arg("--netns-type=path")
+        .arg(netns)
+        .arg("tap0");
+}
+
 /// slirp4netns on `tap0` of the container's namespace, started and ready.
 fn slirp_attach(pid: Pid) -> Result<Slirp, RuntimeError> {
     let binary = slirp_binary()?;
@@ -446,17 +462,13 @@ fn slirp_attach(pid: Pid) -> Result<Slirp, RuntimeError> {
     if !same_namespace(&userns, "/proc/self/ns/user") {
         command.arg(format!("--userns-path={userns}"));
     }
+    slirp_arguments(
+        &mut command,
+        &ready_for_child,
+        &exit_for_child,
+        &format!("/proc/{pid}/ns/net"),
+    );
     let spawned = command
-        .arg("--configure")
-        .arg("--mtu=65520")
-        .arg("--disable-host-loopback")
-        .arg("--enable-sandbox")
-        .arg("--enable-seccomp")
-        .arg(format!("--ready-fd={}", ready_for_child.as_raw_fd()))
-        .arg(format!("--exit-fd={}", exit_for_child.as_raw_fd()))
-        .arg("--netns-type=path")
-        .arg(format!("/proc/{pid}/ns/net"))
-        .arg("tap0")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -172,17 +172,14 @@ fn start_slirp(binary: &Path, keeper: u32, exit_read: &OwnedFd) -> Result<u32, R
     let exit_for_child = inheritable(exit_read)?;
     drop(ready_write);
     // Its own process group: a terminal's signals to the caller's group are not for it.
-    let spawned = Command::new(binary)
-        .arg("--configure")
-        .arg("--mtu=65520")
-        .arg("--disable-host-loopback")
-        .arg("--enable-sandbox")
-        .arg("--enable-seccomp")
-        .arg(format!("--ready-fd={}", ready_for_child.as_raw_fd()))
-        .arg(format!("--exit-fd={}", exit_for_child.as_raw_fd()))
-        .arg("--netns-type=path")
-        .arg(format!("/proc/{keeper}/ns/net"))
-        .arg("tap0")
+    let mut command = Command::new(binary);
+    crate::network::slirp_arguments(
+        &mut command,
+        &ready_for_child,
+        &exit_for_child,
+        &format!("/proc/{keeper}/ns/net"),
+    );
+    let spawned = command
         .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
