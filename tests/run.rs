@@ -4063,3 +4063,59 @@ fn network_pasta_gives_the_hosts_address_reaches_the_host_and_publishes() {
         assert_no_leftovers(&s);
     }
 }
+
+#[test]
+fn an_oom_kill_is_137_and_inspect_says_oomkilled() {
+    let Some(image) = image() else { return };
+    // Root: rootless on cgroup v1 has no memory limit to be killed for.
+    let Some(s) = Setup::new(As::Root) else {
+        return;
+    };
+    let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+    // `tail` of an endless line keeps all of it: far past 32 MiB.
+    let out = gcr(&[
+        "run",
+        "--name",
+        "fg",
+        "-m",
+        "32m",
+        &image,
+        "tail",
+        "/dev/zero",
+    ]);
+    assert_eq!(out.status.code(), Some(137), "{}", stderr(&out));
+    expect(
+        &gcr(&[
+            "run",
+            "-d",
+            "--name",
+            "bg",
+            "-m",
+            "32m",
+            &image,
+            "tail",
+            "/dev/zero",
+        ]),
+        0,
+    );
+    expect(&gcr(&["wait", "bg"]), 0);
+    expect(
+        &gcr(&["run", "--name", "fine", "-m", "32m", &image, "true"]),
+        0,
+    );
+    for (name, oom) in [("fg", "true"), ("bg", "true"), ("fine", "false")] {
+        let state = expect(
+            &gcr(&[
+                "inspect",
+                "-f",
+                "{{.State.OOMKilled}} {{.State.ExitCode}}",
+                name,
+            ]),
+            0,
+        );
+        let code = if oom == "true" { 137 } else { 0 };
+        assert_eq!(state.trim(), format!("{oom} {code}"), "{name}");
+    }
+    expect(&gcr(&["rm", "fg", "bg", "fine"]), 0);
+    assert_no_leftovers(&s);
+}

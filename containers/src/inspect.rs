@@ -65,7 +65,7 @@ pub fn inspect(store: &gcr_storage::Store, c: &Container) -> Value {
             "Running": running,
             "Paused": state == crate::State::Paused,
             "Restarting": false,
-            "OOMKilled": false,
+            "OOMKilled": !running && c.dir.join(gcr_runtime::OOM_KILLED_FILE).exists(),
             "Dead": false,
             "Pid": pid,
             "ExitCode": c.exit_code().unwrap_or(0),

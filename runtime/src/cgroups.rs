@@ -349,6 +349,24 @@ impl Cgroup {
         )))
     }
 
+    /// How often the kernel's OOM killer killed a process of the group (v1
+    /// memory.oom_control, v2 memory.events); 0 without a memory group.
+    pub fn oom_kills(&self) -> u64 {
+        let unified = is_unified();
+        let Ok(dir) = self.controller_dir("memory", unified) else {
+            return 0;
+        };
+        let file = if unified { "memory.events" } else { "memory.oom_control" };
+        std::fs::read_to_string(dir.join(file))
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix("oom_kill "))
+                    .and_then(|n| n.trim().parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
     /// Whether the group is frozen.
     pub fn is_frozen(&self) -> Result<bool, RuntimeError> {
         let unified = is_unified();

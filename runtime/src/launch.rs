@@ -25,10 +25,21 @@ pub fn run_container(spec: &Spec, opts: &RunOptions) -> Result<ExitStatusCode, R
     let plan = Plan::new(spec, opts)?;
     let result = run_planned(&plan);
     if let Some(cg) = &plan.cgroup {
+        // Docker's State.OOMKilled: the kernel killed a process of the container for its
+        // memory limit (read before the group goes).
+        let marker = plan.opts.state_dir.join(OOM_KILLED_FILE);
+        if result.is_ok() && cg.oom_kills() > 0 {
+            let _ = write_atomic(&marker, "1");
+        } else {
+            let _ = std::fs::remove_file(&marker);
+        }
         cg.remove();
     }
     result
 }
+
+/// Written into the state directory when the OOM killer ended a process of the container.
+pub const OOM_KILLED_FILE: &str = "oom-killed";
 
 /// A clone of a multi-threaded process may copy a lock another thread holds (malloc, stdio)
 /// and deadlock in the child: `caller` refuses instead of hanging.
