@@ -563,6 +563,17 @@ fn docker_cli_runs_containers(user: Option<&str>) {
             assert!(text.contains(size), "{who}: {docker}: {text}");
         }
     }
+    // HostConfig.Sysctls.
+    let sysctl = s.docker_ok(&[
+        "run",
+        "--rm",
+        "--sysctl",
+        "net.ipv4.ip_unprivileged_port_start=81",
+        &image,
+        "cat",
+        "/proc/sys/net/ipv4/ip_unprivileged_port_start",
+    ]);
+    assert_eq!(sysctl, "81\n", "{who}");
     // --network container:web: its loopback, where its server answers.
     let shared = s.docker_ok(&[
         "run",

@@ -4119,3 +4119,48 @@ fn an_oom_kill_is_137_and_inspect_says_oomkilled() {
     expect(&gcr(&["rm", "fg", "bg", "fine"]), 0);
     assert_no_leftovers(&s);
 }
+
+#[test]
+fn sysctl_sets_namespaced_parameters_and_refuses_the_hosts() {
+    let Some(image) = image() else { return };
+    for who in [As::Root, As::Rootless] {
+        let Some(s) = Setup::new(who) else { continue };
+        let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+        let set = gcr(&[
+            "run",
+            "--rm",
+            "--sysctl",
+            "net.ipv4.ip_unprivileged_port_start=80",
+            "--sysctl",
+            "kernel.shmmax=1234567",
+            &image,
+            "cat",
+            "/proc/sys/net/ipv4/ip_unprivileged_port_start",
+            "/proc/sys/kernel/shmmax",
+        ]);
+        assert_eq!(expect(&set, 0), "80\n1234567\n", "{who:?}");
+        // Not namespaced, or the host's namespace: refused before anything runs.
+        for refused in [
+            gcr(&["run", "--rm", "--sysctl", "vm.swappiness=1", &image, "true"]),
+            gcr(&[
+                "run",
+                "--rm",
+                "--network",
+                "host",
+                "--sysctl",
+                "net.ipv4.ip_forward=1",
+                &image,
+                "true",
+            ]),
+            gcr(&["run", "--rm", "--sysctl", "nonsense", &image, "true"]),
+        ] {
+            assert_eq!(
+                refused.status.code(),
+                Some(125),
+                "{who:?}: {}",
+                stderr(&refused)
+            );
+        }
+        assert_no_leftovers(&s);
+    }
+}

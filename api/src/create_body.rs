@@ -56,6 +56,7 @@ pub struct CreateBody {
 #[serde(rename_all = "PascalCase", default)]
 pub struct HostConfig {
     pub binds: Option<Vec<String>>,
+    pub sysctls: Option<BTreeMap<String, String>>,
     pub mounts: Option<Vec<MountBody>>,
     pub tmpfs: Option<BTreeMap<String, String>>,
     pub port_bindings: Option<BTreeMap<String, Option<Vec<PortBinding>>>>,
@@ -311,6 +312,7 @@ impl CreateBody {
                 .push(gcr_containers::parse_ulimit(&text).map_err(invalid)?);
         }
         opts.group_add = host.group_add.unwrap_or_default();
+        opts.sysctls = host.sysctls.unwrap_or_default().into_iter().collect();
         let shared = |what: &str, mode: &str| match mode {
             "" | "private" => Ok(false),
             "host" => Ok(true),

@@ -68,9 +68,9 @@ pub use network::{
     shared_network_pid_of, NetworkChoice,
 };
 pub use options::{
-    env_file_entries, parse_labels, parse_memory, parse_mount, parse_size, parse_tmpfs,
-    parse_ulimit, parse_volume, resolve_env, CreateOptions, ImageSource, MountFlag, Resources,
-    Volume,
+    env_file_entries, parse_labels, parse_memory, parse_mount, parse_size, parse_sysctl,
+    parse_tmpfs, parse_ulimit, parse_volume, resolve_env, CreateOptions, ImageSource, MountFlag,
+    Resources, Volume,
 };
 pub use record::{process_alive, read_meta, ContainerMeta, PublishedPort};
 pub use rootfs::{image_rootfs, lower_dirs, overlay};

@@ -53,6 +53,8 @@ pub struct CreateOptions {
     pub stop_timeout: Option<u64>,
     pub group_add: Vec<String>,
     pub rlimits: Vec<oci_spec::runtime::PosixRlimit>,
+    /// `--sysctl KEY=VALUE`: namespaced sysctls (the runtime refuses the others, as Docker).
+    pub sysctls: Vec<(String, String)>,
     /// Size of /dev/shm in bytes.
     pub shm_size: Option<i64>,
     pub read_only: bool,
@@ -113,6 +115,7 @@ impl CreateOptions {
             stop_timeout: None,
             group_add: Vec::new(),
             rlimits: Vec::new(),
+            sysctls: Vec::new(),
             shm_size: None,
             read_only: false,
             network: NetworkChoice::None,
@@ -517,5 +520,17 @@ mod tests {
         );
         assert_eq!(env, ["A=1", "HOME=/root"]);
         assert_eq!(env_file_entries("# c\n\n  B=2\nC\n"), ["B=2", "C"]);
+    }
+}
+
+/// `--sysctl KEY=VALUE`.
+pub fn parse_sysctl(text: &str) -> Result<(String, String)> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_string(), value.to_string()))
+        }
+        _ => Err(ContainerError::invalid(format!(
+            "invalid --sysctl {text:?}: use KEY=VALUE, e.g. net.ipv4.ip_forward=1"
+        ))),
     }
 }

@@ -153,6 +153,14 @@ pub fn container_spec(
     if opts.ipc_host {
         gcr_runtime::remove_namespace(&mut spec, LinuxNamespaceType::Ipc);
     }
+    if !opts.sysctls.is_empty() {
+        if let Some(mut linux) = spec.linux().clone() {
+            let mut sysctl = linux.sysctl().clone().unwrap_or_default();
+            sysctl.extend(opts.sysctls.iter().cloned());
+            linux.set_sysctl(Some(sysctl));
+            spec.set_linux(Some(linux));
+        }
+    }
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     for volume in &opts.volumes {
         mounts.push(gcr_runtime::bind_mount(

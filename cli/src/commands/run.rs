@@ -101,6 +101,9 @@ pub struct RunArgs {
     /// Resource limit: NAME=SOFT[:HARD], e.g. nofile=1024:2048 (repeatable)
     #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
     ulimit: Vec<String>,
+    /// Set a namespaced kernel parameter: KEY=VALUE, e.g. net.ipv4.ip_forward=1 (repeatable)
+    #[arg(long = "sysctl", value_name = "KEY=VALUE")]
+    sysctl: Vec<String>,
     /// Size of /dev/shm, e.g. 256m (default 64m)
     #[arg(long = "shm-size", value_name = "SIZE")]
     shm_size: Option<String>,
@@ -227,6 +230,11 @@ fn create_options(
     if let Some(signal) = &args.stop_signal {
         gcr_containers::parse_signal(signal)?;
     }
+    opts.sysctls = args
+        .sysctl
+        .iter()
+        .map(|kv| gcr_containers::parse_sysctl(kv))
+        .collect::<Result<_, _>>()?;
     opts.rlimits = args
         .ulimit
         .iter()
