@@ -469,6 +469,18 @@ pub fn env_file_entries(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// `--sysctl KEY=VALUE`.
+pub fn parse_sysctl(text: &str) -> Result<(String, String)> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_string(), value.to_string()))
+        }
+        _ => Err(ContainerError::invalid(format!(
+            "invalid --sysctl {text:?}: use KEY=VALUE, e.g. net.ipv4.ip_forward=1"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -520,17 +532,5 @@ mod tests {
         );
         assert_eq!(env, ["A=1", "HOME=/root"]);
         assert_eq!(env_file_entries("# c\n\n  B=2\nC\n"), ["B=2", "C"]);
-    }
-}
-
-/// `--sysctl KEY=VALUE`.
-pub fn parse_sysctl(text: &str) -> Result<(String, String)> {
-    match text.split_once('=') {
-        Some((key, value)) if !key.trim().is_empty() => {
-            Ok((key.trim().to_string(), value.to_string()))
-        }
-        _ => Err(ContainerError::invalid(format!(
-            "invalid --sysctl {text:?}: use KEY=VALUE, e.g. net.ipv4.ip_forward=1"
-        ))),
     }
 }
