@@ -356,7 +356,11 @@ impl Cgroup {
         let Ok(dir) = self.controller_dir("memory", unified) else {
             return 0;
         };
-        let file = if unified { "memory.events" } else { "memory.oom_control" };
+        let file = if unified {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
         std::fs::read_to_string(dir.join(file))
             .ok()
             .and_then(|text| {

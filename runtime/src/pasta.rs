@@ -44,7 +44,8 @@ fn pasta_binary() -> Result<PathBuf, RuntimeError> {
 pub(crate) fn host_address() -> Result<std::net::Ipv4Addr, RuntimeError> {
     let none = || {
         RuntimeError::Setup(
-            "--network pasta copies the host's address, but the host has no default IPv4 route".into(),
+            "--network pasta copies the host's address, but the host has no default IPv4 route"
+                .into(),
         )
     };
     let route = std::fs::read_to_string("/proc/net/route")
@@ -93,17 +94,19 @@ pub(crate) fn pasta_attach(pid: Pid) -> Result<Pasta, RuntimeError> {
         nix::unistd::dup(&file).map_err(|e| RuntimeError::sys("dup", e))
     };
     let netns = open("net")?;
-    command.arg("--netns").arg(format!("/proc/self/fd/{}", netns.as_raw_fd()));
-    let userns = if crate::network::same_namespace(
-        &format!("/proc/{pid}/ns/user"),
-        "/proc/self/ns/user",
-    ) {
-        None
-    } else {
-        let fd = open("user")?;
-        command.arg("--userns").arg(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-        Some(fd)
-    };
+    command
+        .arg("--netns")
+        .arg(format!("/proc/self/fd/{}", netns.as_raw_fd()));
+    let userns =
+        if crate::network::same_namespace(&format!("/proc/{pid}/ns/user"), "/proc/self/ns/user") {
+            None
+        } else {
+            let fd = open("user")?;
+            command
+                .arg("--userns")
+                .arg(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+            Some(fd)
+        };
     let out = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
