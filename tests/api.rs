@@ -563,6 +563,13 @@ fn docker_cli_runs_containers(user: Option<&str>) {
             assert!(text.contains(size), "{who}: {docker}: {text}");
         }
     }
+    // An anonymous volume (-v /data) goes with `rm -v`.
+    let count = || s.docker_ok(&["volume", "ls", "-q"]).lines().count();
+    let before = count();
+    s.docker_ok(&["run", "--name", "anon", "-v", "/data", &image, "true"]);
+    assert_eq!(count(), before + 1, "{who}");
+    s.docker_ok(&["rm", "-v", "anon"]);
+    assert_eq!(count(), before, "{who}");
     // HostConfig.Sysctls.
     let sysctl = s.docker_ok(&[
         "run",

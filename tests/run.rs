@@ -4164,3 +4164,71 @@ fn sysctl_sets_namespaced_parameters_and_refuses_the_hosts() {
         assert_no_leftovers(&s);
     }
 }
+
+#[test]
+fn anonymous_volumes_come_from_v_and_volume_and_go_with_rm_v() {
+    let Some(image) = image() else { return };
+    for who in [As::Root, As::Rootless] {
+        let Some(s) = Setup::new(who) else { continue };
+        let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+        let volumes = || expect(&gcr(&["volume", "ls", "-q"]), 0).lines().count();
+        let ctx = tempfile::tempdir().unwrap();
+        std::fs::write(
+            ctx.path().join("Containerfile"),
+            format!("FROM {image}\nRUN mkdir /seed && echo seeded > /seed/f\nVOLUME /seed\n"),
+        )
+        .unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(ctx.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        expect(
+            &gcr(&[
+                "build",
+                "-q",
+                "-t",
+                "seeded",
+                &ctx.path().display().to_string(),
+            ]),
+            0,
+        );
+        assert_eq!(volumes(), 0);
+        // The image's VOLUME: a volume of its own, filled from the image.
+        let out = expect(&gcr(&["run", "--name", "a", "seeded", "cat", "/seed/f"]), 0);
+        assert_eq!(out, "seeded\n", "{who:?}");
+        assert_eq!(volumes(), 1, "{who:?}");
+        // rm keeps it (dangling, as Docker's), rm -v takes it.
+        expect(
+            &gcr(&["run", "--name", "b", "-v", "/data", &image, "true"]),
+            0,
+        );
+        assert_eq!(volumes(), 2, "{who:?}");
+        expect(&gcr(&["rm", "-v", "a", "b"]), 0);
+        assert_eq!(volumes(), 0, "{who:?}");
+        // --rm takes them too; a named volume over the VOLUME stays the only one.
+        expect(
+            &gcr(&["run", "--rm", "-v", "/data:ro", "seeded", "true"]),
+            0,
+        );
+        assert_eq!(volumes(), 0, "{who:?}");
+        expect(
+            &gcr(&[
+                "run",
+                "--rm",
+                "-v",
+                "kept:/seed",
+                "seeded",
+                "cat",
+                "/seed/f",
+            ]),
+            0,
+        );
+        assert_eq!(
+            expect(&gcr(&["volume", "ls", "-q"]), 0),
+            "kept\n",
+            "{who:?}"
+        );
+        expect(&gcr(&["volume", "rm", "kept"]), 0);
+        assert_no_leftovers(&s);
+    }
+}

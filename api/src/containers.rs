@@ -293,6 +293,9 @@ pub async fn remove(
             ));
         }
         gcr_containers::remove(&store, &c, flag(&query, "force", false))?;
+        if flag(&query, "v", false) {
+            gcr_containers::remove_anonymous_volumes(&store, &c.meta);
+        }
         Ok(no_content())
     })
     .await

@@ -48,6 +48,8 @@ pub struct CreateBody {
     pub stop_signal: Option<String>,
     pub stop_timeout: Option<i64>,
     pub healthcheck: Option<Value>,
+    /// `-v /data`: anonymous volumes, by their mount point.
+    pub volumes: Option<BTreeMap<String, Value>>,
     pub host_config: Option<HostConfig>,
     pub networking_config: Option<Value>,
 }
@@ -241,6 +243,13 @@ impl CreateBody {
             }
             opts.volumes
                 .push(gcr_containers::parse_volume(&bind).map_err(invalid)?);
+        }
+        for destination in self.volumes.unwrap_or_default().into_keys() {
+            // One a bind or mount already covers is not anonymous.
+            if !opts.volumes.iter().any(|v| v.destination == destination) {
+                opts.volumes
+                    .push(gcr_containers::parse_volume(&destination).map_err(invalid)?);
+            }
         }
         for mount in host.mounts.unwrap_or_default() {
             mount_into(&mut opts, mount)?;

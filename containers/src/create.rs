@@ -102,6 +102,10 @@ pub fn create(
     // Named volumes exist from their first use on; a new (empty) one gets the image's files.
     let mut copy_up = Vec::new();
     for volume in &mut opts.volumes {
+        if volume.named.as_deref() == Some("") {
+            // Anonymous: named below, once the image's VOLUMEs are known too.
+            continue;
+        }
         if let Some(name) = &volume.named {
             let (dir, _) = store.create_volume(name)?;
             let empty = std::fs::read_dir(&dir)
@@ -152,6 +156,34 @@ pub fn create(
         }
     };
 
+    // Anonymous volumes: `-v /data` and each image VOLUME nothing else is mounted on, a new
+    // volume of its own (filled from the image), removed with the container by rm -v/--rm.
+    let mut anonymous_volumes = Vec::new();
+    for destination in &image.volumes {
+        let taken = opts.volumes.iter().any(|v| &v.destination == destination)
+            || opts.tmpfs.iter().any(|(d, _)| d == destination);
+        if !taken {
+            opts.volumes.push(crate::options::Volume {
+                source: PathBuf::new(),
+                destination: destination.clone(),
+                read_only: false,
+                named: Some(String::new()),
+                no_copy: false,
+            });
+        }
+    }
+    for volume in opts
+        .volumes
+        .iter_mut()
+        .filter(|v| v.named.as_deref() == Some(""))
+    {
+        let name = new_container_id()?;
+        let (dir, _) = store.create_volume(&name)?;
+        copy_up.push(PathBuf::from(&volume.destination));
+        volume.source = dir;
+        volume.named = Some(name.clone());
+        anonymous_volumes.push(name);
+    }
     let hostname = opts
         .hostname
         .clone()
@@ -229,6 +261,7 @@ pub fn create(
         }),
         network_aliases: opts.network_aliases.clone(),
         ip: opts.ip.clone(),
+        anonymous_volumes: anonymous_volumes.clone(),
         ports: published.clone(),
         extra_hosts: extra_hosts.clone(),
         dns: opts.dns.clone(),
@@ -240,6 +273,9 @@ pub fn create(
     drop(names_lock);
     let undo = |err: ContainerError| {
         crate::supervisor::remove_finished(store, &container_id, false);
+        for name in &anonymous_volumes {
+            let _ = store.remove_volume(name);
+        }
         err
     };
     written.map_err(undo)?;

@@ -83,4 +83,6 @@ pub use user_networks::{
     NetworkRecord,
 };
 pub use userns::{parse_id_maps, UsernsMode};
-pub use volumes::{create_volume, prune_volumes, remove_volume, volume_info, volumes};
+pub use volumes::{
+    create_volume, prune_volumes, remove_anonymous_volumes, remove_volume, volume_info, volumes,
+};

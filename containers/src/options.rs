@@ -159,7 +159,8 @@ pub struct Volume {
     pub source: PathBuf,
     pub destination: String,
     pub read_only: bool,
-    /// A named volume (its name), created in the store when first used.
+    /// A named volume (its name), created in the store when first used; an empty name is an
+    /// anonymous volume (`-v /data`, an image's VOLUME), named at create.
     pub named: Option<String>,
     /// `nocopy`: a new named volume stays empty instead of getting the image's files.
     pub no_copy: bool,
@@ -182,6 +183,31 @@ fn invalid(message: String) -> ContainerError {
 /// volume name.
 pub fn parse_volume(spec: &str) -> Result<Volume> {
     let parts: Vec<&str> = spec.split(':').collect();
+    // `-v /data[:ro]`: an anonymous volume (named when the container is made).
+    if let [destination, rest @ ..] = parts.as_slice() {
+        let options = rest.first().copied().unwrap_or("");
+        if destination.starts_with('/') && rest.len() <= 1 && !options.starts_with('/') {
+            let mut read_only = false;
+            for option in options.split(',').filter(|o| !o.is_empty()) {
+                match option {
+                    "ro" => read_only = true,
+                    "rw" | "z" | "Z" | "cached" | "delegated" | "consistent" => {}
+                    other => {
+                        return Err(invalid(format!(
+                            "invalid volume {spec:?}: unknown option {other:?} (use ro or rw)"
+                        )))
+                    }
+                }
+            }
+            return Ok(Volume {
+                source: PathBuf::new(),
+                destination: destination.to_string(),
+                read_only,
+                named: Some(String::new()),
+                no_copy: false,
+            });
+        }
+    }
     let (source, destination, options) = match parts.as_slice() {
         [s, d] => (*s, *d, ""),
         [s, d, o] => (*s, *d, *o),

@@ -58,6 +58,10 @@ pub struct ContainerMeta {
     /// `--ip`: its address on its user network.
     #[serde(default)]
     pub ip: Option<String>,
+    /// Its anonymous volumes (`-v /data`, the image's VOLUMEs): removed with it by `rm -v`
+    /// and `--rm`.
+    #[serde(default)]
+    pub anonymous_volumes: Vec<String>,
     /// Its stdin kept open (`-i`, OpenStdin): `start` runs it so again.
     #[serde(default)]
     pub stdin: bool,

@@ -22,6 +22,8 @@ pub struct ImageProcess {
     pub stop_signal: String,
     /// EXPOSEd ports (`80/tcp`), for -P.
     pub exposed_ports: Vec<String>,
+    /// VOLUMEs: each gets an anonymous volume unless the container mounts something there.
+    pub volumes: Vec<String>,
 }
 
 impl ImageProcess {
@@ -56,6 +58,11 @@ impl ImageProcess {
                 .get("ExposedPorts")
                 .and_then(Value::as_object)
                 .map(|ports| ports.keys().cloned().collect())
+                .unwrap_or_default(),
+            volumes: section
+                .get("Volumes")
+                .and_then(Value::as_object)
+                .map(|v| v.keys().cloned().collect())
                 .unwrap_or_default(),
         }
     }

@@ -229,6 +229,8 @@ impl Launch {
                 attach::wait_for_attached(dir);
             }
             remove_finished(&self.store, &self.id, started);
+            // --rm takes the container's anonymous volumes along, as Docker's.
+            crate::volumes::remove_anonymous_volumes(&self.store, &self.meta);
             if started {
                 crate::events::container_event(&self.store, &self.id, &self.meta, "destroy", &[]);
             }

@@ -110,3 +110,13 @@ pub fn prune_volumes(store: &gcr_storage::Store) -> Result<Vec<String>> {
     }
     Ok(removed)
 }
+
+/// Removes the anonymous volumes of a removed container (`rm -v`, `--rm`); one another
+/// container still uses (`--volumes-from` is not there yet, so only by name) stays.
+pub fn remove_anonymous_volumes(store: &gcr_storage::Store, meta: &crate::record::ContainerMeta) {
+    for name in &meta.anonymous_volumes {
+        if let Err(err) = remove_volume(store, name, false) {
+            tracing::debug!(%err, volume = %name, "anonymous volume kept");
+        }
+    }
+}

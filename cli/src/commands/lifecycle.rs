@@ -175,8 +175,8 @@ pub struct RmArgs {
     /// Kill a running container first
     #[arg(short, long)]
     force: bool,
-    /// Also remove the container's anonymous volumes (gcr makes none: accepted for Docker's
-    /// habit, named volumes stay)
+    /// Also remove the container's anonymous volumes (`-v /data`, the image's VOLUMEs);
+    /// named volumes stay
     #[arg(short, long)]
     volumes: bool,
     #[arg(required = true, value_name = "CONTAINER")]
@@ -195,6 +195,9 @@ pub fn rm(ctx: &Context, args: RmArgs) -> anyhow::Result<u8> {
             Err(e) => return Err(e.into()),
         };
         gcr_containers::remove(&store, c, args.force)?;
+        if args.volumes {
+            gcr_containers::remove_anonymous_volumes(&store, &c.meta);
+        }
         println!("{}", c.meta.name.clone().unwrap_or_else(|| c.id.clone()));
         Ok(())
     })
