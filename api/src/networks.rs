@@ -186,7 +186,12 @@ pub async fn remove(
     }
     blocking(move || {
         let store = service.store()?;
-        gcr_containers::remove_network(&store, &wanted)?;
+        // Through a worker: rootless, the bridge goes inside the rootless network namespace,
+        // which takes a fork the service must not make.
+        let record = gcr_containers::find_network(&store, &wanted)?;
+        service.in_worker(&gcr_containers::worker::Job::RemoveNetwork {
+            network: record.name,
+        })?;
         Ok(StatusCode::NO_CONTENT.into_response())
     })
     .await
@@ -202,7 +207,12 @@ pub async fn prune(
             return Err(Failure::not_implemented("filters on POST /networks/prune"));
         }
         let store = service.store()?;
-        let removed = gcr_containers::prune_networks(&store)?;
+        let removed = gcr_containers::unused_networks(&store)?;
+        for name in &removed {
+            service.in_worker(&gcr_containers::worker::Job::RemoveNetwork {
+                network: name.clone(),
+            })?;
+        }
         Ok(Json(json!({ "NetworksDeleted": removed })).into_response())
     })
     .await

@@ -79,8 +79,8 @@ pub use stats::{docker_stats, sample, NetCounters, Sample, Source};
 pub use supervisor::{Launch, RestartPolicy};
 pub use user_networks::{
     builtin_networks, create_network, find_network, is_builtin_network, network_document, networks,
-    prune_networks, remove_network, resolve_network, NetworkOptions as UserNetworkOptions,
-    NetworkRecord,
+    prune_networks, remove_network, resolve_network, unused_networks,
+    NetworkOptions as UserNetworkOptions, NetworkRecord,
 };
 pub use userns::{parse_id_maps, UsernsMode};
 pub use volumes::{

@@ -276,14 +276,22 @@ pub fn remove_network(store: &gcr_storage::Store, wanted: &str) -> Result<()> {
 
 /// Removes every user network no container is on; their names.
 pub fn prune_networks(store: &gcr_storage::Store) -> Result<Vec<String>> {
-    let mut removed = Vec::new();
+    let unused = unused_networks(store)?;
+    for name in &unused {
+        remove_network(store, name)?;
+    }
+    Ok(unused)
+}
+
+/// The user networks no container is on (what prune removes).
+pub fn unused_networks(store: &gcr_storage::Store) -> Result<Vec<String>> {
+    let mut unused = Vec::new();
     for record in networks(store)? {
         if members(store, &record.name)?.is_empty() {
-            remove_network(store, &record.name)?;
-            removed.push(record.name);
+            unused.push(record.name);
         }
     }
-    Ok(removed)
+    Ok(unused)
 }
 
 /// Docker's network document (`network inspect`, `GET /networks/{id}`).

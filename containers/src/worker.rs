@@ -57,6 +57,9 @@ pub enum Job {
     },
     /// Disconnects the container from a user network.
     Disconnect { container: String, network: String },
+    /// Removes a user network (rootless, its bridge is taken down inside the rootless network
+    /// namespace, which needs a fork).
+    RemoveNetwork { network: String },
 }
 
 /// A worker's answer.
@@ -345,6 +348,7 @@ fn run_simple_job(store: &gcr_storage::Store, job: &Job) -> Result<()> {
             let c = lookup(&store, container)?;
             crate::attachments::connect_network(&store, &request.network, &c, request)
         }
+        Job::RemoveNetwork { network } => crate::user_networks::remove_network(&store, network),
         Job::Disconnect { container, network } => {
             let c = lookup(&store, container)?;
             crate::attachments::disconnect_network(&store, network, &c)
