@@ -123,7 +123,16 @@ pub fn user_state_dir(uid: u32) -> std::path::PathBuf {
 /// of its own, as a new rootless namespace would have. False when there is no keeper or it
 /// cannot be joined (a new namespace is made then).
 fn join_keeper(uid: u32) -> bool {
-    let state = user_state_dir(uid).join("net");
+    use std::os::unix::fs::MetadataExt;
+    // Only a record in a directory of this user's own, closed to others, is trusted (under
+    // /tmp anybody could have made one first).
+    let base = user_state_dir(uid);
+    let trusted = std::fs::symlink_metadata(&base)
+        .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.mode() & 0o022 == 0);
+    if !trusted {
+        return false;
+    }
+    let state = base.join("net");
     match crate::switch::live_keeper(&state) {
         Some(keeper) => join_user_namespace_of(keeper),
         None => false,
