@@ -368,19 +368,23 @@ pub async fn resize(
 
 /// `POST /containers/{id}/pause`: 204 once every process is frozen.
 pub async fn pause(State(service): State<Arc<Service>>, Path(params): PathParams) -> Answer {
-    blocking(move || {
-        let (store, c) = find(&service, &id_of(&params))?;
-        gcr_containers::pause(&store, &c)?;
-        Ok(no_content())
-    })
-    .await
+    on_container(service, params, gcr_containers::pause).await
 }
 
 /// `POST /containers/{id}/unpause`.
 pub async fn unpause(State(service): State<Arc<Service>>, Path(params): PathParams) -> Answer {
+    on_container(service, params, gcr_containers::unpause).await
+}
+
+/// Runs `op` on the container the path names (no fork: on the blocking pool); 204.
+async fn on_container(
+    service: Arc<Service>,
+    params: HashMap<String, String>,
+    op: fn(&gcr_storage::Store, &Container) -> gcr_containers::Result<()>,
+) -> Answer {
     blocking(move || {
         let (store, c) = find(&service, &id_of(&params))?;
-        gcr_containers::unpause(&store, &c)?;
+        op(&store, &c)?;
         Ok(no_content())
     })
     .await

@@ -79,8 +79,7 @@ pub(crate) fn shared_network_of(
 /// not run or cannot be read (the create says why later).
 pub fn container_pid_for_sharing(root: &std::path::Path, wanted: &str) -> Option<u32> {
     let store = gcr_storage::Store::open(root.to_path_buf()).ok()?;
-    let c = crate::container::lookup(&store, wanted).ok()?;
-    c.pid().filter(|_| c.alive()).map(|pid| pid.as_raw() as u32)
+    running_pid(&store, wanted)
 }
 
 /// For `start` of container `wanted` made with `--network container:NAME`: that other
@@ -89,7 +88,12 @@ pub fn shared_network_pid_of(root: &std::path::Path, wanted: &str) -> Option<u32
     let store = gcr_storage::Store::open(root.to_path_buf()).ok()?;
     let c = crate::container::lookup(&store, wanted).ok()?;
     let target = c.meta.network.as_deref()?.strip_prefix(CONTAINER_MODE)?;
-    container_pid_for_sharing(root, target)
+    running_pid(&store, target)
+}
+
+fn running_pid(store: &gcr_storage::Store, wanted: &str) -> Option<u32> {
+    let c = crate::container::lookup(store, wanted).ok()?;
+    c.pid().filter(|_| c.alive()).map(|pid| pid.as_raw() as u32)
 }
 
 /// The runtime's network options for a container.
@@ -144,7 +148,7 @@ pub fn parse_extra_hosts(
                 // slirp4netns refuses its gateway address (the host's loopback stays closed):
                 // the host is reached at its own address, as Podman maps host-gateway.
                 ("host-gateway", NetworkChoice::Private(gcr_runtime::PrivateNetwork::Slirp)) => {
-                    host_address().ok_or_else(|| {
+                    gcr_runtime::host_address().map(|ip| ip.to_string()).ok_or_else(|| {
                         ContainerError::invalid(format!(
                             "--add-host {entry}: cannot find the host's own address"
                         ))
@@ -174,15 +178,6 @@ pub fn parse_extra_hosts(
             Ok((name.to_string(), ip))
         })
         .collect()
-}
-
-/// The host's address on its default route (no packet is sent: a UDP socket is only
-/// connected to learn which source address the kernel would use).
-fn host_address() -> Option<String> {
-    let socket = std::net::UdpSocket::bind(("0.0.0.0", 0)).ok()?;
-    socket.connect(("192.0.2.1", 9)).ok()?;
-    let ip = socket.local_addr().ok()?.ip();
-    (!ip.is_unspecified() && !ip.is_loopback()).then(|| ip.to_string())
 }
 
 /// One `-p` value: `[IP:][HOST_PORT:]CONTAINER_PORT[/tcp|/udp]` with optional ranges; a

@@ -196,7 +196,7 @@ pub fn disconnect_running(pid: u32, container_id: &str, bridge: &str) -> Result<
 }
 
 /// The `ip` command (iproute2).
-pub(crate) fn ip_command() -> Result<PathBuf, RuntimeError> {
+fn ip_command() -> Result<PathBuf, RuntimeError> {
     ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
         .iter()
         .map(PathBuf::from)

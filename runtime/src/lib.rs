@@ -78,6 +78,7 @@ pub use network::{
 pub use oci::{
     create_container, remove_mounts_under, send_console, start_container, wait_container, Created,
 };
+pub use pasta::host_address;
 pub use plan::{OciLaunch, RootfsSource, RunOptions};
 pub use relay::ExitStatusCode;
 pub use spec::{

@@ -201,7 +201,14 @@ impl NetworkPlan {
                 (lease.address, Some(lease))
             }
             PrivateNetwork::Slirp => (SLIRP_ADDRESS, None),
-            PrivateNetwork::Pasta => (crate::pasta::host_address()?, None),
+            PrivateNetwork::Pasta => (
+                crate::pasta::host_address().ok_or_else(|| {
+                    RuntimeError::Setup(
+                        "--network pasta copies the host's address, but the host has no IPv4 route out".into(),
+                    )
+                })?,
+                None,
+            ),
         };
         let mut extra = Vec::new();
         for more in &options.more_bridges {
@@ -507,9 +514,8 @@ pub(crate) fn same_namespace(a: &str, b: &str) -> bool {
 }
 
 /// A duplicate of `fd` without O_CLOEXEC, for a child to inherit.
-fn inheritable(fd: &OwnedFd) -> Result<OwnedFd, RuntimeError> {
-    let dup = nix::unistd::dup(fd).map_err(|e| RuntimeError::sys("dup", e))?;
-    Ok(dup)
+pub(crate) fn inheritable(fd: &impl std::os::fd::AsFd) -> Result<OwnedFd, RuntimeError> {
+    nix::unistd::dup(fd).map_err(|e| RuntimeError::sys("dup", e))
 }
 
 #[cfg(test)]

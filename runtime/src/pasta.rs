@@ -5,7 +5,7 @@
 //! readiness signal) and is killed when the run ends (it outlives the namespace otherwise).
 
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use nix::sys::signal::{kill, Signal};
@@ -40,34 +40,16 @@ fn pasta_binary() -> Result<PathBuf, RuntimeError> {
         })
 }
 
-/// The host's address on its default route: what pasta gives the container too.
-pub(crate) fn host_address() -> Result<std::net::Ipv4Addr, RuntimeError> {
-    let none = || {
-        RuntimeError::Setup(
-            "--network pasta copies the host's address, but the host has no default IPv4 route"
-                .into(),
-        )
-    };
-    let route = std::fs::read_to_string("/proc/net/route")
-        .map_err(|e| RuntimeError::io("read", Path::new("/proc/net/route"), e))?;
-    // Iface Destination Gateway ...: the default route's destination is 00000000.
-    let device = route
-        .lines()
-        .skip(1)
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|f| f.get(1) == Some(&"00000000"))
-        .and_then(|f| f.first().map(|d| d.to_string()))
-        .ok_or_else(none)?;
-    let out = Command::new(crate::bridge::ip_command()?)
-        .args(["-4", "-o", "addr", "show", "dev", &device])
-        .output()
-        .map_err(|e| RuntimeError::io("run", Path::new("ip"), e))?;
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .skip_while(|w| *w != "inet")
-        .nth(1)
-        .and_then(|a| a.split('/').next()?.parse().ok())
-        .ok_or_else(none)
+/// The host's own IPv4 address toward the outside (its default route's source): what pasta
+/// gives the container, and what slirp4netns containers reach the host at. A UDP connect
+/// sends nothing; it only asks the kernel for the route.
+pub fn host_address() -> Option<std::net::Ipv4Addr> {
+    let socket = std::net::UdpSocket::bind(("0.0.0.0", 0)).ok()?;
+    socket.connect(("192.0.2.1", 9)).ok()?;
+    match socket.local_addr().ok()?.ip() {
+        std::net::IpAddr::V4(ip) if !ip.is_unspecified() && !ip.is_loopback() => Some(ip),
+        _ => None,
+    }
 }
 
 /// pasta on the namespace of the container process `pid`, configured and in the background.
@@ -91,7 +73,7 @@ pub(crate) fn pasta_attach(pid: Pid) -> Result<Pasta, RuntimeError> {
     let open = |kind: &str| -> Result<std::os::fd::OwnedFd, RuntimeError> {
         let path = format!("/proc/{pid}/ns/{kind}");
         let file = std::fs::File::open(&path).map_err(|e| RuntimeError::io("open", &path, e))?;
-        nix::unistd::dup(&file).map_err(|e| RuntimeError::sys("dup", e))
+        crate::network::inheritable(&file)
     };
     let netns = open("net")?;
     command

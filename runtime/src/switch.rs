@@ -26,7 +26,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::error::RuntimeError;
-use crate::network::{owner_alive, process_start};
+use crate::network::{inheritable, owner_alive, process_start};
 
 /// Set while a long-lived caller (the API service) relies on the keeper: it counts as a
 /// user of the namespace then, not as the short-lived command that may stop it.
@@ -268,11 +268,6 @@ fn others_in_user_namespace(keeper: u32, helpers: &[u32]) -> bool {
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| *pid != me && !helpers.contains(pid))
         .any(|pid| std::fs::read_link(format!("/proc/{pid}/ns/user")).is_ok_and(|ns| ns == ours))
-}
-
-/// A duplicate of `fd` without O_CLOEXEC, for a child to inherit.
-fn inheritable(fd: &OwnedFd) -> Result<OwnedFd, RuntimeError> {
-    nix::unistd::dup(fd).map_err(|e| RuntimeError::sys("dup", e))
 }
 
 /// The keeper itself, when this process was started as one (`gcr __gcr-network-keeper FD`,
