@@ -1061,9 +1061,15 @@ services:
     volumes: ["site:/data"]
     ports: ["127.0.0.1:{port}:80"]
     networks: [front, back]
+    healthcheck:
+      test: ["CMD", "test", "-s", "/data/index.html"]
+      interval: 1s
+      retries: 30
   client:
     image: {image}
-    depends_on: [web]
+    depends_on:
+      web:
+        condition: service_healthy
     networks: [back]
     command: ["sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://web/index.html && break; sleep 0.5; done; sleep 300"]
 volumes:
@@ -1099,6 +1105,18 @@ networks:
     );
     let ps = stdout(&compose(&["ps"]));
     assert_eq!(ps.matches(" Up ").count(), 2, "{ps}");
+    // compose waited for web's healthcheck before it started the client.
+    assert!(ps.contains("(healthy)"), "{ps}");
+    assert_eq!(
+        s.docker_ok(&[
+            "inspect",
+            "-f",
+            "{{.State.Health.Status}}",
+            "gcrapitest_web_1"
+        ])
+        .trim(),
+        "healthy"
+    );
     assert!(
         ps.contains("gcrapitest_web_1") && ps.contains("gcrapitest_client_1"),
         "{ps}"

@@ -4232,3 +4232,186 @@ fn anonymous_volumes_come_from_v_and_volume_and_go_with_rm_v() {
         assert_no_leftovers(&s);
     }
 }
+
+/// Polls `probe` every 100 ms until it gives Some, for at most `seconds`.
+fn within<T>(seconds: u64, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        if let Some(found) = probe() {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not within {seconds} s: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_healthcheck_turns_unhealthy_then_healthy() {
+    let Some(image) = image() else { return };
+    for who in [As::Root, As::Rootless] {
+        let Some(s) = Setup::new(who) else { continue };
+        let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+        // The image's HEALTHCHECK, as the builder writes it.
+        let ctx = tempfile::tempdir().unwrap();
+        std::fs::write(
+            ctx.path().join("Containerfile"),
+            format!(
+                "FROM {image}\nHEALTHCHECK --interval=1s --timeout=5s --retries=2 \\\n  CMD test -e /tmp/ok && echo fine || (echo missing >&2; exit 1)\n"
+            ),
+        )
+        .unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(ctx.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let context = ctx.path().display().to_string();
+        expect(&gcr(&["build", "-q", "-t", "checked", &context]), 0);
+        expect(
+            &gcr(&["run", "-d", "--name", "svc", "checked", "sleep", "60"]),
+            0,
+        );
+        let status = || expect(&gcr(&["ps", "--format", "{{.Names}} {{.Status}}"]), 0);
+        assert!(
+            status().contains("(health: starting)"),
+            "{who:?}: {}",
+            status()
+        );
+        // Two failures in a row: unhealthy.
+        within(15, "unhealthy in ps", || {
+            status().contains("(unhealthy)").then_some(())
+        });
+        let health = |field: &str| {
+            expect(
+                &gcr(&["inspect", "-f", &format!("{{{{{field}}}}}"), "svc"]),
+                0,
+            )
+            .trim()
+            .to_string()
+        };
+        assert_eq!(health(".State.Health.Status"), "unhealthy", "{who:?}");
+        assert!(
+            health(".State.Health.FailingStreak")
+                .parse::<u32>()
+                .unwrap()
+                >= 2
+        );
+        let log = health("json .State.Health.Log");
+        assert!(log.contains("missing"), "the probe's stderr is kept: {log}");
+        assert!(log.contains("\"ExitCode\":1"), "{log}");
+        let test: Vec<String> =
+            serde_json::from_str(&health("json .Config.Healthcheck.Test")).unwrap();
+        assert_eq!(
+            test,
+            [
+                "CMD-SHELL",
+                "test -e /tmp/ok && echo fine || (echo missing >&2; exit 1)"
+            ]
+        );
+        // One success: healthy again, the streak reset.
+        expect(&gcr(&["exec", "svc", "touch", "/tmp/ok"]), 0);
+        within(10, "healthy in ps", || {
+            status().contains("(healthy)").then_some(())
+        });
+        assert_eq!(health(".State.Health.FailingStreak"), "0");
+        assert!(health("json .State.Health.Log").contains("fine"));
+        let listed = expect(&gcr(&["ps", "-q", "--filter", "health=healthy"]), 0);
+        assert_eq!(listed.lines().count(), 1, "{who:?}: {listed}");
+        // `healthcheck run` runs it now: 0 while the file is there, 1 once it is gone.
+        let now = gcr(&["healthcheck", "run", "svc"]);
+        assert_eq!(expect(&now, 0), "healthy\n");
+        expect(&gcr(&["exec", "svc", "rm", "/tmp/ok"]), 0);
+        let now = gcr(&["healthcheck", "run", "svc"]);
+        assert_eq!(now.status.code(), Some(1), "{}", stderr(&now));
+        // The journal saw both turns.
+        let events = expect(
+            &gcr(&[
+                "events",
+                "--since",
+                "1m",
+                "--until",
+                "0s",
+                "--format",
+                "{{.Action}}",
+            ]),
+            0,
+        );
+        assert!(
+            events.contains("health_status: unhealthy")
+                && events.contains("health_status: healthy"),
+            "{events}"
+        );
+        expect(&gcr(&["rm", "-f", "svc"]), 0);
+
+        // Flags over the image's: a timeout, and --no-healthcheck.
+        expect(
+            &gcr(&[
+                "run",
+                "-d",
+                "--name",
+                "slow",
+                "--health-cmd",
+                "sleep 30",
+                "--health-timeout",
+                "300ms",
+                "--health-interval",
+                "500ms",
+                &image,
+                "sleep",
+                "60",
+            ]),
+            0,
+        );
+        let log = within(10, "a timed-out probe", || {
+            let log = expect(
+                &gcr(&["inspect", "-f", "{{json .State.Health.Log}}", "slow"]),
+                0,
+            );
+            log.contains("exceeded timeout").then_some(log)
+        });
+        assert!(log.contains("\"ExitCode\":-1"), "{log}");
+        expect(&gcr(&["rm", "-f", "slow"]), 0);
+        expect(
+            &gcr(&[
+                "run",
+                "-d",
+                "--name",
+                "off",
+                "--no-healthcheck",
+                "checked",
+                "sleep",
+                "60",
+            ]),
+            0,
+        );
+        assert!(!status().contains("health"), "{}", status());
+        assert_eq!(
+            expect(&gcr(&["inspect", "-f", "{{json .State.Health}}", "off"]), 0).trim(),
+            "null"
+        );
+        expect(&gcr(&["rm", "-f", "off"]), 0);
+        let bad = gcr(&["run", "--health-interval", "soon", &image, "true"]);
+        assert_eq!(bad.status.code(), Some(125));
+        assert!(
+            stderr(&bad).contains("--health-interval"),
+            "{}",
+            stderr(&bad)
+        );
+        // No monitor or probe outlives its container.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let ps = std::process::Command::new("ps")
+            .args(["-eo", "args"])
+            .output()
+            .unwrap();
+        let root = s.store.root().display().to_string();
+        let left: Vec<_> = String::from_utf8_lossy(&ps.stdout)
+            .lines()
+            .filter(|l| l.contains("__gcr-container-worker") && l.contains(&root))
+            .map(str::to_string)
+            .collect();
+        assert!(left.is_empty(), "{who:?}: workers left: {left:?}");
+        assert_no_leftovers(&s);
+    }
+}

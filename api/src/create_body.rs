@@ -198,14 +198,16 @@ impl CreateBody {
     ) -> Result<CreateOptions, Failure> {
         let host = self.host_config.unwrap_or_default();
         host.refuse_unsupported()?;
-        if self.healthcheck.as_ref().is_some_and(has_health_test) {
-            return Err(unsupported("Healthcheck"));
-        }
         if !self.domainname.is_empty() {
             return Err(unsupported("Domainname"));
         }
         let mut opts = CreateOptions::new(source);
         opts.name = name.filter(|n| !n.is_empty());
+        opts.health = self
+            .healthcheck
+            .map(serde_json::from_value::<gcr_containers::health::HealthConfig>)
+            .transpose()
+            .map_err(|e| Failure::bad_request(format!("invalid Healthcheck: {e}")))?;
         // Docker's process: Entrypoint ++ Cmd; an Entrypoint given drops the image's CMD.
         let entrypoint = self.entrypoint.map(StrOrList::into_vec);
         let cmd = self.cmd.map(StrOrList::into_vec).unwrap_or_default();
@@ -333,15 +335,6 @@ impl CreateBody {
         opts.userns = gcr_containers::UsernsMode::parse(userns, &[], &[]).map_err(invalid)?;
         Ok(opts)
     }
-}
-
-/// Whether a Healthcheck asks for a test (`NONE` or an empty one asks for none).
-fn has_health_test(check: &Value) -> bool {
-    check["Test"]
-        .as_array()
-        .and_then(|t| t.first())
-        .and_then(Value::as_str)
-        .is_some_and(|first| first != "NONE")
 }
 
 impl HostConfig {

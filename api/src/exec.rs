@@ -126,6 +126,7 @@ pub async fn create(
             privileged: body.privileged,
             tty: body.tty,
             stdin: body.attach_stdin,
+            timeout_ms: None,
         },
         stdout: body.attach_stdout,
         stderr: body.attach_stderr,

@@ -115,6 +115,9 @@ enum Command {
     Stats(stats::StatsArgs),
     /// Show what happens to containers, images, volumes and networks (the store's journal)
     Events(observe::EventsArgs),
+    /// Run a container's healthcheck (`healthcheck run CONTAINER`)
+    #[command(subcommand)]
+    Healthcheck(observe::HealthcheckCommand),
     /// Freeze every process of running containers
     Pause(lifecycle::PauseArgs),
     /// Thaw paused containers
@@ -286,7 +289,7 @@ impl Command {
             | Command::Version(_) => false,
             // Join the container's own user namespace instead (reading the store needs none;
             // cp of a stopped container enters gcr's namespace itself to mount its files).
-            Command::Exec(_) | Command::Cp(_) | Command::Top(_) => false,
+            Command::Exec(_) | Command::Cp(_) | Command::Top(_) | Command::Healthcheck(_) => false,
             // Reads cgroup files and /proc as the user (its containers' processes are its).
             Command::Stats(_) => false,
             Command::Build(args) => args.needs_store(),
@@ -397,6 +400,7 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
         Command::Top(args) => observe::top(&ctx, args),
         Command::Stats(args) => stats::stats(&ctx, args),
         Command::Events(args) => observe::events(&ctx, args),
+        Command::Healthcheck(cmd) => observe::healthcheck(&ctx, cmd),
         Command::Pause(args) => lifecycle::pause(&ctx, args),
         Command::Unpause(args) => lifecycle::unpause(&ctx, args),
         Command::Volume(cmd) => volumes::volume(&ctx, cmd),

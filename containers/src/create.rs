@@ -46,6 +46,9 @@ pub fn create(
     if let Some(name) = &opts.name {
         names::check_name(name)?;
     }
+    if let Some(health) = &opts.health {
+        health.validate()?;
+    }
     if let Some(signal) = &opts.stop_signal {
         crate::container::parse_signal(signal)?;
     }
@@ -268,6 +271,7 @@ pub fn create(
         dns_search: opts.dns_search.clone(),
         dns_options: opts.dns_options.clone(),
         stdin: opts.stdin,
+        health: crate::health::HealthConfig::merged(image.health.as_ref(), opts.health.as_ref()),
     };
     let written = record::write_meta(&dir, &meta);
     drop(names_lock);

@@ -16,6 +16,9 @@ pub struct ExecRequest {
     pub privileged: bool,
     pub tty: bool,
     pub stdin: bool,
+    /// Killed after this many milliseconds (a healthcheck's timeout).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
 }
 
 /// The container's PID 1 and the spec an exec into it runs with.
@@ -62,6 +65,7 @@ fn exec_options(c: &Container, request: &ExecRequest) -> gcr_runtime::ExecOption
         stdin: request.stdin,
         user: request.user.clone().or_else(|| c.meta.user.clone()),
         started_fd: None,
+        timeout: request.timeout_ms.map(std::time::Duration::from_millis),
         ..Default::default()
     }
 }

@@ -1,5 +1,5 @@
 //! Docker's container filters (`ps --filter`, the API's `filters`): id, name, status,
-//! ancestor, exited, label. Values of one key: any may match; different keys: all must.
+//! ancestor, exited, label, health. Values of one key: any may match; different keys: all must.
 
 use crate::container::{Container, State};
 use crate::error::{ContainerError, Result};
@@ -8,7 +8,9 @@ use crate::error::{ContainerError, Result};
 #[derive(Debug, Clone, Default)]
 pub struct Filters(Vec<(String, String)>);
 
-const KEYS: &[&str] = &["id", "name", "status", "ancestor", "exited", "label"];
+const KEYS: &[&str] = &[
+    "id", "name", "status", "ancestor", "exited", "label", "health",
+];
 
 impl Filters {
     /// `KEY=VALUE` entries.
@@ -29,7 +31,7 @@ impl Filters {
     fn check(key: &str, value: &str) -> Result<()> {
         if !KEYS.contains(&key) {
             return Err(ContainerError::invalid(format!(
-                "unknown filter {key:?}: use id, name, status, ancestor, exited or label"
+                "unknown filter {key:?}: use id, name, status, ancestor, exited, label or health"
             )));
         }
         if key == "name" && regex::Regex::new(value).is_err() {
@@ -40,6 +42,11 @@ impl Filters {
         if key == "status" && State::parse(value).is_none() {
             return Err(ContainerError::invalid(format!(
                 "invalid status filter {value:?}: use created, running, paused, exited or removing"
+            )));
+        }
+        if key == "health" && !["starting", "healthy", "unhealthy", "none"].contains(&value) {
+            return Err(ContainerError::invalid(format!(
+                "invalid health filter {value:?}: use starting, healthy, unhealthy or none"
             )));
         }
         Ok(())
@@ -73,6 +80,14 @@ impl Filters {
                         || normalize(&c.meta.image).is_some_and(|n| Some(n) == normalize(value))
                         || (value.len() >= 4 && id.starts_with(value.trim_start_matches("sha256:")))
                 }
+                // Docker's: the health status of a running container, `none` without a check.
+                "health" => match &c.meta.health {
+                    None => value == "none",
+                    Some(_) => {
+                        c.alive()
+                            && crate::health::state(&c.dir).is_some_and(|h| h.status == *value)
+                    }
+                },
                 "exited" => c.exit_code().is_some_and(|code| code.to_string() == *value),
                 // label=KEY or label=KEY=VALUE
                 "label" => match value.split_once('=') {

@@ -55,7 +55,7 @@ pub fn inspect(store: &gcr_storage::Store, c: &Container) -> Value {
         })
         .collect();
     let state = c.state();
-    json!({
+    let mut doc = json!({
         "Id": c.id,
         "Created": c.meta.created,
         "Path": c.meta.command.first(),
@@ -111,7 +111,19 @@ pub fn inspect(store: &gcr_storage::Store, c: &Container) -> Value {
         },
         "Mounts": mounts,
         "LogPath": if c.log_path().exists() { Some(c.log_path()) } else { None },
-    })
+    });
+    // Docker shows both only for a container with a check.
+    if let Some(health) = &c.meta.health {
+        doc["Config"]["Healthcheck"] = json!(health);
+        doc["State"]["Health"] =
+            json!(
+                crate::health::state(&c.dir).unwrap_or_else(|| crate::health::HealthState {
+                    status: "starting".into(),
+                    ..Default::default()
+                })
+            );
+    }
+    doc
 }
 
 /// The image's labels with the container's own (`--label`) over them, as Docker shows them.

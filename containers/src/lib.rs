@@ -23,6 +23,7 @@ mod events;
 mod exec;
 mod files;
 mod filters;
+pub mod health;
 mod inspect;
 mod lifecycle;
 mod listing;

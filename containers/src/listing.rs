@@ -48,6 +48,8 @@ pub fn status_text(c: &Container) -> String {
             let up = format!("Up {}", human_duration(seconds_since(since)));
             if c.state() == State::Paused {
                 format!("{up} (Paused)")
+            } else if c.meta.health.is_some() {
+                format!("{up}{}", crate::health::status_suffix(&c.dir))
             } else {
                 up
             }

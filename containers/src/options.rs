@@ -88,6 +88,8 @@ pub struct CreateOptions {
     pub pid_host: bool,
     /// Share the host's IPC namespace (`--ipc host`).
     pub ipc_host: bool,
+    /// `--health-*`, `--no-healthcheck`, the API's Config.Healthcheck: over the image's.
+    pub health: Option<crate::health::HealthConfig>,
 }
 
 impl CreateOptions {
@@ -138,6 +140,7 @@ impl CreateOptions {
             userns: UsernsMode::Host,
             pid_host: false,
             ipc_host: false,
+            health: None,
         }
     }
 }

@@ -78,6 +78,9 @@ pub struct ContainerMeta {
     pub dns_search: Vec<String>,
     #[serde(default)]
     pub dns_options: Vec<String>,
+    /// Its healthcheck (the image's with `--health-*` over it); None: no check.
+    #[serde(default)]
+    pub health: Option<crate::health::HealthConfig>,
 }
 
 /// A container port published on the host.
@@ -200,7 +203,7 @@ pub fn log_file(dir: &Path) -> PathBuf {
 
 /// Writes a record file whole or not at all: `ps`, `wait` and `inspect` read these while the
 /// supervisor rewrites them, and a truncated file would read as a container with no name.
-fn replace_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+pub(crate) fn replace_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let name = path
         .file_name()
         .and_then(|n| n.to_str())

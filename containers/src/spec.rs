@@ -24,6 +24,8 @@ pub struct ImageProcess {
     pub exposed_ports: Vec<String>,
     /// VOLUMEs: each gets an anonymous volume unless the container mounts something there.
     pub volumes: Vec<String>,
+    /// Its HEALTHCHECK.
+    pub health: Option<crate::health::HealthConfig>,
 }
 
 impl ImageProcess {
@@ -64,6 +66,7 @@ impl ImageProcess {
                 .and_then(Value::as_object)
                 .map(|v| v.keys().cloned().collect())
                 .unwrap_or_default(),
+            health: crate::health::HealthConfig::of_image(config),
         }
     }
 }

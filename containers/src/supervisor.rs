@@ -177,7 +177,14 @@ impl Launch {
     ) -> Result<i32, gcr_runtime::RuntimeError> {
         use crate::events::container_event;
         container_event(&self.store, &self.id, &self.meta, "start", &[]);
+        let monitor = crate::health::start_monitor(
+            &self.store,
+            &self.id,
+            &self.dir,
+            self.meta.health.as_ref(),
+        );
         let result = gcr_runtime::run_container(&self.spec, options);
+        crate::health::stop_monitor(monitor);
         let code = result_code(&result).to_string();
         container_event(
             &self.store,

@@ -57,6 +57,9 @@ pub enum Job {
     },
     /// Disconnects the container from a user network.
     Disconnect { container: String, network: String },
+    /// Runs the container's healthcheck every interval while it runs (started by its
+    /// supervisor with each run).
+    HealthMonitor { container: String },
     /// Removes a user network (rootless, its bridge is taken down inside the rootless network
     /// namespace, which needs a fork).
     RemoveNetwork { network: String },
@@ -349,6 +352,11 @@ fn run_simple_job(store: &gcr_storage::Store, job: &Job) -> Result<()> {
             crate::attachments::connect_network(&store, &request.network, &c, request)
         }
         Job::RemoveNetwork { network } => crate::user_networks::remove_network(&store, network),
+        Job::HealthMonitor { container } => {
+            let exe = std::env::current_exe()
+                .map_err(|e| ContainerError::io("find", "the gcr binary", e))?;
+            crate::health::monitor(&store, container, &exe)
+        }
         Job::Disconnect { container, network } => {
             let c = lookup(&store, container)?;
             crate::attachments::disconnect_network(&store, network, &c)

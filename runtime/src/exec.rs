@@ -40,6 +40,8 @@ pub struct ExecOptions {
     /// OCI `exec --console-socket`: with `tty`, the pty master goes there instead of being
     /// relayed.
     pub console_socket: Option<PathBuf>,
+    /// Killed (SIGKILL, status 137) when it runs longer (a healthcheck's timeout).
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// An OCI `exec --detach`: the command runs on, reparented to the caller's subreaper.
@@ -107,6 +109,7 @@ fn run_exec(
     plan.outlives_parent = detach;
     let cgroups = cgroup_procs_files(target);
 
+    let deadline = opts.timeout.map(|after| std::time::Instant::now() + after);
     let (parent_sock, child_sock, old_mask, restore) = prepare_fork()?;
 
     // Single-threaded (checked above); the child never returns from `joiner`.
@@ -146,7 +149,7 @@ fn run_exec(
             let _ = waitpid(child, None);
             return Ok(command.as_raw());
         }
-        relay(plan.opts.stdin, command, child, started.master)
+        relay(plan.opts.stdin, command, child, started.master, deadline)
     })();
     if result.is_err() {
         let _ = kill(child, Signal::SIGKILL);

@@ -178,7 +178,7 @@ fn supervise(plan: &Plan, pid: Pid, sock: &OwnedFd) -> Result<ExitStatusCode, Ru
     if let Some(fd) = plan.opts.started_fd {
         write_all(fd, b"S");
     }
-    relay(plan.opts.stdin, pid, pid, started.master)
+    relay(plan.opts.stdin, pid, pid, started.master, None)
 }
 
 /// What the child side reported up to its exec.

@@ -269,7 +269,7 @@ pub fn wait_container(
     // With signals blocked from here, a SIGCHLD that comes later waits in the signalfd;
     // an exit before it, the relay's first reap sees.
     let target = Pid::from_raw(pid);
-    let result = crate::relay::relay(true, target, target, master);
+    let result = crate::relay::relay(true, target, target, master, None);
     drop(restore);
     result
 }

@@ -17,12 +17,13 @@ use crate::{sys, tty};
 pub type ExitStatusCode = i32;
 
 /// Until `reap_pid` exits: forwards signals to `target`, copies the pty (and stdin to it when
-/// `stdin`), returns the status.
+/// `stdin`), returns the status. At `deadline` (a healthcheck's timeout) `target` is killed.
 pub(crate) fn relay(
     stdin: bool,
     target: Pid,
     reap_pid: Pid,
     master: Option<OwnedFd>,
+    deadline: Option<std::time::Instant>,
 ) -> Result<ExitStatusCode, RuntimeError> {
     let pid = target;
     let mut forwarded = SigSet::all();
@@ -59,7 +60,21 @@ pub(crate) fn relay(
                 fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
             }
         }
-        match poll(&mut fds, PollTimeout::NONE) {
+        let timeout = match deadline {
+            Some(at) => {
+                let left = at.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    // Killed once; its SIGCHLD then ends the wait.
+                    let _ = kill(pid, Signal::SIGKILL);
+                    PollTimeout::from(100u16)
+                } else {
+                    PollTimeout::try_from(left.as_millis().max(1) as i64)
+                        .unwrap_or(PollTimeout::MAX)
+                }
+            }
+            None => PollTimeout::NONE,
+        };
+        match poll(&mut fds, timeout) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => return Err(RuntimeError::sys("poll", e)),
         }
@@ -88,6 +103,8 @@ pub(crate) fn relay(
                     }
                 }
             }
+        }
+        if ready[0] || deadline.is_some() {
             status = reap(reap_pid)?;
         }
         if let Some(m) = &master {

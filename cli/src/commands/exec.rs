@@ -51,6 +51,7 @@ pub fn exec(ctx: &Context, args: ExecArgs) -> anyhow::Result<u8> {
         privileged: args.privileged,
         tty: args.tty,
         stdin: args.interactive,
+        timeout_ms: None,
     };
     if args.detach {
         gcr_containers::exec_detached(&c, &request)?;

@@ -168,3 +168,31 @@ fn event_line(event: &gcr_storage::Event) -> String {
         attributes.join(", ")
     )
 }
+
+#[derive(clap::Subcommand, Debug)]
+pub enum HealthcheckCommand {
+    /// Run the container's healthcheck once now and record the result (exit 0 healthy,
+    /// 1 unhealthy), as `podman healthcheck run`
+    Run {
+        #[arg(value_name = "CONTAINER")]
+        container: String,
+    },
+}
+
+/// `gcr healthcheck run CONTAINER`.
+pub fn healthcheck(ctx: &Context, cmd: HealthcheckCommand) -> anyhow::Result<u8> {
+    let HealthcheckCommand::Run { container } = cmd;
+    let store = ctx.open_store()?;
+    let c = gcr_containers::lookup(&store, &container)?;
+    let exe =
+        std::env::current_exe().context("cannot find the gcr binary to run the check with")?;
+    let state = gcr_containers::health::check_now(&store, &c, &exe, true)?;
+    let healthy = state.log.last().is_some_and(|r| r.exit_code == 0);
+    if healthy {
+        println!("healthy");
+        Ok(0)
+    } else {
+        println!("unhealthy");
+        Ok(1)
+    }
+}

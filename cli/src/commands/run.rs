@@ -144,6 +144,27 @@ pub struct RunArgs {
     /// Security options: seccomp=unconfined|FILE, no-new-privileges
     #[arg(long = "security-opt", value_name = "OPT")]
     security_opt: Vec<String>,
+    /// Command that checks the container's health (run with /bin/sh -c)
+    #[arg(long = "health-cmd", value_name = "COMMAND")]
+    health_cmd: Option<String>,
+    /// Time between health checks (e.g. 30s, 1m30s)
+    #[arg(long = "health-interval", value_name = "DURATION")]
+    health_interval: Option<String>,
+    /// Longest a health check may run
+    #[arg(long = "health-timeout", value_name = "DURATION")]
+    health_timeout: Option<String>,
+    /// Time to settle before failed checks count
+    #[arg(long = "health-start-period", value_name = "DURATION")]
+    health_start_period: Option<String>,
+    /// Time between checks during the start period
+    #[arg(long = "health-start-interval", value_name = "DURATION")]
+    health_start_interval: Option<String>,
+    /// Failures in a row that make it unhealthy
+    #[arg(long = "health-retries", value_name = "N")]
+    health_retries: Option<u32>,
+    /// Disable the image's HEALTHCHECK
+    #[arg(long = "no-healthcheck")]
+    no_healthcheck: bool,
     /// Memory limit: N[b|k|m|g]
     #[arg(short, long, value_name = "SIZE")]
     memory: Option<String>,
@@ -306,7 +327,46 @@ fn create_options(
     opts.cap_add = args.cap_add.clone();
     opts.cap_drop = args.cap_drop.clone();
     opts.security_opt = args.security_opt.clone();
+    opts.health = health_flags(args)?;
     Ok(opts)
+}
+
+/// `--health-*` and `--no-healthcheck` as a healthcheck over the image's (Docker's flags).
+fn health_flags(args: &RunArgs) -> anyhow::Result<Option<gcr_containers::health::HealthConfig>> {
+    let nanos = |flag: &str, value: &Option<String>| -> anyhow::Result<i64> {
+        match value {
+            None => Ok(0),
+            Some(text) => {
+                let d = gcr_grammar::parse_go_duration(text).map_err(|e| {
+                    anyhow::anyhow!(
+                        "invalid --{flag} {text:?}: {e} (durations look like 30s, 1m30s or 500ms)"
+                    )
+                })?;
+                Ok(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+            }
+        }
+    };
+    let config = gcr_containers::health::HealthConfig {
+        test: match &args.health_cmd {
+            Some(cmd) => vec!["CMD-SHELL".into(), cmd.clone()],
+            None => Vec::new(),
+        },
+        interval: nanos("health-interval", &args.health_interval)?,
+        timeout: nanos("health-timeout", &args.health_timeout)?,
+        start_period: nanos("health-start-period", &args.health_start_period)?,
+        start_interval: nanos("health-start-interval", &args.health_start_interval)?,
+        retries: args.health_retries.map_or(0, i64::from),
+    };
+    if args.no_healthcheck {
+        if config != Default::default() {
+            bail!("--no-healthcheck conflicts with the --health-* options");
+        }
+        return Ok(Some(gcr_containers::health::HealthConfig {
+            test: vec!["NONE".into()],
+            ..Default::default()
+        }));
+    }
+    Ok((config != Default::default()).then_some(config))
 }
 
 /// A `--cidfile`: made (empty) before the container, so an existing file fails first, as

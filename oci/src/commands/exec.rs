@@ -147,6 +147,7 @@ pub fn exec(root: &Path, args: &ExecArgs) -> Result<i32, OciError> {
         console_socket: args.console_socket.clone(),
         pid_file: args.pid_file.clone(),
         oci: true,
+        timeout: None,
     };
     if args.preserve_fds > 0 {
         return Err(OciError::NotSupported("exec --preserve-fds"));
