@@ -4415,3 +4415,81 @@ fn a_healthcheck_turns_unhealthy_then_healthy() {
         assert_no_leftovers(&s);
     }
 }
+
+#[test]
+fn volumes_from_mounts_another_containers_volumes_and_binds() {
+    let Some(image) = image() else { return };
+    for who in [As::Root, As::Rootless] {
+        let Some(s) = Setup::new(who) else { continue };
+        let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+        let host = tempfile::tempdir().unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(host.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        }
+        std::fs::write(host.path().join("f"), "from-host\n").unwrap();
+        let bind = format!("{}:/bind", host.path().display());
+        expect(
+            &gcr(&[
+                "create",
+                "--name",
+                "store",
+                "-v",
+                "/data",
+                "-v",
+                "named:/named",
+                "-v",
+                &bind,
+                &image,
+                "true",
+            ]),
+            0,
+        );
+        // Written through one container, read through another.
+        expect(
+            &gcr(&[
+                "run",
+                "--rm",
+                "--volumes-from",
+                "store",
+                &image,
+                "sh",
+                "-c",
+                "echo anon > /data/a && echo named > /named/n && cat /bind/f",
+            ]),
+            0,
+        );
+        let out = expect(
+            &gcr(&[
+                "run", "--rm", "--volumes-from", "store:ro", &image, "sh", "-c",
+                "cat /data/a /named/n /bind/f; touch /data/x 2>/dev/null && echo writable || echo read-only",
+            ]),
+            0,
+        );
+        assert_eq!(out, "anon\nnamed\nfrom-host\nread-only\n", "{who:?}");
+        // A -v to the same place wins over the inherited one.
+        let out = expect(
+            &gcr(&[
+                "run",
+                "--rm",
+                "--volumes-from",
+                "store",
+                "-v",
+                "/data",
+                &image,
+                "ls",
+                "/data",
+            ]),
+            0,
+        );
+        assert_eq!(out, "", "{who:?}");
+        let bad = gcr(&["run", "--rm", "--volumes-from", "nosuch", &image, "true"]);
+        assert_eq!(bad.status.code(), Some(125));
+        assert!(stderr(&bad).contains("nosuch"), "{}", stderr(&bad));
+        let bad = gcr(&["run", "--rm", "--volumes-from", "store:rx", &image, "true"]);
+        assert!(stderr(&bad).contains("not ro or rw"), "{}", stderr(&bad));
+        expect(&gcr(&["rm", "-v", "store"]), 0);
+        expect(&gcr(&["volume", "rm", "named"]), 0);
+        assert_no_leftovers(&s);
+    }
+}

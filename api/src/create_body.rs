@@ -256,6 +256,7 @@ impl CreateBody {
         for mount in host.mounts.unwrap_or_default() {
             mount_into(&mut opts, mount)?;
         }
+        opts.volumes_from = host.volumes_from.clone().unwrap_or_default();
         for (destination, options) in host.tmpfs.unwrap_or_default() {
             opts.tmpfs.push((destination, options));
         }
@@ -342,9 +343,6 @@ impl HostConfig {
         let non_empty = |v: &Option<Vec<_>>| v.as_ref().is_some_and(|v: &Vec<_>| !v.is_empty());
         if self.devices.as_ref().is_some_and(|d| !d.is_empty()) {
             return Err(unsupported("HostConfig.Devices"));
-        }
-        if non_empty(&self.volumes_from) {
-            return Err(unsupported("HostConfig.VolumesFrom"));
         }
         if non_empty(&self.links) {
             return Err(unsupported("HostConfig.Links"));

@@ -102,6 +102,18 @@ pub fn create(
         _ => {}
     }
 
+    for from in &opts.volumes_from {
+        let inherited = volumes_of(store, from)?;
+        for volume in inherited {
+            if !opts
+                .volumes
+                .iter()
+                .any(|v| v.destination == volume.destination)
+            {
+                opts.volumes.push(volume);
+            }
+        }
+    }
     // Named volumes exist from their first use on; a new (empty) one gets the image's files.
     let mut copy_up = Vec::new();
     for volume in &mut opts.volumes {
@@ -271,6 +283,7 @@ pub fn create(
         dns_search: opts.dns_search.clone(),
         dns_options: opts.dns_options.clone(),
         stdin: opts.stdin,
+        volumes: opts.volumes.clone(),
         health: crate::health::HealthConfig::merged(image.health.as_ref(), opts.health.as_ref()),
     };
     let written = record::write_meta(&dir, &meta);
@@ -376,4 +389,31 @@ impl Launch {
         record::write_meta(&self.dir, &meta)?;
         Ok(self.id)
     }
+}
+
+/// `--volumes-from CONTAINER[:ro|rw]`: the volumes and binds that container was made with;
+/// `ro`/`rw` sets every one's mode, none keeps each one's own (Docker's rule).
+fn volumes_of(store: &gcr_storage::Store, from: &str) -> Result<Vec<crate::options::Volume>> {
+    let (name, mode) = match from.rsplit_once(':') {
+        Some((name, mode @ ("ro" | "rw"))) => (name, Some(mode == "ro")),
+        Some((_, other)) if !other.is_empty() && !other.contains('/') => {
+            return Err(ContainerError::invalid(format!(
+                "invalid --volumes-from {from:?}: the mode {other:?} is not ro or rw"
+            )))
+        }
+        _ => (from, None),
+    };
+    let source = crate::container::lookup(store, name)?;
+    Ok(source
+        .meta
+        .volumes
+        .iter()
+        .cloned()
+        .map(|mut volume| {
+            if let Some(read_only) = mode {
+                volume.read_only = read_only;
+            }
+            volume
+        })
+        .collect())
 }

@@ -46,6 +46,9 @@ pub struct CreateOptions {
     pub restart: String,
     pub init: bool,
     pub volumes: Vec<Volume>,
+    /// `--volumes-from CONTAINER[:ro|rw]`: that container's volumes and binds, at the same
+    /// places (a `-v` to the same destination wins).
+    pub volumes_from: Vec<String>,
     /// (destination, mount options) of tmpfs mounts.
     pub tmpfs: Vec<(String, String)>,
     pub labels: BTreeMap<String, String>,
@@ -111,6 +114,7 @@ impl CreateOptions {
             restart: "no".into(),
             init: false,
             volumes: Vec::new(),
+            volumes_from: Vec::new(),
             tmpfs: Vec::new(),
             labels: BTreeMap::new(),
             stop_signal: None,
@@ -157,7 +161,7 @@ pub struct Resources {
 }
 
 /// A bind mount or named volume, its source made absolute and checked.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Volume {
     pub source: PathBuf,
     pub destination: String,

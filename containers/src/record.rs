@@ -78,6 +78,9 @@ pub struct ContainerMeta {
     pub dns_search: Vec<String>,
     #[serde(default)]
     pub dns_options: Vec<String>,
+    /// Its volumes and binds as mounted (for `--volumes-from`).
+    #[serde(default)]
+    pub volumes: Vec<crate::options::Volume>,
     /// Its healthcheck (the image's with `--health-*` over it); None: no check.
     #[serde(default)]
     pub health: Option<crate::health::HealthConfig>,

@@ -144,6 +144,9 @@ pub struct RunArgs {
     /// Security options: seccomp=unconfined|FILE, no-new-privileges
     #[arg(long = "security-opt", value_name = "OPT")]
     security_opt: Vec<String>,
+    /// Mount the volumes and binds of another container (CONTAINER[:ro|rw])
+    #[arg(long = "volumes-from", value_name = "CONTAINER")]
+    volumes_from: Vec<String>,
     /// Command that checks the container's health (run with /bin/sh -c)
     #[arg(long = "health-cmd", value_name = "COMMAND")]
     health_cmd: Option<String>,
@@ -328,6 +331,7 @@ fn create_options(
     opts.cap_drop = args.cap_drop.clone();
     opts.security_opt = args.security_opt.clone();
     opts.health = health_flags(args)?;
+    opts.volumes_from = args.volumes_from.clone();
     Ok(opts)
 }
 
