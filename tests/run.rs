@@ -4493,3 +4493,63 @@ fn volumes_from_mounts_another_containers_volumes_and_binds() {
         assert_no_leftovers(&s);
     }
 }
+
+#[test]
+fn userns_keep_id_runs_as_the_users_own_id_rootless() {
+    let Some(image) = image() else { return };
+    let Some(s) = Setup::new(As::Rootless) else {
+        return;
+    };
+    let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+    let uid = nix::unistd::User::from_name(&s.user)
+        .unwrap()
+        .unwrap()
+        .uid
+        .as_raw();
+    let shared = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(shared.path(), Some(uid), Some(uid)).unwrap();
+    let bind = format!("{}:/shared", shared.path().display());
+    // Inside, the user's own uid (and the maps Podman's keep-id gives); what it writes on a
+    // bind is the user's on the host.
+    let out = expect(
+        &gcr(&[
+            "run",
+            "--name",
+            "kid",
+            "-d",
+            "--userns=keep-id",
+            "-v",
+            &bind,
+            &image,
+            "sh",
+            "-c",
+            "id -u; id -g; touch /shared/made; sleep 30",
+        ]),
+        0,
+    );
+    assert!(!out.trim().is_empty());
+    let made = within(10, "the file made through keep-id", || {
+        std::fs::metadata(shared.path().join("made")).ok()
+    });
+    use std::os::unix::fs::MetadataExt as _;
+    assert_eq!((made.uid(), made.gid()), (uid, uid));
+    let logs = expect(&gcr(&["logs", "kid"]), 0);
+    assert_eq!(logs, format!("{uid}\n{uid}\n"));
+    // exec runs as the same user, in the same namespace.
+    let out = expect(
+        &gcr(&["exec", "kid", "sh", "-c", "id -u; cat /proc/self/uid_map"]),
+        0,
+    );
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines[0], [uid.to_string()]);
+    let own = uid.to_string();
+    assert!(lines[1..].contains(&vec![own.as_str(), "0", "1"]), "{out}");
+    // -u still chooses: root inside is one of the subordinate ids, not the user.
+    let out = expect(&gcr(&["exec", "-u", "0", "kid", "id", "-u"]), 0);
+    assert_eq!(out, "0\n");
+    expect(&gcr(&["rm", "-f", "kid"]), 0);
+    assert_no_leftovers(&s);
+}

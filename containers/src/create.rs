@@ -49,6 +49,12 @@ pub fn create(
     if let Some(health) = &opts.health {
         health.validate()?;
     }
+    // keep-id: the command runs as the user unless -u says otherwise (Podman's rule).
+    if opts.userns == userns::UsernsMode::KeepId && opts.user.is_none() {
+        if let Some((uid, gid)) = userns::keep_id_user() {
+            opts.user = Some(format!("{uid}:{gid}"));
+        }
+    }
     if let Some(signal) = &opts.stop_signal {
         crate::container::parse_signal(signal)?;
     }

@@ -13,6 +13,9 @@ pub enum UsernsMode {
     Host,
     /// A free range of `size` ids of the "containers" subordinate ranges.
     Auto { size: u32 },
+    /// Rootless: the user's own uid and gid inside (a namespace nested in gcr's, as
+    /// Podman's `keep-id`); the command runs as that user unless `-u` says otherwise.
+    KeepId,
     /// Explicit maps: (container id, host id, size).
     Maps {
         uid_map: Vec<(u32, u32, u32)>,
@@ -26,6 +29,9 @@ impl UsernsMode {
         let mode = mode.unwrap_or("");
         let explicit = !uidmap.is_empty() || !gidmap.is_empty();
         if gcr_runtime::userns::rootless_ids().is_some() {
+            if mode == "keep-id" && !explicit {
+                return Ok(UsernsMode::KeepId);
+            }
             if explicit || !matches!(mode, "" | "host") {
                 return Err(ContainerError::invalid(format!(
                     "--userns={mode}{} is not supported rootless yet: rootless gcr runs every container in its own user namespace, mapped from your /etc/subuid range",
@@ -64,7 +70,7 @@ impl UsernsMode {
                 },
                 None => {
                     return Err(ContainerError::invalid(format!(
-                    "unknown --userns {other:?}: use host, auto, auto:size=N or private (keep-id, nomap and ns: are not supported yet)"
+                    "unknown --userns {other:?}: use host, auto, auto:size=N or private (keep-id is for rootless gcr; nomap and ns: are not supported yet)"
                 )))
                 }
             },
@@ -95,7 +101,51 @@ pub fn user_namespace(mode: &UsernsMode) -> Result<Option<MappedUserns>> {
             lease: None,
         })),
         UsernsMode::Auto { size } => allocate_userns(*size).map(Some),
+        UsernsMode::KeepId => keep_id().map(Some),
     }
+}
+
+/// The user's (uid, gid) on the host, for `keep-id`'s default user.
+pub fn keep_id_user() -> Option<(u32, u32)> {
+    gcr_runtime::userns::rootless_ids()
+}
+
+/// `keep-id`: inside gcr's rootless namespace (0 = the user, 1.. = the subordinate ids), a
+/// nested one where the user's host uid is itself: 0..U map to gcr's 1..=U, U to gcr's 0
+/// (the user), and the ids above U to themselves.
+fn keep_id() -> Result<MappedUserns> {
+    let (uid, gid) = keep_id_user().ok_or_else(|| {
+        ContainerError::invalid("--userns=keep-id is for rootless gcr (as root, use --userns=auto)")
+    })?;
+    let count = |file: &str| -> Result<u32> {
+        let text =
+            std::fs::read_to_string(file).map_err(|e| ContainerError::io("read", file, e))?;
+        Ok(text
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u32>().ok())
+            .sum())
+    };
+    let map = |id: u32, total: u32| -> Result<Vec<(u32, u32, u32)>> {
+        if total < 2 {
+            return Err(ContainerError::invalid(
+                "--userns=keep-id needs subordinate ids: give your user a range in /etc/subuid and /etc/subgid",
+            ));
+        }
+        let below = id.min(total - 1);
+        let mut maps = vec![(id, 0, 1)];
+        if below > 0 {
+            maps.push((0, 1, below));
+        }
+        if id + 1 < total {
+            maps.push((id + 1, id + 1, total - id - 1));
+        }
+        Ok(maps)
+    };
+    Ok(MappedUserns {
+        uid_map: map(uid, count("/proc/self/uid_map")?)?,
+        gid_map: map(gid, count("/proc/self/gid_map")?)?,
+        lease: None,
+    })
 }
 
 /// `C:H:S[,C:H:S...]` values of --uidmap/--gidmap.
