@@ -4553,3 +4553,20 @@ fn userns_keep_id_runs_as_the_users_own_id_rootless() {
     expect(&gcr(&["rm", "-f", "kid"]), 0);
     assert_no_leftovers(&s);
 }
+
+#[test]
+fn init_shows_as_a_short_gcr_init_and_hides_the_host_command_line() {
+    both(|s| {
+        let out = expect(
+            &s.sh(
+                &["--init"],
+                "cat /proc/1/comm; tr '\\0' '\\n' < /proc/1/cmdline | grep -v '^$'; ps -o pid,args | grep '^ *1 '",
+            ),
+            0,
+        );
+        let lines: Vec<&str> = out.lines().map(str::trim).collect();
+        assert_eq!(lines, ["gcr-init", "gcr-init", "1 gcr-init"], "{out}");
+        let root = s.store.root().display().to_string();
+        assert!(!out.contains(&root), "{out}");
+    });
+}

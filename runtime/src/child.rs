@@ -371,6 +371,9 @@ fn become_process(
     }
 
     if plan.opts.init {
+        // Before the fork: the command may look at PID 1 at once (its exec then replaces
+        // the title in its own copy).
+        sys::process::set_process_title(c"gcr-init");
         match sys::fork().map_err(sys_err("fork the command"))? {
             sys::ForkResult::Child => {}
             sys::ForkResult::Parent { child } => {

@@ -190,3 +190,49 @@ pub fn spawn_child(work: impl FnOnce()) -> Result<Pid, Errno> {
         ForkResult::Parent { child } => Ok(child),
     }
 }
+
+/// Shows this process as `title` to anyone in the container (`ps`, /proc/PID/cmdline and
+/// comm) instead of the gcr command line it was forked from, which names the binary's host
+/// path, the store and the host's environment. The argument and environment areas are
+/// overwritten in place through /proc/self/mem (the title, then zeros); best effort. Leaves
+/// the process not dumpable.
+pub fn set_process_title(title: &std::ffi::CStr) {
+    use std::os::unix::fs::FileExt as _;
+    let _ = nix::sys::prctl::set_name(title);
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields after the command name's ')': field 3 is the first; arg_start is field 48.
+    let fields: Vec<u64> = match stat.rfind(')') {
+        Some(at) => stat[at + 1..]
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect(),
+        None => return,
+    };
+    let field = |n: usize| fields.get(n - 3).copied().unwrap_or(0);
+    let (arg_start, arg_end, env_start, env_end) = (field(48), field(49), field(50), field(51));
+    // Not dumpable, /proc/self/mem belongs to the initial namespace's root, out of reach of
+    // a rootless container's root: dumpable for the write only, while no other process of
+    // the container exists yet.
+    let _ = super::prctl(libc::PR_SET_DUMPABLE, 1, 0);
+    let opened = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/proc/self/mem");
+    let Ok(mem) = opened else {
+        let _ = super::prctl(libc::PR_SET_DUMPABLE, 0, 0);
+        return;
+    };
+    let title = title.to_bytes_with_nul();
+    for (start, end, first) in [(arg_start, arg_end, title), (env_start, env_end, &[][..])] {
+        let Some(len) = end.checked_sub(start).filter(|l| *l > 0 && *l < 1 << 20) else {
+            continue;
+        };
+        let mut area = vec![0u8; len as usize];
+        let keep = first.len().min(area.len().saturating_sub(1));
+        area[..keep].copy_from_slice(&first[..keep]);
+        let _ = mem.write_all_at(&area, start);
+    }
+    drop(mem);
+    let _ = super::prctl(libc::PR_SET_DUMPABLE, 0, 0);
+}
