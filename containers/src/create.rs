@@ -268,6 +268,7 @@ pub fn create(
         dns_search: opts.dns_search.clone(),
         dns_options: opts.dns_options.clone(),
         stdin: opts.stdin,
+        log_config: Some(opts.log_config.clone()),
     };
     let written = record::write_meta(&dir, &meta);
     drop(names_lock);

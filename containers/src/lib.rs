@@ -26,6 +26,7 @@ mod filters;
 mod inspect;
 mod lifecycle;
 mod listing;
+pub mod logconfig;
 pub mod logfile;
 mod names;
 mod network;

@@ -88,6 +88,8 @@ pub struct CreateOptions {
     pub pid_host: bool,
     /// Share the host's IPC namespace (`--ipc host`).
     pub ipc_host: bool,
+    /// `--log-driver`, `--log-opt` (checked when made: see [`crate::logconfig::LogConfig`]).
+    pub log_config: crate::logconfig::LogConfig,
 }
 
 impl CreateOptions {
@@ -138,6 +140,7 @@ impl CreateOptions {
             userns: UsernsMode::Host,
             pid_host: false,
             ipc_host: false,
+            log_config: Default::default(),
         }
     }
 }

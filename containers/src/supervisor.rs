@@ -68,7 +68,7 @@ pub struct Launch {
 impl Launch {
     /// Runs the container in this process to its end (restart policy included) and returns
     /// its exit status. A kept container's output also goes to its log (`gcr logs`), as
-    /// Docker keeps it, unless it has a terminal.
+    /// Docker keeps it (with a terminal too), unless its log driver is none.
     pub fn run_attached(mut self) -> Result<i32> {
         // `create` records this process already; `start` runs it again from another one.
         if self.meta.pid != std::process::id() {
@@ -76,8 +76,13 @@ impl Launch {
             self.meta.started = Some(record::now());
             record::write_meta(&self.dir, &self.meta)?;
         }
-        let tee = if self.keep && !self.options.tty {
-            Some(gcr_runtime::OutputTee::start(open_log(&self.dir)?, true)?)
+        // With a terminal too (Docker logs -t containers): the relay writes the pty to the
+        // tee, so stdout and stderr are one stream, as the terminal shows them.
+        let tee = if self.keep && self.meta.log_config().keeps_log() {
+            Some(gcr_runtime::OutputTee::start(
+                open_log(&self.dir, &self.meta)?,
+                true,
+            )?)
         } else {
             None
         };
@@ -93,7 +98,7 @@ impl Launch {
     pub fn start_detached(mut self) -> Result<()> {
         use std::io::Write as _;
         use std::os::fd::AsRawFd as _;
-        let log = open_log(&self.dir)?;
+        let log = open_log(&self.dir, &self.meta)?;
         let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|source| ContainerError::Sys {
                 action: "make a pipe for the detached container",
@@ -265,15 +270,14 @@ fn open_stdin_fifo(fifo: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-/// The container's log, opened for appending, as the tee's record writer.
-fn open_log(dir: &std::path::Path) -> Result<impl FnMut(gcr_runtime::OutputStream, &[u8]) + Send> {
-    let path = record::log_file(dir);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(|e| ContainerError::io("create", &path, e))?;
-    Ok(crate::logfile::writer(file))
+/// The container's log (or, with the none driver, its attach-only output), opened for
+/// appending, as the tee's record writer.
+fn open_log(
+    dir: &std::path::Path,
+    meta: &ContainerMeta,
+) -> Result<impl FnMut(gcr_runtime::OutputStream, &[u8]) + Send> {
+    let (path, rotation) = record::output_file(dir, meta)?;
+    crate::logfile::writer(&path, rotation).map_err(|e| ContainerError::io("create", &path, e))
 }
 
 /// The exit status a run of the container gives.
