@@ -397,7 +397,7 @@ fn follow_from(
             continue;
         }
         if rotated {
-            match std::fs::File::open(path) {
+            match std::fs::File::open(logfile::successor(path, log)) {
                 Ok(file) => {
                     *log = file;
                     offset = 0;

@@ -90,6 +90,25 @@ pub fn replaced(path: &Path, file: &std::fs::File) -> bool {
     }
 }
 
+/// The file that came after `file` in the log at `path` (rotated since it was opened, maybe
+/// more than once): the rotated file newer than it, or the one being written; when `file`
+/// was rotated away entirely, the oldest left (the fewest lines lost).
+pub fn successor(path: &Path, file: &std::fs::File) -> PathBuf {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(open) = file.metadata() else {
+        return path.to_path_buf();
+    };
+    let kept = files(path);
+    let same = |p: &PathBuf| {
+        std::fs::metadata(p).is_ok_and(|m| m.ino() == open.ino() && m.dev() == open.dev())
+    };
+    match kept.iter().position(same) {
+        Some(at) if at + 1 < kept.len() => kept[at + 1].clone(),
+        Some(_) => path.to_path_buf(),
+        None => kept[0].clone(),
+    }
+}
+
 fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
     std::fs::OpenOptions::new()
         .create(true)

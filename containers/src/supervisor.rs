@@ -87,8 +87,7 @@ impl Launch {
             None
         };
         let policy = RestartPolicy::of(&self.meta);
-        let result = self.supervise(policy);
-        drop(tee);
+        let result = self.supervise(policy, tee);
         Ok(result?)
     }
 
@@ -138,8 +137,8 @@ impl Launch {
                 }
             }
             // The container's output (and this supervisor's messages) go to the log as
-            // records of their stream; the tee lives as long as this process.
-            let _tee = match gcr_runtime::OutputTee::start(log, false) {
+            // records of their stream until the last run has ended (see `supervise`).
+            let tee = match gcr_runtime::OutputTee::start(log, false) {
                 Ok(tee) => tee,
                 Err(err) => {
                     let _ = write!(report, "E125 cannot keep the container's log: {err}");
@@ -154,7 +153,7 @@ impl Launch {
             }
             let policy = RestartPolicy::of(&self.meta);
             // The runtime writes "S" when the command starts.
-            if let Err(err) = self.supervise(policy) {
+            if let Err(err) = self.supervise(policy, Some(tee)) {
                 let _ = write!(report, "E{} {err}", err.exit_code());
             }
         });
@@ -194,7 +193,13 @@ impl Launch {
         result
     }
 
-    fn supervise(&self, policy: RestartPolicy) -> Result<i32, gcr_runtime::RuntimeError> {
+    /// `tee` (the log's) ends once the last run has: its copier has written everything to
+    /// the log before the exit status tells followers that nothing more comes.
+    fn supervise(
+        &self,
+        policy: RestartPolicy,
+        tee: Option<gcr_runtime::OutputTee>,
+    ) -> Result<i32, gcr_runtime::RuntimeError> {
         let (dir, options) = (&self.dir, &self.options);
         let mut result = self.run_once(options);
         // Later runs have nobody waiting for the start byte.
@@ -222,6 +227,7 @@ impl Launch {
             }
             result = self.run_once(&again);
         }
+        drop(tee);
         // The freezer group a `pause` made is empty now that the container has ended.
         gcr_runtime::cgroups::remove_pause_group(&self.id);
         // A container that never started leaves nothing behind; --rm removes it after it ran.
