@@ -1417,3 +1417,107 @@ fn the_service_stops_when_idle_and_refuses_a_socket_in_use() {
         "the socket file was left"
     );
 }
+
+/// Logs through the service as `docker` keeps them: streams apart, --details, rotation from
+/// HostConfig.LogConfig, and the none driver.
+fn docker_logs_options(user: Option<&str>) {
+    let Some(image) = busybox() else { return };
+    if support::tool("docker").is_none() {
+        return;
+    }
+    let s = ServiceUnderTest::start_as(user, &["--time", "0"]);
+    let who = user.unwrap_or("root");
+    s.docker_ok(&["pull", &image]);
+    // Streams apart, and --details with the labels and env the log options chose.
+    let out = s.docker(&[
+        "run",
+        "--name",
+        "apart",
+        "--label",
+        "team=blue",
+        "-e",
+        "MODE=prod",
+        "--log-opt",
+        "labels=team",
+        "--log-opt",
+        "env=MODE",
+        &image,
+        "sh",
+        "-c",
+        "echo out; echo err >&2",
+    ]);
+    assert!(out.status.success(), "{who}: {}", stderr(&out));
+    let logs = s.docker(&["logs", "apart"]);
+    assert_eq!(
+        (stdout(&logs), stderr(&logs)),
+        ("out\n".into(), "err\n".into()),
+        "{who}"
+    );
+    let details = s.docker(&["logs", "--details", "apart"]);
+    assert_eq!(stdout(&details), "MODE=prod,team=blue out\n", "{who}");
+    assert_eq!(stderr(&details), "MODE=prod,team=blue err\n", "{who}");
+    // Rotation from HostConfig.LogConfig.
+    let out = s.docker(&[
+        "run",
+        "--name",
+        "big",
+        "--log-opt",
+        "max-size=10k",
+        "--log-opt",
+        "max-file=3",
+        &image,
+        "seq",
+        "1",
+        "20000",
+    ]);
+    assert!(out.status.success(), "{who}: {}", stderr(&out));
+    let shown = stdout(&out);
+    assert!(
+        shown.ends_with("20000\n"),
+        "{who}: {:?} {}",
+        &shown[shown.len().saturating_sub(200)..],
+        stderr(&out)
+    );
+    let config = s.docker_ok(&["inspect", "-f", "{{json .HostConfig.LogConfig}}", "big"]);
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(config["Config"]["max-size"], "10k", "{config}");
+    let logs = s.docker_ok(&["logs", "big"]);
+    assert!(logs.ends_with("19999\n20000\n"), "{who}");
+    assert!(!logs.starts_with("1\n"), "{who}: the oldest lines stay");
+    // The none driver: docker run still shows the output; logs refuses as Docker does.
+    let quiet = s.docker(&[
+        "run",
+        "--name",
+        "quiet",
+        "--log-driver",
+        "none",
+        &image,
+        "echo",
+        "hi",
+    ]);
+    assert_eq!(stdout(&quiet), "hi\n", "{who}: {}", stderr(&quiet));
+    let logs = s.docker(&["logs", "quiet"]);
+    assert!(!logs.status.success());
+    assert!(
+        stderr(&logs).contains("configured logging driver does not support reading"),
+        "{who}: {}",
+        stderr(&logs)
+    );
+    let bad = s.docker(&["run", "--log-driver", "syslog", &image, "true"]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("syslog"), "{who}: {}", stderr(&bad));
+    s.docker_ok(&["rm", "-f", "apart", "big", "quiet"]);
+    assert_eq!(s.docker_ok(&["ps", "-aq"]), "", "{who}");
+}
+
+#[test]
+fn docker_logs_rotation_details_and_the_none_driver_as_root() {
+    docker_logs_options(None);
+}
+
+#[test]
+fn docker_logs_rotation_details_and_the_none_driver_rootless() {
+    if let Some(user) = test_user() {
+        docker_logs_options(Some(&user));
+    }
+}

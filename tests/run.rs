@@ -3012,6 +3012,295 @@ fn a_foreground_containers_output_is_kept_in_its_log_too() {
     }
 }
 
+/// Removes every container of the setup's store (the tests below keep theirs).
+fn remove_all_containers(s: &Setup) {
+    let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+    for id in stdout(&gcr(&["ps", "-a", "-q"])).lines() {
+        expect(&gcr(&["rm", "-f", id]), 0);
+    }
+    assert_eq!(stdout(&gcr(&["ps", "-a", "-q"])), "");
+}
+
+/// The files of a container's log in the store (container.log and its rotated ones).
+fn log_files_of(s: &Setup, name: &str) -> Vec<(String, u64)> {
+    let out = s.cmd().args(["inspect", name]).output().unwrap();
+    let info: serde_json::Value = serde_json::from_str(&expect(&out, 0)).unwrap();
+    let id = info[0]["Id"].as_str().unwrap().to_string();
+    let dir = s.store.root().join("containers").join(id);
+    let mut files: Vec<(String, u64)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with("container.log")
+                .then(|| (name, e.metadata().unwrap().len()))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn logs_keep_streams_times_details_and_terminal_output() {
+    let Some(image) = image() else { return };
+    for who in [As::Root, As::Rootless] {
+        let Some(s) = Setup::new(who) else { continue };
+        let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+        // Each stream to its own: stdout holds only out, stderr only err.
+        let script = "echo out; echo err >&2; sleep 1.2; echo late";
+        expect(
+            &gcr(&["run", "--name", "apart", &image, "sh", "-c", script]),
+            0,
+        );
+        let logs = gcr(&["logs", "apart"]);
+        assert_eq!(expect(&logs, 0), "out\nlate\n", "{who:?}");
+        assert_eq!(stderr(&logs), "err\n", "{who:?}");
+        // -t: each line's time; --since and --until select by them (until is exclusive).
+        let timed = expect(&gcr(&["logs", "-t", "apart"]), 0);
+        let times: Vec<(&str, &str)> = timed.lines().map(|l| l.split_once(' ').unwrap()).collect();
+        assert_eq!(
+            times.iter().map(|t| t.1).collect::<Vec<_>>(),
+            ["out", "late"]
+        );
+        let late = times[1].0;
+        assert!(late.ends_with('Z') && late > times[0].0, "{timed}");
+        let since = gcr(&["logs", "--since", late, "apart"]);
+        assert_eq!(
+            (expect(&since, 0), stderr(&since)),
+            ("late\n".into(), "".into())
+        );
+        let until = gcr(&["logs", "--until", late, "apart"]);
+        assert_eq!(
+            (expect(&until, 0), stderr(&until)),
+            ("out\n".into(), "err\n".into())
+        );
+        // --details: the labels and env the log options chose, as Docker (sorted k=v pairs,
+        // then a space; a space alone when none were chosen).
+        expect(
+            &gcr(&[
+                "run",
+                "--name",
+                "detailed",
+                "--label",
+                "team=blue",
+                "-e",
+                "MODE=prod",
+                "--log-opt",
+                "labels=team,env=MODE",
+                &image,
+                "sh",
+                "-c",
+                "echo hi; echo oops >&2",
+            ]),
+            0,
+        );
+        let details = gcr(&["logs", "--details", "detailed"]);
+        assert_eq!(expect(&details, 0), "MODE=prod,team=blue hi\n", "{who:?}");
+        assert_eq!(stderr(&details), "MODE=prod,team=blue oops\n", "{who:?}");
+        let plain = gcr(&["logs", "--details", "-t", "apart"]);
+        assert!(
+            expect(&plain, 0).lines().all(|l| l.contains("Z  ")),
+            "{}",
+            stdout(&plain)
+        );
+        // A terminal in the foreground: logged too, one stream (stdout), as Docker.
+        let term = gcr(&[
+            "run",
+            "-t",
+            "--name",
+            "term",
+            &image,
+            "sh",
+            "-c",
+            "echo tout; echo terr >&2",
+        ]);
+        assert_eq!(term.status.code(), Some(0), "{}", stderr(&term));
+        let logs = gcr(&["logs", "term"]);
+        assert_eq!(expect(&logs, 0), "tout\r\nterr\r\n", "{who:?}");
+        assert_eq!(stderr(&logs), "", "{who:?}");
+        // And detached with a terminal.
+        expect(
+            &gcr(&[
+                "run",
+                "-dt",
+                "--name",
+                "dterm",
+                &image,
+                "sh",
+                "-c",
+                "echo dt-out >&2",
+            ]),
+            0,
+        );
+        expect(&gcr(&["wait", "dterm"]), 0);
+        assert_eq!(expect(&gcr(&["logs", "dterm"]), 0), "dt-out\r\n", "{who:?}");
+        remove_all_containers(&s);
+        assert_no_leftovers(&s);
+    }
+}
+
+#[test]
+fn log_rotation_keeps_max_file_files_of_about_max_size() {
+    let Some(image) = image() else { return };
+    for who in [As::Root, As::Rootless] {
+        let Some(s) = Setup::new(who) else { continue };
+        let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+        // ~110 KB of output (~900 KB of records) through a 10 kB cap in 3 files.
+        let big = gcr(&[
+            "run",
+            "--name",
+            "big",
+            "--log-opt",
+            "max-size=10k,max-file=3",
+            &image,
+            "seq",
+            "1",
+            "20000",
+        ]);
+        assert_eq!(big.status.code(), Some(0), "{}", stderr(&big));
+        assert!(stdout(&big).ends_with("19999\n20000\n"));
+        let files = log_files_of(&s, "big");
+        assert!(files.len() <= 3 && files.len() > 1, "{who:?}: {files:?}");
+        // A record of `seq` is ~40 bytes: at most about one record over the cap.
+        assert!(
+            files.iter().all(|(_, len)| *len <= 10_000 + 64),
+            "{files:?}"
+        );
+        // logs reads across the rotated files, in order: the newest lines, not the oldest.
+        let logs = expect(&gcr(&["logs", "big"]), 0);
+        let numbers: Vec<u32> = logs.lines().map(|l| l.parse().unwrap()).collect();
+        assert_eq!(numbers.last(), Some(&20000), "{who:?}");
+        assert!(numbers[0] > 15000, "{who:?}: starts at {}", numbers[0]);
+        assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{who:?}");
+        // --tail counts across them too.
+        assert_eq!(
+            expect(&gcr(&["logs", "--tail", "2", "big"]), 0),
+            "19999\n20000\n"
+        );
+        // Both options as flags of their own; inspect shows them as given.
+        expect(
+            &gcr(&[
+                "create",
+                "--name",
+                "apart",
+                "--log-opt",
+                "max-size=1m",
+                "--log-opt",
+                "max-file=2",
+                &image,
+                "true",
+            ]),
+            0,
+        );
+        let info: serde_json::Value =
+            serde_json::from_str(&expect(&gcr(&["inspect", "apart"]), 0)).unwrap();
+        assert_eq!(
+            info[0]["HostConfig"]["LogConfig"],
+            serde_json::json!({"Type": "json-file", "Config": {"max-size": "1m", "max-file": "2"}})
+        );
+        // A follower goes on into the next file when the log rotates under it.
+        expect(
+            &gcr(&[
+                "run",
+                "-d",
+                "--name",
+                "spin",
+                "--log-opt",
+                "max-size=2k",
+                "--log-opt",
+                "max-file=3",
+                &image,
+                "sh",
+                "-c",
+                "i=1; while [ $i -le 400 ]; do echo n$i; i=$((i+1)); usleep 2000; done",
+            ]),
+            0,
+        );
+        let followed = expect(&gcr(&["logs", "-f", "spin"]), 0);
+        let numbers: Vec<u32> = followed
+            .lines()
+            .map(|l| l.trim_start_matches('n').parse().unwrap())
+            .collect();
+        assert_eq!(numbers.last(), Some(&400), "{who:?}: {followed}");
+        assert!(
+            numbers.windows(2).all(|w| w[1] == w[0] + 1),
+            "{who:?}: {followed}"
+        );
+        assert!(log_files_of(&s, "spin").len() <= 3);
+        remove_all_containers(&s);
+        assert_no_leftovers(&s);
+    }
+}
+
+#[test]
+fn log_driver_none_keeps_no_log_and_unknown_ones_are_named() {
+    let Some(image) = image() else { return };
+    for who in [As::Root, As::Rootless] {
+        let Some(s) = Setup::new(who) else { continue };
+        let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+        // The terminal still gets the output; no log is kept, and logs says so as Docker.
+        let quiet = gcr(&[
+            "run",
+            "--name",
+            "quiet",
+            "--log-driver",
+            "none",
+            &image,
+            "echo",
+            "hi",
+        ]);
+        assert_eq!(expect(&quiet, 0), "hi\n", "{who:?}");
+        assert!(log_files_of(&s, "quiet").is_empty());
+        let logs = gcr(&["logs", "quiet"]);
+        assert_ne!(logs.status.code(), Some(0));
+        assert!(
+            stderr(&logs).contains("configured logging driver does not support reading"),
+            "{who:?}: {}",
+            stderr(&logs)
+        );
+        // Detached too.
+        expect(
+            &gcr(&[
+                "run",
+                "-d",
+                "--name",
+                "dq",
+                "--log-driver",
+                "none",
+                &image,
+                "echo",
+                "x",
+            ]),
+            0,
+        );
+        expect(&gcr(&["wait", "dq"]), 0);
+        assert!(log_files_of(&s, "dq").is_empty());
+        assert!(stderr(&gcr(&["logs", "dq"])).contains("does not support reading"));
+        let info: serde_json::Value =
+            serde_json::from_str(&expect(&gcr(&["inspect", "dq"]), 0)).unwrap();
+        assert_eq!(info[0]["HostConfig"]["LogConfig"]["Type"], "none");
+        // Unknown drivers and options: a clear error naming them, nothing created.
+        for (args, named) in [
+            (&["--log-driver", "syslog"][..], "\"syslog\""),
+            (&["--log-opt", "max-sise=1m"][..], "\"max-sise\""),
+            (
+                &["--log-driver", "none", "--log-opt", "max-size=1m"][..],
+                "none",
+            ),
+            (&["--log-opt", "max-size=lots"][..], "max-size"),
+        ] {
+            let mut cmd = vec!["run"];
+            cmd.extend_from_slice(args);
+            cmd.extend_from_slice(&[&image, "true"]);
+            let bad = gcr(&cmd);
+            assert_eq!(bad.status.code(), Some(125), "{args:?}: {}", stderr(&bad));
+            assert!(stderr(&bad).contains(named), "{args:?}: {}", stderr(&bad));
+        }
+        remove_all_containers(&s);
+        assert_no_leftovers(&s);
+    }
+}
+
 #[test]
 fn dockers_management_commands_are_the_plain_ones() {
     let Some(image) = image() else { return };

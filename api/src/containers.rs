@@ -484,7 +484,7 @@ fn has_tty(c: &Container) -> bool {
         .unwrap_or(false)
 }
 
-/// `GET /containers/{id}/logs?follow&stdout&stderr&timestamps&tail&since&until`.
+/// `GET /containers/{id}/logs?follow&stdout&stderr&timestamps&tail&since&until&details`.
 pub async fn logs(
     State(service): State<Arc<Service>>,
     Path(params): PathParams,
@@ -515,6 +515,7 @@ pub async fn logs(
         until: time("until")?,
         stdout,
         stderr,
+        details: flag(&query, "details", false),
     };
     let timestamps = flag(&query, "timestamps", false);
     let service2 = service.clone();

@@ -132,6 +132,8 @@ pub struct UlimitBody {
 pub struct LogConfigBody {
     #[serde(rename = "Type")]
     pub kind: String,
+    /// The driver's options (`max-size`, `max-file`, ...); null is none.
+    pub config: Option<std::collections::BTreeMap<String, String>>,
 }
 
 fn unsupported(what: &str) -> Failure {
@@ -230,6 +232,13 @@ impl CreateBody {
         opts.stdin = self.open_stdin;
         opts.attach_stdin = self.attach_stdin && self.open_stdin;
         opts.labels = self.labels.unwrap_or_default();
+        if let Some(log) = host.log_config.as_ref() {
+            opts.log_config = gcr_containers::logconfig::LogConfig::new(
+                &log.kind,
+                log.config.clone().unwrap_or_default(),
+            )
+            .map_err(invalid)?;
+        }
         if let Some(signal) = &self.stop_signal {
             gcr_containers::parse_signal(signal).map_err(invalid)?;
             opts.stop_signal = Some(signal.clone());
@@ -349,14 +358,6 @@ impl HostConfig {
         }
         if !self.cgroup_parent.is_empty() {
             return Err(unsupported("HostConfig.CgroupParent"));
-        }
-        if let Some(log) = &self.log_config {
-            if !matches!(log.kind.as_str(), "" | "json-file" | "k8s-file" | "local") {
-                return Err(unsupported(&format!(
-                    "HostConfig.LogConfig.Type {:?} (gcr keeps its own log file)",
-                    log.kind
-                )));
-            }
         }
         Ok(())
     }

@@ -66,8 +66,11 @@ pub struct Follower {
     mark: Option<AttachMark>,
     /// Which run of the container was current when the reader came (owner and start time).
     run_seen: (u32, Option<String>),
-    /// The log's length when the reader came: what follows is new.
-    log_offset: u64,
+    /// The output file (the log, or the none driver's attach-only file) as it was when the
+    /// reader came, and its length then: what follows is new (in it, or in the files that
+    /// replace it when it rotates).
+    output: Option<(std::fs::File, u64)>,
+    output_name: &'static str,
     name: String,
 }
 
@@ -77,13 +80,22 @@ impl Follower {
         let mark = AttachMark::new(&c.dir)?;
         // Read after the mark exists: a run that starts later is a new one.
         let meta = record::read_meta(&c.dir);
+        let output_name = if meta.log_config().keeps_log() {
+            record::LOG
+        } else {
+            record::ATTACH_ONLY_LOG
+        };
         Ok(Follower {
             id: c.id.clone(),
             store_path: c.dir.clone(),
             dir,
             mark: Some(mark),
             run_seen: (meta.pid, meta.started),
-            log_offset: std::fs::metadata(c.log_path()).map_or(0, |m| m.len()),
+            output: std::fs::File::open(c.dir.join(output_name))
+                .ok()
+                .and_then(|f| Some((f.metadata().ok()?.len(), f)))
+                .map(|(len, f)| (f, len)),
+            output_name,
             name: c.display_name(),
         })
     }
@@ -163,15 +175,40 @@ impl Follower {
     }
 }
 
-fn open_log(c: &Container) -> Result<std::fs::File> {
+/// The container's log, its rotated files first, read whole: the bytes, the open file being
+/// written (to follow) and how many of the bytes are that file's.
+fn read_logs(c: &Container) -> Result<(Vec<u8>, std::fs::File, usize)> {
+    if !c.meta.log_config().keeps_log() {
+        // Docker's words (its API answers 501 for them).
+        return Err(ContainerError::Unsupported(
+            "configured logging driver does not support reading".into(),
+        ));
+    }
     let path = c.log_path();
-    std::fs::File::open(&path).map_err(|e| match e.kind() {
+    let mut current = std::fs::File::open(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => ContainerError::State(format!(
-            "container {} has no logs: containers run with --rm or -t in the foreground keep no output",
+            "container {} has no logs: containers run with --rm in the foreground keep no output",
             c.display_name()
         )),
-        _ => ContainerError::io("read", path, e),
-    })
+        _ => ContainerError::io("read", &path, e),
+    })?;
+    let mut text = Vec::new();
+    for older in logfile::files(&path).iter().filter(|f| **f != path) {
+        match std::fs::File::open(older) {
+            Ok(mut file) => file
+                .read_to_end(&mut text)
+                .map_err(|e| ContainerError::io("read", older, e))?,
+            // Rotated away since it was listed.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(ContainerError::io("read", older, e)),
+        };
+    }
+    let before = text.len();
+    current
+        .read_to_end(&mut text)
+        .map_err(|e| ContainerError::io("read", &path, e))?;
+    let current_len = text.len() - before;
+    Ok((text, current, current_len))
 }
 
 /// Which part of the log `logs` shows.
@@ -205,6 +242,8 @@ pub struct LogOptions {
     pub until: Option<String>,
     pub stdout: bool,
     pub stderr: bool,
+    /// Docker's `--details`: the attributes the log options chose before each line.
+    pub details: bool,
 }
 
 impl Default for LogOptions {
@@ -216,6 +255,7 @@ impl Default for LogOptions {
             until: None,
             stdout: true,
             stderr: true,
+            details: false,
         }
     }
 }
@@ -240,11 +280,9 @@ pub type LogSink<'a> = dyn FnMut(&LogRecord) -> Result<()> + 'a;
 /// `logs`: what the container wrote so far (its last lines with `tail`) into `sink`; with
 /// `follow`, then what it writes until it ends.
 pub fn logs(c: &Container, options: &LogOptions, sink: &mut LogSink) -> Result<()> {
-    let mut file = open_log(c)?;
+    let (text, mut file, current_len) = read_logs(c)?;
     let path = c.log_path();
-    let mut text = Vec::new();
-    file.read_to_end(&mut text)
-        .map_err(|e| ContainerError::io("read", &path, e))?;
+    let mut sink = with_details(c, options.details, sink);
     let (records, used) = logfile::records(&text);
     let records: Vec<&LogRecord> = records.iter().filter(|r| options.wants(r)).collect();
     let first = match options.tail {
@@ -255,18 +293,51 @@ pub fn logs(c: &Container, options: &LogOptions, sink: &mut LogSink) -> Result<(
         sink(record)?;
     }
     if options.follow {
+        // Where the records read end in the file being written (a line still being
+        // written is read again).
+        let offset = (current_len - (text.len() - used)) as u64;
         let mut wanted = |r: &LogRecord| if options.wants(r) { sink(r) } else { Ok(()) };
         let alive = || c.current().alive();
         follow_from(
             &path,
             &mut file,
-            used as u64,
+            offset,
             &alive,
             &mut wanted,
             &mut || Ok(()),
         )?;
     }
     Ok(())
+}
+
+/// `sink` with Docker's `--details` before each line: the attributes the log options chose
+/// (`k=v,k2=v2`, sorted, query-escaped) and a space (a space alone when none were chosen,
+/// as Docker prints it).
+fn with_details<'a>(c: &Container, details: bool, sink: &'a mut LogSink) -> Box<LogSink<'a>> {
+    if !details {
+        return Box::new(sink);
+    }
+    let env = c
+        .spec()
+        .ok()
+        .and_then(|s| s.process().as_ref().and_then(|p| p.env().clone()))
+        .unwrap_or_default();
+    let attributes = c.meta.log_config().attributes(&c.meta.labels, &env);
+    let prefix = format!("{} ", crate::logconfig::attributes_text(&attributes));
+    let mut at_line_start = [true, true];
+    Box::new(move |record: &LogRecord| {
+        let index = usize::from(record.stream == OutputStream::Stderr);
+        let starts = at_line_start[index];
+        at_line_start[index] = record.data.ends_with(b"\n");
+        if !starts {
+            return sink(record);
+        }
+        let shown = LogRecord {
+            data: [prefix.as_bytes(), &record.data].concat(),
+            ..record.clone()
+        };
+        sink(&shown)
+    })
 }
 
 /// The index of the first record of the last `n` lines.
@@ -307,6 +378,9 @@ fn follow_from(
     loop {
         let running = alive();
         tick()?;
+        // Seen before the read: a file rotated away gets nothing more, so once a read finds
+        // its end, what follows is in the new file.
+        let rotated = logfile::replaced(path, log);
         let n = log
             .seek(std::io::SeekFrom::Start(offset))
             .and_then(|_| log.read(&mut buf))
@@ -321,6 +395,18 @@ fn follow_from(
             drop(records);
             pending.drain(..used);
             continue;
+        }
+        if rotated {
+            match std::fs::File::open(logfile::successor(path, log)) {
+                Ok(file) => {
+                    *log = file;
+                    offset = 0;
+                    pending.clear();
+                    continue;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(ContainerError::io("read", path, e)),
+            }
         }
         if !running {
             return Ok(());
@@ -361,15 +447,19 @@ impl Follower {
                 self.name
             )));
         }
-        let log_path = self.path().join(record::LOG);
-        let mut log = std::fs::File::open(&log_path).map_err(|_| {
+        let log_path = self.path().join(self.output_name);
+        let no_output = |_| {
             ContainerError::State(format!(
                 "container {} has no output to attach to: only containers started in the background keep it",
                 self.name
             ))
-        })?;
+        };
+        let (mut log, offset) = match &self.output {
+            Some((file, offset)) => (file.try_clone().map_err(no_output)?, *offset),
+            None => (std::fs::File::open(&log_path).map_err(no_output)?, 0),
+        };
         let alive = || self.current().alive();
-        follow_from(&log_path, &mut log, self.log_offset, &alive, sink, tick)?;
+        follow_from(&log_path, &mut log, offset, &alive, sink, tick)?;
         self.exit_status().ok_or_else(|| {
             ContainerError::State(format!(
                 "container {} ended, but its exit status is gone (removed with --rm)",

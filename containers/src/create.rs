@@ -291,6 +291,7 @@ pub fn create(
         stdin: opts.stdin,
         volumes: opts.volumes.clone(),
         health: crate::health::HealthConfig::merged(image.health.as_ref(), opts.health.as_ref()),
+        log_config: Some(opts.log_config.clone()),
     };
     let written = record::write_meta(&dir, &meta);
     drop(names_lock);

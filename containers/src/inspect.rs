@@ -99,10 +99,12 @@ pub fn inspect(store: &gcr_storage::Store, c: &Container) -> Value {
             "RestartPolicy": { "Name": c.meta.restart.clone().unwrap_or_else(|| "no".into()) },
             "NetworkMode": network_mode(&c.meta, spec.as_ref()),
             "PortBindings": port_bindings(&c.meta.ports),
-            // The log is gcr's own (containers/<id>/container.log, a line per record); what
-            // readers see of it (logs, attach) behaves as Docker's default driver, and
-            // clients such as the Python SDK read logs only from drivers they know.
-            "LogConfig": { "Type": "json-file", "Config": {} },
+            // The driver and options as given; the file is gcr's own format (a line per
+            // record) whichever driver keeps it, read through logs and attach.
+            "LogConfig": {
+                "Type": c.meta.log_config().driver,
+                "Config": c.meta.log_config().options,
+            },
         },
         "NetworkSettings": {
             "IPAddress": address.clone().unwrap_or_default(),

@@ -27,6 +27,7 @@ pub mod health;
 mod inspect;
 mod lifecycle;
 mod listing;
+pub mod logconfig;
 pub mod logfile;
 mod names;
 mod network;

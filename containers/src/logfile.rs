@@ -6,6 +6,9 @@
 //! multiplexed stream need; the bytes are kept as written (no escaping but the newline).
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub use crate::logconfig::Rotation;
 
 pub use gcr_runtime::OutputStream;
 
@@ -48,11 +51,134 @@ pub fn encode(stream: OutputStream, time: &str, chunk: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A log writer for [`gcr_runtime::OutputTee`]: each chunk appended as records.
-pub fn writer(mut log: std::fs::File) -> impl FnMut(OutputStream, &[u8]) + Send + 'static {
-    move |stream, chunk| {
-        let _ = log.write_all(&encode(stream, &now_rfc3339(), chunk));
+/// The log file at `path` as the supervisor's tee writes it: records appended; with a size
+/// cap rotated as Docker's json-file driver does: before a record would take the file over
+/// the cap, `container.log` becomes `container.log.1` (`.1` becomes `.2`, ..., the oldest
+/// beyond `max_files` goes) and a new file starts. A reader that holds the old file reads it
+/// to its end, then sees the path name another file (see [`replaced`]).
+pub struct RotatingLog {
+    path: PathBuf,
+    file: std::fs::File,
+    size: u64,
+    rotation: Rotation,
+}
+
+/// The name of the `n`th rotated file of the log at `path` (1: the newest).
+pub fn rotated(path: &Path, n: u32) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}
+
+/// The files of the log at `path` that exist, oldest first (the one being written last).
+pub fn files(path: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = (1..)
+        .map(|n| rotated(path, n))
+        .take_while(|p| p.exists())
+        .collect();
+    found.reverse();
+    found.push(path.to_path_buf());
+    found
+}
+
+/// Whether `path` now names another file than `file` (the log rotated since it was opened).
+pub fn replaced(path: &Path, file: &std::fs::File) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (std::fs::metadata(path), file.metadata()) {
+        (Ok(now), Ok(open)) => now.ino() != open.ino() || now.dev() != open.dev(),
+        _ => false,
     }
+}
+
+/// The file that came after `file` in the log at `path` (rotated since it was opened, maybe
+/// more than once): the rotated file newer than it, or the one being written; when `file`
+/// was rotated away entirely, the oldest left (the fewest lines lost).
+pub fn successor(path: &Path, file: &std::fs::File) -> PathBuf {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(open) = file.metadata() else {
+        return path.to_path_buf();
+    };
+    let kept = files(path);
+    let same = |p: &PathBuf| {
+        std::fs::metadata(p).is_ok_and(|m| m.ino() == open.ino() && m.dev() == open.dev())
+    };
+    match kept.iter().position(same) {
+        Some(at) if at + 1 < kept.len() => kept[at + 1].clone(),
+        Some(_) => path.to_path_buf(),
+        None => kept[0].clone(),
+    }
+}
+
+fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+}
+
+impl RotatingLog {
+    pub fn open(path: &Path, rotation: Rotation) -> std::io::Result<RotatingLog> {
+        let file = open_append(path)?;
+        let size = file.metadata()?.len();
+        Ok(RotatingLog {
+            path: path.to_path_buf(),
+            file,
+            size,
+            rotation,
+        })
+    }
+
+    /// Appends the records of one chunk of a stream's output.
+    pub fn write(&mut self, stream: OutputStream, chunk: &[u8]) {
+        let time = now_rfc3339();
+        let Some(max) = self.rotation.max_size else {
+            let records = encode(stream, &time, chunk);
+            self.size += records.len() as u64;
+            let _ = self.file.write_all(&records);
+            return;
+        };
+        // Whole records only, so that every file starts and ends at a record's bounds.
+        let mut batch = Vec::new();
+        for piece in chunk.split_inclusive(|b| *b == b'\n') {
+            let record = encode(stream, &time, piece);
+            let size = self.size + (batch.len() + record.len()) as u64;
+            if size > max && self.size + batch.len() as u64 > 0 {
+                let _ = self.file.write_all(&batch);
+                batch.clear();
+                self.rotate();
+            }
+            batch.extend_from_slice(&record);
+        }
+        self.size += batch.len() as u64;
+        let _ = self.file.write_all(&batch);
+    }
+
+    fn rotate(&mut self) {
+        let keep = self.rotation.max_files;
+        if keep <= 1 {
+            let _ = std::fs::remove_file(&self.path);
+        } else {
+            for n in (1..keep - 1).rev() {
+                let _ = std::fs::rename(rotated(&self.path, n), rotated(&self.path, n + 1));
+            }
+            let _ = std::fs::rename(&self.path, rotated(&self.path, 1));
+        }
+        // Should the new file not open, the old one goes on (a log over its cap, not a lost one).
+        if let Ok(file) = open_append(&self.path) {
+            self.file = file;
+            self.size = 0;
+        }
+    }
+}
+
+/// A log writer for [`gcr_runtime::OutputTee`]: each chunk appended as records to the log
+/// at `path`, rotated as `rotation` says.
+pub fn writer(
+    path: &Path,
+    rotation: Rotation,
+) -> std::io::Result<impl FnMut(OutputStream, &[u8]) + Send + 'static> {
+    let mut log = RotatingLog::open(path, rotation)?;
+    Ok(move |stream, chunk: &[u8]| log.write(stream, chunk))
 }
 
 /// Parses one record line (without its newline); None for a line that is not one (a log
@@ -200,5 +326,63 @@ mod tests {
         assert_eq!(raw[0].data, b"plain old output\n");
         assert!(parse(b"2026-12-07T12:00:00Z stdin F x").is_none());
         assert!(parse(b"garbage stdout F x").is_none());
+    }
+}
+
+#[cfg(test)]
+mod rotation_tests {
+    use super::*;
+
+    #[test]
+    fn rotation_keeps_max_files_of_about_max_size_and_the_newest_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("container.log");
+        let rotation = Rotation {
+            max_size: Some(1000),
+            max_files: 3,
+        };
+        let mut log = RotatingLog::open(&path, rotation).unwrap();
+        for n in 0..200 {
+            log.write(OutputStream::Stdout, format!("line {n:04}\n").as_bytes());
+        }
+        let kept = files(&path);
+        assert_eq!(kept.len(), 3, "{kept:?}");
+        assert!(!rotated(&path, 3).exists());
+        let mut text = Vec::new();
+        for file in &kept {
+            let bytes = std::fs::read(file).unwrap();
+            assert!(
+                bytes.len() <= 1000,
+                "{} has {}",
+                file.display(),
+                bytes.len()
+            );
+            assert!(bytes.ends_with(b"\n"));
+            text.extend(bytes);
+        }
+        let (records, _) = records(&text);
+        let lines: Vec<u8> = records.iter().flat_map(|r| r.data.clone()).collect();
+        let lines = String::from_utf8(lines).unwrap();
+        assert!(lines.ends_with("line 0199\n"));
+        assert!(!lines.contains("line 0000\n"));
+        // In order across the files.
+        let numbers: Vec<u32> = lines.lines().map(|l| l[5..].parse().unwrap()).collect();
+        assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1));
+    }
+
+    #[test]
+    fn one_file_starts_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("container.log");
+        let rotation = Rotation {
+            max_size: Some(100),
+            max_files: 1,
+        };
+        let mut log = RotatingLog::open(&path, rotation).unwrap();
+        for n in 0..20 {
+            log.write(OutputStream::Stderr, format!("{n}\n").as_bytes());
+        }
+        assert_eq!(files(&path), vec![path.clone()]);
+        assert!(std::fs::metadata(&path).unwrap().len() <= 100);
     }
 }

@@ -93,6 +93,8 @@ pub struct CreateOptions {
     pub ipc_host: bool,
     /// `--health-*`, `--no-healthcheck`, the API's Config.Healthcheck: over the image's.
     pub health: Option<crate::health::HealthConfig>,
+    /// `--log-driver`, `--log-opt` (checked when made: see [`crate::logconfig::LogConfig`]).
+    pub log_config: crate::logconfig::LogConfig,
 }
 
 impl CreateOptions {
@@ -145,6 +147,7 @@ impl CreateOptions {
             pid_host: false,
             ipc_host: false,
             health: None,
+            log_config: Default::default(),
         }
     }
 }

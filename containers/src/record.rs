@@ -84,6 +84,9 @@ pub struct ContainerMeta {
     /// Its healthcheck (the image's with `--health-*` over it); None: no check.
     #[serde(default)]
     pub health: Option<crate::health::HealthConfig>,
+    /// `--log-driver`, `--log-opt` (older records: json-file, unbounded).
+    #[serde(default)]
+    pub log_config: Option<crate::logconfig::LogConfig>,
 }
 
 /// A container port published on the host.
@@ -125,6 +128,11 @@ impl std::fmt::Display for PublishedPort {
 }
 
 impl ContainerMeta {
+    /// Its logging driver and options.
+    pub fn log_config(&self) -> crate::logconfig::LogConfig {
+        self.log_config.clone().unwrap_or_default()
+    }
+
     /// Records this process as the container's owner (`gcr run` or its supervisor).
     pub fn owned_by_this_process(&mut self) {
         self.pid = std::process::id();
@@ -174,6 +182,10 @@ pub(crate) const META: &str = "meta.json";
 pub(crate) const EXIT: &str = "exit-status";
 pub(crate) const PID: &str = "pid";
 pub(crate) const LOG: &str = "container.log";
+/// With the none driver: the output only attached readers see (`docker run` attaches),
+/// capped at [`ATTACH_ONLY_CAP`] in one file, never shown by `logs`.
+pub(crate) const ATTACH_ONLY_LOG: &str = "attach.log";
+pub(crate) const ATTACH_ONLY_CAP: u64 = 1_000_000;
 pub(crate) const SPEC: &str = "config.json";
 pub(crate) const IMAGE: &str = "image";
 /// The container's address on its private network (written by the runtime).
@@ -202,6 +214,24 @@ pub fn pid_file(dir: &Path) -> PathBuf {
 /// The container's output (detached, or kept in the foreground), for `gcr logs`.
 pub fn log_file(dir: &Path) -> PathBuf {
     dir.join(LOG)
+}
+
+/// Where the supervisor writes the container's output and how it rotates it (the log; with
+/// the none driver, the attach-only file).
+pub(crate) fn output_file(
+    dir: &Path,
+    meta: &ContainerMeta,
+) -> crate::Result<(PathBuf, crate::logconfig::Rotation)> {
+    let config = meta.log_config();
+    if config.keeps_log() {
+        Ok((dir.join(LOG), config.rotation()?))
+    } else {
+        let rotation = crate::logconfig::Rotation {
+            max_size: Some(ATTACH_ONLY_CAP),
+            max_files: 1,
+        };
+        Ok((dir.join(ATTACH_ONLY_LOG), rotation))
+    }
 }
 
 /// Writes a record file whole or not at all: `ps`, `wait` and `inspect` read these while the

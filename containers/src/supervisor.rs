@@ -68,7 +68,7 @@ pub struct Launch {
 impl Launch {
     /// Runs the container in this process to its end (restart policy included) and returns
     /// its exit status. A kept container's output also goes to its log (`gcr logs`), as
-    /// Docker keeps it, unless it has a terminal.
+    /// Docker keeps it (with a terminal too), unless its log driver is none.
     pub fn run_attached(mut self) -> Result<i32> {
         // `create` records this process already; `start` runs it again from another one.
         if self.meta.pid != std::process::id() {
@@ -76,14 +76,18 @@ impl Launch {
             self.meta.started = Some(record::now());
             record::write_meta(&self.dir, &self.meta)?;
         }
-        let tee = if self.keep && !self.options.tty {
-            Some(gcr_runtime::OutputTee::start(open_log(&self.dir)?, true)?)
+        // With a terminal too (Docker logs -t containers): the relay writes the pty to the
+        // tee, so stdout and stderr are one stream, as the terminal shows them.
+        let tee = if self.keep && self.meta.log_config().keeps_log() {
+            Some(gcr_runtime::OutputTee::start(
+                open_log(&self.dir, &self.meta)?,
+                true,
+            )?)
         } else {
             None
         };
         let policy = RestartPolicy::of(&self.meta);
-        let result = self.supervise(policy);
-        drop(tee);
+        let result = self.supervise(policy, tee);
         Ok(result?)
     }
 
@@ -93,7 +97,7 @@ impl Launch {
     pub fn start_detached(mut self) -> Result<()> {
         use std::io::Write as _;
         use std::os::fd::AsRawFd as _;
-        let log = open_log(&self.dir)?;
+        let log = open_log(&self.dir, &self.meta)?;
         let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|source| ContainerError::Sys {
                 action: "make a pipe for the detached container",
@@ -133,8 +137,8 @@ impl Launch {
                 }
             }
             // The container's output (and this supervisor's messages) go to the log as
-            // records of their stream; the tee lives as long as this process.
-            let _tee = match gcr_runtime::OutputTee::start(log, false) {
+            // records of their stream until the last run has ended (see `supervise`).
+            let tee = match gcr_runtime::OutputTee::start(log, false) {
                 Ok(tee) => tee,
                 Err(err) => {
                     let _ = write!(report, "E125 cannot keep the container's log: {err}");
@@ -149,7 +153,7 @@ impl Launch {
             }
             let policy = RestartPolicy::of(&self.meta);
             // The runtime writes "S" when the command starts.
-            if let Err(err) = self.supervise(policy) {
+            if let Err(err) = self.supervise(policy, Some(tee)) {
                 let _ = write!(report, "E{} {err}", err.exit_code());
             }
         });
@@ -196,7 +200,13 @@ impl Launch {
         result
     }
 
-    fn supervise(&self, policy: RestartPolicy) -> Result<i32, gcr_runtime::RuntimeError> {
+    /// `tee` (the log's) ends once the last run has: its copier has written everything to
+    /// the log before the exit status tells followers that nothing more comes.
+    fn supervise(
+        &self,
+        policy: RestartPolicy,
+        tee: Option<gcr_runtime::OutputTee>,
+    ) -> Result<i32, gcr_runtime::RuntimeError> {
         let (dir, options) = (&self.dir, &self.options);
         let mut result = self.run_once(options);
         // Later runs have nobody waiting for the start byte.
@@ -224,6 +234,7 @@ impl Launch {
             }
             result = self.run_once(&again);
         }
+        drop(tee);
         // The freezer group a `pause` made is empty now that the container has ended.
         gcr_runtime::cgroups::remove_pause_group(&self.id);
         // A container that never started leaves nothing behind; --rm removes it after it ran.
@@ -272,15 +283,14 @@ fn open_stdin_fifo(fifo: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-/// The container's log, opened for appending, as the tee's record writer.
-fn open_log(dir: &std::path::Path) -> Result<impl FnMut(gcr_runtime::OutputStream, &[u8]) + Send> {
-    let path = record::log_file(dir);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(|e| ContainerError::io("create", &path, e))?;
-    Ok(crate::logfile::writer(file))
+/// The container's log (or, with the none driver, its attach-only output), opened for
+/// appending, as the tee's record writer.
+fn open_log(
+    dir: &std::path::Path,
+    meta: &ContainerMeta,
+) -> Result<impl FnMut(gcr_runtime::OutputStream, &[u8]) + Send> {
+    let (path, rotation) = record::output_file(dir, meta)?;
+    crate::logfile::writer(&path, rotation).map_err(|e| ContainerError::io("create", &path, e))
 }
 
 /// The exit status a run of the container gives.

@@ -33,8 +33,14 @@ pub(crate) fn relay(
     let sfd = SignalFd::with_flags(&forwarded, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| RuntimeError::sys("signalfd", e))?;
     let _raw = master.as_ref().map(|_| tty::RawMode::enter());
+    let terminal = master.as_ref().and_then(|_| tty::host_terminal());
+    let copy_winsize = |m: &OwnedFd| {
+        if let Some(t) = &terminal {
+            tty::copy_winsize(t.as_fd(), m.as_fd());
+        }
+    };
     if let Some(m) = &master {
-        tty::copy_winsize(std::io::stdout().as_fd(), m.as_fd());
+        copy_winsize(m);
         let _ = nix::fcntl::fcntl(
             m,
             nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
@@ -90,7 +96,7 @@ pub(crate) fn relay(
                     Ok(Signal::SIGCHLD) => {}
                     Ok(Signal::SIGWINCH) if master.is_some() => {
                         if let Some(m) = &master {
-                            tty::copy_winsize(std::io::stdout().as_fd(), m.as_fd());
+                            copy_winsize(m);
                         }
                     }
                     Ok(Signal::SIGPIPE) | Ok(Signal::SIGURG) => {}

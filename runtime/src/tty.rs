@@ -37,6 +37,22 @@ pub fn copy_winsize(from: BorrowedFd<'_>, master: BorrowedFd<'_>) {
     }
 }
 
+/// The terminal whose size the container's pty follows: gcr's stdout, or, when stdout is
+/// not one (a foreground `-t` container's log tee took it), gcr's controlling terminal.
+pub fn host_terminal() -> Option<OwnedFd> {
+    let stdout = std::io::stdout();
+    if nix::unistd::isatty(stdout.as_fd()).unwrap_or(false) {
+        return stdout.as_fd().try_clone_to_owned().ok();
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open("/dev/tty")
+        .ok()
+        .map(OwnedFd::from)
+}
+
 /// Puts the host terminal on stdin into raw mode until dropped.
 pub struct RawMode {
     saved: Option<Termios>,

@@ -22,6 +22,9 @@ pub struct LogsArgs {
     /// Only lines before this time (same forms as --since)
     #[arg(long, value_name = "TIME")]
     until: Option<String>,
+    /// Show the extra attributes the container's --log-opt labels=, env= chose before each line
+    #[arg(long)]
+    details: bool,
     #[arg(value_name = "CONTAINER")]
     container: String,
 }
@@ -41,6 +44,7 @@ pub fn logs(ctx: &Context, args: LogsArgs) -> anyhow::Result<u8> {
             .until
             .map(|t| gcr_containers::logfile::parse_time("--until", &t))
             .transpose()?,
+        details: args.details,
         ..Default::default()
     };
     let mut sink = terminal_sink(args.timestamps);

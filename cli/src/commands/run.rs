@@ -86,6 +86,13 @@ pub struct RunArgs {
     /// Set a label on the container: KEY=VALUE (repeatable)
     #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
     label: Vec<String>,
+    /// Logging driver: json-file (default), k8s-file, local (20 MB in 5 files) or none (no log)
+    #[arg(long = "log-driver", value_name = "DRIVER")]
+    log_driver: Option<String>,
+    /// Log driver option (repeatable, or comma-joined): max-size=10m, max-file=3,
+    /// labels=KEY,..., env=NAME,..., labels-regex=, env-regex=
+    #[arg(long = "log-opt", value_name = "KEY=VALUE")]
+    log_opt: Vec<String>,
     /// When to pull the image: missing (default), always, never
     #[arg(long, default_value = "missing", value_name = "POLICY")]
     pull: String,
@@ -251,6 +258,10 @@ fn create_options(
         opts.tmpfs.push(parse_tmpfs(tmpfs)?);
     }
     opts.labels = gcr_containers::parse_labels(&args.label)?;
+    opts.log_config = gcr_containers::logconfig::LogConfig::from_flags(
+        args.log_driver.as_deref(),
+        &args.log_opt,
+    )?;
     if let Some(signal) = &args.stop_signal {
         gcr_containers::parse_signal(signal)?;
     }
