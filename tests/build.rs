@@ -744,6 +744,27 @@ RUN id -u > /tmp/uid
         }
     }
     assert_eq!(unmapped_owner, Some(3_000_000));
+    // -o type=local rootless: the image's files land in a directory of the user's.
+    let outputs = dir.path().join("outputs");
+    std::fs::create_dir(&outputs).unwrap();
+    assert!(std::process::Command::new("chown")
+        .arg(format!("{user}:"))
+        .arg(&outputs)
+        .status()
+        .unwrap()
+        .success());
+    let local = outputs.join("local-out");
+    let out = gcr(&[
+        "build",
+        "-o",
+        &format!("type=local,dest={}", local.display()),
+        &ctx_arg,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(local.join("d/sub/new")).unwrap(),
+        "new\n"
+    );
     let out = gcr(&["system", "check"]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
 }
@@ -1691,4 +1712,117 @@ fn add_url_downloads_with_mode_600_last_modified_and_checksum() {
         .run(&["inspect", "localhost/addurl-bad"])
         .status
         .success());
+}
+
+#[test]
+fn outputs_metadata_and_run_options() {
+    let Some(base) = busybox() else { return };
+    let store = TestStore::new();
+    let ctx = Ctx::new(&format!(
+        "FROM {base}\nRUN echo built > /built && (grep myhost /etc/hosts || true) > /hosts && ulimit -n > /nofile && df -k /dev/shm | tail -1 > /shm\n"
+    ));
+    let out_dir = tempfile::tempdir().unwrap();
+    let local = out_dir.path().join("local");
+    let tar = out_dir.path().join("files.tar");
+    let oci = out_dir.path().join("image-oci.tar");
+    let docker = out_dir.path().join("image-docker.tar");
+    let meta = out_dir.path().join("meta.json");
+    let arg = |p: &Path| p.display().to_string();
+    let (id, _) = build_ok(
+        &store,
+        &ctx,
+        &[
+            "-t",
+            "outputs:1",
+            "-o",
+            &format!("type=local,dest={}", arg(&local)),
+            "-o",
+            &format!("type=tar,dest={}", arg(&tar)),
+            "-o",
+            &format!("type=oci,dest={}", arg(&oci)),
+            "-o",
+            &format!("type=docker,dest={},name=renamed:2", arg(&docker)),
+            "--metadata-file",
+            &arg(&meta),
+            "--add-host",
+            "myhost:10.1.2.3",
+            "--ulimit",
+            "nofile=333:333",
+            "--shm-size",
+            "32m",
+        ],
+    );
+    // The image's files in a directory and in a tar stream.
+    assert_eq!(
+        std::fs::read_to_string(local.join("built")).unwrap(),
+        "built\n"
+    );
+    assert!(local.join("bin/busybox").exists());
+    assert_eq!(
+        std::fs::read_to_string(local.join("hosts")).unwrap(),
+        "10.1.2.3\tmyhost\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(local.join("nofile")).unwrap(),
+        "333\n"
+    );
+    let shm = std::fs::read_to_string(local.join("shm")).unwrap();
+    assert!(shm.split_whitespace().nth(1) == Some("32768"), "{shm}");
+    let listing = std::process::Command::new("tar")
+        .arg("tf")
+        .arg(&tar)
+        .output()
+        .unwrap();
+    let names = stdout(&listing);
+    assert!(
+        names.lines().any(|l| l == "built") && names.lines().any(|l| l == "bin/busybox"),
+        "{names}"
+    );
+    // The archives load elsewhere: the OCI one by skopeo-free means (gcr load into a new
+    // store), the docker one with the name given.
+    let other = TestStore::new();
+    let loaded = other.ok(&["load", "-i", &arg(&oci)]);
+    assert!(loaded.contains("outputs:1"), "{loaded}");
+    let loaded = other.ok(&["load", "-i", &arg(&docker)]);
+    assert!(loaded.contains("renamed:2"), "{loaded}");
+    assert_eq!(
+        other.ok(&["inspect", "-f", "{{.Id}}", "renamed:2"]).trim(),
+        id
+    );
+    // BuildKit's metadata keys, with the store's digests.
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
+    assert_eq!(doc["containerimage.config.digest"], id.as_str());
+    let manifest = doc["containerimage.digest"].as_str().unwrap();
+    assert_eq!(doc["containerimage.descriptor"]["digest"], manifest);
+    assert!(doc["containerimage.descriptor"]["size"].as_u64().unwrap() > 100);
+    assert_eq!(doc["image.name"], "docker.io/library/outputs:1");
+    // `-o -`: the files as a tar on stdout, the ID on stderr; the options are part of the
+    // RUN's cache key (another --add-host runs it again).
+    let out = build(&store, &ctx, &["-o", "-", "--add-host", "myhost:10.9.9.9"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).lines().any(|l| l.starts_with("sha256:")),
+        "{}",
+        stderr(&out)
+    );
+    let mut untar = std::process::Command::new("tar")
+        .args(["-xO", "hosts"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(untar.stdin.as_mut().unwrap(), &out.stdout).unwrap();
+    let hosts = untar.wait_with_output().unwrap();
+    assert_eq!(stdout(&hosts), "10.9.9.9\tmyhost\n");
+    // Bad outputs are named before anything is built.
+    for (bad, needle) in [
+        ("type=nope,dest=x", "unknown type"),
+        ("type=local", "dest=PATH"),
+        ("type=registry,name=x", "not supported yet"),
+    ] {
+        let out = build(&store, &ctx, &["-o", bad]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains(needle), "{bad}: {}", stderr(&out));
+    }
 }

@@ -17,6 +17,7 @@ mod commit;
 mod config;
 mod engine;
 mod error;
+mod export;
 mod fsutil;
 mod run;
 mod source;
@@ -25,6 +26,7 @@ use std::path::PathBuf;
 
 pub use commit::{changes_in_upper, layer_from_upper};
 pub use error::BuildError;
+pub use export::{export, metadata, BuildExport, Destination};
 pub use gcr_storage::Compression;
 
 /// What to build and how.
@@ -57,6 +59,12 @@ pub struct BuildOptions {
     pub ssh: Vec<(String, PathBuf)>,
     /// `--allow security.insecure`: `RUN --security=insecure` runs privileged.
     pub allow_insecure: bool,
+    /// `--add-host NAME:IP`: lines of RUN's /etc/hosts.
+    pub extra_hosts: Vec<(String, String)>,
+    /// `--ulimit`: RUN's resource limits.
+    pub rlimits: Vec<oci_spec::runtime::PosixRlimit>,
+    /// `--shm-size`: bytes of RUN's /dev/shm.
+    pub shm_size: Option<i64>,
 }
 
 impl BuildOptions {
@@ -76,6 +84,9 @@ impl BuildOptions {
             secrets: Vec::new(),
             ssh: Vec::new(),
             allow_insecure: false,
+            extra_hosts: Vec::new(),
+            rlimits: Vec::new(),
+            shm_size: None,
         }
     }
 }

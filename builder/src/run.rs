@@ -56,6 +56,10 @@ pub(crate) struct RunStep<'a> {
     pub mounts: Vec<RunMount>,
     /// Send the command's output to a log instead of stderr; the tail is printed on failure.
     pub quiet: bool,
+    /// `--add-host` lines: RUN then gets an /etc/hosts of gcr's with them.
+    pub extra_hosts: Vec<(String, String)>,
+    pub rlimits: Vec<oci_spec::runtime::PosixRlimit>,
+    pub shm_size: Option<i64>,
 }
 
 fn container_id() -> String {
@@ -122,6 +126,9 @@ pub(crate) fn run_step(step: &RunStep) -> StepResult<()> {
         process.set_env(Some(step.env.clone()));
         process.set_cwd(PathBuf::from(&step.cwd));
         process.set_terminal(Some(false));
+        if !step.rlimits.is_empty() {
+            process.set_rlimits(Some(step.rlimits.clone()));
+        }
         spec.set_process(Some(process));
     }
     if !step.network_none {
@@ -149,6 +156,9 @@ pub(crate) fn run_step(step: &RunStep) -> StepResult<()> {
             } => overlay_mount(lower, upper, work, target, step.userxattr)?,
         });
     }
+    if let Some(bytes) = step.shm_size {
+        gcr_containers::set_shm_size(&mut mounts, bytes);
+    }
     spec.set_mounts(Some(mounts));
     std::fs::create_dir_all(step.state_dir)
         .map_err(|e| crate::error::io_fail("creating", step.state_dir, e))?;
@@ -159,6 +169,10 @@ pub(crate) fn run_step(step: &RunStep) -> StepResult<()> {
     );
     let mut options = gcr_runtime::RunOptions::new(rootfs, id, step.state_dir);
     options.user = step.user.clone().filter(|u| !u.is_empty());
+    if !step.extra_hosts.is_empty() {
+        options.etc_files = true;
+        options.extra_hosts = step.extra_hosts.clone();
+    }
 
     let mut log = if step.quiet {
         let path = step.state_dir.join("output.log");

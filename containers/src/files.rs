@@ -86,6 +86,35 @@ pub fn snapshot(store: &gcr_storage::Store, c: &Container) -> Result<FilesView> 
     })
 }
 
+/// A read-only view of an image's files (no container): its layers under a throw-away
+/// upper dir in the store's temporary space, for a build's `--output`.
+pub fn image_view(
+    store: &gcr_storage::Store,
+    image: &gcr_storage::ImageRecord,
+) -> Result<FilesView> {
+    let base = store.root().join("tmp");
+    std::fs::create_dir_all(&base).map_err(|e| ContainerError::io("create", &base, e))?;
+    let scratch = tempfile::Builder::new()
+        .prefix("image-view-")
+        .tempdir_in(&base)
+        .map_err(|e| ContainerError::io("make a work directory in", &base, e))?;
+    let (upper, work, mountpoint) = (
+        scratch.path().join("upper"),
+        scratch.path().join("work"),
+        scratch.path().join("root"),
+    );
+    for dir in [&upper, &work, &mountpoint] {
+        std::fs::create_dir(dir).map_err(|e| ContainerError::io("create", dir, e))?;
+    }
+    let rootfs = rootfs::image_rootfs(store, image, None, upper, work);
+    enter_store_namespace()?;
+    Ok(FilesView::Stopped {
+        rootfs,
+        mountpoint,
+        _scratch: Some(scratch),
+    })
+}
+
 /// A path in the container: absolute as given, relative to its working directory otherwise
 /// (as Docker's `cp`).
 pub fn container_path(c: &Container, path: &str) -> PathBuf {

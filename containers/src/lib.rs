@@ -52,7 +52,8 @@ pub use error::{ContainerError, Result};
 pub use events::{event_time, follow_events, EventFilters};
 pub use exec::{exec, exec_detached, ExecRequest};
 pub use files::{
-    archive_in, archive_out, archive_stat, container_path, layers_of, snapshot, view, FilesView,
+    archive_in, archive_out, archive_stat, container_path, image_view, layers_of, snapshot, view,
+    FilesView,
 };
 pub use filters::Filters;
 pub use inspect::{
@@ -76,7 +77,7 @@ pub use options::{
 };
 pub use record::{process_alive, read_meta, ContainerMeta, PublishedPort};
 pub use rootfs::{image_rootfs, lower_dirs, overlay};
-pub use spec::{container_spec, merge_env, process_args, ImageProcess};
+pub use spec::{container_spec, merge_env, process_args, set_shm_size, ImageProcess};
 pub use stats::{docker_stats, sample, NetCounters, Sample, Source};
 pub use supervisor::{Launch, RestartPolicy};
 pub use user_networks::{

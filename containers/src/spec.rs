@@ -183,20 +183,7 @@ pub fn container_spec(
         mounts.push(gcr_runtime::tmpfs_mount(Path::new(destination), options));
     }
     if let Some(bytes) = opts.shm_size {
-        for m in mounts
-            .iter_mut()
-            .filter(|m| m.destination() == Path::new("/dev/shm"))
-        {
-            let mut options: Vec<String> = m
-                .options()
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|o| !o.starts_with("size="))
-                .collect();
-            options.push(format!("size={bytes}"));
-            m.set_options(Some(options));
-        }
+        set_shm_size(&mut mounts, bytes);
     }
     spec.set_mounts(Some(mounts));
     if let Some(resources) = resource_limits(&opts.resources)? {
@@ -422,5 +409,23 @@ mod tests {
             .clone()
             .unwrap();
         assert_eq!(bounding.len(), 1, "{bounding:?}");
+    }
+}
+
+/// Gives the /dev/shm mount of `mounts` a size of `bytes` (`--shm-size`).
+pub fn set_shm_size(mounts: &mut [oci_spec::runtime::Mount], bytes: i64) {
+    for m in mounts
+        .iter_mut()
+        .filter(|m| m.destination() == Path::new("/dev/shm"))
+    {
+        let mut options: Vec<String> = m
+            .options()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|o| !o.starts_with("size="))
+            .collect();
+        options.push(format!("size={bytes}"));
+        m.set_options(Some(options));
     }
 }

@@ -127,7 +127,7 @@ impl Engine<'_> {
                 }
             }
         }
-        let key_text = format!(
+        let mut key_text = format!(
             "RUN\n{}\nnetwork_none={network_none}\nprivileged={privileged}\nargv={argv:?}\nbinds={bind_sources:?}\nmounts={:?}",
             instr.raw.original.trim(),
             mount_specs
@@ -135,6 +135,19 @@ impl Engine<'_> {
                 .map(|(m, t)| format!("{:?}:{t}:{:?}:{:?}", m.kind, m.source, m.from))
                 .collect::<Vec<_>>()
         );
+        // Part of the step as BuildKit's ExecOp holds them (older keys stay as they were).
+        let opts = &self.opts;
+        if !opts.extra_hosts.is_empty() || !opts.rlimits.is_empty() || opts.shm_size.is_some() {
+            let limits: Vec<String> = opts
+                .rlimits
+                .iter()
+                .map(|r| format!("{:?}={}:{}", r.typ(), r.soft(), r.hard()))
+                .collect();
+            key_text.push_str(&format!(
+                "\nhosts={:?}\nulimits={limits:?}\nshm={:?}",
+                opts.extra_hosts, opts.shm_size
+            ));
+        }
         let env = state.run_env();
         let cwd = state.workdir();
         let user = state.config.user.clone();
@@ -361,6 +374,9 @@ impl Engine<'_> {
                 userxattr: eng.userxattr,
                 mounts,
                 quiet: eng.opts.quiet,
+                extra_hosts: eng.opts.extra_hosts.clone(),
+                rlimits: eng.opts.rlimits.clone(),
+                shm_size: eng.opts.shm_size,
             };
             let result = crate::run::run_step(&step);
             drop(views);

@@ -45,6 +45,22 @@ pub struct BuildArgs {
     /// Grant an entitlement: security.insecure lets RUN --security=insecure run privileged
     #[arg(long = "allow", value_name = "ENTITLEMENT")]
     allow: Vec<String>,
+    /// Also write the result elsewhere: type=local,dest=DIR (or DIR), type=tar,dest=FILE (or
+    /// - for stdout), type=oci|docker,dest=FILE[,name=NAME] (repeatable)
+    #[arg(short = 'o', long = "output", value_name = "SPEC")]
+    outputs: Vec<String>,
+    /// Write the result's digests and names as JSON (BuildKit's keys) to this file
+    #[arg(long = "metadata-file", value_name = "FILE")]
+    metadata_file: Option<PathBuf>,
+    /// Add a line to RUN's /etc/hosts: NAME:IP (repeatable)
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    add_hosts: Vec<String>,
+    /// Resource limit of RUN steps: NAME=SOFT[:HARD] (repeatable)
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
+    ulimits: Vec<String>,
+    /// Size of RUN's /dev/shm, e.g. 128m
+    #[arg(long = "shm-size", value_name = "SIZE")]
+    shm_size: Option<String>,
     /// Write the image ID to this file
     #[arg(long, value_name = "FILE")]
     iidfile: Option<PathBuf>,
@@ -225,6 +241,32 @@ pub fn build(ctx: &Context, mut args: BuildArgs) -> anyhow::Result<u8> {
         containerfile_path(&args)?
     };
     let options = build_options(&args, &path)?;
+    let exports = args
+        .outputs
+        .iter()
+        .map(|text| {
+            let mut export = gcr_builder::BuildExport::parse(text)?;
+            if let gcr_builder::BuildExport::Archive { names, .. } = &mut export {
+                for name in names.iter_mut() {
+                    *name = crate::lookup::normalize_name(name)?;
+                }
+            }
+            Ok(export)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let to_stdout = exports.iter().any(|e| {
+        matches!(
+            e,
+            gcr_builder::BuildExport::Tar(gcr_builder::Destination::Stdout)
+                | gcr_builder::BuildExport::Archive {
+                    dest: gcr_builder::Destination::Stdout,
+                    ..
+                }
+        )
+    });
+    if to_stdout && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        bail!("refusing to write a tar stream to a terminal: give the output a dest=FILE or redirect stdout");
+    }
     let pulled = std::cell::RefCell::new(std::collections::BTreeSet::new());
     let resolve = |name: &str| -> Result<gcr_storage::ImageRecord, String> {
         let fresh_pull = args.pull && pulled.borrow_mut().insert(name.to_string());
@@ -243,16 +285,29 @@ pub fn build(ctx: &Context, mut args: BuildArgs) -> anyhow::Result<u8> {
     match gcr_builder::build_with_fetch(&store, &options, &resolve, &fetch) {
         Ok(output) => {
             let id = output.image.id.as_str().to_string();
+            for export in &exports {
+                gcr_builder::export(&store, &output.image, &options.tags, export)?;
+            }
             if let Some(file) = &args.iidfile {
                 std::fs::write(file, &id)
                     .with_context(|| format!("cannot write --iidfile {}", file.display()))?;
+            }
+            if let Some(file) = &args.metadata_file {
+                let doc = gcr_builder::metadata(&store, &output.image);
+                std::fs::write(file, serde_json::to_vec_pretty(&doc)?)
+                    .with_context(|| format!("cannot write --metadata-file {}", file.display()))?;
             }
             if !args.quiet {
                 for name in &output.image.names {
                     eprintln!("Successfully tagged {name}");
                 }
             }
-            println!("{id}");
+            // A tar stream on stdout must stay whole: the ID goes to stderr then.
+            if to_stdout {
+                eprintln!("{id}");
+            } else {
+                println!("{id}");
+            }
             Ok(0)
         }
         Err(err) => {
@@ -324,6 +379,18 @@ fn build_options(
             },
         };
     options.quiet = args.quiet || args.progress == "quiet";
+    options.extra_hosts =
+        gcr_containers::parse_extra_hosts(&args.add_hosts, gcr_containers::NetworkChoice::Host)?;
+    options.rlimits = args
+        .ulimits
+        .iter()
+        .map(|u| gcr_containers::parse_ulimit(u))
+        .collect::<Result<_, _>>()?;
+    options.shm_size = args
+        .shm_size
+        .as_deref()
+        .map(|s| gcr_containers::parse_size("--shm-size", s))
+        .transpose()?;
     for secret in &args.secrets {
         let mut id = None;
         let mut src = None;
