@@ -280,6 +280,24 @@ fn resource_limits(limits: &Resources) -> Result<Option<oci_spec::runtime::Linux
     Ok(Some(resources.build()?))
 }
 
+/// Gives the /dev/shm mount of `mounts` a size of `bytes` (`--shm-size`).
+pub fn set_shm_size(mounts: &mut [oci_spec::runtime::Mount], bytes: i64) {
+    for m in mounts
+        .iter_mut()
+        .filter(|m| m.destination() == Path::new("/dev/shm"))
+    {
+        let mut options: Vec<String> = m
+            .options()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|o| !o.starts_with("size="))
+            .collect();
+        options.push(format!("size={bytes}"));
+        m.set_options(Some(options));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,23 +427,5 @@ mod tests {
             .clone()
             .unwrap();
         assert_eq!(bounding.len(), 1, "{bounding:?}");
-    }
-}
-
-/// Gives the /dev/shm mount of `mounts` a size of `bytes` (`--shm-size`).
-pub fn set_shm_size(mounts: &mut [oci_spec::runtime::Mount], bytes: i64) {
-    for m in mounts
-        .iter_mut()
-        .filter(|m| m.destination() == Path::new("/dev/shm"))
-    {
-        let mut options: Vec<String> = m
-            .options()
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|o| !o.starts_with("size="))
-            .collect();
-        options.push(format!("size={bytes}"));
-        m.set_options(Some(options));
     }
 }
