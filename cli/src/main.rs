@@ -119,6 +119,8 @@ enum Command {
     Pause(lifecycle::PauseArgs),
     /// Thaw paused containers
     Unpause(lifecycle::PauseArgs),
+    /// Change the limits and restart policy of containers
+    Update(lifecycle::UpdateArgs),
     /// Manage named volumes
     #[command(subcommand)]
     Volume(volumes::VolumeCommand),
@@ -399,6 +401,7 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
         Command::Events(args) => observe::events(&ctx, args),
         Command::Pause(args) => lifecycle::pause(&ctx, args),
         Command::Unpause(args) => lifecycle::unpause(&ctx, args),
+        Command::Update(args) => lifecycle::update(&ctx, args),
         Command::Volume(cmd) => volumes::volume(&ctx, cmd),
         Command::ImagePrune(args) => images::prune(&ctx, args),
         Command::ContainerPrune(args) => lifecycle::prune(&ctx, args),

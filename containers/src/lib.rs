@@ -25,6 +25,7 @@ mod files;
 mod filters;
 mod inspect;
 mod lifecycle;
+mod limits;
 mod listing;
 pub mod logfile;
 mod names;
@@ -35,6 +36,7 @@ mod rootfs;
 mod spec;
 mod stats;
 mod supervisor;
+mod update;
 mod user_networks;
 mod userns;
 mod volumes;
@@ -61,6 +63,10 @@ pub use lifecycle::{
     kill, pause, prepare_start, remove, remove_stopped, rename, resize, resize_exec, restart, stop,
     unpause, wait,
 };
+pub use limits::{
+    parse_cgroup_parent, parse_device, parse_device_cgroup_rule, parse_device_rate, DeviceMapping,
+    ThrottleDevice,
+};
 pub use listing::{human_duration, status_text, summary};
 pub use names::{check_name, ensure_name_free, NameLock};
 pub use network::{
@@ -77,6 +83,7 @@ pub use rootfs::{image_rootfs, lower_dirs, overlay};
 pub use spec::{container_spec, merge_env, process_args, ImageProcess};
 pub use stats::{docker_stats, sample, NetCounters, Sample, Source};
 pub use supervisor::{Launch, RestartPolicy};
+pub use update::{update, UpdateOptions};
 pub use user_networks::{
     builtin_networks, create_network, find_network, is_builtin_network, network_document, networks,
     prune_networks, remove_network, resolve_network, unused_networks,

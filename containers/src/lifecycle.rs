@@ -179,7 +179,10 @@ pub fn remove(store: &gcr_storage::Store, c: &Container, force: bool) -> Result<
         let _ = record::mark(&c.dir, record::REMOVING);
         // A frozen process would not die of its SIGKILL until thawed (v1).
         if record::has_mark(&c.dir, record::PAUSED) {
-            gcr_runtime::cgroups::thaw_container(&c.id)?;
+            gcr_runtime::cgroups::thaw_container(&crate::limits::cgroup_rel(
+                &c.id,
+                c.spec().ok().as_ref(),
+            ))?;
             record::clear_mark(&c.dir, record::PAUSED);
         }
         if c.alive() {
@@ -291,7 +294,10 @@ pub fn pause(store: &gcr_storage::Store, c: &Container) -> Result<()> {
             .map(|list| list.iter().map(|p| p.pid as i32).collect())
             .unwrap_or_default()
     };
-    gcr_runtime::cgroups::freeze_container(&c.id, pids)?;
+    gcr_runtime::cgroups::freeze_container(
+        &crate::limits::cgroup_rel(&c.id, c.spec().ok().as_ref()),
+        pids,
+    )?;
     record::mark(&c.dir, record::PAUSED)?;
     container_event(store, &c.id, &c.meta, "pause", &[]);
     Ok(())
@@ -306,7 +312,10 @@ pub fn unpause(store: &gcr_storage::Store, c: &Container) -> Result<()> {
             c.display_name()
         )));
     }
-    gcr_runtime::cgroups::thaw_container(&c.id)?;
+    gcr_runtime::cgroups::thaw_container(&crate::limits::cgroup_rel(
+        &c.id,
+        c.spec().ok().as_ref(),
+    ))?;
     record::clear_mark(&c.dir, record::PAUSED);
     container_event(store, &c.id, &c.meta, "unpause", &[]);
     Ok(())

@@ -78,6 +78,18 @@ pub struct ContainerMeta {
     pub dns_search: Vec<String>,
     #[serde(default)]
     pub dns_options: Vec<String>,
+    /// Its cgroup limits as last set (create, `update`): what inspect shows.
+    #[serde(default)]
+    pub resources: crate::options::Resources,
+    /// `--device` mappings.
+    #[serde(default)]
+    pub devices: Vec<crate::limits::DeviceMapping>,
+    /// `--device-cgroup-rule` values, as given.
+    #[serde(default)]
+    pub device_cgroup_rules: Vec<String>,
+    /// `--cgroup-parent`.
+    #[serde(default)]
+    pub cgroup_parent: Option<String>,
 }
 
 /// A container port published on the host.
