@@ -196,6 +196,11 @@ pub fn remove(store: &gcr_storage::Store, c: &Container, force: bool) -> Result<
             wait_gone(&c.meta, Duration::from_secs(10));
         }
     }
+    // Groups a killed supervisor could not remove (empty now that the container is gone).
+    gcr_runtime::cgroups::remove_container_groups(&crate::limits::cgroup_rel(
+        &c.id,
+        c.spec().ok().as_ref(),
+    ));
     store.unregister_container(&c.id)?;
     container_event(store, &c.id, &c.meta, "destroy", &[]);
     Ok(())
