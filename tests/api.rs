@@ -286,7 +286,7 @@ fn endpoints_not_done_answer_501_naming_themselves() {
     for (method, path) in [
         ("POST", "/v1.41/plugins/pull"),
         ("GET", "/v1.41/containers/x/changes"),
-        ("POST", "/v1.41/containers/x/update"),
+        ("GET", "/v1.41/containers/x/export"),
     ] {
         let (status, text) = s.curl(method, path);
         assert_eq!(status, 501, "{method} {path}: {text}");
@@ -302,10 +302,10 @@ fn endpoints_not_done_answer_501_naming_themselves() {
     let (status, body) = s.curl_json(
         "POST",
         "/containers/create",
-        r#"{"Image":"x","HostConfig":{"Devices":[{"PathOnHost":"/dev/fuse"}]}}"#,
+        r#"{"Image":"x","HostConfig":{"VolumesFrom":["other"]}}"#,
     );
     assert_eq!(status, 501, "{body}");
-    assert!(body.contains("HostConfig.Devices"), "{body}");
+    assert!(body.contains("HostConfig.VolumesFrom"), "{body}");
     // The service keeps serving after them.
     assert_eq!(s.curl("GET", "/_ping").0, 200);
 }
@@ -508,6 +508,45 @@ fn docker_cli_runs_containers(user: Option<&str>) {
         assert!(ps.contains("(Paused)"), "{who}: {ps}");
         s.docker_ok(&["unpause", "web"]);
     }
+    // update: the restart policy always; limits where the cgroups are this user's.
+    s.docker_ok(&["update", "--restart", "on-failure:2", "web"]);
+    let policy = s.docker_ok(&[
+        "inspect",
+        "-f",
+        "{{.HostConfig.RestartPolicy.Name}} {{.HostConfig.RestartPolicy.MaximumRetryCount}}",
+        "web",
+    ]);
+    assert_eq!(policy.trim(), "on-failure 2", "{who}");
+    s.docker_ok(&["update", "--restart", "no", "web"]);
+    let updated = s.docker(&["update", "--memory", "48m", "--pids-limit", "40", "web"]);
+    if user.is_some() && cgroup_v1 {
+        assert!(
+            !updated.status.success() && stderr(&updated).contains("not supported rootless"),
+            "{}",
+            stderr(&updated)
+        );
+    } else {
+        assert!(updated.status.success(), "{who}: {}", stderr(&updated));
+        let limits = s.docker_ok(&[
+            "inspect",
+            "-f",
+            "{{.HostConfig.Memory}} {{.HostConfig.PidsLimit}}",
+            "web",
+        ]);
+        assert_eq!(limits.trim(), format!("{} 40", 48 << 20), "{who}");
+    }
+    // --device: the host's node at the path asked for (bound in, rootless).
+    let out = s.docker(&[
+        "run",
+        "--rm",
+        "--device",
+        "/dev/null:/dev/mynull",
+        &image,
+        "sh",
+        "-c",
+        "test -c /dev/mynull && echo x > /dev/mynull && echo ok",
+    ]);
+    assert_eq!(stdout(&out), "ok\n", "{who}: {}", stderr(&out));
     // exec: output by stream and the exit status; input with -i; a tty through script.
     let out = s.docker(&["exec", "web", "sh", "-c", "echo out; echo err >&2; exit 4"]);
     assert_eq!(out.status.code(), Some(4), "{who}: {}", stderr(&out));

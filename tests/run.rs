@@ -4859,3 +4859,361 @@ fn init_shows_as_a_short_gcr_init_and_hides_the_host_command_line() {
         assert!(!out.contains(&root), "{out}");
     });
 }
+
+/// The directory of a gcr container's group in one v1 controller (`gcr/<id>`, or below
+/// `parent`), or its v2 group.
+fn cgroup_dir(controller: &str, parent: Option<&str>, id: &str) -> PathBuf {
+    let rel = format!("{}/{id}", parent.unwrap_or("gcr"));
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        Path::new("/sys/fs/cgroup").join(rel)
+    } else {
+        Path::new("/sys/fs/cgroup").join(controller).join(rel)
+    }
+}
+
+fn cgroup_file(controller: &str, parent: Option<&str>, id: &str, file: &str) -> String {
+    let path = cgroup_dir(controller, parent, id).join(file);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn device_nodes_appear_and_device_cgroup_rules_allow_more() {
+    let Some(image) = image() else { return };
+    for who in [As::Root, As::Rootless] {
+        let Some(s) = Setup::new(who) else { continue };
+        let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+        // The host's /dev/null at another path: a character device that takes writes.
+        let out = gcr(&[
+            "run",
+            "--rm",
+            "--device",
+            "/dev/null:/dev/mynull",
+            &image,
+            "sh",
+            "-c",
+            "test -c /dev/mynull && echo x > /dev/mynull && echo ok",
+        ]);
+        assert_eq!(expect(&out, 0), "ok\n", "{who:?}");
+        // Bad input names what is wrong.
+        for (args, named) in [
+            (vec!["--device", "/dev/no-such-node"], "/dev/no-such-node"),
+            (vec!["--device", "/etc/hostname"], "not a device node"),
+            (vec!["--device", "/dev/null:/x:rwx"], "--device"),
+            (
+                vec!["--device-cgroup-rule", "c 1:3"],
+                "--device-cgroup-rule",
+            ),
+        ] {
+            let mut all = vec!["run", "--rm"];
+            all.extend(args);
+            all.extend([image.as_str(), "true"]);
+            let out = gcr(&all);
+            assert_eq!(out.status.code(), Some(125), "{who:?}: {}", stderr(&out));
+            assert!(stderr(&out).contains(named), "{who:?}: {}", stderr(&out));
+        }
+        let cgroup_v1 = !Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        if who == As::Root && cgroup_v1 {
+            // Docker's device cgroup: mknod of anything, but opening a node Docker's default
+            // list does not name (here the fuse device, 10:229) only with a rule for it.
+            let open_fuse = "mknod /tmp/fuse c 10 229 && : < /tmp/fuse && echo opened";
+            let denied = gcr(&["run", "--rm", &image, "sh", "-c", open_fuse]);
+            assert_eq!(denied.status.code(), Some(1), "{}", stderr(&denied));
+            assert!(
+                stderr(&denied).contains("Operation not permitted"),
+                "{}",
+                stderr(&denied)
+            );
+            let allowed = gcr(&[
+                "run",
+                "--rm",
+                "--device-cgroup-rule",
+                "c 10:229 rwm",
+                &image,
+                "sh",
+                "-c",
+                open_fuse,
+            ]);
+            assert_eq!(expect(&allowed, 0), "opened\n");
+            // --device allows its own node: the fuse device at another path opens.
+            let mapped = gcr(&[
+                "run",
+                "--rm",
+                "--device",
+                "/dev/fuse:/dev/myfuse",
+                &image,
+                "sh",
+                "-c",
+                ": < /dev/myfuse && echo opened",
+            ]);
+            assert_eq!(expect(&mapped, 0), "opened\n");
+        }
+        assert_no_leftovers(&s);
+    }
+}
+
+#[test]
+fn cgroup_flags_are_written_to_the_containers_cgroup_files() {
+    let Some(image) = image() else { return };
+    let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    for who in [As::Root, As::Rootless] {
+        let Some(s) = Setup::new(who) else { continue };
+        let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+        if who == As::Rootless {
+            // No delegated subtree here (v1, or no systemd user session): one clear line.
+            let out = gcr(&[
+                "run",
+                "--rm",
+                "--memory",
+                "32m",
+                "--pids-limit",
+                "20",
+                &image,
+                "true",
+            ]);
+            expect(&out, 0);
+            // On v2 a systemd user session may delegate a subtree (then no warning at all).
+            let warnings = stderr(&out)
+                .matches("resource limits are not enforced")
+                .count();
+            let expected = if unified { warnings.min(1) } else { 1 };
+            assert_eq!(warnings, expected, "{}", stderr(&out));
+            assert_no_leftovers(&s);
+            continue;
+        }
+        // The block device the root filesystem is on, for the throttles.
+        let dev = std::fs::metadata("/").unwrap();
+        let (major, minor) = {
+            use std::os::unix::fs::MetadataExt as _;
+            let d = dev.dev();
+            (nix::sys::stat::major(d), nix::sys::stat::minor(d))
+        };
+        let block = format!("/dev/block/{major}:{minor}");
+        let block = if Path::new(&block).exists() {
+            block
+        } else {
+            let disk = std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/uevent"))
+                .unwrap()
+                .lines()
+                .find_map(|l| l.strip_prefix("DEVNAME=").map(|n| format!("/dev/{n}")))
+                .unwrap();
+            disk
+        };
+        let read_rate = format!("{block}:1mb");
+        let write_rate = format!("{block}:2mb");
+        let id = expect(
+            &gcr(&[
+                "run",
+                "-d",
+                "--cgroup-parent",
+                "/gcr-test-parent",
+                "--cpuset-cpus",
+                "0",
+                "--cpu-shares",
+                "512",
+                "--memory",
+                "64m",
+                "--memory-swap",
+                "128m",
+                "--device-read-bps",
+                &read_rate,
+                "--device-write-bps",
+                &write_rate,
+                &image,
+                "sleep",
+                "60",
+            ]),
+            0,
+        );
+        let id = id.trim();
+        let parent = Some("gcr-test-parent");
+        assert_eq!(cgroup_file("cpuset", parent, id, "cpuset.cpus"), "0");
+        let dev = format!("{major}:{minor}");
+        if unified {
+            assert_eq!(cgroup_file("memory", parent, id, "memory.max"), "67108864");
+            assert_eq!(
+                cgroup_file("memory", parent, id, "memory.swap.max"),
+                "67108864"
+            );
+            let io = cgroup_file("io", parent, id, "io.max");
+            assert!(
+                io.contains(&format!("{dev} rbps=1048576 wbps=2097152")),
+                "{io}"
+            );
+        } else {
+            assert_eq!(cgroup_file("cpu", parent, id, "cpu.shares"), "512");
+            assert_eq!(
+                cgroup_file("memory", parent, id, "memory.limit_in_bytes"),
+                "67108864"
+            );
+            assert_eq!(
+                cgroup_file("memory", parent, id, "memory.memsw.limit_in_bytes"),
+                "134217728"
+            );
+            assert_eq!(
+                cgroup_file("blkio", parent, id, "blkio.throttle.read_bps_device"),
+                format!("{dev} 1048576")
+            );
+            assert_eq!(
+                cgroup_file("blkio", parent, id, "blkio.throttle.write_bps_device"),
+                format!("{dev} 2097152")
+            );
+        }
+        let shown = expect(
+            &gcr(&[
+                "inspect",
+                "-f",
+                "{{.HostConfig.CgroupParent}} {{.HostConfig.CpusetCpus}} {{.HostConfig.CpuShares}} {{.HostConfig.Memory}} {{.HostConfig.MemorySwap}}",
+                id,
+            ]),
+            0,
+        );
+        assert_eq!(shown.trim(), "gcr-test-parent 0 512 67108864 134217728");
+        expect(&gcr(&["rm", "-f", id]), 0);
+        assert!(
+            !cgroup_dir("memory", parent, id).exists(),
+            "the group stays"
+        );
+        // --blkio-weight: read back where the I/O scheduler has weights, else said so.
+        let weight_dir = if unified {
+            PathBuf::from("/sys/fs/cgroup")
+        } else {
+            PathBuf::from("/sys/fs/cgroup/blkio")
+        };
+        let has_weight = [
+            "blkio.weight",
+            "blkio.bfq.weight",
+            "io.weight",
+            "io.bfq.weight",
+        ]
+        .iter()
+        .any(|f| weight_dir.join("gcr").join(f).exists() || weight_dir.join(f).exists());
+        let out = gcr(&[
+            "run",
+            "--rm",
+            "--blkio-weight",
+            "300",
+            &image,
+            "sh",
+            "-c",
+            "cat /sys/fs/cgroup/blkio/blkio.weight /sys/fs/cgroup/blkio/blkio.bfq.weight /sys/fs/cgroup/io.bfq.weight 2>/dev/null; true",
+        ]);
+        if has_weight {
+            assert!(stdout(&out).contains("300"), "{}", stderr(&out));
+        } else {
+            assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+            assert!(
+                stderr(&out).contains("cannot set the block I/O weight"),
+                "{}",
+                stderr(&out)
+            );
+        }
+        // Bad values name the flag.
+        for (flag, value) in [
+            ("--memory-swap", "16m"),
+            ("--blkio-weight", "5"),
+            ("--cpuset-cpus", "x"),
+            ("--device-read-bps", "/dev/null:1mb"),
+            ("--cgroup-parent", "../up"),
+        ] {
+            let out = gcr(&[
+                "run", "--rm", "--memory", "32m", flag, value, &image, "true",
+            ]);
+            assert_eq!(out.status.code(), Some(125), "{flag}: {}", stderr(&out));
+            assert!(stderr(&out).contains(flag), "{flag}: {}", stderr(&out));
+        }
+        for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            let _ = std::fs::remove_dir(h.path().join("gcr-test-parent"));
+        }
+        assert_no_leftovers(&s);
+    }
+}
+
+#[test]
+fn update_changes_a_running_containers_limits_and_restart_policy() {
+    let Some(image) = image() else { return };
+    let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    for who in [As::Root, As::Rootless] {
+        let Some(s) = Setup::new(who) else { continue };
+        let gcr = |args: &[&str]| s.cmd().args(args).output().unwrap();
+        // No limits at the start: update makes the groups and moves the processes in.
+        let id = expect(
+            &gcr(&["run", "-d", "--name", "u", &image, "sleep", "60"]),
+            0,
+        );
+        let id = id.trim();
+        let inspect = |format: &str| expect(&gcr(&["inspect", "-f", format, "u"]), 0);
+        expect(&gcr(&["update", "--restart", "on-failure:3", "u"]), 0);
+        assert_eq!(
+            inspect("{{.HostConfig.RestartPolicy.Name}} {{.HostConfig.RestartPolicy.MaximumRetryCount}}").trim(),
+            "on-failure 3",
+            "{who:?}"
+        );
+        let limited = gcr(&["update", "--memory", "32m", "--pids-limit", "50", "u"]);
+        if who == As::Rootless && !unified {
+            assert_eq!(limited.status.code(), Some(1), "{}", stderr(&limited));
+            assert!(
+                stderr(&limited).contains("not supported rootless on cgroup v1"),
+                "{}",
+                stderr(&limited)
+            );
+            expect(&gcr(&["rm", "-f", "u"]), 0);
+            assert_no_leftovers(&s);
+            continue;
+        }
+        expect(&limited, 0);
+        if who == As::Root {
+            let memory = if unified {
+                "memory.max"
+            } else {
+                "memory.limit_in_bytes"
+            };
+            assert_eq!(cgroup_file("memory", None, id, memory), "33554432");
+            assert_eq!(cgroup_file("pids", None, id, "pids.max"), "50");
+            // The container's processes are in the new groups.
+            let procs = cgroup_file("memory", None, id, "cgroup.procs");
+            assert!(!procs.is_empty(), "no process in the memory group");
+            expect(
+                &gcr(&["update", "--memory", "48m", "--cpus", "0.5", "u"]),
+                0,
+            );
+            assert_eq!(cgroup_file("memory", None, id, memory), "50331648");
+            let cpu = if unified {
+                cgroup_file("cpu", None, id, "cpu.max")
+            } else {
+                cgroup_file("cpu", None, id, "cpu.cfs_quota_us")
+            };
+            assert!(cpu.starts_with("50000"), "{cpu}");
+        }
+        assert_eq!(
+            inspect("{{.HostConfig.Memory}} {{.HostConfig.PidsLimit}}").trim(),
+            if who == As::Root {
+                "50331648 50"
+            } else {
+                "33554432 50"
+            },
+            "{who:?}"
+        );
+        // Recorded: the next start runs with them.
+        expect(&gcr(&["stop", "-t", "0", "u"]), 0);
+        expect(&gcr(&["start", "u"]), 0);
+        if who == As::Root {
+            let memory = if unified {
+                "memory.max"
+            } else {
+                "memory.limit_in_bytes"
+            };
+            assert_eq!(cgroup_file("memory", None, id, memory), "50331648");
+        }
+        let bad = gcr(&["update", "--pids-limit", "0", "u"]);
+        assert_eq!(bad.status.code(), Some(1), "{}", stderr(&bad));
+        assert!(stderr(&bad).contains("--pids-limit"), "{}", stderr(&bad));
+        expect(&gcr(&["rm", "-f", "u"]), 0);
+        if who == As::Root {
+            assert!(!cgroup_dir("memory", None, id).exists(), "the group stays");
+        }
+        assert_no_leftovers(&s);
+    }
+}

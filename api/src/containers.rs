@@ -621,3 +621,80 @@ pub async fn attach(
     });
     Ok(stream::hijack_or_stream(request, receiver, tty, stdin))
 }
+
+/// `POST /containers/{id}/update`'s body: Docker's Resources and RestartPolicy (0 or an empty
+/// name: not changed, as Docker's clients send them).
+#[derive(Debug, serde::Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct UpdateBody {
+    memory: i64,
+    memory_swap: i64,
+    nano_cpus: i64,
+    cpu_shares: i64,
+    pids_limit: Option<i64>,
+    restart_policy: Option<crate::create_body::RestartPolicyBody>,
+    cpu_quota: i64,
+    cpu_period: i64,
+    cpuset_cpus: String,
+    cpuset_mems: String,
+    blkio_weight: u16,
+    memory_reservation: i64,
+    kernel_memory: i64,
+}
+
+impl UpdateBody {
+    fn into_options(self) -> Result<gcr_containers::UpdateOptions, Failure> {
+        for (name, set) in [
+            ("CpuQuota (use NanoCpus)", self.cpu_quota != 0),
+            ("CpuPeriod (use NanoCpus)", self.cpu_period != 0),
+            ("CpusetCpus", !self.cpuset_cpus.is_empty()),
+            ("CpusetMems", !self.cpuset_mems.is_empty()),
+            ("BlkioWeight", self.blkio_weight != 0),
+            ("MemoryReservation", self.memory_reservation != 0),
+            ("KernelMemory", self.kernel_memory != 0),
+        ] {
+            if set {
+                return Err(Failure::not_implemented(&format!(
+                    "{name} in POST /containers/{{id}}/update"
+                )));
+            }
+        }
+        let restart = match self.restart_policy {
+            Some(p) if !p.name.is_empty() => Some(match (p.name.as_str(), p.maximum_retry_count) {
+                ("on-failure", n) if n > 0 => format!("on-failure:{n}"),
+                (name, _) => name.to_string(),
+            }),
+            _ => None,
+        };
+        Ok(gcr_containers::UpdateOptions {
+            memory: Some(self.memory).filter(|m| *m != 0),
+            memory_swap: Some(self.memory_swap).filter(|s| *s != 0),
+            cpus: Some(self.nano_cpus)
+                .filter(|n| *n != 0)
+                .map(|n| n as f64 / 1e9),
+            cpu_shares: Some(self.cpu_shares)
+                .filter(|s| *s != 0)
+                .map(|s| u64::try_from(s).unwrap_or(0)),
+            pids_limit: self.pids_limit.filter(|p| *p != 0),
+            restart,
+        })
+    }
+}
+
+/// `POST /containers/{id}/update`: new limits (in the cgroup files at once when it runs)
+/// and restart policy; `{"Warnings": []}`.
+pub async fn update(
+    State(service): State<Arc<Service>>,
+    Path(params): PathParams,
+    body: Bytes,
+) -> Answer {
+    let body: UpdateBody = serde_json::from_slice(&body)
+        .map_err(|e| Failure::bad_request(format!("invalid update JSON: {e}")))?;
+    let changes = body.into_options()?;
+    blocking(move || {
+        let (store, c) = find(&service, &id_of(&params))?;
+        gcr_containers::update(&store, &c, &changes)?;
+        Ok(Json(json!({ "Warnings": [] })).into_response())
+    })
+    .await
+}

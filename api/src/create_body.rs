@@ -87,7 +87,13 @@ pub struct HostConfig {
     pub pid_mode: String,
     pub ipc_mode: String,
     pub userns_mode: String,
-    pub devices: Option<Vec<Value>>,
+    pub devices: Option<Vec<DeviceBody>>,
+    pub device_cgroup_rules: Option<Vec<String>>,
+    pub memory_swap: i64,
+    pub cpuset_cpus: String,
+    pub blkio_weight: u16,
+    pub blkio_device_read_bps: Option<Vec<ThrottleBody>>,
+    pub blkio_device_write_bps: Option<Vec<ThrottleBody>>,
     pub volumes_from: Option<Vec<String>>,
     pub links: Option<Vec<String>>,
     pub cgroup_parent: String,
@@ -117,6 +123,21 @@ pub struct PortBinding {
 pub struct RestartPolicyBody {
     pub name: String,
     pub maximum_retry_count: u32,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct DeviceBody {
+    pub path_on_host: String,
+    pub path_in_container: String,
+    pub cgroup_permissions: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ThrottleBody {
+    pub path: String,
+    pub rate: u64,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -198,7 +219,7 @@ impl CreateBody {
         source: ImageSource,
         name: Option<String>,
     ) -> Result<CreateOptions, Failure> {
-        let host = self.host_config.unwrap_or_default();
+        let mut host = self.host_config.unwrap_or_default();
         host.refuse_unsupported()?;
         if !self.domainname.is_empty() {
             return Err(unsupported("Domainname"));
@@ -290,14 +311,48 @@ impl CreateBody {
             }
         }
         opts.publish_all = host.publish_all_ports;
+        let throttle = |list: Option<Vec<ThrottleBody>>| {
+            list.unwrap_or_default()
+                .into_iter()
+                .map(|t| gcr_containers::ThrottleDevice {
+                    path: t.path.into(),
+                    rate: t.rate,
+                })
+                .collect::<Vec<_>>()
+        };
         opts.resources = gcr_containers::Resources {
             memory: Some(host.memory).filter(|m| *m > 0),
+            // Docker's clients send 0 for "not set".
+            memory_swap: Some(host.memory_swap).filter(|s| *s != 0),
             pids_limit: host.pids_limit.filter(|p| *p != 0),
             cpus: Some(host.nano_cpus)
                 .filter(|n| *n > 0)
                 .map(|n| n as f64 / 1e9),
             cpu_shares: u64::try_from(host.cpu_shares).ok().filter(|s| *s > 0),
+            cpuset_cpus: Some(host.cpuset_cpus.clone()).filter(|c| !c.is_empty()),
+            blkio_weight: Some(host.blkio_weight).filter(|w| *w > 0),
+            device_read_bps: throttle(host.blkio_device_read_bps.take()),
+            device_write_bps: throttle(host.blkio_device_write_bps.take()),
         };
+        for device in host.devices.take().unwrap_or_default() {
+            let container = Some(device.path_in_container)
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| device.path_on_host.clone());
+            let access = Some(device.cgroup_permissions)
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| "rwm".to_string());
+            let text = format!("{}:{container}:{access}", device.path_on_host);
+            opts.devices
+                .push(gcr_containers::parse_device(&text).map_err(invalid)?);
+        }
+        for rule in host.device_cgroup_rules.take().unwrap_or_default() {
+            opts.device_cgroup_rules
+                .push(gcr_containers::parse_device_cgroup_rule(&rule).map_err(invalid)?);
+        }
+        if !host.cgroup_parent.is_empty() {
+            opts.cgroup_parent =
+                Some(gcr_containers::parse_cgroup_parent(&host.cgroup_parent).map_err(invalid)?);
+        }
         if host.cpu_quota > 0 {
             return Err(unsupported("HostConfig.CpuQuota (use NanoCpus)"));
         }
@@ -350,14 +405,8 @@ impl CreateBody {
 impl HostConfig {
     fn refuse_unsupported(&self) -> Result<(), Failure> {
         let non_empty = |v: &Option<Vec<_>>| v.as_ref().is_some_and(|v: &Vec<_>| !v.is_empty());
-        if self.devices.as_ref().is_some_and(|d| !d.is_empty()) {
-            return Err(unsupported("HostConfig.Devices"));
-        }
         if non_empty(&self.links) {
             return Err(unsupported("HostConfig.Links"));
-        }
-        if !self.cgroup_parent.is_empty() {
-            return Err(unsupported("HostConfig.CgroupParent"));
         }
         Ok(())
     }
@@ -469,10 +518,31 @@ mod tests {
 
     #[test]
     fn what_gcr_cannot_do_is_refused_by_name() {
-        let devices = options(r#"{"HostConfig":{"Devices":[{"PathOnHost":"/dev/fuse"}]}}"#);
-        let failure = devices.err().unwrap();
+        let links = options(r#"{"HostConfig":{"Links":["a:b"]}}"#);
+        let failure = links.err().unwrap();
         assert_eq!(failure.status, axum::http::StatusCode::NOT_IMPLEMENTED);
-        assert!(failure.message.contains("HostConfig.Devices"));
+        assert!(failure.message.contains("HostConfig.Links"));
+        let devices = options(
+            r#"{"HostConfig":{"Devices":[{"PathOnHost":"/dev/null","PathInContainer":"/dev/mynull","CgroupPermissions":"rw"}],
+                "DeviceCgroupRules":["c 1:11 rwm"],"CgroupParent":"/mine","MemorySwap":-1,"Memory":67108864,
+                "CpusetCpus":"0","BlkioWeight":300}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            devices.devices[0].container,
+            std::path::PathBuf::from("/dev/mynull")
+        );
+        assert_eq!(devices.devices[0].access, "rw");
+        assert_eq!(devices.device_cgroup_rules.len(), 1);
+        assert_eq!(devices.cgroup_parent.as_deref(), Some("mine"));
+        assert_eq!(devices.resources.memory_swap, Some(-1));
+        assert_eq!(devices.resources.cpuset_cpus.as_deref(), Some("0"));
+        assert_eq!(devices.resources.blkio_weight, Some(300));
+        let bad_rule = options(r#"{"HostConfig":{"DeviceCgroupRules":["x 1"]}}"#);
+        assert_eq!(
+            bad_rule.err().unwrap().status,
+            axum::http::StatusCode::BAD_REQUEST
+        );
         let relative = options(r#"{"HostConfig":{"Binds":["./x:/x"]}}"#)
             .err()
             .unwrap();

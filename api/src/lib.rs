@@ -169,6 +169,7 @@ fn routes() -> Router<Arc<Service>> {
         .route("/containers/{id}/stats", get(stats::stats))
         .route("/containers/{id}/resize", post(containers::resize))
         .route("/containers/{id}/pause", post(containers::pause))
+        .route("/containers/{id}/update", post(containers::update))
         .route("/containers/{id}/unpause", post(containers::unpause))
         .route("/containers/{id}", delete(containers::remove))
         .route("/containers/{id}/exec", post(exec::create))

@@ -122,6 +122,8 @@ enum Command {
     Pause(lifecycle::PauseArgs),
     /// Thaw paused containers
     Unpause(lifecycle::PauseArgs),
+    /// Change the limits and restart policy of containers
+    Update(lifecycle::UpdateArgs),
     /// Manage named volumes
     #[command(subcommand)]
     Volume(volumes::VolumeCommand),
@@ -403,6 +405,7 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
         Command::Healthcheck(cmd) => observe::healthcheck(&ctx, cmd),
         Command::Pause(args) => lifecycle::pause(&ctx, args),
         Command::Unpause(args) => lifecycle::unpause(&ctx, args),
+        Command::Update(args) => lifecycle::update(&ctx, args),
         Command::Volume(cmd) => volumes::volume(&ctx, cmd),
         Command::ImagePrune(args) => images::prune(&ctx, args),
         Command::ContainerPrune(args) => lifecycle::prune(&ctx, args),

@@ -210,6 +210,17 @@ pub fn create(
         .clone()
         .unwrap_or_else(|| container_id[..12].to_string());
     let mut spec = spec::container_spec(&image, &opts, &hostname)?;
+    if let Some(parent) = &opts.cgroup_parent {
+        if let Some(mut linux) = spec.linux().clone() {
+            linux.set_cgroups_path(Some(PathBuf::from(format!("/{parent}/{container_id}"))));
+            spec.set_linux(Some(linux));
+        }
+    }
+    if opts.resources != crate::options::Resources::default()
+        && !gcr_runtime::cgroups::limits_enforceable()
+    {
+        gcr_runtime::cgroups::warn_limits_not_enforced();
+    }
     let command = spec
         .process()
         .as_ref()
@@ -288,6 +299,14 @@ pub fn create(
         dns: opts.dns.clone(),
         dns_search: opts.dns_search.clone(),
         dns_options: opts.dns_options.clone(),
+        resources: opts.resources.clone(),
+        devices: opts.devices.clone(),
+        device_cgroup_rules: opts
+            .device_cgroup_rules
+            .iter()
+            .map(crate::limits::rule_text)
+            .collect(),
+        cgroup_parent: opts.cgroup_parent.clone(),
         stdin: opts.stdin,
         volumes: opts.volumes.clone(),
         health: crate::health::HealthConfig::merged(image.health.as_ref(), opts.health.as_ref()),

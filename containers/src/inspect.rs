@@ -55,6 +55,7 @@ pub fn inspect(store: &gcr_storage::Store, c: &Container) -> Value {
         })
         .collect();
     let state = c.state();
+    let r = &c.meta.resources;
     let mut doc = json!({
         "Id": c.id,
         "Created": c.meta.created,
@@ -96,7 +97,23 @@ pub fn inspect(store: &gcr_storage::Store, c: &Container) -> Value {
         "HostConfig": {
             "AutoRemove": c.meta.remove,
             "Init": c.meta.init,
-            "RestartPolicy": { "Name": c.meta.restart.clone().unwrap_or_else(|| "no".into()) },
+            "RestartPolicy": restart_policy(c.meta.restart.as_deref()),
+            "Memory": r.memory.unwrap_or(0),
+            "MemorySwap": r.memory_swap.unwrap_or(0),
+            "NanoCpus": r.cpus.map_or(0, |c| (c * 1e9).round() as i64),
+            "CpuShares": r.cpu_shares.unwrap_or(0),
+            "PidsLimit": r.pids_limit,
+            "CpusetCpus": r.cpuset_cpus.clone().unwrap_or_default(),
+            "BlkioWeight": r.blkio_weight.unwrap_or(0),
+            "BlkioDeviceReadBps": throttle(&r.device_read_bps),
+            "BlkioDeviceWriteBps": throttle(&r.device_write_bps),
+            "CgroupParent": c.meta.cgroup_parent.clone().unwrap_or_default(),
+            "Devices": c.meta.devices.iter().map(|d| json!({
+                "PathOnHost": d.host,
+                "PathInContainer": d.container,
+                "CgroupPermissions": d.access,
+            })).collect::<Vec<_>>(),
+            "DeviceCgroupRules": c.meta.device_cgroup_rules,
             "NetworkMode": network_mode(&c.meta, spec.as_ref()),
             "PortBindings": port_bindings(&c.meta.ports),
             // The driver and options as given; the file is gcr's own format (a line per
@@ -126,6 +143,20 @@ pub fn inspect(store: &gcr_storage::Store, c: &Container) -> Value {
             );
     }
     doc
+}
+
+/// Docker's RestartPolicy: the name apart from on-failure's count.
+fn restart_policy(policy: Option<&str>) -> Value {
+    let policy = policy.unwrap_or("no");
+    let (name, count) = policy.split_once(':').unwrap_or((policy, "0"));
+    json!({ "Name": name, "MaximumRetryCount": count.parse::<u32>().unwrap_or(0) })
+}
+
+/// BlkioDeviceReadBps and its kin.
+fn throttle(list: &[crate::limits::ThrottleDevice]) -> Value {
+    list.iter()
+        .map(|t| json!({ "Path": t.path, "Rate": t.rate }))
+        .collect()
 }
 
 /// The image's labels with the container's own (`--label`) over them, as Docker shows them.

@@ -26,6 +26,7 @@ mod filters;
 pub mod health;
 mod inspect;
 mod lifecycle;
+mod limits;
 mod listing;
 pub mod logconfig;
 pub mod logfile;
@@ -37,6 +38,7 @@ mod rootfs;
 mod spec;
 mod stats;
 mod supervisor;
+mod update;
 mod user_networks;
 mod userns;
 mod volumes;
@@ -64,6 +66,10 @@ pub use lifecycle::{
     kill, pause, prepare_start, remove, remove_stopped, rename, resize, resize_exec, restart, stop,
     unpause, wait,
 };
+pub use limits::{
+    parse_cgroup_parent, parse_device, parse_device_cgroup_rule, parse_device_rate, DeviceMapping,
+    ThrottleDevice,
+};
 pub use listing::{human_duration, status_text, summary};
 pub use names::{check_name, ensure_name_free, NameLock};
 pub use network::{
@@ -80,6 +86,7 @@ pub use rootfs::{image_rootfs, lower_dirs, overlay};
 pub use spec::{container_spec, merge_env, process_args, set_shm_size, ImageProcess};
 pub use stats::{docker_stats, sample, NetCounters, Sample, Source};
 pub use supervisor::{Launch, RestartPolicy};
+pub use update::{update, UpdateOptions};
 pub use user_networks::{
     builtin_networks, create_network, find_network, is_builtin_network, network_document, networks,
     prune_networks, remove_network, resolve_network, unused_networks,

@@ -179,7 +179,10 @@ pub fn remove(store: &gcr_storage::Store, c: &Container, force: bool) -> Result<
         let _ = record::mark(&c.dir, record::REMOVING);
         // A frozen process would not die of its SIGKILL until thawed (v1).
         if record::has_mark(&c.dir, record::PAUSED) {
-            gcr_runtime::cgroups::thaw_container(&c.id)?;
+            gcr_runtime::cgroups::thaw_container(&crate::limits::cgroup_rel(
+                &c.id,
+                c.spec().ok().as_ref(),
+            ))?;
             record::clear_mark(&c.dir, record::PAUSED);
         }
         if c.alive() {
@@ -193,6 +196,11 @@ pub fn remove(store: &gcr_storage::Store, c: &Container, force: bool) -> Result<
             wait_gone(&c.meta, Duration::from_secs(10));
         }
     }
+    // Groups a killed supervisor could not remove (empty now that the container is gone).
+    gcr_runtime::cgroups::remove_container_groups(&crate::limits::cgroup_rel(
+        &c.id,
+        c.spec().ok().as_ref(),
+    ));
     store.unregister_container(&c.id)?;
     container_event(store, &c.id, &c.meta, "destroy", &[]);
     Ok(())
@@ -291,7 +299,10 @@ pub fn pause(store: &gcr_storage::Store, c: &Container) -> Result<()> {
             .map(|list| list.iter().map(|p| p.pid as i32).collect())
             .unwrap_or_default()
     };
-    gcr_runtime::cgroups::freeze_container(&c.id, pids)?;
+    gcr_runtime::cgroups::freeze_container(
+        &crate::limits::cgroup_rel(&c.id, c.spec().ok().as_ref()),
+        pids,
+    )?;
     record::mark(&c.dir, record::PAUSED)?;
     container_event(store, &c.id, &c.meta, "pause", &[]);
     Ok(())
@@ -306,7 +317,10 @@ pub fn unpause(store: &gcr_storage::Store, c: &Container) -> Result<()> {
             c.display_name()
         )));
     }
-    gcr_runtime::cgroups::thaw_container(&c.id)?;
+    gcr_runtime::cgroups::thaw_container(&crate::limits::cgroup_rel(
+        &c.id,
+        c.spec().ok().as_ref(),
+    ))?;
     record::clear_mark(&c.dir, record::PAUSED);
     container_event(store, &c.id, &c.meta, "unpause", &[]);
     Ok(())

@@ -86,6 +86,12 @@ pub struct CreateOptions {
     /// seccomp=unconfined|FILE, no-new-privileges[=true|false], apparmor=..., label=...
     pub security_opt: Vec<String>,
     pub resources: Resources,
+    /// `--device`: host nodes the container gets.
+    pub devices: Vec<crate::limits::DeviceMapping>,
+    /// `--device-cgroup-rule`: devices it may use beyond those (v1 devices cgroup, as root).
+    pub device_cgroup_rules: Vec<oci_spec::runtime::LinuxDeviceCgroup>,
+    /// `--cgroup-parent`: its groups go at PARENT/<id> instead of gcr/<id>.
+    pub cgroup_parent: Option<String>,
     pub userns: UsernsMode,
     /// Share the host's PID namespace (`--pid host`).
     pub pid_host: bool,
@@ -143,6 +149,9 @@ impl CreateOptions {
             cap_drop: Vec::new(),
             security_opt: Vec::new(),
             resources: Resources::default(),
+            devices: Vec::new(),
+            device_cgroup_rules: Vec::new(),
+            cgroup_parent: None,
             userns: UsernsMode::Host,
             pid_host: false,
             ipc_host: false,
@@ -152,15 +161,24 @@ impl CreateOptions {
     }
 }
 
-/// cgroup limits.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// cgroup limits (recorded in the container's meta.json too, for inspect and `update`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Resources {
     /// Bytes.
     pub memory: Option<i64>,
+    /// Memory and swap together, bytes; -1: unlimited swap.
+    pub memory_swap: Option<i64>,
     /// -1: unlimited.
     pub pids_limit: Option<i64>,
     pub cpus: Option<f64>,
     pub cpu_shares: Option<u64>,
+    /// `--cpuset-cpus`: e.g. 0-2 or 0,1.
+    pub cpuset_cpus: Option<String>,
+    /// 10..1000.
+    pub blkio_weight: Option<u16>,
+    pub device_read_bps: Vec<crate::limits::ThrottleDevice>,
+    pub device_write_bps: Vec<crate::limits::ThrottleDevice>,
 }
 
 /// A bind mount or named volume, its source made absolute and checked.

@@ -87,6 +87,18 @@ pub struct ContainerMeta {
     /// `--log-driver`, `--log-opt` (older records: json-file, unbounded).
     #[serde(default)]
     pub log_config: Option<crate::logconfig::LogConfig>,
+    /// Its cgroup limits as last set (create, `update`): what inspect shows.
+    #[serde(default)]
+    pub resources: crate::options::Resources,
+    /// `--device` mappings.
+    #[serde(default)]
+    pub devices: Vec<crate::limits::DeviceMapping>,
+    /// `--device-cgroup-rule` values, as given.
+    #[serde(default)]
+    pub device_cgroup_rules: Vec<String>,
+    /// `--cgroup-parent`.
+    #[serde(default)]
+    pub cgroup_parent: Option<String>,
 }
 
 /// A container port published on the host.

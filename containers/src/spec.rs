@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::error::{ContainerError, Result};
 use crate::network::NetworkChoice;
-use crate::options::{CreateOptions, Resources};
+use crate::options::CreateOptions;
 
 /// The parts of an image config that decide what runs and how.
 #[derive(Debug, Default, Clone)]
@@ -186,12 +186,7 @@ pub fn container_spec(
         set_shm_size(&mut mounts, bytes);
     }
     spec.set_mounts(Some(mounts));
-    if let Some(resources) = resource_limits(&opts.resources)? {
-        if let Some(mut linux) = spec.linux().clone() {
-            linux.set_resources(Some(resources));
-            spec.set_linux(Some(linux));
-        }
-    }
+    crate::limits::apply_resources(&mut spec, opts)?;
     if opts.read_only {
         if let Some(mut root) = spec.root().clone() {
             root.set_readonly(Some(true));
@@ -238,46 +233,6 @@ fn apply_security(spec: &mut gcr_runtime::Spec, opts: &CreateOptions) -> Result<
         }
     }
     Ok(())
-}
-
-/// The cgroup limits asked for, or None.
-fn resource_limits(limits: &Resources) -> Result<Option<oci_spec::runtime::LinuxResources>> {
-    use oci_spec::runtime::{
-        LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder,
-    };
-    if *limits == Resources::default() {
-        return Ok(None);
-    }
-    let mut resources = LinuxResourcesBuilder::default();
-    if let Some(limit) = limits.memory {
-        resources = resources.memory(LinuxMemoryBuilder::default().limit(limit).build()?);
-    }
-    if let Some(pids) = limits.pids_limit {
-        if pids == 0 || pids < -1 {
-            return Err(ContainerError::invalid(format!(
-                "invalid --pids-limit {pids}: give a positive number, or -1 for no limit"
-            )));
-        }
-        resources = resources.pids(LinuxPidsBuilder::default().limit(pids).build()?);
-    }
-    if limits.cpus.is_some() || limits.cpu_shares.is_some() {
-        let mut cpu = LinuxCpuBuilder::default();
-        if let Some(cpus) = limits.cpus {
-            let online = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-            if !(cpus > 0.0 && cpus <= online) {
-                return Err(ContainerError::invalid(format!(
-                    "invalid --cpus {cpus}: give a number above 0 and at most {online}"
-                )));
-            }
-            let period: u64 = 100_000;
-            cpu = cpu.period(period).quota((cpus * period as f64) as i64);
-        }
-        if let Some(shares) = limits.cpu_shares {
-            cpu = cpu.shares(shares);
-        }
-        resources = resources.cpu(cpu.build()?);
-    }
-    Ok(Some(resources.build()?))
 }
 
 /// Gives the /dev/shm mount of `mounts` a size of `bytes` (`--shm-size`).

@@ -194,7 +194,9 @@ pub fn sample(c: &Container) -> Result<Sample> {
                     || c.mems().as_ref().is_some_and(|v| !v.is_empty())
             })
     });
-    let group = gcr_runtime::container_cgroup(&c.id).map(|g| (g.usage(), g.pids()));
+    let group =
+        gcr_runtime::container_cgroup(&crate::limits::cgroup_rel(&c.id, c.spec().ok().as_ref()))
+            .map(|g| (g.usage(), g.pids()));
     let (usage, group_pids) = group.unwrap_or_default();
     // The processes: the cgroup's list when it has one, else those of its PID namespace.
     let members = if group_pids.is_empty() {

@@ -177,6 +177,7 @@ impl Launch {
     /// One run of the container, between its start and die events.
     fn run_once(
         &self,
+        spec: &gcr_runtime::Spec,
         options: &gcr_runtime::RunOptions,
     ) -> Result<i32, gcr_runtime::RuntimeError> {
         use crate::events::container_event;
@@ -187,7 +188,7 @@ impl Launch {
             &self.dir,
             self.meta.health.as_ref(),
         );
-        let result = gcr_runtime::run_container(&self.spec, options);
+        let result = gcr_runtime::run_container(spec, options);
         crate::health::stop_monitor(monitor);
         let code = result_code(&result).to_string();
         container_event(
@@ -200,6 +201,20 @@ impl Launch {
         result
     }
 
+    /// The spec of a run again: `update` may have changed the limits recorded meanwhile
+    /// (the rest stays as prepared: some of it, such as joined namespaces, is not recorded).
+    fn spec_now(&self) -> gcr_runtime::Spec {
+        let mut spec = self.spec.clone();
+        let recorded = record::read_spec(&self.dir)
+            .ok()
+            .and_then(|s| s.linux().as_ref().and_then(|l| l.resources().clone()));
+        if let (Some(resources), Some(mut linux)) = (recorded, spec.linux().clone()) {
+            linux.set_resources(Some(resources));
+            spec.set_linux(Some(linux));
+        }
+        spec
+    }
+
     /// `tee` (the log's) ends once the last run has: its copier has written everything to
     /// the log before the exit status tells followers that nothing more comes.
     fn supervise(
@@ -208,7 +223,7 @@ impl Launch {
         tee: Option<gcr_runtime::OutputTee>,
     ) -> Result<i32, gcr_runtime::RuntimeError> {
         let (dir, options) = (&self.dir, &self.options);
-        let mut result = self.run_once(options);
+        let mut result = self.run_once(&self.spec, options);
         // Later runs have nobody waiting for the start byte.
         let mut again = options.clone();
         again.started_fd = None;
@@ -217,6 +232,12 @@ impl Launch {
         let stopped = || record::has_mark(dir, record::STOPPED);
         loop {
             let code = result_code(&result);
+            // `update --restart` may have changed the policy since the start.
+            let policy = if self.keep {
+                RestartPolicy::of(&record::read_meta(dir))
+            } else {
+                policy
+            };
             // `gcr stop` and `kill` mark the container: stopped by hand, it stays stopped.
             if !(self.keep && result.is_ok() && !stopped() && policy.wants(code, restarts)) {
                 break;
@@ -232,11 +253,14 @@ impl Launch {
             if stopped() {
                 break;
             }
-            result = self.run_once(&again);
+            result = self.run_once(&self.spec_now(), &again);
         }
         drop(tee);
-        // The freezer group a `pause` made is empty now that the container has ended.
-        gcr_runtime::cgroups::remove_pause_group(&self.id);
+        // The groups a `pause` or `update` made beside the run's own are empty now.
+        gcr_runtime::cgroups::remove_container_groups(&crate::limits::cgroup_rel(
+            &self.id,
+            Some(&self.spec),
+        ));
         // A container that never started leaves nothing behind; --rm removes it after it ran.
         let started =
             result.is_ok() || matches!(&result, Err(gcr_runtime::RuntimeError::Exec { .. }));
@@ -329,7 +353,10 @@ pub(crate) fn await_start(report: &mut std::fs::File) -> Option<Result<()>> {
 /// the filesystem. A container that never started has little to delete: done in place.
 pub(crate) fn remove_finished(store: &gcr_storage::Store, container_id: &str, started: bool) {
     // The freezer group a `pause` made (empty once the container ended).
-    gcr_runtime::cgroups::remove_pause_group(container_id);
+    gcr_runtime::cgroups::remove_container_groups(&gcr_runtime::cgroups::group_path(
+        container_id,
+        None,
+    ));
     let aside = match store.set_aside_container(container_id) {
         Ok(Some(aside)) => aside,
         Ok(None) => return,

@@ -63,16 +63,14 @@ pub struct CgroupUsage {
     pub io: Option<Vec<IoCounter>>,
 }
 
-/// The groups gcr made for container `id` (`gcr/<id>` in each hierarchy, or the v2 group)
-/// that exist now; `None` when it has none (it was not limited, or runs rootless).
-pub fn container_cgroup(id: &str) -> Option<Cgroup> {
+/// The groups gcr made for the container whose groups are at `rel` (see
+/// [`crate::cgroups::group_path`]) that exist now; `None` when it has none (it was not limited,
+/// or runs rootless without a delegated subtree).
+pub fn container_cgroup(rel: &str) -> Option<Cgroup> {
     let dirs: Vec<PathBuf> = if is_unified() {
-        vec![Path::new(ROOT).join("gcr").join(id)]
+        vec![crate::cgroup_gcr::v2_base().ok()?.join(rel)]
     } else {
-        v1_hierarchies()
-            .into_iter()
-            .map(|h| h.join("gcr").join(id))
-            .collect()
+        v1_hierarchies().into_iter().map(|h| h.join(rel)).collect()
     };
     let dirs: Vec<PathBuf> = dirs.into_iter().filter(|d| d.is_dir()).collect();
     (!dirs.is_empty()).then_some(Cgroup { dirs })
@@ -92,24 +90,20 @@ impl Cgroup {
     /// v1: a limited container also gets its own group in each counting controller it has
     /// none in yet (memory, pids, cpuacct, blkio), so `stats` reads its figures in one
     /// place. Best effort: where it has none, stats count from /proc instead.
-    pub(crate) fn add_counting_groups(&mut self, id: &str) {
-        let hierarchy = |dir: &Path| {
-            dir.parent()
-                .and_then(Path::parent)
-                .and_then(|h| std::fs::canonicalize(h).ok())
-        };
+    pub(crate) fn add_counting_groups(&mut self, rel: &str) {
         for controller in ["memory", "pids", "cpuacct", "blkio"] {
             let Ok(mount) = std::fs::canonicalize(Path::new(ROOT).join(controller)) else {
                 continue;
             };
+            // ROOT/cpuacct may be a link to the cpu,cpuacct hierarchy a limit made a group in.
             if self
                 .dirs
                 .iter()
-                .any(|d| hierarchy(d).as_ref() == Some(&mount))
+                .any(|d| std::fs::canonicalize(d).is_ok_and(|d| d.starts_with(&mount)))
             {
                 continue;
             }
-            let dir = mount.join("gcr").join(id);
+            let dir = mount.join(rel);
             match std::fs::create_dir_all(&dir) {
                 Ok(()) => self.dirs.push(dir),
                 Err(e) => {

@@ -1,5 +1,7 @@
-//! Resource limits (memory, pids, cpu) through cgroups: v2 (unified) or v1 (legacy and hybrid,
-//! as on this project's machines, where the v2 mount holds no controller gcr uses).
+//! Resource limits (memory, swap, pids, cpu, cpuset, block I/O) and device rules through
+//! cgroups: v2 (unified) or v1 (legacy and hybrid, as on this project's machines, where the v2
+//! mount holds no controller gcr uses). The files per setting and the OCI containers' groups
+//! live here; gcr's own containers' groups in `cgroup_gcr`.
 //!
 //! A container gets `gcr/<id>` at the top of each hierarchy it needs, beside (never inside)
 //! whatever cgroup the calling service lives in, and only when the spec asks for a limit: an
@@ -8,11 +10,16 @@
 
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::LinuxResources;
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxResources};
 
 use crate::error::RuntimeError;
 
-const ROOT: &str = "/sys/fs/cgroup";
+pub use crate::cgroup_gcr::{
+    container_frozen, freeze_container, group_path, limits_enforceable, remove_container_groups,
+    thaw_container, update_container, warn_limits_not_enforced,
+};
+
+pub(crate) const ROOT: &str = "/sys/fs/cgroup";
 
 /// Device rules every container gets after its spec's (v1 devices cgroup).
 const DEFAULT_DEVICE_RULES: &[&str] = &[
@@ -81,7 +88,7 @@ pub(crate) fn v1_hierarchies() -> Vec<PathBuf> {
 
 /// v1 cpuset: a new group has no cpus or mems, and no task may join it until it has: copy
 /// each empty value down from the parent, from the top of `rel` on.
-fn fill_cpuset(hierarchy: &Path, rel: &Path) -> Result<(), RuntimeError> {
+pub(crate) fn fill_cpuset(hierarchy: &Path, rel: &Path) -> Result<(), RuntimeError> {
     let mut dir = hierarchy.to_path_buf();
     for part in rel.components() {
         let parent = dir.clone();
@@ -103,13 +110,102 @@ pub(crate) fn is_unified() -> bool {
         .unwrap_or(false)
 }
 
-fn write(dir: &Path, file: &str, value: &str) -> Result<(), RuntimeError> {
+pub(crate) fn write(dir: &Path, file: &str, value: &str) -> Result<(), RuntimeError> {
     let path = dir.join(file);
     std::fs::write(&path, value).map_err(|e| RuntimeError::io("write cgroup file", path, e))
 }
 
+/// Writes the spec's device rules, then runc's default list, into a v1 devices group.
+pub(crate) fn write_device_rules(
+    dir: &Path,
+    rules: &[LinuxDeviceCgroup],
+) -> Result<(), RuntimeError> {
+    let mut entries: Vec<(bool, String)> = rules
+        .iter()
+        .map(|rule| {
+            let kind = rule
+                .typ()
+                .map_or("a".to_string(), |t| t.as_str().to_string());
+            let number = |n: Option<i64>| n.map_or("*".to_string(), |n| n.to_string());
+            let entry = if kind == "a" {
+                "a".to_string()
+            } else {
+                format!(
+                    "{kind} {}:{} {}",
+                    number(rule.major()),
+                    number(rule.minor()),
+                    rule.access().as_deref().unwrap_or("rwm")
+                )
+            };
+            (rule.allow(), entry)
+        })
+        .collect();
+    // What every container may use whatever the spec says (runc's list): its /dev nodes,
+    // ptys, and mknod of anything (opening one is another matter).
+    entries.extend(DEFAULT_DEVICE_RULES.iter().map(|r| (true, r.to_string())));
+    for (allow, entry) in entries {
+        let file = if allow {
+            "devices.allow"
+        } else {
+            "devices.deny"
+        };
+        write(dir, file, &entry)?;
+    }
+    Ok(())
+}
+
+/// Writes one setting. The block I/O weight goes to whichever weight file the kernel's I/O
+/// scheduler offers; when it offers none that is an error naming the directory, never a
+/// silent skip.
+fn write_setting(dir: &Path, file: &str, value: &str) -> Result<(), RuntimeError> {
+    let candidates: [&str; 2] = match file {
+        "blkio.weight" => ["blkio.weight", "blkio.bfq.weight"],
+        "io.weight" => ["io.bfq.weight", "io.weight"],
+        _ => return write(dir, file, value),
+    };
+    let Some(found) = candidates.iter().find(|f| dir.join(f).exists()) else {
+        return Err(RuntimeError::Setup(format!(
+            "cannot set the block I/O weight: {} has neither {} nor {} (the kernel's I/O scheduler here has no weights; bfq has them)",
+            dir.display(),
+            candidates[0],
+            candidates[1]
+        )));
+    };
+    if *found == "io.weight" {
+        // v1's 10..1000 onto v2's 1..10000, as runc converts it.
+        let weight: u64 = value.parse().unwrap_or(500);
+        let converted = 1 + (weight.clamp(10, 1000) - 10) * 9999 / 990;
+        return write(dir, found, &format!("default {converted}"));
+    }
+    write(dir, found, value)
+}
+
+/// Writes `wanted` into the directories `dir_of` names per controller. v1 refuses a memory
+/// limit above the memory+swap one: on that error the memory+swap limit is written first.
+pub(crate) fn apply(
+    wanted: &[(&'static str, String, String)],
+    dir_of: impl Fn(&str) -> Result<PathBuf, RuntimeError>,
+) -> Result<(), RuntimeError> {
+    for (controller, file, value) in wanted {
+        let dir = dir_of(controller)?;
+        match write_setting(&dir, file, value) {
+            Err(e) if file == "memory.limit_in_bytes" => {
+                let Some((_, swap_file, swap)) =
+                    wanted.iter().find(|w| w.1 == "memory.memsw.limit_in_bytes")
+                else {
+                    return Err(e);
+                };
+                write(&dir, swap_file, swap)?;
+                write(&dir, file, value)?;
+            }
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
 /// (controller, file, value) triples the spec asks for, in v1 or v2 terms.
-fn settings(res: &LinuxResources, unified: bool) -> Vec<(&'static str, String, String)> {
+pub(crate) fn settings(res: &LinuxResources, unified: bool) -> Vec<(&'static str, String, String)> {
     let mut out = Vec::new();
     if let Some(limit) = res.memory().as_ref().and_then(|m| m.limit()) {
         let v = if limit < 0 {
@@ -135,6 +231,72 @@ fn settings(res: &LinuxResources, unified: bool) -> Vec<(&'static str, String, S
                 "memory.soft_limit_in_bytes"
             };
             out.push(("memory", file.to_string(), low.to_string()));
+        }
+    }
+    if let Some(swap) = res.memory().as_ref().and_then(|m| m.swap()) {
+        // Docker's --memory-swap (and OCI's swap) is memory and swap together; v2 limits the
+        // swap alone.
+        if unified {
+            let limit = res.memory().as_ref().and_then(|m| m.limit()).unwrap_or(-1);
+            let v = if swap < 0 || limit < 0 {
+                "max".to_string()
+            } else {
+                (swap - limit).max(0).to_string()
+            };
+            out.push(("memory", "memory.swap.max".into(), v));
+        } else {
+            let v = if swap < 0 { -1 } else { swap };
+            out.push((
+                "memory",
+                "memory.memsw.limit_in_bytes".into(),
+                v.to_string(),
+            ));
+        }
+    }
+    if let Some(io) = res.block_io() {
+        let controller = if unified { "io" } else { "blkio" };
+        if let Some(weight) = io.weight().filter(|w| *w > 0) {
+            let file = if unified { "io.weight" } else { "blkio.weight" };
+            out.push((controller, file.into(), weight.to_string()));
+        }
+        for (devices, v1_file, v2_key) in [
+            (
+                io.throttle_read_bps_device(),
+                "blkio.throttle.read_bps_device",
+                "rbps",
+            ),
+            (
+                io.throttle_write_bps_device(),
+                "blkio.throttle.write_bps_device",
+                "wbps",
+            ),
+            (
+                io.throttle_read_iops_device(),
+                "blkio.throttle.read_iops_device",
+                "riops",
+            ),
+            (
+                io.throttle_write_iops_device(),
+                "blkio.throttle.write_iops_device",
+                "wiops",
+            ),
+        ] {
+            for d in devices.iter().flatten() {
+                let (major, minor, rate) = (d.major(), d.minor(), d.rate());
+                if unified {
+                    out.push((
+                        controller,
+                        "io.max".into(),
+                        format!("{major}:{minor} {v2_key}={rate}"),
+                    ));
+                } else {
+                    out.push((
+                        controller,
+                        v1_file.into(),
+                        format!("{major}:{minor} {rate}"),
+                    ));
+                }
+            }
         }
     }
     for page in res.hugepage_limits().iter().flatten() {
@@ -251,44 +413,12 @@ impl Cgroup {
     /// Applies `res` (memory, pids, cpu; device rules on v1) to the existing group.
     pub fn update(&self, res: &LinuxResources) -> Result<(), RuntimeError> {
         let unified = is_unified();
-        for (controller, file, value) in settings(res, unified) {
-            let dir = self.controller_dir(controller, unified)?;
-            write(dir, &file, &value)?;
-        }
+        apply(&settings(res, unified), |c| {
+            self.controller_dir(c, unified).map(Path::to_path_buf)
+        })?;
         if !unified {
             if let Some(rules) = res.devices() {
-                let dir = self.controller_dir("devices", false)?;
-                let mut entries: Vec<(bool, String)> = rules
-                    .iter()
-                    .map(|rule| {
-                        let kind = rule
-                            .typ()
-                            .map_or("a".to_string(), |t| t.as_str().to_string());
-                        let number = |n: Option<i64>| n.map_or("*".to_string(), |n| n.to_string());
-                        let entry = if kind == "a" {
-                            "a".to_string()
-                        } else {
-                            format!(
-                                "{kind} {}:{} {}",
-                                number(rule.major()),
-                                number(rule.minor()),
-                                rule.access().as_deref().unwrap_or("rwm")
-                            )
-                        };
-                        (rule.allow(), entry)
-                    })
-                    .collect();
-                // What every container may use whatever the spec says (runc's list): its
-                // /dev nodes, ptys, and mknod of anything (opening one is another matter).
-                entries.extend(DEFAULT_DEVICE_RULES.iter().map(|r| (true, r.to_string())));
-                for (allow, entry) in entries {
-                    let file = if allow {
-                        "devices.allow"
-                    } else {
-                        "devices.deny"
-                    };
-                    write(dir, file, &entry)?;
-                }
+                write_device_rules(self.controller_dir("devices", false)?, rules)?;
             }
         }
         Ok(())
@@ -405,78 +535,6 @@ impl Cgroup {
         pids
     }
 
-    /// Creates the container's cgroups and applies the limits; `None` when nothing is limited
-    /// (or, rootless, when cgroups cannot be created).
-    pub fn create(
-        id: &str,
-        res: Option<&LinuxResources>,
-        rootless: bool,
-    ) -> Result<Option<Cgroup>, RuntimeError> {
-        let Some(res) = res else { return Ok(None) };
-        let unified = is_unified();
-        let wanted = settings(res, unified);
-        if wanted.is_empty() {
-            return Ok(None);
-        }
-        match Self::create_with(id, &wanted, unified) {
-            Ok(cg) => Ok(Some(cg)),
-            Err(e) if rootless => {
-                tracing::warn!("resource limits not applied (rootless cgroups unavailable): {e}");
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    fn create_with(
-        id: &str,
-        wanted: &[(&'static str, String, String)],
-        unified: bool,
-    ) -> Result<Cgroup, RuntimeError> {
-        let mut cg = Cgroup { dirs: Vec::new() };
-        let result = (|| {
-            if unified {
-                let parent = Path::new(ROOT).join("gcr");
-                std::fs::create_dir_all(&parent)
-                    .map_err(|e| RuntimeError::io("create cgroup", &parent, e))?;
-                let mut controllers: Vec<&str> = wanted.iter().map(|w| w.0).collect();
-                controllers.dedup();
-                let enable: String = controllers.iter().map(|c| format!("+{c} ")).collect();
-                // Best effort: a controller already enabled or not delegatable shows up below
-                // as a missing file with its path.
-                let _ = write(Path::new(ROOT), "cgroup.subtree_control", enable.trim());
-                let _ = write(&parent, "cgroup.subtree_control", enable.trim());
-                crate::cgroup_usage::enable_counters(Path::new(ROOT), &parent);
-                let dir = parent.join(id);
-                std::fs::create_dir(&dir)
-                    .map_err(|e| RuntimeError::io("create cgroup", &dir, e))?;
-                cg.dirs.push(dir.clone());
-                for (_, file, value) in wanted {
-                    write(&dir, file, value)?;
-                }
-            } else {
-                for (controller, file, value) in wanted {
-                    let dir = Path::new(ROOT).join(controller).join("gcr").join(id);
-                    if !cg.dirs.contains(&dir) {
-                        std::fs::create_dir_all(&dir)
-                            .map_err(|e| RuntimeError::io("create cgroup", &dir, e))?;
-                        cg.dirs.push(dir.clone());
-                    }
-                    write(&dir, file, value)?;
-                }
-                cg.add_counting_groups(id);
-            }
-            Ok(())
-        })();
-        match result {
-            Ok(()) => Ok(cg),
-            Err(e) => {
-                cg.remove();
-                Err(e)
-            }
-        }
-    }
-
     /// Moves process `pid` into every group (the parent does this for the child before the
     /// child unshares its cgroup namespace, so the container sees its own group as the root).
     pub fn add(&self, pid: i32) -> Result<(), RuntimeError> {
@@ -498,74 +556,6 @@ impl Cgroup {
                 }
             }
         }
-    }
-}
-
-/// The freezer group `pause` puts a gcr container's processes in: v1's freezer hierarchy, or
-/// on v2 the container's own group (`gcr/<id>`, made by its limits or here).
-fn pause_group(id: &str) -> Cgroup {
-    let dir = if is_unified() {
-        Path::new(ROOT).join("gcr").join(id)
-    } else {
-        Path::new(ROOT).join("freezer").join("gcr").join(id)
-    };
-    Cgroup { dirs: vec![dir] }
-}
-
-/// `pause`: moves the container's processes (`pids`, as the host sees them) into its freezer
-/// group and freezes it. Processes forked meanwhile follow their parent into the group; the
-/// move is repeated until every one of `more_pids()` is in it.
-pub fn freeze_container(id: &str, more_pids: impl Fn() -> Vec<i32>) -> Result<(), RuntimeError> {
-    let group = pause_group(id);
-    let dir = &group.dirs[0];
-    if !is_unified() && !Path::new(ROOT).join("freezer").is_dir() {
-        return Err(RuntimeError::Setup(format!(
-            "pause needs the freezer cgroup controller, which is not mounted under {ROOT}"
-        )));
-    }
-    std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io("create cgroup", dir, e))?;
-    for _ in 0..10 {
-        let inside = group.pids();
-        let missing: Vec<i32> = more_pids()
-            .into_iter()
-            .filter(|p| !inside.contains(p))
-            .collect();
-        if missing.is_empty() {
-            return group.set_frozen(true);
-        }
-        for pid in missing {
-            // A process that ended meanwhile is no longer there to move.
-            if let Err(e) = group.add(pid) {
-                if Path::new(&format!("/proc/{pid}")).exists() {
-                    return Err(e);
-                }
-            }
-        }
-    }
-    group.set_frozen(true)
-}
-
-/// `unpause`: thaws the container's freezer group.
-pub fn thaw_container(id: &str) -> Result<(), RuntimeError> {
-    let group = pause_group(id);
-    if !group.dirs[0].is_dir() {
-        return Ok(());
-    }
-    group.set_frozen(false)
-}
-
-/// Whether the container's freezer group is frozen now.
-pub fn container_frozen(id: &str) -> bool {
-    let group = pause_group(id);
-    group.dirs[0].is_dir() && group.is_frozen().unwrap_or(false)
-}
-
-/// Removes the freezer group of an ended container (v1; on v2 the group goes with the
-/// container's other limits, or here if pause made it).
-pub fn remove_pause_group(id: &str) {
-    let group = pause_group(id);
-    if group.dirs[0].is_dir() {
-        let _ = std::fs::remove_dir(&group.dirs[0]);
     }
 }
 

@@ -24,6 +24,7 @@
 
 mod bridge;
 mod caps;
+mod cgroup_gcr;
 mod cgroup_usage;
 pub mod cgroups;
 mod channel;

@@ -618,7 +618,11 @@ impl<'a> Plan<'a> {
                 in_userns,
             )?)
             .flatten(),
-            (None, _) => Cgroup::create(&opts.container_id, linux.resources().as_ref(), in_userns)?,
+            (None, path) => Cgroup::create(
+                &crate::cgroups::group_path(&opts.container_id, path.as_deref()),
+                linux.resources().as_ref(),
+                in_userns,
+            )?,
         };
         let mut unshare_cgroupns = false;
         if cgroup.is_some() && clone_flags & libc::CLONE_NEWCGROUP as u64 != 0 {

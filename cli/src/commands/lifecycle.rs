@@ -234,3 +234,55 @@ pub fn rename(ctx: &Context, args: RenameArgs) -> anyhow::Result<u8> {
     gcr_containers::rename(&store, &c, &args.name)?;
     Ok(0)
 }
+
+#[derive(Args, Debug)]
+pub struct UpdateArgs {
+    /// Memory limit: N[b|k|m|g]
+    #[arg(short, long, value_name = "SIZE")]
+    memory: Option<String>,
+    /// Memory and swap together: N[b|k|m|g], or -1 for unlimited swap
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
+    memory_swap: Option<String>,
+    /// CPUs the container may use, e.g. 0.5 or 2
+    #[arg(long, value_name = "N")]
+    cpus: Option<f64>,
+    /// Relative CPU weight
+    #[arg(short = 'c', long, value_name = "N")]
+    cpu_shares: Option<u64>,
+    /// Largest number of processes (-1: unlimited)
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+    /// Restart policy: no, always, unless-stopped, on-failure[:MAX]
+    #[arg(long, value_name = "POLICY")]
+    restart: Option<String>,
+    #[arg(required = true, value_name = "CONTAINER")]
+    containers: Vec<String>,
+}
+
+/// `gcr update`: new limits (written into a running container's cgroups at once) and
+/// restart policy, kept in the record for inspect and the next start.
+pub fn update(ctx: &Context, args: UpdateArgs) -> anyhow::Result<u8> {
+    let changes = gcr_containers::UpdateOptions {
+        memory: args
+            .memory
+            .as_deref()
+            .map(gcr_containers::parse_memory)
+            .transpose()?,
+        memory_swap: args
+            .memory_swap
+            .as_deref()
+            .map(super::run::parse_memory_swap)
+            .transpose()?,
+        cpus: args.cpus,
+        cpu_shares: args.cpu_shares,
+        pids_limit: args.pids_limit,
+        restart: args.restart.clone(),
+    };
+    let store = ctx.open_store()?;
+    let all = gcr_containers::list(&store)?;
+    each(&args.containers, |wanted| {
+        gcr_containers::update(&store, gcr_containers::find(&all, wanted)?, &changes)?;
+        println!("{wanted}");
+        Ok(())
+    })
+}

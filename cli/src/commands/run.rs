@@ -187,6 +187,30 @@ pub struct RunArgs {
     /// Relative CPU weight (cgroup v1 shares)
     #[arg(short = 'c', long, value_name = "N")]
     cpu_shares: Option<u64>,
+    /// Memory and swap together: N[b|k|m|g], or -1 for unlimited swap
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
+    memory_swap: Option<String>,
+    /// CPUs the container may run on, e.g. 0-2 or 0,1
+    #[arg(long, value_name = "CPUS")]
+    cpuset_cpus: Option<String>,
+    /// Relative block I/O weight, 10 to 1000
+    #[arg(long, value_name = "N")]
+    blkio_weight: Option<u16>,
+    /// Limit reads from a block device: DEVICE:RATE (bytes a second, e.g. /dev/sda:1mb)
+    #[arg(long, value_name = "DEV:RATE")]
+    device_read_bps: Vec<String>,
+    /// Limit writes to a block device: DEVICE:RATE
+    #[arg(long, value_name = "DEV:RATE")]
+    device_write_bps: Vec<String>,
+    /// The cgroup the container's cgroups go under (instead of gcr)
+    #[arg(long, value_name = "PATH")]
+    cgroup_parent: Option<String>,
+    /// Give the container a host device: /dev/X[:/dev/Y][:rwm]
+    #[arg(long = "device", value_name = "DEVICE")]
+    devices: Vec<String>,
+    /// Allow devices in the container's devices cgroup, e.g. 'c 1:3 rwm'
+    #[arg(long = "device-cgroup-rule", value_name = "RULE")]
+    device_cgroup_rules: Vec<String>,
     /// Run a small init as PID 1 that reaps zombies and forwards signals
     #[arg(long)]
     init: bool,
@@ -307,16 +331,46 @@ fn create_options(
     };
     opts.pid_host = mode("--pid", &args.pid_mode)?;
     opts.ipc_host = mode("--ipc", &args.ipc_mode)?;
+    let rates = |flag: &str, list: &[String]| -> anyhow::Result<Vec<_>> {
+        Ok(list
+            .iter()
+            .map(|t| gcr_containers::parse_device_rate(flag, t))
+            .collect::<Result<_, _>>()?)
+    };
     opts.resources = gcr_containers::Resources {
         memory: args
             .memory
             .as_deref()
             .map(gcr_containers::parse_memory)
             .transpose()?,
+        memory_swap: args
+            .memory_swap
+            .as_deref()
+            .map(parse_memory_swap)
+            .transpose()?,
         pids_limit: args.pids_limit,
         cpus: args.cpus,
         cpu_shares: args.cpu_shares,
+        cpuset_cpus: args.cpuset_cpus.clone(),
+        blkio_weight: args.blkio_weight,
+        device_read_bps: rates("--device-read-bps", &args.device_read_bps)?,
+        device_write_bps: rates("--device-write-bps", &args.device_write_bps)?,
     };
+    opts.devices = args
+        .devices
+        .iter()
+        .map(|d| gcr_containers::parse_device(d))
+        .collect::<Result<_, _>>()?;
+    opts.device_cgroup_rules = args
+        .device_cgroup_rules
+        .iter()
+        .map(|r| gcr_containers::parse_device_cgroup_rule(r))
+        .collect::<Result<_, _>>()?;
+    opts.cgroup_parent = args
+        .cgroup_parent
+        .as_deref()
+        .map(gcr_containers::parse_cgroup_parent)
+        .transpose()?;
     opts.userns =
         gcr_containers::UsernsMode::parse(args.userns.as_deref(), &args.uidmap, &args.gidmap)?;
     opts.entrypoint = args.entrypoint.clone();
@@ -523,4 +577,12 @@ fn pull_missing(ctx: &Context, name: &str, platform: Option<&str>) -> anyhow::Re
         bail!("image {name} is not in the store and could not be pulled");
     }
     Ok(())
+}
+
+/// `--memory-swap`: a size, or -1 for unlimited swap.
+pub(crate) fn parse_memory_swap(text: &str) -> anyhow::Result<i64> {
+    if text.trim() == "-1" {
+        return Ok(-1);
+    }
+    Ok(gcr_containers::parse_size("--memory-swap", text)?)
 }
