@@ -1826,3 +1826,148 @@ fn outputs_metadata_and_run_options() {
         assert!(stderr(&out).contains(needle), "{bad}: {}", stderr(&out));
     }
 }
+
+/// A git repository served read-only over dumb HTTP on 127.0.0.1 (python's http.server).
+struct GitServer {
+    dir: tempfile::TempDir,
+    server: std::process::Child,
+    port: u16,
+}
+
+impl GitServer {
+    fn git(dir: &Path, args: &[&str]) {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .expect("git (tests/fixtures/setup.sh installs it)");
+        assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
+    }
+
+    /// A repository with `top`, `docs/a` ("one", tagged v1) and then `docs/a` = "two".
+    fn start() -> GitServer {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(work.join("docs")).unwrap();
+        std::fs::write(work.join("top"), "top\n").unwrap();
+        std::fs::write(work.join("docs/a"), "one\n").unwrap();
+        Self::git(&work, &["init", "-q", "-b", "main"]);
+        Self::git(&work, &["add", "."]);
+        Self::git(&work, &["commit", "-qm", "one"]);
+        Self::git(&work, &["tag", "v1"]);
+        std::fs::write(work.join("docs/a"), "two\n").unwrap();
+        Self::git(&work, &["commit", "-qam", "two"]);
+        let server = GitServer::publish_and_serve(dir.path());
+        let (server, port) = server;
+        GitServer { dir, server, port }
+    }
+
+    fn publish_and_serve(root: &Path) -> (std::process::Child, u16) {
+        let _ = std::fs::remove_dir_all(root.join("repo.git"));
+        Self::git(root, &["clone", "-q", "--bare", "work", "repo.git"]);
+        Self::git(&root.join("repo.git"), &["update-server-info"]);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(root)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        (server, port)
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/repo.git", self.port)
+    }
+
+    /// One more commit on main (`docs/a` = "three"), published.
+    fn commit_three(&mut self) {
+        let work = self.dir.path().join("work");
+        std::fs::write(work.join("docs/a"), "three\n").unwrap();
+        Self::git(&work, &["commit", "-qam", "three"]);
+        let _ = std::fs::remove_dir_all(self.dir.path().join("repo.git"));
+        Self::git(
+            self.dir.path(),
+            &["clone", "-q", "--bare", "work", "repo.git"],
+        );
+        Self::git(&self.dir.path().join("repo.git"), &["update-server-info"]);
+    }
+}
+
+impl Drop for GitServer {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+#[test]
+fn add_of_a_git_repository_checks_out_refs_and_subdirectories() {
+    let Some(base) = busybox() else { return };
+    let mut repo = GitServer::start();
+    let url = repo.url();
+    let store = TestStore::new();
+    let ctx = Ctx::new(&format!(
+        "FROM {base}\nADD {url} /all\nADD {url}#v1:docs /v1docs\nADD --keep-git-dir {url}#main /withgit\n"
+    ));
+    build_ok(&store, &ctx, &["-t", "fromgit"]);
+    let out = run_in(
+        &store,
+        "fromgit",
+        "cat /all/top /all/docs/a /v1docs/a; test -e /all/.git || echo no-git; test -d /withgit/.git && echo kept; stat -c %Y /all/top",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..5], ["top", "two", "one", "no-git", "kept"], "{out}");
+    // Every file carries the commit's time, not the fetch's.
+    let work = repo.dir.path().join("work");
+    let commit_time = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&work)
+        .args(["log", "-1", "--format=%ct"])
+        .output()
+        .unwrap();
+    assert_eq!(lines[5], stdout(&commit_time).trim());
+    // Unchanged: cached; a new commit on main: fetched again.
+    let (_, log) = build_ok(&store, &ctx, &["-t", "fromgit"]);
+    assert_eq!(log.matches("CACHED").count(), 3, "{log}");
+    repo.commit_three();
+    build_ok(&store, &ctx, &["-t", "fromgit"]);
+    assert_eq!(
+        run_in(&store, "fromgit", "cat /all/docs/a /v1docs/a"),
+        "three\none\n"
+    );
+    // Bad references and subdirectories are named.
+    for (source, needle) in [
+        (format!("{url}#nosuch"), "nosuch"),
+        (format!("{url}#main:missing"), "missing"),
+        (format!("{url}#main:../x"), "leaves the repository"),
+    ] {
+        ctx.containerfile(&format!("FROM {base}\nADD {source} /x\n"));
+        let out = build(&store, &ctx, &[]);
+        assert!(!out.status.success(), "{source}");
+        assert!(stderr(&out).contains(needle), "{source}: {}", stderr(&out));
+    }
+    ctx.containerfile(&format!("FROM {base}\nCOPY {url} /x\n"));
+    assert!(stderr(&build(&store, &ctx, &[])).contains("use ADD"));
+}

@@ -19,6 +19,7 @@ mod engine;
 mod error;
 mod export;
 mod fsutil;
+mod git;
 mod run;
 mod source;
 

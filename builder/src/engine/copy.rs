@@ -137,6 +137,7 @@ impl Engine<'_> {
         // Sources: expanded paths or inline heredoc files.
         let mut paths = Vec::new();
         let mut inline: Vec<Entry> = Vec::new();
+        let mut git_sources = Vec::new();
         let now_secs = self
             .opts
             .timestamp
@@ -148,6 +149,10 @@ impl Engine<'_> {
                     let remote = p.contains("://") || p.starts_with("git@");
                     if remote && !is_add {
                         return Err(format!("{what} cannot copy from a URL ({p}): use ADD").into());
+                    }
+                    if crate::git::is_git_url(&p) {
+                        git_sources.push(crate::git::GitSource::parse(&p)?);
+                        continue;
                     }
                     if remote && (p.starts_with("http://") || p.starts_with("https://")) {
                         inline.push(self.fetch_entry(&p, c.checksum.as_deref(), now_secs)?);
@@ -185,11 +190,48 @@ impl Engine<'_> {
                 }
             }
         }
-        // Where from: the context, or another stage / image (mounted read-only).
+        if !git_sources.is_empty()
+            && (git_sources.len() > 1
+                || !paths.is_empty()
+                || !inline.is_empty()
+                || c.from.is_some())
+        {
+            return Err(
+                "ADD of a git repository takes it as its only source (no --from)"
+                    .to_string()
+                    .into(),
+            );
+        }
+        if c.keep_git_dir && git_sources.is_empty() {
+            return Err("ADD --keep-git-dir is only for git sources"
+                .to_string()
+                .into());
+        }
+        // Where from: the context, another stage / image (mounted read-only), or a git
+        // checkout.
         let from_dir;
+        let git_dir;
         let _from_mount;
-        let (tree, from_key) = match &c.from {
-            None => {
+        let (tree, from_key) = match (&c.from, git_sources.first()) {
+            (None, Some(git)) => {
+                git_dir = self.store.build_dir("build-git")?;
+                let checkout = crate::git::checkout(git, git_dir.path(), c.keep_git_dir)
+                    .map_err(StepFailure::Message)?;
+                paths.push(".".to_string());
+                (
+                    SourceTree {
+                        root: checkout.root,
+                        confine: Confine::InRoot,
+                        ignore: None,
+                        label: format!("git {}", git.url),
+                        preserve_owner: false,
+                        exclude: exclude.clone(),
+                        parents: false,
+                    },
+                    format!("git {}", checkout.commit),
+                )
+            }
+            (None, None) => {
                 let ctx = self
                     .context
                     .as_ref()
@@ -207,7 +249,7 @@ impl Engine<'_> {
                     String::new(),
                 )
             }
-            Some(from) => {
+            (Some(from), _) => {
                 let (from_state, label) = self.source_state(stage, state, from)?;
                 from_dir = self.store.build_dir("build-from")?;
                 let at = from_dir.path().join("root");
@@ -238,7 +280,13 @@ impl Engine<'_> {
         for (_, col) in &collected {
             all.extend(col.entries.iter().cloned());
         }
-        let hash = source::content_hash(&all).map_err(StepFailure::Message)?;
+        // A git source is known by its commit (as BuildKit keys it): a kept .git differs
+        // with every fetch.
+        let hash = if git_sources.is_empty() {
+            source::content_hash(&all).map_err(StepFailure::Message)?
+        } else {
+            format!("{from_key} keep_git_dir={}", c.keep_git_dir)
+        };
         let unpack = is_add && c.unpack != Some(false);
         let single_dir_source = inline.is_empty()
             && collected.len() == 1
