@@ -1971,3 +1971,54 @@ fn add_of_a_git_repository_checks_out_refs_and_subdirectories() {
     ctx.containerfile(&format!("FROM {base}\nCOPY {url} /x\n"));
     assert!(stderr(&build(&store, &ctx, &[])).contains("use ADD"));
 }
+
+#[test]
+fn build_contexts_name_directories_and_images() {
+    let Some(base) = busybox() else { return };
+    let store = TestStore::new();
+    let extra = tempfile::tempdir().unwrap();
+    std::fs::create_dir(extra.path().join("conf")).unwrap();
+    std::fs::write(extra.path().join("conf/app.conf"), "from-extra\n").unwrap();
+    // `base` names an image context: FROM base is the fixture busybox, under another name.
+    let ctx = Ctx::new(
+        "FROM base\nCOPY --from=extra conf/app.conf /etc/app.conf\nRUN --mount=type=bind,from=extra,target=/x cat /x/conf/app.conf > /seen\n",
+    );
+    let extra_arg = format!("extra={}", extra.path().display());
+    let base_arg = format!("base=docker-image://{base}");
+    let args = [
+        "-t",
+        "ctxs",
+        "--build-context",
+        &extra_arg,
+        "--build-context",
+        &base_arg,
+    ];
+    build_ok(&store, &ctx, &args);
+    assert_eq!(
+        run_in(&store, "ctxs", "cat /etc/app.conf /seen"),
+        "from-extra\nfrom-extra\n"
+    );
+    // The directory's content is part of the cache key.
+    let (_, log) = build_ok(&store, &ctx, &args);
+    assert_eq!(log.matches("CACHED").count(), 2, "{log}");
+    std::fs::write(extra.path().join("conf/app.conf"), "changed\n").unwrap();
+    build_ok(&store, &ctx, &args);
+    assert_eq!(run_in(&store, "ctxs", "cat /seen"), "changed\n");
+    // A directory context is not an image; bad values are named.
+    ctx.containerfile("FROM extra\n");
+    let out = build(&store, &ctx, &["--build-context", &extra_arg]);
+    assert!(stderr(&out).contains("is a directory"), "{}", stderr(&out));
+    for bad in [
+        "noequals",
+        "x=https://example.com/ctx.tar",
+        "x=/no/such/dir",
+    ] {
+        let out = build(&store, &ctx, &["--build-context", bad]);
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains("--build-context"),
+            "{bad}: {}",
+            stderr(&out)
+        );
+    }
+}

@@ -66,6 +66,42 @@ pub struct BuildOptions {
     pub rlimits: Vec<oci_spec::runtime::PosixRlimit>,
     /// `--shm-size`: bytes of RUN's /dev/shm.
     pub shm_size: Option<i64>,
+    /// `--build-context NAME=...`: what a `FROM`, `COPY --from` or `RUN --mount from` of NAME
+    /// means instead of the stage or image of that name.
+    pub named_contexts: Vec<(String, NamedContext)>,
+}
+
+/// One `--build-context` value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NamedContext {
+    /// A directory of the host (`NAME=DIR`).
+    Directory(PathBuf),
+    /// An image (`NAME=docker-image://REF`).
+    Image(String),
+}
+
+impl NamedContext {
+    /// `NAME=DIR` or `NAME=docker-image://REF` (BuildKit's forms; other schemes are named).
+    pub fn parse(text: &str) -> Result<(String, NamedContext), BuildError> {
+        let bad =
+            |why: &str| BuildError::Options(format!("invalid --build-context {text:?}: {why}"));
+        let (name, value) = text
+            .split_once('=')
+            .filter(|(n, v)| !n.is_empty() && !v.is_empty())
+            .ok_or_else(|| bad("use NAME=DIR or NAME=docker-image://REF"))?;
+        if let Some(reference) = value.strip_prefix("docker-image://") {
+            return Ok((name.to_string(), NamedContext::Image(reference.to_string())));
+        }
+        if value.contains("://") {
+            return Err(bad("only directories and docker-image:// are supported yet (not oci-layout://, git or https)"));
+        }
+        let dir = std::fs::canonicalize(value)
+            .map_err(|e| bad(&format!("cannot use the directory {value}: {e}")))?;
+        if !dir.is_dir() {
+            return Err(bad(&format!("{value} is not a directory")));
+        }
+        Ok((name.to_string(), NamedContext::Directory(dir)))
+    }
 }
 
 impl BuildOptions {
@@ -88,6 +124,7 @@ impl BuildOptions {
             extra_hosts: Vec::new(),
             rlimits: Vec::new(),
             shm_size: None,
+            named_contexts: Vec::new(),
         }
     }
 }

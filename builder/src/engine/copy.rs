@@ -212,8 +212,12 @@ impl Engine<'_> {
         let from_dir;
         let git_dir;
         let _from_mount;
-        let (tree, from_key) = match (&c.from, git_sources.first()) {
-            (None, Some(git)) => {
+        let context_dir = match &c.from {
+            Some(from) => self.context_dir(&self.expand(state, from)?, stage),
+            None => None,
+        };
+        let (tree, from_key) = match (&c.from, git_sources.first(), &context_dir) {
+            (None, Some(git), _) => {
                 git_dir = self.store.build_dir("build-git")?;
                 let checkout = crate::git::checkout(git, git_dir.path(), c.keep_git_dir)
                     .map_err(StepFailure::Message)?;
@@ -231,7 +235,7 @@ impl Engine<'_> {
                     format!("git {}", checkout.commit),
                 )
             }
-            (None, None) => {
+            (None, None, _) => {
                 let ctx = self
                     .context
                     .as_ref()
@@ -249,7 +253,19 @@ impl Engine<'_> {
                     String::new(),
                 )
             }
-            (Some(from), _) => {
+            (Some(_), _, Some((name, dir))) => (
+                SourceTree {
+                    root: dir.clone(),
+                    confine: Confine::Beneath,
+                    ignore: None,
+                    label: format!("build context {name}"),
+                    preserve_owner: false,
+                    exclude: exclude.clone(),
+                    parents: c.parents,
+                },
+                format!("context {name}"),
+            ),
+            (Some(from), _, None) => {
                 let (from_state, label) = self.source_state(stage, state, from)?;
                 from_dir = self.store.build_dir("build-from")?;
                 let at = from_dir.path().join("root");

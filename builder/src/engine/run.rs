@@ -122,6 +122,27 @@ impl Engine<'_> {
                     );
                 }
                 Some(from) => {
+                    let name = self.expand(state, from)?;
+                    if let Some((_, dir)) = self.context_dir(&name, stage) {
+                        let tree = crate::source::SourceTree {
+                            root: dir,
+                            confine: Confine::Beneath,
+                            ignore: None,
+                            label: format!("build context {name}"),
+                            preserve_owner: false,
+                            exclude: None,
+                            parents: false,
+                        };
+                        let src = if src.is_empty() { ".".to_string() } else { src };
+                        let collected = tree
+                            .collect(std::slice::from_ref(&src))
+                            .map_err(|e| format!("mount source: {e}"))?;
+                        bind_sources.push(
+                            source::content_hash(&collected.entries)
+                                .map_err(StepFailure::Message)?,
+                        );
+                        continue;
+                    }
                     let (from_state, _) = self.source_state(stage, state, from)?;
                     bind_sources.push(format!("{}:{src}", from_state.key));
                 }
@@ -214,6 +235,14 @@ impl Engine<'_> {
                                 .as_ref()
                                 .map(|c| (c.root.clone(), Confine::Beneath))
                                 .ok_or_else(|| "the build context is not open".to_string())?,
+                            Some(from)
+                                if eng.context_dir(&eng.expand(st, from)?, stage).is_some() =>
+                            {
+                                let name = eng.expand(st, from)?;
+                                eng.context_dir(&name, stage)
+                                    .map(|(_, dir)| (dir, Confine::Beneath))
+                                    .ok_or_else(|| format!("build context {name} went away"))?
+                            }
                             Some(from) => {
                                 let (from_state, _) = eng.source_state(stage, st, from)?;
                                 let at = dirs.base.join(format!("bind-{}", views.len()));

@@ -188,6 +188,9 @@ impl Engine<'_> {
                 }
             },
             Base::Image(name) => {
+                let name = &self
+                    .context_image(name)
+                    .map_err(|e| self.fail(&stage.from, e))?;
                 let record = (self.resolve)(name)
                     .map_err(|e| self.fail(&stage.from, StepFailure::Message(e)))?;
                 self.image_state(&record)
@@ -294,8 +297,47 @@ impl Engine<'_> {
         if from.to_lowercase() == "scratch" {
             return Ok((self.scratch_state(), "scratch".into()));
         }
+        let from = self.context_image(&from)?;
         let record = (self.resolve)(&from).map_err(StepFailure::Message)?;
         let st = self.image_state(&record).map_err(StepFailure::Message)?;
         Ok((st, format!("image {from}")))
+    }
+
+    /// The `--build-context` of that name.
+    pub(super) fn named_context(&self, name: &str) -> Option<&crate::NamedContext> {
+        self.opts
+            .named_contexts
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c)
+    }
+
+    /// A directory `--build-context` of that name, unless an earlier stage has the name.
+    pub(super) fn context_dir(
+        &self,
+        name: &str,
+        stage: usize,
+    ) -> Option<(String, std::path::PathBuf)> {
+        if self.find_stage(name, stage).is_some() {
+            return None;
+        }
+        match self.named_context(name) {
+            Some(crate::NamedContext::Directory(dir)) => Some((name.to_string(), dir.clone())),
+            _ => None,
+        }
+    }
+
+    /// The image an image name means: a `docker-image://` build context of that name, or
+    /// the name itself.
+    fn context_image(&self, name: &str) -> StepResult<String> {
+        match self.named_context(name) {
+            Some(crate::NamedContext::Image(reference)) => Ok(reference.clone()),
+            Some(crate::NamedContext::Directory(dir)) => Err(format!(
+                "the build context {name} is a directory ({}): use it in COPY --from or RUN --mount from, not as an image",
+                dir.display()
+            )
+            .into()),
+            None => Ok(name.to_string()),
+        }
     }
 }

@@ -52,6 +52,10 @@ pub struct BuildArgs {
     /// Write the result's digests and names as JSON (BuildKit's keys) to this file
     #[arg(long = "metadata-file", value_name = "FILE")]
     metadata_file: Option<PathBuf>,
+    /// A further context: NAME=DIR or NAME=docker-image://REF, for FROM NAME, COPY --from=NAME
+    /// and RUN --mount from=NAME (repeatable)
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    build_contexts: Vec<String>,
     /// Add a line to RUN's /etc/hosts: NAME:IP (repeatable)
     #[arg(long = "add-host", value_name = "NAME:IP")]
     add_hosts: Vec<String>,
@@ -379,6 +383,11 @@ fn build_options(
             },
         };
     options.quiet = args.quiet || args.progress == "quiet";
+    options.named_contexts = args
+        .build_contexts
+        .iter()
+        .map(|c| gcr_builder::NamedContext::parse(c))
+        .collect::<Result<_, _>>()?;
     options.extra_hosts =
         gcr_containers::parse_extra_hosts(&args.add_hosts, gcr_containers::NetworkChoice::Host)?;
     options.rlimits = args
