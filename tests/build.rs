@@ -376,11 +376,31 @@ fn reproducible_with_source_date_epoch() {
     ));
     ctx.write("f", "content\n");
     let mut ids = Vec::new();
-    for _ in 0..2 {
+    let mut manifests = Vec::new();
+    for round in 0..2 {
+        // Another machine's checkout: the context file's time differs (the layer does not).
+        let when = if round == 0 {
+            "2024-01-02 03:04:05"
+        } else {
+            "2025-06-07 08:09:10"
+        };
+        assert!(std::process::Command::new("touch")
+            .args(["-d", when])
+            .arg(ctx.path().join("f"))
+            .status()
+            .unwrap()
+            .success());
         let store = TestStore::new();
+        let meta = ctx.path().join(format!("meta-{round}.json"));
         let out = store
             .gcr()
-            .args(["build", "--no-cache"])
+            .args([
+                "build",
+                "--no-cache",
+                "--rewrite-timestamp",
+                "--metadata-file",
+            ])
+            .arg(&meta)
             .arg(ctx.path())
             .env("SOURCE_DATE_EPOCH", "1700000000")
             .output()
@@ -389,8 +409,13 @@ fn reproducible_with_source_date_epoch() {
         ids.push(stdout(&out).trim().to_string());
         let cfg = inspect_config(&store, ids.last().unwrap());
         assert_eq!(cfg["Created"], "2023-11-14T22:13:20Z");
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
+        manifests.push(doc["containerimage.digest"].as_str().unwrap().to_string());
+        std::fs::remove_file(&meta).unwrap();
     }
     assert_eq!(ids[0], ids[1]);
+    assert_eq!(manifests[0], manifests[1]);
 }
 
 #[test]

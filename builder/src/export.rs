@@ -59,7 +59,11 @@ impl BuildExport {
                 Some(("dest", v)) => dest = Some(v.to_string()),
                 Some(("name", v)) => names.extend(v.split(';').map(str::to_string)),
                 // Accepted as BuildKit's defaults: gcr always stores the image too.
-                Some(("push" | "unpack" | "compression" | "oci-mediatypes", _)) => {}
+                // gcr clamps new files' times whenever a fixed time is given.
+                Some((
+                    "push" | "unpack" | "compression" | "oci-mediatypes" | "rewrite-timestamp",
+                    _,
+                )) => {}
                 _ => return Err(invalid(text, &format!("unknown attribute {part:?}"))),
             }
         }

@@ -80,6 +80,10 @@ pub struct BuildArgs {
     /// Layer compression: gzip (default) or zstd
     #[arg(long, default_value = "gzip", value_name = "gzip|zstd")]
     compression: String,
+    /// Clamp the times of files in new layers to SOURCE_DATE_EPOCH (BuildKit's
+    /// rewrite-timestamp; gcr always does so when a fixed time is given)
+    #[arg(long = "rewrite-timestamp")]
+    rewrite_timestamp: bool,
     /// Fixed creation time (seconds since the epoch) for reproducible images
     #[arg(long, value_name = "SECONDS")]
     timestamp: Option<i64>,
@@ -382,6 +386,9 @@ fn build_options(
                 _ => None,
             },
         };
+    if args.rewrite_timestamp && options.timestamp.is_none() {
+        bail!("--rewrite-timestamp needs a time to clamp to: set SOURCE_DATE_EPOCH or give --timestamp");
+    }
     options.quiet = args.quiet || args.progress == "quiet";
     options.named_contexts = args
         .build_contexts
