@@ -211,6 +211,8 @@ mod tests {
         assert_eq!(platform("linux/x86_64").to_string(), "linux/amd64");
         assert!(Platform::parse("linux/").is_err());
         assert!(Platform::parse("a/b/c/d").is_err());
+        assert!(Platform::parse("windows/amd64").is_err());
+        assert!(Platform::parse("linux/sparc-nope").is_err());
         assert!(platform("linux/arm64").accepts("linux", "arm64", Some("v8")));
         assert!(!platform("linux/arm64").accepts("linux", "amd64", None));
     }

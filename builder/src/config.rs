@@ -140,6 +140,21 @@ impl Platform {
             ("i386" | "386", v) => ("386".to_string(), v.map(str::to_string)),
             (a, v) => (a.to_string(), v.map(str::to_string)),
         };
+        if os != "linux" {
+            return Err(format!(
+                "platform {text:?} is not supported: gcr builds linux images only"
+            ));
+        }
+        const KNOWN: &[&str] = &[
+            "386", "amd64", "arm", "arm64", "loong64", "mips", "mipsle", "mips64", "mips64le",
+            "ppc64", "ppc64le", "riscv64", "s390x",
+        ];
+        if !KNOWN.contains(&arch.as_str()) {
+            return Err(format!(
+                "platform {text:?} is not supported: unknown architecture {arch:?} (known: {})",
+                KNOWN.join(", ")
+            ));
+        }
         Ok(Platform {
             architecture: arch,
             os,
