@@ -653,7 +653,14 @@ fn unsupported_platform_is_refused() {
     let out = build(&store, &ctx, &["--platform", "linux/s390x-nope"]);
     assert_eq!(out.status.code(), Some(125));
     assert!(
-        stderr(&out).contains("not supported yet"),
+        stderr(&out).contains("unknown architecture \"s390x-nope\""),
+        "{}",
+        stderr(&out)
+    );
+    let out = build(&store, &ctx, &["--platform", "windows/amd64"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("linux images only"),
         "{}",
         stderr(&out)
     );
@@ -1622,7 +1629,7 @@ fn unsupported_sources_are_refused_with_the_line() {
             "cannot copy from a URL",
         ),
         (
-            format!("FROM {base}\nADD git@github.com:o/r.git /r\n"),
+            format!("FROM {base}\nADD s3://bucket/r.tar /r\n"),
             "ADD of a remote source",
         ),
     ] {
@@ -2046,4 +2053,291 @@ fn build_contexts_name_directories_and_images() {
             stderr(&out)
         );
     }
+}
+
+/// The fixture busybox index (amd64 and arm64 binaries), or None (skip outside CI).
+fn busybox_multiarch() -> Option<String> {
+    support::registry().map(|r| format!("{r}/busybox:multiarch"))
+}
+
+/// The host's platform as BuildKit's BUILDPLATFORM names it, and `uname -m` there.
+fn host_platform() -> (&'static str, &'static str, &'static str) {
+    match std::env::consts::ARCH {
+        "aarch64" => ("linux/arm64", "arm64", "aarch64"),
+        _ => ("linux/amd64", "amd64", "x86_64"),
+    }
+}
+
+#[test]
+fn platform_arm64_build_runs_under_qemu_with_buildkit_args() {
+    let Some(base) = busybox_multiarch() else {
+        return;
+    };
+    let store = TestStore::new();
+    // The host's image of the base is in the store already.
+    store.ok(&["pull", "-q", &base]);
+    let ctx = Ctx::new(&format!(
+        r#"FROM {base}
+ARG TARGETPLATFORM TARGETOS TARGETARCH TARGETVARIANT BUILDPLATFORM BUILDOS BUILDARCH BUILDVARIANT
+RUN uname -m > /arch && echo "$TARGETPLATFORM|$TARGETOS|$TARGETARCH|$TARGETVARIANT|$BUILDPLATFORM|$BUILDOS|$BUILDARCH|$BUILDVARIANT" > /args
+"#
+    ));
+    build_ok(&store, &ctx, &["--platform", "linux/arm64", "-t", "arm"]);
+    let (build_platform, build_arch, _) = host_platform();
+    assert_eq!(run_in(&store, "arm", "cat /arch"), "aarch64\n");
+    assert_eq!(
+        run_in(&store, "arm", "cat /args"),
+        format!("linux/arm64|linux|arm64||{build_platform}|linux|{build_arch}|\n")
+    );
+    let config = inspect_config(&store, "arm");
+    assert_eq!(config["Architecture"], "arm64", "{config}");
+    assert_eq!(config["Os"], "linux", "{config}");
+    // The base's name stays on the host's image: a cross build does not change `run base`.
+    let base_config = inspect_config(&store, &base);
+    assert_eq!(base_config["Architecture"], build_arch, "{base_config}");
+}
+
+#[test]
+fn platform_from_build_platform_stage_copies_into_an_arm64_stage() {
+    let Some(base) = busybox_multiarch() else {
+        return;
+    };
+    let (_, _, host_uname) = host_platform();
+    let store = TestStore::new();
+    // The BuildKit cross-compile shape: tools run natively, their output goes into the
+    // target platform's stage.
+    let ctx = Ctx::new(&format!(
+        r#"FROM --platform=$BUILDPLATFORM {base} AS tools
+ARG TARGETARCH
+RUN echo "built on $(uname -m) for $TARGETARCH" > /out
+FROM {base}
+COPY --from=tools /out /out
+RUN echo "runs on $(uname -m)" >> /out
+"#
+    ));
+    build_ok(&store, &ctx, &["--platform", "linux/arm64", "-t", "cross"]);
+    assert_eq!(
+        run_in(&store, "cross", "cat /out"),
+        format!("built on {host_uname} for arm64\nruns on aarch64\n")
+    );
+    assert_eq!(inspect_config(&store, "cross")["Architecture"], "arm64");
+    // A literal FROM --platform in a host build: that stage alone is arm64.
+    ctx.containerfile(&format!(
+        r#"FROM --platform=linux/arm64 {base} AS arm
+RUN uname -m > /arm-uname
+FROM {base}
+COPY --from=arm /arm-uname /
+RUN uname -m > /host-uname
+"#
+    ));
+    build_ok(&store, &ctx, &["-t", "mixed"]);
+    assert_eq!(
+        run_in(&store, "mixed", "cat /arm-uname /host-uname"),
+        format!("aarch64\n{host_uname}\n")
+    );
+    assert_eq!(
+        inspect_config(&store, "mixed")["Architecture"],
+        host_platform().1
+    );
+}
+
+/// A repository of its own on the fixture registry for one test run.
+fn unique_platform_repo(registry: &str, what: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{registry}/gcr-test-platform/{what}-{}-{nanos}",
+        std::process::id()
+    )
+}
+
+#[test]
+fn platform_list_gives_one_index_pushed_saved_and_run_by_podman() {
+    let Some(base) = busybox_multiarch() else {
+        return;
+    };
+    let Some(registry) = support::registry() else {
+        return;
+    };
+    let (_, host_arch, host_uname) = host_platform();
+    let store = TestStore::new();
+    let ctx = Ctx::new(&format!(
+        "FROM {base}\nARG TARGETARCH\nRUN echo \"$TARGETARCH $(uname -m)\" > /which\n"
+    ));
+    let (id, log) = build_ok(
+        &store,
+        &ctx,
+        &["--platform", "linux/amd64,linux/arm64", "-t", "both"],
+    );
+    assert!(log.contains("building for linux/arm64"), "{log}");
+    // The tag is listed once; its ID is the index's digest; run picks the host's image.
+    let listed = store.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert_eq!(
+        listed.lines().filter(|l| *l == "both:latest").count(),
+        1,
+        "{listed}"
+    );
+    assert_eq!(
+        run_in(&store, "both", "cat /which"),
+        format!("{host_arch} {host_uname}\n")
+    );
+    assert_eq!(
+        run_in(&store, &id, "cat /which"),
+        format!("{host_arch} {host_uname}\n")
+    );
+    // The store's index.json names the index (skopeo reads the layout as is).
+    let root = store.root().to_string_lossy().into_owned();
+    let raw = |reference: &str, extra: &[&str]| -> serde_json::Value {
+        let out = std::process::Command::new("skopeo")
+            .args(["inspect", "--raw"])
+            .args(extra)
+            .arg(reference)
+            .output()
+            .expect("skopeo");
+        assert!(out.status.success(), "skopeo {reference}: {}", stderr(&out));
+        serde_json::from_slice(&out.stdout).expect("an index")
+    };
+    let platforms = |index: &serde_json::Value| -> Vec<String> {
+        index["manifests"]
+            .as_array()
+            .expect("manifests")
+            .iter()
+            .map(|m| {
+                format!(
+                    "{}/{}",
+                    m["platform"]["os"].as_str().unwrap(),
+                    m["platform"]["architecture"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    let stored = raw(&format!("oci:{root}:docker.io/library/both:latest"), &[]);
+    assert_eq!(platforms(&stored), ["linux/amd64", "linux/arm64"]);
+    // Push: the index with both manifests.
+    let dest = unique_platform_repo(&registry, "both");
+    store.ok(&["push", "both", &format!("{dest}:v1")]);
+    let pushed = raw(&format!("docker://{dest}:v1"), &["--tls-verify=false"]);
+    assert_eq!(
+        pushed["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert_eq!(platforms(&pushed), ["linux/amd64", "linux/arm64"]);
+    // Save: an oci-archive holding the index.
+    let saved = tempfile::tempdir().unwrap();
+    let archive = saved.path().join("both.tar");
+    store.ok(&[
+        "save",
+        "--format",
+        "oci-archive",
+        "-o",
+        archive.to_str().unwrap(),
+        "both",
+    ]);
+    let in_archive = raw(
+        &format!(
+            "oci-archive:{}:docker.io/library/both:latest",
+            archive.display()
+        ),
+        &[],
+    );
+    assert_eq!(platforms(&in_archive), ["linux/amd64", "linux/arm64"]);
+    // Podman, an independent client, runs the arm64 image of the pushed index.
+    if support::tool("podman").is_none() {
+        return;
+    }
+    let podman_dir = tempfile::tempdir().unwrap();
+    let podman = |args: &[&str]| {
+        std::process::Command::new("podman")
+            .arg("--root")
+            .arg(podman_dir.path().join("root"))
+            .arg("--runroot")
+            .arg(podman_dir.path().join("run"))
+            .args(["--storage-driver", "vfs"])
+            .args(args)
+            .output()
+            .expect("run podman")
+    };
+    let out = podman(&[
+        "run",
+        "--rm",
+        "--tls-verify=false",
+        "--platform",
+        "linux/arm64",
+        &format!("{dest}:v1"),
+        "cat",
+        "/which",
+    ]);
+    let _ = podman(&["rmi", "-a", "-f"]);
+    assert!(out.status.success(), "podman run: {}", stderr(&out));
+    assert_eq!(stdout(&out), "arm64 aarch64\n");
+}
+
+/// A rootless arm64 build: binfmt_misc handlers registered with the F flag run inside gcr's
+/// user namespace too.
+#[test]
+fn platform_rootless_arm64_build_runs_under_qemu() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(base) = busybox_multiarch() else {
+        return;
+    };
+    let Some(user) = support::fixture_env("GCR_TEST_USER") else {
+        return;
+    };
+    if !nix::unistd::geteuid().is_root() {
+        assert!(
+            !support::in_ci(),
+            "rootless tests run as root to switch to {user}"
+        );
+        eprintln!("SKIP: not root, cannot switch to {user}");
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("gcr-rootless-platform-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("gcr");
+    std::fs::copy(support::gcr_bin(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Containerfile"),
+        format!("FROM {base}\nRUN uname -m > /arch\n"),
+    )
+    .unwrap();
+    let store = dir.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    assert!(std::process::Command::new("chown")
+        .arg(format!("{user}:"))
+        .arg(&store)
+        .status()
+        .unwrap()
+        .success());
+    let gcr = |args: &[&str]| {
+        std::process::Command::new("runuser")
+            .args(["-u", &user, "--"])
+            .arg(&bin)
+            .arg("--root")
+            .arg(&store)
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("runuser gcr")
+    };
+    let ctx_arg = ctx.to_string_lossy().into_owned();
+    let out = gcr(&[
+        "build",
+        "--platform",
+        "linux/arm64",
+        "-t",
+        "rl-arm",
+        &ctx_arg,
+    ]);
+    assert!(out.status.success(), "rootless build: {}", stderr(&out));
+    let out = gcr(&["run", "--rm", "rl-arm", "cat", "/arch"]);
+    assert!(out.status.success(), "rootless run: {}", stderr(&out));
+    assert_eq!(stdout(&out), "aarch64\n");
 }

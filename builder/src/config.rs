@@ -97,9 +97,9 @@ struct ImageConfigOut<'a> {
     history: &'a [History],
 }
 
-/// The platform an image is for.
+/// The platform an image is for (`os/arch[/variant]`, normalised as BuildKit does).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Platform {
+pub struct Platform {
     pub architecture: String,
     pub os: String,
     pub variant: Option<String>,
@@ -113,6 +113,72 @@ impl Platform {
             os: os.to_string(),
             variant: (!variant.is_empty()).then(|| variant.to_string()),
         }
+    }
+
+    /// Parses `os/arch[/variant]` (or `arch` alone: linux), with containerd's aliases:
+    /// x86_64 and x86-64 are amd64, aarch64 is arm64 (its v8 variant is dropped, as
+    /// BuildKit's TARGETVARIANT is empty for it), armhf is arm/v7, armel arm/v6, and arm
+    /// alone is arm/v7.
+    pub fn parse(text: &str) -> Result<Platform, String> {
+        let parts: Vec<&str> = text.trim().split('/').collect();
+        let (os, arch, variant) = match parts.as_slice() {
+            [arch] => ("linux", *arch, None),
+            [os, arch] => (*os, *arch, None),
+            [os, arch, variant] => (*os, *arch, Some(*variant)),
+            _ => return Err(format!("invalid platform {text:?}: use os/arch[/variant]")),
+        };
+        if os.is_empty() || arch.is_empty() || variant == Some("") {
+            return Err(format!("invalid platform {text:?}: use os/arch[/variant]"));
+        }
+        let os = os.to_lowercase();
+        let (arch, variant) = match (arch.to_lowercase().as_str(), variant) {
+            ("x86_64" | "x86-64" | "amd64", v) => ("amd64".to_string(), v.map(str::to_string)),
+            ("aarch64" | "arm64", None | Some("v8")) => ("arm64".to_string(), None),
+            ("armhf", None) => ("arm".to_string(), Some("v7".to_string())),
+            ("armel", None) => ("arm".to_string(), Some("v6".to_string())),
+            ("arm", None) => ("arm".to_string(), Some("v7".to_string())),
+            ("i386" | "386", v) => ("386".to_string(), v.map(str::to_string)),
+            (a, v) => (a.to_string(), v.map(str::to_string)),
+        };
+        if os != "linux" {
+            return Err(format!(
+                "platform {text:?} is not supported: gcr builds linux images only"
+            ));
+        }
+        const KNOWN: &[&str] = &[
+            "386", "amd64", "arm", "arm64", "loong64", "mips", "mipsle", "mips64", "mips64le",
+            "ppc64", "ppc64le", "riscv64", "s390x",
+        ];
+        if !KNOWN.contains(&arch.as_str()) {
+            return Err(format!(
+                "platform {text:?} is not supported: unknown architecture {arch:?} (known: {})",
+                KNOWN.join(", ")
+            ));
+        }
+        Ok(Platform {
+            architecture: arch,
+            os,
+            variant,
+        })
+    }
+
+    /// Whether an image with this config platform can serve as `self` (an arm64 image with
+    /// variant v8 is an arm64 image).
+    pub fn accepts(&self, os: &str, architecture: &str, variant: Option<&str>) -> bool {
+        let variant = variant.filter(|v| !(architecture == "arm64" && *v == "v8"));
+        self.os == os
+            && self.architecture == architecture
+            && (self.variant.is_none() || self.variant.as_deref() == variant)
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
     }
 }
 
@@ -199,4 +265,35 @@ pub(crate) fn rfc3339(seconds: i64) -> String {
 /// Now, RFC 3339 with nanoseconds as Docker writes it.
 pub(crate) fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+/// Serialise the OCI image index of a multi-platform build: one descriptor per platform's
+/// manifest, with its platform.
+pub(crate) fn render_index(
+    store: &gcr_storage::Store,
+    images: &[(Platform, gcr_storage::ImageRecord)],
+) -> Result<Vec<u8>, gcr_storage::StoreError> {
+    let mut manifests = Vec::new();
+    for (platform, record) in images {
+        let size = store.image_manifest_bytes(record)?.len();
+        let mut p = serde_json::json!({
+            "architecture": platform.architecture,
+            "os": platform.os,
+        });
+        if let Some(v) = &platform.variant {
+            p["variant"] = Value::String(v.clone());
+        }
+        manifests.push(serde_json::json!({
+            "mediaType": record.manifest_media_type,
+            "digest": record.manifest_digest.as_str(),
+            "size": size,
+            "platform": p,
+        }));
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    });
+    Ok(serde_json::to_vec(&index).unwrap_or_default())
 }

@@ -12,6 +12,7 @@
 //! callback of [`build`] can do that in a child process).
 #![deny(unsafe_code)]
 
+mod binfmt;
 mod cache;
 mod commit;
 mod config;
@@ -26,6 +27,7 @@ mod source;
 use std::path::PathBuf;
 
 pub use commit::{changes_in_upper, layer_from_upper};
+pub use config::Platform;
 pub use error::BuildError;
 pub use export::{export, metadata, BuildExport, Destination};
 pub use gcr_storage::Compression;
@@ -69,6 +71,9 @@ pub struct BuildOptions {
     /// `--build-context NAME=...`: what a `FROM`, `COPY --from` or `RUN --mount from` of NAME
     /// means instead of the stage or image of that name.
     pub named_contexts: Vec<(String, NamedContext)>,
+    /// The platform to build for (`--platform`; default: the host's). See
+    /// [`build_platforms`] for several.
+    pub platform: Option<Platform>,
 }
 
 /// One `--build-context` value.
@@ -125,6 +130,7 @@ impl BuildOptions {
             rlimits: Vec::new(),
             shm_size: None,
             named_contexts: Vec::new(),
+            platform: None,
         }
     }
 }
@@ -137,8 +143,19 @@ pub struct BuildOutput {
     pub warnings: Vec<String>,
 }
 
-/// Finds a base image by reference (pulling it if the caller wants to) and returns its record.
-pub type ResolveImage<'a> = &'a dyn Fn(&str) -> Result<gcr_storage::ImageRecord, String>;
+/// A finished build for several platforms: one image per platform under one OCI index.
+#[derive(Debug, Clone)]
+pub struct MultiBuildOutput {
+    /// The index's record: the host platform's image (else the first), `index` set.
+    pub image: gcr_storage::ImageRecord,
+    /// The digest of the stored index.
+    pub index: gcr_storage::Digest,
+    pub warnings: Vec<String>,
+}
+
+/// Finds a base image by reference for a platform (pulling it if the caller wants to: from
+/// an index, that platform's image) and returns its record.
+pub type ResolveImage<'a> = &'a dyn Fn(&str, &Platform) -> Result<gcr_storage::ImageRecord, String>;
 
 /// Downloads a URL for `ADD <url>`: its bytes and its `Last-Modified` time (Unix seconds).
 /// The builder starts no threads, so the caller does the network work (e.g. in a child).
@@ -162,6 +179,46 @@ pub fn build_with_fetch(
     fetch: FetchUrl<'_>,
 ) -> Result<BuildOutput, BuildError> {
     engine::Engine::new(store, opts, resolve, Some(fetch))?.run()
+}
+
+/// Builds `opts` once per platform (each image stored unnamed, sharing the build cache),
+/// then one OCI image index over them, named with `opts.tags`. Same threading rule as
+/// [`build`].
+pub fn build_platforms(
+    store: &gcr_storage::Store,
+    opts: &BuildOptions,
+    platforms: &[Platform],
+    resolve: ResolveImage<'_>,
+    fetch: FetchUrl<'_>,
+) -> Result<MultiBuildOutput, BuildError> {
+    // Held across the builds: nothing an earlier platform stored is collected before the
+    // index names it.
+    let _lease = store
+        .lease()
+        .map_err(|e| BuildError::store("taking the store lease", e))?;
+    let mut images = Vec::new();
+    let mut warnings = Vec::new();
+    for platform in platforms {
+        let mut one = opts.clone();
+        one.tags.clear();
+        one.platform = Some(platform.clone());
+        if !opts.quiet {
+            eprintln!("#0 building for {platform}");
+        }
+        let out = engine::Engine::new(store, &one, resolve, Some(fetch))?.run()?;
+        warnings.extend(out.warnings);
+        images.push((platform.clone(), out.image));
+    }
+    let index = config::render_index(store, &images)
+        .map_err(|e| BuildError::store("reading a platform's manifest", e))?;
+    let image = store
+        .commit_index(&opts.tags, &index)
+        .map_err(|e| BuildError::store("storing the image index", e))?;
+    Ok(MultiBuildOutput {
+        image,
+        index: gcr_storage::Digest::of(&index),
+        warnings,
+    })
 }
 
 /// The host platform as `os/arch[/variant]`.

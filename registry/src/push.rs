@@ -138,7 +138,129 @@ pub async fn push(
         })
 }
 
+/// A multi-platform image (`image.index` set) goes as every platform's image by digest,
+/// then its index under the destination; any other image as [`push_image`].
 async fn push_inner(
+    store: &Store,
+    image: &ImageRecord,
+    destination: &Reference,
+    opts: &PushOptions,
+    events: &UnboundedSender<PushEvent>,
+) -> Result<PushedImage, PushErrorKind> {
+    let Some(index_digest) = image.index.clone() else {
+        return push_image(store, image, destination, opts, events).await;
+    };
+    let (children, index) = {
+        let store = store.clone();
+        let image = image.clone();
+        blocking::<PushErrorKind, _, StoreError>(move || {
+            Ok((store.platform_images(&image)?, store.index_bytes(&image)?))
+        })
+        .await?
+    };
+    let index = index.ok_or_else(|| {
+        PushErrorKind::Internal(format!("the index {index_digest} of the image is missing"))
+    })?;
+    let mut pushed = PushedImage {
+        destination: destination.to_string(),
+        manifest_digest: index_digest.clone(),
+        manifest_size: index.len() as u64,
+        uploaded: 0,
+        mounted: 0,
+        existing: 0,
+    };
+    for child in &children {
+        let by_digest = destination.with_digest(child.manifest_digest.as_str());
+        let one = push_image(store, child, &by_digest, opts, events).await?;
+        pushed.uploaded += one.uploaded;
+        pushed.mounted += one.mounted;
+        pushed.existing += one.existing;
+    }
+    let tag = destination
+        .tag()
+        .or(destination.digest())
+        .unwrap_or(crate::reference::DEFAULT_TAG)
+        .to_string();
+    if destination.tag().is_none()
+        && destination
+            .digest()
+            .is_some_and(|d| d != index_digest.as_str())
+    {
+        return Err(PushErrorKind::DestinationDigest {
+            wanted: tag,
+            actual: index_digest,
+        });
+    }
+    let retry = opts.retry(events);
+    let client = opts
+        .connect::<PushErrorKind, _>(destination, &retry)
+        .await?;
+    put_manifest(
+        &client,
+        &retry,
+        destination.repository(),
+        &tag,
+        INDEX_MEDIA_TYPE,
+        index,
+        &index_digest,
+        events,
+    )
+    .await?;
+    Ok(pushed)
+}
+
+/// Media type of an OCI image index (what gcr stores a multi-platform build as).
+const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+
+/// Puts a manifest or index, byte for byte, and checks the digest the registry stored.
+#[allow(clippy::too_many_arguments)]
+async fn put_manifest(
+    client: &RegistryClient,
+    retry: &crate::retry::Retry<'_, PushEvent>,
+    repo: &str,
+    tag_or_digest: &str,
+    media_type: &str,
+    bytes: Vec<u8>,
+    digest: &Digest,
+    events: &UnboundedSender<PushEvent>,
+) -> Result<u64, PushErrorKind> {
+    let scope = push_scope(repo);
+    let path = format!("/v2/{repo}/manifests/{tag_or_digest}");
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, header_value(media_type)?);
+    let body_bytes = bytes::Bytes::from(bytes);
+    let resp = retry
+        .run("pushing the manifest", || {
+            let headers = headers.clone();
+            let body_bytes = body_bytes.clone();
+            let path = &path;
+            let scope = &scope;
+            async move {
+                let body = move || Some(reqwest::Body::from(body_bytes.clone()));
+                client
+                    .send(Method::PUT, path, headers, &body, scope)
+                    .await
+                    .map_err(PushErrorKind::from)
+            }
+        })
+        .await?;
+    if let Some(stored) = content_digest(&resp) {
+        if stored != digest.as_str() {
+            return Err(PushErrorKind::ManifestDigest {
+                expected: digest.clone(),
+                actual: stored.to_string(),
+            });
+        }
+    }
+    let size = body_bytes.len() as u64;
+    let _ = events.send(PushEvent::ManifestPushed {
+        digest: digest.clone(),
+        size,
+    });
+    Ok(size)
+}
+
+async fn push_image(
     store: &Store,
     image: &ImageRecord,
     destination: &Reference,
@@ -245,41 +367,17 @@ async fn push_inner(
     ctx.push_blob(&config_job).await?;
 
     // The manifest, byte for byte.
-    let repo = destination.repository();
-    let scope = push_scope(repo);
-    let path = format!("/v2/{repo}/manifests/{tag_or_digest}");
-    let mut headers = HeaderMap::new();
-    headers.insert(CONTENT_TYPE, header_value(&media_type)?);
-    let body_bytes = bytes::Bytes::from(manifest);
-    let resp = retry
-        .run("pushing the manifest", || {
-            let headers = headers.clone();
-            let body_bytes = body_bytes.clone();
-            let client = &client;
-            let path = &path;
-            let scope = &scope;
-            async move {
-                let body = move || Some(reqwest::Body::from(body_bytes.clone()));
-                client
-                    .send(Method::PUT, path, headers, &body, scope)
-                    .await
-                    .map_err(PushErrorKind::from)
-            }
-        })
-        .await?;
-    if let Some(stored) = content_digest(&resp) {
-        if stored != manifest_digest.as_str() {
-            return Err(PushErrorKind::ManifestDigest {
-                expected: manifest_digest,
-                actual: stored.to_string(),
-            });
-        }
-    }
-    let manifest_size = body_bytes.len() as u64;
-    let _ = events.send(PushEvent::ManifestPushed {
-        digest: manifest_digest.clone(),
-        size: manifest_size,
-    });
+    let manifest_size = put_manifest(
+        &client,
+        &retry,
+        destination.repository(),
+        &tag_or_digest,
+        &media_type,
+        manifest,
+        &manifest_digest,
+        events,
+    )
+    .await?;
     Ok(PushedImage {
         destination: destination.to_string(),
         manifest_digest,

@@ -201,7 +201,19 @@ impl Store {
                 continue;
             }
             report.images_checked += 1;
-            if let Some(why) = self.image_problem(&entry.digest, &bad_blobs, &bad_layers) {
+            // A multi-platform image is broken when any of its platforms' images is.
+            let children = self.index_children(&entry.digest);
+            let problem = if entry.media_type == crate::index::OCI_INDEX && children.is_empty() {
+                Some(format!("index blob {} is missing or corrupt", entry.digest))
+            } else if children.is_empty() {
+                self.image_problem(&entry.digest, &bad_blobs, &bad_layers)
+            } else {
+                children.iter().find_map(|c| {
+                    self.image_problem(&c.digest, &bad_blobs, &bad_layers)
+                        .map(|why| format!("platform {}/{}: {why}", c.os, c.architecture))
+                })
+            };
+            if let Some(why) = problem {
                 broken_manifests.insert(entry.digest.clone(), why);
             }
         }
@@ -428,19 +440,43 @@ impl Store {
             .into_iter()
             .filter_map(|(_, i)| i)
             .collect();
-        let named: BTreeSet<Digest> = index
+        let mut named: BTreeSet<Digest> = index
             .manifests
             .iter()
             .filter(|e| e.annotations.contains_key(crate::REF_NAME_ANNOTATION))
             .map(|e| e.digest.clone())
             .collect();
-        let doomed: BTreeSet<Digest> = images
+        // The platforms of a named index are named through it; an index goes when all of
+        // its platforms' images do.
+        let indexes: Vec<(Digest, Vec<Digest>)> = index
+            .manifests
+            .iter()
+            .filter(|e| e.media_type == crate::index::OCI_INDEX)
+            .map(|e| {
+                let children = self.index_children(&e.digest);
+                (
+                    e.digest.clone(),
+                    children.into_iter().map(|c| c.digest).collect(),
+                )
+            })
+            .collect();
+        for (digest, children) in &indexes {
+            if named.contains(digest) {
+                named.extend(children.iter().cloned());
+            }
+        }
+        let mut doomed: BTreeSet<Digest> = images
             .iter()
             .filter(|(manifest, (config, _, _))| {
                 !used.contains(config) && (all || !named.contains(*manifest))
             })
             .map(|(manifest, _)| manifest.clone())
             .collect();
+        for (digest, children) in &indexes {
+            if !children.is_empty() && children.iter().all(|c| doomed.contains(c)) {
+                doomed.insert(digest.clone());
+            }
+        }
         if !doomed.is_empty() {
             for e in &index.manifests {
                 if doomed.contains(&e.digest) {

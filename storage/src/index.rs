@@ -39,6 +39,9 @@ pub struct ImageRecord {
     pub os: String,
     /// Config `variant`, if any.
     pub variant: Option<String>,
+    /// For a multi-platform name: the digest of its OCI index (the record is the host
+    /// platform's image of it; `Store::platform_images` lists them all).
+    pub index: Option<Digest>,
 }
 
 /// What `remove_image` did.
@@ -73,7 +76,7 @@ pub(crate) struct IndexEntry {
 }
 
 impl IndexEntry {
-    fn name(&self) -> Option<&str> {
+    pub(crate) fn name(&self) -> Option<&str> {
         self.annotations
             .get(REF_NAME_ANNOTATION)
             .map(String::as_str)
@@ -318,13 +321,17 @@ impl Store {
         let mut index = index.clone();
         index.schema_version = 2;
         index.media_type = Some(OCI_INDEX.to_string());
-        // One unnamed entry per image at most, and none for images that also have a name.
-        let named: BTreeSet<Digest> = index
+        // One unnamed entry per image at most, and none for images that also have a name or
+        // that a stored index holds (they are listed through it).
+        let mut named: BTreeSet<Digest> = index
             .manifests
             .iter()
             .filter(|e| e.name().is_some())
             .map(|e| e.digest.clone())
             .collect();
+        for e in index.manifests.iter().filter(|e| e.media_type == OCI_INDEX) {
+            named.extend(self.index_children(&e.digest).into_iter().map(|c| c.digest));
+        }
         let mut seen_unnamed = BTreeSet::new();
         index.manifests.retain(|e| {
             e.name().is_some()
@@ -414,7 +421,7 @@ impl Store {
         self.record_from_entries(&manifest_digest, &index.manifests)
     }
 
-    fn check_image_content(
+    pub(crate) fn check_image_content(
         &self,
         manifest: &ParsedManifest,
         config: &ParsedConfig,
@@ -436,16 +443,13 @@ impl Store {
         Ok(())
     }
 
-    /// Build the record of one manifest from the index entries that point at it.
-    fn record_from_entries(
+    /// Build the record of one manifest (or index: its host platform's image) from the
+    /// index entries that point at it.
+    pub(crate) fn record_from_entries(
         &self,
         manifest_digest: &Digest,
         entries: &[IndexEntry],
     ) -> Result<ImageRecord, StoreError> {
-        let manifest = self.read_blob(manifest_digest, MAX_DOCUMENT_SIZE)?;
-        let parsed = parse_manifest(manifest_digest, &manifest)?;
-        let config = self.read_blob(&parsed.config, MAX_DOCUMENT_SIZE)?;
-        let cfg = parse_config(&parsed.config, &config)?;
         let mut names: Vec<String> = entries
             .iter()
             .filter(|e| &e.digest == manifest_digest)
@@ -453,6 +457,30 @@ impl Store {
             .collect();
         names.sort();
         names.dedup();
+        let bytes = self.read_blob(manifest_digest, MAX_DOCUMENT_SIZE)?;
+        let mut record = if crate::platforms::is_index(&bytes) {
+            let children = crate::platforms::parse_index(manifest_digest, &bytes)?;
+            let child = crate::platforms::host_child(&children);
+            let mut r = self.record_of_manifest(&child.digest)?;
+            r.index = Some(manifest_digest.clone());
+            r
+        } else {
+            self.record_of_manifest(manifest_digest)?
+        };
+        record.names = names;
+        Ok(record)
+    }
+
+    /// The record of one image manifest, without names.
+    pub(crate) fn record_of_manifest(
+        &self,
+        manifest_digest: &Digest,
+    ) -> Result<ImageRecord, StoreError> {
+        let manifest = self.read_blob(manifest_digest, MAX_DOCUMENT_SIZE)?;
+        let parsed = parse_manifest(manifest_digest, &manifest)?;
+        let config = self.read_blob(&parsed.config, MAX_DOCUMENT_SIZE)?;
+        let cfg = parse_config(&parsed.config, &config)?;
+        let names = Vec::new();
         let size = cfg.diff_ids.iter().map(|d| self.layer_size(d)).sum();
         let (manifest_digest, manifest_media_type) = match &parsed.source {
             Some(source) => (source.clone(), DOCKER_MANIFEST.to_string()),
@@ -470,6 +498,7 @@ impl Store {
             architecture: cfg.architecture,
             os: cfg.os,
             variant: cfg.variant,
+            index: None,
         })
     }
 
@@ -510,6 +539,7 @@ impl Store {
                 .iter()
                 .find(|r| r.id == d)
                 .or_else(|| images.iter().find(|r| r.manifest_digest == d))
+                .or_else(|| images.iter().find(|r| r.index.as_ref() == Some(&d)))
             {
                 return Ok(r.clone());
             }
@@ -609,31 +639,51 @@ impl Store {
                     return Ok(Some(entry.clone()));
                 }
             }
+            // A multi-platform image is found by its host platform's image ID.
+            if entry.media_type == OCI_INDEX {
+                if let Ok(r) = self.record_from_entries(&entry.digest, &[]) {
+                    if &r.id == id {
+                        return Ok(Some(entry.clone()));
+                    }
+                }
+            }
         }
         Ok(None)
     }
 
-    /// The config digest of each manifest in the index (unreadable ones omitted).
+    /// The config digest of each manifest in the index, the platforms' manifests of stored
+    /// indexes included (unreadable ones omitted).
     pub(crate) fn index_images(
         &self,
         index: &Index,
     ) -> BTreeMap<Digest, (Digest, ParsedManifest, Option<ParsedConfig>)> {
         let mut out = BTreeMap::new();
+        let mut digests: Vec<Digest> = Vec::new();
         for entry in &index.manifests {
-            if out.contains_key(&entry.digest) {
+            digests.push(entry.digest.clone());
+            if entry.media_type == OCI_INDEX {
+                digests.extend(
+                    self.index_children(&entry.digest)
+                        .into_iter()
+                        .map(|c| c.digest),
+                );
+            }
+        }
+        for digest in digests {
+            if out.contains_key(&digest) {
                 continue;
             }
-            let Ok(bytes) = self.read_blob(&entry.digest, MAX_DOCUMENT_SIZE) else {
+            let Ok(bytes) = self.read_blob(&digest, MAX_DOCUMENT_SIZE) else {
                 continue;
             };
-            let Ok(m) = parse_manifest(&entry.digest, &bytes) else {
+            let Ok(m) = parse_manifest(&digest, &bytes) else {
                 continue;
             };
             let cfg = self
                 .read_blob(&m.config, MAX_DOCUMENT_SIZE)
                 .ok()
                 .and_then(|c| parse_config(&m.config, &c).ok());
-            out.insert(entry.digest.clone(), (m.config.clone(), m, cfg));
+            out.insert(digest, (m.config.clone(), m, cfg));
         }
         out
     }
@@ -651,11 +701,23 @@ impl Store {
         let _lock = self.lock()?;
         let mut index = self.read_index()?;
         let images = self.index_images(&index);
-        let doomed: BTreeSet<Digest> = images
+        let mut doomed: BTreeSet<Digest> = images
             .iter()
             .filter(|(manifest, (config, _, _))| config == id || *manifest == id)
             .map(|(manifest, _)| manifest.clone())
             .collect();
+        // A multi-platform image goes whole: by its index digest or any platform's image.
+        let mut doomed_indexes = Vec::new();
+        for e in index.manifests.iter().filter(|e| e.media_type == OCI_INDEX) {
+            let children = self.index_children(&e.digest);
+            if &e.digest == id || children.iter().any(|c| doomed.contains(&c.digest)) {
+                doomed_indexes.push((e.digest.clone(), children));
+            }
+        }
+        for (digest, children) in &doomed_indexes {
+            doomed.insert(digest.clone());
+            doomed.extend(children.iter().map(|c| c.digest.clone()));
+        }
         if doomed.is_empty() {
             return Err(StoreError::ImageNotFound {
                 reference: id.to_string(),
@@ -689,6 +751,11 @@ impl Store {
                 keep_layers.extend(cfg.diff_ids.iter().cloned());
             }
         }
+        for (digest, _) in &doomed_indexes {
+            if !keep_blobs.contains(digest) && !kept.contains_key(digest) {
+                self.discard_path(&self.blob_path(digest))?;
+            }
+        }
         for manifest in &doomed {
             let Some((config, m, cfg)) = images.get(manifest) else {
                 continue;
@@ -716,7 +783,7 @@ impl Store {
 }
 
 /// After names were removed from `index`, images that lost every entry stay as unnamed entries.
-fn keep_orphans_unnamed(previous: &[IndexEntry], index: &mut Index) {
+pub(crate) fn keep_orphans_unnamed(previous: &[IndexEntry], index: &mut Index) {
     let mut orphans: Vec<IndexEntry> = Vec::new();
     for e in previous {
         let present = index.manifests.iter().any(|f| f.digest == e.digest)

@@ -30,6 +30,7 @@ mod index;
 mod ingest;
 mod layer_writer;
 mod parallel_gzip;
+mod platforms;
 mod store;
 mod tmp;
 pub mod unpack;

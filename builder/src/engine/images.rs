@@ -11,7 +11,30 @@ use crate::config::{self, History, Platform, RunConfig};
 use crate::error::BuildError;
 
 impl Engine<'_> {
-    pub(super) fn image_state(&self, record: &ImageRecord) -> Result<State, String> {
+    /// The state a base image gives a stage built for `platform` (which the image must be
+    /// for: the resolver picked it from an index or pulled it so).
+    pub(super) fn image_state(
+        &self,
+        record: &ImageRecord,
+        platform: &Platform,
+    ) -> Result<State, String> {
+        if !platform.accepts(&record.os, &record.architecture, record.variant.as_deref()) {
+            let variant = record
+                .variant
+                .as_ref()
+                .map(|v| format!("/{v}"))
+                .unwrap_or_default();
+            return Err(format!(
+                "image {} is for {}/{}{variant}, not {platform}",
+                record
+                    .names
+                    .first()
+                    .map(String::as_str)
+                    .unwrap_or(record.id.as_str()),
+                record.os,
+                record.architecture,
+            ));
+        }
         let config_bytes = self
             .store
             .image_config_bytes(record)
@@ -72,11 +95,7 @@ impl Engine<'_> {
             key: cache::key(&["image", record.id.as_str()]),
             time: self.fixed_time().unwrap_or(created),
             args: Vec::new(),
-            platform: Platform {
-                architecture: record.architecture.clone(),
-                os: record.os.clone(),
-                variant: record.variant.clone(),
-            },
+            platform: platform.clone(),
             cmd_set: false,
         })
     }
@@ -89,15 +108,22 @@ impl Engine<'_> {
         self.fixed_time().unwrap_or_else(config::now_rfc3339)
     }
 
-    pub(super) fn scratch_state(&self) -> State {
+    pub(super) fn scratch_state(&self, platform: &Platform) -> State {
+        // The platform is part of the key only for foreign ones: host builds keep their keys.
+        let name = platform.to_string();
+        let key = if *platform == Platform::host() {
+            cache::key(&["scratch"])
+        } else {
+            cache::key(&["scratch", &name])
+        };
         State {
             layers: Vec::new(),
             config: RunConfig::default(),
             history: Vec::new(),
-            key: cache::key(&["scratch"]),
+            key,
             time: self.fixed_time().unwrap_or_else(|| config::rfc3339(0)),
             args: Vec::new(),
-            platform: Platform::host(),
+            platform: platform.clone(),
             cmd_set: false,
         }
     }

@@ -10,7 +10,7 @@ use gcr_grammar::{CommandLine, Healthcheck, Instruction, InstructionKind};
 use serde_json::Value;
 
 use super::state::{State, HISTORY_COMMENT};
-use super::{platform_args, Engine};
+use super::Engine;
 use crate::cache;
 use crate::config::History;
 use crate::error::StepResult;
@@ -94,7 +94,7 @@ impl Engine<'_> {
                     } else if let Some((_, v)) = self.globals.iter().find(|(k, _)| k == &def.name) {
                         v.clone()
                     } else {
-                        platform_args()
+                        self.platform_args()
                             .into_iter()
                             .find(|(k, _)| k == &def.name)
                             .map(|(_, v)| v)

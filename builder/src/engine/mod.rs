@@ -17,6 +17,7 @@ use std::path::Path;
 use gcr_grammar::{Containerfile, Heredoc, Instruction, InstructionKind, ShellLexer};
 use gcr_storage::Store;
 
+use crate::config::Platform;
 use crate::error::{BuildError, StepFailure, StepResult};
 use crate::fsutil::{self, Confine};
 use crate::source::SourceTree;
@@ -52,10 +53,8 @@ pub(crate) struct Engine<'a> {
     _lease: gcr_storage::Lease,
     /// An always-empty directory: the lower dir of a scratch overlay.
     empty: gcr_storage::BuildDir,
-}
-
-fn platform_args() -> Vec<(String, String)> {
-    gcr_grammar::platform_args()
+    /// The platform built for (`--platform`, else the host's).
+    target: Platform,
 }
 
 impl<'a> Engine<'a> {
@@ -98,7 +97,23 @@ impl<'a> Engine<'a> {
             _lease: lease,
             empty,
             cf,
+            target: opts.platform.clone().unwrap_or_else(Platform::host),
         })
+    }
+
+    /// BuildKit's automatic platform ARGs: BUILD* for this machine, TARGET* for the target.
+    fn platform_args(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (prefix, p) in [("BUILD", Platform::host()), ("TARGET", self.target.clone())] {
+            out.push((format!("{prefix}PLATFORM"), p.to_string()));
+            out.push((format!("{prefix}OS"), p.os.clone()));
+            out.push((format!("{prefix}ARCH"), p.architecture.clone()));
+            out.push((
+                format!("{prefix}VARIANT"),
+                p.variant.clone().unwrap_or_default(),
+            ));
+        }
+        out
     }
 
     fn fail(&self, instr: &Instruction, failure: StepFailure) -> BuildError {
@@ -196,7 +211,7 @@ impl<'a> Engine<'a> {
     }
 
     fn global_env(&self) -> Vec<(String, String)> {
-        let mut env = platform_args();
+        let mut env = self.platform_args();
         env.extend(
             self.globals
                 .iter()
@@ -269,7 +284,7 @@ fn is_predefined_arg(name: &str) -> bool {
     matches!(
         name.to_uppercase().as_str(),
         "HTTP_PROXY" | "HTTPS_PROXY" | "FTP_PROXY" | "NO_PROXY" | "ALL_PROXY"
-    ) || platform_args().iter().any(|(k, _)| k == name)
+    ) || gcr_grammar::platform_args().iter().any(|(k, _)| k == name)
 }
 
 /// An instruction's text for messages and progress: one line, at most 120 characters.

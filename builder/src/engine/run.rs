@@ -172,7 +172,10 @@ impl Engine<'_> {
         let env = state.run_env();
         let cwd = state.workdir();
         let user = state.config.user.clone();
+        let platform = state.platform.clone();
         self.layer_step(state, instr, progress, &key_text, |eng, st, dirs| {
+            // Checked on a cache miss only: a cached foreign step needs no emulator.
+            crate::binfmt::check_host(&platform).map_err(StepFailure::Message)?;
             let mut mounts = Vec::new();
             let mut ssh_env: Option<String> = None;
             let mut secret_env: Vec<String> = Vec::new();

@@ -7,6 +7,7 @@ use gcr_grammar::{Instruction, InstructionKind};
 
 use super::state::{State, DEFAULT_PATH};
 use super::Engine;
+use crate::config::Platform;
 use crate::error::{BuildError, StepFailure, StepResult};
 
 /// Where a stage starts.
@@ -154,25 +155,21 @@ impl Engine<'_> {
         } else {
             format!("{} ", self.stage_label(index))
         };
+        // `FROM --platform=...` (often $BUILDPLATFORM) picks the stage's platform; else the
+        // build's target.
+        let mut platform = self.target.clone();
         if let InstructionKind::From(f) = &stage.from.kind {
             if let Some(p) = &f.platform {
                 let p = self
                     .lexer
                     .process_word(p, &self.global_env())
                     .map_err(|e| self.fail(&stage.from, e.into()))?;
-                let host = crate::host_platform_string();
-                if p != host && !host.starts_with(&format!("{p}/")) {
-                    return Err(self.fail(
-                        &stage.from,
-                        StepFailure::Message(format!(
-                            "platform {p} is not supported yet: gcr builds for the host platform ({host}) only"
-                        )),
-                    ));
-                }
+                platform = Platform::parse(&p)
+                    .map_err(|e| self.fail(&stage.from, StepFailure::Message(e)))?;
             }
         }
         let mut state = match &bases[index] {
-            Base::Scratch => self.scratch_state(),
+            Base::Scratch => self.scratch_state(&platform),
             Base::Stage(j) => match &self.built[*j] {
                 Some(s) => {
                     let mut s = s.clone();
@@ -191,9 +188,9 @@ impl Engine<'_> {
                 let name = &self
                     .context_image(name)
                     .map_err(|e| self.fail(&stage.from, e))?;
-                let record = (self.resolve)(name)
+                let record = (self.resolve)(name, &platform)
                     .map_err(|e| self.fail(&stage.from, StepFailure::Message(e)))?;
-                self.image_state(&record)
+                self.image_state(&record, &platform)
                     .map_err(|e| self.fail(&stage.from, StepFailure::Message(e)))?
             }
         };
@@ -295,11 +292,13 @@ impl Engine<'_> {
             };
         }
         if from.to_lowercase() == "scratch" {
-            return Ok((self.scratch_state(), "scratch".into()));
+            return Ok((self.scratch_state(&state.platform), "scratch".into()));
         }
         let from = self.context_image(&from)?;
-        let record = (self.resolve)(&from).map_err(StepFailure::Message)?;
-        let st = self.image_state(&record).map_err(StepFailure::Message)?;
+        let record = (self.resolve)(&from, &state.platform).map_err(StepFailure::Message)?;
+        let st = self
+            .image_state(&record, &state.platform)
+            .map_err(StepFailure::Message)?;
         Ok((st, format!("image {from}")))
     }
 

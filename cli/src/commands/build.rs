@@ -74,8 +74,9 @@ pub struct BuildArgs {
     /// Progress output: auto, plain or tty (all print BuildKit's plain form)
     #[arg(long, default_value = "auto", value_name = "TYPE")]
     progress: String,
-    /// Target platform (only the host's is supported)
-    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    /// Target platform, or a comma-separated list of them (one image index with a manifest
+    /// per platform); foreign ones run RUN steps through qemu-user-static's binfmt_misc handlers
+    #[arg(long, value_name = "OS/ARCH[/VARIANT][,...]")]
     platform: Option<String>,
     /// Layer compression: gzip (default) or zstd
     #[arg(long, default_value = "gzip", value_name = "gzip|zstd")]
@@ -249,6 +250,7 @@ pub fn build(ctx: &Context, mut args: BuildArgs) -> anyhow::Result<u8> {
         containerfile_path(&args)?
     };
     let options = build_options(&args, &path)?;
+    let platforms = platform_list(args.platform.as_deref())?;
     let exports = args
         .outputs
         .iter()
@@ -275,38 +277,80 @@ pub fn build(ctx: &Context, mut args: BuildArgs) -> anyhow::Result<u8> {
     if to_stdout && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         bail!("refusing to write a tar stream to a terminal: give the output a dest=FILE or redirect stdout");
     }
+    if platforms.len() > 1 && !exports.is_empty() {
+        bail!("--output with several platforms is not supported yet: build one --platform per output, or push the index");
+    }
     let pulled = std::cell::RefCell::new(std::collections::BTreeSet::new());
-    let resolve = |name: &str| -> Result<gcr_storage::ImageRecord, String> {
-        let fresh_pull = args.pull && pulled.borrow_mut().insert(name.to_string());
+    let resolve = |name: &str,
+                   platform: &gcr_builder::Platform|
+     -> Result<gcr_storage::ImageRecord, String> {
+        let fresh_pull = args.pull && pulled.borrow_mut().insert(format!("{name} {platform}"));
         if !fresh_pull {
-            if let Ok(record) = crate::lookup::find_image(&store, name) {
+            if let Some(record) = stored_for_platform(&store, name, platform) {
                 return Ok(record);
             }
         }
-        pull_image(ctx, name).map_err(|e| format!("{e:#}"))?;
-        crate::lookup::find_image(&store, name).map_err(|e| format!("{e:#}"))
+        // The host's platform is pulled as gcr pull picks it (no --platform), as before.
+        let wanted = (*platform != gcr_builder::Platform::host()).then_some(platform);
+        let before = crate::lookup::find_image(&store, name).ok();
+        pull_image(ctx, name, wanted).map_err(|e| format!("{e:#}"))?;
+        let found = stored_for_platform(&store, name, platform).ok_or_else(|| {
+            format!("base image {name} was pulled but has no image for {platform}")
+        })?;
+        // A foreign platform's pull leaves the name where it was (on the host's image), so a
+        // cross build does not change what `gcr run NAME` runs; the pulled image stays unnamed.
+        if let Some(before) = before.filter(|b| b.id != found.id && wanted.is_some()) {
+            if let Some(stored) = found.names.iter().find(|n| before.names.contains(n)) {
+                store.tag(&before.id, stored).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(found)
     };
     let fetch = |url: &str| -> Result<(Vec<u8>, Option<i64>), String> {
         let dir = store.build_dir("add-url").map_err(|e| e.to_string())?;
         fetch_url(&dir.path().join("download"), url).map_err(|e| format!("{e:#}"))
     };
-    match gcr_builder::build_with_fetch(&store, &options, &resolve, &fetch) {
-        Ok(output) => {
-            let id = output.image.id.as_str().to_string();
+    let built = match platforms.as_slice() {
+        [] => gcr_builder::build_with_fetch(&store, &options, &resolve, &fetch)
+            .map(|o| (o.image.id.clone(), o.image)),
+        [one] => {
+            let mut options = options.clone();
+            options.platform = Some(one.clone());
+            gcr_builder::build_with_fetch(&store, &options, &resolve, &fetch)
+                .map(|o| (o.image.id.clone(), o.image))
+        }
+        several => gcr_builder::build_platforms(&store, &options, several, &resolve, &fetch)
+            .map(|o| (o.index, o.image)),
+    };
+    match built {
+        Ok((id, image)) => {
+            // Several platforms: the index digest, as buildx's --iidfile has it.
+            let digest = id.clone();
+            let id = id.as_str().to_string();
             for export in &exports {
-                gcr_builder::export(&store, &output.image, &options.tags, export)?;
+                gcr_builder::export(&store, &image, &options.tags, export)?;
             }
             if let Some(file) = &args.iidfile {
                 std::fs::write(file, &id)
                     .with_context(|| format!("cannot write --iidfile {}", file.display()))?;
             }
             if let Some(file) = &args.metadata_file {
-                let doc = gcr_builder::metadata(&store, &output.image);
+                let mut doc = gcr_builder::metadata(&store, &image);
+                if id != image.id.as_str() {
+                    // Several platforms: the result is the index.
+                    let size = std::fs::metadata(store.blob_path(&digest)).map_or(0, |m| m.len());
+                    doc["containerimage.digest"] = serde_json::json!(id);
+                    doc["containerimage.descriptor"] = serde_json::json!({
+                        "mediaType": "application/vnd.oci.image.index.v1+json",
+                        "digest": id,
+                        "size": size,
+                    });
+                }
                 std::fs::write(file, serde_json::to_vec_pretty(&doc)?)
                     .with_context(|| format!("cannot write --metadata-file {}", file.display()))?;
             }
             if !args.quiet {
-                for name in &output.image.names {
+                for name in &image.names {
                     eprintln!("Successfully tagged {name}");
                 }
             }
@@ -332,12 +376,6 @@ fn build_options(
     args: &BuildArgs,
     path: &std::path::Path,
 ) -> anyhow::Result<gcr_builder::BuildOptions> {
-    if let Some(platform) = &args.platform {
-        let host = gcr_builder::host_platform_string();
-        if platform != &host && !host.starts_with(&format!("{platform}/")) {
-            bail!("--platform {platform} is not supported yet: gcr builds for the host platform ({host}) only");
-        }
-    }
     if !matches!(args.progress.as_str(), "auto" | "plain" | "tty" | "quiet") {
         bail!(
             "unknown --progress {:?}: use auto, plain, tty or quiet",
@@ -453,15 +491,52 @@ fn build_options(
     Ok(options)
 }
 
+/// `--platform` values: one or a comma-separated list, each once.
+fn platform_list(text: Option<&str>) -> anyhow::Result<Vec<gcr_builder::Platform>> {
+    let mut out: Vec<gcr_builder::Platform> = Vec::new();
+    for part in text
+        .unwrap_or("")
+        .split(',')
+        .filter(|p| !p.trim().is_empty())
+    {
+        let platform =
+            gcr_builder::Platform::parse(part).map_err(|e| anyhow::anyhow!("--platform: {e}"))?;
+        if !out.contains(&platform) {
+            out.push(platform);
+        }
+    }
+    Ok(out)
+}
+
+/// The stored image `name` for `platform`: the named image if it is for that platform, or
+/// that platform's image of a stored multi-platform name.
+fn stored_for_platform(
+    store: &gcr_storage::Store,
+    name: &str,
+    platform: &gcr_builder::Platform,
+) -> Option<gcr_storage::ImageRecord> {
+    let record = crate::lookup::find_image(store, name).ok()?;
+    store
+        .platform_images(&record)
+        .ok()?
+        .into_iter()
+        .find(|r| platform.accepts(&r.os, &r.architecture, r.variant.as_deref()))
+}
+
 /// Pulls a base image in a child `gcr pull`, so this process never starts the threads of an
 /// async runtime before it forks RUN containers.
-fn pull_image(ctx: &Context, name: &str) -> anyhow::Result<()> {
+fn pull_image(
+    ctx: &Context,
+    name: &str,
+    platform: Option<&gcr_builder::Platform>,
+) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find the gcr binary to pull with")?;
-    let status = std::process::Command::new(exe)
-        .arg("--root")
-        .arg(&ctx.root)
-        .arg("pull")
-        .arg("-q")
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--root").arg(&ctx.root).arg("pull").arg("-q");
+    if let Some(platform) = platform {
+        cmd.arg("--platform").arg(platform.to_string());
+    }
+    let status = cmd
         .arg(name)
         .stdout(std::process::Stdio::null())
         .status()

@@ -249,29 +249,46 @@ impl Store {
         let mut docker_entries: Vec<DockerEntry> = Vec::new();
         for request in images {
             let record = &request.record;
-            let (manifest_digest, manifest) = self.oci_manifest_of(record)?;
-            let parsed = parse_manifest(&manifest_digest, &manifest)?;
-            // As Docker 25+ writes it: a manifest.json over the same blobs, so engines that
-            // only know docker-archives (Docker up to 24) load the archive too.
-            add_docker_entry(
-                &mut docker_entries,
-                blob_member(&parsed.config),
-                &request.names,
-                parsed.layers.iter().map(blob_member).collect(),
-            );
-            let mut blobs: Vec<Digest> = parsed.layers.clone();
-            blobs.push(parsed.config.clone());
-            blobs.extend(parsed.source.iter().cloned());
-            blobs.push(manifest_digest.clone());
-            for blob in blobs {
-                if written.contains(&blob) {
-                    continue;
+            let (mut manifest_digest, mut manifest) = self.oci_manifest_of(record)?;
+            // A multi-platform image: every platform's image, then its index, which the
+            // archive's index.json names.
+            for platform in self.platform_images(record)? {
+                let (digest, bytes) = self.oci_manifest_of(&platform)?;
+                let parsed = parse_manifest(&digest, &bytes)?;
+                // As Docker 25+ writes it: a manifest.json over the same blobs, so engines
+                // that only know docker-archives (Docker up to 24) load the archive too (the
+                // host's platform only: docker-archives hold one image per name).
+                if platform.id == record.id {
+                    add_docker_entry(
+                        &mut docker_entries,
+                        blob_member(&parsed.config),
+                        &request.names,
+                        parsed.layers.iter().map(blob_member).collect(),
+                    );
                 }
-                self.write_blob_member(&mut tar, &blob)?;
-                written.push(blob);
+                let mut blobs: Vec<Digest> = parsed.layers.clone();
+                blobs.push(parsed.config.clone());
+                blobs.extend(parsed.source.iter().cloned());
+                blobs.push(digest.clone());
+                for blob in blobs {
+                    if written.contains(&blob) {
+                        continue;
+                    }
+                    self.write_blob_member(&mut tar, &blob)?;
+                    written.push(blob);
+                }
+            }
+            let mut media_type = OCI_MANIFEST;
+            if let (Some(digest), Some(bytes)) = (&record.index, self.index_bytes(record)?) {
+                if !written.contains(digest) {
+                    self.write_blob_member(&mut tar, digest)?;
+                    written.push(digest.clone());
+                }
+                (manifest_digest, manifest) = (digest.clone(), bytes);
+                media_type = OCI_INDEX;
             }
             let index_entry = |name: Option<&String>| {
-                let mut d = descriptor(OCI_MANIFEST, &manifest_digest, manifest.len() as u64);
+                let mut d = descriptor(media_type, &manifest_digest, manifest.len() as u64);
                 if let Some(name) = name {
                     d["annotations"] = json!({
                         REF_NAME_ANNOTATION: name,
