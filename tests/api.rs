@@ -302,10 +302,10 @@ fn endpoints_not_done_answer_501_naming_themselves() {
     let (status, body) = s.curl_json(
         "POST",
         "/containers/create",
-        r#"{"Image":"x","HostConfig":{"VolumesFrom":["other"]}}"#,
+        r#"{"Image":"x","HostConfig":{"Links":["other:db"]}}"#,
     );
     assert_eq!(status, 501, "{body}");
-    assert!(body.contains("HostConfig.VolumesFrom"), "{body}");
+    assert!(body.contains("HostConfig.Links"), "{body}");
     // The service keeps serving after them.
     assert_eq!(s.curl("GET", "/_ping").0, 200);
 }
