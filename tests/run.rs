@@ -517,6 +517,11 @@ fn privileged_caps_and_security_opts() {
         );
         let out = expect(&s.sh(&["--security-opt", "seccomp=unconfined"], status), 0);
         assert!(out.contains("Seccomp:\t0"), "{out}");
+        // No SELinux here: label=disable is accepted (as Docker), an unknown option is not.
+        expect(&s.sh(&["--security-opt", "label=disable"], "true"), 0);
+        let bad = s.sh(&["--security-opt", "nonsense=1"], "true");
+        assert_eq!(bad.status.code(), Some(125), "{}", stderr(&bad));
+        assert!(stderr(&bad).contains("nonsense"), "{}", stderr(&bad));
         // A profile file in Docker's format.
         let profile = s.store.root().join("profile.json");
         std::fs::write(

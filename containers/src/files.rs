@@ -65,10 +65,22 @@ pub fn view(store: &gcr_storage::Store, c: &Container) -> Result<FilesView> {
 /// mount and nothing is written to its files.
 pub fn snapshot(store: &gcr_storage::Store, c: &Container) -> Result<FilesView> {
     let image = c.image(store)?;
+    throwaway_view(store, &image, Some(c.upper_dir()), &c.dir, "export-")
+}
+
+/// The layers of `image` (with `top` over them) under a scratch upper dir made in `base`
+/// and removed when the view is dropped.
+fn throwaway_view(
+    store: &gcr_storage::Store,
+    image: &gcr_storage::ImageRecord,
+    top: Option<PathBuf>,
+    base: &Path,
+    prefix: &str,
+) -> Result<FilesView> {
     let scratch = tempfile::Builder::new()
-        .prefix("export-")
-        .tempdir_in(&c.dir)
-        .map_err(|e| ContainerError::io("make a work directory in", &c.dir, e))?;
+        .prefix(prefix)
+        .tempdir_in(base)
+        .map_err(|e| ContainerError::io("make a work directory in", base, e))?;
     let (upper, work, mountpoint) = (
         scratch.path().join("upper"),
         scratch.path().join("work"),
@@ -77,7 +89,7 @@ pub fn snapshot(store: &gcr_storage::Store, c: &Container) -> Result<FilesView> 
     for dir in [&upper, &work, &mountpoint] {
         std::fs::create_dir(dir).map_err(|e| ContainerError::io("create", dir, e))?;
     }
-    let rootfs = rootfs::image_rootfs(store, &image, Some(c.upper_dir()), upper, work);
+    let rootfs = rootfs::image_rootfs(store, image, top, upper, work);
     enter_store_namespace()?;
     Ok(FilesView::Stopped {
         rootfs,
@@ -94,25 +106,7 @@ pub fn image_view(
 ) -> Result<FilesView> {
     let base = store.root().join("tmp");
     std::fs::create_dir_all(&base).map_err(|e| ContainerError::io("create", &base, e))?;
-    let scratch = tempfile::Builder::new()
-        .prefix("image-view-")
-        .tempdir_in(&base)
-        .map_err(|e| ContainerError::io("make a work directory in", &base, e))?;
-    let (upper, work, mountpoint) = (
-        scratch.path().join("upper"),
-        scratch.path().join("work"),
-        scratch.path().join("root"),
-    );
-    for dir in [&upper, &work, &mountpoint] {
-        std::fs::create_dir(dir).map_err(|e| ContainerError::io("create", dir, e))?;
-    }
-    let rootfs = rootfs::image_rootfs(store, image, None, upper, work);
-    enter_store_namespace()?;
-    Ok(FilesView::Stopped {
-        rootfs,
-        mountpoint,
-        _scratch: Some(scratch),
-    })
+    throwaway_view(store, image, None, &base, "image-view-")
 }
 
 /// A path in the container: absolute as given, relative to its working directory otherwise
