@@ -1782,6 +1782,10 @@ fn outputs_metadata_and_run_options() {
             "nofile=333:333",
             "--shm-size",
             "32m",
+            "--annotation",
+            "org.opencontainers.image.source=https://example.com/app",
+            "--annotation",
+            "manifest:com.example.kind=test",
         ],
     );
     // The image's files in a directory and in a tar stream.
@@ -1829,6 +1833,24 @@ fn outputs_metadata_and_run_options() {
     assert_eq!(doc["containerimage.descriptor"]["digest"], manifest);
     assert!(doc["containerimage.descriptor"]["size"].as_u64().unwrap() > 100);
     assert_eq!(doc["image.name"], "docker.io/library/outputs:1");
+    // --annotation lands in the manifest (read from the OCI archive).
+    let blob = format!("blobs/sha256/{}", manifest.trim_start_matches("sha256:"));
+    let manifest_json = std::process::Command::new("tar")
+        .args(["-xOf", &arg(&oci), &blob])
+        .output()
+        .unwrap();
+    let manifest_doc: serde_json::Value = serde_json::from_slice(&manifest_json.stdout).unwrap();
+    assert_eq!(
+        manifest_doc["annotations"]["org.opencontainers.image.source"],
+        "https://example.com/app"
+    );
+    assert_eq!(manifest_doc["annotations"]["com.example.kind"], "test");
+    let out = build(&store, &ctx, &["--annotation", "manifest-descriptor:k=v"]);
+    assert!(
+        stderr(&out).contains("not supported yet"),
+        "{}",
+        stderr(&out)
+    );
     // `-o -`: the files as a tar on stdout, the ID on stderr; the options are part of the
     // RUN's cache key (another --add-host runs it again).
     let out = build(&store, &ctx, &["-o", "-", "--add-host", "myhost:10.9.9.9"]);

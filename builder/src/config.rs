@@ -237,15 +237,22 @@ struct ManifestOut<'a> {
     media_type: &'static str,
     config: Descriptor,
     layers: &'a [Descriptor],
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    annotations: &'a std::collections::BTreeMap<String, String>,
 }
 
-/// Serialise an OCI image manifest.
-pub(crate) fn render_manifest(config: Descriptor, layers: &[Descriptor]) -> Vec<u8> {
+/// Serialise an OCI image manifest (`--annotation`s in its annotations).
+pub(crate) fn render_manifest(
+    config: Descriptor,
+    layers: &[Descriptor],
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> Vec<u8> {
     let out = ManifestOut {
         schema_version: 2,
         media_type: gcr_storage::OCI_MANIFEST,
         config,
         layers,
+        annotations,
     };
     serde_json::to_vec(&out).unwrap_or_default()
 }
@@ -272,6 +279,7 @@ pub(crate) fn now_rfc3339() -> String {
 pub(crate) fn render_index(
     store: &gcr_storage::Store,
     images: &[(Platform, gcr_storage::ImageRecord)],
+    annotations: &std::collections::BTreeMap<String, String>,
 ) -> Result<Vec<u8>, gcr_storage::StoreError> {
     let mut manifests = Vec::new();
     for (platform, record) in images {
@@ -290,10 +298,13 @@ pub(crate) fn render_index(
             "platform": p,
         }));
     }
-    let index = serde_json::json!({
+    let mut index = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
         "manifests": manifests,
     });
+    if !annotations.is_empty() {
+        index["annotations"] = serde_json::json!(annotations);
+    }
     Ok(serde_json::to_vec(&index).unwrap_or_default())
 }

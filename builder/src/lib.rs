@@ -71,6 +71,10 @@ pub struct BuildOptions {
     /// `--build-context NAME=...`: what a `FROM`, `COPY --from` or `RUN --mount from` of NAME
     /// means instead of the stage or image of that name.
     pub named_contexts: Vec<(String, NamedContext)>,
+    /// `--annotation [manifest:]KEY=VALUE`: on each image manifest.
+    pub manifest_annotations: std::collections::BTreeMap<String, String>,
+    /// `--annotation index:KEY=VALUE`: on the index of a multi-platform build.
+    pub index_annotations: std::collections::BTreeMap<String, String>,
     /// The platform to build for (`--platform`; default: the host's). See
     /// [`build_platforms`] for several.
     pub platform: Option<Platform>,
@@ -110,6 +114,35 @@ impl NamedContext {
 }
 
 impl BuildOptions {
+    /// `--annotation [TYPE:]KEY=VALUE`, BuildKit's form: TYPE is manifest (the default) or
+    /// index; the descriptor types and per-platform forms are named as not supported yet.
+    pub fn add_annotation(&mut self, text: &str) -> Result<(), BuildError> {
+        let bad = |why: &str| BuildError::Options(format!("invalid --annotation {text:?}: {why}"));
+        let (head, value) = text
+            .split_once('=')
+            .ok_or_else(|| bad("use [manifest:|index:]KEY=VALUE"))?;
+        let (kind, key) = match head.split_once(':') {
+            // Keys such as org.opencontainers.image.source hold no colon; a prefix does.
+            Some((kind @ ("manifest" | "index"), key)) => (kind, key),
+            Some((kind, _)) if kind.contains('[') || kind.ends_with("-descriptor") => {
+                return Err(bad(
+                    "descriptor and per-platform annotations are not supported yet",
+                ))
+            }
+            _ => ("manifest", head),
+        };
+        if key.is_empty() {
+            return Err(bad("the key is empty"));
+        }
+        let map = if kind == "index" {
+            &mut self.index_annotations
+        } else {
+            &mut self.manifest_annotations
+        };
+        map.insert(key.to_string(), value.to_string());
+        Ok(())
+    }
+
     pub fn new(containerfile: PathBuf, context: PathBuf) -> BuildOptions {
         BuildOptions {
             containerfile,
@@ -130,6 +163,8 @@ impl BuildOptions {
             rlimits: Vec::new(),
             shm_size: None,
             named_contexts: Vec::new(),
+            manifest_annotations: Default::default(),
+            index_annotations: Default::default(),
             platform: None,
         }
     }
@@ -209,7 +244,7 @@ pub fn build_platforms(
         warnings.extend(out.warnings);
         images.push((platform.clone(), out.image));
     }
-    let index = config::render_index(store, &images)
+    let index = config::render_index(store, &images, &opts.index_annotations)
         .map_err(|e| BuildError::store("reading a platform's manifest", e))?;
     let image = store
         .commit_index(&opts.tags, &index)

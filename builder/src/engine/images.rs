@@ -158,6 +158,7 @@ impl Engine<'_> {
                 size: config_bytes.len() as u64,
             },
             &layers,
+            &self.opts.manifest_annotations,
         );
         self.store
             .commit_image(&self.opts.tags, &manifest, &config_bytes)

@@ -52,6 +52,9 @@ pub struct BuildArgs {
     /// Write the result's digests and names as JSON (BuildKit's keys) to this file
     #[arg(long = "metadata-file", value_name = "FILE")]
     metadata_file: Option<PathBuf>,
+    /// An annotation of the result: [manifest:|index:]KEY=VALUE (repeatable)
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    annotations: Vec<String>,
     /// A further context: NAME=DIR or NAME=docker-image://REF, for FROM NAME, COPY --from=NAME
     /// and RUN --mount from=NAME (repeatable)
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
@@ -428,6 +431,9 @@ fn build_options(
         bail!("--rewrite-timestamp needs a time to clamp to: set SOURCE_DATE_EPOCH or give --timestamp");
     }
     options.quiet = args.quiet || args.progress == "quiet";
+    for annotation in &args.annotations {
+        options.add_annotation(annotation)?;
+    }
     options.named_contexts = args
         .build_contexts
         .iter()
