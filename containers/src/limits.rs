@@ -326,8 +326,8 @@ pub(crate) fn resource_limits(limits: &Resources) -> Result<Option<LinuxResource
 }
 
 /// Puts the limits, `--device` nodes and device rules into the spec. As root each device is a
-/// node made in the container (and allowed by its v1 devices group, which denies what
-/// Docker's default list does not name); rootless, or in a user namespace, where mknod is
+/// node made in the container (and allowed by its device cgroup — v1's devices group, v2's
+/// eBPF filter — which denies what Docker's default list does not name); rootless, or in a user namespace, where mknod is
 /// impossible, the host's node is bound in, as Podman does.
 pub(crate) fn apply_resources(spec: &mut gcr_runtime::Spec, opts: &CreateOptions) -> Result<()> {
     let mut resources = resource_limits(&opts.resources)?;

@@ -91,11 +91,13 @@ impl Cgroup {
         let Some(res) = res else { return Ok(None) };
         let unified = is_unified();
         let wanted = settings(res, unified);
-        // v2 device rules need an eBPF filter gcr does not load; the rules are enforced on v1.
+        // v1: the devices controller; v2: an eBPF filter on the group. Rootless, the user
+        // namespace already keeps host devices out of reach (no mknod, no device bind but
+        // what the user may open).
         let devices = res
             .devices()
             .as_ref()
-            .filter(|r| !r.is_empty() && !unified && !crate::userns::is_rootless());
+            .filter(|r| !r.is_empty() && !crate::userns::is_rootless());
         if wanted.is_empty() && devices.is_none() {
             return Ok(None);
         }
@@ -108,12 +110,22 @@ impl Cgroup {
             if !wanted.is_empty() {
                 cg.make_limited(rel, &wanted, unified)?;
             }
-            if let Some(rules) = devices {
-                let dir = Path::new(ROOT).join("devices").join(rel);
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| RuntimeError::io("create cgroup", &dir, e))?;
-                cg.dirs.push(dir.clone());
-                write_device_rules(&dir, rules)?;
+            match devices {
+                Some(rules) if unified => {
+                    let dir = make_v2_group(rel, &[])?;
+                    if !cg.dirs.contains(&dir) {
+                        cg.dirs.push(dir.clone());
+                    }
+                    crate::cgroups::attach_device_filter(&dir, rules)?;
+                }
+                Some(rules) => {
+                    let dir = Path::new(ROOT).join("devices").join(rel);
+                    std::fs::create_dir_all(&dir)
+                        .map_err(|e| RuntimeError::io("create cgroup", &dir, e))?;
+                    cg.dirs.push(dir.clone());
+                    write_device_rules(&dir, rules)?;
+                }
+                None => {}
             }
             Ok(())
         })();

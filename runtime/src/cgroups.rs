@@ -154,6 +154,21 @@ pub(crate) fn write_device_rules(
     Ok(())
 }
 
+/// Device rules on v2: the spec's `rules`, then runc's default list, as an eBPF filter attached
+/// to the v2 group `dir` (the kernel checks it before every device open and mknod there).
+pub fn attach_device_filter(dir: &Path, rules: &[LinuxDeviceCgroup]) -> Result<(), RuntimeError> {
+    let mut all: Vec<crate::device_filter::DeviceRule> = rules
+        .iter()
+        .map(crate::device_filter::DeviceRule::of_spec)
+        .collect();
+    all.extend(
+        DEFAULT_DEVICE_RULES
+            .iter()
+            .filter_map(|r| crate::device_filter::DeviceRule::of_entry(r)),
+    );
+    crate::device_filter::attach(dir, &all)
+}
+
 /// Writes one setting. The block I/O weight goes to whichever weight file the kernel's I/O
 /// scheduler offers; when it offers none that is an error naming the directory, never a
 /// silent skip.
@@ -382,6 +397,17 @@ impl Cgroup {
             }
             if let Some(res) = res {
                 cg.update(res)?;
+                // v2: the spec's device rules as a filter on the group, made once here.
+                match (
+                    unified && !rootless,
+                    res.devices().as_deref(),
+                    cg.dirs.first(),
+                ) {
+                    (true, Some(rules), Some(dir)) if !rules.is_empty() => {
+                        attach_device_filter(dir, rules)?
+                    }
+                    _ => {}
+                }
             }
             Ok(())
         })();

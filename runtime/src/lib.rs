@@ -31,6 +31,7 @@ mod channel;
 mod child;
 mod copy;
 mod detach;
+mod device_filter;
 mod error;
 mod etc_files;
 mod exec;

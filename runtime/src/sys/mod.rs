@@ -7,7 +7,8 @@
 //! - [`mount`]: the new mount API (overlays of many layers, detached and idmapped mounts);
 //! - [`process`]: fork and clone (safe because the crate runs single-threaded: see there),
 //!   `_exit`, waiting, signals, raw reads and writes;
-//! - [`tty`]: the pty ioctls.
+//! - [`tty`]: the pty ioctls;
+//! - [`bpf`]: loading and attaching cgroup v2 device filters.
 
 use std::ffi::CStr;
 use std::io::IoSliceMut;
@@ -16,6 +17,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use nix::errno::Errno;
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 
+pub mod bpf;
 pub mod mount;
 pub mod process;
 pub mod tty;
