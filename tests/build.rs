@@ -2363,3 +2363,96 @@ fn platform_rootless_arm64_build_runs_under_qemu() {
     assert!(out.status.success(), "rootless run: {}", stderr(&out));
     assert_eq!(stdout(&out), "aarch64\n");
 }
+
+/// Independent stages build at the same time: each RUN notes when it started and ended
+/// (the kernel's uptime, the same in every container) and the last stage says whether the
+/// two spans overlap; with `--jobs 1` they do not. Output lines of the stages built side by
+/// side carry their step number.
+#[test]
+fn independent_stages_build_at_once_and_jobs_bounds_them() {
+    let Some(base) = busybox() else { return };
+    let store = TestStore::new();
+    let span = |name: &str| {
+        format!(
+            "FROM {base} AS {name}\nRUN read start _ < /proc/uptime; echo {name}-started; sleep 2; read end _ < /proc/uptime; echo $start $end > /span\n\n"
+        )
+    };
+    let ctx = Ctx::new(&format!(
+        r#"{}{}FROM {base}
+COPY --from=one /span /one
+COPY --from=two /span /two
+RUN set -- $(cat /one /two); awk -v s1=$1 -v e1=$2 -v s2=$3 -v e2=$4 'BEGIN {{ exit !(s1 < e2 && s2 < e1) }}' && echo overlapped > /result || echo one-after-the-other > /result
+"#,
+        span("one"),
+        span("two")
+    ));
+    let (_, log) = build_ok(&store, &ctx, &["-t", "par:1"]);
+    assert_eq!(
+        run_in(&store, "par:1", "cat /result"),
+        "overlapped\n",
+        "{log}"
+    );
+    // Output of a stage built beside another: `#N line`.
+    let numbered = |text: &str| {
+        log.lines()
+            .any(|l| l.starts_with('#') && l.split_once(' ').map(|(_, r)| r) == Some(text))
+    };
+    assert!(numbered("one-started"), "{log}");
+    assert!(numbered("two-started"), "{log}");
+    assert!(log.contains("[one 2/2] RUN read start"), "{log}");
+    assert!(log.contains("[stage-2 4/4] RUN set --"), "{log}");
+    let (_, log) = build_ok(
+        &store,
+        &ctx,
+        &["--no-cache", "--jobs", "1", "-t", "par:seq"],
+    );
+    assert_eq!(
+        run_in(&store, "par:seq", "cat /result"),
+        "one-after-the-other\n",
+        "{log}"
+    );
+}
+
+/// A stage that fails beside others fails the build with its own line and status; the
+/// others finish; nothing is tagged and no work directory is left.
+#[test]
+fn a_failing_parallel_stage_fails_the_build_with_its_line() {
+    let Some(base) = busybox() else { return };
+    let store = TestStore::new();
+    let ctx = Ctx::new(&format!(
+        r#"FROM {base} AS slow
+RUN sleep 1 && echo slow > /slow
+
+FROM {base} AS broken
+RUN echo breaking && exit 7
+
+FROM {base}
+COPY --from=slow /slow /slow
+COPY --from=broken /bin/busybox /x
+"#
+    ));
+    let out = build(&store, &ctx, &["-t", "parfail:1"]);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "Containerfile:5: RUN echo breaking && exit 7: the command exited with status 7"
+        ),
+        "{err}"
+    );
+    let step = err
+        .lines()
+        .find(|l| l.ends_with("[broken 2/2] RUN echo breaking && exit 7"))
+        .and_then(|l| l.split_once(' '))
+        .map(|(n, _)| n.to_string())
+        .unwrap_or_else(|| panic!("no step line for the broken RUN: {err}"));
+    assert!(
+        err.lines().any(|l| l == format!("{step} breaking")),
+        "{err}"
+    );
+    assert!(store.run(&["image", "inspect", "parfail:1"]).status.code() != Some(0));
+    let leftovers: Vec<_> = std::fs::read_dir(store.root().join("tmp"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "left in tmp: {leftovers:?}");
+}

@@ -98,7 +98,7 @@ struct ImageConfigOut<'a> {
 }
 
 /// The platform an image is for (`os/arch[/variant]`, normalised as BuildKit does).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Platform {
     pub architecture: String,
     pub os: String,

@@ -37,6 +37,9 @@ pub enum BuildError {
     /// Bad option given to the build.
     #[error("{0}")]
     Options(String),
+    /// A stage built in a worker process failed outside its instructions.
+    #[error("stage {stage}: {message}")]
+    Worker { stage: String, message: String },
     /// The store failed.
     #[error("{what}: {source}")]
     Store {

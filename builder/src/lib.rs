@@ -78,6 +78,17 @@ pub struct BuildOptions {
     /// The platform to build for (`--platform`; default: the host's). See
     /// [`build_platforms`] for several.
     pub platform: Option<Platform>,
+    /// `--jobs`: how many stages may build at once (1: one after the other).
+    pub jobs: usize,
+}
+
+/// Stages built at once by default: the CPUs, but at least 4, since RUN steps often wait
+/// on the network or disk rather than compute (BuildKit bounds nothing by default).
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .max(4)
 }
 
 /// One `--build-context` value.
@@ -166,6 +177,7 @@ impl BuildOptions {
             manifest_annotations: Default::default(),
             index_annotations: Default::default(),
             platform: None,
+            jobs: default_jobs(),
         }
     }
 }

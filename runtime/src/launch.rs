@@ -38,6 +38,23 @@ pub fn run_container(spec: &Spec, opts: &RunOptions) -> Result<ExitStatusCode, R
     result
 }
 
+/// Runs `work` in a forked child of this single-threaded process and returns the child's pid
+/// at once; the child ends with `work`'s return value as its exit status (101 when it
+/// panics), without running the destructors of what it shares with the parent. The caller
+/// reaps it. For builds of independent stages side by side: each child may in turn run
+/// containers, since it is single-threaded too.
+pub fn fork_worker(work: impl FnOnce() -> i32) -> Result<Pid, RuntimeError> {
+    ensure_single_threaded("fork_worker")?;
+    match sys::process::fork() {
+        Ok(sys::process::ForkResult::Child) => {
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or(101);
+            sys::process::exit_now(code)
+        }
+        Ok(sys::process::ForkResult::Parent { child }) => Ok(child),
+        Err(e) => Err(RuntimeError::sys("fork", e)),
+    }
+}
+
 /// Written into the state directory when the OOM killer ended a process of the container.
 pub const OOM_KILLED_FILE: &str = "oom-killed";
 

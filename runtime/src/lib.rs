@@ -72,7 +72,7 @@ pub use error::RuntimeError;
 pub use etc_files::DnsOptions;
 pub use exec::{exec_detached_oci, exec_in, ExecOptions, ExecStarted};
 pub use hooks::{run_all_hooks, run_hooks};
-pub use launch::{run_container, OOM_KILLED_FILE};
+pub use launch::{fork_worker, run_container, OOM_KILLED_FILE};
 pub use network::{
     process_start, BridgeSpec, ExtraBridge, NetworkOptions, PortMapping, PrivateNetwork, BRIDGE,
     SLIRP_DNS,

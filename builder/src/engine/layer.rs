@@ -39,8 +39,7 @@ impl Engine<'_> {
             state.config.user.as_deref().unwrap_or(""),
             &compression,
         ]);
-        self.step += 1;
-        let n = self.step;
+        let n = self.steps.next();
         self.say(&format!("#{n} {progress} {}", short(&instr.raw.original)));
         let started = Instant::now();
         let cached = if self.opts.no_cache {

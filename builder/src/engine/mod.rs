@@ -27,6 +27,7 @@ mod copy;
 mod images;
 mod layer;
 mod metadata;
+mod parallel;
 mod run;
 mod stages;
 mod state;
@@ -48,7 +49,8 @@ pub(crate) struct Engine<'a> {
     built: Vec<Option<State>>,
     context: Option<SourceTree>,
     userxattr: bool,
-    step: usize,
+    /// BuildKit's step numbers (`#N`).
+    steps: parallel::StepCounter,
     warnings: Vec<String>,
     _lease: gcr_storage::Lease,
     /// An always-empty directory: the lower dir of a scratch overlay.
@@ -92,7 +94,7 @@ impl<'a> Engine<'a> {
             built: vec![None; n],
             context: None,
             userxattr: gcr_runtime::userns::rootless_ids().is_some(),
-            step: 0,
+            steps: parallel::StepCounter::new(),
             warnings: Vec::new(),
             _lease: lease,
             empty,
@@ -172,13 +174,7 @@ impl<'a> Engine<'a> {
         let bases = self.bases()?;
         let target = self.target_index()?;
         let needed = self.needed(target, &bases);
-        for index in 0..=target {
-            if !needed.contains(&index) {
-                continue;
-            }
-            let state = self.build_stage(index, &bases)?;
-            self.built[index] = Some(state);
-        }
+        self.build_stages(&needed, &bases)?;
         let Some(mut state) = self.built[target].take() else {
             return Err(BuildError::Options("the target stage was not built".into()));
         };

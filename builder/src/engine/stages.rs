@@ -19,14 +19,14 @@ pub(super) enum Base {
 }
 
 impl Engine<'_> {
-    fn stage_label(&self, index: usize) -> String {
+    pub(super) fn stage_label(&self, index: usize) -> String {
         self.cf.stages[index]
             .name()
             .map(str::to_string)
             .unwrap_or_else(|| format!("stage-{index}"))
     }
 
-    fn find_stage(&self, name: &str, before: usize) -> Option<usize> {
+    pub(super) fn find_stage(&self, name: &str, before: usize) -> Option<usize> {
         let lower = name.to_lowercase();
         if let Some(i) = self.cf.stages[..before]
             .iter()
@@ -95,33 +95,11 @@ impl Engine<'_> {
 
     /// The stages `target` depends on (through FROM, COPY --from, RUN --mount from).
     pub(super) fn needed(&self, target: usize, bases: &[Base]) -> BTreeSet<usize> {
-        let env = self.global_env();
         let mut needed = BTreeSet::new();
         let mut todo = vec![target];
         while let Some(i) = todo.pop() {
-            if !needed.insert(i) {
-                continue;
-            }
-            if let Base::Stage(j) = bases[i] {
-                todo.push(j);
-            }
-            for instr in &self.cf.stages[i].instructions {
-                let mut froms = Vec::new();
-                match &instr.kind {
-                    InstructionKind::Copy(c) | InstructionKind::Add(c) => {
-                        froms.extend(c.from.clone())
-                    }
-                    InstructionKind::Run(r) => {
-                        froms.extend(r.mounts.iter().filter_map(|m| m.from.clone()))
-                    }
-                    _ => {}
-                }
-                for from in froms {
-                    let from = self.lexer.process_word(&from, &env).unwrap_or(from.clone());
-                    if let Some(j) = self.find_stage(&from, i) {
-                        todo.push(j);
-                    }
-                }
+            if needed.insert(i) {
+                todo.extend(self.stage_deps(i, bases));
             }
         }
         needed
@@ -227,16 +205,13 @@ impl Engine<'_> {
         }
         instructions.extend(stage.instructions.iter().cloned());
         let total = Self::vertices(&instructions);
-        self.step += 1;
+        let n = self.steps.next();
         let base_text = match &bases[index] {
             Base::Scratch => "scratch".to_string(),
             Base::Stage(j) => self.stage_label(*j),
             Base::Image(name) => name.clone(),
         };
-        self.say(&format!(
-            "#{} [{label}1/{total}] FROM {base_text}",
-            self.step
-        ));
+        self.say(&format!("#{n} [{label}1/{total}] FROM {base_text}"));
         let mut vertex = 1;
         for instr in &instructions {
             if matches!(

@@ -13,8 +13,9 @@ pub(super) const DEFAULT_PATH: &str =
 /// The comment of every history entry, as BuildKit writes it.
 pub(super) const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
 
-/// A stage's image as it is built.
-#[derive(Debug, Clone)]
+/// A stage's image as it is built (serialisable: a stage built by a worker process comes
+/// back as JSON).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(super) struct State {
     pub(super) layers: Vec<LayerRef>,
     pub(super) config: RunConfig,

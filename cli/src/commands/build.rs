@@ -33,6 +33,10 @@ pub struct BuildArgs {
     /// Do not use the build cache (results are still cached)
     #[arg(long)]
     no_cache: bool,
+    /// How many independent stages may build at once (1: one after the other; default: the
+    /// CPUs, at least 4)
+    #[arg(long, value_name = "N")]
+    jobs: Option<usize>,
     /// Pull base images even when they are in the store
     #[arg(long)]
     pull: bool,
@@ -392,6 +396,12 @@ fn build_options(
     options.build_args = build_arg_pairs(args);
     options.target = args.target.clone();
     options.no_cache = args.no_cache;
+    if let Some(jobs) = args.jobs {
+        if jobs == 0 {
+            anyhow::bail!("--jobs 0: give at least 1 (stages built at once)");
+        }
+        options.jobs = jobs;
+    }
     for label in &args.labels {
         let (k, v) = label.split_once('=').unwrap_or((label.as_str(), ""));
         if k.is_empty() {
