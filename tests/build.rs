@@ -2265,6 +2265,33 @@ fn platform_list_gives_one_index_pushed_saved_and_run_by_podman() {
         &[],
     );
     assert_eq!(platforms(&in_archive), ["linux/amd64", "linux/arm64"]);
+    // Load: the whole index comes back, under the same ID, every platform runnable.
+    let other = TestStore::new();
+    other.ok(&["load", "-i", archive.to_str().unwrap()]);
+    let inspect_id = |s: &TestStore| s.ok(&["image", "inspect", "--format", "{{.Id}}", "both"]);
+    assert_eq!(inspect_id(&other), inspect_id(&store));
+    let ids = |s: &TestStore| s.ok(&["images", "--no-trunc", "-q", "both"]);
+    assert_eq!(ids(&other), ids(&store));
+    let reloaded = raw(
+        &format!(
+            "oci:{}:docker.io/library/both:latest",
+            other.root().display()
+        ),
+        &[],
+    );
+    assert_eq!(platforms(&reloaded), ["linux/amd64", "linux/arm64"]);
+    assert_eq!(
+        other.ok(&[
+            "run",
+            "--rm",
+            "--platform",
+            "linux/arm64",
+            "both",
+            "cat",
+            "/which"
+        ]),
+        "arm64 aarch64\n"
+    );
     // Podman, an independent client, runs the arm64 image of the pushed index.
     if support::tool("podman").is_none() {
         return;

@@ -293,7 +293,7 @@ pub fn build(ctx: &Context, mut args: BuildArgs) -> anyhow::Result<u8> {
      -> Result<gcr_storage::ImageRecord, String> {
         let fresh_pull = args.pull && pulled.borrow_mut().insert(format!("{name} {platform}"));
         if !fresh_pull {
-            if let Some(record) = stored_for_platform(&store, name, platform) {
+            if let Some(record) = crate::lookup::stored_for_platform(&store, name, platform) {
                 return Ok(record);
             }
         }
@@ -301,9 +301,10 @@ pub fn build(ctx: &Context, mut args: BuildArgs) -> anyhow::Result<u8> {
         let wanted = (*platform != gcr_builder::Platform::host()).then_some(platform);
         let before = crate::lookup::find_image(&store, name).ok();
         pull_image(ctx, name, wanted).map_err(|e| format!("{e:#}"))?;
-        let found = stored_for_platform(&store, name, platform).ok_or_else(|| {
-            format!("base image {name} was pulled but has no image for {platform}")
-        })?;
+        let found =
+            crate::lookup::stored_for_platform(&store, name, platform).ok_or_else(|| {
+                format!("base image {name} was pulled but has no image for {platform}")
+            })?;
         // A foreign platform's pull leaves the name where it was (on the host's image), so a
         // cross build does not change what `gcr run NAME` runs; the pulled image stays unnamed.
         if let Some(before) = before.filter(|b| b.id != found.id && wanted.is_some()) {
@@ -522,21 +523,6 @@ fn platform_list(text: Option<&str>) -> anyhow::Result<Vec<gcr_builder::Platform
         }
     }
     Ok(out)
-}
-
-/// The stored image `name` for `platform`: the named image if it is for that platform, or
-/// that platform's image of a stored multi-platform name.
-fn stored_for_platform(
-    store: &gcr_storage::Store,
-    name: &str,
-    platform: &gcr_builder::Platform,
-) -> Option<gcr_storage::ImageRecord> {
-    let record = crate::lookup::find_image(store, name).ok()?;
-    store
-        .platform_images(&record)
-        .ok()?
-        .into_iter()
-        .find(|r| platform.accepts(&r.os, &r.architecture, r.variant.as_deref()))
 }
 
 /// Pulls a base image in a child `gcr pull`, so this process never starts the threads of an

@@ -530,6 +530,17 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<u8> {
                     return Err(e.context(format!("--pull never: image {name} is not in the store")))
                 }
             };
+            // --platform picks that platform's image of a stored multi-platform name.
+            let record = match args.platform.as_deref() {
+                Some(text) if record.index.is_some() => {
+                    let platform = gcr_builder::Platform::parse(text)
+                        .map_err(|e| anyhow::anyhow!("--platform: {e}"))?;
+                    crate::lookup::stored_for_platform(&store, name, &platform).with_context(|| {
+                        format!("image {name} has no image for {platform} (see gcr image inspect {name})")
+                    })?
+                }
+                _ => record,
+            };
             gcr_containers::ImageSource::Image {
                 record: Box::new(record),
                 reference: name.clone(),

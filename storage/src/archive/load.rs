@@ -47,8 +47,12 @@ struct IndexDocument {
 /// An image whose content is in the store, waiting to be named.
 struct Prepared {
     names: Vec<String>,
+    /// The image manifest, or the index of a multi-platform image.
     manifest: Vec<u8>,
+    /// The image's config (empty for an index).
     config: Vec<u8>,
+    /// An index's images: (manifest, config) of each platform.
+    platforms: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Store {
@@ -143,7 +147,11 @@ impl Store {
         // A name with a digest must be the digest of what it names (as after a pull).
         for image in &prepared {
             let digest = Digest::of(&image.manifest);
-            let source = parse_manifest(&digest, &image.manifest)?.source;
+            let source = if image.platforms.is_empty() {
+                parse_manifest(&digest, &image.manifest)?.source
+            } else {
+                None
+            };
             for name in &image.names {
                 if let Some((_, named)) = name.split_once('@') {
                     if named != digest.as_str()
@@ -161,7 +169,14 @@ impl Store {
         // Names last: every image's content is stored before any name points at it.
         let mut loaded = Vec::new();
         for image in prepared {
-            let record = self.commit_image(&image.names, &image.manifest, &image.config)?;
+            let record = if image.platforms.is_empty() {
+                self.commit_image(&image.names, &image.manifest, &image.config)?
+            } else {
+                for (manifest, config) in &image.platforms {
+                    self.commit_image(&[], manifest, config)?;
+                }
+                self.commit_index(&image.names, &image.manifest)?
+            };
             loaded.push(LoadedImage {
                 id: record.id,
                 names: image.names,
@@ -236,6 +251,7 @@ impl Store {
                 names,
                 manifest,
                 config,
+                platforms: Vec::new(),
             });
         }
         Ok(out)
@@ -295,7 +311,11 @@ impl Store {
         // One image per manifest digest, with every name that points at it.
         let mut out: Vec<(Digest, Prepared)> = Vec::new();
         for descriptor in &index.manifests {
-            let (digest, manifest) = self.oci_image_manifest(archive, descriptor)?;
+            let whole = self.whole_index(archive, descriptor)?;
+            let (digest, manifest) = match &whole {
+                Some((digest, bytes, _)) => (digest.clone(), bytes.clone()),
+                None => self.oci_image_manifest(archive, descriptor)?,
+            };
             let name = descriptor
                 .annotations
                 .get(CONTAINERD_NAME_ANNOTATION)
@@ -319,17 +339,86 @@ impl Store {
                 }
                 continue;
             }
-            let config = self.ingest_oci_image(archive, &digest, &manifest)?;
+            let (config, platforms) = match whole {
+                Some((_, _, children)) => {
+                    let mut platforms = Vec::new();
+                    for (child, bytes) in children {
+                        let config = self.ingest_oci_image(archive, &child, &bytes)?;
+                        platforms.push((bytes, config));
+                    }
+                    (Vec::new(), platforms)
+                }
+                None => (
+                    self.ingest_oci_image(archive, &digest, &manifest)?,
+                    Vec::new(),
+                ),
+            };
             out.push((
                 digest,
                 Prepared {
                     names: name.into_iter().collect(),
                     manifest,
                     config,
+                    platforms,
                 },
             ));
         }
         Ok(out.into_iter().map(|(_, p)| p).collect())
+    }
+
+    /// A multi-platform image to load whole, as `gcr save` and `docker buildx` write one: a
+    /// descriptor of an index whose every entry is a linux image manifest in the archive.
+    /// Returns the index and its images' manifests. None for anything else (an image
+    /// manifest, or an index with attestations or with platforms left out of the archive: its
+    /// host image alone is loaded, as before).
+    #[allow(clippy::type_complexity)]
+    fn whole_index(
+        &self,
+        archive: &ArchiveIndex,
+        descriptor: &IndexDescriptor,
+    ) -> Result<Option<(Digest, Vec<u8>, Vec<(Digest, Vec<u8>)>)>, ArchiveError> {
+        let digest = parse_descriptor_digest(archive, &descriptor.digest)?;
+        let bytes = archive.read_blob(&digest, &format!("manifest {digest}"))?;
+        check_size(archive, &digest, descriptor.size, bytes.len())?;
+        let Ok(nested) = serde_json::from_slice::<IndexDocument>(&bytes) else {
+            return Ok(None);
+        };
+        if nested.manifests.is_empty() {
+            return Ok(None);
+        }
+        let mut children = Vec::new();
+        for child in &nested.manifests {
+            let os = child
+                .platform
+                .as_ref()
+                .and_then(|p| p.get("os"))
+                .and_then(Value::as_str);
+            let Ok(child_digest) = child.digest.parse::<Digest>() else {
+                return Ok(None);
+            };
+            if os != Some("linux") || !archive.has(&blob_member(&child_digest)) {
+                return Ok(None);
+            }
+            let child_bytes =
+                archive.read_blob(&child_digest, &format!("manifest {child_digest}"))?;
+            check_size(archive, &child_digest, child.size, child_bytes.len())?;
+            let is_image = serde_json::from_slice::<Value>(&child_bytes)
+                .ok()
+                .is_some_and(|v| v.get("manifests").is_none() && v.get("layers").is_some());
+            if !is_image {
+                return Ok(None);
+            }
+            let Ok(parsed) = parse_manifest(&child_digest, &child_bytes) else {
+                return Ok(None);
+            };
+            let all_there = archive.has(&blob_member(&parsed.config))
+                && parsed.layers.iter().all(|l| archive.has(&blob_member(l)));
+            if !all_there {
+                return Ok(None);
+            }
+            children.push((child_digest, child_bytes));
+        }
+        Ok(Some((digest, bytes, children)))
     }
 
     /// The image manifest an index.json descriptor leads to: itself, or for a nested index the
