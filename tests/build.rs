@@ -2483,3 +2483,61 @@ COPY --from=broken /bin/busybox /x
         .unwrap_or_default();
     assert!(leftovers.is_empty(), "left in tmp: {leftovers:?}");
 }
+
+/// Two machines building the same context for two platforms with SOURCE_DATE_EPOCH get the
+/// same index digest (and so the same manifest per platform); RUN of the foreign one too.
+#[test]
+fn multi_platform_build_is_reproducible_across_stores() {
+    let Some(base) = busybox_multiarch() else {
+        return;
+    };
+    let ctx = Ctx::new(&format!(
+        "FROM {base}\nCOPY f /f\nARG TARGETARCH\nRUN echo $TARGETARCH $(uname -m) > /which && touch /h\n"
+    ));
+    ctx.write("f", "content\n");
+    let mut ids = Vec::new();
+    for round in 0..2 {
+        let when = if round == 0 {
+            "2024-01-02 03:04:05"
+        } else {
+            "2025-06-07 08:09:10"
+        };
+        assert!(std::process::Command::new("touch")
+            .args(["-d", when])
+            .arg(ctx.path().join("f"))
+            .status()
+            .unwrap()
+            .success());
+        let store = TestStore::new();
+        let out = store
+            .gcr()
+            .args([
+                "build",
+                "--no-cache",
+                "--platform",
+                "linux/amd64,linux/arm64",
+                "-t",
+                "repro",
+            ])
+            .arg(ctx.path())
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        ids.push(stdout(&out).trim().to_string());
+        assert_eq!(
+            store.ok(&[
+                "run",
+                "--rm",
+                "--platform",
+                "linux/arm64",
+                "repro",
+                "cat",
+                "/which"
+            ]),
+            "arm64 aarch64\n"
+        );
+    }
+    assert!(ids[0].starts_with("sha256:"), "{ids:?}");
+    assert_eq!(ids[0], ids[1]);
+}
