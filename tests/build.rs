@@ -2541,3 +2541,78 @@ fn multi_platform_build_is_reproducible_across_stores() {
     assert!(ids[0].starts_with("sha256:"), "{ids:?}");
     assert_eq!(ids[0], ids[1]);
 }
+
+/// Outputs of a two-platform build: type=local writes a directory per platform (BuildKit's
+/// os_arch names), type=oci an archive holding the index; type=tar is refused before any
+/// work, by name.
+#[test]
+fn outputs_of_a_multi_platform_build() {
+    let Some(base) = busybox_multiarch() else {
+        return;
+    };
+    let store = TestStore::new();
+    let ctx = Ctx::new(&format!(
+        "FROM {base}\nARG TARGETARCH\nRUN echo $TARGETARCH > /which\n"
+    ));
+    let out_dir = tempfile::tempdir().unwrap();
+    let local = out_dir.path().join("local");
+    let archive = out_dir.path().join("both.oci.tar");
+    build_ok(
+        &store,
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-o",
+            &format!("type=local,dest={}", local.display()),
+            "-o",
+            &format!(
+                "type=oci,dest={},name=example.com/both:1",
+                archive.display()
+            ),
+        ],
+    );
+    for arch in ["amd64", "arm64"] {
+        let which = std::fs::read_to_string(local.join(format!("linux_{arch}/which"))).unwrap();
+        assert_eq!(which, format!("{arch}\n"));
+        assert!(local.join(format!("linux_{arch}/bin/busybox")).exists());
+    }
+    let out = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!(
+            "oci-archive:{}:example.com/both:1",
+            archive.display()
+        ))
+        .output()
+        .expect("skopeo");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let index: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let archs: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(archs, ["amd64", "arm64"]);
+    let out = build(
+        &store,
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-o",
+            &format!("type=tar,dest={}", out_dir.path().join("x.tar").display()),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--output type=tar with several platforms is not supported yet"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !stderr(&out).contains("RUN"),
+        "refused before building: {}",
+        stderr(&out)
+    );
+}

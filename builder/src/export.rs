@@ -107,6 +107,40 @@ pub fn export(
     tags: &[String],
     export: &BuildExport,
 ) -> Result<(), BuildError> {
+    let platforms = store
+        .platform_images(image)
+        .map_err(|e| BuildError::store("reading the platforms of the result", e))?;
+    if platforms.len() > 1 {
+        return match export {
+            // BuildKit's layout: one directory per platform, os_arch[_variant].
+            BuildExport::Local(dir) => {
+                for platform in &platforms {
+                    let mut sub = format!("{}_{}", platform.os, platform.architecture);
+                    if let Some(v) = &platform.variant {
+                        sub.push_str(&format!("_{v}"));
+                    }
+                    let mut one = platform.clone();
+                    one.index = None;
+                    self::export(store, &one, tags, &BuildExport::Local(dir.join(sub)))?;
+                }
+                Ok(())
+            }
+            BuildExport::Tar(_) => Err(BuildError::Options(
+                "--output type=tar with several platforms is not supported yet: use type=local, type=oci or type=docker".into(),
+            )),
+            // The archive holds the index.
+            BuildExport::Archive { .. } => export_one(store, image, tags, export),
+        };
+    }
+    export_one(store, image, tags, export)
+}
+
+fn export_one(
+    store: &gcr_storage::Store,
+    image: &gcr_storage::ImageRecord,
+    tags: &[String],
+    export: &BuildExport,
+) -> Result<(), BuildError> {
     let files = |what: &Path| {
         let err = |e: gcr_containers::ContainerError| {
             BuildError::Options(format!("cannot export to {}: {e}", what.display()))

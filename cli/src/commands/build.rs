@@ -284,8 +284,12 @@ pub fn build(ctx: &Context, mut args: BuildArgs) -> anyhow::Result<u8> {
     if to_stdout && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         bail!("refusing to write a tar stream to a terminal: give the output a dest=FILE or redirect stdout");
     }
-    if platforms.len() > 1 && !exports.is_empty() {
-        bail!("--output with several platforms is not supported yet: build one --platform per output, or push the index");
+    if platforms.len() > 1
+        && exports
+            .iter()
+            .any(|e| matches!(e, gcr_builder::BuildExport::Tar(_)))
+    {
+        bail!("--output type=tar with several platforms is not supported yet: use type=local (a directory per platform), type=oci or type=docker");
     }
     let pulled = std::cell::RefCell::new(std::collections::BTreeSet::new());
     let resolve = |name: &str,
