@@ -294,7 +294,14 @@ impl Engine<'_> {
                 }
                 for index in ready.into_iter().take(jobs.saturating_sub(running.len())) {
                     pending.remove(&index);
-                    running.push(self.start_worker(index, bases)?);
+                    match self.start_worker(index, bases) {
+                        Ok(worker) => running.push(worker),
+                        // The running workers are still waited for.
+                        Err(e) => {
+                            failure = Some(e);
+                            break;
+                        }
+                    }
                 }
             }
             if running.is_empty() {
