@@ -462,3 +462,58 @@ fn set_nonblocking(file: &File) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_lines_are_told_from_output_lines() {
+        assert_eq!(step_number(b"#12 [a 2/3] RUN x\n").as_deref(), Some("#12"));
+        assert_eq!(step_number(b"#3 DONE 1.0s\n").as_deref(), Some("#3"));
+        assert_eq!(step_number(b"# comment\n"), None);
+        assert_eq!(step_number(b"#12\n"), None);
+        assert_eq!(step_number(b"hello #1 \n"), None);
+    }
+
+    #[test]
+    fn shared_counter_continues_and_is_unique_across_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut parent = StepCounter::new();
+        assert_eq!(parent.next(), 1);
+        assert_eq!(parent.next(), 2);
+        parent.share(dir.path().join("steps")).unwrap();
+        let mut worker = StepCounter {
+            local: parent.local,
+            shared: parent
+                .shared
+                .as_ref()
+                .map(|(p, f)| (p.clone(), f.try_clone().unwrap())),
+        };
+        worker.reopen();
+        assert_eq!(worker.next(), 3);
+        assert_eq!(parent.next(), 4);
+        assert_eq!(worker.next(), 5);
+        parent.settle();
+        assert_eq!(parent.local, 5);
+    }
+
+    #[test]
+    fn errors_keep_line_and_status_across_the_process_boundary() {
+        let e = BuildError::RunFailed {
+            file: "Containerfile".into(),
+            line: 4,
+            instruction: "RUN false".into(),
+            code: 7,
+        };
+        let wire: WireError =
+            serde_json::from_slice(&serde_json::to_vec(&WireError::from_error(&e)).unwrap())
+                .unwrap();
+        let back = wire.into_error("b".into());
+        assert_eq!(back.run_exit_code(), Some(7));
+        assert_eq!(back.to_string(), e.to_string());
+        let other =
+            WireError::from_error(&BuildError::Options("bad".into())).into_error("b".into());
+        assert_eq!(other.to_string(), "stage b: bad");
+    }
+}
