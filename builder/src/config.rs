@@ -96,7 +96,10 @@ struct ImageConfigOut<'a> {
     rootfs: RootFs<'a>,
     history: &'a [History],
     /// `--cache-to type=inline`: BuildKit's key for the cache config, base64.
-    #[serde(rename = "moby.buildkit.cache.v0", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "moby.buildkit.cache.v0",
+        skip_serializing_if = "Option::is_none"
+    )]
     inline_cache: Option<&'a str>,
 }
 

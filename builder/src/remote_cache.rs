@@ -63,13 +63,21 @@ fn no_parent() -> i64 {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LayerAnnotations {
-    #[serde(rename = "mediaType", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "mediaType",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub media_type: String,
     #[serde(rename = "diffID", default, skip_serializing_if = "String::is_empty")]
     pub diff_id: String,
     #[serde(default)]
     pub size: u64,
-    #[serde(rename = "createdAt", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "createdAt",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub created_at: String,
 }
 
@@ -86,7 +94,11 @@ pub struct ConfigRecord {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConfigResult {
     pub layer: usize,
-    #[serde(rename = "createdAt", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "createdAt",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub created_at: String,
 }
 
@@ -106,7 +118,8 @@ impl CacheConfig {
         let mut layer_index: HashMap<Digest, usize> = HashMap::new();
         let mut record_index: HashMap<&str, usize> = HashMap::new();
         // The nearest layer below a step along its chain: the parent of its own layer.
-        let by_key: HashMap<&str, &CacheStep> = chosen.iter().map(|s| (s.key.as_str(), *s)).collect();
+        let by_key: HashMap<&str, &CacheStep> =
+            chosen.iter().map(|s| (s.key.as_str(), *s)).collect();
         let layer_below = |step: &CacheStep, layers: &HashMap<Digest, usize>| -> i64 {
             let mut cur = step.parent.as_deref();
             while let Some(k) = cur {
@@ -221,7 +234,8 @@ impl ImportedCache {
     /// The records of `config`; layers without a usable descriptor make their records
     /// unusable (skipped), not the whole cache.
     pub fn from_config(source: &str, config: &CacheConfig) -> ImportedCache {
-        let layers: Vec<Option<LayerRef>> = config.layers.iter().map(|l| layer_ref(l).ok()).collect();
+        let layers: Vec<Option<LayerRef>> =
+            config.layers.iter().map(|l| layer_ref(l).ok()).collect();
         let mut steps = HashMap::new();
         for record in &config.records {
             let Some(key) = record.digest.strip_prefix("sha256:") else {

@@ -20,8 +20,8 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use commands::{
-    archive, build, build_cache, commit, exec, files, images, info, lifecycle, logs, networks, observe, ps,
-    pull, push, run, stats, system, volumes,
+    archive, build, build_cache, commit, exec, files, images, info, lifecycle, logs, networks,
+    observe, ps, pull, push, run, stats, system, volumes,
 };
 use context::{Context, EXIT_GCR_FAILED};
 

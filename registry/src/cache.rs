@@ -9,8 +9,12 @@ use serde_json::json;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::manifest::{Descriptor, Document};
-use crate::pull::{fetch_config, fetch_layer, fetch_manifest, PullError, PullErrorKind, PullEvent, PullOptions};
-use crate::push::{put_manifest, BlobContext, BlobJob, Counts, PushError, PushErrorKind, PushEvent, PushOptions};
+use crate::pull::{
+    fetch_config, fetch_layer, fetch_manifest, PullError, PullErrorKind, PullEvent, PullOptions,
+};
+use crate::push::{
+    put_manifest, BlobContext, BlobJob, Counts, PushError, PushErrorKind, PushEvent, PushOptions,
+};
 use crate::reference::Reference;
 
 /// Media type of BuildKit's cache config.
@@ -57,7 +61,13 @@ pub async fn fetch_cache(
     let scope = format!("repository:{}:pull", reference.repository());
     let top = retry
         .run("fetching the cache manifest", || {
-            fetch_manifest(&client, reference, &scope, reference.manifest_reference(), None)
+            fetch_manifest(
+                &client,
+                reference,
+                &scope,
+                reference.manifest_reference(),
+                None,
+            )
         })
         .await
         .map_err(err)?;

@@ -275,7 +275,9 @@ pub fn build(ctx: &Context, mut args: BuildArgs) -> anyhow::Result<u8> {
         .build_args
         .iter()
         .any(|(k, v)| k == "BUILDKIT_INLINE_CACHE" && v != "0" && !v.is_empty());
-    options.build_args.retain(|(k, _)| k != "BUILDKIT_INLINE_CACHE");
+    options
+        .build_args
+        .retain(|(k, _)| k != "BUILDKIT_INLINE_CACHE");
     options.inline_cache = inline_arg
         || cache_to
             .iter()
@@ -354,10 +356,8 @@ pub fn build(ctx: &Context, mut args: BuildArgs) -> anyhow::Result<u8> {
             gcr_builder::build_with_cache(&store, &options, &resolve, &fetch, hook)
                 .map(|o| (o.image.id.clone(), o.image, o.cache_steps))
         }
-        several => {
-            gcr_builder::build_platforms(&store, &options, several, &resolve, &fetch, hook)
-                .map(|o| (o.index, o.image, o.cache_steps))
-        }
+        several => gcr_builder::build_platforms(&store, &options, several, &resolve, &fetch, hook)
+            .map(|o| (o.index, o.image, o.cache_steps)),
     };
     match built {
         Ok((id, image, cache_steps)) => {

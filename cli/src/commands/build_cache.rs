@@ -26,7 +26,9 @@ pub fn parse_spec(text: &str, to: bool) -> anyhow::Result<CacheSpec> {
     let flag = if to { "--cache-to" } else { "--cache-from" };
     if !text.contains('=') {
         if to {
-            bail!("invalid {flag} {text:?}: use type=registry,ref=REF[,mode=min|max] or type=inline");
+            bail!(
+                "invalid {flag} {text:?}: use type=registry,ref=REF[,mode=min|max] or type=inline"
+            );
         }
         return Ok(CacheSpec::Inline {
             image: Some(text.to_string()),
@@ -99,9 +101,8 @@ pub fn import(ctx: &Context, specs: &[CacheSpec], quiet: bool) -> Vec<ImportedCa
             CacheSpec::Inline { image: Some(image) } => image.clone(),
             CacheSpec::Inline { image: None } => continue,
         };
-        let read = child(ctx, &["__cache-fetch", &reference]).and_then(|bytes| {
-            CacheConfig::parse(&bytes, &reference).map_err(anyhow::Error::from)
-        });
+        let read = child(ctx, &["__cache-fetch", &reference])
+            .and_then(|bytes| CacheConfig::parse(&bytes, &reference).map_err(anyhow::Error::from));
         match read {
             Ok(config) => {
                 let imported = ImportedCache::from_config(&reference, &config);
@@ -213,8 +214,8 @@ fn inline_config(
     config: &[u8],
     layers: &[gcr_registry::manifest::Descriptor],
 ) -> anyhow::Result<Vec<u8>> {
-    let doc: serde_json::Value =
-        serde_json::from_slice(config).with_context(|| format!("image {reference}: invalid config"))?;
+    let doc: serde_json::Value = serde_json::from_slice(config)
+        .with_context(|| format!("image {reference}: invalid config"))?;
     let Some(encoded) = doc
         .get(gcr_builder::remote_cache::INLINE_CACHE_KEY)
         .and_then(|v| v.as_str())
@@ -228,7 +229,11 @@ fn inline_config(
     let mut cache = CacheConfig::parse(&raw, reference)?;
     let diff_ids: Vec<String> = doc["rootfs"]["diff_ids"]
         .as_array()
-        .map(|a| a.iter().filter_map(|d| d.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| d.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     for layer in &mut cache.layers {
         let Some(i) = layers.iter().position(|d| d.digest == layer.blob) else {
