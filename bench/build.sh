@@ -9,6 +9,9 @@
 #           "exporting layer ... done" line, for Buildah the wall time of `buildah commit` of a
 #           working container where `buildah run` wrote the same data (the RUN is ~4 s of
 #           /dev/urandom in both and says nothing about committing)
+#   cachefrom: `gcr build --cache-from type=registry,ref=R` on an empty store (every step CACHED,
+#           its layers pulled) vs `gcr pull` of the built image (the same layers and base) on an
+#           empty store; target (issue 13): at most the pull plus 10% (<= 1.10x)
 # Prints medians and ratios. Targets (issue 5): cold <= 0.5x Buildah, cached <= 0.1x Buildah,
 # commit 3x Buildah's throughput (<= 0.33x its time).
 #
@@ -24,7 +27,12 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 FIX="$REPO/tests/fixtures"
 ROUNDS="${1:-3}"
-read -r -a CASES <<<"${BENCH_CASES:-cold cached build1g commit}"
+read -r -a CASES <<<"${BENCH_CASES:-cold cached build1g commit cachefrom}"
+CACHEFROM=0
+for i in "${!CASES[@]}"; do
+    if [ "${CASES[$i]}" = cachefrom ]; then CACHEFROM=1; unset 'CASES[i]'; fi
+done
+CASES=("${CASES[@]}")
 [ "$(id -u)" -eq 0 ] || { echo "bench/build.sh must run as root" >&2; exit 1; }
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS must be a positive number" >&2; exit 2; }
 command -v buildah >/dev/null || { echo "buildah missing: run tests/fixtures/setup.sh" >&2; exit 1; }
@@ -135,3 +143,24 @@ for case in "${CASES[@]}"; do
     printf '%-8s %10.3f %10.3f %7.2fx\n' "$case" "$g" "$b" "$(echo "$g / $b" | bc -l)"
 done
 echo "targets: cold <= 0.50x, cached <= 0.10x, commit <= 0.33x (3x Buildah's throughput); build1g has none"
+
+# cachefrom: a --cache-from rebuild on an empty store vs a pull of the same image.
+if [ "$CACHEFROM" = 1 ]; then
+    REF=127.0.0.1:5000/gcr-bench/build
+    "$GCR" --root "$STORE" build -q --cache-to "type=registry,ref=$REF:cache" -t "$REF:image" "$CTX" >/dev/null
+    "$GCR" --root "$STORE" push "$REF:image" >/dev/null
+    PULLS="" REBUILDS=""
+    for round in $(seq 1 "$ROUNDS"); do
+        rm -rf "$WORK/fresh"; sync; start=$(now)
+        "$GCR" --root "$WORK/fresh" pull -q "$REF:image" >/dev/null
+        t=$(echo "$(now) - $start" | bc); PULLS+="$t "
+        rm -rf "$WORK/fresh"; sync; start=$(now)
+        "$GCR" --root "$WORK/fresh" build -q --cache-from "type=registry,ref=$REF:cache" "$CTX" >/dev/null
+        r=$(echo "$(now) - $start" | bc); REBUILDS+="$r "
+        echo "  cachefrom round $round: pull ${t}s, rebuild ${r}s" >&2
+    done
+    rm -rf "$WORK/fresh"
+    p=$(echo "$PULLS" | median)
+    r=$(echo "$REBUILDS" | median)
+    printf '%-8s %10.3f %10s %7.2fx  (vs gcr pull %.3f s; target <= 1.10x)\n' cachefrom "$r" - "$(echo "$r / $p" | bc -l)" "$p"
+fi
