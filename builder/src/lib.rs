@@ -209,10 +209,10 @@ pub type ResolveImage<'a> = &'a dyn Fn(&str, &Platform) -> Result<gcr_storage::I
 /// The builder starts no threads, so the caller does the network work (e.g. in a child).
 pub type FetchUrl<'a> = &'a dyn Fn(&str) -> Result<(Vec<u8>, Option<i64>), String>;
 
-/// Brings a layer of an imported cache (`--cache-from` source, layer) into the store: its
-/// blob and unpacked layer. The builder starts no threads, so the caller pulls (e.g. in a
+/// Brings layers of an imported cache (`--cache-from` source, layers) into the store: their
+/// blobs and unpacked layers. The builder starts no threads, so the caller pulls (e.g. in a
 /// child process).
-pub type FetchLayer<'a> = &'a dyn Fn(&str, &CacheLayer) -> Result<(), String>;
+pub type FetchLayer<'a> = &'a dyn Fn(&str, &[CacheLayer]) -> Result<(), String>;
 
 /// Build the image `opts` describes into `store`. Must be called from a single-threaded
 /// process (RUN forks containers). Nothing is named unless the whole build succeeds.

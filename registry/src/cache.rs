@@ -4,6 +4,7 @@
 //! each annotated with its uncompressed digest. Reading also takes BuildKit's index form
 //! and, for an ordinary image, its config (the inline cache lives there).
 
+use futures_util::TryStreamExt;
 use gcr_storage::{Digest, LayerExpectation, Store};
 use serde_json::json;
 use tokio::sync::mpsc::UnboundedSender;
@@ -102,11 +103,12 @@ pub async fn fetch_cache(
     })
 }
 
-/// Pulls one layer blob of a cache (or of the image holding an inline cache) into the store.
-pub async fn pull_cache_layer(
+/// Pulls layer blobs of a cache (or of the image holding an inline cache) into the store,
+/// `opts.max_concurrent_downloads` at once over one connection.
+pub async fn pull_cache_layers(
     store: &Store,
     reference: &Reference,
-    expect: &LayerExpectation,
+    expects: &[LayerExpectation],
     opts: &PullOptions,
     events: UnboundedSender<PullEvent>,
 ) -> Result<(), PullError> {
@@ -120,18 +122,23 @@ pub async fn pull_cache_layer(
         .await
         .map_err(err)?;
     let scope = format!("repository:{}:pull", reference.repository());
-    let what = format!("layer {}", expect.digest);
-    retry
-        .run(&what, || {
-            fetch_layer(
-                &client,
-                store,
-                reference.repository(),
-                &scope,
-                expect,
-                &events,
-                opts,
-            )
+    let (client, scope, retry, events) = (&client, scope.as_str(), &retry, &events);
+    futures_util::stream::iter(expects.iter().map(Ok))
+        .try_for_each_concurrent(opts.max_concurrent_downloads.max(1), |expect| async move {
+            let what = format!("layer {}", expect.digest);
+            retry
+                .run(&what, || {
+                    fetch_layer(
+                        client,
+                        store,
+                        reference.repository(),
+                        scope,
+                        expect,
+                        events,
+                        opts,
+                    )
+                })
+                .await
         })
         .await
         .map_err(err)

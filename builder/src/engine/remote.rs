@@ -29,8 +29,10 @@ impl Engine<'_> {
         })
     }
 
-    /// Makes every layer of `layers` present in the store, pulling those of imported hits.
+    /// Makes every layer of `layers` present in the store, pulling those of imported hits
+    /// (all of one source in one call, so the caller can pull them in parallel).
     pub(super) fn ensure_layers(&self, layers: &[LayerRef]) -> Result<(), BuildError> {
+        let mut wanted: Vec<(String, Vec<LayerRef>)> = Vec::new();
         for layer in layers {
             if self.store.has_layer(&layer.diff_id) && self.store.has_blob(&layer.blob) {
                 continue;
@@ -40,7 +42,7 @@ impl Engine<'_> {
                     .values()
                     .any(|st| st.layer.as_ref().is_some_and(|l| l.blob == layer.blob))
             });
-            let (Some(source), Some(fetch)) = (source, self.fetch_layer) else {
+            let Some(source) = source.filter(|_| self.fetch_layer.is_some()) else {
                 return Err(BuildError::CacheLayer {
                     source_ref: "(none)".into(),
                     blob: layer.blob.to_string(),
@@ -52,17 +54,32 @@ impl Engine<'_> {
                 layer.blob.short(),
                 source.source
             ));
-            fetch(&source.source, layer).map_err(|reason| BuildError::CacheLayer {
-                source_ref: source.source.clone(),
-                blob: layer.blob.to_string(),
+            match wanted.iter_mut().find(|(s, _)| *s == source.source) {
+                Some((_, list)) => list.push(layer.clone()),
+                None => wanted.push((source.source.clone(), vec![layer.clone()])),
+            }
+        }
+        let Some(fetch) = self.fetch_layer else {
+            return Ok(());
+        };
+        for (source, list) in &wanted {
+            fetch(source, list).map_err(|reason| BuildError::CacheLayer {
+                source_ref: source.clone(),
+                blob: list
+                    .iter()
+                    .map(|l| l.blob.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 reason,
             })?;
-            if !self.store.has_layer(&layer.diff_id) || !self.store.has_blob(&layer.blob) {
-                return Err(BuildError::CacheLayer {
-                    source_ref: source.source.clone(),
-                    blob: layer.blob.to_string(),
-                    reason: "the pull did not store it".into(),
-                });
+            for layer in list {
+                if !self.store.has_layer(&layer.diff_id) || !self.store.has_blob(&layer.blob) {
+                    return Err(BuildError::CacheLayer {
+                        source_ref: source.clone(),
+                        blob: layer.blob.to_string(),
+                        reason: "the pull did not store it".into(),
+                    });
+                }
             }
         }
         Ok(())

@@ -283,8 +283,8 @@ pub fn build(ctx: &Context, mut args: BuildArgs) -> anyhow::Result<u8> {
             .iter()
             .any(|s| matches!(s, crate::commands::build_cache::CacheSpec::Inline { .. }));
     options.cache_from = crate::commands::build_cache::import(ctx, &cache_from, options.quiet);
-    let fetch_layer = |source: &str, layer: &gcr_builder::CacheLayer| {
-        crate::commands::build_cache::fetch_layer(ctx, source, layer)
+    let fetch_layer = |source: &str, layers: &[gcr_builder::CacheLayer]| {
+        crate::commands::build_cache::fetch_layers(ctx, source, layers)
     };
     let platforms = platform_list(args.platform.as_deref())?;
     let exports = args

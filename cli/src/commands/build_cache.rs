@@ -120,22 +120,17 @@ pub fn import(ctx: &Context, specs: &[CacheSpec], quiet: bool) -> Vec<ImportedCa
     out
 }
 
-/// The `FetchLayer` hook: a child `gcr __cache-layer` pulls the layer.
-pub fn fetch_layer(ctx: &Context, source: &str, layer: &CacheLayer) -> Result<(), String> {
-    let size = layer.size.to_string();
-    child(
-        ctx,
-        &[
-            "__cache-layer",
-            source,
-            layer.blob.as_str(),
-            layer.diff_id.as_str(),
-            &layer.media_type,
-            &size,
-        ],
-    )
-    .map(|_| ())
-    .map_err(|e| format!("{e:#}"))
+/// The `FetchLayer` hook: one child `gcr __cache-layer` pulls the layers (in parallel).
+pub fn fetch_layers(ctx: &Context, source: &str, layers: &[CacheLayer]) -> Result<(), String> {
+    let mut args = vec!["__cache-layer".to_string(), source.to_string()];
+    for layer in layers {
+        args.push(format!(
+            "{},{},{},{}",
+            layer.blob, layer.diff_id, layer.media_type, layer.size
+        ));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    child(ctx, &args).map(|_| ()).map_err(|e| format!("{e:#}"))
 }
 
 /// `--cache-to` after a build: registry caches pushed by a child; inline needs nothing here.
@@ -249,24 +244,30 @@ fn inline_config(
     Ok(cache.to_json())
 }
 
-/// `gcr __cache-layer REF BLOB DIFF_ID MEDIA_TYPE SIZE`: one layer of a cache into the store.
+/// `gcr __cache-layer REF BLOB,DIFF_ID,MEDIA_TYPE,SIZE...`: layers of a cache into the store.
 pub fn layer_command(ctx: &Context, args: &[String]) -> anyhow::Result<u8> {
-    let [reference, blob, diff_id, media_type, size] = args else {
-        bail!("usage: gcr __cache-layer REF BLOB DIFF_ID MEDIA_TYPE SIZE");
+    let Some((reference, layers)) = args.split_first() else {
+        bail!("usage: gcr __cache-layer REF BLOB,DIFF_ID,MEDIA_TYPE,SIZE...");
     };
     let store = ctx.open_store()?;
     let parsed = parse_reference(reference)?;
-    let expect = gcr_storage::LayerExpectation {
-        digest: blob.parse()?,
-        size: size.parse()?,
-        media_type: media_type.clone(),
-        diff_id: diff_id.parse()?,
-    };
+    let mut expects = Vec::new();
+    for layer in layers {
+        let [blob, diff_id, media_type, size] = layer.split(',').collect::<Vec<_>>()[..] else {
+            bail!("invalid layer {layer:?}: use BLOB,DIFF_ID,MEDIA_TYPE,SIZE");
+        };
+        expects.push(gcr_storage::LayerExpectation {
+            digest: blob.parse()?,
+            size: size.parse()?,
+            media_type: media_type.to_string(),
+            diff_id: diff_id.parse()?,
+        });
+    }
     let runtime = crate::context::tokio_runtime()?;
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     let opts = gcr_registry::PullOptions::default();
-    runtime.block_on(gcr_registry::cache::pull_cache_layer(
-        &store, &parsed, &expect, &opts, tx,
+    runtime.block_on(gcr_registry::cache::pull_cache_layers(
+        &store, &parsed, &expects, &opts, tx,
     ))?;
     Ok(0)
 }
