@@ -2616,3 +2616,178 @@ fn outputs_of_a_multi_platform_build() {
         stderr(&out)
     );
 }
+
+/// A repository of its own on the fixture registry for a cache test.
+fn unique_cache_ref(registry: &str, what: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{registry}/gcr-test-cache/{what}:{}-{nanos}",
+        std::process::id()
+    )
+}
+
+/// Two stages: the builder's RUN writes a random value and a big blob only it keeps.
+fn cache_ctx(base: &str) -> Ctx {
+    let ctx = Ctx::new(&format!(
+        "FROM {base} AS builder\nCOPY a.txt /a.txt\nRUN head -c 16 /dev/urandom | od -x > /rand && head -c 300000 /dev/urandom > /big\n\
+         FROM {base}\nCOPY --from=builder /rand /rand\nCOPY a.txt /b.txt\nRUN cat /rand /b.txt > /out\n"
+    ));
+    ctx.write("a.txt", "one\n");
+    ctx
+}
+
+fn steps_cached(log: &str) -> (usize, usize) {
+    let cached = log.lines().filter(|l| l.ends_with(" CACHED")).count();
+    let done = log.lines().filter(|l| l.contains(" DONE ")).count();
+    (cached, done)
+}
+
+#[test]
+fn registry_cache_max_rebuilds_on_an_empty_store_without_running() {
+    let Some(base) = busybox() else { return };
+    let Some(registry) = support::registry() else {
+        return;
+    };
+    let cache = unique_cache_ref(&registry, "max");
+    let first = TestStore::new();
+    let ctx = cache_ctx(&base);
+    let to = format!("type=registry,ref={cache},mode=max");
+    let (id1, log) = build_ok(&first, &ctx, &["--cache-to", &to, "-t", "one"]);
+    assert!(log.contains("exported cache to"), "{log}");
+    assert!(log.contains("5 layers (mode=max)"), "{log}");
+    let out1 = run_in(&first, "one", "cat /out");
+    // An empty store: every step CACHED, no RUN ran (the random value is the first one).
+    let fresh = TestStore::new();
+    let from = format!("type=registry,ref={cache}");
+    let (id2, log) = build_ok(&fresh, &ctx, &["--cache-from", &from, "-t", "two"]);
+    assert_eq!(steps_cached(&log), (5, 0), "{log}");
+    assert_eq!(id1, id2, "{log}");
+    assert_eq!(run_in(&fresh, "two", "cat /out"), out1);
+    // Only what the image needs was pulled: the builder's layers (its 300 kB blob) were not.
+    let pulled = log
+        .lines()
+        .filter(|l| l.contains("pulling cached layer"))
+        .count();
+    assert_eq!(pulled, 3, "{log}");
+    // A changed context file: that COPY and what follows run again.
+    ctx.write("a.txt", "two\n");
+    let other = TestStore::new();
+    let (_, log) = build_ok(&other, &ctx, &["--cache-from", &from]);
+    assert!(
+        log.contains("[builder 2/3] COPY a.txt /a.txt\n#2 exporting layer"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("[builder 2/3] COPY a.txt /a.txt\n#2 CACHED"),
+        "{log}"
+    );
+}
+
+#[test]
+fn registry_cache_min_keeps_only_the_result_chain() {
+    let Some(base) = busybox() else { return };
+    let Some(registry) = support::registry() else {
+        return;
+    };
+    let cache = unique_cache_ref(&registry, "min");
+    let first = TestStore::new();
+    let ctx = cache_ctx(&base);
+    let (_, log) = build_ok(
+        &first,
+        &ctx,
+        &["--cache-to", &format!("type=registry,ref={cache}")],
+    );
+    assert!(log.contains("3 records, 3 layers (mode=min)"), "{log}");
+    // The final stage is cached; the builder's steps are not in a min cache, so they run.
+    let fresh = TestStore::new();
+    let (_, log) = build_ok(
+        &fresh,
+        &ctx,
+        &["--cache-from", &format!("type=registry,ref={cache}")],
+    );
+    assert!(
+        log.contains("[stage-1 4/4] RUN cat /rand /b.txt > /out\n#7 CACHED"),
+        "{log}"
+    );
+}
+
+#[test]
+fn inline_cache_in_a_pushed_image_is_used_by_cache_from_image() {
+    let Some(base) = busybox() else { return };
+    let Some(registry) = support::registry() else {
+        return;
+    };
+    let image = unique_cache_ref(&registry, "inline");
+    let first = TestStore::new();
+    let ctx = Ctx::new(&format!(
+        "FROM {base}\nCOPY a.txt /a.txt\nRUN head -c 16 /dev/urandom | od -x > /rand\n"
+    ));
+    ctx.write("a.txt", "inline\n");
+    let (id1, _) = build_ok(&first, &ctx, &["--cache-to", "type=inline", "-t", &image]);
+    first.ok(&["push", &image]);
+    let rand1 = run_in(&first, &image, "cat /rand");
+    let fresh = TestStore::new();
+    let (id2, log) = build_ok(
+        &fresh,
+        &ctx,
+        &["--cache-from", &image, "--cache-to", "type=inline"],
+    );
+    assert_eq!(steps_cached(&log), (2, 0), "{log}");
+    // The same image, inline cache included.
+    assert_eq!(id1, id2);
+    assert_eq!(run_in(&fresh, &id2, "cat /rand"), rand1);
+    // BuildKit's build arg does the same.
+    let other = TestStore::new();
+    let (id3, _) = build_ok(&other, &ctx, &["--build-arg", "BUILDKIT_INLINE_CACHE=1"]);
+    let raw = std::fs::read_to_string(
+        other
+            .root()
+            .join("blobs/sha256")
+            .join(id3.trim_start_matches("sha256:")),
+    )
+    .unwrap();
+    assert!(raw.contains("moby.buildkit.cache.v0"), "{raw}");
+}
+
+#[test]
+fn missing_cache_sources_warn_and_bad_specs_fail() {
+    let Some(base) = busybox() else { return };
+    let Some(registry) = support::registry() else {
+        return;
+    };
+    let store = TestStore::new();
+    let ctx = Ctx::new(&format!("FROM {base}\nRUN echo hi > /hi\n"));
+    let missing = unique_cache_ref(&registry, "missing");
+    let from = format!("type=registry,ref={missing}");
+    let (_, log) = build_ok(&store, &ctx, &["--cache-from", &from]);
+    assert!(
+        log.contains(&format!("WARNING: cache {missing} is not used")),
+        "{log}"
+    );
+    // An image without inline cache: a warning that says how to make one.
+    let (_, log) = build_ok(&store, &ctx, &["--cache-from", &base]);
+    assert!(log.contains("has no inline cache metadata"), "{log}");
+    assert!(log.contains("--cache-to type=inline"), "{log}");
+    // An unreachable registry for --cache-to is an error naming the ref.
+    let out = build(
+        &store,
+        &ctx,
+        &["--cache-to", "type=registry,ref=127.0.0.1:9/none:x"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("127.0.0.1:9/none:x"),
+        "{}",
+        stderr(&out)
+    );
+    let out = build(&store, &ctx, &["--cache-to", "type=gha"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("type=gha is not supported yet"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -9,7 +9,7 @@ use sha2::{Digest as _, Sha256};
 
 /// A layer of an image being built.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct LayerRef {
+pub struct LayerRef {
     pub diff_id: Digest,
     pub blob: Digest,
     pub size: u64,

@@ -95,6 +95,12 @@ struct ImageConfigOut<'a> {
     config: &'a RunConfig,
     rootfs: RootFs<'a>,
     history: &'a [History],
+    /// `--cache-to type=inline`: BuildKit's key for the cache config, base64.
+    #[serde(
+        rename = "moby.buildkit.cache.v0",
+        skip_serializing_if = "Option::is_none"
+    )]
+    inline_cache: Option<&'a str>,
 }
 
 /// The platform an image is for (`os/arch[/variant]`, normalised as BuildKit does).
@@ -204,6 +210,7 @@ pub(crate) fn render_config(
     config: &RunConfig,
     diff_ids: &[String],
     history: &[History],
+    inline_cache: Option<&str>,
 ) -> Vec<u8> {
     let out = ImageConfigOut {
         created,
@@ -216,6 +223,7 @@ pub(crate) fn render_config(
             diff_ids,
         },
         history,
+        inline_cache,
     };
     serde_json::to_vec(&out).unwrap_or_default()
 }

@@ -47,6 +47,16 @@ pub enum BuildError {
         #[source]
         source: gcr_storage::StoreError,
     },
+    /// A `--cache-from` source cannot be read.
+    #[error("cache {source_ref}: {reason}")]
+    CacheImport { source_ref: String, reason: String },
+    /// A layer of an imported cache could not be brought into the store.
+    #[error("layer {blob} of cache {source_ref}: {reason}")]
+    CacheLayer {
+        source_ref: String,
+        blob: String,
+        reason: String,
+    },
     /// A file operation of the builder itself failed.
     #[error("{op} {}: {source}", path.display())]
     Io {

@@ -21,6 +21,7 @@ mod error;
 mod export;
 mod fsutil;
 mod git;
+pub mod remote_cache;
 mod run;
 mod source;
 
@@ -31,6 +32,7 @@ pub use config::Platform;
 pub use error::BuildError;
 pub use export::{export, metadata, BuildExport, Destination};
 pub use gcr_storage::Compression;
+pub use remote_cache::{CacheConfig, CacheLayer, CacheStep, ImportedCache};
 
 /// What to build and how.
 #[derive(Debug, Clone)]
@@ -80,6 +82,11 @@ pub struct BuildOptions {
     pub platform: Option<Platform>,
     /// `--jobs`: how many stages may build at once (1: one after the other).
     pub jobs: usize,
+    /// `--cache-from`: step results of other builds, hits after the local cache misses (their
+    /// layers are pulled through the `FetchLayer` hook when a step or the image needs them).
+    pub cache_from: Vec<ImportedCache>,
+    /// `--cache-to type=inline`: the result chain's cache config in the image config.
+    pub inline_cache: bool,
 }
 
 /// Stages built at once by default: the CPUs, but at least 4, since RUN steps often wait
@@ -178,6 +185,8 @@ impl BuildOptions {
             index_annotations: Default::default(),
             platform: None,
             jobs: default_jobs(),
+            cache_from: Vec::new(),
+            inline_cache: false,
         }
     }
 }
@@ -188,6 +197,8 @@ pub struct BuildOutput {
     pub image: gcr_storage::ImageRecord,
     /// Warnings already printed (e.g. unused build arguments).
     pub warnings: Vec<String>,
+    /// Every layer step of the build, for `--cache-to`.
+    pub cache_steps: Vec<CacheStep>,
 }
 
 /// A finished build for several platforms: one image per platform under one OCI index.
@@ -198,6 +209,8 @@ pub struct MultiBuildOutput {
     /// The digest of the stored index.
     pub index: gcr_storage::Digest,
     pub warnings: Vec<String>,
+    /// Every layer step of every platform's build, for `--cache-to`.
+    pub cache_steps: Vec<CacheStep>,
 }
 
 /// Finds a base image by reference for a platform (pulling it if the caller wants to: from
@@ -207,6 +220,11 @@ pub type ResolveImage<'a> = &'a dyn Fn(&str, &Platform) -> Result<gcr_storage::I
 /// Downloads a URL for `ADD <url>`: its bytes and its `Last-Modified` time (Unix seconds).
 /// The builder starts no threads, so the caller does the network work (e.g. in a child).
 pub type FetchUrl<'a> = &'a dyn Fn(&str) -> Result<(Vec<u8>, Option<i64>), String>;
+
+/// Brings layers of an imported cache (`--cache-from` source, layers) into the store: their
+/// blobs and unpacked layers. The builder starts no threads, so the caller pulls (e.g. in a
+/// child process).
+pub type FetchLayer<'a> = &'a dyn Fn(&str, &[CacheLayer]) -> Result<(), String>;
 
 /// Build the image `opts` describes into `store`. Must be called from a single-threaded
 /// process (RUN forks containers). Nothing is named unless the whole build succeeds.
@@ -228,6 +246,20 @@ pub fn build_with_fetch(
     engine::Engine::new(store, opts, resolve, Some(fetch))?.run()
 }
 
+/// [`build_with_fetch`] with a puller for the layers of `opts.cache_from` (without one, an
+/// imported step whose layer is needed is a miss).
+pub fn build_with_cache(
+    store: &gcr_storage::Store,
+    opts: &BuildOptions,
+    resolve: ResolveImage<'_>,
+    fetch: FetchUrl<'_>,
+    fetch_layer: Option<FetchLayer<'_>>,
+) -> Result<BuildOutput, BuildError> {
+    let mut engine = engine::Engine::new(store, opts, resolve, Some(fetch))?;
+    engine.fetch_layer = fetch_layer;
+    engine.run()
+}
+
 /// Builds `opts` once per platform (each image stored unnamed, sharing the build cache),
 /// then one OCI image index over them, named with `opts.tags`. Same threading rule as
 /// [`build`].
@@ -237,6 +269,7 @@ pub fn build_platforms(
     platforms: &[Platform],
     resolve: ResolveImage<'_>,
     fetch: FetchUrl<'_>,
+    fetch_layer: Option<FetchLayer<'_>>,
 ) -> Result<MultiBuildOutput, BuildError> {
     // Held across the builds: nothing an earlier platform stored is collected before the
     // index names it.
@@ -245,6 +278,7 @@ pub fn build_platforms(
         .map_err(|e| BuildError::store("taking the store lease", e))?;
     let mut images = Vec::new();
     let mut warnings = Vec::new();
+    let mut cache_steps = Vec::new();
     for platform in platforms {
         let mut one = opts.clone();
         one.tags.clear();
@@ -252,8 +286,11 @@ pub fn build_platforms(
         if !opts.quiet {
             eprintln!("#0 building for {platform}");
         }
-        let out = engine::Engine::new(store, &one, resolve, Some(fetch))?.run()?;
+        let mut engine = engine::Engine::new(store, &one, resolve, Some(fetch))?;
+        engine.fetch_layer = fetch_layer;
+        let out = engine.run()?;
         warnings.extend(out.warnings);
+        cache_steps.extend(out.cache_steps);
         images.push((platform.clone(), out.image));
     }
     let index = config::render_index(store, &images, &opts.index_annotations)
@@ -265,6 +302,7 @@ pub fn build_platforms(
         image,
         index: gcr_storage::Digest::of(&index),
         warnings,
+        cache_steps,
     })
 }
 

@@ -20,8 +20,8 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use commands::{
-    archive, build, commit, exec, files, images, info, lifecycle, logs, networks, observe, ps,
-    pull, push, run, stats, system, volumes,
+    archive, build, build_cache, commit, exec, files, images, info, lifecycle, logs, networks,
+    observe, ps, pull, push, run, stats, system, volumes,
 };
 use context::{Context, EXIT_GCR_FAILED};
 
@@ -152,6 +152,15 @@ enum Command {
     /// Internal: download a URL for `ADD <url>` (run by `gcr build`)
     #[command(name = "__fetch-url", hide = true)]
     FetchUrl { url: String, dest: PathBuf },
+    /// Internal: print the build cache config a reference holds (run by `gcr build`)
+    #[command(name = "__cache-fetch", hide = true)]
+    CacheFetch { reference: String },
+    /// Internal: pull one layer of a build cache (run by `gcr build`)
+    #[command(name = "__cache-layer", hide = true)]
+    CacheLayer { args: Vec<String> },
+    /// Internal: push a build cache (run by `gcr build`)
+    #[command(name = "__cache-push", hide = true)]
+    CachePush { reference: String, config: PathBuf },
 }
 
 #[derive(Subcommand, Debug)]
@@ -419,6 +428,11 @@ fn real_main(mut cli: Cli) -> anyhow::Result<u8> {
         Command::Network(cmd) => networks::network(&ctx, cmd),
         Command::Info(args) => info::info(&ctx, args),
         Command::FetchUrl { url, dest } => build::fetch_url_command(&url, &dest),
+        Command::CacheFetch { reference } => build_cache::fetch_command(&ctx, &reference),
+        Command::CacheLayer { args } => build_cache::layer_command(&ctx, &args),
+        Command::CachePush { reference, config } => {
+            build_cache::push_command(&ctx, &reference, &config)
+        }
     }
 }
 

@@ -15,6 +15,7 @@
 //!   the config, then the manifest byte for byte.
 #![deny(unsafe_code)]
 
+pub mod cache;
 pub mod client;
 pub mod credentials;
 pub mod fetch;

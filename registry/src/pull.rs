@@ -156,10 +156,10 @@ pub async fn pull(
 }
 
 /// A downloaded manifest or index: raw bytes, their digest, and the parsed form.
-struct Fetched {
-    bytes: Vec<u8>,
-    digest: Digest,
-    document: Document,
+pub(crate) struct Fetched {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) digest: Digest,
+    pub(crate) document: Document,
 }
 
 async fn pull_inner(
@@ -384,7 +384,7 @@ fn parse_digest(s: &str) -> Result<Digest, PullErrorKind> {
 /// GET a manifest by tag or digest, capped at 4 MiB, verified against `expected` (a
 /// descriptor from an index) or the digest in the reference, and the Docker-Content-Digest
 /// header.
-async fn fetch_manifest(
+pub(crate) async fn fetch_manifest(
     client: &RegistryClient,
     reference: &Reference,
     scope: &str,
@@ -474,7 +474,7 @@ async fn read_document(resp: reqwest::Response, what: &str) -> Result<Vec<u8>, P
 }
 
 /// GET the config blob, capped at 4 MiB and at its descriptor size, digest verified.
-async fn fetch_config(
+pub(crate) async fn fetch_config(
     client: &RegistryClient,
     repo: &str,
     scope: &str,
@@ -572,7 +572,7 @@ async fn resume_blob(
 }
 
 /// One attempt at a layer: stream the blob into `Store::ingest_layer` on a blocking thread.
-async fn fetch_layer(
+pub(crate) async fn fetch_layer(
     client: &RegistryClient,
     store: &Store,
     repo: &str,

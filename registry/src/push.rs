@@ -115,11 +115,11 @@ transfer_error_kind! {
 
 /// One blob to send.
 #[derive(Debug, Clone)]
-struct BlobJob {
-    digest: Digest,
-    size: u64,
+pub(crate) struct BlobJob {
+    pub(crate) digest: Digest,
+    pub(crate) size: u64,
     /// Repositories of the same registry that may hold it, best first.
-    mount_from: Vec<String>,
+    pub(crate) mount_from: Vec<String>,
 }
 
 /// Pushes the stored image `image` to `destination`, reporting progress on `events`.
@@ -214,7 +214,7 @@ const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
 
 /// Puts a manifest or index, byte for byte, and checks the digest the registry stored.
 #[allow(clippy::too_many_arguments)]
-async fn put_manifest(
+pub(crate) async fn put_manifest(
     client: &RegistryClient,
     retry: &crate::retry::Retry<'_, PushEvent>,
     repo: &str,
@@ -427,19 +427,19 @@ fn header_value(s: &str) -> Result<HeaderValue, PushErrorKind> {
 }
 
 #[derive(Default)]
-struct Counts {
+pub(crate) struct Counts {
     uploaded: AtomicUsize,
     mounted: AtomicUsize,
     existing: AtomicUsize,
 }
 
-struct BlobContext<'a> {
-    client: &'a RegistryClient,
-    store: &'a Store,
-    repo: &'a str,
-    opts: &'a PushOptions,
-    events: &'a UnboundedSender<PushEvent>,
-    counts: &'a Counts,
+pub(crate) struct BlobContext<'a> {
+    pub(crate) client: &'a RegistryClient,
+    pub(crate) store: &'a Store,
+    pub(crate) repo: &'a str,
+    pub(crate) opts: &'a PushOptions,
+    pub(crate) events: &'a UnboundedSender<PushEvent>,
+    pub(crate) counts: &'a Counts,
 }
 
 /// How a blob reached the registry.
@@ -450,7 +450,7 @@ enum Outcome {
 }
 
 impl BlobContext<'_> {
-    async fn push_blob(&self, job: &BlobJob) -> Result<(), PushErrorKind> {
+    pub(crate) async fn push_blob(&self, job: &BlobJob) -> Result<(), PushErrorKind> {
         // Fail before talking to the registry when the store lacks the blob.
         let path = self.store.blob_path(&job.digest);
         if !path.is_file() {

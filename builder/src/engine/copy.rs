@@ -209,13 +209,14 @@ impl Engine<'_> {
         }
         // Where from: the context, another stage / image (mounted read-only), or a git
         // checkout.
-        let from_dir;
         let git_dir;
-        let _from_mount;
         let context_dir = match &c.from {
             Some(from) => self.context_dir(&self.expand(state, from)?, stage),
             None => None,
         };
+        // A stage or image source is known by its key (as BuildKit's definition keys it), so
+        // a hit needs none of its layers; it is mounted and read on a miss only.
+        let mut deferred_from: Option<&String> = None;
         let (tree, from_key) = match (&c.from, git_sources.first(), &context_dir) {
             (None, Some(git), _) => {
                 git_dir = self.store.build_dir("build-git")?;
@@ -223,7 +224,7 @@ impl Engine<'_> {
                     .map_err(StepFailure::Message)?;
                 paths.push(".".to_string());
                 (
-                    SourceTree {
+                    Some(SourceTree {
                         root: checkout.root,
                         confine: Confine::InRoot,
                         ignore: None,
@@ -231,7 +232,7 @@ impl Engine<'_> {
                         preserve_owner: false,
                         exclude: exclude.clone(),
                         parents: false,
-                    },
+                    }),
                     format!("git {}", checkout.commit),
                 )
             }
@@ -241,7 +242,7 @@ impl Engine<'_> {
                     .as_ref()
                     .ok_or_else(|| "the build context is not open".to_string())?;
                 (
-                    SourceTree {
+                    Some(SourceTree {
                         root: ctx.root.clone(),
                         confine: ctx.confine,
                         ignore: ctx.ignore.clone(),
@@ -249,12 +250,12 @@ impl Engine<'_> {
                         preserve_owner: false,
                         exclude: exclude.clone(),
                         parents: c.parents,
-                    },
+                    }),
                     String::new(),
                 )
             }
             (Some(_), _, Some((name, dir))) => (
-                SourceTree {
+                Some(SourceTree {
                     root: dir.clone(),
                     confine: Confine::Beneath,
                     ignore: None,
@@ -262,16 +263,62 @@ impl Engine<'_> {
                     preserve_owner: false,
                     exclude: exclude.clone(),
                     parents: c.parents,
-                },
+                }),
                 format!("context {name}"),
             ),
             (Some(from), _, None) => {
-                let (from_state, label) = self.source_state(stage, state, from)?;
-                from_dir = self.store.build_dir("build-from")?;
-                let at = from_dir.path().join("root");
-                _from_mount = self.mount_view(&from_state, &at)?;
-                (
-                    SourceTree {
+                let (from_state, _) = self.source_state(stage, state, from)?;
+                deferred_from = Some(from);
+                (None, from_state.key.clone())
+            }
+        };
+        let gather = |tree: &SourceTree| -> StepResult<Vec<(String, Collected)>> {
+            let mut collected = Vec::new();
+            for p in &paths {
+                collected.push((
+                    p.clone(),
+                    tree.collect(std::slice::from_ref(p))
+                        .map_err(StepFailure::Message)?,
+                ));
+            }
+            Ok(collected)
+        };
+        let early = match &tree {
+            Some(tree) => Some(gather(tree)?),
+            None => None,
+        };
+        // A git source is known by its commit (as BuildKit keys it): a kept .git differs
+        // with every fetch; a stage or image by its key.
+        let hash = match &early {
+            _ if !git_sources.is_empty() => {
+                format!("{from_key} keep_git_dir={}", c.keep_git_dir)
+            }
+            Some(collected) => {
+                let mut all: Vec<Entry> = inline.clone();
+                for (_, col) in collected {
+                    all.extend(col.entries.iter().cloned());
+                }
+                source::content_hash(&all).map_err(StepFailure::Message)?
+            }
+            None => format!("of {from_key}"),
+        };
+        let unpack = is_add && c.unpack != Some(false);
+        let key_text = format!(
+            "{what}\n{}\nfrom={from_key}\nchown={chown:?}\nchmod={chmod:?}\ndest={dest_abs}\nsources={}\nunpack={unpack}\n",
+            instr.raw.original.trim(),
+            hash
+        );
+        self.layer_step(state, instr, progress, &key_text, |eng, st, dirs| {
+            let from_dir;
+            let _from_mount;
+            let collected = match (early, deferred_from) {
+                (Some(collected), _) => collected,
+                (None, Some(from)) => {
+                    let (from_state, label) = eng.source_state(stage, st, from)?;
+                    from_dir = eng.store.build_dir("build-from")?;
+                    let at = from_dir.path().join("root");
+                    _from_mount = eng.mount_view(&from_state, &at)?;
+                    gather(&SourceTree {
                         root: at,
                         confine: Confine::InRoot,
                         ignore: None,
@@ -279,43 +326,16 @@ impl Engine<'_> {
                         preserve_owner: true,
                         exclude: exclude.clone(),
                         parents: c.parents,
-                    },
-                    from_state.key.clone(),
-                )
-            }
-        };
-        let mut collected: Vec<(String, Collected)> = Vec::new();
-        for p in &paths {
-            collected.push((
-                p.clone(),
-                tree.collect(std::slice::from_ref(p))
-                    .map_err(StepFailure::Message)?,
-            ));
-        }
-        let mut all: Vec<Entry> = inline.clone();
-        for (_, col) in &collected {
-            all.extend(col.entries.iter().cloned());
-        }
-        // A git source is known by its commit (as BuildKit keys it): a kept .git differs
-        // with every fetch.
-        let hash = if git_sources.is_empty() {
-            source::content_hash(&all).map_err(StepFailure::Message)?
-        } else {
-            format!("{from_key} keep_git_dir={}", c.keep_git_dir)
-        };
-        let unpack = is_add && c.unpack != Some(false);
-        let single_dir_source = inline.is_empty()
-            && collected.len() == 1
-            && collected[0].1.tops == 1
-            && collected[0].1.top_dirs == 1;
-        let multiple = paths.len() + inline.len() > 1
-            || collected.iter().any(|(_, c)| c.multiple || c.tops > 1);
-        let key_text = format!(
-            "{what}\n{}\nfrom={from_key}\nchown={chown:?}\nchmod={chmod:?}\ndest={dest_abs}\nsources={}\nunpack={unpack}\n",
-            instr.raw.original.trim(),
-            hash
-        );
-        self.layer_step(state, instr, progress, &key_text, |eng, st, dirs| {
+                    })?
+                }
+                (None, None) => return Err("a COPY without sources".to_string().into()),
+            };
+            let single_dir_source = inline.is_empty()
+                && collected.len() == 1
+                && collected[0].1.tops == 1
+                && collected[0].1.top_dirs == 1;
+            let multiple = paths.len() + inline.len() > 1
+                || collected.iter().any(|(_, c)| c.multiple || c.tops > 1);
             let mount = eng.mount_rw(st, dirs)?;
             let root = mount.path().to_path_buf();
             let chown_ids = match &chown {

@@ -97,6 +97,7 @@ impl Engine<'_> {
             args: Vec::new(),
             platform: platform.clone(),
             cmd_set: false,
+            steps: Vec::new(),
         })
     }
 
@@ -125,10 +126,14 @@ impl Engine<'_> {
             args: Vec::new(),
             platform: platform.clone(),
             cmd_set: false,
+            steps: Vec::new(),
         }
     }
 
     pub(super) fn commit_image(&self, state: &State) -> Result<ImageRecord, BuildError> {
+        // The image must have all its layers in the store, imported cache hits included.
+        self.ensure_layers(&state.layers)?;
+        let inline_cache = self.inline_cache(state);
         let diff_ids: Vec<String> = state
             .layers
             .iter()
@@ -140,6 +145,7 @@ impl Engine<'_> {
             &state.config,
             &diff_ids,
             &state.history,
+            inline_cache.as_deref(),
         );
         let config_digest = Digest::of(&config_bytes);
         let layers: Vec<config::Descriptor> = state

@@ -45,7 +45,13 @@ impl Engine<'_> {
         let cached = if self.opts.no_cache {
             None
         } else {
-            cache::lookup(self.store, &key)
+            cache::lookup(self.store, &key).or_else(|| {
+                // An imported hit: its layer comes when something needs it; recorded here
+                // too, so the next build finds it once the layer is in the store.
+                let entry = self.imported_entry(&key)?;
+                cache::record(self.store, &key, &entry);
+                Some(entry)
+            })
         };
         let entry = match cached {
             Some(entry) => {
@@ -92,6 +98,8 @@ impl Engine<'_> {
                 entry
             }
         };
+        self.note_step(state, &key, &entry);
+        state.steps.push(key.clone());
         let empty = entry.layer.is_none();
         if let Some(layer) = entry.layer {
             state.layers.push(layer);
@@ -108,18 +116,20 @@ impl Engine<'_> {
     }
 
     /// The overlay lower dirs of a state, top layer first; scratch gets the empty dir.
-    pub(super) fn overlay_lower(&self, state: &State) -> Vec<PathBuf> {
+    /// Layers of imported cache hits are pulled first.
+    pub(super) fn overlay_lower(&self, state: &State) -> StepResult<Vec<PathBuf>> {
+        self.ensure_state(state)?;
         let mut lower = state.lower_dirs(self.store);
         if lower.is_empty() {
             lower.push(self.empty.path().to_path_buf());
         }
-        lower
+        Ok(lower)
     }
 
     /// Mount the state's layers with the step's upper dir, read-write.
     pub(super) fn mount_rw(&self, state: &State, dirs: &StepDirs) -> StepResult<OverlayMount> {
         OverlayMount::mount(
-            &self.overlay_lower(state),
+            &self.overlay_lower(state)?,
             Some((&dirs.upper, &dirs.work)),
             &dirs.merged,
             self.userxattr,
@@ -129,7 +139,7 @@ impl Engine<'_> {
 
     /// A read-only view of a state's root at `at`.
     pub(super) fn mount_view(&self, state: &State, at: &Path) -> StepResult<OverlayMount> {
-        OverlayMount::mount(&self.overlay_lower(state), None, at, self.userxattr)
+        OverlayMount::mount(&self.overlay_lower(state)?, None, at, self.userxattr)
             .map_err(|e| StepFailure::Message(format!("cannot mount a source root: {e}")))
     }
 }

@@ -28,6 +28,7 @@ mod images;
 mod layer;
 mod metadata;
 mod parallel;
+mod remote;
 mod run;
 mod stages;
 mod state;
@@ -57,6 +58,10 @@ pub(crate) struct Engine<'a> {
     empty: gcr_storage::BuildDir,
     /// The platform built for (`--platform`, else the host's).
     target: Platform,
+    /// Pulls the layers of `--cache-from` hits (see `remote`).
+    pub(crate) fetch_layer: Option<crate::FetchLayer<'a>>,
+    /// The layer steps made or reused, for `--cache-to`.
+    cache_steps: Vec<crate::CacheStep>,
 }
 
 impl<'a> Engine<'a> {
@@ -100,6 +105,8 @@ impl<'a> Engine<'a> {
             empty,
             cf,
             target: opts.platform.clone().unwrap_or_else(Platform::host),
+            fetch_layer: None,
+            cache_steps: Vec::new(),
         })
     }
 
@@ -200,9 +207,11 @@ impl<'a> Engine<'a> {
             self.warnings.push(w);
         }
         let image = self.commit_image(&state)?;
+        let cache_steps = self.result_steps(&state);
         Ok(BuildOutput {
             image,
             warnings: self.warnings,
+            cache_steps,
         })
     }
 

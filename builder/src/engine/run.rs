@@ -388,7 +388,7 @@ impl Engine<'_> {
                     }
                 }
             }
-            let lower = eng.overlay_lower(st);
+            let lower = eng.overlay_lower(st)?;
             let mut env = env.clone();
             env.extend(ssh_env);
             env.extend(secret_env);

@@ -29,6 +29,8 @@ pub(super) struct State {
     pub(super) platform: Platform,
     /// CMD was set in this stage (ENTRYPOINT then keeps it).
     pub(super) cmd_set: bool,
+    /// Keys of the layer steps this state is made of, oldest first (across `FROM stage`).
+    pub(super) steps: Vec<String>,
 }
 
 impl State {

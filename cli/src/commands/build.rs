@@ -72,6 +72,13 @@ pub struct BuildArgs {
     /// Size of RUN's /dev/shm, e.g. 128m
     #[arg(long = "shm-size", value_name = "SIZE")]
     shm_size: Option<String>,
+    /// Import build cache: type=registry,ref=REF, or an image reference (its inline cache)
+    /// (repeatable)
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    cache_from: Vec<String>,
+    /// Export build cache: type=registry,ref=REF[,mode=min|max] or type=inline (repeatable)
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    cache_to: Vec<String>,
     /// Write the image ID to this file
     #[arg(long, value_name = "FILE")]
     iidfile: Option<PathBuf>,
@@ -256,7 +263,33 @@ pub fn build(ctx: &Context, mut args: BuildArgs) -> anyhow::Result<u8> {
     } else {
         containerfile_path(&args)?
     };
-    let options = build_options(&args, &path)?;
+    let mut options = build_options(&args, &path)?;
+    let cache_to = args
+        .cache_to
+        .iter()
+        .map(|t| crate::commands::build_cache::parse_spec(t, true))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let cache_from = args
+        .cache_from
+        .iter()
+        .map(|t| crate::commands::build_cache::parse_spec(t, false))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // BuildKit's build arg for an inline cache.
+    let inline_arg = options
+        .build_args
+        .iter()
+        .any(|(k, v)| k == "BUILDKIT_INLINE_CACHE" && v != "0" && !v.is_empty());
+    options
+        .build_args
+        .retain(|(k, _)| k != "BUILDKIT_INLINE_CACHE");
+    options.inline_cache = inline_arg
+        || cache_to
+            .iter()
+            .any(|s| matches!(s, crate::commands::build_cache::CacheSpec::Inline { .. }));
+    options.cache_from = crate::commands::build_cache::import(ctx, &cache_from, options.quiet);
+    let fetch_layer = |source: &str, layers: &[gcr_builder::CacheLayer]| {
+        crate::commands::build_cache::fetch_layers(ctx, source, layers)
+    };
     let platforms = platform_list(args.platform.as_deref())?;
     let exports = args
         .outputs
@@ -322,20 +355,28 @@ pub fn build(ctx: &Context, mut args: BuildArgs) -> anyhow::Result<u8> {
         let dir = store.build_dir("add-url").map_err(|e| e.to_string())?;
         fetch_url(&dir.path().join("download"), url).map_err(|e| format!("{e:#}"))
     };
+    let hook: Option<gcr_builder::FetchLayer<'_>> = Some(&fetch_layer);
     let built = match platforms.as_slice() {
-        [] => gcr_builder::build_with_fetch(&store, &options, &resolve, &fetch)
-            .map(|o| (o.image.id.clone(), o.image)),
+        [] => gcr_builder::build_with_cache(&store, &options, &resolve, &fetch, hook)
+            .map(|o| (o.image.id.clone(), o.image, o.cache_steps)),
         [one] => {
             let mut options = options.clone();
             options.platform = Some(one.clone());
-            gcr_builder::build_with_fetch(&store, &options, &resolve, &fetch)
-                .map(|o| (o.image.id.clone(), o.image))
+            gcr_builder::build_with_cache(&store, &options, &resolve, &fetch, hook)
+                .map(|o| (o.image.id.clone(), o.image, o.cache_steps))
         }
-        several => gcr_builder::build_platforms(&store, &options, several, &resolve, &fetch)
-            .map(|o| (o.index, o.image)),
+        several => gcr_builder::build_platforms(&store, &options, several, &resolve, &fetch, hook)
+            .map(|o| (o.index, o.image, o.cache_steps)),
     };
     match built {
-        Ok((id, image)) => {
+        Ok((id, image, cache_steps)) => {
+            crate::commands::build_cache::export(
+                ctx,
+                &store,
+                &cache_to,
+                &cache_steps,
+                options.quiet,
+            )?;
             // Several platforms: the index digest, as buildx's --iidfile has it.
             let digest = id.clone();
             let id = id.as_str().to_string();

@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod build;
+pub mod build_cache;
 pub mod commit;
 pub mod exec;
 pub mod files;
