@@ -14,11 +14,12 @@
 #   cachefrom: `gcr build --cache-from type=registry,ref=R` on an empty store (every step CACHED,
 #           its layers pulled) vs `gcr pull` of the built image (the same layers and base) on an
 #           empty store; target (issue 13): at most the pull plus 10% (<= 1.10x)
-#   Measured 2026-12-08 (release gcr, 3 rounds): rebuild 1.57 s vs pull 0.71 s (2.21x; rounds
-#           1.4x-2.4x): NOT within the target yet. The rebuild pays a child `gcr pull` of the
-#           base, a child `__cache-fetch`, one child `__cache-layer` per layer (serial, each
-#           connecting anew) and the hash of the 2000-file context; batching the layer pulls
-#           into one parallel child is the next step.
+#   Measured 2026-12-08 (release gcr, 5 rounds): rebuild 1.32 s vs pull 1.08 s (1.22x; rounds
+#           1.10x-1.48x), NOT within the target yet (a first version with one child per layer
+#           was 2.21x). What is left over a pull: a child `gcr pull` of the base, a child
+#           `__cache-fetch`, the hash of the 2000-file context for the COPY key; fetching the
+#           cache config while the base is pulled is the next step. Buildah is not compared
+#           (not tried offline here yet).
 # Prints medians and ratios. Targets (issue 5): cold <= 0.5x Buildah, cached <= 0.1x Buildah,
 # commit 3x Buildah's throughput (<= 0.33x its time). Issue 13: parallel well under 3 s.
 #
