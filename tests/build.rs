@@ -2791,3 +2791,32 @@ fn missing_cache_sources_warn_and_bad_specs_fail() {
         stderr(&out)
     );
 }
+
+/// The steps of stages built side by side (in worker processes) reach a mode=max cache too:
+/// on an empty store every step of both is CACHED.
+#[test]
+fn registry_cache_max_holds_the_steps_of_parallel_stages() {
+    let Some(base) = busybox() else { return };
+    let Some(registry) = support::registry() else {
+        return;
+    };
+    let cache = unique_cache_ref(&registry, "parallel");
+    let ctx = Ctx::new(&format!(
+        "FROM {base} AS one\nRUN head -c 16 /dev/urandom | od -x > /one\n\nFROM {base} AS two\nRUN head -c 16 /dev/urandom | od -x > /two\n\nFROM {base}\nCOPY --from=one /one /one\nCOPY --from=two /two /two\n"
+    ));
+    let first = TestStore::new();
+    let (id1, log) = build_ok(
+        &first,
+        &ctx,
+        &["--cache-to", &format!("type=registry,ref={cache},mode=max")],
+    );
+    assert!(log.contains("4 layers (mode=max)"), "{log}");
+    let fresh = TestStore::new();
+    let (id2, log) = build_ok(
+        &fresh,
+        &ctx,
+        &["--cache-from", &format!("type=registry,ref={cache}")],
+    );
+    assert_eq!(steps_cached(&log), (4, 0), "{log}");
+    assert_eq!(id1, id2, "{log}");
+}

@@ -25,7 +25,7 @@ pub const INLINE_CACHE_KEY: &str = "moby.buildkit.cache.v0";
 pub type CacheLayer = LayerRef;
 
 /// One step of a finished build, for `--cache-to`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CacheStep {
     /// gcr's cache key of the step (64 hex digits).
     pub key: String,

@@ -94,6 +94,8 @@ enum WorkerResult {
         state: Box<State>,
         declared: Vec<String>,
         warnings: Vec<String>,
+        /// The layer steps it made or reused (for `--cache-to`).
+        cache_steps: Vec<crate::CacheStep>,
     },
     Failed(WireError),
 }
@@ -365,11 +367,13 @@ impl Engine<'_> {
         self.steps.reopen();
         self.declared.clear();
         self.warnings.clear();
+        self.cache_steps.clear();
         let result = match self.build_stage(index, bases) {
             Ok(state) => WorkerResult::Built {
                 state: Box::new(state),
                 declared: self.declared.iter().cloned().collect(),
                 warnings: self.warnings.clone(),
+                cache_steps: std::mem::take(&mut self.cache_steps),
             },
             Err(e) => WorkerResult::Failed(WireError::from_error(&e)),
         };
@@ -443,9 +447,15 @@ impl Engine<'_> {
                 state,
                 declared,
                 warnings,
+                cache_steps,
             } => {
                 self.declared.extend(declared);
                 self.warnings.extend(warnings);
+                for step in cache_steps {
+                    if !self.cache_steps.iter().any(|s| s.key == step.key) {
+                        self.cache_steps.push(step);
+                    }
+                }
                 Ok(*state)
             }
             WorkerResult::Failed(e) => Err(e.into_error(stage)),
