@@ -368,6 +368,16 @@ fn ignore_file_is_applied_with_exceptions() {
     assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
 }
 
+/// Sets a file's modification time (`touch -d WHEN`), as another checkout would have it.
+fn touch(path: &Path, when: &str) {
+    let status = std::process::Command::new("touch")
+        .args(["-d", when])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "touch -d {when} {}", path.display());
+}
+
 #[test]
 fn reproducible_with_source_date_epoch() {
     let Some(base) = busybox() else { return };
@@ -384,12 +394,7 @@ fn reproducible_with_source_date_epoch() {
         } else {
             "2025-06-07 08:09:10"
         };
-        assert!(std::process::Command::new("touch")
-            .args(["-d", when])
-            .arg(ctx.path().join("f"))
-            .status()
-            .unwrap()
-            .success());
+        touch(&ctx.path().join("f"), when);
         let store = TestStore::new();
         let meta = ctx.path().join(format!("meta-{round}.json"));
         let out = store
@@ -2502,12 +2507,7 @@ fn multi_platform_build_is_reproducible_across_stores() {
         } else {
             "2025-06-07 08:09:10"
         };
-        assert!(std::process::Command::new("touch")
-            .args(["-d", when])
-            .arg(ctx.path().join("f"))
-            .status()
-            .unwrap()
-            .success());
+        touch(&ctx.path().join("f"), when);
         let store = TestStore::new();
         let out = store
             .gcr()
