@@ -2820,3 +2820,16 @@ fn registry_cache_max_holds_the_steps_of_parallel_stages() {
     assert_eq!(steps_cached(&log), (4, 0), "{log}");
     assert_eq!(id1, id2, "{log}");
 }
+
+/// The step counter the workers share lives in a work dir of its own: a scratch stage built
+/// beside another still has an empty root.
+#[test]
+fn a_scratch_stage_built_beside_another_stays_empty() {
+    let Some(base) = busybox() else { return };
+    let store = TestStore::new();
+    let ctx = Ctx::new(&format!(
+        "FROM {base} AS one\nRUN echo one > /one\n\nFROM scratch AS nothing\nENV X=1\n\nFROM {base}\nCOPY --from=one /one /one\nCOPY --from=nothing / /nothing/\nRUN ls -A /nothing > /listing\n"
+    ));
+    build_ok(&store, &ctx, &["-t", "scratchpar"]);
+    assert_eq!(run_in(&store, "scratchpar", "cat /listing"), "");
+}

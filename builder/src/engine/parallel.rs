@@ -31,6 +31,8 @@ pub(super) struct StepCounter {
     local: usize,
     /// The counter file: its length is the last number given.
     shared: Option<(PathBuf, File)>,
+    /// The work directory holding it (removed with the engine).
+    dir: Option<gcr_storage::BuildDir>,
 }
 
 impl StepCounter {
@@ -38,6 +40,7 @@ impl StepCounter {
         StepCounter {
             local: 0,
             shared: None,
+            dir: None,
         }
     }
 
@@ -326,10 +329,18 @@ impl Engine<'_> {
             .store
             .build_dir("build-stage")
             .map_err(|e| BuildError::store("creating a work directory", e))?;
-        let counter = self.empty.path().join("steps");
-        self.steps
-            .share(counter.clone())
-            .map_err(|e| BuildError::io("creating", &counter, e))?;
+        if self.steps.shared.is_none() {
+            // A work dir of its own: the counter must not show in any image's root.
+            let steps_dir = self
+                .store
+                .build_dir("build-steps")
+                .map_err(|e| BuildError::store("creating a work directory", e))?;
+            let counter = steps_dir.path().join("steps");
+            self.steps
+                .share(counter.clone())
+                .map_err(|e| BuildError::io("creating", &counter, e))?;
+            self.steps.dir = Some(steps_dir);
+        }
         let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| BuildError::io("creating a pipe for", dir.path(), e.into()))?;
         let result_path = dir.path().join("result.json");
@@ -499,6 +510,7 @@ mod tests {
                 .shared
                 .as_ref()
                 .map(|(p, f)| (p.clone(), f.try_clone().unwrap())),
+            dir: None,
         };
         worker.reopen();
         assert_eq!(worker.next(), 3);
