@@ -48,6 +48,15 @@ fn build_args(query: &[(String, String)]) -> Result<Vec<String>, Failure> {
                     ]);
                 }
             }
+            // Images whose inline cache (BuildKit's) the build may use.
+            "cachefrom" if !matches!(value.as_str(), "" | "[]" | "null") => {
+                let images: Vec<String> = serde_json::from_str(value).map_err(|e| {
+                    Failure::bad_request(format!("invalid cachefrom {value:?}: {e}"))
+                })?;
+                for image in images {
+                    args.extend(["--cache-from".into(), image]);
+                }
+            }
             "labels" => {
                 for (k, v) in json_map(key, value)? {
                     args.extend(["--label".into(), format!("{k}={}", v.unwrap_or_default())]);
@@ -277,6 +286,7 @@ mod tests {
             ("nocache", "1"),
             ("rm", "1"),
             ("target", "final"),
+            ("cachefrom", r#"["reg.example/app:cache"]"#),
         ]))
         .unwrap();
         let text = args.join(" ");
@@ -285,11 +295,14 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("--build-arg A=1 --label x=y --no-cache --target final"),
+            text.contains(
+                "--build-arg A=1 --label x=y --no-cache --target final --cache-from reg.example/app:cache"
+            ),
             "{text}"
         );
         assert!(text.ends_with("--file sub/Dockerfile -"), "{text}");
         assert!(build_args(&query(&[("remote", "https://x/y.git")])).is_err());
         assert!(build_args(&query(&[("buildargs", "{bad")])).is_err());
+        assert!(build_args(&query(&[("cachefrom", "app:cache")])).is_err());
     }
 }
