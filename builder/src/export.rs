@@ -119,9 +119,7 @@ pub fn export(
                     if let Some(v) = &platform.variant {
                         sub.push_str(&format!("_{v}"));
                     }
-                    let mut one = platform.clone();
-                    one.index = None;
-                    self::export(store, &one, tags, &BuildExport::Local(dir.join(sub)))?;
+                    export_one(store, platform, tags, &BuildExport::Local(dir.join(sub)))?;
                 }
                 Ok(())
             }
